@@ -1,0 +1,9 @@
+/**
+ * The list of subcommands. Each module exports a `register(program)` that adds one commander command
+ * whose action builds a typed options object and calls the library.
+ */
+import type { Command } from 'commander';
+
+export type Register = (program: Command) => void;
+
+export const commands: Register[] = [];
