@@ -24,7 +24,9 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+# Only a checkout without node_modules gets `npm ci` (it deletes node_modules first, so never run it over an
+# install that others share, e.g. a symlinked node_modules in a git worktree).
+if [ ! -e node_modules ]; then
   npm ci --no-audit --no-fund
 else
   # Dependencies are there; still (re)build the native parts and the TypeScript.
