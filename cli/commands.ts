@@ -3,7 +3,9 @@
  * whose action builds a typed options object and calls the library.
  */
 import type { Command } from 'commander';
+import { register as decode } from './decode';
+import { register as encode } from './encode';
 
 export type Register = (program: Command) => void;
 
-export const commands: Register[] = [];
+export const commands: Register[] = [decode, encode];
