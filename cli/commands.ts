@@ -3,9 +3,11 @@
  * whose action builds a typed options object and calls the library.
  */
 import type { Command } from 'commander';
+import { register as convert } from './convert';
 import { register as decode } from './decode';
 import { register as encode } from './encode';
+import { register as verify } from './verify';
 
 export type Register = (program: Command) => void;
 
-export const commands: Register[] = [decode, encode];
+export const commands: Register[] = [decode, encode, verify, convert];

@@ -1,0 +1,38 @@
+/** `godwit convert DIR --to criu|godwit [--out DIR2]`: between CRIU's plain pages and godwit's containers. */
+import { Command, Option } from 'commander';
+import { UsageError } from '../util/errors';
+import { convertImageDir } from '../images/convert';
+import { formatBytes } from './format';
+import { printJson } from './output';
+
+function int(name: string): (v: string) => number {
+  return (v) => {
+    const n = Number(v);
+    if (!/^-?\d+$/.test(v) || !Number.isSafeInteger(n)) throw new UsageError(`${name} must be an integer, got ${JSON.stringify(v)}`);
+    return n;
+  };
+}
+
+export function register(program: Command): void {
+  program
+    .command('convert')
+    .description('convert an image directory: --to criu writes plain pages-N.img (what CRIU reads), --to godwit compresses them into pages-N.gwz')
+    .argument('<dir>', 'image directory')
+    .addOption(new Option('--to <layout>', 'target layout').choices(['criu', 'godwit']).makeOptionMandatory())
+    .option('--out <dir>', 'write the converted image to this new or empty directory (default: convert in place)')
+    .option('--level <n>', 'zstd level for --to godwit', int('--level'))
+    .option('--chunk-size <bytes>', 'chunk size for --to godwit (multiple of 4096)', int('--chunk-size'))
+    .option('--json', 'print what was done as JSON')
+    .action(async (dir: string, o: { to: 'criu' | 'godwit'; out?: string; level?: number; chunkSize?: number; json?: boolean }) => {
+      const r = await convertImageDir(dir, { to: o.to, out: o.out, level: o.level, chunkSize: o.chunkSize });
+      if (o.json) {
+        printJson({ from: r.from, to: r.to, layout: r.layout, converted: r.converted, copied: r.copied });
+        return;
+      }
+      for (const c of r.converted) {
+        process.stdout.write(`${c.from} -> ${c.to}: ${formatBytes(c.pagesBytes)} of pages in ${formatBytes(c.size)}\n`);
+      }
+      if (r.converted.length === 0) process.stdout.write(`no pages file needed converting (already ${r.layout} layout)\n`);
+      process.stdout.write(`${r.to}: ${r.layout} layout, manifest written${r.copied ? `, ${r.copied} other files copied` : ''}\n`);
+    });
+}

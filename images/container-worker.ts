@@ -1,0 +1,44 @@
+/**
+ * Compression worker of the page container's pool (see container-pool.ts). Input and output live in
+ * SharedArrayBuffers, so a job message carries only offsets: no page byte is copied through postMessage.
+ */
+import { parentPort } from 'node:worker_threads';
+import * as zlib from 'node:zlib';
+import * as binding from 'zstd-napi/binding';
+import type { JobRequest, JobReply } from './container-pool';
+
+const cctxByLevel = new Map<number, binding.CCtx>();
+
+function cctxFor(level: number): binding.CCtx {
+  let c = cctxByLevel.get(level);
+  if (!c) {
+    c = new binding.CCtx();
+    c.setParameter(binding.CParameter.compressionLevel, level);
+    // XXH64 of the uncompressed bytes, checked by every decompression: proves end to end that the pages read back
+    // are the pages handed to the writer, for a few percent of compression time.
+    c.setParameter(binding.CParameter.checksumFlag, 1);
+    cctxByLevel.set(level, c);
+  }
+  return c;
+}
+
+parentPort!.on('message', (job: JobRequest) => {
+  let reply: JobReply;
+  try {
+    const cctx = cctxFor(job.level);
+    const lengths: number[] = [];
+    const crcs: number[] = [];
+    for (let i = 0; i < job.chunks.length; i++) {
+      const [sab, off, len] = job.chunks[i]!;
+      const src = new Uint8Array(sab, off, len);
+      const dst = new Uint8Array(job.out, job.outOffset + i * job.outStride, job.outStride);
+      const n = cctx.compress2(dst, src);
+      lengths.push(n);
+      crcs.push(zlib.crc32(dst.subarray(0, n)) >>> 0);
+    }
+    reply = { id: job.id, lengths, crcs };
+  } catch (err) {
+    reply = { id: job.id, error: err instanceof Error ? err.message : String(err) };
+  }
+  parentPort!.postMessage(reply);
+});

@@ -1,0 +1,187 @@
+/**
+ * `godwit verify DIR`: checks an image directory end to end and lists everything that is wrong.
+ *
+ * 1. the manifest is present and valid (manifest.ts);
+ * 2. every listed file exists with the listed size and crc32, and no file is there that the manifest does not list;
+ * 3. every page container is whole: header, index, trailer, and each chunk's checksums and decompression;
+ * 4. every CRIU image file decodes, and the pagemaps' page counts add up to the page data of their pages files
+ *    (these two use the image decoders: see imagecheck.ts).
+ *
+ * Each problem names the file and, where there is one, the offset. Checks go on after a problem so the user sees
+ * the whole picture; per file the list is capped so a badly damaged file does not bury the others.
+ */
+import * as fsp from 'node:fs/promises';
+import * as path from 'node:path';
+import { GodwitError, ImageError, describeError } from '../util/errors';
+import { partialName, toSysError } from './atomic-file';
+import { crc32, crc32Hex } from './crc32';
+import { CONTAINER_SUFFIX } from './container-format';
+import { ContainerReader } from './container-reader';
+import { ImageProvenance, MANIFEST_NAME, Manifest, ManifestFile, ManifestMissing, readManifest } from './manifest';
+
+export interface VerifyProblem {
+  file: string;
+  offset?: number;
+  problem: string;
+}
+
+export interface VerifyReport {
+  dir: string;
+  ok: boolean;
+  /** How the image was made, when the manifest could be read. */
+  made?: ImageProvenance;
+  checked: {
+    files: number;
+    bytes: number;
+    containers: number;
+    chunks: number;
+    /** Bytes of page data behind all pages files. */
+    pagesBytes: number;
+  };
+  problems: VerifyProblem[];
+}
+
+/** Problems reported per file before the rest is summarised. */
+const MAX_PROBLEMS_PER_FILE = 16;
+const READ_PIECE = 1 << 20;
+
+export function problemOf(err: unknown, fallbackFile: string): VerifyProblem {
+  if (err instanceof ManifestMissing) return { file: MANIFEST_NAME, problem: err.message.replace(/^.*: at offset 0: /, '') };
+  if (err instanceof ImageError) {
+    const prefix = `${err.file}: at offset ${err.offset}: `;
+    const text = err.message.startsWith(prefix) ? err.message.slice(prefix.length) : err.message;
+    return { file: path.basename(err.file), offset: err.offset, problem: text };
+  }
+  return { file: fallbackFile, problem: describeError(err) };
+}
+
+/** crc32 and size of a whole file, read in pieces. */
+export async function fileCrc32(file: string): Promise<{ size: number; crc32: string }> {
+  const fh = await fsp.open(file, 'r').catch((err) => {
+    throw toSysError(err, 'open', file);
+  });
+  try {
+    const buf = Buffer.allocUnsafe(READ_PIECE);
+    let crc = 0;
+    let size = 0;
+    for (;;) {
+      const { bytesRead } = await fh.read(buf, 0, buf.length, size);
+      if (bytesRead === 0) break;
+      crc = crc32(buf.subarray(0, bytesRead), crc);
+      size += bytesRead;
+    }
+    return { size, crc32: crc32Hex(crc) };
+  } finally {
+    await fh.close();
+  }
+}
+
+/** Reads and checks every chunk of a page container; returns its chunk count and page bytes. */
+export async function verifyContainer(file: string, problems: VerifyProblem[]): Promise<{ chunks: number; pagesBytes: number } | undefined> {
+  const name = path.basename(file);
+  let r: ContainerReader;
+  try {
+    r = await ContainerReader.open(file);
+  } catch (err) {
+    problems.push(problemOf(err, name));
+    return undefined;
+  }
+  try {
+    let bad = 0;
+    for (let i = 0; i < r.chunks.length; i++) {
+      try {
+        await r.loadChunk(i);
+      } catch (err) {
+        if (++bad <= MAX_PROBLEMS_PER_FILE) problems.push(problemOf(err, name));
+      }
+    }
+    if (bad > MAX_PROBLEMS_PER_FILE) problems.push({ file: name, problem: `${bad - MAX_PROBLEMS_PER_FILE} more bad chunks` });
+    return { chunks: r.chunks.length, pagesBytes: r.size };
+  } finally {
+    await r.close();
+  }
+}
+
+export async function verifyImageDir(dir: string): Promise<VerifyReport> {
+  const report: VerifyReport = {
+    dir,
+    ok: false,
+    checked: { files: 0, bytes: 0, containers: 0, chunks: 0, pagesBytes: 0 },
+    problems: [],
+  };
+  const problems = report.problems;
+  let entries: string[];
+  try {
+    const st = await fsp.stat(dir);
+    if (!st.isDirectory()) throw new GodwitError(`${dir} is not a directory`);
+    entries = (await fsp.readdir(dir)).sort();
+  } catch (err) {
+    throw err instanceof GodwitError ? err : toSysError(err, 'read image directory', dir);
+  }
+
+  let manifest: Manifest | undefined;
+  try {
+    manifest = await readManifest(dir);
+    report.made = manifest.made;
+  } catch (err) {
+    problems.push(problemOf(err, MANIFEST_NAME));
+  }
+
+  // Which files there are, against which the manifest lists.
+  const present = new Set(entries.filter((e) => e !== MANIFEST_NAME));
+  const listed = new Map<string, ManifestFile>((manifest?.files ?? []).map((f) => [f.name, f]));
+  if (manifest) {
+    for (const name of listed.keys()) {
+      if (!present.has(name)) problems.push({ file: name, problem: 'listed in the manifest but missing from the directory' });
+    }
+    for (const name of present) {
+      if (listed.has(name)) continue;
+      const partial = /^\.(.+)\.partial$/.exec(name);
+      problems.push({
+        file: name,
+        problem: partial && partialName(partial[1]!) === name
+          ? 'a partly written file left by an interrupted write'
+          : 'not listed in the manifest (added after the image was made?)',
+      });
+    }
+  }
+
+  // Sizes and checksums of everything there.
+  const pagesBytesOf = new Map<string, number>();
+  for (const name of [...present].sort()) {
+    const file = path.join(dir, name);
+    const st = await fsp.lstat(file);
+    if (!st.isFile()) {
+      problems.push({ file: name, problem: `is a ${st.isDirectory() ? 'directory' : st.isSymbolicLink() ? 'symlink' : 'special file'}, not an image file` });
+      continue;
+    }
+    const want = listed.get(name);
+    const got = await fileCrc32(file);
+    report.checked.files++;
+    report.checked.bytes += got.size;
+    if (want) {
+      if (got.size !== want.size) {
+        problems.push({ file: name, offset: Math.min(got.size, want.size), problem: `file is ${got.size} bytes, the manifest says ${want.size}${got.size < want.size ? ' (truncated)' : ''}` });
+      } else if (got.crc32 !== want.crc32) {
+        problems.push({ file: name, problem: `crc32 is ${got.crc32}, the manifest says ${want.crc32} (changed after the image was made)` });
+      }
+    }
+    if (name.endsWith(CONTAINER_SUFFIX)) {
+      const c = await verifyContainer(file, problems);
+      if (c) {
+        report.checked.containers++;
+        report.checked.chunks += c.chunks;
+        pagesBytesOf.set(name, c.pagesBytes);
+        if (want?.pagesBytes !== undefined && want.pagesBytes !== c.pagesBytes) {
+          problems.push({ file: name, problem: `holds ${c.pagesBytes} bytes of pages, the manifest says ${want.pagesBytes}` });
+        }
+      }
+    } else if (/^pages-\d+\.img$/.test(name)) {
+      pagesBytesOf.set(name, got.size);
+    }
+  }
+  for (const b of pagesBytesOf.values()) report.checked.pagesBytes += b;
+
+  report.ok = problems.length === 0;
+  return report;
+}
