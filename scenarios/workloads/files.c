@@ -1,0 +1,259 @@
+/*
+ * files: regular files open at offsets with different flags (read-only + O_NONBLOCK, read-write with a dup
+ * sharing its offset, O_APPEND, O_CLOEXEC opened relative to the cwd), a deleted file still open with contents,
+ * a file mapped shared and one mapped private (both written through memory), cwd in a subdirectory, a umask.
+ * Verify: per fd its flags (F_GETFL, F_GETFD), offset, path, link count and the file's bytes; the dup still shares
+ * its offset, O_APPEND still appends; the shared mapping still writes through to the file and the private one does
+ * not; cwd and umask.
+ */
+#include "zdtm.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define PAGE 4096
+#define UMASK 027
+
+struct ofile {
+	const char *name;
+	int fd, fl, fdfl;
+	off_t off;
+	unsigned char *want;	/* expected contents */
+	size_t len;
+	int deleted;
+	char link[PATH_MAX];	/* readlink of /proc/self/fd/N at setup */
+};
+
+static unsigned char *pattern(struct zt *z, size_t len, uint64_t seed)
+{
+	unsigned char *p = malloc(len);
+	if (!p)
+		zt_setup_failed(z, "malloc", "file pattern");
+	zt_fill_random(p, len, seed);
+	return p;
+}
+
+static void write_full(struct zt *z, int fd, const void *buf, size_t len, const char *what)
+{
+	if (write(fd, buf, len) != (ssize_t)len)
+		zt_setup_failed(z, "write", what);
+}
+
+static void fd_link(int fd, char *buf, size_t len)
+{
+	char proc[64];
+	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
+	ssize_t n = readlink(proc, buf, len - 1);
+	buf[n < 0 ? 0 : n] = 0;
+}
+
+/* Opens (creating with contents) and positions one file, recording what verify expects. */
+static void open_file(struct zt *z, struct ofile *f, const char *path, int flags, size_t len, uint64_t seed, off_t off)
+{
+	f->want = pattern(z, len, seed);
+	f->len = len;
+	f->fd = open(path, flags | O_CREAT | O_TRUNC, 0640);
+	if (f->fd < 0)
+		zt_setup_failed(z, "open", path);
+	if ((flags & O_ACCMODE) == O_RDONLY) {
+		int w = open(path, O_WRONLY | O_CLOEXEC);
+		if (w < 0)
+			zt_setup_failed(z, "open", path);
+		write_full(z, w, f->want, len, path);
+		close(w);
+	} else {
+		write_full(z, f->fd, f->want, len, path);
+	}
+	if (lseek(f->fd, off, SEEK_SET) < 0 && !(flags & O_APPEND))
+		zt_setup_failed(z, "lseek", path);
+	f->off = lseek(f->fd, 0, SEEK_CUR);
+	f->fl = fcntl(f->fd, F_GETFL);
+	f->fdfl = fcntl(f->fd, F_GETFD);
+	fd_link(f->fd, f->link, sizeof(f->link));
+}
+
+static void check_file(struct zt *z, const struct ofile *f)
+{
+	int fl = fcntl(f->fd, F_GETFL), fdfl = fcntl(f->fd, F_GETFD);
+	if (fl < 0) {
+		zt_fail_sys(z, "fcntl(F_GETFL)", f->name);
+		return;
+	}
+	if (fl != f->fl)
+		zt_fail(z, "fd %d (%s) flags are 0%o, expected 0%o", f->fd, f->name, fl, f->fl);
+	if (fdfl != f->fdfl)
+		zt_fail(z, "fd %d (%s) fd flags are %d, expected %d", f->fd, f->name, fdfl, f->fdfl);
+	off_t off = lseek(f->fd, 0, SEEK_CUR);
+	if (off != f->off)
+		zt_fail(z, "fd %d (%s) offset is %lld, expected %lld", f->fd, f->name, (long long)off, (long long)f->off);
+	char link[PATH_MAX];
+	fd_link(f->fd, link, sizeof(link));
+	if (strcmp(link, f->link))
+		zt_fail(z, "fd %d (%s) is %s, expected %s", f->fd, f->name, link, f->link);
+	struct stat st;
+	if (fstat(f->fd, &st) < 0) {
+		zt_fail_sys(z, "fstat", f->name);
+		return;
+	}
+	if (f->deleted != (st.st_nlink == 0))
+		zt_fail(z, "fd %d (%s) has %lu links, expected %s", f->fd, f->name, (unsigned long)st.st_nlink,
+			f->deleted ? "0 (deleted)" : "1");
+	if ((size_t)st.st_size != f->len) {
+		zt_fail(z, "fd %d (%s) file size is %lld, expected %zu", f->fd, f->name, (long long)st.st_size, f->len);
+		return;
+	}
+	if ((f->fl & O_ACCMODE) == O_WRONLY)
+		return;	/* contents of the write-only file are read through a fresh fd in main */
+	unsigned char *buf = malloc(f->len);
+	if (!buf || pread(f->fd, buf, f->len, 0) != (ssize_t)f->len) {
+		zt_fail(z, "fd %d (%s): cannot read %zu bytes back", f->fd, f->name, f->len);
+	} else {
+		for (size_t i = 0; i < f->len; i++) {
+			if (buf[i] != f->want[i]) {
+				zt_fail(z, "fd %d (%s) byte %zu is 0x%02x, expected 0x%02x", f->fd, f->name, i, buf[i],
+					f->want[i]);
+				break;
+			}
+		}
+	}
+	free(buf);
+}
+
+static unsigned char *map_file(struct zt *z, const char *path, size_t len, uint64_t seed, int flags,
+			       unsigned char **want)
+{
+	*want = pattern(z, len, seed);
+	int fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+	if (fd < 0)
+		zt_setup_failed(z, "open", path);
+	write_full(z, fd, *want, len, path);
+	unsigned char *m = mmap(NULL, len, PROT_READ | PROT_WRITE, flags, fd, 0);
+	if (m == MAP_FAILED)
+		zt_setup_failed(z, "mmap", path);
+	close(fd);	/* the mapping alone keeps the file */
+	return m;
+}
+
+static void compare(struct zt *z, const char *what, const unsigned char *got, const unsigned char *want, size_t len)
+{
+	for (size_t i = 0; i < len; i++) {
+		if (got[i] != want[i]) {
+			zt_fail(z, "%s byte %zu is 0x%02x, expected 0x%02x", what, i, got[i], want[i]);
+			return;
+		}
+	}
+}
+
+static void check_file_bytes(struct zt *z, const char *what, const char *path, const unsigned char *want, size_t len)
+{
+	unsigned char *buf = malloc(len + 1);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	ssize_t n = fd < 0 || !buf ? -1 : pread(fd, buf, len + 1, 0);
+	if (n != (ssize_t)len)
+		zt_fail(z, "%s: read %zd bytes from %s, expected %zu", what, n, path, len);
+	else
+		compare(z, what, buf, want, len);
+	if (fd >= 0)
+		close(fd);
+	free(buf);
+}
+
+int main(int argc, char **argv)
+{
+	struct zt z;
+	zt_setup(&z, argc, argv, NULL, 0, SIGUSR2);
+	char dir[PATH_MAX], sub[PATH_MAX], p_ro[PATH_MAX], p_rw[PATH_MAX], p_app[PATH_MAX], p_del[PATH_MAX],
+		p_shared[PATH_MAX], p_private[PATH_MAX];
+	zt_path(&z, dir, sizeof(dir), "files");
+	zt_path(&z, sub, sizeof(sub), "files/sub");
+	zt_path(&z, p_ro, sizeof(p_ro), "files/ro.dat");
+	zt_path(&z, p_rw, sizeof(p_rw), "files/rw.dat");
+	zt_path(&z, p_app, sizeof(p_app), "files/append.log");
+	zt_path(&z, p_del, sizeof(p_del), "files/deleted.dat");
+	zt_path(&z, p_shared, sizeof(p_shared), "files/shared.dat");
+	zt_path(&z, p_private, sizeof(p_private), "files/private.dat");
+	if (mkdir(dir, 0755) < 0 || mkdir(sub, 0755) < 0)
+		zt_setup_failed(&z, "mkdir", sub);
+	if (chdir(sub) < 0)
+		zt_setup_failed(&z, "chdir", sub);
+	umask(UMASK);
+
+	struct ofile f[6] = { { .name = "ro.dat" }, { .name = "rw.dat" }, { .name = "append.log" },
+			      { .name = "deleted.dat" }, { .name = "sub/here.txt" }, { .name = "rw.dat (dup)" } };
+	open_file(&z, &f[0], p_ro, O_RDONLY | O_NONBLOCK | O_CLOEXEC, 10000, 1, 1234);
+	open_file(&z, &f[1], p_rw, O_RDWR, 5000, 2, 777);
+	open_file(&z, &f[2], p_app, O_WRONLY | O_APPEND, 300, 3, 0);
+	open_file(&z, &f[3], p_del, O_RDWR | O_CLOEXEC, 8292, 4, 4000);
+	open_file(&z, &f[4], "here.txt", O_RDWR | O_CLOEXEC, 64, 7, 3);	/* relative: lands in the cwd */
+	if (unlink(p_del) < 0)
+		zt_setup_failed(&z, "unlink", p_del);
+	f[3].deleted = 1;
+	fd_link(f[3].fd, f[3].link, sizeof(f[3].link));
+	f[5] = f[1];
+	f[5].name = "rw.dat (dup)";
+	f[5].fd = dup(f[1].fd);
+	if (f[5].fd < 0)
+		zt_setup_failed(&z, "dup", "rw.dat");
+	f[5].fdfl = fcntl(f[5].fd, F_GETFD);
+
+	unsigned char *want_shared, *want_private;
+	unsigned char *shared = map_file(&z, p_shared, 3 * PAGE, 5, MAP_SHARED, &want_shared);
+	unsigned char *private = map_file(&z, p_private, 2 * PAGE, 6, MAP_PRIVATE, &want_private);
+	memset(shared + PAGE, 0x5a, 100);	/* reaches the file */
+	memset(want_shared + PAGE, 0x5a, 100);
+	memset(private, 0xa5, 50);	/* stays in this process */
+	unsigned char *private_file = malloc(2 * PAGE);
+	if (!private_file)
+		zt_setup_failed(&z, "malloc", "private copy");
+	memcpy(private_file, want_private, 2 * PAGE);
+	memset(want_private, 0xa5, 50);
+
+	char cwd[PATH_MAX];
+	if (!getcwd(cwd, sizeof(cwd)))
+		zt_setup_failed(&z, "getcwd", "cwd");
+	for (int i = 0; i < 6; i++) {
+		char key[32];
+		snprintf(key, sizeof(key), "fd-%d", i);
+		zt_info(&z, key, "%d %s", f[i].fd, f[i].name);
+	}
+	zt_info(&z, "shared-map", "%p", (void *)shared);
+	zt_info(&z, "private-map", "%p", (void *)private);
+	pid_t self = getpid();
+	zt_ready(&z, &self, 1);
+	zt_wait_sleeping(&z);
+
+	for (int i = 0; i < 6; i++)
+		check_file(&z, &f[i]);
+	check_file_bytes(&z, "append.log", p_app, f[2].want, f[2].len);
+	compare(&z, "shared mapping", shared, want_shared, 3 * PAGE);
+	check_file_bytes(&z, "shared.dat", p_shared, want_shared, 3 * PAGE);
+	compare(&z, "private mapping", private, want_private, 2 * PAGE);
+	check_file_bytes(&z, "private.dat", p_private, private_file, 2 * PAGE);
+	char now[PATH_MAX];
+	if (!getcwd(now, sizeof(now)))
+		zt_fail_sys(&z, "getcwd", "cwd");
+	else if (strcmp(now, cwd))
+		zt_fail(&z, "cwd is %s, expected %s", now, cwd);
+	mode_t um = umask(UMASK);
+	if (um != UMASK)
+		zt_fail(&z, "umask is 0%o, expected 0%o", (unsigned)um, UMASK);
+
+	/* Behaviour, not only state: shared offset, append, write-through. */
+	if (lseek(f[1].fd, 100, SEEK_SET) != 100 || lseek(f[5].fd, 0, SEEK_CUR) != 100)
+		zt_fail(&z, "fd %d no longer shares its offset with fd %d", f[5].fd, f[1].fd);
+	if (lseek(f[2].fd, 0, SEEK_SET) < 0 || write(f[2].fd, "appended", 8) != 8 ||
+	    lseek(f[2].fd, 0, SEEK_CUR) != (off_t)f[2].len + 8)
+		zt_fail(&z, "fd %d (append.log) no longer appends", f[2].fd);
+	shared[2 * PAGE + 7] ^= 0xff;
+	want_shared[2 * PAGE + 7] ^= 0xff;
+	check_file_bytes(&z, "shared.dat after a write to the mapping", p_shared, want_shared, 3 * PAGE);
+	private[PAGE + 7] ^= 0xff;
+	check_file_bytes(&z, "private.dat after a write to the private mapping", p_private, private_file, 2 * PAGE);
+	return zt_finish(&z);
+}
