@@ -1,0 +1,117 @@
+/*
+ * godwit-restorer: the restore side of the native layer.
+ *
+ * A separate executable from godwit-helper because with --new-pidns it must become PID 1 of a fresh PID
+ * namespace (clone3 set_tid needs an init there, and the init must outlive the request loop as the
+ * namespace's reaper when the restore is detached). It owns no policy: the TypeScript side (restore/ in TS)
+ * says which tasks, mappings, fds and registers to create, in which order.
+ *
+ * Control protocol (socketpair on fd 3, little-endian):
+ *   request  = u32 len (of what follows) | u32 op | payload
+ *   response = u32 len | i32 errno (0 = ok) | i32 pid | char syscall[24] | payload
+ * Bulk page data may follow a WRITE_MEM request on fd 4 (a pipe), never on the control socket.
+ */
+#ifndef GODWIT_RST_H
+#define GODWIT_RST_H
+
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <sys/user.h>
+
+#define RST_MAX_TASKS 4096
+#define RST_MAX_THREADS 16384
+#define RST_MAX_REQ (64u << 20) /* bounds one request: a batch of syscalls or a VMA list, never pages */
+
+enum rst_op {
+  OP_HELLO = 1,
+  OP_TREE = 2,
+  OP_TRAMPOLINE = 3,
+  OP_SYSCALLS = 4,
+  OP_WRITE_MEM = 5,
+  OP_OPEN = 6,
+  OP_PIPE = 7,
+  OP_WRITE_FD = 8,
+  OP_CLOSE = 9,
+  OP_SETREGS = 10,
+  OP_PRLIMIT = 11,
+  OP_RESUME = 12,
+  OP_WAIT = 13,
+  OP_KILL = 14,
+  OP_SOCKETPAIR = 15,
+  OP_XSTATE_INFO = 16,
+  OP_FCNTL = 17,
+  OP_SYSCALL_AT = 18,
+  OP_FIND_SYSCALL = 19,
+};
+
+/* Error convention shared by every module: functions return -errno and record syscall + pid here. */
+struct rst_err {
+  int err;
+  int pid;
+  char syscall[24];
+};
+
+struct rst_thread {
+  pid_t tid;
+  pid_t tgid;
+  int seized;
+  int detached;
+};
+
+struct rst_task {
+  pid_t pid, ppid, pgid, sid;
+  uint32_t nthreads;
+  uint32_t first_thread; /* index into ctx->threads */
+  uint64_t tramp;        /* trampoline start in the task (0 = none yet) */
+  uint64_t tramp_size;
+};
+
+struct rst_ctx {
+  int ctl;  /* control socket */
+  int bulk; /* bulk data pipe (read end) */
+  int new_pidns;
+  pid_t self; /* our pid as the restored tasks see it */
+  struct rst_err err;
+  struct rst_task *tasks;
+  uint32_t ntasks;
+  struct rst_thread *threads;
+  uint32_t nthreads;
+  int resumed;
+  pid_t root;
+  uint8_t *buf; /* page staging buffer */
+  size_t buf_size;
+};
+
+/* Records a failure and returns -err, so call sites read `return rst_fail(ctx, errno, "mmap", pid);`. */
+int rst_fail(struct rst_ctx *ctx, int err, const char *syscall, int pid);
+
+/* tree.c */
+int rst_tree_create(struct rst_ctx *ctx, const uint8_t *p, size_t n);
+void rst_tree_kill(struct rst_ctx *ctx);
+struct rst_task *rst_task_find(struct rst_ctx *ctx, pid_t pid);
+struct rst_thread *rst_thread_find(struct rst_ctx *ctx, pid_t tid);
+
+/* inject.c */
+extern const char rst_syscall_insn[]; /* `syscall; int3` inside this binary: stubs are forks of us */
+int rst_inject(struct rst_ctx *ctx, pid_t tid, uint64_t insn, long nr, const uint64_t a[6], int64_t *ret);
+int rst_inject_ex(struct rst_ctx *ctx, pid_t tid, uint64_t insn, long nr, const uint64_t a[6], int64_t *ret,
+                  int singlestep);
+int rst_syscall_at(struct rst_ctx *ctx, const uint8_t *p, size_t n, int64_t *ret);
+int rst_find_syscall(struct rst_ctx *ctx, const uint8_t *p, size_t n, uint64_t *addr);
+int rst_rseq_unregister(struct rst_ctx *ctx, pid_t tid);
+int rst_trampoline(struct rst_ctx *ctx, struct rst_task *t, const uint64_t *hints, uint32_t nhints,
+                   uint64_t size);
+int rst_syscalls(struct rst_ctx *ctx, const uint8_t *p, size_t n, uint8_t **out, size_t *outlen);
+
+/* memory.c */
+int rst_write_mem(struct rst_ctx *ctx, const uint8_t *p, size_t n);
+
+/* regs.c */
+int rst_setregs(struct rst_ctx *ctx, const uint8_t *p, size_t n);
+int rst_xstate_info(struct rst_ctx *ctx, pid_t tid, uint8_t *out, size_t *outlen);
+
+#endif

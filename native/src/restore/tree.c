@@ -1,0 +1,264 @@
+/*
+ * The process tree: stubs forked with clone3(set_tid) so every task and thread gets its dumped PID/TID.
+ * Each stub is a fork of the restorer: it creates its own children (so ppid is right) and threads, reports
+ * on the ready pipe, closes every fd it has and waits in pause() with all signals blocked. Never SIGSTOP:
+ * a job-control stop would outlive PTRACE_DETACH. The restorer then seizes and interrupts every thread.
+ */
+#include "rst.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/sched.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/ptrace.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+/* What a stub reports on the ready pipe; 12 bytes, so each write is atomic. */
+struct ready_rec {
+  int32_t pid;   /* reporting task */
+  int32_t err;   /* 0 = ready, else errno */
+  int32_t about; /* the pid/tid whose creation failed, or 0 */
+};
+
+#define STUB_THREAD_STACK (64 * 1024)
+#define READY_TIMEOUT_MS 10000 /* a stub that neither reports nor dies within this is a bug: give up */
+
+/* Thread stub: clone3 on a fresh stack; the child never returns into C, it loops in pause(). */
+long rst_clone_thread(struct clone_args *args, size_t size);
+__asm__(".pushsection .text\n"
+        ".globl rst_clone_thread\n"
+        "rst_clone_thread:\n"
+        "  mov $435, %eax\n" /* SYS_clone3 */
+        "  syscall\n"
+        "  test %rax, %rax\n"
+        "  jnz 1f\n"
+        "2: mov $34, %eax\n" /* SYS_pause */
+        "  syscall\n"
+        "  jmp 2b\n"
+        "1: ret\n"
+        ".popsection\n");
+
+static void report(int fd, pid_t pid, int err, pid_t about) {
+  struct ready_rec r = {pid, err, about};
+  ssize_t n;
+  do n = write(fd, &r, sizeof r);
+  while (n < 0 && errno == EINTR);
+}
+
+static pid_t clone_pid(pid_t want) {
+  struct clone_args a;
+  memset(&a, 0, sizeof a);
+  a.exit_signal = SIGCHLD;
+  a.set_tid = (uint64_t)(uintptr_t)&want;
+  a.set_tid_size = 1;
+  return (pid_t)syscall(SYS_clone3, &a, sizeof a);
+}
+
+static void stub_main(struct rst_ctx *ctx, uint32_t idx, int ready) __attribute__((noreturn));
+
+static void stub_main(struct rst_ctx *ctx, uint32_t idx, int ready) {
+  struct rst_task *t = &ctx->tasks[idx];
+  sigset_t all;
+  /* Dispositions the workload did not set must be the defaults, not ours (we ignore SIGPIPE). */
+  for (int sig = 1; sig < 65; sig++) signal(sig, SIG_DFL);
+  sigfillset(&all);
+  sigprocmask(SIG_SETMASK, &all, NULL);
+  /* Dies with its creator until the restore hands it over (cleared by the TS side before resume). */
+  prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (t->sid == t->pid && setsid() < 0) {
+    report(ready, t->pid, errno, t->pid);
+    _exit(1);
+  }
+  if (t->pgid == t->pid && t->sid != t->pid && setpgid(0, 0) < 0) {
+    report(ready, t->pid, errno, t->pid);
+    _exit(1);
+  }
+  for (uint32_t i = 0; i < ctx->ntasks; i++) {
+    if (ctx->tasks[i].ppid != t->pid || i == idx) continue;
+    pid_t c = clone_pid(ctx->tasks[i].pid);
+    if (c == 0) stub_main(ctx, i, ready);
+    if (c < 0) {
+      report(ready, t->pid, errno, ctx->tasks[i].pid);
+      _exit(1);
+    }
+  }
+  for (uint32_t k = 1; k < t->nthreads; k++) {
+    pid_t want = ctx->threads[t->first_thread + k].tid;
+    void *stack = mmap(NULL, STUB_THREAD_STACK, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (stack == MAP_FAILED) {
+      report(ready, t->pid, errno, want);
+      _exit(1);
+    }
+    struct clone_args a;
+    memset(&a, 0, sizeof a);
+    a.flags = CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SIGHAND | CLONE_THREAD | CLONE_SYSVSEM;
+    a.stack = (uint64_t)(uintptr_t)stack;
+    a.stack_size = STUB_THREAD_STACK;
+    a.set_tid = (uint64_t)(uintptr_t)&want;
+    a.set_tid_size = 1;
+    long r = rst_clone_thread(&a, sizeof a);
+    if (r < 0) {
+      report(ready, t->pid, (int)-r, want);
+      _exit(1);
+    }
+  }
+  report(ready, t->pid, 0, 0);
+  /* Nothing of the restorer may leak into the workload: its fds come back one by one later. */
+  syscall(SYS_close_range, 0, ~0U, 0);
+  for (;;) pause();
+}
+
+struct rst_task *rst_task_find(struct rst_ctx *ctx, pid_t pid) {
+  for (uint32_t i = 0; i < ctx->ntasks; i++)
+    if (ctx->tasks[i].pid == pid) return &ctx->tasks[i];
+  return NULL;
+}
+
+struct rst_thread *rst_thread_find(struct rst_ctx *ctx, pid_t tid) {
+  for (uint32_t i = 0; i < ctx->nthreads; i++)
+    if (ctx->threads[i].tid == tid) return &ctx->threads[i];
+  return NULL;
+}
+
+static int parse_tree(struct rst_ctx *ctx, const uint8_t *p, size_t n) {
+  const uint8_t *end = p + n;
+  uint32_t ntasks;
+  if (n < 4) return rst_fail(ctx, EINVAL, "tree-request", 0);
+  memcpy(&ntasks, p, 4);
+  p += 4;
+  if (ntasks == 0 || ntasks > RST_MAX_TASKS) return rst_fail(ctx, EINVAL, "tree-request", 0);
+  ctx->tasks = calloc(ntasks, sizeof *ctx->tasks);
+  ctx->threads = calloc(RST_MAX_THREADS, sizeof *ctx->threads);
+  if (!ctx->tasks || !ctx->threads) return rst_fail(ctx, ENOMEM, "calloc", 0);
+  for (uint32_t i = 0; i < ntasks; i++) {
+    int32_t h[5];
+    if ((size_t)(end - p) < sizeof h) return rst_fail(ctx, EINVAL, "tree-request", 0);
+    memcpy(h, p, sizeof h);
+    p += sizeof h;
+    struct rst_task *t = &ctx->tasks[i];
+    t->pid = h[0], t->ppid = h[1], t->pgid = h[2], t->sid = h[3];
+    t->nthreads = (uint32_t)h[4];
+    if (t->nthreads == 0 || t->nthreads > RST_MAX_THREADS - ctx->nthreads ||
+        (size_t)(end - p) < 4ull * t->nthreads)
+      return rst_fail(ctx, EINVAL, "tree-request", t->pid);
+    t->first_thread = ctx->nthreads;
+    for (uint32_t k = 0; k < t->nthreads; k++) {
+      int32_t tid;
+      memcpy(&tid, p, 4);
+      p += 4;
+      ctx->threads[ctx->nthreads].tid = tid;
+      ctx->threads[ctx->nthreads].tgid = t->pid;
+      ctx->nthreads++;
+    }
+    ctx->ntasks++;
+  }
+  return 0;
+}
+
+static int wait_ready(struct rst_ctx *ctx, int ready) {
+  uint32_t got = 0;
+  struct timespec start;
+  clock_gettime(CLOCK_MONOTONIC, &start);
+  while (got < ctx->ntasks) {
+    struct pollfd pfd = {ready, POLLIN, 0};
+    int r = poll(&pfd, 1, 200);
+    if (r < 0 && errno != EINTR) return rst_fail(ctx, errno, "poll", 0);
+    if (r > 0) {
+      struct ready_rec rec;
+      ssize_t k = read(ready, &rec, sizeof rec);
+      if (k == (ssize_t)sizeof rec) {
+        if (rec.err) return rst_fail(ctx, rec.err, rec.about == rec.pid ? "setsid/setpgid" : "clone3", rec.about);
+        got++;
+        continue;
+      }
+    }
+    /* A stub that died before reporting (e.g. killed) would leave us waiting: check the root. */
+    int st;
+    pid_t w = waitpid(ctx->root, &st, WNOHANG | __WALL);
+    if (w == ctx->root) return rst_fail(ctx, ECHILD, "stub-exited", ctx->root);
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    if ((now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000 > READY_TIMEOUT_MS)
+      return rst_fail(ctx, ETIMEDOUT, "stub-ready", 0);
+  }
+  return 0;
+}
+
+static int seize_all(struct rst_ctx *ctx) {
+  for (uint32_t i = 0; i < ctx->nthreads; i++) {
+    struct rst_thread *th = &ctx->threads[i];
+    /* EXITKILL: if the restorer dies half-way, the kernel kills what it created. */
+    if (ptrace(PTRACE_SEIZE, th->tid, 0, PTRACE_O_EXITKILL) < 0) return rst_fail(ctx, errno, "ptrace(SEIZE)", th->tid);
+    th->seized = 1;
+    if (ptrace(PTRACE_INTERRUPT, th->tid, 0, 0) < 0) return rst_fail(ctx, errno, "ptrace(INTERRUPT)", th->tid);
+  }
+  for (uint32_t i = 0; i < ctx->nthreads; i++) {
+    struct rst_thread *th = &ctx->threads[i];
+    for (;;) {
+      int st;
+      pid_t w = waitpid(th->tid, &st, __WALL);
+      if (w < 0) {
+        if (errno == EINTR) continue;
+        return rst_fail(ctx, errno, "waitpid", th->tid);
+      }
+      if (!WIFSTOPPED(st)) return rst_fail(ctx, ESRCH, "stub-exited", th->tid);
+      if ((st >> 16) == PTRACE_EVENT_STOP) break;
+      /* Some other stop (a signal): suppress it and wait for the interrupt stop. */
+      ptrace(PTRACE_CONT, th->tid, 0, 0);
+    }
+    int rc = rst_rseq_unregister(ctx, th->tid);
+    if (rc) return rc;
+  }
+  return 0;
+}
+
+int rst_tree_create(struct rst_ctx *ctx, const uint8_t *p, size_t n) {
+  if (ctx->ntasks) return rst_fail(ctx, EBUSY, "tree-request", 0);
+  int rc = parse_tree(ctx, p, n);
+  if (rc) return rc;
+  /* The first task is the root; the TS side orders tasks parents-first. */
+  int pfd[2];
+  if (pipe2(pfd, O_CLOEXEC) < 0) return rst_fail(ctx, errno, "pipe2", 0);
+  pid_t root = clone_pid(ctx->tasks[0].pid);
+  if (root == 0) {
+    close(pfd[0]);
+    stub_main(ctx, 0, pfd[1]);
+  }
+  close(pfd[1]);
+  if (root < 0) {
+    close(pfd[0]);
+    return rst_fail(ctx, errno, "clone3", ctx->tasks[0].pid);
+  }
+  ctx->root = root;
+  rc = wait_ready(ctx, pfd[0]);
+  close(pfd[0]);
+  if (rc) return rc;
+  return seize_all(ctx);
+}
+
+/* Kills everything this restore created and reaps it: used on any failure before resume. */
+void rst_tree_kill(struct rst_ctx *ctx) {
+  for (uint32_t i = 0; i < ctx->ntasks; i++) kill(ctx->tasks[i].pid, SIGKILL);
+  if (ctx->root > 0) kill(ctx->root, SIGKILL);
+  /* We are a child subreaper (or PID 1): every orphan of the tree comes back to us to be reaped. */
+  for (int tries = 0; tries < 500; tries++) {
+    int st;
+    pid_t w = waitpid(-1, &st, __WALL | WNOHANG);
+    if (w < 0 && errno == ECHILD) break;
+    if (w <= 0) {
+      struct timespec ts = {0, 10 * 1000 * 1000};
+      nanosleep(&ts, NULL);
+    }
+  }
+  ctx->ntasks = 0;
+  ctx->nthreads = 0;
+  ctx->root = 0;
+}

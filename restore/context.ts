@@ -1,0 +1,54 @@
+/** State shared by the restore steps of one operation. */
+import { ImageSet, TaskImage } from './load';
+import { Restorer } from './restorer';
+import type { HostXsave } from './threads';
+import type { Warning } from './creds';
+
+export interface RestoreOptions {
+  dir: string;
+  /** Return once the tree runs instead of waiting for the root task to exit. */
+  detach?: boolean;
+  /** Write the root task's PID (as seen from this host's PID namespace) here. */
+  pidfile?: string;
+  /** Restore into a fresh PID namespace (godwit-restorer becomes its PID 1). */
+  newPidns?: boolean;
+}
+
+export interface RestoreContext {
+  opts: RestoreOptions;
+  set?: ImageSet;
+  restorer?: Restorer;
+  /** The restorer's pid as restored tasks see it (1 in a new PID namespace): pidfd_open target. */
+  restorerPid: number;
+  /** Address of a `syscall; int3` pair inside the stubs before they get a trampoline. */
+  trampolines: Map<number, bigint>;
+  /** Restorer-side fds of the file objects (files.img id -> fd), pulled into tasks with pidfd_getfd. */
+  objects: Map<number, number>;
+  /** Restorer fds to close once every task has its copies. */
+  restorerFds: number[];
+  /** Size of the xsave area of this host, read from a stub. */
+  xstateSize: number;
+  hostXsave?: HostXsave;
+  warnings: Warning[];
+  /** Host PIDs of the restored tasks (image pid -> pid in this host's PID namespace). */
+  hostPids: Map<number, number>;
+  resumed: boolean;
+}
+
+export function newContext(opts: RestoreOptions): RestoreContext {
+  return {
+    opts,
+    restorerPid: 0,
+    trampolines: new Map(),
+    objects: new Map(),
+    restorerFds: [],
+    xstateSize: 0,
+    warnings: [],
+    hostPids: new Map(),
+    resumed: false,
+  };
+}
+
+export function mainCore(t: TaskImage) {
+  return t.cores.get(t.pid)!;
+}

@@ -1,0 +1,128 @@
+/**
+ * Files: the restorer opens every file object once (regular files at their flags and position; pipes in
+ * pipes.ts), so fds that shared an open file description at dump time share one again. Each task pulls its
+ * fds with injected pidfd_open + pidfd_getfd and dup3s them to their numbers; cwd, root and umask follow.
+ */
+import * as fs from 'node:fs';
+import { GodwitError } from '../util/errors';
+import { RestoreContext } from './context';
+import { Msg } from './image-compat';
+import { TaskImage } from './load';
+import { closeInRestorer, openInRestorer } from './memory';
+import { Batch, runBatch } from './syscalls';
+
+export const FD_TYPE: Record<number, string> = {
+  0: 'UND', 1: 'REG', 2: 'PIPE', 3: 'FIFO', 4: 'INETSK', 5: 'UNIXSK', 6: 'EVENTFD', 7: 'EVENTPOLL', 8: 'INOTIFY',
+  9: 'SIGNALFD', 10: 'PACKETSK', 11: 'TTY', 12: 'FANOTIFY', 13: 'NETLINKSK', 14: 'NS', 15: 'TUNF', 16: 'EXT',
+  17: 'TIMERFD', 18: 'MEMFD', 19: 'BPFMAP', 20: 'PIDFD',
+};
+const O_CREAT = 0o100;
+const O_EXCL = 0o200;
+const O_NOCTTY = 0o400;
+const O_TRUNC = 0o1000;
+const O_CLOEXEC = 0o2000000;
+const F_DUPFD_CLOEXEC = 1030;
+const FD_CLOEXEC = 1;
+
+/** Opens the regular files the tree's fds refer to, in the restorer. */
+export async function openRegularFiles(ctx: RestoreContext): Promise<void> {
+  const set = ctx.set!;
+  for (const t of set.tasks)
+    for (const fdi of t.fds) {
+      const id = Number(fdi.id);
+      if (ctx.objects.has(id)) continue;
+      const f = set.files.get(id);
+      if (!f) throw new GodwitError(`task ${t.pid}: fd ${fdi.fd} refers to file id ${id}, missing from files.img`);
+      const type = FD_TYPE[Number(f.type)] ?? `type ${f.type}`;
+      if (type === 'PIPE') continue; // pipes.ts
+      if (type !== 'REG')
+        throw new GodwitError(`task ${t.pid}: fd ${fdi.fd} is a ${type} file, which restore does not support yet`);
+      const reg = f.reg as Msg;
+      const name = reg.name as string;
+      const flags = Number(reg.flags ?? 0) & ~(O_CREAT | O_EXCL | O_TRUNC | O_NOCTTY);
+      const fd = await openInRestorer(ctx, name, flags, (reg.pos as bigint | undefined) ?? 0n).catch((e) => {
+        throw new GodwitError(`task ${t.pid}: cannot reopen fd ${fdi.fd} (${name})`, { cause: e });
+      });
+      ctx.objects.set(id, fd);
+      ctx.restorerFds.push(fd);
+    }
+}
+
+/** Pulls the task's fds from the restorer and puts each at its number with its close-on-exec flag. */
+export async function installFds(ctx: RestoreContext, t: TaskImage): Promise<void> {
+  if (t.fds.length === 0) return;
+  const fds = [...t.fds].sort((a, c) => Number(a.fd) - Number(c.fd));
+  const base = Number(fds[fds.length - 1].fd) + 1;
+  const b = new Batch();
+  const pidfd = b.call('pidfd_open', [ctx.restorerPid, 0], 'open a pidfd of the restorer');
+  // Every temporary fd lives above the highest target so that dup3 never meets its own number.
+  const hi = b.call('fcntl', [pidfd, F_DUPFD_CLOEXEC, base], 'move the pidfd above the restored fds');
+  b.call('close', [pidfd], 'close the low pidfd');
+  const temps: { fd: number; flags: number; ref: ReturnType<Batch['call']> }[] = [];
+  for (const fdi of fds) {
+    const obj = ctx.objects.get(Number(fdi.id));
+    if (obj === undefined) throw new GodwitError(`task ${t.pid}: fd ${fdi.fd}: no object was created for file id ${fdi.id}`);
+    const low = b.call('pidfd_getfd', [hi, obj, 0], `fetch fd ${fdi.fd} from the restorer`);
+    const up = b.call('fcntl', [low, F_DUPFD_CLOEXEC, base], `park fd ${fdi.fd}`);
+    b.call('close', [low], `close temporary fd for ${fdi.fd}`);
+    temps.push({ fd: Number(fdi.fd), flags: Number(fdi.flags ?? 0), ref: up });
+  }
+  for (const x of temps) {
+    b.call('dup3', [x.ref, x.fd, x.flags & FD_CLOEXEC ? O_CLOEXEC : 0], `install fd ${x.fd}`);
+    b.call('close', [x.ref], `close parked fd ${x.fd}`);
+  }
+  b.call('close', [hi], 'close the pidfd');
+  await runBatch(ctx.restorer!, t.pid, b);
+}
+
+/** cwd, root and umask. */
+export async function restoreFs(ctx: RestoreContext, t: TaskImage): Promise<void> {
+  const set = ctx.set!;
+  const b = new Batch();
+  const name = (id: unknown, what: string) => {
+    const reg = set.files.get(Number(id))?.reg as Msg | undefined;
+    if (!reg) throw new GodwitError(`task ${t.pid}: ${what} refers to file id ${id}, missing from files.img`);
+    return reg.name as string;
+  };
+  const root = name(t.fs.root_id, 'root');
+  if (root !== '/') b.call('chroot', [b.str(root)], `chroot to ${root}`);
+  const cwd = name(t.fs.cwd_id, 'cwd');
+  b.call('chdir', [b.str(cwd)], `chdir to ${cwd}`);
+  b.call('umask', [Number(t.fs.umask ?? 0o22)], 'set umask');
+  await runBatch(ctx.restorer!, t.pid, b);
+}
+
+/** Closes the restorer's copies once every task holds its own. */
+export async function closeObjects(ctx: RestoreContext): Promise<void> {
+  const fds = ctx.restorerFds.splice(0);
+  await closeInRestorer(ctx, fds);
+}
+
+/** Paths the restore needs, with what dump recorded about them (size, mode), for preflight. */
+export function neededFiles(ctx: RestoreContext): { path: string; size?: bigint; mode?: number; why: string }[] {
+  const set = ctx.set!;
+  const out = new Map<string, { path: string; size?: bigint; mode?: number; why: string }>();
+  const add = (id: number, why: string) => {
+    const reg = set.files.get(id)?.reg as Msg | undefined;
+    if (!reg) return;
+    const p = reg.name as string;
+    if (!out.has(p)) out.set(p, { path: p, size: reg.size as bigint | undefined, mode: reg.mode as number | undefined, why });
+  };
+  for (const t of set.tasks) {
+    for (const v of (t.mm.vmas as Msg[] | undefined) ?? [])
+      if (Number(v.status) & (64 | 128)) add(Number(v.shmid), `mapped by task ${t.pid}`);
+    if (t.mm.exe_file_id) add(Number(t.mm.exe_file_id), `executable of task ${t.pid}`);
+    for (const fdi of t.fds) add(Number(fdi.id), `fd ${fdi.fd} of task ${t.pid}`);
+    add(Number(t.fs.cwd_id), `cwd of task ${t.pid}`);
+    add(Number(t.fs.root_id), `root of task ${t.pid}`);
+  }
+  return [...out.values()];
+}
+
+export function statOrNull(p: string): fs.Stats | null {
+  try {
+    return fs.statSync(p);
+  } catch {
+    return null;
+  }
+}

@@ -1,0 +1,191 @@
+/**
+ * `restore`: bring a dumped process tree back to life. One flat list of named listr2 steps (exported so
+ * `migrate` can nest them), mirroring checkpoint/ resource by resource. Policy lives here; the mechanism
+ * (forking with set_tid, ptrace, injected syscalls, page writes) is godwit-restorer's.
+ *
+ * A failure at any step before resume kills everything the restore created: the restorer is told to kill
+ * and reap the tree, and if it cannot answer it is killed itself (its tracees die with it: EXITKILL,
+ * PDEATHSIG; in a new PID namespace the init's death takes the namespace down).
+ */
+import * as fs from 'node:fs';
+import { Listr, ListrTask } from 'listr2';
+import { GodwitError } from '../util/errors';
+import { mainCore, newContext, RestoreContext, RestoreOptions } from './context';
+import { addCredCalls, restoreRlimits, Warning } from './creds';
+import { closeObjects, installFds, openRegularFiles, restoreFs } from './files';
+import { loadImageSet } from './load';
+import { createTrampoline, finishMemory, mapVmas, pageRanges, vmasOf, Vma, writePages } from './memory';
+import { createPipes } from './pipes';
+import { preflight } from './preflight';
+import { Op, Restorer } from './restorer';
+import { addSignalCalls } from './signals';
+import { Batch, runBatch } from './syscalls';
+import { addTimerCalls } from './timers';
+import { dropTrampoline, restoreThreadState, setRegisters } from './threads';
+import { createTree, findHostPids, joinProcessGroups } from './tree';
+
+export type { RestoreOptions, RestoreContext } from './context';
+
+export interface RestoreResult {
+  /** Root task PID in this host's PID namespace. */
+  rootPid: number;
+  /** Image PID -> host PID of every restored task. */
+  pids: Map<number, number>;
+  /** Exit status of the root task when not detached (exit code, or 128 + signal). */
+  exitCode?: number;
+  /** Milliseconds per step. */
+  timings: Record<string, number>;
+  /** Bytes of page contents written. */
+  pageBytes: number;
+  warnings: Warning[];
+  /** The running restorer (PID 1 of the new namespace with --new-pidns), when detached. */
+  restorer?: Restorer;
+}
+
+interface StepState extends RestoreContext {
+  vmas: Map<number, Vma[]>;
+  timings: Record<string, number>;
+  pageBytes: number;
+}
+
+function timed(title: string, fn: (s: StepState) => Promise<void> | void): ListrTask<StepState> {
+  return {
+    title,
+    task: async (s) => {
+      const t0 = process.hrtime.bigint();
+      await fn(s);
+      s.timings[title] = Number(process.hrtime.bigint() - t0) / 1e6;
+    },
+  };
+}
+
+/** The steps, in order. Each takes the shared state built by newRestoreState(). */
+export function restoreSteps(): ListrTask<StepState>[] {
+  return [
+    timed('read images', (s) => {
+      s.set = loadImageSet(s.opts.dir);
+    }),
+    timed('preflight', (s) => preflight(s)),
+    timed('start restorer', async (s) => {
+      s.restorer = Restorer.start({ newPidns: s.opts.newPidns });
+      s.restorerPid = (await s.restorer.hello()).self;
+    }),
+    timed('create process tree', (s) => createTree(s)),
+    timed('create pipes and open files', async (s) => {
+      await createPipes(s);
+      await openRegularFiles(s);
+    }),
+    timed('rebuild memory', async (s) => {
+      for (const t of s.set!.tasks) {
+        const vmas = vmasOf(t);
+        const ranges = pageRanges(t, vmas);
+        s.vmas.set(t.pid, vmas);
+        await createTrampoline(s, t, vmas);
+        await mapVmas(s, t, vmas);
+        s.pageBytes += await writePages(s, t, ranges);
+        await finishMemory(s, t, vmas);
+      }
+    }),
+    timed('restore fds, cwd, root, umask', async (s) => {
+      for (const t of s.set!.tasks) {
+        await installFds(s, t);
+        await restoreFs(s, t);
+      }
+    }),
+    timed('process groups', (s) => joinProcessGroups(s)),
+    timed('resource limits', async (s) => {
+      for (const t of s.set!.tasks) await restoreRlimits(s, t, s.warnings);
+    }),
+    timed('signals, timers, per-thread state, credentials', async (s) => {
+      for (const t of s.set!.tasks) {
+        const b = new Batch();
+        const tc = mainCore(t).tc as { personality?: number } | undefined;
+        b.call('personality', [Number(tc?.personality ?? 0)], 'set the personality');
+        addSignalCalls(s, t, b);
+        addTimerCalls(s, t, b);
+        await runBatch(s.restorer!, t.pid, b);
+        // Other threads first: the main thread's creds change last.
+        for (const tid of [...t.threads.filter((x) => x !== t.pid), t.pid])
+          await restoreThreadState(s, t, tid, (bb) => addCredCalls(t, tid, bb));
+      }
+    }),
+    timed('registers', async (s) => {
+      for (const t of s.set!.tasks) {
+        for (const tid of t.threads) if (tid !== t.pid) await setRegisters(s, t, tid);
+        await dropTrampoline(s, t, s.vmas.get(t.pid)!);
+        await setRegisters(s, t, t.pid);
+      }
+    }),
+    timed('resume', async (s) => {
+      await closeObjects(s);
+      s.hostPids = s.opts.newPidns ? findHostPids(s) : new Map(s.set!.tasks.map((t) => [t.pid, t.pid]));
+      await s.restorer!.request(Op.RESUME, Buffer.alloc(0), 'resume the tree');
+      s.resumed = true;
+      if (s.opts.pidfile) fs.writeFileSync(s.opts.pidfile, `${s.hostPids.get(s.set!.tasks[0].pid) ?? ''}\n`);
+    }),
+  ];
+}
+
+export function newRestoreState(opts: RestoreOptions): StepState {
+  return { ...newContext(opts), vmas: new Map(), timings: {}, pageBytes: 0 };
+}
+
+/** Tears down whatever a failed restore created. Safe to call at any point. */
+export async function abortRestore(s: RestoreContext): Promise<void> {
+  const r = s.restorer;
+  if (!r || s.resumed) return;
+  try {
+    await Promise.race([
+      r.request(Op.KILL, Buffer.alloc(0), 'kill the half-restored tree'),
+      new Promise((_, rej) => setTimeout(() => rej(new Error('timeout')), 5000)),
+    ]);
+    await Promise.race([r.close(), new Promise((res) => setTimeout(res, 5000))]);
+  } catch {
+    /* fall through to the hard way */
+  }
+  r.kill();
+  await r.exited;
+}
+
+/** Waits for the root task to exit (the restorer reaps it) and returns its exit code (or 128 + signal). */
+export async function waitRoot(s: RestoreContext): Promise<number> {
+  const out = await s.restorer!.request(Op.WAIT, Buffer.alloc(0), 'wait for the root task');
+  const st = out.readInt32LE(0);
+  if (st < 0) throw new GodwitError('lost the root task while waiting for it');
+  await s.restorer!.close();
+  return (st & 0x7f) === 0 ? (st >> 8) & 0xff : 128 + (st & 0x7f);
+}
+
+/**
+ * Restores the image directory `opts.dir`. Detached: returns once the tree runs (result.restorer keeps the
+ * namespace's init with --new-pidns). Otherwise: waits for the root task and returns its exit code.
+ */
+export async function restore(opts: RestoreOptions, render: { silent?: boolean } = {}): Promise<RestoreResult> {
+  const s = newRestoreState(opts);
+  // listr2 types the renderer per list; the steps do not depend on it, so one list type serves both.
+  const renderer = (render.silent ? 'silent' : 'default') as 'default';
+  const list = new Listr<StepState>(restoreSteps(), { ctx: s, renderer, exitOnError: true });
+  try {
+    await list.run(s);
+  } catch (e) {
+    await abortRestore(s);
+    throw e;
+  }
+  const result: RestoreResult = {
+    rootPid: s.hostPids.get(s.set!.tasks[0].pid) ?? 0,
+    pids: s.hostPids,
+    timings: s.timings,
+    pageBytes: s.pageBytes,
+    warnings: s.warnings,
+  };
+  if (opts.detach) {
+    if (opts.newPidns) {
+      // The restorer stays as the namespace's init; node must not wait for it.
+      s.restorer!.detach();
+      result.restorer = s.restorer;
+    } else await s.restorer!.close();
+    return result;
+  }
+  result.exitCode = await waitRoot(s);
+  return result;
+}

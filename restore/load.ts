@@ -1,0 +1,106 @@
+/**
+ * The image directory as restore sees it: the tree and, per task, its cores (one per thread), ids, mm,
+ * pagemap, fs and fds; the files table and pipe data. Decoded entries keep their proto field names.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { GodwitError, ImageError } from '../util/errors';
+import { Msg, readEntries } from './image-compat';
+
+export interface PagemapImage {
+  pagesId: number;
+  entries: Msg[];
+}
+
+export interface TaskImage {
+  pid: number;
+  ppid: number;
+  pgid: number;
+  sid: number;
+  threads: number[];
+  /** core entry per thread id; the main thread's carries `tc` (task-wide state). */
+  cores: Map<number, Msg>;
+  ids: Msg;
+  mm: Msg;
+  pagemap: PagemapImage;
+  fs: Msg;
+  fds: Msg[];
+}
+
+export interface ImageSet {
+  dir: string;
+  /** Parents before children: the order the tree is created in. */
+  tasks: TaskImage[];
+  files: Map<number, Msg>;
+  pipeData: Map<number, Buffer>;
+}
+
+function need(dir: string, file: string, kind: string, opts = {}): Msg[] {
+  const e = readEntries(dir, file, kind, opts);
+  if (!e) throw new ImageError(path.join(dir, file), 0, `missing: the image directory is incomplete (needed for ${kind})`);
+  return e;
+}
+
+function one(dir: string, file: string, kind: string): Msg {
+  const e = need(dir, file, kind);
+  if (e.length !== 1) throw new ImageError(path.join(dir, file), 0, `expected one ${kind} entry, found ${e.length}`);
+  return e[0];
+}
+
+export function loadImageSet(dir: string): ImageSet {
+  if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory())
+    throw new GodwitError(`image directory ${dir} does not exist (pass the --dir a dump wrote)`, { code: 'ENOENT' });
+  const pstree = need(dir, 'pstree.img', 'pstree');
+  if (pstree.length === 0) throw new ImageError(path.join(dir, 'pstree.img'), 0, 'no tasks in the tree');
+  const tasks: TaskImage[] = [];
+  for (const p of pstree) {
+    const pid = Number(p.pid);
+    const threads = ((p.threads as number[] | undefined) ?? [pid]).map(Number);
+    if (threads.length === 0) threads.push(pid);
+    const cores = new Map<number, Msg>();
+    for (const tid of threads) cores.set(tid, one(dir, `core-${tid}.img`, 'core'));
+    const pm = need(dir, `pagemap-${pid}.img`, 'pagemap', { head: 'pagemap_head' });
+    tasks.push({
+      pid,
+      ppid: Number(p.ppid ?? 0),
+      pgid: Number(p.pgid ?? pid),
+      sid: Number(p.sid ?? pid),
+      threads,
+      cores,
+      ids: one(dir, `ids-${pid}.img`, 'ids'),
+      mm: one(dir, `mm-${pid}.img`, 'mm'),
+      pagemap: { pagesId: Number(pm[0]?.pages_id ?? 0), entries: pm.slice(1) },
+      fs: one(dir, `fs-${pid}.img`, 'fs'),
+      fds: [],
+    });
+  }
+  for (const t of tasks) {
+    const filesId = Number(t.ids.files_id);
+    t.fds = readEntries(dir, `fdinfo-${filesId}.img`, 'fdinfo') ?? [];
+  }
+  const files = new Map<number, Msg>();
+  for (const f of need(dir, 'files.img', 'file')) files.set(Number(f.id), f);
+  const pipeData = new Map<number, Buffer>();
+  for (const d of readEntries(dir, 'pipes-data.img', 'pipe_data', { extraField: 'bytes' }) ?? [])
+    pipeData.set(Number(d.pipe_id), d.extra as Buffer);
+  return { dir, tasks: orderParentsFirst(tasks), files, pipeData };
+}
+
+function orderParentsFirst(tasks: TaskImage[]): TaskImage[] {
+  const byPid = new Map(tasks.map((t) => [t.pid, t]));
+  const roots = tasks.filter((t) => !byPid.has(t.ppid));
+  if (roots.length !== 1)
+    throw new GodwitError(`the image tree has ${roots.length} roots (pids ${roots.map((t) => t.pid).join(', ')}); expected one`);
+  const out: TaskImage[] = [];
+  const visit = (t: TaskImage) => {
+    out.push(t);
+    for (const c of tasks) if (c.ppid === t.pid && c !== t) visit(c);
+  };
+  visit(roots[0]);
+  return out;
+}
+
+/** Merged file-table view helpers. */
+export function regFile(set: ImageSet, id: number): Msg | undefined {
+  return set.files.get(id)?.reg as Msg | undefined;
+}

@@ -1,0 +1,273 @@
+/**
+ * The address space: the stub's own memory goes (all but the trampoline), [vvar]/[vvar_vclock]/[vdso] come
+ * back in one piece at the dumped address (ARCH_MAP_VDSO_64), every VMA is mapped at its address (writable
+ * while its pages are written), pages are written by the restorer from the pages image, then protections,
+ * madvise bits and the mm fields (PR_SET_MM_MAP, exe included) are set.
+ */
+import * as path from 'node:path';
+import { GodwitError } from '../util/errors';
+import { RestoreContext } from './context';
+import { ImageSet, TaskImage } from './load';
+import { Msg } from './image-compat';
+import { Op } from './restorer';
+import { Batch, runBatch } from './syscalls';
+
+export const PAGE = 4096n;
+/** One 4 KiB code page + scratch for batch arguments (auxv, sigactions, paths, iovecs). */
+export const TRAMPOLINE_SIZE = 0x100000n;
+const TASK_SIZE = 0x7ffffffff000n; // x86_64, 4-level page tables: the end of user space
+
+export const VMA = {
+  REGULAR: 1, STACK: 2, VSYSCALL: 4, VDSO: 8, HEAP: 32, FILE_PRIVATE: 64, FILE_SHARED: 128, ANON_SHARED: 256,
+  ANON_PRIVATE: 512, SYSVIPC: 1024, SOCKET: 2048, VVAR: 4096, AIORING: 8192, MEMFD: 16384,
+} as const;
+const PROT_WRITE = 2;
+const MAP_SHARED = 1;
+const MAP_PRIVATE = 2;
+const MAP_ANONYMOUS = 0x20;
+const MAP_GROWSDOWN = 0x100;
+const MAP_NORESERVE = 0x4000;
+const MAP_FIXED_NOREPLACE = 0x100000;
+const ARCH_MAP_VDSO_64 = 0x2003;
+const PE_PRESENT = 4;
+const PR_SET_MM = 35;
+const PR_SET_MM_MAP = 14;
+const O_RDONLY = 0;
+const O_RDWR = 2;
+const O_CLOEXEC = 0o2000000;
+const AT_FDCWD = -100;
+/** madvise advice that CRIU records as bit (1 << advice) in vma.madv and that restore re-applies. */
+const MADVICES = [10 /* DONTFORK */, 14 /* HUGEPAGE */, 15 /* NOHUGEPAGE */, 16 /* DONTDUMP */, 18 /* WIPEONFORK */];
+
+export interface Vma {
+  start: bigint;
+  end: bigint;
+  pgoff: bigint;
+  shmid: number;
+  prot: number;
+  flags: number;
+  status: number;
+  madv: bigint;
+  /** pages to write into it */
+  hasPages: boolean;
+}
+
+export function vmasOf(t: TaskImage): Vma[] {
+  return ((t.mm.vmas as Msg[] | undefined) ?? []).map((v) => ({
+    start: v.start as bigint,
+    end: v.end as bigint,
+    pgoff: (v.pgoff as bigint) ?? 0n,
+    shmid: Number(v.shmid ?? 0n),
+    prot: Number(v.prot ?? 0),
+    flags: Number(v.flags ?? 0),
+    status: Number(v.status ?? 0),
+    madv: (v.madv as bigint | undefined) ?? 0n,
+    hasPages: false,
+  }));
+}
+
+const isSpecial = (v: Vma) => (v.status & (VMA.VDSO | VMA.VVAR | VMA.VSYSCALL)) !== 0;
+
+/** What restore cannot rebuild yet, named so the user knows which mapping of which task. */
+export function unsupportedVma(v: Vma): string | null {
+  if (!(v.status & VMA.REGULAR) && !(v.status & VMA.VSYSCALL)) return 'not a regular mapping';
+  for (const [bit, name] of [
+    [VMA.ANON_SHARED, 'shared anonymous memory'], [VMA.SYSVIPC, 'SysV shared memory'], [VMA.SOCKET, 'a socket mapping'],
+    [VMA.AIORING, 'an AIO ring'], [VMA.MEMFD, 'a memfd mapping'],
+  ] as const)
+    if (v.status & bit) return name;
+  return null;
+}
+
+export interface PageRange {
+  addr: bigint;
+  len: bigint;
+  off: bigint;
+}
+
+/** Page ranges of the pages image, in file order, skipping what the kernel recreates itself (vdso/vvar). */
+export function pageRanges(t: TaskImage, vmas: Vma[]): PageRange[] {
+  const out: PageRange[] = [];
+  let off = 0n;
+  for (const e of t.pagemap.entries) {
+    const flags = Number(e.flags ?? PE_PRESENT);
+    // CRIU 4 writes nr_pages (64-bit); older images only the 32-bit compat_nr_pages.
+    const n = BigInt((e.nr_pages as bigint | undefined) ?? BigInt(Number(e.compat_nr_pages ?? 0))) * PAGE;
+    if (e.in_parent || !(flags & PE_PRESENT)) continue;
+    let addr = e.vaddr as bigint;
+    const end = addr + n;
+    let o = off;
+    off += n;
+    // Split at VMA boundaries: mark VMAs that receive pages, drop special ones.
+    while (addr < end) {
+      const v = vmas.find((x) => x.start <= addr && addr < x.end);
+      if (!v) throw new GodwitError(`task ${t.pid}: pagemap page 0x${addr.toString(16)} lies in no VMA of mm-${t.pid}.img`);
+      const stop = v.end < end ? v.end : end;
+      if (!isSpecial(v)) {
+        v.hasPages = true;
+        const last = out[out.length - 1];
+        if (last && last.addr + last.len === addr && last.off + last.len === o) last.len += stop - addr;
+        else out.push({ addr, len: stop - addr, off: o });
+      }
+      o += stop - addr;
+      addr = stop;
+    }
+  }
+  return out;
+}
+
+/** Gaps in the dumped layout where the trampoline can live without colliding with any restored VMA. */
+export function trampolineHints(vmas: Vma[]): bigint[] {
+  const hints: bigint[] = [];
+  for (let a = 0x100000000n; a < 0x7f0000000000n && hints.length < 16; a += 0x1000000000n) {
+    if (!vmas.some((v) => v.start < a + TRAMPOLINE_SIZE && a < v.end)) hints.push(a);
+  }
+  return hints;
+}
+
+export async function createTrampoline(ctx: RestoreContext, t: TaskImage, vmas: Vma[]): Promise<bigint> {
+  const hints = trampolineHints(vmas);
+  const b = Buffer.alloc(16 + 8 * hints.length);
+  b.writeInt32LE(t.pid, 0);
+  b.writeUInt32LE(hints.length, 4);
+  b.writeBigUInt64LE(TRAMPOLINE_SIZE, 8);
+  hints.forEach((h, i) => b.writeBigUInt64LE(h, 16 + 8 * i));
+  const out = await ctx.restorer!.request(Op.TRAMPOLINE, b, `map the syscall trampoline in ${t.pid}`);
+  const at = out.readBigUInt64LE(0);
+  ctx.trampolines.set(t.pid, at);
+  return at;
+}
+
+function filePath(set: ImageSet, id: number, t: TaskImage, what: string): string {
+  const reg = set.files.get(id)?.reg as Msg | undefined;
+  if (!reg || typeof reg.name !== 'string')
+    throw new GodwitError(`task ${t.pid}: ${what} refers to file id ${id}, which files.img does not hold as a regular file`);
+  return reg.name;
+}
+
+/** Unmap the stub, recreate vdso and every VMA (file mappings opened in the task and closed again). */
+export async function mapVmas(ctx: RestoreContext, t: TaskImage, vmas: Vma[]): Promise<void> {
+  const set = ctx.set!;
+  const tramp = ctx.trampolines.get(t.pid)!;
+  const b = new Batch();
+  b.call('munmap', [0n, tramp], 'unmap the stub below the trampoline');
+  b.call('munmap', [tramp + TRAMPOLINE_SIZE, TASK_SIZE - (tramp + TRAMPOLINE_SIZE)], 'unmap the stub above the trampoline');
+  const vvar = vmas.filter((v) => v.status & VMA.VVAR).sort((a, c) => (a.start < c.start ? -1 : 1))[0];
+  const vdso = vmas.find((v) => v.status & VMA.VDSO);
+  if (vdso) b.call('arch_prctl', [ARCH_MAP_VDSO_64, (vvar ?? vdso).start], 'map [vvar]+[vdso] at the dumped address');
+  const fds = new Map<number, ReturnType<Batch['call']>>();
+  for (const v of vmas) {
+    if (isSpecial(v)) continue;
+    const why = unsupportedVma(v);
+    if (why) throw new GodwitError(`task ${t.pid}: mapping 0x${v.start.toString(16)}-0x${v.end.toString(16)} is ${why}, which restore does not support yet`);
+    let prot = v.prot;
+    if (v.hasPages && !(v.flags & MAP_SHARED)) prot |= PROT_WRITE;
+    const flags = (v.flags & (MAP_SHARED | MAP_PRIVATE | MAP_ANONYMOUS | MAP_GROWSDOWN | MAP_NORESERVE)) | MAP_FIXED_NOREPLACE;
+    const what = `map 0x${v.start.toString(16)}-0x${v.end.toString(16)}`;
+    if (v.status & (VMA.FILE_PRIVATE | VMA.FILE_SHARED)) {
+      let fd = fds.get(v.shmid);
+      if (!fd) {
+        const p = filePath(set, v.shmid, t, what);
+        const mode = v.status & VMA.FILE_SHARED && v.prot & PROT_WRITE ? O_RDWR : O_RDONLY;
+        fd = b.call('openat', [AT_FDCWD, b.str(p), mode | O_CLOEXEC, 0], `open ${p} for its mappings`);
+        fds.set(v.shmid, fd);
+      }
+      b.call('mmap', [v.start, v.end - v.start, prot, flags & ~MAP_ANONYMOUS, fd, v.pgoff], what);
+    } else {
+      b.call('mmap', [v.start, v.end - v.start, prot, flags | MAP_ANONYMOUS, -1, 0], what);
+    }
+  }
+  for (const fd of fds.values()) b.call('close', [fd], 'close a mapped file');
+  const res = await runBatch(ctx.restorer!, t.pid, b);
+  // mmap with MAP_FIXED_NOREPLACE never moves a mapping, but check: a kernel without it ignores the flag.
+  b.calls.forEach((c, i) => {
+    if (c.name === 'mmap' && res[i] !== c.args[0])
+      throw new GodwitError(`task ${t.pid}: ${c.what} landed at 0x${res[i].toString(16)}`);
+  });
+}
+
+export async function writePages(ctx: RestoreContext, t: TaskImage, ranges: PageRange[]): Promise<number> {
+  if (ranges.length === 0) return 0;
+  const r = ctx.restorer!;
+  const pagesFile = path.join(ctx.set!.dir, `pages-${t.pagemap.pagesId}.img`);
+  const fd = await openInRestorer(ctx, pagesFile, O_RDONLY);
+  let total = 0;
+  try {
+    // Bounded requests: 24 bytes per range, at most 64k ranges each.
+    for (let i = 0; i < ranges.length; i += 65536) {
+      const part = ranges.slice(i, i + 65536);
+      const b = Buffer.alloc(12 + 24 * part.length);
+      b.writeInt32LE(t.pid, 0);
+      b.writeInt32LE(fd, 4);
+      b.writeUInt32LE(part.length, 8);
+      part.forEach((x, k) => {
+        b.writeBigUInt64LE(x.addr, 12 + 24 * k);
+        b.writeBigUInt64LE(x.len, 20 + 24 * k);
+        b.writeBigUInt64LE(x.off, 28 + 24 * k);
+        total += Number(x.len);
+      });
+      await r.request(Op.WRITE_MEM, b, `write pages of ${t.pid} from ${pagesFile}`);
+    }
+  } finally {
+    await closeInRestorer(ctx, [fd]);
+  }
+  return total;
+}
+
+export async function openInRestorer(ctx: RestoreContext, file: string, flags: number, pos?: bigint): Promise<number> {
+  const p = Buffer.from(file + '\0');
+  const b = Buffer.alloc(20 + p.length);
+  b.writeInt32LE(flags, 0);
+  b.writeUInt32LE(0, 4);
+  b.writeUInt32LE(pos !== undefined ? 1 : 0, 8);
+  b.writeBigUInt64LE(pos ?? 0n, 12);
+  p.copy(b, 20);
+  const out = await ctx.restorer!.request(Op.OPEN, b, `open ${file}`);
+  return out.readInt32LE(0);
+}
+
+export async function closeInRestorer(ctx: RestoreContext, fds: number[]): Promise<void> {
+  if (!fds.length) return;
+  const b = Buffer.alloc(4 * fds.length);
+  fds.forEach((fd, i) => b.writeInt32LE(fd, 4 * i));
+  await ctx.restorer!.request(Op.CLOSE, b, 'close restorer fds');
+}
+
+/** Protections back to the dumped ones, madvise bits, and the mm fields. */
+export async function finishMemory(ctx: RestoreContext, t: TaskImage, vmas: Vma[]): Promise<void> {
+  const set = ctx.set!;
+  const mm = t.mm;
+  const b = new Batch();
+  for (const v of vmas) {
+    if (isSpecial(v)) continue;
+    if (v.hasPages && !(v.flags & MAP_SHARED) && !(v.prot & PROT_WRITE))
+      b.call('mprotect', [v.start, v.end - v.start, v.prot], `protect 0x${v.start.toString(16)} as dumped`);
+    for (const adv of MADVICES)
+      if (v.madv & (1n << BigInt(adv)))
+        b.call('madvise', [v.start, v.end - v.start, adv], `madvise(${adv}) 0x${v.start.toString(16)}`, { allowFail: adv === 14 || adv === 15 });
+  }
+  const exeId = Number(mm.exe_file_id ?? 0);
+  const exe = exeId ? filePath(set, exeId, t, 'the executable (mm exe_file_id)') : null;
+  const exeFd = exe ? b.call('openat', [AT_FDCWD, b.str(exe), O_RDONLY | O_CLOEXEC, 0], `open the executable ${exe}`) : null;
+  const res = await runBatch(ctx.restorer!, t.pid, b);
+  const fd = exeFd ? Number(res[exeFd.result]) : -1;
+
+  const auxv = (mm.mm_saved_auxv as bigint[] | undefined) ?? [];
+  const m = new Batch();
+  const auxBuf = Buffer.alloc(8 * auxv.length);
+  auxv.forEach((v, i) => auxBuf.writeBigUInt64LE(BigInt.asUintN(64, BigInt(v)), 8 * i));
+  const auxRef = m.data(auxBuf);
+  const map = Buffer.alloc(104);
+  const fields = ['mm_start_code', 'mm_end_code', 'mm_start_data', 'mm_end_data', 'mm_start_brk', 'mm_brk',
+    'mm_start_stack', 'mm_arg_start', 'mm_arg_end', 'mm_env_start', 'mm_env_end'];
+  fields.forEach((f, i) => map.writeBigUInt64LE(BigInt((mm[f] as bigint | undefined) ?? 0n), 8 * i));
+  // The struct holds a pointer to auxv, so compute its scratch address: the scratch area starts one page
+  // after the trampoline (see native/src/restore/inject.c).
+  map.writeBigUInt64LE(ctx.trampolines.get(t.pid)! + PAGE + BigInt(auxRef.scratch), 88);
+  map.writeUInt32LE(auxBuf.length, 96);
+  map.writeInt32LE(fd, 100);
+  const mapRef = m.data(map);
+  m.call('prctl', [PR_SET_MM, PR_SET_MM_MAP, mapRef, 104, 0], 'set mm fields (PR_SET_MM_MAP)');
+  if (fd >= 0) m.call('close', [fd], 'close the executable');
+  await runBatch(ctx.restorer!, t.pid, m);
+}

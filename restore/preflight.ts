@@ -1,0 +1,112 @@
+/**
+ * Checks made before anything is created, each failing with what is wrong and how to fix it: PIDs taken,
+ * files that mappings and fds need missing or changed, CPU features, vdso layout, resources restore does not
+ * support yet.
+ */
+import { execFileSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import { GodwitError } from '../util/errors';
+import { RestoreContext } from './context';
+import { FD_TYPE, neededFiles, statOrNull } from './files';
+import { Msg } from './image-compat';
+import { unsupportedVma, vmasOf, VMA } from './memory';
+import { restorerPath } from './restorer';
+import { HostXsave } from './threads';
+import { checkTimers } from './timers';
+
+export class PreflightError extends GodwitError {
+  constructor(message: string) {
+    super(message, { code: 'EPREFLIGHT' });
+  }
+}
+
+export function hostXsave(): HostXsave {
+  const out = JSON.parse(execFileSync(restorerPath(), ['--xcr0'], { encoding: 'utf8' })) as {
+    xcr0: number;
+    components: Record<string, [number, number]>;
+  };
+  return {
+    xcr0: BigInt(out.xcr0),
+    components: new Map(Object.entries(out.components).map(([k, v]) => [Number(k), v])),
+  };
+}
+
+function comm(pid: number): string {
+  try {
+    return fs.readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
+  } catch {
+    return '?';
+  }
+}
+
+/** [vdso] start minus [vvar] start on this kernel: ARCH_MAP_VDSO_64 keeps that distance. */
+function hostVdsoOffset(): bigint | null {
+  let vvar: bigint | null = null;
+  for (const line of fs.readFileSync('/proc/self/maps', 'utf8').split('\n')) {
+    const start = BigInt('0x' + line.split('-')[0] || '0');
+    if (line.endsWith('[vvar]')) vvar = start;
+    if (line.endsWith('[vdso]')) return vvar === null ? 0n : start - vvar;
+  }
+  return null;
+}
+
+export function preflight(ctx: RestoreContext): void {
+  const set = ctx.set!;
+  const problems: string[] = [];
+  // PIDs: in this host's namespace they must be free; a new namespace has them all.
+  if (!ctx.opts.newPidns) {
+    for (const t of set.tasks)
+      for (const tid of t.threads)
+        if (fs.existsSync(`/proc/${tid}`))
+          problems.push(`PID ${tid} (${t.pid === tid ? 'task' : 'thread of task ' + t.pid}) is in use on this host by "${comm(tid)}": restore with --new-pidns, or end that process`);
+  }
+  // Files that mappings, fds, cwd/root need: present and, where dump recorded it, same size and mode.
+  for (const f of neededFiles(ctx)) {
+    const st = statOrNull(f.path);
+    if (!st) {
+      problems.push(`${f.path} (${f.why}) does not exist on this host: restore needs the same file at the same path`);
+      continue;
+    }
+    if (f.mode !== undefined && f.mode !== 0 && (st.mode & 0o170000) !== (f.mode & 0o170000))
+      problems.push(`${f.path} (${f.why}) is a different kind of file than at dump time (mode 0${f.mode.toString(8)}, now 0${st.mode.toString(8)})`);
+    else if (f.size !== undefined && st.isFile() && BigInt(st.size) !== BigInt(f.size))
+      problems.push(`${f.path} (${f.why}) changed since the dump (size ${f.size}, now ${st.size}): restore needs the file as it was`);
+  }
+  const host = hostXsave();
+  ctx.hostXsave = host;
+  const vdsoOff = hostVdsoOffset();
+  for (const t of set.tasks) {
+    for (const [tid, core] of t.cores) {
+      if (Number(core.mtype ?? 1) !== 1) problems.push(`thread ${tid}: not an x86_64 task (mtype ${core.mtype})`);
+      const xs = (((core.thread_info as Msg | undefined)?.fpregs as Msg | undefined)?.xsave as Msg | undefined) ?? {};
+      const bv = BigInt((xs.xstate_bv as bigint | undefined) ?? 0n);
+      if (bv & ~host.xcr0)
+        problems.push(`thread ${tid}: its FPU state uses xsave features 0x${(bv & ~host.xcr0).toString(16)} this CPU/kernel does not enable (XCR0 0x${host.xcr0.toString(16)}): restore on a host with the same CPU features`);
+    }
+    const tc = (t.cores.get(t.pid)!.tc as Msg | undefined) ?? {};
+    if (tc.task_state !== undefined && Number(tc.task_state) !== 1)
+      problems.push(`task ${t.pid} was dumped as a zombie or dead task (state ${tc.task_state}), which restore does not support yet`);
+    try {
+      checkTimers(t);
+    } catch (e) {
+      problems.push((e as Error).message);
+    }
+    const vmas = vmasOf(t);
+    for (const v of vmas) {
+      const why = unsupportedVma(v);
+      if (why) problems.push(`task ${t.pid}: mapping 0x${v.start.toString(16)}-0x${v.end.toString(16)} is ${why}, which restore does not support yet`);
+    }
+    const vdso = vmas.find((v) => v.status & VMA.VDSO);
+    const vvar = vmas.filter((v) => v.status & VMA.VVAR).sort((a, c) => (a.start < c.start ? -1 : 1))[0];
+    if (vdso && vvar && vdsoOff !== null && vdso.start - vvar.start !== vdsoOff)
+      problems.push(`task ${t.pid}: its [vdso] sits 0x${(vdso.start - vvar.start).toString(16)} after [vvar], on this kernel 0x${vdsoOff.toString(16)}: the image comes from an incompatible kernel`);
+    for (const fdi of t.fds) {
+      const f = set.files.get(Number(fdi.id));
+      const type = f ? FD_TYPE[Number(f.type)] ?? `type ${f.type}` : 'missing';
+      if (type !== 'REG' && type !== 'PIPE')
+        problems.push(`task ${t.pid}: fd ${fdi.fd} is ${type === 'missing' ? 'missing from files.img' : 'a ' + type + ' file'}, which restore does not support yet`);
+    }
+  }
+  if (problems.length)
+    throw new PreflightError(`cannot restore ${set.dir}:\n  - ${problems.join('\n  - ')}`);
+}

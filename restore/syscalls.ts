@@ -1,0 +1,123 @@
+/**
+ * Batches of syscalls injected into one restored thread in one round trip to the restorer. Arguments are
+ * immediates, pointers into the batch's scratch data (copied into the task's trampoline scratch area), or
+ * the result of an earlier call of the same batch (an fd from openat fed to mmap, say).
+ */
+import { Op, Restorer, RestorerError } from './restorer';
+import { SysError } from '../util/errors';
+
+/** x86_64 syscall numbers used by restore. */
+export const NR = {
+  read: 0, write: 1, close: 3, lseek: 8, mmap: 9, mprotect: 10, munmap: 11, rt_sigaction: 13, madvise: 28,
+  setitimer: 38, fcntl: 72, chdir: 80, fchdir: 81, umask: 95, setpgid: 109, setsid: 112, setgroups: 116,
+  setresuid: 117, setresgid: 119, rt_sigqueueinfo: 129, capset: 126, sigaltstack: 131, prctl: 157,
+  arch_prctl: 158, chroot: 161, set_tid_address: 218, timer_create: 222, timer_settime: 223,
+  set_robust_list: 273, dup3: 292, rt_tgsigqueueinfo: 297, rseq: 334, openat: 257, pidfd_open: 434,
+  close_range: 436, pidfd_getfd: 438, personality: 135,
+} as const;
+export type SyscallName = keyof typeof NR;
+
+export interface ScratchRef {
+  scratch: number;
+}
+export interface ResultRef {
+  result: number;
+}
+export type Arg = bigint | number | ScratchRef | ResultRef;
+
+const ARG_SCRATCH = 1;
+const ARG_RESULT = 2;
+const ALLOW_FAIL = 1 << 12;
+const CALL_SIZE = 56;
+
+interface Call {
+  name: SyscallName;
+  nr: number;
+  flags: number;
+  args: bigint[];
+  what: string;
+}
+
+export class Batch {
+  private parts: Buffer[] = [];
+  private size = 0;
+  readonly calls: Call[] = [];
+
+  get length(): number {
+    return this.calls.length;
+  }
+
+  /** Copies `b` into the scratch area (8-byte aligned) and returns a pointer argument to it. */
+  data(b: Buffer): ScratchRef {
+    const pad = (8 - (this.size % 8)) % 8;
+    if (pad) this.parts.push(Buffer.alloc(pad));
+    const at = this.size + pad;
+    this.parts.push(b);
+    this.size = at + b.length;
+    return { scratch: at };
+  }
+
+  /** A NUL-terminated string in the scratch area. */
+  str(s: string): ScratchRef {
+    return this.data(Buffer.from(s + '\0'));
+  }
+
+  get scratchSize(): number {
+    return this.size;
+  }
+
+  /** Adds a call; `what` says what it is for, for error messages. Returns a reference to its result. */
+  call(name: SyscallName, args: Arg[], what: string, opts: { allowFail?: boolean } = {}): ResultRef {
+    let flags = opts.allowFail ? ALLOW_FAIL : 0;
+    const vals: bigint[] = [];
+    for (let k = 0; k < 6; k++) {
+      const a = args[k] ?? 0n;
+      if (typeof a === 'bigint') vals.push(BigInt.asUintN(64, a));
+      else if (typeof a === 'number') vals.push(BigInt.asUintN(64, BigInt(a)));
+      else if ('scratch' in a) {
+        flags |= ARG_SCRATCH << (2 * k);
+        vals.push(BigInt(a.scratch));
+      } else {
+        if (a.result >= this.calls.length) throw new Error(`batch: call ${name} refers to a later result`);
+        flags |= ARG_RESULT << (2 * k);
+        vals.push(BigInt(a.result));
+      }
+    }
+    this.calls.push({ name, nr: NR[name], flags, args: vals, what });
+    return { result: this.calls.length - 1 };
+  }
+
+  encode(tid: number): Buffer {
+    const head = Buffer.alloc(12);
+    head.writeInt32LE(tid, 0);
+    head.writeUInt32LE(this.calls.length, 4);
+    head.writeUInt32LE(this.size, 8);
+    const calls = Buffer.alloc(CALL_SIZE * this.calls.length);
+    this.calls.forEach((c, i) => {
+      const o = i * CALL_SIZE;
+      calls.writeUInt32LE(c.nr, o);
+      calls.writeUInt32LE(c.flags, o + 4);
+      c.args.forEach((v, k) => calls.writeBigUInt64LE(v, o + 8 + 8 * k));
+    });
+    return Buffer.concat([head, ...this.parts, calls]);
+  }
+}
+
+/** Runs a batch in thread `tid`; the results are the raw return values (negative errno where allowed). */
+export async function runBatch(r: Restorer, tid: number, b: Batch): Promise<bigint[]> {
+  if (b.length === 0) return [];
+  try {
+    const out = await r.request(Op.SYSCALLS, b.encode(tid), `injected syscalls in ${tid}`);
+    const n = out.readUInt32LE(0);
+    const res: bigint[] = [];
+    for (let i = 0; i < n; i++) res.push(out.readBigInt64LE(4 + 8 * i));
+    return res;
+  } catch (e) {
+    const payload = (e as { payload?: Buffer }).payload;
+    if (e instanceof RestorerError && e.syscall === 'injected' && payload && payload.length >= 4) {
+      const c = b.calls[payload.readUInt32LE(0)];
+      if (c) throw new SysError({ errno: e.errno, syscall: c.name, pid: tid, what: c.what }, { cause: e });
+    }
+    throw e;
+  }
+}
