@@ -6,8 +6,9 @@ import type { Command } from 'commander';
 import { register as convert } from './convert';
 import { register as decode } from './decode';
 import { register as encode } from './encode';
+import { register as restore } from './restore';
 import { register as verify } from './verify';
 
 export type Register = (program: Command) => void;
 
-export const commands: Register[] = [decode, encode, verify, convert];
+export const commands: Register[] = [decode, encode, verify, convert, restore];

@@ -1,6 +1,6 @@
 /** Resource limits (set from outside with prlimit) and credentials (last, per thread, so nothing needs root after). */
 import { RestoreContext } from './context';
-import { Msg } from './image-compat';
+import { Msg } from './image-files';
 import { TaskImage } from './load';
 import { Op, RestorerError } from './restorer';
 import { Batch } from './syscalls';

@@ -6,7 +6,7 @@
 import * as fs from 'node:fs';
 import { GodwitError } from '../util/errors';
 import { RestoreContext } from './context';
-import { Msg } from './image-compat';
+import { Msg } from './image-files';
 import { TaskImage } from './load';
 import { closeInRestorer, openInRestorer } from './memory';
 import { Batch, runBatch } from './syscalls';

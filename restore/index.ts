@@ -67,7 +67,7 @@ export function restoreSteps(): ListrTask<StepState>[] {
     }),
     timed('preflight', (s) => preflight(s)),
     timed('start restorer', async (s) => {
-      s.restorer = Restorer.start({ newPidns: s.opts.newPidns });
+      s.restorer = Restorer.start({ newPidns: s.opts.newPidns, detached: s.opts.detach });
       s.restorerPid = (await s.restorer.hello()).self;
     }),
     timed('create process tree', (s) => createTree(s)),
@@ -130,16 +130,23 @@ export function newRestoreState(opts: RestoreOptions): StepState {
   return { ...newContext(opts), vmas: new Map(), timings: {}, pageBytes: 0 };
 }
 
+/** Resolves to p's value, or rejects after ms (the timer never outlives the race). */
+function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const t = new Promise<never>((_, rej) => (timer = setTimeout(() => rej(new Error('timeout')), ms)));
+  return Promise.race([p, t]).finally(() => clearTimeout(timer));
+}
+
+/** Seconds a healthy restorer needs at most to kill and reap a half-made tree. */
+const ABORT_TIMEOUT_MS = 5000;
+
 /** Tears down whatever a failed restore created. Safe to call at any point. */
 export async function abortRestore(s: RestoreContext): Promise<void> {
   const r = s.restorer;
   if (!r || s.resumed) return;
   try {
-    await Promise.race([
-      r.request(Op.KILL, Buffer.alloc(0), 'kill the half-restored tree'),
-      new Promise((_, rej) => setTimeout(() => rej(new Error('timeout')), 5000)),
-    ]);
-    await Promise.race([r.close(), new Promise((res) => setTimeout(res, 5000))]);
+    await withTimeout(r.request(Op.KILL, Buffer.alloc(0), 'kill the half-restored tree'), ABORT_TIMEOUT_MS);
+    await withTimeout(r.close(), ABORT_TIMEOUT_MS);
   } catch {
     /* fall through to the hard way */
   }

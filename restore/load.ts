@@ -5,7 +5,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { GodwitError, ImageError } from '../util/errors';
-import { Msg, readEntries } from './image-compat';
+import { Msg, readEntries } from './image-files';
 
 export interface PagemapImage {
   pagesId: number;
@@ -35,8 +35,8 @@ export interface ImageSet {
   pipeData: Map<number, Buffer>;
 }
 
-function need(dir: string, file: string, kind: string, opts = {}): Msg[] {
-  const e = readEntries(dir, file, kind, opts);
+function need(dir: string, file: string, kind: string): Msg[] {
+  const e = readEntries(dir, file);
   if (!e) throw new ImageError(path.join(dir, file), 0, `missing: the image directory is incomplete (needed for ${kind})`);
   return e;
 }
@@ -59,7 +59,7 @@ export function loadImageSet(dir: string): ImageSet {
     if (threads.length === 0) threads.push(pid);
     const cores = new Map<number, Msg>();
     for (const tid of threads) cores.set(tid, one(dir, `core-${tid}.img`, 'core'));
-    const pm = need(dir, `pagemap-${pid}.img`, 'pagemap', { head: 'pagemap_head' });
+    const pm = need(dir, `pagemap-${pid}.img`, 'pagemap');
     tasks.push({
       pid,
       ppid: Number(p.ppid ?? 0),
@@ -76,12 +76,12 @@ export function loadImageSet(dir: string): ImageSet {
   }
   for (const t of tasks) {
     const filesId = Number(t.ids.files_id);
-    t.fds = readEntries(dir, `fdinfo-${filesId}.img`, 'fdinfo') ?? [];
+    t.fds = readEntries(dir, `fdinfo-${filesId}.img`) ?? [];
   }
   const files = new Map<number, Msg>();
   for (const f of need(dir, 'files.img', 'file')) files.set(Number(f.id), f);
   const pipeData = new Map<number, Buffer>();
-  for (const d of readEntries(dir, 'pipes-data.img', 'pipe_data', { extraField: 'bytes' }) ?? [])
+  for (const d of readEntries(dir, 'pipes-data.img') ?? [])
     pipeData.set(Number(d.pipe_id), d.extra as Buffer);
   return { dir, tasks: orderParentsFirst(tasks), files, pipeData };
 }

@@ -8,7 +8,7 @@ import * as path from 'node:path';
 import { GodwitError } from '../util/errors';
 import { RestoreContext } from './context';
 import { ImageSet, TaskImage } from './load';
-import { Msg } from './image-compat';
+import { Msg } from './image-files';
 import { Op } from './restorer';
 import { Batch, runBatch } from './syscalls';
 

@@ -5,7 +5,7 @@
  */
 import { GodwitError } from '../util/errors';
 import { RestoreContext } from './context';
-import { Msg } from './image-compat';
+import { Msg } from './image-files';
 import { Op } from './restorer';
 
 const O_ACCMODE = 3;

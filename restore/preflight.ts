@@ -8,7 +8,7 @@ import * as fs from 'node:fs';
 import { GodwitError } from '../util/errors';
 import { RestoreContext } from './context';
 import { FD_TYPE, neededFiles, statOrNull } from './files';
-import { Msg } from './image-compat';
+import { Msg } from './image-files';
 import { unsupportedVma, vmasOf, VMA } from './memory';
 import { restorerPath } from './restorer';
 import { HostXsave } from './threads';

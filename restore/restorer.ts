@@ -89,9 +89,13 @@ export class Restorer {
     return s ? `: ${s}` : '';
   }
 
-  static start(opts: { newPidns?: boolean } = {}): Restorer {
+  /** `detached`: its own session, so a restore that outlives us is not in our process group. */
+  static start(opts: { newPidns?: boolean; detached?: boolean } = {}): Restorer {
     const args = opts.newPidns ? ['--new-pidns'] : [];
-    const proc = spawn(restorerPath(), args, { stdio: ['ignore', 'ignore', 'pipe', 'pipe', 'pipe'] });
+    const proc = spawn(restorerPath(), args, {
+      stdio: ['ignore', 'ignore', 'pipe', 'pipe', 'pipe'],
+      detached: !!opts.detached,
+    });
     return new Restorer(proc);
   }
 

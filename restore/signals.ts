@@ -1,6 +1,6 @@
 /** Signal dispositions and process-wide pending signals (per-thread ones are in threads.ts). */
 import { RestoreContext } from './context';
-import { Msg } from './image-compat';
+import { Msg } from './image-files';
 import { TaskImage } from './load';
 import { Batch } from './syscalls';
 

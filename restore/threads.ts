@@ -5,7 +5,7 @@
  */
 import { GodwitError } from '../util/errors';
 import { RestoreContext } from './context';
-import { Msg } from './image-compat';
+import { Msg } from './image-files';
 import { TaskImage } from './load';
 import { TRAMPOLINE_SIZE, Vma, VMA } from './memory';
 import { Op } from './restorer';

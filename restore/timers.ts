@@ -1,7 +1,7 @@
 /** Interval timers (ITIMER_REAL/VIRTUAL/PROF). POSIX timers are refused by preflight until supported. */
 import { GodwitError } from '../util/errors';
 import { RestoreContext } from './context';
-import { Msg } from './image-compat';
+import { Msg } from './image-files';
 import { TaskImage } from './load';
 import { Batch } from './syscalls';
 

@@ -15,6 +15,7 @@
 #include <sys/ptrace.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -310,6 +311,8 @@ int main(int argc, char **argv) {
     return 2;
   }
   signal(SIGPIPE, SIG_IGN);
+  /* Whatever our parent leaked to us must not reach the restored tasks (stubs are forks of us). */
+  syscall(SYS_close_range, BULK_FD + 1, ~0U, 0);
   if (!ctx.new_pidns) {
     /* Orphans of a half-made tree come back to us, so a failure can reap everything it created. */
     prctl(PR_SET_CHILD_SUBREAPER, 1);

@@ -216,6 +216,14 @@ static int seize_all(struct rst_ctx *ctx) {
     }
     int rc = rst_rseq_unregister(ctx, th->tid);
     if (rc) return rc;
+    if (th->tid == th->tgid) {
+      /* The stub may have been stopped before it closed what it inherited from us: close it all now. */
+      uint64_t a[6] = {0, ~0U, 0, 0, 0, 0};
+      int64_t ret;
+      rc = rst_inject(ctx, th->tid, (uint64_t)(uintptr_t)rst_syscall_insn, __NR_close_range, a, &ret);
+      if (rc) return rc;
+      if (ret < 0) return rst_fail(ctx, (int)-ret, "close_range", th->tid);
+    }
   }
   return 0;
 }

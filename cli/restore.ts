@@ -1,0 +1,49 @@
+/**
+ * `godwit restore --dir DIR`: bring a dumped process tree back. Without --detach it waits for the root task
+ * and exits with its exit status (like `criu restore` without -d); with --detach it returns once the tree runs.
+ */
+import type { Command } from 'commander';
+import { restore, RestoreOptions } from '../restore';
+import { printJson } from './output';
+
+export interface RestoreCliOptions extends RestoreOptions {
+  json?: boolean;
+}
+
+export async function restoreCommand(opts: RestoreCliOptions): Promise<number> {
+  const r = await restore(
+    { dir: opts.dir, detach: opts.detach, pidfile: opts.pidfile, newPidns: opts.newPidns },
+    { silent: opts.json || !process.stderr.isTTY },
+  );
+  const report = {
+    rootPid: r.rootPid,
+    pids: Object.fromEntries(r.pids),
+    ...(r.exitCode !== undefined ? { exitCode: r.exitCode } : {}),
+    pageBytes: r.pageBytes,
+    timingsMs: r.timings,
+    warnings: r.warnings.map((w) => `task ${w.pid}: ${w.message}`),
+  };
+  if (opts.json) printJson(report);
+  else {
+    for (const w of report.warnings) process.stderr.write(`godwit: warning: ${w}\n`);
+    if (opts.detach) process.stdout.write(`restored: root task ${r.rootPid} (${r.pids.size} tasks) is running\n`);
+  }
+  return r.exitCode ?? 0;
+}
+
+export function register(program: Command): void {
+  program
+    .command('restore')
+    .description('restore a dumped process tree from an image directory (godwit or plain CRIU layout)')
+    .requiredOption('-D, --dir <dir>', 'image directory written by `godwit dump` or `criu dump`')
+    .option('-d, --detach', 'return once the tree runs instead of waiting for the root task to exit')
+    .option('--pidfile <file>', "write the root task's PID (in this host's PID namespace) to this file")
+    .option('--new-pidns', 'restore into a new PID namespace (when the dumped PIDs are taken on this host)')
+    .option('--json', 'print the result as JSON')
+    .action(async (o: { dir: string; detach?: boolean; pidfile?: string; newPidns?: boolean; json?: boolean }) => {
+      const code = await restoreCommand(o);
+      // The root task's exit status is ours: flush what we printed, then leave with it.
+      if (!o.detach) await new Promise<void>((res) => process.stdout.write('', () => res()));
+      if (!o.detach) process.exit(code);
+    });
+}

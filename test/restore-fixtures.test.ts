@@ -1,0 +1,235 @@
+/**
+ * Restore of real CRIU 4.2 dumps (shared/fixtures/criu-4.2): `sleep 10000` and `sh -c "sleep 10000 | cat"`,
+ * into a new PID namespace and into the host's, plus the failures that must be caught before anything runs
+ * and the cleanup after a failure half-way.
+ */
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { decodeImage, encodeImage } from '../images';
+import { restore, RestoreResult } from '../restore';
+import { fixturesDir } from './shared-dir';
+import { fdLinks, innerPid, killPid, liveWithInnerPids, procStat, sleepMs, waitFor } from './restore-helpers';
+
+const criu = path.join(fixturesDir(), 'criu-4.2');
+const sleepDir = path.join(criu, 'sleep');
+const pipelineDir = path.join(criu, 'pipeline');
+const cli = path.resolve(__dirname, '..', 'cli', 'main.js');
+
+const started: RestoreResult[] = [];
+const tmpDirs: string[] = [];
+
+afterEach(async () => {
+  for (const r of started.splice(0)) {
+    for (const pid of r.pids.values()) killPid(pid);
+    if (r.restorer) {
+      killPid(r.restorer.pid);
+      await r.restorer.exited;
+    }
+  }
+  for (const d of tmpDirs.splice(0)) fs.rmSync(d, { recursive: true, force: true });
+});
+
+function imageVmas(dir: string, pid: number): string[] {
+  const mm = decodeImage(fs.readFileSync(path.join(dir, `mm-${pid}.img`)), 'mm').entries[0].msg;
+  const prot = (p: number) => `${p & 1 ? 'r' : '-'}${p & 2 ? 'w' : '-'}${p & 4 ? 'x' : '-'}`;
+  const out: string[] = [];
+  for (const v of mm.vmas as { start: bigint; end: bigint; prot: number; status: number }[]) {
+    if (v.status & 4) continue; // [vsyscall] is the kernel's, not the task's
+    out.push(`${v.start.toString(16)}-${v.end.toString(16)} ${prot(v.prot)}`);
+  }
+  return out;
+}
+
+function procVmas(pid: number): string[] {
+  const out: string[] = [];
+  for (const l of fs.readFileSync(`/proc/${pid}/maps`, 'utf8').trim().split('\n')) {
+    const f = l.split(/\s+/);
+    const name = f[5] ?? '';
+    if (name === '[vsyscall]') continue;
+    // CRIU records [vvar] and [vvar_vclock] as one VMA; the kernel shows two.
+    if (name === '[vvar_vclock]' && out.length) {
+      out[out.length - 1] = out[out.length - 1].replace(/-[0-9a-f]+ /, `-${f[0].split('-')[1]} `);
+      continue;
+    }
+    out.push(`${f[0]} ${f[1].slice(0, 3)}`);
+  }
+  return out;
+}
+
+describe('restore of CRIU 4.2 images', () => {
+  test('sleep restores into a new PID namespace and keeps running with its pid, maps and fds', async () => {
+    const r = await restore({ dir: sleepDir, newPidns: true, detach: true }, { silent: true });
+    started.push(r);
+    const pid = r.rootPid;
+    expect(pid).toBeGreaterThan(0);
+    await sleepMs(300);
+    const st = procStat(pid)!;
+    expect(st.comm).toBe('sleep');
+    expect(st.state).toBe('S');
+    expect(innerPid(pid)).toBe(16344);
+    expect(st.pgrp).toBe(pid);
+    expect(st.session).toBe(pid);
+    expect(procVmas(pid)).toEqual(imageVmas(sleepDir, 16344));
+    expect(fdLinks(pid)).toEqual({ 0: '/dev/null', 1: '/dev/null', 2: '/dev/null' });
+    expect(fs.readlinkSync(`/proc/${pid}/cwd`)).toBe('/tmp');
+    expect(fs.readlinkSync(`/proc/${pid}/exe`)).toBe('/usr/bin/sleep');
+    // Nothing of the restorer stays behind in it: no stopped or traced state.
+    const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
+    expect(status).toMatch(/TracerPid:\s+0\n/);
+    expect(r.pageBytes).toBeGreaterThan(0);
+    // Killing the root ends the namespace: the restorer (its init) exits too.
+    killPid(pid);
+    await r.restorer!.exited;
+    expect(liveWithInnerPids([16344], ['sleep'])).toEqual([]);
+  });
+
+  test('pipeline: three processes, one pipe between sleep and cat, same process group and session', async () => {
+    const r = await restore({ dir: pipelineDir, newPidns: true, detach: true }, { silent: true });
+    started.push(r);
+    const sh = r.pids.get(16368)!;
+    const sleep = r.pids.get(16371)!;
+    const cat = r.pids.get(16372)!;
+    await sleepMs(300);
+    expect([procStat(sh)!.comm, procStat(sleep)!.comm, procStat(cat)!.comm]).toEqual(['sh', 'sleep', 'cat']);
+    for (const p of [sh, sleep, cat]) {
+      expect(procStat(p)!.state).toBe('S');
+      expect(procStat(p)!.pgrp).toBe(sh);
+      expect(procStat(p)!.session).toBe(sh);
+      expect(procVmas(p).length).toBeGreaterThan(10);
+    }
+    expect(procStat(sleep)!.ppid).toBe(sh);
+    expect(procStat(cat)!.ppid).toBe(sh);
+    expect([innerPid(sh), innerPid(sleep), innerPid(cat)]).toEqual([16368, 16371, 16372]);
+    const sleepOut = fdLinks(sleep)[1];
+    expect(sleepOut).toMatch(/^pipe:\[\d+\]$/);
+    expect(fdLinks(cat)[0]).toBe(sleepOut);
+    expect(fdLinks(sh)).toEqual({ 0: '/dev/null', 1: '/dev/null', 2: '/dev/null' });
+    // sh still handles SIGINT and SIGCHLD as it did (its handlers came back).
+    expect(fs.readFileSync(`/proc/${sh}/status`, 'utf8')).toMatch(/SigCgt:\s+0*10002\n/);
+    // The pipeline works: when sleep dies, cat sees EOF and sh reaps both and exits.
+    killPid(sleep);
+    await r.restorer!.exited;
+    expect(liveWithInnerPids([16368, 16371, 16372], ['sh', 'sleep', 'cat'])).toEqual([]);
+  });
+
+  test('in the host PID namespace: waits for the root, and a taken PID is refused before anything runs', async () => {
+    if (fs.existsSync('/proc/16344')) {
+      await expect(restore({ dir: sleepDir }, { silent: true })).rejects.toThrow(/PID 16344 .*in use.*--new-pidns/);
+      return;
+    }
+    const first = restore({ dir: sleepDir }, { silent: true });
+    let firstResult: RestoreResult | Error | undefined;
+    first.then((r) => (firstResult = r), (e) => (firstResult = e));
+    let rootPid = 0;
+    try {
+      // Running, not traced ('t'): the restore has handed it over.
+      await waitFor(() => firstResult !== undefined || (procStat(16344)?.comm === 'sleep' && procStat(16344)?.state === 'S'), 10000, 'the restored sleep');
+      if (firstResult instanceof Error) throw firstResult;
+      rootPid = 16344;
+      const again = spawnSync(process.execPath, [cli, 'restore', '--dir', sleepDir], { encoding: 'utf8' });
+      expect(again.status).toBe(1);
+      expect(again.stderr).toMatch(/PID 16344 \(task\) is in use on this host by "sleep": restore with --new-pidns/);
+    } finally {
+      killPid(rootPid || (procStat(16344)?.comm === 'sleep' ? 16344 : 0));
+      await first.catch(() => undefined);
+    }
+    // Without --detach the restore reports the root's end: killed by SIGKILL.
+    expect((await first).exitCode).toBe(128 + 9);
+  });
+
+  test('CLI: --detach --new-pidns --json --pidfile', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'godwit-restore-'));
+    tmpDirs.push(dir);
+    const pidfile = path.join(dir, 'pid');
+    const out = spawnSync(process.execPath, [cli, 'restore', '--dir', sleepDir, '--new-pidns', '--detach', '--json', '--pidfile', pidfile], {
+      encoding: 'utf8',
+      timeout: 30000,
+    });
+    const report = out.stdout ? JSON.parse(out.stdout) : null;
+    const pid = Number(fs.existsSync(pidfile) ? fs.readFileSync(pidfile, 'utf8') : 0);
+    try {
+      expect(out.stderr).toBe('');
+      expect(out.status).toBe(0);
+      expect(report.rootPid).toBe(pid);
+      expect(report.pids).toEqual({ 16344: pid });
+      expect(procStat(pid)!.comm).toBe('sleep');
+      expect(innerPid(pid)).toBe(16344);
+    } finally {
+      killPid(pid);
+    }
+    await waitFor(() => liveWithInnerPids([16344], ['sleep']).length === 0, 5000, 'the restored sleep to end');
+  });
+});
+
+describe('restore refuses bad input before creating anything', () => {
+  function copyFixture(src: string): string {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'godwit-restore-'));
+    tmpDirs.push(dir);
+    for (const f of fs.readdirSync(src)) {
+      fs.copyFileSync(path.join(src, f), path.join(dir, f));
+      fs.chmodSync(path.join(dir, f), 0o644);
+    }
+    return dir;
+  }
+
+  function rewrite(dir: string, file: string, kind: string, edit: (msgs: Record<string, unknown>[]) => void): void {
+    const p = path.join(dir, file);
+    const img = decodeImage(fs.readFileSync(p), p);
+    const msgs = img.entries.map((e) => e.msg as Record<string, unknown>);
+    edit(msgs);
+    fs.writeFileSync(p, encodeImage(kind, img.entries));
+  }
+
+  test('a file a mapping needs is missing: the error names it', async () => {
+    const dir = copyFixture(sleepDir);
+    rewrite(dir, 'files.img', 'FILES', (m) => {
+      (m.find((f) => f.id === 2)!.reg as Record<string, unknown>).name = '/usr/lib/x86_64-linux-gnu/libc-gone.so.6';
+    });
+    await expect(restore({ dir, newPidns: true, detach: true }, { silent: true })).rejects.toThrow(
+      /libc-gone\.so\.6 \(mapped by task 16344\) does not exist on this host/,
+    );
+  });
+
+  test('a file that changed size since the dump is refused', async () => {
+    const dir = copyFixture(sleepDir);
+    rewrite(dir, 'files.img', 'FILES', (m) => {
+      (m.find((f) => f.id === 1)!.reg as Record<string, unknown>).size = 12345n;
+    });
+    await expect(restore({ dir, newPidns: true, detach: true }, { silent: true })).rejects.toThrow(
+      /\/usr\/bin\/sleep .* changed since the dump \(size 12345, now \d+\)/,
+    );
+  });
+
+  test('a truncated image is an image error naming the file', async () => {
+    const dir = copyFixture(sleepDir);
+    const core = path.join(dir, 'core-16344.img');
+    fs.truncateSync(core, fs.statSync(core).size - 100);
+    await expect(restore({ dir, newPidns: true, detach: true }, { silent: true })).rejects.toThrow(/core-16344\.img/);
+  });
+
+  test('a missing directory says so', async () => {
+    await expect(restore({ dir: '/nonexistent/godwit-images', detach: true }, { silent: true })).rejects.toThrow(
+      /image directory \/nonexistent\/godwit-images does not exist/,
+    );
+  });
+
+  test('a failure half-way kills everything the restore created', async () => {
+    const dir = copyFixture(sleepDir);
+    // An alternate signal stack with an invalid flag: sigaltstack fails after tree, memory and fds are back.
+    rewrite(dir, 'core-16344.img', 'CORE', (m) => {
+      (m[0].thread_core as Record<string, unknown>).sas = { ss_sp: 0x7ffe40ee6000n, ss_size: 8192n, ss_flags: 0x40 };
+    });
+    const before = liveWithInnerPids([16344]);
+    await expect(restore({ dir, newPidns: true, detach: true }, { silent: true })).rejects.toThrow(
+      /set the alternate signal stack: sigaltstack failed: EINVAL \(pid 16344\)/,
+    );
+    await sleepMs(100);
+    expect(liveWithInnerPids([16344]).filter((p) => !before.includes(p))).toEqual([]);
+    const restorers = fs
+      .readdirSync('/proc')
+      .filter((d) => /^\d+$/.test(d) && procStat(Number(d))?.comm === 'godwit-restore' && procStat(Number(d))?.state !== 'Z');
+    expect(restorers).toEqual([]);
+  });
+});
