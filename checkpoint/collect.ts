@@ -1,0 +1,119 @@
+/**
+ * Collection while the tree is frozen: for each process (parents first) the registers of every thread, the
+ * injected per-process state, memory layout and page ranges, files, fs, credentials; then tree-wide images.
+ * Nothing here writes to disk: entries go to the ImageSet, page ranges to the plan for the page step.
+ */
+import { GodwitError } from '../util/errors';
+import type { CollectContext } from './context';
+import { dumpFiles, FdRecord } from './files';
+import { dumpFs } from './fs';
+import { collectMemory } from './memory';
+import { idsEntry, NamespaceIds } from './namespaces';
+import { readComm, readLimits, readNumberFile, readPersonality, readTimers } from './proc/misc';
+import { readStatus } from './proc/status';
+import { readStat } from './proc/stat';
+import type { PageRange, PageStats } from './pageranges';
+import { checkUnixPeers, UnixFd } from './sockets';
+import { buildCore, buildThreadCore, buildZombieCore } from './threads';
+import { writeInventory, writePstree, writeTimens } from './inventory';
+import type { TreeProcess } from './tree';
+
+export interface ProcessPlan {
+  pid: number;
+  threads: number[];
+  pagesId: number;
+  ranges: PageRange[];
+  stats: PageStats;
+  fds: FdRecord[];
+  zombie: boolean;
+}
+
+export interface CollectResult {
+  plans: ProcessPlan[];
+  runId: string;
+}
+
+export async function collectAll(
+  ctx: CollectContext,
+  ns: NamespaceIds,
+  groupStopped: Map<number, number>,
+): Promise<CollectResult> {
+  const plans: ProcessPlan[] = [];
+  const unixFds: UnixFd[] = [];
+  let objId = 2; // 1 is the dumper's own (the inventory's root_ids), as in CRIU
+  let pagesId = 1;
+  for (const p of ctx.tree.processes) {
+    try {
+      if (p.zombie) {
+        ctx.images.add('CORE', p.pid, buildZombieCore(p));
+        plans.push({ pid: p.pid, threads: [], pagesId: 0, ranges: [], stats: zeroStats(), fds: [], zombie: true });
+        continue;
+      }
+      const plan = await collectProcess(ctx, ns, p, objId++, pagesId++, groupStopped, unixFds);
+      plans.push(plan);
+    } catch (err) {
+      throw new GodwitError(`collecting pid ${p.pid} (${p.comm}) failed`, { cause: err });
+    }
+  }
+  checkUnixPeers(unixFds);
+  writePstree(ctx.images, ctx.tree);
+  const runId = writeInventory(ctx.images, ns);
+  writeTimens(ctx.images);
+  ctx.images.put('FILES', undefined, ctx.files.entries);
+  return { plans, runId };
+}
+
+function zeroStats(): PageStats {
+  return { pagesScanned: 0, pagesDumped: 0, pagesSkippedZero: 0, pagesSkippedFile: 0 };
+}
+
+async function collectProcess(
+  ctx: CollectContext,
+  ns: NamespaceIds,
+  p: TreeProcess,
+  objId: number,
+  pagesId: number,
+  groupStopped: Map<number, number>,
+  unixFds: UnixFd[],
+): Promise<ProcessPlan> {
+  const pid = p.pid;
+  const stat = readStat(pid); // again: the values while frozen
+  const posix = readTimers(pid);
+  const regs = await ctx.helper.threadRegs(p.threads);
+  const state = await ctx.helper.dumpProcess(
+    pid,
+    p.threads,
+    posix.map((t) => t.id),
+  );
+  const mem = collectMemory(ctx, pid, stat, state.dumpable);
+  const fds = await dumpFiles(ctx, pid, objId, unixFds);
+  const leaderStatus = readStatus(pid);
+  dumpFs(ctx, pid, leaderStatus);
+  const rlimits = state.rlimits.length
+    ? state.rlimits.sort((a, b) => a.resource - b.resource).map((r) => ({ cur: r.cur, max: r.max }))
+    : readLimits(pid);
+  const extras = {
+    personality: readPersonality(pid),
+    loginuid: readNumberFile(pid, 'loginuid') >>> 0,
+    oomScoreAdj: readNumberFile(pid, 'oom_score_adj'),
+    rlimits,
+    posixTimers: posix,
+    stopped: groupStopped.has(pid),
+    ...(groupStopped.has(pid) ? { stopSignal: groupStopped.get(pid)! } : {}),
+  };
+  for (const tid of p.threads) {
+    const r = regs.find((x) => x.tid === tid);
+    if (!r) throw new GodwitError(`thread ${tid}: the helper returned no registers`);
+    const tstat = tid === pid ? stat : readStat(pid, tid);
+    const tstatus = tid === pid ? leaderStatus : readStatus(pid, tid);
+    const threadCore = buildThreadCore(p, tid, r, state, tstatus, readComm(pid, tid), {
+      nice: tstat.nice,
+      policy: tstat.policy,
+      rtPriority: tstat.rtPriority,
+    });
+    ctx.images.add('CORE', tid, buildCore(p, tid, r, ctx.helper.xsave, state, extras, threadCore));
+  }
+  ctx.images.add('IDS', pid, idsEntry(objId, ns.forTask(pid)));
+  ctx.images.add('MM', pid, mem.mm);
+  return { pid, threads: p.threads, pagesId, ranges: mem.ranges, stats: mem.stats, fds, zombie: false };
+}

@@ -1,0 +1,36 @@
+/** State shared by the collection steps of one dump. */
+import type { DumpHelper } from './helperapi';
+import type { Tree } from './tree';
+import { ImageSet } from './imageset';
+import { FileTable } from './filetable';
+import { SocketTables } from './fdkinds';
+
+export interface CollectContext {
+  helper: DumpHelper;
+  tree: Tree;
+  images: ImageSet;
+  files: FileTable;
+  sockets: SocketTables;
+  /** Pipe inodes whose data is already in pipes-data.img / fifo-data.img. */
+  pipesSeen: Set<number>;
+  /** Unix socket inodes already described in unixsk.img. */
+  unixSeen: Map<number, number>;
+  /** Ghost files written so far, by the deleted file's dev:ino -> ghost id. */
+  ghosts: Map<string, number>;
+  /** Largest deleted-file content carried in the image (bytes): bigger ones are refused with a clear error. */
+  ghostLimit: number;
+}
+
+export function newContext(helper: DumpHelper, tree: Tree, ghostLimit: number): CollectContext {
+  return {
+    helper,
+    tree,
+    images: new ImageSet(),
+    files: new FileTable(),
+    sockets: new SocketTables(),
+    pipesSeen: new Set(),
+    unixSeen: new Map(),
+    ghosts: new Map(),
+    ghostLimit,
+  };
+}

@@ -1,0 +1,139 @@
+/**
+ * What an open fd is, from /proc alone: the link text of /proc/PID/fd/N, a stat of the open file, and for
+ * sockets the family (from the target's /proc/PID/net tables). Preflight uses this to refuse what cannot be
+ * dumped before anything is frozen; files.ts uses it to pick the image entry kind.
+ */
+import * as fs from 'node:fs';
+import { readFd, ProcFd } from './proc/fdinfo';
+import { procPath } from './proc/read';
+
+export type FdKind =
+  | 'reg' // regular file, directory, or a memory char device (/dev/null, /dev/zero, /dev/urandom, ...)
+  | 'fifo'
+  | 'pipe'
+  | 'unix'
+  | 'eventfd'
+  | 'eventpoll'
+  | 'signalfd'
+  | 'timerfd'
+  | 'inotify'
+  | 'unsupported';
+
+export interface FdClass {
+  fd: number;
+  kind: FdKind;
+  /** For 'unsupported': what it is (e.g. "inet socket (tcp)", "tty /dev/pts/3", "io_uring"). */
+  what: string;
+  link: string;
+  proc: ProcFd;
+}
+
+/** Char devices of the "mem" driver (major 1) that CRIU also dumps as plain files: they need no state. */
+const MEM_MAJOR = 1;
+
+const S_IFMT = 0o170000n;
+const S_IFREG = 0o100000n;
+const S_IFDIR = 0o040000n;
+const S_IFCHR = 0o020000n;
+const S_IFIFO = 0o010000n;
+const S_IFSOCK = 0o140000n;
+
+export function major(rdev: bigint): number {
+  return Number(((rdev >> 8n) & 0xfffn) | ((rdev >> 32n) & ~0xfffn));
+}
+export function minor(rdev: bigint): number {
+  return Number((rdev & 0xffn) | ((rdev >> 12n) & ~0xffn));
+}
+
+/** A device number in the kernel's internal layout (major << 20 | minor), as CRIU images store it. */
+export function kernelDev(dev: bigint): number {
+  return ((major(dev) << 20) | minor(dev)) >>> 0;
+}
+
+/** Socket inode -> a description, per network namespace tables of one pid (cached per dump). */
+export class SocketTables {
+  private cache = new Map<number, Map<number, string>>();
+
+  private load(pid: number): Map<number, string> {
+    const m = new Map<number, string>();
+    const tables: [string, number, string][] = [
+      // file, column of the inode, description
+      ['unix', 6, 'unix'],
+      ['tcp', 9, 'inet socket (tcp)'],
+      ['tcp6', 9, 'inet6 socket (tcp6)'],
+      ['udp', 9, 'inet socket (udp)'],
+      ['udp6', 9, 'inet6 socket (udp6)'],
+      ['raw', 9, 'inet raw socket'],
+      ['raw6', 9, 'inet6 raw socket'],
+      ['udplite', 9, 'inet socket (udplite)'],
+      ['netlink', 9, 'netlink socket'],
+      ['packet', 8, 'packet socket'],
+    ];
+    for (const [file, col, what] of tables) {
+      let text: string;
+      try {
+        text = fs.readFileSync(procPath(pid, `net/${file}`), 'latin1');
+      } catch {
+        continue;
+      }
+      for (const line of text.split('\n').slice(1)) {
+        const cols = line.trim().split(/\s+/);
+        const ino = Number(cols[col]);
+        if (ino) m.set(ino, what);
+      }
+    }
+    return m;
+  }
+
+  describe(pid: number, ino: number): string {
+    let netns: number;
+    try {
+      netns = Number(/\[(\d+)\]/.exec(fs.readlinkSync(procPath(pid, 'ns/net')))?.[1] ?? 0);
+    } catch {
+      netns = -pid;
+    }
+    let t = this.cache.get(netns);
+    if (!t) this.cache.set(netns, (t = this.load(pid)));
+    return t.get(ino) ?? 'socket of an unknown family';
+  }
+}
+
+export function classifyFd(pid: number, fd: number, sockets: SocketTables): FdClass {
+  const proc = readFd(pid, fd);
+  const link = proc.link;
+  const mode = proc.stat.mode & S_IFMT;
+  const out = (kind: FdKind, what = kind as string): FdClass => ({ fd, kind, what, link, proc });
+  if (link.startsWith('pipe:[')) return out('pipe');
+  if (link.startsWith('socket:[')) {
+    const what = sockets.describe(pid, Number(proc.stat.ino));
+    return what === 'unix' ? out('unix') : out('unsupported', what);
+  }
+  if (link.startsWith('anon_inode:')) {
+    const name = link.slice('anon_inode:'.length).replace(/^\[|\]$/g, '');
+    switch (name) {
+      case 'eventfd':
+        return out('eventfd');
+      case 'eventpoll':
+        return out('eventpoll');
+      case 'signalfd':
+        return out('signalfd');
+      case 'timerfd':
+        return out('timerfd');
+      case 'inotify':
+        return out('inotify');
+      default:
+        return out('unsupported', name); // io_uring, userfaultfd, pidfd, fanotify, perf_event, bpf-*, ...
+    }
+  }
+  if (link.startsWith('/memfd:')) return out('unsupported', `memfd ${link}`);
+  if (mode === S_IFREG || mode === S_IFDIR) return out('reg');
+  if (mode === S_IFIFO) return out('fifo');
+  if (mode === S_IFCHR) {
+    if (major(proc.stat.rdev) === MEM_MAJOR) return out('reg');
+    const maj = major(proc.stat.rdev);
+    const isTty = maj === 4 || maj === 5 || maj === 136 || (maj >= 128 && maj < 144);
+    return out('unsupported', `${isTty ? 'tty' : 'character device'} ${link}`);
+  }
+  if (mode === S_IFSOCK) return out('unsupported', `socket ${link}`);
+  return out('unsupported', `${link} (file type 0${(mode >> 12n).toString(8)})`);
+}

@@ -1,0 +1,157 @@
+/**
+ * Open files of one process: fdinfo-<files_id>.img (fd number -> file id, close-on-exec) and the file entries
+ * in files.img, by kind. Regular files keep path, flags, position, size, mode and ELF build-id; the content of
+ * a deleted file travels in a ghost file image (up to the ghost limit).
+ */
+import * as fs from 'node:fs';
+import { GodwitError } from '../util/errors';
+import type { CollectContext } from './context';
+import { classifyFd, FdClass } from './fdkinds';
+import { readFdInfo, ProcFdInfo } from './proc/fdinfo';
+import { listProcNumbers, procPath } from './proc/read';
+import { FD_TYPES, O_CLOEXEC } from './filetable';
+import { kernelDev } from './fdkinds';
+import { dumpFifoFd, dumpPipeFd } from './pipes';
+import { dumpUnixFd, UnixFd } from './sockets';
+import { dumpEventfd } from './eventfd';
+import { dumpEpoll } from './epoll';
+import { dumpSignalfd } from './signalfd';
+import { dumpTimerfd } from './timerfd';
+import { dumpInotify } from './inotify';
+
+const FD_CLOEXEC = 1;
+const TYPE_OF: Record<string, number> = {
+  reg: FD_TYPES.REG,
+  pipe: FD_TYPES.PIPE,
+  fifo: FD_TYPES.FIFO,
+  unix: FD_TYPES.UNIXSK,
+  eventfd: FD_TYPES.EVENTFD,
+  eventpoll: FD_TYPES.EVENTPOLL,
+  signalfd: FD_TYPES.SIGNALFD,
+  timerfd: FD_TYPES.TIMERFD,
+  inotify: FD_TYPES.INOTIFY,
+};
+
+export interface FdRecord {
+  fd: number;
+  kind: string;
+  fileId: number;
+  /** For tests and the summary: position and path of regular files. */
+  path?: string;
+  pos?: bigint;
+}
+
+/** Every fd of `pid`, in fd order; unsupported kinds throw with the pid, fd and kind. */
+export function listFds(ctx: CollectContext, pid: number): FdClass[] {
+  return listProcNumbers(pid, 'fd').map((fd) => classifyFd(pid, fd, ctx.sockets));
+}
+
+export async function dumpFiles(ctx: CollectContext, pid: number, filesId: number, unixFds: UnixFd[]): Promise<FdRecord[]> {
+  const out: FdRecord[] = [];
+  ctx.images.touch('FDINFO', filesId);
+  for (const c of listFds(ctx, pid)) {
+    if (c.kind === 'unsupported')
+      throw new GodwitError(`pid ${pid} fd ${c.fd}: ${c.what} (${c.link}) cannot be checkpointed yet`);
+    const info = readFdInfo(pid, c.fd);
+    let fileId: number;
+    const rec: FdRecord = { fd: c.fd, kind: c.kind, fileId: 0 };
+    switch (c.kind) {
+      case 'reg':
+        fileId = dumpRegularFd(ctx, pid, c, info);
+        rec.path = c.link;
+        rec.pos = info.pos;
+        break;
+      case 'pipe':
+        fileId = await dumpPipeFd(ctx, pid, c, info);
+        break;
+      case 'fifo':
+        fileId = await dumpFifoFd(ctx, pid, c, info);
+        break;
+      case 'unix':
+        fileId = await dumpUnixFd(ctx, pid, c, info, unixFds);
+        break;
+      case 'eventfd':
+        fileId = dumpEventfd(ctx, pid, c, info);
+        break;
+      case 'eventpoll':
+        fileId = dumpEpoll(ctx, pid, c, info);
+        break;
+      case 'signalfd':
+        fileId = dumpSignalfd(ctx, pid, c, info);
+        break;
+      case 'timerfd':
+        fileId = dumpTimerfd(ctx, pid, c, info);
+        break;
+      case 'inotify':
+        fileId = dumpInotify(ctx, pid, c, info);
+        break;
+    }
+    rec.fileId = fileId;
+    ctx.images.add('FDINFO', filesId, {
+      id: fileId,
+      flags: info.flags & O_CLOEXEC ? FD_CLOEXEC : 0,
+      type: TYPE_OF[c.kind],
+      fd: c.fd,
+    });
+    out.push(rec);
+  }
+  return out;
+}
+
+function dumpRegularFd(ctx: CollectContext, pid: number, c: FdClass, info: ProcFdInfo): number {
+  let path = c.link;
+  const deleted = path.endsWith(' (deleted)') && c.proc.stat.nlink === 0n;
+  if (deleted) path = path.slice(0, -' (deleted)'.length);
+  const flags = info.flags & ~O_CLOEXEC;
+  const id = ctx.files.regular(path, c.proc.stat, flags, info.pos);
+  if (deleted) dumpGhost(ctx, pid, c, id, path);
+  return id;
+}
+
+const GHOST_CHUNK = 1 << 20;
+
+/** CRIU's ghost file: the deleted file's attributes and whole content; remap-fpath.img points the file at it. */
+function dumpGhost(ctx: CollectContext, pid: number, c: FdClass, fileId: number, path: string): void {
+  const st = c.proc.stat;
+  const key = `${st.dev}:${st.ino}`;
+  let ghostId = ctx.ghosts.get(key);
+  if (ghostId === undefined) {
+    if ((st.mode & 0o170000n) !== 0o100000n)
+      throw new GodwitError(`pid ${pid} fd ${c.fd}: deleted ${path} is not a regular file: cannot be checkpointed yet`);
+    if (st.size > BigInt(ctx.ghostLimit))
+      throw new GodwitError(
+        `pid ${pid} fd ${c.fd}: deleted file ${path} holds ${st.size} bytes, more than the ghost limit of ${ctx.ghostLimit}; raise --ghost-limit`,
+      );
+    ghostId = ctx.ghosts.size + 1;
+    ctx.ghosts.set(key, ghostId);
+    const size = Number(st.size);
+    const content = Buffer.alloc(size);
+    const fd = fs.openSync(procPath(pid, `fd/${c.fd}`), 'r');
+    try {
+      for (let off = 0; off < size; ) {
+        const n = fs.readSync(fd, content, off, Math.min(GHOST_CHUNK, size - off), off);
+        if (n <= 0) break;
+        off += n;
+      }
+    } finally {
+      fs.closeSync(fd);
+    }
+    const tv = (ns: bigint) => ({ tv_sec: ns / 1000000000n, tv_usec: (ns % 1000000000n) / 1000n });
+    ctx.images.add(
+      'GHOST_FILE',
+      ghostId,
+      {
+        uid: Number(st.uid),
+        gid: Number(st.gid),
+        mode: Number(st.mode),
+        dev: kernelDev(st.dev),
+        ino: st.ino,
+        atim: tv(st.atimeNs),
+        mtim: tv(st.mtimeNs),
+        size: st.size,
+      },
+      content,
+    );
+  }
+  ctx.images.add('REMAP_FPATH', undefined, { orig_id: fileId, remap_id: ghostId, remap_type: 1 });
+}

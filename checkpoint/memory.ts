@@ -1,0 +1,71 @@
+/**
+ * mm-PID.img: the memory layout (mm fields from /proc/PID/stat, auxv, exe, every VMA with CRIU's status bits)
+ * and the page ranges to dump (pageranges.ts). The mm fields CRIU reads with prctl(PR_GET_MM...) come from
+ * /proc/PID/stat fields 26-28 and 45-51, which carry the same values.
+ */
+import * as fs from 'node:fs';
+import { GodwitError } from '../util/errors';
+import type { CollectContext } from './context';
+import { readSmaps } from './proc/maps';
+import { Pagemap } from './proc/pagemap';
+import { readAuxv } from './proc/misc';
+import { procPath } from './proc/read';
+import type { ProcStat } from './proc/stat';
+import { buildMappings, Mapping } from './vma';
+import { collectPageRanges, PageRange, PageStats } from './pageranges';
+
+export interface ProcessMemory {
+  mappings: Mapping[];
+  ranges: PageRange[];
+  stats: PageStats;
+  mm: Record<string, unknown>;
+}
+
+/** Mappings alone (preflight: no file ids are registered). */
+export function inspectMappings(pid: number): Mapping[] {
+  return buildMappings(pid, readSmaps(pid));
+}
+
+export function collectMemory(ctx: CollectContext, pid: number, stat: ProcStat, dumpable: number): ProcessMemory {
+  const mappings = buildMappings(pid, readSmaps(pid), (path, st) => ctx.files.regular(path, st, 0, 0n));
+  for (const m of mappings)
+    if (m.unsupported)
+      throw new GodwitError(
+        `pid ${pid} mapping 0x${m.proc.start.toString(16)}-0x${m.proc.end.toString(16)} ${m.proc.path}: ${m.unsupported} cannot be checkpointed yet`,
+      );
+  let exeId = 0;
+  try {
+    const exe = fs.readlinkSync(procPath(pid, 'exe'), 'latin1').replace(/ \(deleted\)$/, '');
+    exeId = ctx.files.regular(exe, fs.statSync(procPath(pid, 'exe'), { bigint: true }), 0, 0n);
+  } catch (err) {
+    throw new GodwitError(`pid ${pid}: cannot read its executable (/proc/${pid}/exe)`, { cause: err });
+  }
+  const pagemap = Pagemap.open(pid);
+  let ranges: PageRange[];
+  let stats: PageStats;
+  try {
+    ({ ranges, stats } = collectPageRanges(pagemap, mappings));
+  } finally {
+    pagemap.close();
+  }
+  const brk = mappings.find((m) => m.proc.path === '[heap]')?.proc.end ?? stat.startBrk;
+  const mm: Record<string, unknown> = {
+    mm_start_code: stat.startCode,
+    mm_end_code: stat.endCode,
+    mm_start_data: stat.startData,
+    mm_end_data: stat.endData,
+    mm_start_stack: stat.startStack,
+    mm_start_brk: stat.startBrk,
+    mm_brk: brk,
+    mm_arg_start: stat.argStart,
+    mm_arg_end: stat.argEnd,
+    mm_env_start: stat.envStart,
+    mm_env_end: stat.envEnd,
+    exe_file_id: exeId,
+    mm_saved_auxv: readAuxv(pid),
+    vmas: mappings.map((m) => m.entry),
+    dumpable,
+    thp_disabled: false,
+  };
+  return { mappings, ranges, stats, mm };
+}

@@ -1,0 +1,43 @@
+/**
+ * The page path: for each process, the ranges chosen from pagemap go to the helper (process_vm_readv in large
+ * batches), its bulk pipe streams the bytes here, and the page writer compresses them on the worker pool and
+ * writes pages-N. pagemap-N.img lists the same ranges in the same order. Reading is what keeps the tree
+ * frozen; compression and fsync may finish after the tree is resumed.
+ */
+import type { DumpHelper } from './helperapi';
+import type { ImageSet } from './imageset';
+import type { ProcessPlan } from './collect';
+import { PAGE_SIZE } from './proc/pagemap';
+
+/** Ranges per ReadPages request: bounds the request size while keeping round trips rare. */
+const RANGES_PER_REQUEST = 4096;
+
+export interface PageSinkFactory {
+  open(pagesId: number): Promise<{ write(data: Uint8Array): Promise<void> }>;
+}
+
+export function addPagemap(images: ImageSet, plan: ProcessPlan): void {
+  images.add('PAGEMAP', plan.pid, { pages_id: plan.pagesId });
+  for (const r of plan.ranges)
+    images.add('PAGEMAP', plan.pid, { vaddr: r.start, compat_nr_pages: 0, flags: r.flags, nr_pages: BigInt(r.nrPages) });
+}
+
+/** Reads the pages of one process into its writer; resolves once every byte has left the target. */
+export async function readProcessPages(
+  helper: DumpHelper,
+  plan: ProcessPlan,
+  writer: { write(data: Uint8Array): Promise<void> },
+): Promise<bigint> {
+  let total = 0n;
+  for (let i = 0; i < plan.ranges.length; i += RANGES_PER_REQUEST) {
+    const batch = plan.ranges.slice(i, i + RANGES_PER_REQUEST);
+    const r = await helper.readPages(
+      plan.pid,
+      batch.map((x) => x.start),
+      batch.map((x) => BigInt(x.nrPages * PAGE_SIZE)),
+      (chunk) => writer.write(chunk),
+    );
+    total += r.bytes;
+  }
+  return total;
+}

@@ -1,0 +1,41 @@
+/**
+ * Pipes and FIFOs: one pipe_entry (or fifo_entry + the FIFO's path) per open description, and once per pipe
+ * the bytes in flight (pipes-data.img / fifo-data.img), peeked by the helper without consuming them.
+ */
+import type { CollectContext } from './context';
+import type { FdClass } from './fdkinds';
+import type { ProcFdInfo } from './proc/fdinfo';
+import { FD_TYPES, fown, O_CLOEXEC } from './filetable';
+
+export async function dumpPipeFd(ctx: CollectContext, pid: number, c: FdClass, info: ProcFdInfo): Promise<number> {
+  const ino = Number(c.proc.stat.ino);
+  const flags = info.flags & ~O_CLOEXEC;
+  const id = ctx.files.add(`pipe:${ino}:${flags}`, (id) => ({
+    type: FD_TYPES.PIPE,
+    id,
+    pipe: { id, pipe_id: ino, flags, fown: fown() },
+  }));
+  await pipeData(ctx, 'PIPES_DATA', pid, c.fd, ino);
+  return id;
+}
+
+export async function dumpFifoFd(ctx: CollectContext, pid: number, c: FdClass, info: ProcFdInfo): Promise<number> {
+  const ino = Number(c.proc.stat.ino);
+  const flags = info.flags & ~O_CLOEXEC;
+  // The FIFO's path is a regular-file entry; restore opens it by name (O_RDWR first so it does not block).
+  const regf = ctx.files.regular(c.link.replace(/ \(deleted\)$/, ''), c.proc.stat, flags, 0n);
+  const id = ctx.files.add(`fifo:${ino}:${flags}`, (id) => ({
+    type: FD_TYPES.FIFO,
+    id,
+    fifo: { id, pipe_id: ino, regf_id: regf },
+  }));
+  await pipeData(ctx, 'FIFO_DATA', pid, c.fd, ino);
+  return id;
+}
+
+async function pipeData(ctx: CollectContext, kind: string, pid: number, fd: number, ino: number): Promise<void> {
+  if (ctx.pipesSeen.has(ino)) return;
+  ctx.pipesSeen.add(ino);
+  const { data, pipeSize } = await ctx.helper.peekPipe(pid, fd);
+  ctx.images.add(kind, undefined, { pipe_id: ino, bytes: data.length, size: pipeSize }, data);
+}

@@ -1,0 +1,76 @@
+/**
+ * Before anything is frozen: everything /proc shows that godwit cannot dump yet, named by pid, fd or mapping
+ * and kind. The same checks run again while frozen (collect), since a running tree can change in between.
+ */
+import { GodwitError } from '../util/errors';
+import { classifyFd, SocketTables } from './fdkinds';
+import { inspectMappings } from './memory';
+import { NamespaceIds } from './namespaces';
+import { isNoEntry, listProcNumbers } from './proc/read';
+import { readStatus } from './proc/status';
+import type { Tree } from './tree';
+
+export interface Problem {
+  pid: number;
+  /** "fd 5", "mapping 0x7f..-0x7f.. /dev/dri/card0", "process" */
+  where: string;
+  kind: string;
+}
+
+export function findProblems(tree: Tree, ns: NamespaceIds): Problem[] {
+  const problems: Problem[] = [];
+  const sockets = new SocketTables();
+  for (const p of tree.processes) {
+    if (p.zombie) continue;
+    try {
+      const st = readStatus(p.pid);
+      if (st.tracerPid !== 0)
+        problems.push({ pid: p.pid, where: 'process', kind: `already traced by pid ${st.tracerPid} (a debugger or strace?)` });
+      if (st.seccomp === 2) problems.push({ pid: p.pid, where: 'process', kind: 'seccomp filters (not supported yet)' });
+      for (const t of p.threads) {
+        if (t === p.pid) continue;
+        const ts = readStatus(p.pid, t);
+        if (ts.tracerPid !== 0) problems.push({ pid: p.pid, where: `thread ${t}`, kind: `already traced by pid ${ts.tracerPid}` });
+      }
+      try {
+        ns.forTask(p.pid);
+      } catch (err) {
+        problems.push({ pid: p.pid, where: 'process', kind: (err as Error).message.replace(/^pid \d+ /, '') });
+      }
+      for (const fd of listProcNumbers(p.pid, 'fd')) {
+        try {
+          const c = classifyFd(p.pid, fd, sockets);
+          if (c.kind === 'unsupported') problems.push({ pid: p.pid, where: `fd ${fd}`, kind: `${c.what} (${c.link})` });
+        } catch (err) {
+          if (!isNoEntry(err)) throw err; // closed meanwhile
+        }
+      }
+      for (const m of inspectMappings(p.pid))
+        if (m.unsupported)
+          problems.push({
+            pid: p.pid,
+            where: `mapping 0x${m.proc.start.toString(16)}-0x${m.proc.end.toString(16)}${m.proc.path ? ' ' + m.proc.path : ''}`,
+            kind: m.unsupported,
+          });
+    } catch (err) {
+      if (isNoEntry(err)) continue; // exited meanwhile: the freeze step rescans
+      throw err;
+    }
+  }
+  return problems;
+}
+
+export class UnsupportedError extends GodwitError {
+  constructor(readonly problems: Problem[]) {
+    super(
+      `cannot checkpoint this tree yet (nothing was frozen):\n` +
+        problems.map((p) => `  pid ${p.pid} ${p.where}: ${p.kind}`).join('\n'),
+      { code: 'EUNSUPPORTED' },
+    );
+  }
+}
+
+export function preflight(tree: Tree, ns: NamespaceIds): void {
+  const problems = findProblems(tree, ns);
+  if (problems.length) throw new UnsupportedError(problems);
+}
