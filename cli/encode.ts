@@ -4,7 +4,7 @@ import type { Command } from 'commander';
 import { imageFromCrit } from '../images/critjson';
 import { encodeImage } from '../images/framing';
 import { JsonSyntaxError, parseJson } from '../images/pyjson';
-import { UsageError } from '../util/errors';
+import { ImageError } from '../util/errors';
 
 export interface EncodeOptions {
   in?: string;
@@ -24,7 +24,7 @@ export async function encodeCommand(opts: EncodeOptions): Promise<void> {
   try {
     json = parseJson(text);
   } catch (e) {
-    if (e instanceof JsonSyntaxError) throw new UsageError(`${name}: ${e.message}`);
+    if (e instanceof JsonSyntaxError) throw new ImageError(name, e.pos, e.message);
     throw e;
   }
   const img = imageFromCrit(json, name);

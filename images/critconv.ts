@@ -2,6 +2,7 @@
  * crit's conversions of integer fields: flag tables, value tables, device numbers, and Python's
  * int(s, 0) for numbers written as strings. Tables hold facts (bit values) from CRIU's pb2dict.
  */
+import { EncodeError } from './wire';
 
 const FLAG_TABLES: Record<string, Array<[string, bigint]>> = {
   'mmap.prot': [['PROT_READ', 0x1n], ['PROT_WRITE', 0x2n], ['PROT_EXEC', 0x4n]],
@@ -90,7 +91,7 @@ export function decodeDev(v: bigint, old: boolean): string {
 
 export function encodeDev(s: string, old: boolean, where: string): bigint {
   const m = /^\s*(\d+)\s*:\s*(\d+)\s*$/.exec(s);
-  if (!m) throw new Error(`${where}: expected "major:minor", got ${JSON.stringify(s)}`);
+  if (!m) throw new EncodeError(`${where}: expected "major:minor", got ${JSON.stringify(s)}`);
   const major = BigInt(m[1]);
   const minor = BigInt(m[2]);
   if (old) return ((major & 0xfffn) << 8n) | ((major & ~0xfffn) << 32n) | (minor & 0xffn) | ((minor & ~0xffn) << 12n);
@@ -100,7 +101,7 @@ export function encodeDev(s: string, old: boolean, where: string): bigint {
 /** Python's int(s, 0): optional sign, 0x/0o/0b prefixes, decimal without leading zeros, '_' separators. */
 export function parsePyInt(s: string, where: string): bigint {
   const m = /^\s*([+-]?)(0[xX](?:_?[0-9a-fA-F])+|0[oO](?:_?[0-7])+|0[bB](?:_?[01])+|0(?:_?0)*|[1-9](?:_?\d)*)\s*$/.exec(s);
-  if (!m) throw new Error(`${where}: ${JSON.stringify(s)} is not a number`);
+  if (!m) throw new EncodeError(`${where}: ${JSON.stringify(s)} is not a number`);
   const body = m[2].replace(/_/g, '');
   let v: bigint;
   if (/^0[oO]/.test(body)) v = BigInt('0o' + body.slice(2));

@@ -2,6 +2,7 @@
  * crit's form of (criu).ipadd fields: repeated u32 words holding the address in network byte order
  * (as they sit in memory on a little-endian host). One word: IPv4; four: IPv6, printed compressed.
  */
+import { EncodeError } from './wire';
 import { isIPv4, isIPv6 } from 'node:net';
 
 function ntohl(x: number): number {
@@ -45,7 +46,7 @@ function parseV4(s: string): number {
 /** Inverse of critIpAddress: the words to store. */
 export function parseIpAddress(s: string, where: string): number[] {
   if (isIPv4(s)) return [ntohl(parseV4(s))];
-  if (!isIPv6(s)) throw new Error(`${where}: ${JSON.stringify(s)} is not an IP address`);
+  if (!isIPv6(s)) throw new EncodeError(`${where}: ${JSON.stringify(s)} is not an IP address`);
   let text = s;
   const tail: number[] = [];
   const v4 = /(\d+\.\d+\.\d+\.\d+)$/.exec(text);

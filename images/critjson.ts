@@ -17,7 +17,7 @@ import type { DecodedImage } from './framing';
 import { critMagicName, type ImageKind, IMAGE_KINDS, kindByName } from './registry';
 import { type FieldDef, type MessageDef, schema } from './schema';
 import type { JsonValue } from './pyjson';
-import type { Msg } from './wire';
+import { EncodeError, type Msg } from './wire';
 
 type JObj = { [k: string]: JsonValue };
 
@@ -30,7 +30,7 @@ export function base64Lines(b: Buffer): string {
 }
 
 function fromBase64(v: JsonValue, where: string): Buffer {
-  if (typeof v !== 'string') throw new Error(`${where}: expected a base64 string, got ${typeof v}`);
+  if (typeof v !== 'string') throw new EncodeError(`${where}: expected a base64 string, got ${typeof v}`);
   return Buffer.from(v.replace(/[^A-Za-z0-9+/=]/g, ''), 'base64');
 }
 
@@ -131,7 +131,7 @@ export function imageToCrit(img: DecodedImage): JObj {
 function intFromJson(f: FieldDef, v: JsonValue, where: string): number | bigint {
   let n: bigint;
   if (typeof v === 'number') {
-    if (!Number.isInteger(v)) throw new Error(`${where}: ${v} is not an integer`);
+    if (!Number.isInteger(v)) throw new EncodeError(`${where}: ${v} is not an integer`);
     n = BigInt(v);
   } else if (typeof v === 'bigint') {
     n = v;
@@ -143,43 +143,43 @@ function intFromJson(f: FieldDef, v: JsonValue, where: string): number | bigint 
     else if (f.opts.dict && dictValue(f.opts.dict, f.name, v) !== undefined) n = BigInt(dictValue(f.opts.dict, f.name, v)!);
     else n = parsePyInt(v, where);
   } else {
-    throw new Error(`${where}: expected an integer, got ${v === null ? 'null' : typeof v}`);
+    throw new EncodeError(`${where}: expected an integer, got ${v === null ? 'null' : typeof v}`);
   }
   const is64 = f.kind.endsWith('64');
   if (is64) return n;
-  if (n < -(1n << 63n) || n > (1n << 64n)) throw new Error(`${where}: ${n} is out of range`);
+  if (n < -(1n << 63n) || n > (1n << 64n)) throw new EncodeError(`${where}: ${n} is out of range`);
   return Number(n);
 }
 
 function valueFromJson(f: FieldDef, v: JsonValue, where: string): unknown {
   switch (f.kind) {
     case 'message':
-      if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new Error(`${where}: expected an object`);
+      if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new EncodeError(`${where}: expected an object`);
       return messageFromCrit(f.message!, v as JObj, where);
     case 'bytes':
       if (f.opts.conv === 'unix_name') {
-        if (typeof v !== 'string') throw new Error(`${where}: expected a quoted-printable string`);
+        if (typeof v !== 'string') throw new EncodeError(`${where}: expected a quoted-printable string`);
         return qpDecode(v);
       }
       return fromBase64(v, where);
     case 'enum': {
       if (typeof v === 'string') {
         const n = f.enumDef!.byName.get(v);
-        if (n === undefined) throw new Error(`${where}: '${v}' is not a value of enum ${f.enumDef!.name}`);
+        if (n === undefined) throw new EncodeError(`${where}: '${v}' is not a value of enum ${f.enumDef!.name}`);
         return n;
       }
       if (typeof v === 'number' && Number.isInteger(v)) return v;
-      throw new Error(`${where}: expected an enum name, got ${typeof v}`);
+      throw new EncodeError(`${where}: expected an enum name, got ${typeof v}`);
     }
     case 'bool':
       if (typeof v === 'boolean') return v;
       if (v === 0 || v === 1) return v === 1;
-      throw new Error(`${where}: expected true or false`);
+      throw new EncodeError(`${where}: expected true or false`);
     case 'string':
-      if (typeof v !== 'string') throw new Error(`${where}: expected a string`);
+      if (typeof v !== 'string') throw new EncodeError(`${where}: expected a string`);
       return v;
     case 'float': case 'double':
-      if (typeof v !== 'number') throw new Error(`${where}: expected a number`);
+      if (typeof v !== 'number') throw new EncodeError(`${where}: expected a number`);
       return v;
     default:
       return intFromJson(f, v, where);
@@ -190,14 +190,14 @@ function valueFromJson(f: FieldDef, v: JsonValue, where: string): unknown {
 export function messageFromCrit(def: MessageDef, obj: JObj, where: string = def.name): Msg {
   const out: Msg = {};
   for (const key of Object.keys(obj)) {
-    if (!def.byName.has(key)) throw new Error(`${where}: ${def.name} has no field '${key}'`);
+    if (!def.byName.has(key)) throw new EncodeError(`${where}: ${def.name} has no field '${key}'`);
   }
   for (const f of def.fields) {
     const v = obj[f.name];
     if (v === undefined) continue;
     const at = `${where}.${f.name}`;
     if (f.repeated) {
-      if (!Array.isArray(v)) throw new Error(`${at}: expected an array`);
+      if (!Array.isArray(v)) throw new EncodeError(`${at}: expected an array`);
       if (f.opts.ipadd && v.length > 0 && typeof v[0] === 'string') {
         out[f.name] = parseIpAddress(v[0], at);
         continue;
@@ -214,17 +214,17 @@ function extraFromCrit(kind: ImageKind, v: JsonValue | undefined, where: string)
   if (v === undefined) return undefined;
   switch (kind.payload) {
     case undefined:
-      throw new Error(`${where}: ${kind.kind} entries have no "extra"`);
+      throw new EncodeError(`${where}: ${kind.kind} entries have no "extra"`);
     case 'tcp-stream': {
       const o = v as JObj;
-      if (typeof o !== 'object' || o === null) throw new Error(`${where}: expected { inq, outq }`);
+      if (typeof o !== 'object' || o === null) throw new EncodeError(`${where}: expected { inq, outq }`);
       return { inq: fromBase64(o.inq ?? '', `${where}.inq`), outq: fromBase64(o.outq ?? '', `${where}.outq`) };
     }
     case 'ipc-sem':
-      if (!Array.isArray(v)) throw new Error(`${where}: expected an array of semaphore values`);
+      if (!Array.isArray(v)) throw new EncodeError(`${where}: expected an array of semaphore values`);
       return v.map((x) => Number(x));
     case 'ipc-msg': {
-      if (!Array.isArray(v) || v.length % 2 !== 0) throw new Error(`${where}: expected [message, data, message, data, ...]`);
+      if (!Array.isArray(v) || v.length % 2 !== 0) throw new EncodeError(`${where}: expected [message, data, message, data, ...]`);
       const def = schema().message('ipc_msg');
       const items: IpcMsgItem[] = [];
       for (let i = 0; i < v.length; i += 2) {

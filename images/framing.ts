@@ -174,22 +174,17 @@ export class EntryEncoder {
   private ghostDone = false;
 
   constructor(readonly kind: ImageKind, readonly file: string) {
-    if (kind.magic === 0 || !kind.message) throw new Error(`${kind.kind} images are raw data; they have no entries to encode`);
+    if (kind.magic === 0 || !kind.message) throw new EncodeError(`${kind.kind} images are raw data; they have no entries to encode`);
   }
 
   encode(msg: Msg, extra?: Extra, type?: string): Buffer[] {
     const k = this.kind;
     const what = `${this.file}: entry ${this.index}`;
-    if (this.ghostDone) throw new Error(`${what}: a ghost file without chunks has exactly one entry`);
+    if (this.ghostDone) throw new EncodeError(`${what}: a ghost file without chunks has exactly one entry`);
     const typeName = this.index === 0 && k.firstMessage ? k.firstMessage : k.message!;
-    if (type !== undefined && type !== typeName) throw new Error(`${what}: expected a ${typeName}, got ${type}`);
-    let body: Buffer;
-    try {
-      body = encodeMessage(schema().message(typeName), msg, `${what} (${typeName})`);
-    } catch (e) {
-      if (e instanceof EncodeError) throw new Error(e.message);
-      throw e;
-    }
+    if (type !== undefined && type !== typeName) throw new EncodeError(`${what}: expected a ${typeName}, got ${type}`);
+
+    const body = encodeMessage(schema().message(typeName), msg, `${what} (${typeName})`);
     const len = Buffer.alloc(4);
     len.writeUInt32LE(body.length);
     const out = [len, body];
@@ -199,15 +194,15 @@ export class EntryEncoder {
         out.push(extra === undefined ? Buffer.alloc(0) : asBuffer(extra, what));
       } else if (this.index > 0) {
         const b = extra === undefined ? Buffer.alloc(0) : asBuffer(extra, what);
-        if (BigInt(b.length) !== BigInt(msg.len as bigint)) throw new Error(`${what}: chunk has ${b.length} bytes but len says ${String(msg.len)}`);
+        if (BigInt(b.length) !== BigInt(msg.len as bigint)) throw new EncodeError(`${what}: chunk has ${b.length} bytes but len says ${String(msg.len)}`);
         out.push(b);
       } else if (extra !== undefined) {
-        throw new Error(`${what}: a chunked ghost file carries its data after each chunk entry, not after the header`);
+        throw new EncodeError(`${what}: a chunked ghost file carries its data after each chunk entry, not after the header`);
       }
     } else if (k.payload) {
       out.push(...encodePayload(k.payload, msg, extra, what));
     } else if (extra !== undefined) {
-      throw new Error(`${what}: ${k.kind} entries carry no payload`);
+      throw new EncodeError(`${what}: ${k.kind} entries carry no payload`);
     }
     this.index++;
     return out;
@@ -215,14 +210,14 @@ export class EntryEncoder {
 }
 
 function asBuffer(x: unknown, what: string): Buffer {
-  if (!Buffer.isBuffer(x)) throw new Error(`${what}: payload must be a Buffer`);
+  if (!Buffer.isBuffer(x)) throw new EncodeError(`${what}: payload must be a Buffer`);
   return x;
 }
 
 /** Encode a whole image: header and entries. `kind` is a registry name, e.g. 'CORE'. */
 export function encodeImage(kind: string | ImageKind, entries: Array<ImageEntry | Msg>, file = '<image>'): Buffer {
   const k = typeof kind === 'string' ? kindByName(kind) : kind;
-  if (!k) throw new Error(`unknown image kind '${String(kind)}'`);
+  if (!k) throw new EncodeError(`unknown image kind '${String(kind)}'`);
   const enc = new EntryEncoder(k, file);
   const parts: Buffer[] = [encodeHeader(k)];
   for (const e of entries) {

@@ -10,3 +10,5 @@ export { decodeImage, encodeImage, encodeHeader, EntryEncoder, type DecodedImage
 export { ImageReader, ImageWriter, readImageFile, writeImageFile } from './io';
 export { imageToCrit, imageFromCrit, messageToCrit, messageFromCrit } from './critjson';
 export { pyDumps, parseJson } from './pyjson';
+export { Pagemap, PageReader, FilePageSource, type PageSource, type PageRun, type PageLocation, PAGE_SIZE, PE_PARENT, PE_LAZY, PE_PRESENT } from './pagemap';
+export { EncodeError } from './wire';

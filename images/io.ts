@@ -10,7 +10,7 @@ import { ImageError } from '../util/errors';
 import type { Extra, ImageEntry, Need, Parser } from './entry';
 import { EntryEncoder, encodeHeader, parseImage, type ParseOptions } from './framing';
 import { type ImageKind, kindByFileName, kindByName } from './registry';
-import type { Msg } from './wire';
+import { EncodeError, type Msg } from './wire';
 
 /** Pulls bytes from an async chunk source; keeps only what has not been consumed yet. */
 class ChunkReader {
@@ -237,20 +237,20 @@ export class ImageWriter {
 
   /** Write one entry (and the payload its kind carries after it). */
   async write(msg: Msg, extra?: Extra): Promise<void> {
-    if (this.closed) throw new Error(`${this.name}: image writer is closed`);
+    if (this.closed) throw new EncodeError(`${this.name}: image writer is closed`);
     for (const part of this.encoder.encode(msg, extra)) this.push(part);
     await this.flushIfFull();
   }
 
   async writeEntry(e: ImageEntry): Promise<void> {
-    if (this.closed) throw new Error(`${this.name}: image writer is closed`);
+    if (this.closed) throw new EncodeError(`${this.name}: image writer is closed`);
     for (const part of this.encoder.encode(e.msg, e.extra, e.type)) this.push(part);
     await this.flushIfFull();
   }
 
   /** Raw bytes straight into the file (for payloads streamed by the caller after write()). */
   async writeRaw(b: Buffer): Promise<void> {
-    if (this.closed) throw new Error(`${this.name}: image writer is closed`);
+    if (this.closed) throw new EncodeError(`${this.name}: image writer is closed`);
     this.push(b);
     await this.flushIfFull();
   }
@@ -268,8 +268,8 @@ export class ImageWriter {
 
 function resolveKind(file: string, kind?: string): ImageKind {
   const k = kind !== undefined ? kindByName(kind) : kindByFileName(file);
-  if (!k) throw new Error(kind !== undefined ? `unknown image kind '${kind}'` : `${file}: cannot tell the image kind from the name; pass one`);
-  if (k.magic === 0) throw new Error(`${k.kind} images are raw data; write them as plain files`);
+  if (!k) throw new EncodeError(kind !== undefined ? `unknown image kind '${kind}'` : `${file}: cannot tell the image kind from the name; pass one`);
+  if (k.magic === 0) throw new EncodeError(`${k.kind} images are raw data; write them as plain files`);
   return k;
 }
 

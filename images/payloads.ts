@@ -15,7 +15,7 @@ import type { Extra, IpcMsgItem, Need } from './entry';
 import { MAX_ENTRY_SIZE } from './entry';
 import type { PayloadKind } from './registry';
 import { schema } from './schema';
-import { decodeMessage, encodeMessage, type Msg, WireError } from './wire';
+import { decodeMessage, encodeMessage, EncodeError, type Msg, WireError } from './wire';
 
 function roundUp(n: number, to: number): number {
   return Math.ceil(n / to) * to;
@@ -109,14 +109,14 @@ function zeros(n: number): Buffer {
 }
 
 function needBuffer(extra: unknown, what: string): Buffer {
-  if (!Buffer.isBuffer(extra)) throw new Error(`${what}: payload must be a Buffer`);
+  if (!Buffer.isBuffer(extra)) throw new EncodeError(`${what}: payload must be a Buffer`);
   return extra;
 }
 
 function checkLen(actual: number, msg: Msg, field: string, what: string): void {
   const v = msg[field];
   const want = typeof v === 'bigint' ? Number(v) : (v as number);
-  if (actual !== want) throw new Error(`${what}: payload has ${actual} bytes but ${field} says ${String(v)}`);
+  if (actual !== want) throw new EncodeError(`${what}: payload has ${actual} bytes but ${field} says ${String(v)}`);
 }
 
 /** The bytes of the payload after `msg` (checked against the entry's length fields). */
@@ -135,19 +135,19 @@ export function encodePayload(kind: PayloadKind, msg: Msg, extra: Extra | undefi
     case 'bpfmap-data': {
       const b = extra === undefined ? Buffer.alloc(0) : needBuffer(extra, what);
       const want = Number(msg.keys_bytes) + Number(msg.values_bytes);
-      if (b.length !== want) throw new Error(`${what}: payload has ${b.length} bytes but keys_bytes + values_bytes = ${want}`);
+      if (b.length !== want) throw new EncodeError(`${what}: payload has ${b.length} bytes but keys_bytes + values_bytes = ${want}`);
       return [b];
     }
     case 'tcp-stream': {
       const q = (extra ?? { inq: Buffer.alloc(0), outq: Buffer.alloc(0) }) as { inq: Buffer; outq: Buffer };
-      if (!Buffer.isBuffer(q.inq) || !Buffer.isBuffer(q.outq)) throw new Error(`${what}: payload must be { inq: Buffer, outq: Buffer }`);
+      if (!Buffer.isBuffer(q.inq) || !Buffer.isBuffer(q.outq)) throw new EncodeError(`${what}: payload must be { inq: Buffer, outq: Buffer }`);
       checkLen(q.inq.length, msg, 'inq_len', what);
       checkLen(q.outq.length, msg, 'outq_len', what);
       return [q.inq, q.outq];
     }
     case 'ipc-shm': {
       if (msg.in_pagemaps === true) {
-        if (extra !== undefined && (!Buffer.isBuffer(extra) || extra.length > 0)) throw new Error(`${what}: in_pagemaps is set, so no payload may follow`);
+        if (extra !== undefined && (!Buffer.isBuffer(extra) || extra.length > 0)) throw new EncodeError(`${what}: in_pagemaps is set, so no payload may follow`);
         return [];
       }
       const b = extra === undefined ? Buffer.alloc(0) : needBuffer(extra, what);
@@ -156,18 +156,18 @@ export function encodePayload(kind: PayloadKind, msg: Msg, extra: Extra | undefi
     }
     case 'ipc-sem': {
       const values = (extra ?? []) as number[];
-      if (!Array.isArray(values)) throw new Error(`${what}: payload must be an array of u16 values`);
+      if (!Array.isArray(values)) throw new EncodeError(`${what}: payload must be an array of u16 values`);
       checkLen(values.length, msg, 'nsems', what);
       const b = Buffer.alloc(roundUp(values.length * 2, 8));
       values.forEach((v, i) => {
-        if (!Number.isInteger(v) || v < 0 || v > 0xffff) throw new Error(`${what}: semaphore value [${i}] = ${String(v)} is not a u16`);
+        if (!Number.isInteger(v) || v < 0 || v > 0xffff) throw new EncodeError(`${what}: semaphore value [${i}] = ${String(v)} is not a u16`);
         b.writeUInt16LE(v, i * 2);
       });
       return [b];
     }
     case 'ipc-msg': {
       const items = (extra ?? []) as IpcMsgItem[];
-      if (!Array.isArray(items)) throw new Error(`${what}: payload must be an array of { msg, data }`);
+      if (!Array.isArray(items)) throw new EncodeError(`${what}: payload must be an array of { msg, data }`);
       checkLen(items.length, msg, 'qnum', what);
       const def = schema().message('ipc_msg');
       const out: Buffer[] = [];
@@ -182,6 +182,6 @@ export function encodePayload(kind: PayloadKind, msg: Msg, extra: Extra | undefi
       return out;
     }
     default:
-      throw new Error(`${what}: no writer for payload kind '${kind as string}'`);
+      throw new EncodeError(`${what}: no writer for payload kind '${kind as string}'`);
   }
 }

@@ -7,6 +7,7 @@
  * then any fields the schema does not know, exactly as they were read, so decode -> encode gives the
  * same bytes for anything CRIU wrote.
  */
+import { GodwitError } from '../util/errors';
 import type { FieldDef, MessageDef } from './schema';
 
 export type Msg = { [field: string]: unknown };
@@ -244,8 +245,12 @@ export function decodeMessage(def: MessageDef, buf: Buffer, start = 0, end = buf
 // ---------------------------------------------------------------------------------------------
 // Encoding
 
-/** An object could not be encoded: names the field path and what was wrong. */
-export class EncodeError extends Error {}
+/** An object could not be encoded: names the image, entry and field path and what was wrong. */
+export class EncodeError extends GodwitError {
+  constructor(message: string) {
+    super(message, { code: 'EIMAGEENCODE' });
+  }
+}
 
 class Writer {
   private chunks: Buffer[] = [];
@@ -400,6 +405,9 @@ function writeLenValue(w: Writer, f: FieldDef, v: unknown, where: string, depth:
 
 function encodeMessageInner(def: MessageDef, msg: Msg, path: string, depth: number): Buffer {
   if (depth > MAX_DEPTH) throw new EncodeError(`${path}: nested deeper than ${MAX_DEPTH}`);
+  if (typeof msg !== 'object' || msg === null || Array.isArray(msg) || Buffer.isBuffer(msg)) {
+    throw new EncodeError(`${path}: expected an object (${def.name}), got ${describe(msg)}`);
+  }
   const w = new Writer();
   for (const key of Object.keys(msg)) {
     if (!def.byName.has(key) && msg[key] !== undefined) {
