@@ -65,6 +65,19 @@ export interface PagesFileRecord extends FileRecord {
   chunks?: number;
 }
 
+/**
+ * Where a page writer's bytes go: an AtomicFile in an image directory, or anything else that takes bytes in order
+ * (a transport stream, a counting sink in the benchmark).
+ */
+export interface PageSink {
+  readonly name: string;
+  /** Appends; crcs[i], when given, is the crc32 of bufs[i]. */
+  writev(bufs: Uint8Array[], crcs?: Array<number | undefined>): Promise<void>;
+  /** All bytes are written: make them durable and final. */
+  commit(): Promise<FileRecord>;
+  abort(): Promise<void>;
+}
+
 export interface PageWriter {
   /** The file name in the image directory (pages-N.gwz or pages-N.img). */
   readonly name: string;
@@ -101,20 +114,26 @@ export function validatePageWriterOptions(o: PageWriterOptions): Required<Pick<P
 export async function createPageWriter(dir: string, pagesId: number, options: PageWriterOptions = {}): Promise<PageWriter> {
   const o = validatePageWriterOptions(options);
   const file = await AtomicFile.create(dir, pagesFileName(pagesId, o.compress));
-  if (o.compress === 'none') return new PlainPageWriter(file);
   try {
-    return new ContainerPageWriter(file, o.level, o.chunkSize, options.pool, options.workers);
+    return createSinkPageWriter(file, options);
   } catch (err) {
     await file.abort();
     throw err;
   }
 }
 
+/** A page writer into any sink (the sink's name should be pagesFileName(id, compress)). */
+export function createSinkPageWriter(sink: PageSink, options: PageWriterOptions = {}): PageWriter {
+  const o = validatePageWriterOptions(options);
+  if (o.compress === 'none') return new PlainPageWriter(sink);
+  return new ContainerPageWriter(sink, o.level, o.chunkSize, options.pool, options.workers);
+}
+
 /** CRIU's pages-N.img: the bytes as they come. */
 export class PlainPageWriter implements PageWriter {
   private chain: Promise<void> = Promise.resolve();
   private failed: unknown;
-  constructor(private readonly file: AtomicFile) {}
+  constructor(private readonly file: PageSink) {}
 
   get name(): string {
     return this.file.name;
@@ -123,7 +142,7 @@ export class PlainPageWriter implements PageWriter {
   write(data: Uint8Array): Promise<void> {
     const p = this.chain.then(() => {
       if (this.failed !== undefined) throw this.failed;
-      return this.file.write(data);
+      return this.file.writev([data]);
     });
     this.chain = p.catch((err) => {
       this.failed ??= err;
@@ -190,7 +209,7 @@ class ContainerPageWriter implements PageWriter {
   private dataOffset = 0;
 
   constructor(
-    private readonly file: AtomicFile,
+    private readonly file: PageSink,
     level: number,
     chunkSize: number,
     pool: CompressionPool | undefined,
@@ -208,7 +227,7 @@ class ContainerPageWriter implements PageWriter {
     for (let i = stageSlots - 1; i >= 0; i--) this.stageFree.push(i);
     this.outSab = new SharedArrayBuffer(this.maxJobs * JOB_CHUNKS * this.outStride);
     for (let i = this.maxJobs - 1; i >= 0; i--) this.outFree.push(i);
-    this.writeChain = this.file.write(encodeHeader({ version: CONTAINER_VERSION, codec: CODEC_ZSTD, chunkSize, level, flags: 0 }));
+    this.writeChain = this.file.writev([encodeHeader({ version: CONTAINER_VERSION, codec: CODEC_ZSTD, chunkSize, level, flags: 0 })]);
     this.writeChain.catch((err) => this.fail(err));
   }
 
