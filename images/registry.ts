@@ -53,6 +53,8 @@ const TABLE: ImageKind[] = [
   { kind: 'SHMEM_PAGEMAP',  template: 'pagemap-shmem-%lu.img',    magic: 0x56084025, prefix: 'common',  message: 'pagemap_entry', firstMessage: 'pagemap_head', sameAs: 'PAGEMAP' },
   { kind: 'SECRETMEM_PAGEMAP', template: 'pagemap-secretmem-%lu.img', magic: 0x56084025, prefix: 'common', message: 'pagemap_entry', firstMessage: 'pagemap_head', sameAs: 'PAGEMAP' },
   { kind: 'PAGES',          template: 'pages-%u.img',             magic: 0,          prefix: 'none' },
+  // godwit's compressed, checksummed form of pages-%u.img (images/container-format.ts); own magic inside.
+  { kind: 'PAGES_GWZ',      template: 'pages-%u.gwz',             magic: 0,          prefix: 'none' },
   { kind: 'FDINFO',         template: 'fdinfo-%u.img',            magic: 0x56213732, prefix: 'common',  message: 'fdinfo_entry' },
   { kind: 'FILES',          template: 'files.img',                magic: 0x56303138, prefix: 'common',  message: 'file_entry' },
   { kind: 'REG_FILES',      template: 'reg-files.img',            magic: 0x50363636, prefix: 'common',  message: 'reg_file_entry' },

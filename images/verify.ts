@@ -12,18 +12,16 @@
  */
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
-import { GodwitError, ImageError, describeError } from '../util/errors';
+import { GodwitError } from '../util/errors';
 import { partialName, toSysError } from './atomic-file';
 import { crc32, crc32Hex } from './crc32';
 import { CONTAINER_SUFFIX } from './container-format';
 import { ContainerReader } from './container-reader';
-import { ImageProvenance, MANIFEST_NAME, Manifest, ManifestFile, ManifestMissing, readManifest } from './manifest';
+import { checkImageFiles } from './imagecheck';
+import { ImageProvenance, MANIFEST_NAME, Manifest, ManifestFile, readManifest } from './manifest';
+import { VerifyProblem, problemOf } from './verify-problem';
 
-export interface VerifyProblem {
-  file: string;
-  offset?: number;
-  problem: string;
-}
+export type { VerifyProblem } from './verify-problem';
 
 export interface VerifyReport {
   dir: string;
@@ -37,6 +35,8 @@ export interface VerifyReport {
     chunks: number;
     /** Bytes of page data behind all pages files. */
     pagesBytes: number;
+    /** CRIU image files decoded. */
+    decoded: number;
   };
   problems: VerifyProblem[];
 }
@@ -44,16 +44,6 @@ export interface VerifyReport {
 /** Problems reported per file before the rest is summarised. */
 const MAX_PROBLEMS_PER_FILE = 16;
 const READ_PIECE = 1 << 20;
-
-export function problemOf(err: unknown, fallbackFile: string): VerifyProblem {
-  if (err instanceof ManifestMissing) return { file: MANIFEST_NAME, problem: err.message.replace(/^.*: at offset 0: /, '') };
-  if (err instanceof ImageError) {
-    const prefix = `${err.file}: at offset ${err.offset}: `;
-    const text = err.message.startsWith(prefix) ? err.message.slice(prefix.length) : err.message;
-    return { file: path.basename(err.file), offset: err.offset, problem: text };
-  }
-  return { file: fallbackFile, problem: describeError(err) };
-}
 
 /** crc32 and size of a whole file, read in pieces. */
 export async function fileCrc32(file: string): Promise<{ size: number; crc32: string }> {
@@ -106,7 +96,7 @@ export async function verifyImageDir(dir: string): Promise<VerifyReport> {
   const report: VerifyReport = {
     dir,
     ok: false,
-    checked: { files: 0, bytes: 0, containers: 0, chunks: 0, pagesBytes: 0 },
+    checked: { files: 0, bytes: 0, containers: 0, chunks: 0, pagesBytes: 0, decoded: 0 },
     problems: [],
   };
   const problems = report.problems;
@@ -147,7 +137,7 @@ export async function verifyImageDir(dir: string): Promise<VerifyReport> {
   }
 
   // Sizes and checksums of everything there.
-  const pagesBytesOf = new Map<string, number>();
+  const pagesBytesOf = new Map<string, number | undefined>();
   for (const name of [...present].sort()) {
     const file = path.join(dir, name);
     const st = await fsp.lstat(file);
@@ -168,10 +158,10 @@ export async function verifyImageDir(dir: string): Promise<VerifyReport> {
     }
     if (name.endsWith(CONTAINER_SUFFIX)) {
       const c = await verifyContainer(file, problems);
+      pagesBytesOf.set(name, c?.pagesBytes);
       if (c) {
         report.checked.containers++;
         report.checked.chunks += c.chunks;
-        pagesBytesOf.set(name, c.pagesBytes);
         if (want?.pagesBytes !== undefined && want.pagesBytes !== c.pagesBytes) {
           problems.push({ file: name, problem: `holds ${c.pagesBytes} bytes of pages, the manifest says ${want.pagesBytes}` });
         }
@@ -180,7 +170,10 @@ export async function verifyImageDir(dir: string): Promise<VerifyReport> {
       pagesBytesOf.set(name, got.size);
     }
   }
-  for (const b of pagesBytesOf.values()) report.checked.pagesBytes += b;
+  for (const b of pagesBytesOf.values()) report.checked.pagesBytes += b ?? 0;
+
+  // CRIU image files: each decodes; pagemaps agree with the page data.
+  report.checked.decoded = await checkImageFiles(dir, [...present].sort(), pagesBytesOf, problems);
 
   report.ok = problems.length === 0;
   return report;

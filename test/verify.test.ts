@@ -129,9 +129,52 @@ describe('godwit verify', () => {
         { file: '.core-1.img.partial', problem: 'a partly written file left by an interrupted write' },
         { file: 'core-16371.img', problem: expect.stringMatching(/^crc32 is .* \(changed after the image was made\)$/) },
         { file: 'files.img', offset: size, problem: `file is ${size + 1} bytes, the manifest says ${size}` },
+        // The content checks see the same damage from their side.
+        { file: 'files.img', offset: size, problem: expect.stringMatching(/^expected length of entry \d+, but the file ends/) },
+        { file: 'extra.img', problem: 'not an image file kind godwit knows: its content cannot be checked' },
       ]),
     );
-    expect(report.problems.length).toBe(5);
+    expect(report.problems.length).toBe(7);
+  });
+
+  test('an image file that does not decode: named with the offset', () => {
+    const d = copyOfGood();
+    const f = path.join(d, 'core-16372.img');
+    const size = fs.statSync(f).size;
+    fs.truncateSync(f, size - 10);
+    const { status, report } = verifyJson(d);
+    expect(status).toBe(1);
+    expect(report.problems).toEqual([
+      { file: 'core-16372.img', offset: size - 10, problem: `file is ${size - 10} bytes, the manifest says ${size} (truncated)` },
+      { file: 'core-16372.img', offset: expect.any(Number), problem: expect.stringMatching(/^expected entry 0 .* but the file ends|file ends/) },
+    ]);
+  });
+
+  test('pagemaps that do not add up to their pages, and a pages file no pagemap names', async () => {
+    const d = path.join(tmp, 'short-pages');
+    // A consistent image (manifest and checksums right) whose pages-2 lacks its last page.
+    await imageFromFixture('pipeline', d, {}, (f, b) => (f === 'pages-2.img' ? b.subarray(0, b.length - 4096) : b));
+    let r = verifyJson(d);
+    expect(r.status).toBe(1);
+    const size2 = fs.statSync(path.join(criuFixture('pipeline'), 'pages-2.img')).size;
+    expect(r.report.problems).toEqual([
+      { file: 'pagemap-16371.img', problem: `lists ${size2 / 4096} present pages (${size2} bytes) but pages-2.gwz holds ${size2 - 4096} bytes of pages` },
+    ]);
+    const e = path.join(tmp, 'no-pagemap');
+    await imageFromFixture('pipeline', e, {}, (f, b) => b);
+    fs.rmSync(path.join(e, 'pagemap-16372.img'));
+    r = verifyJson(e);
+    expect(r.report.problems).toEqual([
+      { file: 'pagemap-16372.img', problem: 'listed in the manifest but missing from the directory' },
+      { file: 'pages-3.gwz', problem: 'no pagemap refers to this pages file' },
+    ]);
+  });
+
+  test("CRIU's own dump: everything decodes and adds up; only the manifest is missing", () => {
+    const { status, report } = verifyJson(criuFixture('pipeline'));
+    expect(status).toBe(1);
+    expect(report.checked.decoded).toBe(25);
+    expect(report.problems.map((p) => p.file)).toEqual([MANIFEST_NAME]);
   });
 
   test('not a directory, no such directory: clear errors, exit 1', () => {

@@ -8,12 +8,19 @@ import { criuFixture, repoRoot } from './fixtures';
  * A godwit image made from a CRIU fixture as a dump would write it: every CRIU file as it is, pages-N.img through
  * the page writer (compressed or not), the manifest last.
  */
-export async function imageFromFixture(name: 'sleep' | 'pipeline', dir: string, opts: ImageDirOptions = {}): Promise<void> {
+export async function imageFromFixture(
+  name: 'sleep' | 'pipeline',
+  dir: string,
+  opts: ImageDirOptions = {},
+  /** Changes a file's bytes before it is written (to make an image that is consistent but wrong). */
+  mutate?: (file: string, data: Buffer) => Buffer,
+): Promise<void> {
   const src = criuFixture(name);
   const w = await ImageDirWriter.create(dir, opts);
   try {
     for (const f of fs.readdirSync(src).sort()) {
-      const data = fs.readFileSync(path.join(src, f));
+      const orig = fs.readFileSync(path.join(src, f));
+      const data = mutate ? mutate(f, orig) : orig;
       const m = /^pages-(\d+)\.img$/.exec(f);
       if (m) {
         const pw = await w.createPageWriter(Number(m[1]));
