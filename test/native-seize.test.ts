@@ -183,7 +183,11 @@ describe('kill and failure paths', () => {
     expect(err).toBeInstanceOf(GodwitError);
     expect((err as Error).message).toMatch(/godwit-helper/);
     await sleep(50);
-    for (const tid of tids) expect(taskStatus(tid)).toEqual({ state: 'S', tracerPid: 0 });
+    for (const tid of tids) {
+      const st = taskStatus(tid);
+      expect(st.tracerPid).toBe(0);
+      expect(st.state).toMatch(/^[RS]$/); // sleeping, or running between two sleeps
+    }
     expect(listTids(t.pid)).toEqual(tids);
   });
 });
