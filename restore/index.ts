@@ -12,6 +12,7 @@ import { Listr, ListrTask } from 'listr2';
 import { GodwitError } from '../util/errors';
 import { mainCore, newContext, RestoreContext, RestoreOptions } from './context';
 import { addCredCalls, restoreRlimits, Warning } from './creds';
+import { checkImageFiles, ImageIntegrityError } from './checksums';
 import { closeObjects, installFds, openRegularFiles, restoreFs } from './files';
 import { loadImageSet } from './load';
 import { createTrampoline, finishMemory, mapVmas, pageRanges, vmasOf, Vma, writePages } from './memory';
@@ -62,7 +63,10 @@ function timed(title: string, fn: (s: StepState) => Promise<void> | void): Listr
 /** The steps, in order. Each takes the shared state built by newRestoreState(). */
 export function restoreSteps(): ListrTask<StepState>[] {
   return [
-    timed('read images', (s) => {
+    timed('read images', async (s) => {
+      // Integrity first: a damaged file should be reported as such, not as whatever decoding it gives.
+      const problems = fs.existsSync(s.opts.dir) ? await checkImageFiles(s.opts.dir) : [];
+      if (problems.length) throw new ImageIntegrityError(s.opts.dir, problems);
       s.set = loadImageSet(s.opts.dir);
     }),
     timed('preflight', (s) => preflight(s)),
@@ -82,7 +86,7 @@ export function restoreSteps(): ListrTask<StepState>[] {
         s.vmas.set(t.pid, vmas);
         await createTrampoline(s, t, vmas);
         await mapVmas(s, t, vmas);
-        s.pageBytes += await writePages(s, t, ranges);
+        s.pageBytes += await writePages(s, t, ranges, vmas);
         await finishMemory(s, t, vmas);
       }
     }),
@@ -118,7 +122,7 @@ export function restoreSteps(): ListrTask<StepState>[] {
     }),
     timed('resume', async (s) => {
       await closeObjects(s);
-      s.hostPids = s.opts.newPidns ? findHostPids(s) : new Map(s.set!.tasks.map((t) => [t.pid, t.pid]));
+      s.hostPids = s.opts.newPidns ? await findHostPids(s) : new Map(s.set!.tasks.map((t) => [t.pid, t.pid]));
       await s.restorer!.request(Op.RESUME, Buffer.alloc(0), 'resume the tree');
       s.resumed = true;
       if (s.opts.pidfile) fs.writeFileSync(s.opts.pidfile, `${s.hostPids.get(s.set!.tasks[0].pid) ?? ''}\n`);

@@ -20,15 +20,20 @@ export class PreflightError extends GodwitError {
   }
 }
 
+let hostXsaveCache: HostXsave | undefined;
+
+/** XCR0 and the xsave component layout of this CPU (asked once per process: it cannot change). */
 export function hostXsave(): HostXsave {
+  if (hostXsaveCache) return hostXsaveCache;
   const out = JSON.parse(execFileSync(restorerPath(), ['--xcr0'], { encoding: 'utf8' })) as {
     xcr0: number;
     components: Record<string, [number, number]>;
   };
-  return {
+  hostXsaveCache = {
     xcr0: BigInt(out.xcr0),
     components: new Map(Object.entries(out.components).map(([k, v]) => [Number(k), v])),
   };
+  return hostXsaveCache;
 }
 
 function comm(pid: number): string {

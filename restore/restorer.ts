@@ -29,6 +29,8 @@ export enum Op {
   FCNTL = 17,
   SYSCALL_AT = 18,
   FIND_SYSCALL = 19,
+  UFFD = 20,
+  HOST_PIDS = 21,
 }
 
 const HDR = 4 + 4 + 4 + 24;
@@ -164,6 +166,12 @@ export class Restorer {
     this.sock.end();
     (this.proc.stdio[4] as net.Socket | null)?.end();
     this.unref();
+  }
+
+  /** Waits for a detached restorer to exit (keeps node alive until then). */
+  waitExit(): Promise<number> {
+    this.proc.ref();
+    return this.exited;
   }
 
   /** Lets node exit while a detached restorer keeps running as the namespace's init. */

@@ -13,7 +13,7 @@ export const NR = {
   setresuid: 117, setresgid: 119, rt_sigqueueinfo: 129, capset: 126, sigaltstack: 131, prctl: 157,
   arch_prctl: 158, chroot: 161, set_tid_address: 218, timer_create: 222, timer_settime: 223,
   set_robust_list: 273, dup3: 292, rt_tgsigqueueinfo: 297, rseq: 334, openat: 257, pidfd_open: 434,
-  close_range: 436, pidfd_getfd: 438, personality: 135,
+  close_range: 436, pidfd_getfd: 438, personality: 135, userfaultfd: 323,
 } as const;
 export type SyscallName = keyof typeof NR;
 

@@ -2,7 +2,6 @@
  * The process tree: stubs with the dumped PIDs and TIDs (clone3 set_tid, created by their own parents so
  * ppid is right, sessions set as they are forked), then process groups that name another task.
  */
-import * as fs from 'node:fs';
 import { RestoreContext } from './context';
 import { Op } from './restorer';
 import { Batch, runBatch } from './syscalls';
@@ -36,47 +35,10 @@ export async function joinProcessGroups(ctx: RestoreContext): Promise<void> {
   }
 }
 
-function readStatus(pid: string): Map<string, string> | null {
-  try {
-    const m = new Map<string, string>();
-    for (const line of fs.readFileSync(`/proc/${pid}/status`, 'utf8').split('\n')) {
-      const i = line.indexOf(':');
-      if (i > 0) m.set(line.slice(0, i), line.slice(i + 1).trim());
-    }
-    return m;
-  } catch {
-    return null;
-  }
-}
-
-/**
- * Host PIDs of the restored tasks: descendants of the restorer, matched by their innermost NSpid (their PID
- * in the namespace they were restored into).
- */
-export function findHostPids(ctx: RestoreContext): Map<number, number> {
-  const want = new Set(ctx.set!.tasks.map((t) => t.pid));
-  const parent = new Map<number, number>();
-  const nspid = new Map<number, number>();
-  for (const d of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(d)) continue;
-    const st = readStatus(d);
-    if (!st) continue;
-    parent.set(Number(d), Number(st.get('PPid') ?? 0));
-    const ns = (st.get('NSpid') ?? d).split(/\s+/);
-    nspid.set(Number(d), Number(ns[ns.length - 1]));
-  }
-  const root = ctx.restorer!.pid;
-  const out = new Map<number, number>();
-  for (const [pid] of parent) {
-    let p = pid;
-    for (let depth = 0; depth < 64 && p > 1; depth++) {
-      p = parent.get(p) ?? 0;
-      if (p === root) {
-        const inner = nspid.get(pid)!;
-        if (want.has(inner) && pid !== root) out.set(inner, pid);
-        break;
-      }
-    }
-  }
-  return out;
+/** Host PIDs of the restored tasks (image pid -> pid in this host's PID namespace), from the restorer. */
+export async function findHostPids(ctx: RestoreContext): Promise<Map<number, number>> {
+  const out = await ctx.restorer!.request(Op.HOST_PIDS, Buffer.alloc(0), 'find the host pids of the restored tasks');
+  const m = new Map<number, number>();
+  ctx.set!.tasks.forEach((t, i) => m.set(t.pid, out.readInt32LE(4 * i)));
+  return m;
 }

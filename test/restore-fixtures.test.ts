@@ -25,7 +25,7 @@ afterEach(async () => {
     for (const pid of r.pids.values()) killPid(pid);
     if (r.restorer) {
       killPid(r.restorer.pid);
-      await r.restorer.exited;
+      await r.restorer.waitExit();
     }
   }
   for (const d of tmpDirs.splice(0)) fs.rmSync(d, { recursive: true, force: true });
@@ -81,7 +81,7 @@ describe('restore of CRIU 4.2 images', () => {
     expect(r.pageBytes).toBeGreaterThan(0);
     // Killing the root ends the namespace: the restorer (its init) exits too.
     killPid(pid);
-    await r.restorer!.exited;
+    await r.restorer!.waitExit();
     expect(liveWithInnerPids([16344], ['sleep'])).toEqual([]);
   });
 
@@ -110,7 +110,7 @@ describe('restore of CRIU 4.2 images', () => {
     expect(fs.readFileSync(`/proc/${sh}/status`, 'utf8')).toMatch(/SigCgt:\s+0*10002\n/);
     // The pipeline works: when sleep dies, cat sees EOF and sh reaps both and exits.
     killPid(sleep);
-    await r.restorer!.exited;
+    await r.restorer!.waitExit();
     expect(liveWithInnerPids([16368, 16371, 16372], ['sh', 'sleep', 'cat'])).toEqual([]);
   });
 

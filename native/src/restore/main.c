@@ -84,6 +84,29 @@ static int op_open(struct rst_ctx *ctx, const uint8_t *p, size_t n, int32_t *fd)
   return 0;
 }
 
+/*
+ * Host PIDs of the tasks: a pidfd's fdinfo shows the pid as the procfs instance reading it sees it, and our
+ * /proc is the host's, so this works from inside a new PID namespace too. Answer: i32 per task, -1 if unknown.
+ */
+static int host_pids(struct rst_ctx *ctx, int32_t *out) {
+  for (uint32_t i = 0; i < ctx->ntasks; i++) {
+    out[i] = -1;
+    int pfd = (int)syscall(SYS_pidfd_open, ctx->tasks[i].pid, 0);
+    if (pfd < 0) return rst_fail(ctx, errno, "pidfd_open", ctx->tasks[i].pid);
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/self/fdinfo/%d", pfd);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    ssize_t n = fd < 0 ? -1 : read(fd, buf, sizeof buf - 1);
+    if (fd >= 0) close(fd);
+    close(pfd);
+    if (n <= 0) return rst_fail(ctx, errno ? errno : EIO, "read(pidfd fdinfo)", ctx->tasks[i].pid);
+    buf[n] = 0;
+    char *pl = strstr(buf, "\nPid:");
+    if (pl) out[i] = (int32_t)strtol(pl + 5, NULL, 10);
+  }
+  return 0;
+}
+
 /* The tree is handed over: reap as PID 1 (or subreaper) until the root exits; returns its wait status. */
 static int wait_root(struct rst_ctx *ctx) {
   for (;;) {
@@ -167,6 +190,18 @@ static void serve(struct rst_ctx *ctx) {
       if (rst_find_syscall(ctx, p, n, &a) == 0) memcpy(small, &a, 8), out = small, outlen = 8;
       break;
     }
+    case OP_HOST_PIDS: {
+      int32_t *hp = calloc(ctx->ntasks + 1, sizeof *hp);
+      if (!hp) { rst_fail(ctx, ENOMEM, "calloc", 0); break; }
+      if (host_pids(ctx, hp) == 0) respond(ctx, hp, 4ull * ctx->ntasks);
+      else respond(ctx, NULL, 0);
+      free(hp);
+      free(p);
+      continue;
+    }
+    case OP_UFFD:
+      rst_uffd(ctx, p, n);
+      break;
     case OP_WRITE_MEM:
       rst_write_mem(ctx, p, n);
       break;
@@ -300,6 +335,7 @@ int main(int argc, char **argv) {
       printf("}}\n");
       return 0;
     }
+    if (!strcmp(argv[i], "--bench-writev") && i + 1 < argc) return rst_bench_writev(strtoul(argv[i + 1], NULL, 10));
     if (!strcmp(argv[i], "--new-pidns")) ctx.new_pidns = 1;
     else {
       fprintf(stderr, "godwit-restorer: unknown argument %s (usage: godwit-restorer [--new-pidns], fds 3+4)\n", argv[i]);

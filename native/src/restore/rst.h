@@ -16,6 +16,9 @@
 
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+/* bench.c */
+int rst_bench_writev(unsigned long mib);
+
 #endif
 #include <stddef.h>
 #include <stdint.h>
@@ -46,6 +49,8 @@ enum rst_op {
   OP_FCNTL = 17,
   OP_SYSCALL_AT = 18,
   OP_FIND_SYSCALL = 19,
+  OP_UFFD = 20,
+  OP_HOST_PIDS = 21,
 };
 
 /* Error convention shared by every module: functions return -errno and record syscall + pid here. */
@@ -68,6 +73,9 @@ struct rst_task {
   uint32_t first_thread; /* index into ctx->threads */
   uint64_t tramp;        /* trampoline start in the task (0 = none yet) */
   uint64_t tramp_size;
+  int uffd;              /* our copy of the task's userfaultfd while its memory is filled, or -1 */
+  uint64_t (*regions)[2]; /* anonymous VMAs registered with it */
+  uint32_t nregions;
 };
 
 struct rst_ctx {
@@ -109,9 +117,13 @@ int rst_syscalls(struct rst_ctx *ctx, const uint8_t *p, size_t n, uint8_t **out,
 
 /* memory.c */
 int rst_write_mem(struct rst_ctx *ctx, const uint8_t *p, size_t n);
+int rst_uffd(struct rst_ctx *ctx, const uint8_t *p, size_t n);
 
 /* regs.c */
 int rst_setregs(struct rst_ctx *ctx, const uint8_t *p, size_t n);
 int rst_xstate_info(struct rst_ctx *ctx, pid_t tid, uint8_t *out, size_t *outlen);
+
+/* bench.c */
+int rst_bench_writev(unsigned long mib);
 
 #endif

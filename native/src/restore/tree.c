@@ -146,6 +146,7 @@ static int parse_tree(struct rst_ctx *ctx, const uint8_t *p, size_t n) {
     struct rst_task *t = &ctx->tasks[i];
     t->pid = h[0], t->ppid = h[1], t->pgid = h[2], t->sid = h[3];
     t->nthreads = (uint32_t)h[4];
+    t->uffd = -1;
     if (t->nthreads == 0 || t->nthreads > RST_MAX_THREADS - ctx->nthreads ||
         (size_t)(end - p) < 4ull * t->nthreads)
       return rst_fail(ctx, EINVAL, "tree-request", t->pid);
