@@ -12,8 +12,17 @@ import type { FieldDef, MessageDef } from './schema';
 
 export type Msg = { [field: string]: unknown };
 
-/** Raw bytes of fields the schema does not know, kept to be written back unchanged. */
+/**
+ * Fields the schema does not know, kept (non-enumerable, under this symbol) with their field numbers
+ * so they are written back unchanged and in field-number order among the known ones, as protobuf-c
+ * wrote them: an image from a newer CRIU re-encodes byte for byte.
+ */
 export const UNKNOWN_FIELDS: unique symbol = Symbol('godwit.unknownFields');
+
+export interface UnknownField {
+  id: number;
+  raw: Buffer;
+}
 
 /** A problem at `pos` (an offset into the buffer being decoded). */
 export class WireError extends Error {
@@ -187,7 +196,7 @@ export function decodeMessage(def: MessageDef, buf: Buffer, start = 0, end = buf
   if (depth > MAX_DEPTH) throw new WireError(start, `messages nested deeper than ${MAX_DEPTH}`);
   const c = new Cursor(buf, start, end);
   const out: Msg = {};
-  let unknown: Buffer[] | undefined;
+  let unknown: UnknownField[] | undefined;
   while (c.pos < end) {
     const at = c.pos;
     const tag = c.smallVarint('field tag');
@@ -195,14 +204,15 @@ export function decodeMessage(def: MessageDef, buf: Buffer, start = 0, end = buf
     const wt = tag & 7;
     if (id === 0) throw new WireError(at, 'field number 0 is invalid');
     const f = def.byId.get(id);
-    if (!f) {
+    // A field the schema does not know, or one on the wire with another type than the schema says
+    // (as Google's parsers do), is kept as raw bytes and written back unchanged.
+    const packedRun = f !== undefined && f.repeated && wt === WT_LEN && wireTypeOf(f) !== WT_LEN;
+    if (!f || (wt !== wireTypeOf(f) && !packedRun)) {
       skipField(c, wt, at);
-      (unknown ??= []).push(buf.subarray(at, c.pos));
+      (unknown ??= []).push({ id, raw: Buffer.from(buf.subarray(at, c.pos)) });
       continue;
     }
-    const want = wireTypeOf(f);
     if (f.kind === 'message') {
-      if (wt !== WT_LEN) throw new WireError(at, `${def.name}.${f.name}: wire type ${wt}, expected 2 (message)`);
       const len = c.smallVarint('length');
       const body = c.take(len, `${def.name}.${f.name}`);
       const sub = decodeMessage(f.message!, buf, body.byteOffset - buf.byteOffset, body.byteOffset - buf.byteOffset + len, depth + 1);
@@ -211,14 +221,13 @@ export function decodeMessage(def: MessageDef, buf: Buffer, start = 0, end = buf
       continue;
     }
     if (f.kind === 'string' || f.kind === 'bytes') {
-      if (wt !== WT_LEN) throw new WireError(at, `${def.name}.${f.name}: wire type ${wt}, expected 2 (${f.kind})`);
       const data = c.take(c.smallVarint('length'), `${def.name}.${f.name}`);
       const v = f.kind === 'string' ? decodeString(data) : Buffer.from(data);
       if (f.repeated) ((out[f.name] ??= []) as unknown[]).push(v);
       else out[f.name] = v;
       continue;
     }
-    if (f.repeated && wt === WT_LEN) {
+    if (packedRun) {
       // packed run of scalars (accepted whatever the schema says, as protobuf parsers do)
       const len = c.smallVarint('length');
       const body = c.take(len, `${def.name}.${f.name}`);
@@ -228,7 +237,6 @@ export function decodeMessage(def: MessageDef, buf: Buffer, start = 0, end = buf
       while (inner.pos < inner.end) arr.push(readScalar(inner, f));
       continue;
     }
-    if (wt !== want) throw new WireError(at, `${def.name}.${f.name}: wire type ${wt}, expected ${want}`);
     const v = readScalar(c, f);
     if (f.repeated) ((out[f.name] ??= []) as unknown[]).push(v);
     else out[f.name] = v;
@@ -238,7 +246,7 @@ export function decodeMessage(def: MessageDef, buf: Buffer, start = 0, end = buf
       throw new WireError(start, `${def.name}: required field '${f.name}' (${f.id}) is missing`);
     }
   }
-  if (unknown) Object.defineProperty(out, UNKNOWN_FIELDS, { value: Buffer.concat(unknown), enumerable: false, writable: true });
+  if (unknown) Object.defineProperty(out, UNKNOWN_FIELDS, { value: unknown, enumerable: false, writable: true });
   return out;
 }
 
@@ -414,7 +422,11 @@ function encodeMessageInner(def: MessageDef, msg: Msg, path: string, depth: numb
       throw new EncodeError(`${path}: ${def.name} has no field '${key}'`);
     }
   }
+  const unknown = (msg as { [UNKNOWN_FIELDS]?: UnknownField[] })[UNKNOWN_FIELDS];
+  const pending = unknown ? unknown.slice().sort((a, b) => a.id - b.id) : [];
+  let u = 0;
   for (const f of def.fields) {
+    while (u < pending.length && pending[u].id <= f.id) w.bytes(pending[u++].raw);
     const v = msg[f.name];
     const where = `${path}.${f.name}`;
     if (v === undefined) {
@@ -445,8 +457,7 @@ function encodeMessageInner(def: MessageDef, msg: Msg, path: string, depth: numb
     if (wt === WT_LEN) writeLenValue(w, f, v, where, depth);
     else writeScalar(w, f, v, where);
   }
-  const unknown = (msg as { [UNKNOWN_FIELDS]?: Buffer })[UNKNOWN_FIELDS];
-  if (unknown) w.bytes(unknown);
+  while (u < pending.length) w.bytes(pending[u++].raw);
   return w.finish();
 }
 

@@ -126,7 +126,13 @@ describe('bad image input', () => {
       return Buffer.concat([encodeImage('FS', []), len, Buffer.from(body)]);
     };
     expect(imageError(() => decodeImage(mk([0x08, 0x01]), 'fs-1.img')).message).toMatch(/fs_entry: required field 'root_id' \(2\) is missing/);
-    expect(imageError(() => decodeImage(mk([0x0a, 0x01, 0x00, 0x10, 0x01]), 'fs-1.img')).message).toMatch(/fs_entry\.cwd_id: wire type 2, expected 0/);
+    // a known field with the wrong wire type is kept as an unknown field (as protobuf parsers do) ...
+    const odd = mk([0x0a, 0x01, 0x00, 0x08, 0x05, 0x10, 0x01]);
+    const img = decodeImage(odd, 'fs-1.img');
+    expect(img.entries[0].msg).toEqual({ cwd_id: 5, root_id: 1 });
+    expect(encodeImage(img.kind, img.entries).subarray(12).equals(Buffer.from([0x0a, 0x01, 0x00, 0x08, 0x05, 0x10, 0x01]))).toBe(true);
+    // ... so a required field sent only with the wrong type is missing
+    expect(imageError(() => decodeImage(mk([0x0a, 0x01, 0x00, 0x10, 0x01]), 'fs-1.img')).message).toMatch(/required field 'cwd_id' \(1\) is missing/);
     expect(imageError(() => decodeImage(mk([0x00, 0x01]), 'fs-1.img')).message).toMatch(/field number 0 is invalid/);
     expect(imageError(() => decodeImage(mk([0x08, 0x80, 0x80]), 'fs-1.img')).message).toMatch(/varint runs past the end/);
   });
