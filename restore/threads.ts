@@ -37,6 +37,8 @@ export async function restoreThreadState(ctx: RestoreContext, t: TaskImage, tid:
   const tc = threadCore(t, tid);
   const ti = (core.thread_info as Msg | undefined) ?? {};
   const b = new Batch();
+  const comm = (tc.comm as string | undefined) ?? (tid === t.pid ? ((core.tc as Msg | undefined)?.comm as string | undefined) : undefined);
+  if (comm !== undefined) b.call('prctl', [PR_SET_NAME, b.data(Buffer.from(comm.slice(0, 15) + '\0'))], 'set the thread name');
   const rla = (tc.futex_rla as bigint | undefined) ?? 0n;
   b.call('set_robust_list', [rla, Number(tc.futex_rla_len ?? 24) || 24], 'set the robust futex list');
   b.call('set_tid_address', [(ti.clear_tid_addr as bigint | undefined) ?? 0n], 'set the clear-child-tid address');
@@ -52,8 +54,6 @@ export async function restoreThreadState(ctx: RestoreContext, t: TaskImage, tid:
     b.call('sigaltstack', [b.data(ss), 0], 'set the alternate signal stack');
   }
   if (tid === t.pid) b.call('prctl', [PR_SET_PDEATHSIG, Number(tc.pdeath_sig ?? 0)], 'set the parent-death signal');
-  const comm = (tc.comm as string | undefined) ?? (tid === t.pid ? ((core.tc as Msg | undefined)?.comm as string | undefined) : undefined);
-  if (comm !== undefined) b.call('prctl', [PR_SET_NAME, b.data(Buffer.from(comm.slice(0, 15) + '\0'))], 'set the thread name');
   for (const s of ((tc.signals_p as Msg | undefined)?.signals as Msg[] | undefined) ?? []) {
     const info = s.siginfo as Buffer;
     b.call('rt_tgsigqueueinfo', [t.pid, tid, info.readInt32LE(0), b.data(info)], `queue pending signal ${info.readInt32LE(0)} of thread ${tid}`);

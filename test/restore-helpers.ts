@@ -41,22 +41,6 @@ export function fdLinks(pid: number): Record<number, string> {
   return out;
 }
 
-/** Live (non-zombie) processes whose innermost pid is one of `pids`, anywhere on the host. */
-export function liveWithInnerPids(pids: number[], comms?: string[]): number[] {
-  const out: number[] = [];
-  for (const d of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(d)) continue;
-    const st = procStat(Number(d));
-    if (!st || st.state === 'Z' || st.state === 'X') continue;
-    try {
-      if (pids.includes(innerPid(Number(d))) && (!comms || comms.includes(st.comm))) out.push(Number(d));
-    } catch {
-      /* gone */
-    }
-  }
-  return out;
-}
-
 export async function waitFor(cond: () => boolean, ms = 5000, what = 'condition'): Promise<void> {
   const end = Date.now() + ms;
   while (!cond()) {
