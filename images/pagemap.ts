@@ -14,6 +14,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { ImageError } from '../util/errors';
 import type { ImageEntry } from './entry';
+import { openPages } from './container-reader';
 import { readImageFile } from './io';
 
 export const PAGE_SIZE = 4096;
@@ -153,10 +154,13 @@ export class PageReader {
     }
   }
 
-  /** Open pagemap-<id>.img and its pages file in an image directory. */
+  /**
+   * Open pagemap-<id>.img and its page data in an image directory: a plain pages-N.img or godwit's
+   * compressed container, whichever is there.
+   */
   static async open(dir: string, pagemapId: number | string): Promise<PageReader> {
     const pm = await Pagemap.load(path.join(dir, `pagemap-${pagemapId}.img`));
-    const src = await FilePageSource.open(path.join(dir, `pages-${pm.pagesId}.img`));
+    const src = await openPages(dir, pm.pagesId);
     try {
       return new PageReader(pm, src);
     } catch (e) {

@@ -8,7 +8,9 @@ import { encodeImage } from '../images/framing';
 import { readImageFile } from '../images/io';
 import { PAGE_SIZE, PageReader, Pagemap, type PageSource, PE_LAZY, PE_PARENT, PE_PRESENT } from '../images/pagemap';
 import { ImageError } from '../util/errors';
+import { imageFromFixture } from './helpers/images';
 import { fixturesDir } from './shared-dir';
+import * as os from 'node:os';
 
 const base = path.join(fixturesDir(), 'criu-4.2');
 
@@ -52,6 +54,31 @@ describe('pagemap reader', () => {
       expect(total).toBe(reader.pagemap.presentBytes);
     } finally {
       await reader.close();
+    }
+  });
+
+  test('the same reads through godwit\'s compressed page container', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'godwit-pagemap-'));
+    try {
+      await imageFromFixture('sleep', dir, { chunkSize: 8192 });
+      expect(fs.existsSync(path.join(dir, 'pages-1.img'))).toBe(false);
+      const mm = (await readImageFile(path.join(dir, 'mm-16344.img'))).entries[0].msg;
+      const packed = await PageReader.open(dir, 16344);
+      const plain = await PageReader.open(path.join(base, 'sleep'), 16344);
+      try {
+        const start = mm.mm_arg_start as bigint;
+        const n = Number((mm.mm_arg_end as bigint) - start);
+        expect((await packed.read(start, n)).toString('latin1')).toBe('/usr/bin/sleep\u000010000\u0000');
+        for (const run of packed.pagemap.runs) {
+          if (run.pagesOffset === undefined) continue;
+          expect((await packed.read(run.vaddr, run.nrPages * PAGE_SIZE)).equals(await plain.read(run.vaddr, run.nrPages * PAGE_SIZE))).toBe(true);
+        }
+      } finally {
+        await packed.close();
+        await plain.close();
+      }
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
     }
   });
 
