@@ -138,7 +138,7 @@ class Cursor {
 }
 
 function bigOf(lo: number, hi: number): bigint {
-  return (BigInt(hi) << 32n) | BigInt(lo);
+  return hi === 0 ? BigInt(lo) : (BigInt(hi) << 32n) | BigInt(lo);
 }
 
 function zigzag32(lo: number): number {
@@ -346,6 +346,10 @@ function describe(v: unknown): string {
 }
 
 function writeBig64(w: Writer, u: bigint): void {
+  if (u >= 0n && u <= 0xffffffffn) {
+    w.varint(Number(u), 0);
+    return;
+  }
   const x = BigInt.asUintN(64, u);
   w.varint(Number(x & 0xffffffffn), Number(x >> 32n));
 }

@@ -6,7 +6,9 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Readable } from 'node:stream';
-import { imageToCrit } from '../images/critjson';
+import { imageFromCrit, imageToCrit } from '../images/critjson';
+import { JsonSyntaxError, parseJson, pyDumps } from '../images/pyjson';
+import { EncodeError } from '../images/wire';
 import { decodeImage, encodeImage } from '../images/framing';
 import { ImageReader } from '../images/io';
 import { Pagemap } from '../images/pagemap';
@@ -142,5 +144,34 @@ describe('fuzzing the decoders', () => {
         if (!(e instanceof ImageError)) throw new Error(`${s.name}: ${String((e as Error)?.stack ?? e)}`);
       }
     }
+  });
+
+  test('3000 mutated crit JSON documents through godwit encode\'s path', () => {
+    const next = rng(0x15011);
+    const docs = seeds()
+      .filter((_, i) => i % 3 === 0)
+      .map((s) => pyDumps(imageToCrit(decodeImage(s.bytes, s.name))))
+      .filter((t) => t.length < 200000);
+    const alphabet = '{}[]",:0123456789abcdefx-| .ABCDEFZtrue';
+    let encoded = 0;
+    for (let i = 0; i < 3000; i++) {
+      let t = docs[next() % docs.length];
+      for (let k = 0, n = 1 + (next() % 3); k < n; k++) {
+        const at = next() % (t.length + 1);
+        const op = next() % 3;
+        const ch = alphabet[next() % alphabet.length];
+        t = op === 0 ? t.slice(0, at) + t.slice(at + 1) : op === 1 ? t.slice(0, at) + ch + t.slice(at) : t.slice(0, at) + ch + t.slice(at + 1);
+      }
+      try {
+        const img = imageFromCrit(parseJson(t), 'fuzz.json');
+        encodeImage(img.kind, img.entries, 'fuzz.img');
+        encoded++;
+      } catch (e) {
+        if (!(e instanceof JsonSyntaxError || e instanceof ImageError || e instanceof EncodeError)) {
+          throw new Error(`unexpected ${String((e as Error)?.stack ?? e)}\n--- input:\n${t.slice(0, 2000)}`);
+        }
+      }
+    }
+    expect(encoded).toBeGreaterThan(100);
   });
 });
