@@ -21,6 +21,11 @@ export interface ProcessMemory {
   mm: Record<string, unknown>;
 }
 
+/** Bytes of private memory smaps counts as anonymous or swapped: what the page step will roughly read. */
+export function estimatePageBytes(mappings: Mapping[]): number {
+  return mappings.reduce((n, m) => n + (m.proc.shared ? 0 : (m.proc.anonKb + m.proc.swapKb) * 1024), 0);
+}
+
 /** Mappings alone (preflight: no file ids are registered). */
 export function inspectMappings(pid: number): Mapping[] {
   return buildMappings(pid, readSmaps(pid));

@@ -12,21 +12,17 @@ import { PAGE_SIZE } from './proc/pagemap';
 /** Ranges per ReadPages request: bounds the request size while keeping round trips rare. */
 const RANGES_PER_REQUEST = 4096;
 
-export interface PageSinkFactory {
-  open(pagesId: number): Promise<{ write(data: Uint8Array): Promise<void> }>;
-}
-
 export function addPagemap(images: ImageSet, plan: ProcessPlan): void {
   images.add('PAGEMAP', plan.pid, { pages_id: plan.pagesId });
   for (const r of plan.ranges)
     images.add('PAGEMAP', plan.pid, { vaddr: r.start, compat_nr_pages: 0, flags: r.flags, nr_pages: BigInt(r.nrPages) });
 }
 
-/** Reads the pages of one process into its writer; resolves once every byte has left the target. */
+/** Reads the pages of one process into `sink`; resolves once every byte has left the target. */
 export async function readProcessPages(
   helper: DumpHelper,
   plan: ProcessPlan,
-  writer: { write(data: Uint8Array): Promise<void> },
+  sink: (chunk: Buffer) => Promise<void> | void,
 ): Promise<bigint> {
   let total = 0n;
   for (let i = 0; i < plan.ranges.length; i += RANGES_PER_REQUEST) {
@@ -35,9 +31,14 @@ export async function readProcessPages(
       plan.pid,
       batch.map((x) => x.start),
       batch.map((x) => BigInt(x.nrPages * PAGE_SIZE)),
-      (chunk) => writer.write(chunk),
+      sink,
     );
     total += r.bytes;
   }
   return total;
+}
+
+/** The plan's ranges in bytes, for the /proc/PID/mem reader. */
+export function pageRangesBytes(plan: ProcessPlan): { start: bigint; bytes: number }[] {
+  return plan.ranges.map((r) => ({ start: r.start, bytes: r.nrPages * PAGE_SIZE }));
 }

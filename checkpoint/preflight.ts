@@ -4,7 +4,7 @@
  */
 import { GodwitError } from '../util/errors';
 import { classifyFd, SocketTables } from './fdkinds';
-import { inspectMappings } from './memory';
+import { estimatePageBytes, inspectMappings } from './memory';
 import { NamespaceIds } from './namespaces';
 import { isNoEntry, listProcNumbers } from './proc/read';
 import { readStatus } from './proc/status';
@@ -17,8 +17,19 @@ export interface Problem {
   kind: string;
 }
 
+export interface PreflightResult {
+  problems: Problem[];
+  /** Private anonymous + swapped bytes of the tree (smaps): the expected size of the page dump. */
+  estimatedPageBytes: number;
+}
+
 export function findProblems(tree: Tree, ns: NamespaceIds): Problem[] {
+  return inspectTree(tree, ns).problems;
+}
+
+export function inspectTree(tree: Tree, ns: NamespaceIds): PreflightResult {
   const problems: Problem[] = [];
+  let estimatedPageBytes = 0;
   const sockets = new SocketTables();
   for (const p of tree.processes) {
     if (p.zombie) continue;
@@ -45,7 +56,9 @@ export function findProblems(tree: Tree, ns: NamespaceIds): Problem[] {
           if (!isNoEntry(err)) throw err; // closed meanwhile
         }
       }
-      for (const m of inspectMappings(p.pid))
+      const mappings = inspectMappings(p.pid);
+      estimatedPageBytes += estimatePageBytes(mappings);
+      for (const m of mappings)
         if (m.unsupported)
           problems.push({
             pid: p.pid,
@@ -57,7 +70,7 @@ export function findProblems(tree: Tree, ns: NamespaceIds): Problem[] {
       throw err;
     }
   }
-  return problems;
+  return { problems, estimatedPageBytes };
 }
 
 export class UnsupportedError extends GodwitError {
@@ -70,7 +83,9 @@ export class UnsupportedError extends GodwitError {
   }
 }
 
-export function preflight(tree: Tree, ns: NamespaceIds): void {
-  const problems = findProblems(tree, ns);
-  if (problems.length) throw new UnsupportedError(problems);
+/** Throws UnsupportedError listing every problem; returns the page estimate otherwise. */
+export function preflight(tree: Tree, ns: NamespaceIds): PreflightResult {
+  const r = inspectTree(tree, ns);
+  if (r.problems.length) throw new UnsupportedError(r.problems);
+  return r;
 }

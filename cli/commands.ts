@@ -5,10 +5,11 @@
 import type { Command } from 'commander';
 import { register as convert } from './convert';
 import { register as decode } from './decode';
+import { register as dump } from './dump';
 import { register as encode } from './encode';
 import { register as restore } from './restore';
 import { register as verify } from './verify';
 
 export type Register = (program: Command) => void;
 
-export const commands: Register[] = [decode, encode, verify, convert, restore];
+export const commands: Register[] = [decode, encode, verify, convert, dump, restore];

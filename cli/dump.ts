@@ -1,0 +1,72 @@
+/** `godwit dump --pid PID --dir DIR`: checkpoint a process tree into a CRIU-layout image directory. */
+import type { Command } from 'commander';
+import { Listr } from 'listr2';
+import { UsageError } from '../util/errors';
+import { abortDump, dumpTasks, finishDump, newDumpState, DumpSummary } from '../checkpoint/dump';
+import { printJson } from './output';
+
+interface DumpFlags {
+  pid: string;
+  dir: string;
+  leaveRunning?: boolean;
+  compress: string;
+  json?: boolean;
+  quiet?: boolean;
+  ghostLimit?: string;
+}
+
+function parsePid(s: string): number {
+  if (!/^\d+$/.test(s)) throw new UsageError(`--pid must be a process id (a positive integer), got '${s}'`);
+  return Number(s);
+}
+
+function describe(s: DumpSummary): string {
+  const mib = (b: number) => (b / 1048576).toFixed(1);
+  return (
+    `dumped pid ${s.pid}: ${s.pids.length} process(es), ${s.threads} thread(s), ${s.pages} pages (${mib(s.pageBytes)} MiB) ` +
+    `into ${s.dir} (${mib(s.imageBytes)} MiB, ${s.compress}); frozen ${s.frozenMs.toFixed(1)} ms, total ${s.totalMs.toFixed(1)} ms; ` +
+    (s.leftRunning ? 'left running' : 'killed')
+  );
+}
+
+export function register(program: Command): void {
+  program
+    .command('dump')
+    .description('checkpoint a process and all its descendants into an image directory (CRIU layout)')
+    .requiredOption('--pid <pid>', 'the root of the process tree to dump')
+    .requiredOption('--dir <dir>', 'image directory to create (must not exist or be empty)')
+    .option('--leave-running', 'resume the tree after dumping (a snapshot); default: kill it once the images are safe')
+    .option('--compress <kind>', 'page compression: zstd (godwit container) or none (plain CRIU pages-N.img)', 'zstd')
+    .option('--ghost-limit <bytes>', 'largest deleted open file whose content is put in the image', String(64 << 20))
+    .option('--json', 'print a JSON summary (pids, threads, pages, bytes, frozen and total time)')
+    .option('--quiet', 'no progress output')
+    .action(async (f: DumpFlags) => {
+      if (f.compress !== 'zstd' && f.compress !== 'none')
+        throw new UsageError(`--compress must be zstd or none, got '${f.compress}'`);
+      const ghostLimit = Number(f.ghostLimit);
+      if (!Number.isSafeInteger(ghostLimit) || ghostLimit < 0)
+        throw new UsageError(`--ghost-limit must be a number of bytes, got '${f.ghostLimit}'`);
+      const s = newDumpState({
+        pid: parsePid(f.pid),
+        dir: f.dir,
+        leaveRunning: !!f.leaveRunning,
+        compress: f.compress,
+        ghostLimit,
+      });
+      const renderer = f.quiet || f.json ? 'silent' : process.stderr.isTTY ? 'default' : 'simple';
+      const list = new Listr(dumpTasks(s), {
+        renderer,
+        exitOnError: true,
+        rendererOptions: { collapseErrors: false },
+      } as never);
+      try {
+        await list.run();
+      } catch (err) {
+        await abortDump(s);
+        throw err;
+      }
+      const summary = await finishDump(s);
+      if (f.json) printJson(summary);
+      else if (!f.quiet) process.stderr.write(describe(summary) + '\n');
+    });
+}
