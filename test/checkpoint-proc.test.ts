@@ -44,7 +44,8 @@ async function startShell(script: string): Promise<ChildProcess> {
     c.on('exit', (code) => reject(new Error(`shell exited early (${code})`)));
   });
   // `exec sleep` replaces the shell: wait for the exec so maps and fds are the sleep's.
-  for (let i = 0; i < 200 && readStat(c.pid!).comm !== 'sleep'; i++) await new Promise((r) => setTimeout(r, 5));
+  for (let i = 0; i < 2000 && readStat(c.pid!).comm !== 'sleep'; i++) await new Promise((r) => setTimeout(r, 5));
+  if (readStat(c.pid!).comm !== 'sleep') throw new Error(`pid ${c.pid} did not exec sleep within 10 s`);
   return c;
 }
 
@@ -213,7 +214,7 @@ test('scanTree walks children of every thread, parents first', async () => {
   const parent = spawn('/bin/sh', ['-c', 'sleep 1000 & sleep 1000 & wait'], { stdio: 'ignore' });
   started.push(parent);
   let tree = scanTree(parent.pid!);
-  for (let i = 0; i < 200 && tree.processes.length < 3; i++) {
+  for (let i = 0; i < 1000 && tree.processes.length < 3; i++) {
     await new Promise((r) => setTimeout(r, 10));
     tree = scanTree(parent.pid!);
   }
