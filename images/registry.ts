@@ -113,6 +113,7 @@ const TABLE: ImageKind[] = [
   { kind: 'PIDNS',          template: 'pidns-%u.img',             magic: 0x61157326, prefix: 'common',  message: 'pidns_entry' },
   { kind: 'BPFMAP_FILE',    template: 'bpfmap-file.img',          magic: 0x57506142, prefix: 'common',  message: 'bpfmap_file_entry' },
   { kind: 'BPFMAP_DATA',    template: 'bpfmap-data.img',          magic: 0x64324033, prefix: 'common',  message: 'bpfmap_data_entry', payload: 'bpfmap-data' },
+  { kind: 'APPARMOR',       template: 'apparmor.img',             magic: 0x59423047, prefix: 'common',  message: 'apparmor_entry' },
   { kind: 'STATS',          template: 'stats-%s',                 magic: 0x57093306, prefix: 'service', message: 'stats_entry' },
   { kind: 'IRMAP_CACHE',    template: 'irmap-cache',              magic: 0x57004059, prefix: 'service', message: 'irmap_cache_entry' },
   // Raw kinds: other tools' formats (ip, iptables, tar), kept beside the protobuf images.
