@@ -10,6 +10,8 @@ import { Msg } from './image-files';
 import { TaskImage } from './load';
 import { closeInRestorer, openInRestorer } from './memory';
 import { Batch, runBatch } from './syscalls';
+import { createEventfd, createInotify, createSignalfd, createTimerfd } from './anonfds';
+import { createEpoll } from './epoll';
 
 export const FD_TYPE: Record<number, string> = {
   0: 'UND', 1: 'REG', 2: 'PIPE', 3: 'FIFO', 4: 'INETSK', 5: 'UNIXSK', 6: 'EVENTFD', 7: 'EVENTPOLL', 8: 'INOTIFY',
@@ -24,7 +26,10 @@ const O_CLOEXEC = 0o2000000;
 const F_DUPFD_CLOEXEC = 1030;
 const FD_CLOEXEC = 1;
 
-/** Opens the regular files the tree's fds refer to, in the restorer. */
+/** File kinds restore can recreate (pipes: pipes.ts; the rest here). */
+export const SUPPORTED_FD_TYPES = new Set(['REG', 'PIPE', 'EVENTFD', 'SIGNALFD', 'TIMERFD', 'INOTIFY', 'EVENTPOLL']);
+
+/** Creates, in the restorer, every file object the tree's fds refer to (one per files.img id). */
 export async function openRegularFiles(ctx: RestoreContext): Promise<void> {
   const set = ctx.set!;
   for (const t of set.tasks)
@@ -35,6 +40,11 @@ export async function openRegularFiles(ctx: RestoreContext): Promise<void> {
       if (!f) throw new GodwitError(`task ${t.pid}: fd ${fdi.fd} refers to file id ${id}, missing from files.img`);
       const type = FD_TYPE[Number(f.type)] ?? `type ${f.type}`;
       if (type === 'PIPE') continue; // pipes.ts
+      const made = await createAnonObject(ctx, id, type, f);
+      if (made !== null) {
+        ctx.objects.set(id, made);
+        continue;
+      }
       if (type !== 'REG')
         throw new GodwitError(`task ${t.pid}: fd ${fdi.fd} is a ${type} file, which restore does not support yet`);
       const reg = f.reg as Msg;
@@ -46,6 +56,23 @@ export async function openRegularFiles(ctx: RestoreContext): Promise<void> {
       ctx.objects.set(id, fd);
       ctx.restorerFds.push(fd);
     }
+}
+
+async function createAnonObject(ctx: RestoreContext, id: number, type: string, f: Msg): Promise<number | null> {
+  switch (type) {
+    case 'EVENTFD':
+      return createEventfd(ctx, id, f.efd as Msg);
+    case 'SIGNALFD':
+      return createSignalfd(ctx, id, f.sgfd as Msg);
+    case 'TIMERFD':
+      return createTimerfd(ctx, id, f.tfd as Msg);
+    case 'INOTIFY':
+      return createInotify(ctx, id, f.ify as Msg);
+    case 'EVENTPOLL':
+      return createEpoll(ctx, id);
+    default:
+      return null;
+  }
 }
 
 /** Pulls the task's fds from the restorer and puts each at its number with its close-on-exec flag. */

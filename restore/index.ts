@@ -17,11 +17,12 @@ import { closeObjects, installFds, openRegularFiles, restoreFs } from './files';
 import { loadImageSet } from './load';
 import { createTrampoline, finishMemory, mapVmas, pageRanges, vmasOf, Vma, writePages } from './memory';
 import { createPipes } from './pipes';
+import { fillEpolls } from './epoll';
 import { preflight } from './preflight';
 import { Op, Restorer } from './restorer';
 import { addSignalCalls } from './signals';
 import { Batch, runBatch } from './syscalls';
-import { addTimerCalls } from './timers';
+import { addPosixTimerCalls, addTimerCalls } from './timers';
 import { dropTrampoline, restoreThreadState, setRegisters } from './threads';
 import { createTree, findHostPids, joinProcessGroups } from './tree';
 
@@ -91,8 +92,10 @@ export function restoreSteps(): ListrTask<StepState>[] {
       }
     }),
     timed('restore fds, cwd, root, umask', async (s) => {
+      const filled = new Set<number>();
       for (const t of s.set!.tasks) {
         await installFds(s, t);
+        await fillEpolls(s, t, filled);
         await restoreFs(s, t);
       }
     }),
@@ -107,6 +110,7 @@ export function restoreSteps(): ListrTask<StepState>[] {
         b.call('personality', [Number(tc?.personality ?? 0)], 'set the personality');
         addSignalCalls(s, t, b);
         addTimerCalls(s, t, b);
+        addPosixTimerCalls(s, t, b);
         await runBatch(s.restorer!, t.pid, b);
         // Other threads first: the main thread's creds change last.
         for (const tid of [...t.threads.filter((x) => x !== t.pid), t.pid])

@@ -7,12 +7,11 @@ import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import { GodwitError } from '../util/errors';
 import { RestoreContext } from './context';
-import { FD_TYPE, neededFiles, statOrNull } from './files';
+import { FD_TYPE, neededFiles, statOrNull, SUPPORTED_FD_TYPES } from './files';
 import { Msg } from './image-files';
 import { unsupportedVma, vmasOf, VMA } from './memory';
 import { restorerPath } from './restorer';
 import { HostXsave } from './threads';
-import { checkTimers } from './timers';
 
 export class PreflightError extends GodwitError {
   constructor(message: string) {
@@ -91,11 +90,6 @@ export function preflight(ctx: RestoreContext): void {
     const tc = (t.cores.get(t.pid)!.tc as Msg | undefined) ?? {};
     if (tc.task_state !== undefined && Number(tc.task_state) !== 1)
       problems.push(`task ${t.pid} was dumped as a zombie or dead task (state ${tc.task_state}), which restore does not support yet`);
-    try {
-      checkTimers(t);
-    } catch (e) {
-      problems.push((e as Error).message);
-    }
     const vmas = vmasOf(t);
     for (const v of vmas) {
       const why = unsupportedVma(v);
@@ -108,7 +102,7 @@ export function preflight(ctx: RestoreContext): void {
     for (const fdi of t.fds) {
       const f = set.files.get(Number(fdi.id));
       const type = f ? FD_TYPE[Number(f.type)] ?? `type ${f.type}` : 'missing';
-      if (type !== 'REG' && type !== 'PIPE')
+      if (!SUPPORTED_FD_TYPES.has(type))
         problems.push(`task ${t.pid}: fd ${fdi.fd} is ${type === 'missing' ? 'missing from files.img' : 'a ' + type + ' file'}, which restore does not support yet`);
     }
   }

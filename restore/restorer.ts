@@ -31,6 +31,7 @@ export enum Op {
   FIND_SYSCALL = 19,
   UFFD = 20,
   HOST_PIDS = 21,
+  LOCAL = 22,
 }
 
 const HDR = 4 + 4 + 4 + 24;

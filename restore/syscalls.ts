@@ -12,8 +12,10 @@ export const NR = {
   setitimer: 38, fcntl: 72, chdir: 80, fchdir: 81, umask: 95, setpgid: 109, setsid: 112, setgroups: 116,
   setresuid: 117, setresgid: 119, rt_sigqueueinfo: 129, capset: 126, sigaltstack: 131, prctl: 157,
   arch_prctl: 158, chroot: 161, set_tid_address: 218, timer_create: 222, timer_settime: 223,
-  set_robust_list: 273, dup3: 292, rt_tgsigqueueinfo: 297, rseq: 334, openat: 257, pidfd_open: 434,
-  close_range: 436, pidfd_getfd: 438, personality: 135, userfaultfd: 323,
+  set_robust_list: 273, dup3: 292, rt_tgsigqueueinfo: 297, rseq: 334, pidfd_open: 434,
+  close_range: 436, pidfd_getfd: 438, personality: 135, userfaultfd: 323, ioctl: 16, eventfd2: 290,
+  signalfd4: 289, timerfd_create: 283, timerfd_settime: 286, inotify_init1: 294, inotify_add_watch: 254,
+  inotify_rm_watch: 255, epoll_create1: 291, epoll_ctl: 233, open_by_handle_at: 304, openat: 257,
 } as const;
 export type SyscallName = keyof typeof NR;
 
@@ -117,6 +119,24 @@ export async function runBatch(r: Restorer, tid: number, b: Batch): Promise<bigi
     if (e instanceof RestorerError && e.syscall === 'injected' && payload && payload.length >= 4) {
       const c = b.calls[payload.readUInt32LE(0)];
       if (c) throw new SysError({ errno: e.errno, syscall: c.name, pid: tid, what: c.what }, { cause: e });
+    }
+    throw e;
+  }
+}
+
+/** Runs a batch in the restorer itself (objects the tasks will share); returns results and the scratch after. */
+export async function runLocal(r: Restorer, b: Batch, what: string): Promise<{ results: bigint[]; scratch: Buffer }> {
+  try {
+    const out = await r.request(Op.LOCAL, b.encode(0), what);
+    const n = out.readUInt32LE(0);
+    const results: bigint[] = [];
+    for (let i = 0; i < n; i++) results.push(out.readBigInt64LE(4 + 8 * i));
+    return { results, scratch: out.subarray(4 + 8 * n) };
+  } catch (e) {
+    const payload = (e as { payload?: Buffer }).payload;
+    if (e instanceof RestorerError && e.syscall === 'injected' && payload && payload.length >= 4) {
+      const c = b.calls[payload.readUInt32LE(0)];
+      if (c) throw new SysError({ errno: e.errno, syscall: c.name, what: `${what}: ${c.what}` }, { cause: e });
     }
     throw e;
   }

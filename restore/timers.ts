@@ -1,5 +1,4 @@
 /** Interval timers (ITIMER_REAL/VIRTUAL/PROF). POSIX timers are refused by preflight until supported. */
-import { GodwitError } from '../util/errors';
 import { RestoreContext } from './context';
 import { Msg } from './image-files';
 import { TaskImage } from './load';
@@ -20,9 +19,35 @@ export function addTimerCalls(_ctx: RestoreContext, t: TaskImage, b: Batch): voi
   });
 }
 
-export function checkTimers(t: TaskImage): void {
+const PR_TIMER_CREATE_RESTORE_IDS = 77;
+const SIGEV_THREAD_ID = 4;
+
+/**
+ * POSIX timers with their ids: in PR_TIMER_CREATE_RESTORE_IDS mode timer_create takes the id from *timerid
+ * (Linux 6.17+); then armed with the time that was left and the interval.
+ */
+export function addPosixTimerCalls(_ctx: RestoreContext, t: TaskImage, b: Batch): void {
   const timers = ((t.cores.get(t.pid)!.tc as Msg | undefined)?.timers as Msg | undefined) ?? {};
   const posix = (timers.posix as Msg[] | undefined) ?? [];
-  if (posix.length)
-    throw new GodwitError(`task ${t.pid} has ${posix.length} POSIX timer(s), which restore does not support yet`);
+  if (!posix.length) return;
+  b.call('prctl', [PR_TIMER_CREATE_RESTORE_IDS, 1, 0, 0, 0], 'let timer_create take the dumped timer ids');
+  for (const p of posix) {
+    const id = Number(p.it_id ?? 0);
+    const sev = Buffer.alloc(64); // struct sigevent: value, signo, notify, then the thread id for SIGEV_THREAD_ID
+    sev.writeBigUInt64LE(BigInt.asUintN(64, BigInt((p.sival_ptr as bigint | undefined) ?? 0n)), 0);
+    sev.writeInt32LE(Number(p.si_signo ?? 0), 8);
+    sev.writeInt32LE(Number(p.it_sigev_notify ?? 0), 12);
+    if (Number(p.it_sigev_notify ?? 0) === SIGEV_THREAD_ID) sev.writeInt32LE(Number(p.notify_thread_id ?? 0), 16);
+    const idBuf = Buffer.alloc(4);
+    idBuf.writeInt32LE(id, 0);
+    b.call('timer_create', [Number(p.clock_id ?? 0), b.data(sev), b.data(idBuf)], `create POSIX timer ${id}`);
+    const v = ['isec', 'insec', 'vsec', 'vnsec'].map((k) => BigInt((p[k] as bigint | undefined) ?? 0n));
+    if (v.some((x) => x !== 0n)) {
+      if (v[2] === 0n && v[3] === 0n) v[3] = 1n; // due: fire now rather than disarm
+      const its = Buffer.alloc(32);
+      v.forEach((x, i) => its.writeBigInt64LE(x, 8 * i));
+      b.call('timer_settime', [id, 0, b.data(its), 0], `arm POSIX timer ${id}`);
+    }
+  }
+  b.call('prctl', [PR_TIMER_CREATE_RESTORE_IDS, 0, 0, 0, 0], 'back to normal timer ids');
 }

@@ -241,3 +241,72 @@ describe('restore refuses bad input before creating anything', () => {
     expect(liveWithComm(name)).toEqual([]);
   });
 });
+
+describe('restore of kernel objects (added to the sleep image)', () => {
+  function withObjects(): string {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'godwit-restore-'));
+    tmpDirs.push(dir);
+    for (const f of fs.readdirSync(sleepDir)) {
+      fs.copyFileSync(path.join(sleepDir, f), path.join(dir, f));
+      fs.chmodSync(path.join(dir, f), 0o644);
+    }
+    const edit = (file: string, kind: string, fn: (e: { type: string; msg: Record<string, unknown> }[]) => void) => {
+      const p = path.join(dir, file);
+      const img = decodeImage(fs.readFileSync(p), p);
+      fn(img.entries as { type: string; msg: Record<string, unknown> }[]);
+      fs.writeFileSync(p, encodeImage(kind, img.entries));
+    };
+    const fown = { uid: 0, euid: 0, signum: 0, pid_type: 0, pid: 0 };
+    edit('files.img', 'FILES', (e) => {
+      e.push({ type: 'file_entry', msg: { type: 6, id: 100, efd: { id: 100, flags: 0o4002 | 1, fown, counter: 5n } } });
+      e.push({ type: 'file_entry', msg: { type: 9, id: 101, sgfd: { id: 101, flags: 2, fown, sigmask: 1n << 9n } } });
+      e.push({
+        type: 'file_entry',
+        msg: { type: 17, id: 102, tfd: { id: 102, flags: 2, fown, clockid: 1, ticks: 3n, settime_flags: 0, vsec: 100n, vnsec: 0n, isec: 7n, insec: 0n } },
+      });
+      e.push({
+        type: 'file_entry',
+        msg: { type: 7, id: 103, epfd: { id: 103, flags: 2, fown, tfd: [{ id: 103, tfd: 3, events: (1 | (1 << 31)) >>> 0, data: 0x1234n }] } },
+      });
+    });
+    edit('fdinfo-2.img', 'FDINFO', (e) => {
+      e.push({ type: 'fdinfo_entry', msg: { id: 100, flags: 0, type: 6, fd: 3 } });
+      e.push({ type: 'fdinfo_entry', msg: { id: 101, flags: 1, type: 9, fd: 4 } });
+      e.push({ type: 'fdinfo_entry', msg: { id: 102, flags: 0, type: 17, fd: 5 } });
+      e.push({ type: 'fdinfo_entry', msg: { id: 103, flags: 0, type: 7, fd: 9 } });
+    });
+    edit('core-16344.img', 'CORE', (e) => {
+      const timers = (e[0].msg.tc as Record<string, unknown>).timers as Record<string, unknown>;
+      timers.posix = [
+        { it_id: 7, clock_id: 1, si_signo: 0, it_sigev_notify: 1, sival_ptr: 0n, overrun: 0, isec: 5n, insec: 0n, vsec: 100n, vnsec: 0n },
+      ];
+    });
+    return dir;
+  }
+
+  test('eventfd, signalfd, timerfd, epoll and a POSIX timer come back with their state', async () => {
+    const r = await restore({ dir: withObjects(), newPidns: true, detach: true }, { silent: true });
+    started.push(r);
+    const pid = r.rootPid;
+    const info = (fd: number) => fs.readFileSync(`/proc/${pid}/fdinfo/${fd}`, 'utf8');
+    expect(fdLinks(pid)).toEqual({
+      0: '/dev/null', 1: '/dev/null', 2: '/dev/null', 3: 'anon_inode:[eventfd]', 4: 'anon_inode:[signalfd]',
+      5: 'anon_inode:[timerfd]', 9: 'anon_inode:[eventpoll]',
+    });
+    expect(info(3)).toMatch(/eventfd-count:\s+5\n/);
+    expect(info(3)).toMatch(/eventfd-semaphore:\s+1\n/);
+    expect(info(3)).toMatch(/flags:\s+0*4002\n/); // O_RDWR | O_NONBLOCK, no O_CLOEXEC
+    expect(info(4)).toMatch(/flags:\s+0*2000002\n/); // O_RDWR, and fd 4 was close-on-exec
+    expect(info(4)).toMatch(/sigmask:\s+0*200\n/);
+    expect(info(5)).toMatch(/clockid: 1\n/);
+    expect(info(5)).toMatch(/ticks: 3\n/);
+    expect(info(5)).toMatch(/it_interval: \(7, 0\)/);
+    // EPOLLIN | EPOLLET as added; the kernel always adds EPOLLERR | EPOLLHUP.
+    expect(info(9)).toMatch(/tfd:\s+3 events:\s+80000019 data:\s+1234/);
+    const timers = fs.readFileSync(`/proc/${pid}/timers`, 'utf8');
+    expect(timers).toMatch(/ID: 7\n/);
+    expect(timers).toMatch(/notify: none\/pid\.\d+\n/);
+    expect(timers).toMatch(/ClockID: 1\n/);
+    expect(procStat(pid)!.state).toBe('S');
+  });
+});

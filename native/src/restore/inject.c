@@ -244,3 +244,68 @@ int rst_rseq_unregister(struct rst_ctx *ctx, pid_t tid) {
   if (ret < 0) return rst_fail(ctx, (int)-ret, "rseq(UNREGISTER)", tid);
   return 0;
 }
+
+/*
+ * The same batch format run in the restorer itself (tid ignored): how file objects the restored tasks will
+ * share are made (eventfd, signalfd, timerfd, inotify, sockets...). Answer: u32 ndone | i64 results[ndone] |
+ * the scratch area after the calls (outputs such as socketpair's fds).
+ */
+int rst_local(struct rst_ctx *ctx, const uint8_t *p, size_t n, uint8_t **out, size_t *outlen) {
+  uint32_t ncalls, slen;
+  if (n < 12) return rst_fail(ctx, EINVAL, "local-request", 0);
+  memcpy(&ncalls, p + 4, 4);
+  memcpy(&slen, p + 8, 4);
+  p += 12;
+  n -= 12;
+  if (slen > n || (n - slen) / 56 < ncalls) return rst_fail(ctx, EINVAL, "local-request", 0);
+  uint8_t *scratch = calloc(1, slen + 8);
+  int64_t *res = calloc(ncalls + 1, sizeof *res);
+  if (!scratch || !res) {
+    free(scratch);
+    free(res);
+    return rst_fail(ctx, ENOMEM, "calloc", 0);
+  }
+  memcpy(scratch, p, slen);
+  const uint8_t *calls = p + slen;
+  uint32_t done = 0;
+  int rc = 0;
+  for (; done < ncalls; done++) {
+    uint32_t nr, flags;
+    uint64_t a[6];
+    memcpy(&nr, calls + 56 * done, 4);
+    memcpy(&flags, calls + 56 * done + 4, 4);
+    memcpy(a, calls + 56 * done + 8, 48);
+    for (int k = 0; k < 6 && !rc; k++) {
+      unsigned kind = (flags >> (2 * k)) & 3;
+      if (kind == ARG_SCRATCH) {
+        if (a[k] > slen) rc = rst_fail(ctx, EINVAL, "local-request", 0);
+        else a[k] += (uint64_t)(uintptr_t)scratch;
+      } else if (kind == ARG_RESULT) {
+        if (a[k] >= done) rc = rst_fail(ctx, EINVAL, "local-request", 0);
+        else a[k] = (uint64_t)res[a[k]];
+      }
+    }
+    if (rc) break;
+    long r = syscall((long)nr, a[0], a[1], a[2], a[3], a[4], a[5]);
+    res[done] = r < 0 ? -errno : r;
+    if (r < 0 && !(flags & CALL_ALLOW_FAIL)) {
+      rc = rst_fail(ctx, errno, "injected", 0);
+      break;
+    }
+  }
+  size_t len = 4 + 8ull * done + slen;
+  uint8_t *o = malloc(len);
+  if (!o) {
+    free(scratch);
+    free(res);
+    return rst_fail(ctx, ENOMEM, "malloc", 0);
+  }
+  memcpy(o, &done, 4);
+  memcpy(o + 4, res, 8ull * done);
+  memcpy(o + 4 + 8ull * done, scratch, slen);
+  free(scratch);
+  free(res);
+  *out = o;
+  *outlen = len;
+  return rc;
+}

@@ -171,10 +171,12 @@ static void serve(struct rst_ctx *ctx) {
       free(hints);
       break;
     }
-    case OP_SYSCALLS: {
+    case OP_SYSCALLS:
+    case OP_LOCAL: {
       uint8_t *o = NULL;
       size_t ol = 0;
-      rst_syscalls(ctx, p, n, &o, &ol);
+      if (op == OP_LOCAL) rst_local(ctx, p, n, &o, &ol);
+      else rst_syscalls(ctx, p, n, &o, &ol);
       if (respond(ctx, o, ol)) { free(o); free(p); goto eof; }
       free(o);
       free(p);

@@ -51,6 +51,7 @@ enum rst_op {
   OP_FIND_SYSCALL = 19,
   OP_UFFD = 20,
   OP_HOST_PIDS = 21,
+  OP_LOCAL = 22,
 };
 
 /* Error convention shared by every module: functions return -errno and record syscall + pid here. */
@@ -114,6 +115,7 @@ int rst_rseq_unregister(struct rst_ctx *ctx, pid_t tid);
 int rst_trampoline(struct rst_ctx *ctx, struct rst_task *t, const uint64_t *hints, uint32_t nhints,
                    uint64_t size);
 int rst_syscalls(struct rst_ctx *ctx, const uint8_t *p, size_t n, uint8_t **out, size_t *outlen);
+int rst_local(struct rst_ctx *ctx, const uint8_t *p, size_t n, uint8_t **out, size_t *outlen);
 
 /* memory.c */
 int rst_write_mem(struct rst_ctx *ctx, const uint8_t *p, size_t n);
