@@ -7,9 +7,10 @@ import { register as convert } from './convert';
 import { register as decode } from './decode';
 import { register as dump } from './dump';
 import { register as encode } from './encode';
+import { register as inspect } from './inspect';
 import { register as restore } from './restore';
 import { register as verify } from './verify';
 
 export type Register = (program: Command) => void;
 
-export const commands: Register[] = [decode, encode, verify, convert, dump, restore];
+export const commands: Register[] = [decode, encode, verify, convert, inspect, dump, restore];
