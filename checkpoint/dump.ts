@@ -25,6 +25,7 @@ import { NamespaceIds } from './namespaces';
 import { preflight } from './preflight';
 import { addPagemap, pageRangesBytes, readProcessPages } from './pages';
 import { bufferSizeFor, PageBuffer } from './pagebuffer';
+import { MemReader } from './memreader';
 import { resolveTarget, scanTree, Tree } from './tree';
 
 export type Compression = 'zstd' | 'none';
@@ -85,6 +86,7 @@ export interface DumpState {
   pagesFlushed: Promise<void>[];
   estimatedPageBytes: number;
   pageBuffer?: PageBuffer;
+  memReader?: MemReader;
   pageBytes: bigint;
   /** The helper holds tasks: a failure must detach them. */
   holding: boolean;
@@ -161,6 +163,9 @@ export const DUMP_STEPS: DumpStep[] = [
     title: 'prepare page buffer',
     run: async (s) => {
       s.pageBuffer = new PageBuffer(bufferSizeFor(s.estimatedPageBytes, s.options.pageBufferMax));
+      s.memReader = new MemReader();
+      // The root's pages file (pages id 1) is opened now: that starts the compression workers outside the freeze.
+      s.pageWriters.push(await s.writer!.createPageWriter(1));
     },
   },
   {
@@ -194,15 +199,15 @@ export const DUMP_STEPS: DumpStep[] = [
     run: async (s) => {
       for (const p of s.plans!) {
         if (p.zombie) continue;
-        const w = await s.writer!.createPageWriter(p.pagesId);
-        s.pageWriters.push(w);
+        let w = p.pagesId === 1 ? s.pageWriters[0] : undefined;
+        if (!w) s.pageWriters.push((w = await s.writer!.createPageWriter(p.pagesId)));
         let flushed: Promise<void>;
         if (s.options.pageReader === 'helper') {
           const stream = s.pageBuffer!.stream(w);
           s.pageBytes += await readProcessPages(s.helper!, p, stream.sink);
           flushed = stream.end();
         } else {
-          const r = await s.pageBuffer!.readInto(p.pid, pageRangesBytes(p), w);
+          const r = await s.pageBuffer!.readInto(p.pid, pageRangesBytes(p), w, s.memReader);
           s.pageBytes += BigInt(r.bytes);
           flushed = r.flushed;
         }
@@ -232,6 +237,7 @@ export const DUMP_STEPS: DumpStep[] = [
           return s.writer!.writeFile(name, parts);
         }),
       );
+      await closeReader(s);
       await Promise.all(s.pagesFlushed);
       for (const w of s.pageWriters) await w.finish();
       s.pageWriters = [];
@@ -274,7 +280,14 @@ export async function abortDump(s: DumpState): Promise<void> {
   await closeHelper(s);
 }
 
+async function closeReader(s: DumpState): Promise<void> {
+  const r = s.memReader;
+  s.memReader = undefined;
+  if (r) await r.close().catch(() => undefined);
+}
+
 async function closeHelper(s: DumpState): Promise<void> {
+  await closeReader(s);
   const h = s.rawHelper;
   s.rawHelper = undefined;
   if (h) await h.close().catch(() => undefined);

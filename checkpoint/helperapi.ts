@@ -120,7 +120,6 @@ export interface SockOpts {
   mark: number;
   lingerOnoff: number;
   linger: number;
-  soErrorPending: boolean;
   peekOff: number;
   boundName: Buffer;
   peerName: Buffer;
@@ -135,7 +134,8 @@ export interface DumpHelper {
   dumpProcess(pid: number, tids: number[], posixTimers: number[]): Promise<ProcessState>;
   /** Streams the bytes of the ranges, in order, into `sink`; resolves once all are read from the target. */
   readPages(pid: number, starts: bigint[], lengths: bigint[], sink: (chunk: Buffer) => void | Promise<void>): Promise<{ bytes: bigint }>;
-  peekPipe(pid: number, fd: number): Promise<{ data: Buffer; pipeSize: number }>;
+  /** truncated: the pipe held more than the helper could peek (never expected: a pipe holds at most 1 MiB here). */
+  peekPipe(pid: number, fd: number): Promise<{ data: Buffer; pipeSize: number; truncated?: boolean }>;
   peekSocket(pid: number, fd: number): Promise<{ packets: QueuedPacket[]; truncated: boolean }>;
   unixDiag(inodes: number[], netnsPid: number): Promise<UnixSockInfo[]>;
   sockOpts(pid: number, fd: number): Promise<SockOpts>;

@@ -11,6 +11,7 @@
 import * as fs from 'node:fs';
 import { GodwitError } from '../util/errors';
 import { toSysError } from './proc/read';
+import type { MemReader, Piece } from './memreader';
 
 /** 4 MiB slots: a multiple of the container's 256 KiB chunks (so the writer takes them without copying), and
  *  large enough that the per-write bookkeeping stays negligible. */
@@ -43,6 +44,7 @@ export function bufferSizeFor(bytes: number, max = DEFAULT_MAX_BUFFER): number {
 
 export class PageBuffer {
   private readonly buf: Buffer;
+  private readonly sab: SharedArrayBuffer;
   private readonly free: number[] = [];
   private readonly waiters: Array<() => void> = [];
   private failed: unknown;
@@ -50,7 +52,8 @@ export class PageBuffer {
 
   constructor(size: number) {
     this.size = Math.max(MIN_BUFFER, Math.ceil(size / SLOT_SIZE) * SLOT_SIZE);
-    this.buf = Buffer.from(new SharedArrayBuffer(this.size));
+    this.sab = new SharedArrayBuffer(this.size);
+    this.buf = Buffer.from(this.sab);
     // Fault every page in now, outside the frozen window.
     this.buf.fill(0);
     for (let i = this.size / SLOT_SIZE - 1; i >= 0; i--) this.free.push(i);
@@ -109,7 +112,10 @@ export class PageBuffer {
     pid: number,
     ranges: { start: bigint; bytes: number }[],
     writer: ChunkWriter,
+    reader?: MemReader,
   ): Promise<{ bytes: number; flushed: Promise<void> }> {
+    const need = ranges.reduce((n, r) => n + r.bytes, 0);
+    if (reader && need > 0 && Math.ceil(need / SLOT_SIZE) <= this.free.length) return this.readParallel(pid, ranges, writer, reader, need);
     const memPath = `/proc/${pid}/mem`;
     let fd: number;
     try {
@@ -166,6 +172,47 @@ export class PageBuffer {
     // Slots stay held until submitHeld(): the caller starts compression once the whole tree has been read.
     const done = this.done.then(() => Promise.all(inFlight)).then(() => undefined);
     return { bytes: total, flushed: done };
+  }
+
+  /** The whole process fits in free slots: map every byte to its place, then read with all threads at once. */
+  private async readParallel(
+    pid: number,
+    ranges: { start: bigint; bytes: number }[],
+    writer: ChunkWriter,
+    reader: MemReader,
+    need: number,
+  ): Promise<{ bytes: number; flushed: Promise<void> }> {
+    const slots: number[] = [];
+    for (let i = 0; i < Math.ceil(need / SLOT_SIZE); i++) slots.push(this.free.pop()!);
+    const pieces: Piece[] = [];
+    let pos = 0; // position in the process's page stream
+    for (const r of ranges) {
+      let addr = Number(r.start);
+      let left = r.bytes;
+      while (left > 0) {
+        const slot = slots[Math.floor(pos / SLOT_SIZE)]!;
+        const inSlot = pos % SLOT_SIZE;
+        const n = Math.min(left, SLOT_SIZE - inSlot);
+        const at = slot * SLOT_SIZE + inSlot;
+        const last = pieces[pieces.length - 1];
+        if (last && last.addr + last.len === addr && last.at + last.len === at) last.len += n;
+        else pieces.push({ addr, len: n, at });
+        addr += n;
+        left -= n;
+        pos += n;
+      }
+    }
+    let bytes: number;
+    try {
+      bytes = await reader.read(pid, this.sab, pieces);
+    } catch (err) {
+      for (const sl of slots) this.release(sl);
+      throw err;
+    }
+    const inFlight: Promise<void>[] = [];
+    slots.forEach((slot, i) => this.held.push({ slot, fill: Math.min(SLOT_SIZE, need - i * SLOT_SIZE), writer, inFlight }));
+    const flushed = this.done.then(() => Promise.all(inFlight)).then(() => undefined);
+    return { bytes, flushed };
   }
 
   /**

@@ -2,6 +2,7 @@
  * Pipes and FIFOs: one pipe_entry (or fifo_entry + the FIFO's path) per open description, and once per pipe
  * the bytes in flight (pipes-data.img / fifo-data.img), peeked by the helper without consuming them.
  */
+import { GodwitError } from '../util/errors';
 import type { CollectContext } from './context';
 import type { FdClass } from './fdkinds';
 import type { ProcFdInfo } from './proc/fdinfo';
@@ -36,6 +37,7 @@ export async function dumpFifoFd(ctx: CollectContext, pid: number, c: FdClass, i
 async function pipeData(ctx: CollectContext, kind: string, pid: number, fd: number, ino: number): Promise<void> {
   if (ctx.pipesSeen.has(ino)) return;
   ctx.pipesSeen.add(ino);
-  const { data, pipeSize } = await ctx.helper.peekPipe(pid, fd);
+  const { data, pipeSize, truncated } = await ctx.helper.peekPipe(pid, fd);
+  if (truncated) throw new GodwitError(`pid ${pid} fd ${fd}: pipe ${ino} holds more data than could be peeked`);
   ctx.images.add(kind, undefined, { pipe_id: ino, bytes: data.length, size: pipeSize }, data);
 }

@@ -79,7 +79,7 @@ export async function dumpUnixFd(
         so_keepalive: opts.keepalive,
         so_linger: opts.lingerOnoff ? opts.linger : 0,
       },
-      name: diag.name,
+      name: unixName(diag.name),
     };
     if (diag.shutdown) usk.shutdown = Math.min(diag.shutdown, 3);
     return { type: FD_TYPES.UNIXSK, id, usk };
@@ -88,6 +88,18 @@ export async function dumpUnixFd(
   for (const p of queue.packets) ctx.images.add('SK_QUEUES', undefined, { id_for: id, length: p.data.length }, p.data);
   seenFds.push({ pid, fd: c.fd, inode, fileId: id, peer: diag.peerInode });
   return id;
+}
+
+/**
+ * A path name as the kernel reports it may end with the NUL that bind() was given; CRIU stores the path
+ * without it. Abstract names (first byte NUL) are kept byte for byte.
+ */
+export function unixName(name: Buffer): Buffer {
+  if (name.length > 0 && name[0] !== 0) {
+    const nul = name.indexOf(0);
+    if (nul >= 0) return name.subarray(0, nul);
+  }
+  return name;
 }
 
 /** After all processes: every connected socket's peer must be a socket of the tree. */
