@@ -194,11 +194,9 @@ export interface SockOpts {
   mark: number;
   lingerOnoff: number;
   linger: number;
-  soErrorPending: boolean;
   peekOff: number;
   boundName: Buffer;
   peerName: Buffer;
-  fdFlags: number;
   fileFlags: number;
 }
 
@@ -687,9 +685,9 @@ export class Helper {
   }
 
   /** The bytes in flight in pid's pipe fd, without consuming them. */
-  async peekPipe(pid: number, fd: number, maxBytes = 0): Promise<{ data: Buffer; pipeSize: number }> {
+  async peekPipe(pid: number, fd: number, maxBytes = 0): Promise<{ data: Buffer; pipeSize: number; truncated: boolean }> {
     const r = await this.call('peekPipe', { pid, fd, maxBytes }, `peek pipe fd ${fd} of pid ${pid}`);
-    return { data: buf(r.data), pipeSize: num(r.pipeSize) };
+    return { data: buf(r.data), pipeSize: num(r.pipeSize), truncated: !!r.truncated };
   }
 
   /** The receive queue of pid's unix socket fd, without consuming it. */
@@ -744,11 +742,9 @@ export class Helper {
       mark: num(r.mark),
       lingerOnoff: num(r.lingerOnoff),
       linger: num(r.linger),
-      soErrorPending: !!r.soErrorPending,
       peekOff: num(r.peekOff),
       boundName: buf(r.boundName),
       peerName: buf(r.peerName),
-      fdFlags: num(r.fdFlags),
       fileFlags: num(r.fileFlags),
     };
   }

@@ -199,6 +199,7 @@
 /* message PeekPipeResp */
 #define F_PeekPipeResp_data 1
 #define F_PeekPipeResp_pipe_size 2
+#define F_PeekPipeResp_truncated 3
 
 /* message PeekSocketReq */
 #define F_PeekSocketReq_pid 1
@@ -256,11 +257,9 @@
 #define F_SockOptsResp_mark 15
 #define F_SockOptsResp_linger_onoff 16
 #define F_SockOptsResp_linger 17
-#define F_SockOptsResp_so_error_pending 18
 #define F_SockOptsResp_peek_off 19
 #define F_SockOptsResp_bound_name 20
 #define F_SockOptsResp_peer_name 21
-#define F_SockOptsResp_fd_flags 22
 #define F_SockOptsResp_file_flags 23
 
 #endif

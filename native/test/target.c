@@ -5,7 +5,8 @@
  * and runs until killed: THREADS extra threads that spin (incrementing counters) or sleep in nanosleep.
  * - 4 MiB of anonymous memory filled with pattern(i) = (i*131 + (i>>12)*7 + 0x5a) & 0xff, and one page of the
  *   same pattern made PROT_NONE afterwards (unreadable to process_vm_readv).
- * - SIGUSR1: handler with SA_RESTART|SA_SIGINFO and SIGUSR2 in its mask; SIGUSR2 ignored; SIGALRM handler.
+ * - SIGUSR1: handler with SA_RESTART|SA_SIGINFO and SIGUSR2 in its mask; SIGUSR2 and SIGTRAP ignored; SIGALRM
+ *   handler.
  * - SIGRTMIN+2 blocked everywhere, queued to the main thread (per-thread pending); SIGRTMIN+3 blocked and
  *   queued to the process (shared pending).
  * - ITIMER_REAL armed for 1000 s; a POSIX timer (SIGEV_NONE) armed for 500 s.
@@ -95,6 +96,8 @@ int main(int argc, char **argv)
 		die("sigaction");
 	signal(SIGUSR2, SIG_IGN);
 	signal(SIGALRM, on_alrm);
+	/* Injected syscalls must not raise SIGTRAP: one forced on an ignored SIGTRAP would reset it to SIG_DFL. */
+	signal(SIGTRAP, SIG_IGN);
 
 	sigset_t block;
 	sigemptyset(&block);
