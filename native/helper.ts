@@ -194,6 +194,8 @@ export interface SockOpts {
   mark: number;
   lingerOnoff: number;
   linger: number;
+  /** A socket error is pending (POLLERR); not read through SO_ERROR, which would clear it. */
+  soErrorPending: boolean;
   peekOff: number;
   boundName: Buffer;
   peerName: Buffer;
@@ -742,6 +744,7 @@ export class Helper {
       mark: num(r.mark),
       lingerOnoff: num(r.lingerOnoff),
       linger: num(r.linger),
+      soErrorPending: !!r.soErrorPending,
       peekOff: num(r.peekOff),
       boundName: buf(r.boundName),
       peerName: buf(r.peerName),

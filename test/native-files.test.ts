@@ -73,10 +73,16 @@ test('unix diag finds both ends of the socketpair as each other\'s peers, with q
 test('socket options of a stream socket', async () => {
   const o = await h.sockOpts(t.pid, t.info.stream[0]);
   expect(o).toMatchObject({ domain: 1, type: 1, protocol: 0, reuseaddr: false, passcred: false, lingerOnoff: 0 });
+  expect(o.soErrorPending).toBe(false);
   expect(o.sndbuf).toBeGreaterThan(0);
   expect(o.rcvbuf).toBeGreaterThan(0);
   expect(o.boundName).toEqual(Buffer.alloc(0));
   expect(o.fileFlags & 3).toBe(2); // O_RDWR
+});
+
+test('a pending socket error is reported without being consumed', async () => {
+  expect((await h.sockOpts(t.pid, t.info.errsock)).soErrorPending).toBe(true);
+  expect((await h.sockOpts(t.pid, t.info.errsock)).soErrorPending).toBe(true);
 });
 
 test('errors name the fd: a pipe peek of a socket, a socket peek of a pipe, a missing fd', async () => {

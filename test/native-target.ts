@@ -17,6 +17,7 @@ export interface TargetInfo {
   pipe: [number, number];
   stream: [number, number];
   dgram: [number, number];
+  errsock: number;
   altstack: string;
   altstackSize: number;
   usr1: string;

@@ -257,6 +257,7 @@
 #define F_SockOptsResp_mark 15
 #define F_SockOptsResp_linger_onoff 16
 #define F_SockOptsResp_linger 17
+#define F_SockOptsResp_so_error_pending 18
 #define F_SockOptsResp_peek_off 19
 #define F_SockOptsResp_bound_name 20
 #define F_SockOptsResp_peer_name 21

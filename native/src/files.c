@@ -7,6 +7,7 @@
 #define _GNU_SOURCE
 #include <fcntl.h>
 #include <limits.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -320,6 +321,10 @@ int op_sock_opts(struct helper *h, const uint8_t *req, size_t len, struct pb_buf
 	al = sizeof(a);
 	if (getpeername(s, (struct sockaddr *)&a, &al) == 0 && al > sizeof(sa_family_t))
 		pb_bytes(out, F_SockOptsResp_peer_name, (uint8_t *)&a + sizeof(sa_family_t), al - sizeof(sa_family_t));
+	/* sk_err shows as POLLERR without being consumed (getsockopt(SO_ERROR) would reset it). */
+	struct pollfd pfd = { s, 0, 0 };
+	if (poll(&pfd, 1, 0) > 0 && (pfd.revents & POLLERR))
+		pb_varint(out, F_SockOptsResp_so_error_pending, 1);
 	int fl = fcntl(s, F_GETFL);
 	if (fl < 0)
 		return gw_fail_errno(&h->err, "fcntl(F_GETFL)", q.pid, "fd %d", q.fd);

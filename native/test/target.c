@@ -11,7 +11,8 @@
  *   queued to the process (shared pending).
  * - ITIMER_REAL armed for 1000 s; a POSIX timer (SIGEV_NONE) armed for 500 s.
  * - A pipe holding 1000 bytes in flight; a stream socketpair with 300 bytes queued on one end; a datagram
- *   socketpair with two messages queued; a sigaltstack on the main thread. */
+ *   socketpair with two messages queued; a stream socket with a pending ECONNRESET; a sigaltstack on the main
+ *   thread. */
 #define _GNU_SOURCE
 #include <pthread.h>
 #include <signal.h>
@@ -133,6 +134,11 @@ int main(int argc, char **argv)
 	    write(dg[0], "second!", 7) != 7)
 		die("write");
 
+	/* A socket with a pending error: its peer is closed with unread data, which gives it ECONNRESET. */
+	int e[2];
+	if (socketpair(AF_UNIX, SOCK_STREAM, 0, e) || write(e[1], "x", 1) != 1 || close(e[0]))
+		die("error socket");
+
 	union sigval v = { .sival_int = 4242 };
 	if (sigqueue(getpid(), SIGRTMIN + 3, v))
 		die("sigqueue");
@@ -156,10 +162,10 @@ int main(int argc, char **argv)
 			usleep(1000);
 
 	printf("READY {\"pid\":%d,\"mem\":\"0x%lx\",\"memLen\":%u,\"none\":\"0x%lx\",\"counters\":\"0x%lx\","
-	       "\"pipe\":[%d,%d],\"stream\":[%d,%d],\"dgram\":[%d,%d],\"altstack\":\"0x%lx\",\"altstackSize\":%zu,"
+	       "\"pipe\":[%d,%d],\"stream\":[%d,%d],\"dgram\":[%d,%d],\"errsock\":%d,\"altstack\":\"0x%lx\",\"altstackSize\":%zu,"
 	       "\"usr1\":\"0x%lx\",\"alrm\":\"0x%lx\"}\n",
 	       getpid(), (unsigned long)mem, MEM_LEN, (unsigned long)none, (unsigned long)counters, p[0], p[1], st[0],
-	       st[1], dg[0], dg[1], (unsigned long)altstack, sizeof(altstack), (unsigned long)on_usr1,
+	       st[1], dg[0], dg[1], e[1], (unsigned long)altstack, sizeof(altstack), (unsigned long)on_usr1,
 	       (unsigned long)on_alrm);
 	fflush(stdout);
 	for (;;)
