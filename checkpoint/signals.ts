@@ -1,22 +1,29 @@
 /**
- * Signal dispositions (read in the task by injected rt_sigaction, /proc cannot show handlers) as the 64
- * sa_entry of core tc.sigactions: index i is signal i + 1; SIGKILL and SIGSTOP stay default.
+ * Signal dispositions (read in the task by injected rt_sigaction, /proc cannot show handlers) as core
+ * tc.sigactions, in CRIU's layout: one sa_entry per signal 1..64 except SIGKILL and SIGSTOP (62 entries).
  */
 import type { SigAction } from './helperapi';
 
 export const NSIG = 64;
+const SIGKILL = 9;
+const SIGSTOP = 19;
+
+/** The signal each sa_entry index stands for. */
+export function sigactionSignals(): number[] {
+  const out: number[] = [];
+  for (let sig = 1; sig <= NSIG; sig++) if (sig !== SIGKILL && sig !== SIGSTOP) out.push(sig);
+  return out;
+}
 
 export function buildSigactions(actions: SigAction[]): Record<string, unknown>[] {
-  const out: Record<string, unknown>[] = [];
-  for (let sig = 1; sig <= NSIG; sig++) {
+  return sigactionSignals().map((sig) => {
     const a = actions.find((x) => x.sig === sig);
-    out.push({
+    return {
       sigaction: a?.handler ?? 0n,
       flags: a?.flags ?? 0n,
       restorer: a?.restorer ?? 0n,
       mask: a?.mask ?? 0n,
       compat_sigaction: false,
-    });
-  }
-  return out;
+    };
+  });
 }

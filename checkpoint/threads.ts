@@ -51,7 +51,6 @@ export function buildThreadCore(
     futex_rla_len: Number(regs.robustListLen),
     sched_nice: sched.nice,
     sched_policy: sched.policy,
-    blk_sigset: regs.sigmask,
     sas: {
       ss_sp: inj?.altstackSp ?? 0n,
       ss_size: inj?.altstackSize ?? 0n,
@@ -62,12 +61,13 @@ export function buildThreadCore(
     comm,
     cg_set: 1,
   };
+  // The leader's mask is the task's (tc.blk_sigset); CRIU sets the per-thread one for the other threads only.
+  if (tid !== p.pid) tc.blk_sigset = regs.sigmask;
   if (sched.policy !== SCHED_OTHER) tc.sched_prio = sched.rtPriority;
   if (inj?.pdeathsig) tc.pdeath_sig = inj.pdeathsig;
   if (status.seccomp) tc.seccomp_mode = status.seccomp;
   if (regs.rseq && regs.rseq.size > 0)
     tc.rseq_entry = { rseq_abi_pointer: regs.rseq.pointer, rseq_abi_size: regs.rseq.size, signature: regs.rseq.signature };
-  void p;
   return tc;
 }
 
