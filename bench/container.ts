@@ -121,6 +121,8 @@ async function readContainer(file: string): Promise<number> {
 async function main(): Promise<void> {
   const mbps = (bytes: number, s: number): number => bytes / s / 1e6;
   process.stdout.write(`godwit page container benchmark: ${SIZE / MiB} MiB of pages (each half random, half repeated), zstd level ${DEFAULT_LEVEL}, ${DEFAULT_CHUNK_SIZE >> 10} KiB chunks, ${os.availableParallelism()} cores, best of ${ROUNDS} rounds\n`);
+  const load = (): string => os.loadavg().map((x) => x.toFixed(1)).join(' ');
+  process.stdout.write(`  load average at start: ${load()} (other processes on ${os.availableParallelism()} cores skew every figure; the rounds are interleaved)\n`);
   const data = pageData(SIZE, true);
   const copied = Buffer.from(data); // the same bytes in ordinary (non-shared) memory: the writer must copy them
   const pool1 = new CompressionPool(1);
@@ -178,6 +180,7 @@ async function main(): Promise<void> {
   row(`  storage limit: plain write + fsync of the same size`, plainOut, `of file bytes = ${(plainOut * (SIZE / fileSize)).toFixed(0)} MB/s of pages at this ratio; container reaches ${((f2 / (plainOut * (SIZE / fileSize))) * 100).toFixed(0)}%`);
   const rd = mbps(SIZE, best.read!);
   row('container read (stream, checks + decompress, 1 thread)', rd, `${x(rd)}; ${(rd / mbps(SIZE, best.rawD!)).toFixed(2)}x raw decompress`);
+  process.stdout.write(`  load average at end: ${load()}\n`);
 }
 
 main().catch((err) => {

@@ -48,6 +48,8 @@ export interface PageDataReader {
 
 /** Chunks kept decompressed for page-by-page random reads (4 × 256 KiB by default). */
 const CACHE_CHUNKS = 4;
+/** Compressed bytes per read of the container stream (about 16 chunks of page data). */
+const STREAM_SPAN = 2 << 20;
 /** Read size of the plain reader's stream: large reads, few syscalls. */
 const PLAIN_STREAM_PIECE = 1 << 20;
 
@@ -224,15 +226,48 @@ export class ContainerReader implements PageDataReader {
     }
   }
 
+  /** Raw bytes (headers + frames) of chunks first..last, in one read. */
+  private async readSpan(first: number, last: number): Promise<Buffer> {
+    const a = this.chunks[first]!;
+    const b = this.chunks[last]!;
+    const buf = Buffer.allocUnsafe(b.fileOffset + CHUNK_HEADER_SIZE + b.compressedLength - a.fileOffset);
+    const got = await readExactly(this.fh, buf, a.fileOffset, this.filePath);
+    if (got < buf.length) throw new ImageError(this.name, a.fileOffset + got, `file ends inside chunk ${first}..${last} (the file changed since it was opened?)`);
+    return buf;
+  }
+
+  /**
+   * In order, checking every chunk. Chunks are read in spans of about STREAM_SPAN bytes, the next span's read
+   * in flight while this one is decompressed, so I/O and decompression overlap.
+   */
   async *stream(start = 0, end = this.size): AsyncIterableIterator<Buffer> {
     checkRange(this.name, this.size, start, end - start);
     if (start === end) return;
-    for (let i = this.chunkAt(start); i < this.chunks.length && this.chunks[i]!.offset < end; i++) {
-      const c = this.chunks[i]!;
-      const data = await this.loadChunk(i);
-      const from = Math.max(start - c.offset, 0);
-      const to = Math.min(end - c.offset, c.length);
-      yield from === 0 && to === c.length ? data : data.subarray(from, to);
+    const first = this.chunkAt(start);
+    const last = this.chunkAt(end - 1);
+    const spans: Array<[number, number]> = [];
+    for (let i = first; i <= last; ) {
+      let j = i;
+      let bytes = this.chunks[i]!.compressedLength;
+      while (j < last && bytes < STREAM_SPAN) bytes += this.chunks[++j]!.compressedLength;
+      spans.push([i, j]);
+      i = j + 1;
+    }
+    let next: Promise<Buffer> | undefined = this.readSpan(...spans[0]!);
+    for (let s = 0; s < spans.length; s++) {
+      const raw = await next!;
+      next = s + 1 < spans.length ? this.readSpan(...spans[s + 1]!) : undefined;
+      next?.catch(() => undefined); // awaited on the next turn; a failure surfaces there
+      const [i0, i1] = spans[s]!;
+      const base = this.chunks[i0]!.fileOffset;
+      for (let i = i0; i <= i1; i++) {
+        const c = this.chunks[i]!;
+        const at = c.fileOffset - base;
+        const data = this.decodeChunk(i, raw.subarray(at, at + CHUNK_HEADER_SIZE + c.compressedLength));
+        const from = Math.max(start - c.offset, 0);
+        const to = Math.min(end - c.offset, c.length);
+        yield from === 0 && to === c.length ? data : data.subarray(from, to);
+      }
     }
   }
 
