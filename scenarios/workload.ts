@@ -22,6 +22,7 @@ export const WORKLOAD_NAMES = [
   'files',
   'unix-sockets',
   'eventfd-epoll',
+  'shared-mem',
 ] as const;
 export type WorkloadName = (typeof WORKLOAD_NAMES)[number];
 

@@ -126,6 +126,24 @@ describe('scenario checkers notice tampering', () => {
     expect(r.detail).toBe(`FAIL: dgram pair d0->d1 (fd ${fd}): 0 datagrams were queued, expected 3`);
   });
 
+  test('shared-mem: a byte changed in the shared area is seen by parent and child alike', async () => {
+    w = await startWorkload('shared-mem');
+    const area = BigInt(field(w, 'area'));
+    await poke(w.pid, area + 100n, Buffer.from([0x00, 0x01, 0x02]));
+    const r = await w.verify();
+    expect(r.detail).toMatch(/^FAIL: shared area, parent's half: byte 10[0-2] \(address 0x[0-9a-f]+\) differs from its pattern; child: shared area, parent's half: byte 10[0-2]/);
+  });
+
+  test('shared-mem: a changed memfd byte shows through the fd as well as the mapping', async () => {
+    w = await startWorkload('shared-mem');
+    const [fd, map] = [field(w, 'memfd', 0), BigInt(field(w, 'memfd', 1))];
+    await poke(w.pid, map + 4096n, Buffer.from([0x00, 0xff]));
+    const r = await w.verify();
+    expect(r.detail).toMatch(/memfd mapping: byte 409[67] /);
+    expect(r.detail).toMatch(/memfd read through its fd: byte 409[67] /);
+    expect(fd).toBe('3');
+  });
+
   test('eventfd-epoll: a consumed eventfd count shows in epoll and in the count', async () => {
     w = await startWorkload('eventfd-epoll');
     const fd = Number(field(w, 'eventfd'));

@@ -13,6 +13,10 @@ function procStat(pid: number): { ppid: number; pgid: number; sid: number } {
   return { ppid: Number(f[1]), pgid: Number(f[2]), sid: Number(f[3]) };
 }
 
+function signalAll(pids: number[], sig: NodeJS.Signals): void {
+  for (const pid of pids) process.kill(pid, sig);
+}
+
 function fdTargets(pid: number): Map<number, string> {
   const out = new Map<number, string>();
   for (const fd of fs.readdirSync(`/proc/${pid}/fd`)) out.set(Number(fd), fs.readlinkSync(`/proc/${pid}/fd/${fd}`));
@@ -42,6 +46,16 @@ describe('scenario workloads, untouched', () => {
     expect(fs.readFileSync(path.join(w.dir, 'log'), 'utf8')).toContain('result: PASS');
   });
 
+  // A checkpoint stops the workload for a while: that alone must not upset any checker (timers keep counting,
+  // sleeps are cut short, a busy loop misses its clock).
+  test.each(WORKLOAD_NAMES)('%s verifies PASS after being stopped for 300 ms', async (name) => {
+    w = await startWorkload(name);
+    signalAll(w.pids, 'SIGSTOP');
+    await new Promise((r) => setTimeout(r, 300));
+    signalAll(w.pids, 'SIGCONT');
+    expect(await w.verify()).toEqual({ pass: true, detail: 'PASS' });
+  });
+
   test('mem-counter holds only fds 0-2 although the harness had others open', async () => {
     const leaked = fs.openSync(__filename, 'r'); // Node opens with O_CLOEXEC; the workload must close strays anyway
     try {
@@ -69,13 +83,20 @@ describe('scenario workloads, untouched', () => {
     expect(procStat(g)).toEqual({ ppid: c1, pgid: main, sid: main });
     expect(procStat(c2)).toEqual({ ppid: main, pgid: c2, sid: c2 });
     expect(procStat(c3)).toEqual({ ppid: main, pgid: c3, sid: main });
+    const zombie = Number(w.info['proc-zombie']);
+    expect(procStat(zombie)).toEqual({ ppid: main, pgid: main, sid: main });
+    expect(fs.readFileSync(`/proc/${zombie}/stat`, 'utf8')).toMatch(/\) Z /);
     expect(await w.verify()).toEqual({ pass: true, detail: 'PASS' });
     expect(findWorkloadPids(w.dir)).toEqual([]);
   });
 
-  test('threads reports every thread id', async () => {
+  test('threads reports every thread id (main, the ring, the blocked reader)', async () => {
     w = await startWorkload('threads', { args: ['--threads', '4'] });
-    expect(w.tids).toHaveLength(5);
+    expect(w.tids).toHaveLength(6);
+    const reader = Number(w.info.reader!.split(' ')[0]);
+    expect(w.tids[5]).toBe(reader);
+    // The reader sits in read(): its kernel wait channel says so.
+    expect(fs.readFileSync(`/proc/${w.pid}/task/${reader}/wchan`, 'utf8')).toMatch(/pipe_read|pipe_wait/);
     expect(fs.readdirSync(`/proc/${w.pid}/task`).map(Number).sort()).toEqual([...w.tids].sort());
     expect((await w.verify()).pass).toBe(true);
   });

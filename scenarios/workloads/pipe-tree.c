@@ -4,9 +4,11 @@
  *   main ──a (1000 B)──▶ c1 ──b (3000 B)──▶ g (grandchild) ──e (4097 B)──▶ main
  *   c2 (own session) ──f (full, pipe resized to 16 KiB)──▶ main
  *   main ──DIR/fifo (777 B)──▶ c3 (own process group)
+ *   z: a child that exited with status 42 and is left a zombie (not in the ready pids: it is not alive)
  *
  * Verify: main forwards the request down the tree; every process checks its pid, ppid, pgid and sid, and each
- * reader reads exactly the bytes it expects from its pipes (no more, no less, same content). Children report in
+ * reader reads exactly the bytes it expects from its pipes (no more, no less, same content); main reaps the zombie
+ * and finds its status. Children report in
  * DIR/part-NAME; main merges them with what it waited for (a child killed by a signal is named).
  */
 #include "zdtm.h"
@@ -18,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #define SMALL_PIPE 16384	/* f is shrunk to this so that a full pipe is cheap and its size is checked */
@@ -37,8 +40,34 @@ struct note {	/* a child's "I am ready" record on the setup pipe: small, so writ
 struct tree {
 	int a[2], b[2], e[2], f[2], sp[2];
 	int fifo;
-	pid_t main, c1, g, c2, c3;
+	pid_t main, c1, g, c2, c3, zombie;
 };
+
+#define ZOMBIE_STATUS 42
+
+/* A child that exits at once; waited for with WNOWAIT so that it stays a zombie. */
+static pid_t make_zombie(struct zt *z)
+{
+	pid_t pid = fork();
+	if (pid < 0)
+		zt_setup_failed(z, "fork", "zombie");
+	if (pid == 0)
+		_exit(ZOMBIE_STATUS);
+	siginfo_t si;
+	if (waitid(P_PID, (id_t)pid, &si, WEXITED | WNOWAIT) < 0)
+		zt_setup_failed(z, "waitid", "zombie");
+	return pid;
+}
+
+static void check_zombie(struct zt *z, pid_t pid)
+{
+	siginfo_t si = { 0 };
+	if (waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG) < 0)
+		zt_fail(z, "zombie (pid %d): waitid: %s", pid, strerror(errno));
+	else if (si.si_pid != pid || si.si_code != CLD_EXITED || si.si_status != ZOMBIE_STATUS)
+		zt_fail(z, "zombie (pid %d): waitid gave pid %d code %d status %d, expected an exit with status %d", pid,
+			si.si_pid, si.si_code, si.si_status, ZOMBIE_STATUS);
+}
 
 static void record(struct ident *id)
 {
@@ -286,9 +315,11 @@ int main(int argc, char **argv)
 		zt_setup_failed(&z, "open", fifo);
 	write_all(&z, t.fifo, FIFO_LEN, SEED_FIFO, "fifo");
 	write_all(&z, t.a[1], A_LEN, SEED_A, "pipe a");
+	t.zombie = make_zombie(&z);
 	struct ident id;
 	record(&id);
 
+	zt_info(&z, "proc-zombie", "%d", t.zombie);
 	zt_info(&z, "proc-c1", "%d", t.c1);
 	zt_info(&z, "proc-g", "%d", t.g);
 	zt_info(&z, "proc-c2", "%d", t.c2);
@@ -308,6 +339,7 @@ int main(int argc, char **argv)
 	int sz = fcntl(t.f[0], F_GETPIPE_SZ);
 	if (sz != SMALL_PIPE)
 		zt_fail(&z, "main: pipe f read end size is %d, expected %d", sz, SMALL_PIPE);
+	check_zombie(&z, t.zombie);
 	zt_collect_part(&z, "c1", t.c1);
 	zt_collect_part(&z, "c2", t.c2);
 	zt_collect_part(&z, "c3", t.c3);

@@ -1,12 +1,14 @@
 /*
  * threads: N threads pass a token around a ring (mutex + condvar, so they sleep in futex waits), each with
- * thread-local state, a counter and its own signal mask; thread 0 naps in nanosleep once per round.
- * Verify: the ring still turns (every counter advances), and each thread finds its TLS (address and contents),
- * tid, pthread_self and signal mask as they were at ready.
+ * thread-local state, a counter and its own signal mask; thread 0 naps in nanosleep once per round. One more thread
+ * sits blocked in read() on an empty pipe.
+ * Verify: the ring still turns (every counter advances), each thread finds its TLS (address and contents), tid,
+ * pthread_self and signal mask as they were at ready, and the blocked reader wakes up with the bytes written now.
  */
 #include "zdtm.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
@@ -36,6 +38,29 @@ struct ring {
 	int n, turn, stop, nready;
 	struct thread_rec rec[MAX_THREADS];
 };
+
+struct reader {
+	int pipe[2];
+	pid_t tid;
+	volatile int done;
+	char got[8];
+	ssize_t n;
+};
+
+/* Blocks in read() until verify writes; every signal is blocked here so nothing but data wakes it. */
+static void *reader_main(void *arg)
+{
+	struct reader *rd = arg;
+	sigset_t all;
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, NULL);
+	__atomic_store_n(&rd->tid, gettid(), __ATOMIC_RELEASE);
+	do
+		rd->n = read(rd->pipe[0], rd->got, sizeof(rd->got));
+	while (rd->n < 0 && errno == EINTR);
+	rd->done = 1;
+	return NULL;
+}
 
 struct worker {
 	struct ring *r;
@@ -160,6 +185,17 @@ int main(int argc, char **argv)
 	while (r.nready < r.n)
 		pthread_cond_wait(&r.cond, &r.lock);
 	pthread_mutex_unlock(&r.lock);
+	static struct reader rd;
+	pthread_t rth;
+	if (pipe2(rd.pipe, O_CLOEXEC) < 0)
+		zt_setup_failed(&z, "pipe2", "reader pipe");
+	int err = pthread_create(&rth, NULL, reader_main, &rd);
+	if (err) {
+		errno = err;
+		zt_setup_failed(&z, "pthread_create", "reader thread");
+	}
+	while (!__atomic_load_n(&rd.tid, __ATOMIC_ACQUIRE))
+		zt_sleep_ns(1000000);
 
 	char tids[MAX_THREADS * 12] = "";
 	size_t len = (size_t)snprintf(tids, sizeof(tids), "%d", getpid());
@@ -169,7 +205,9 @@ int main(int argc, char **argv)
 		snprintf(key, sizeof(key), "tls-%d", i);
 		zt_info(&z, key, "%p", (void *)r.rec[i].tls_addr);
 	}
+	snprintf(tids + len, sizeof(tids) - len, " %d", rd.tid);
 	zt_info(&z, "tids", "%s", tids);
+	zt_info(&z, "reader", "%d %d", rd.tid, rd.pipe[0]);
 	pid_t self = getpid();
 	zt_ready(&z, &self, 1);
 
@@ -205,6 +243,21 @@ int main(int argc, char **argv)
 		if (r.rec[i].fail[0])
 			zt_fail(&z, "thread %d (tid %d): %s", i, r.rec[i].tid, r.rec[i].fail);
 	}
+	if (rd.done)
+		zt_fail(&z, "the blocked reader thread (tid %d) returned from read() before any data was written (%zd)",
+			rd.tid, rd.n);
+	if (write(rd.pipe[1], "wake-up", 8) != 8)
+		zt_fail_sys(&z, "write", "reader pipe");
+	deadline = zt_now_ns() + 2000000000ull;
+	while (!rd.done && zt_now_ns() < deadline)
+		zt_sleep_ns(1000000);
+	if (!rd.done) {
+		zt_fail(&z, "the blocked reader thread (tid %d) did not wake up within 2 s of a write", rd.tid);
+		pthread_cancel(rth);	/* read() is a cancellation point: do not leave it behind */
+	} else if (rd.n != 8 || memcmp(rd.got, "wake-up", 8)) {
+		zt_fail(&z, "the blocked reader thread (tid %d) read %zd bytes, expected 8 ('wake-up')", rd.tid, rd.n);
+	}
+	pthread_join(rth, NULL);
 	if (gettid() != getpid())
 		zt_fail(&z, "main thread tid %d is not the pid %d", gettid(), getpid());
 	printf("threads: %d threads, thread 0 made %llu rounds\n", r.n, (unsigned long long)r.rec[0].published);
