@@ -2,8 +2,10 @@
  * timers: interval timers (ITIMER_REAL, ITIMER_VIRTUAL), POSIX timers (an armed monotonic one with a sigevent
  * value, a long realtime one, a disarmed one) and a timerfd.
  * Verify: every interval reads back exactly, every remaining time lies within its interval, the clocks did not go
- * backwards, and over a measured span each timer fires as often as its interval says (not less than half, not
- * more than 1.5 times + 2: a changed interval or a dead timer both show), with the sigevent value intact.
+ * backwards, and over a measured span each timer fires as often as its interval says, with the sigevent value
+ * intact. Expirations are counted by the kernel for the POSIX timer (1 + si_overrun per signal) and the timerfd,
+ * so those must reach half the nominal count; ITIMER_* signals merge while the process waits for a CPU, so those
+ * must fire at least once. None may fire more than 1.5 times + 2 the nominal count (a shorter interval).
  */
 #include "zdtm.h"
 
@@ -46,7 +48,7 @@ static void on_posix(int sig, siginfo_t *si, void *uc)
 {
 	(void)sig;
 	(void)uc;
-	g_counts->posix++;
+	g_counts->posix += 1 + si->si_overrun;	/* expirations that found the signal still queued */
 	if (si->si_code != SI_TIMER || si->si_value.sival_int != TIMER_VALUE)
 		g_counts->posix_bad_value++;
 }
@@ -78,10 +80,12 @@ static void check_interval(struct zt *z, const char *what, long long interval, l
 		zt_fail(z, "%s is armed (%lld ns left), expected disarmed", what, value);
 }
 
-static void check_rate(struct zt *z, const char *what, long got, long long span, long long interval)
+/* exact: expirations counted by the kernel (at least half due); else signals that may merge (at least one) */
+static void check_rate(struct zt *z, const char *what, long got, long long span, long long interval, int exact)
 {
 	long nominal = (long)(span / interval);
-	if (got < nominal / 2 || got > nominal * 3 / 2 + 2)
+	long least = exact ? nominal / 2 : 1;
+	if (got < least || got > nominal * 3 / 2 + 2)
 		zt_fail(z, "%s fired %ld times in %lld ms, expected about %ld", what, got, span / MS, nominal);
 }
 
@@ -190,9 +194,9 @@ int main(int argc, char **argv)
 	for (uint64_t el; (el = zt_now_ns() - start) < (uint64_t)SPAN_NS;)
 		zt_sleep_ns((uint64_t)SPAN_NS - el);	/* signals cut the sleep short: sleep the rest */
 	long long span = (long long)(zt_now_ns() - start);
-	check_rate(&z, "ITIMER_REAL", counts.alrm - alrm0, span, REAL_NS);
-	check_rate(&z, "POSIX timer (monotonic)", counts.posix - posix0, span, POSIX_NS);
-	check_rate(&z, "timerfd", drain_timerfd(&z, tfd), span, TFD_NS);
+	check_rate(&z, "ITIMER_REAL", counts.alrm - alrm0, span, REAL_NS, 0);
+	check_rate(&z, "POSIX timer (monotonic)", counts.posix - posix0, span, POSIX_NS, 1);
+	check_rate(&z, "timerfd", drain_timerfd(&z, tfd), span, TFD_NS, 1);
 	if (counts.posix_bad_value)
 		zt_fail(&z, "%ld POSIX timer signals lacked SI_TIMER or value %d", counts.posix_bad_value, TIMER_VALUE);
 
@@ -205,7 +209,7 @@ int main(int argc, char **argv)
 			;
 		clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &c1);
 	} while (ts_ns(&c1) - ts_ns(&c0) < 100 * MS);
-	check_rate(&z, "ITIMER_VIRTUAL", counts.vtalrm - vt0, ts_ns(&c1) - ts_ns(&c0), VIRT_NS);
+	check_rate(&z, "ITIMER_VIRTUAL", counts.vtalrm - vt0, ts_ns(&c1) - ts_ns(&c0), VIRT_NS, 0);
 	printf("timers: %ld SIGALRM, %ld POSIX, %ld SIGVTALRM in total\n", counts.alrm, counts.posix, counts.vtalrm);
 	return zt_finish(&z);
 }
