@@ -11,7 +11,7 @@
  * handlers are installed only while beds are alive; after cleaning up they re-raise the signal when nobody else
  * listens, so the process still dies of it as it would have.
  */
-import { lstatSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { lstatSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { GodwitError } from '../util/errors';
@@ -101,10 +101,23 @@ function withClaimLock<T>(fn: () => T): T {
   }
 }
 
-/** Take the lowest free slot, reclaiming stale ones on the way. */
+/** Remove a stale slot directory: moved aside first, so the slot is free at once. */
+function reclaim(dir: string, index: number): void {
+  const trash = join(BEDS_ROOT, `stale-${index}-${process.pid}-${Date.now()}`);
+  renameSync(dir, trash);
+  rmSync(trash, { recursive: true, force: true });
+}
+
+/** Take the lowest free slot, after removing every stale one (left by killed processes). */
 export function claimSlot(): BedSlot {
   ensureRoot();
   return withClaimLock(() => {
+    for (const name of readdirSync(BEDS_ROOT)) {
+      const m = /^bed-(\d+)$/.exec(name);
+      if (m && isStale(join(BEDS_ROOT, name))) reclaim(join(BEDS_ROOT, name), Number(m[1]));
+      // Leftovers of a reclaim that was itself interrupted.
+      else if (name.startsWith('stale-')) rmSync(join(BEDS_ROOT, name), { recursive: true, force: true });
+    }
     for (let index = 0; index < MAX_BEDS; index++) {
       const dir = join(BEDS_ROOT, `bed-${index}`);
       try {
@@ -112,10 +125,7 @@ export function claimSlot(): BedSlot {
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
         if (!isStale(dir)) continue;
-        // Move it aside first: the slot is free at once, the removal may take a moment.
-        const trash = join(BEDS_ROOT, `stale-${index}-${process.pid}-${Date.now()}`);
-        renameSync(dir, trash);
-        rmSync(trash, { recursive: true, force: true });
+        reclaim(dir, index);
         mkdirSync(dir, { mode: 0o700 });
       }
       writeFileSync(join(dir, 'owner'), selfIdentity, { mode: 0o600 });

@@ -6,7 +6,8 @@
  *
  * How a host is held: `setpriv --pdeathsig KILL unshare --net --pid --mount --uts --ipc --fork --kill-child
  * --mount-proc` runs a tiny init (perl, always on Debian: perl-base is Essential) as PID 1 of the new PID
- * namespace. It sets the hostname, mounts a private tmpfs on /run (for sshd's /run/sshd) and brings loopback up,
+ * namespace. It sets the hostname, mounts private tmpfs on /run (for sshd's /run/sshd) and on /root (root's home
+ * on a fresh machine: empty), and brings loopback up,
  * then only reaps orphans, as a PID 1 must (processes restored into the host end up as its children).
  * The namespaces are not named (no `ip netns add`): they exist exactly as long as that init, so nothing is left in
  * /run/netns if the harness is killed. And the harness cannot be outlived: if this process dies, setpriv's
@@ -19,11 +20,11 @@
  * one veth per host. Bed k (a slot, bed-registry.ts) uses 198.(18 + k/256).(k%256).0/24; host i is .(i+1).
  * Hosts have no default route: they cannot send to anything but each other.
  *
- * The hosts share the machine's filesystem (their mount namespaces are copies of this one plus their own /run and
- * /proc), so paths such as image directories and keys mean the same inside and out.
+ * The hosts share the machine's filesystem (their mount namespaces are copies of this one plus their own /run,
+ * /root and /proc), so paths such as image directories and keys mean the same inside and out.
  */
-import { spawn, execFile, type ChildProcess } from 'node:child_process';
-import { readlinkSync, writeFileSync, mkdirSync } from 'node:fs';
+import { spawn, execFile, execFileSync, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, readdirSync, readlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { GodwitError } from '../util/errors';
@@ -53,6 +54,8 @@ export interface CreateHostsOptions {
   sshd?: boolean | number[];
   /** Time allowed for each host's init and sshd to come up. Default 10 s. */
   readyTimeoutMs?: number;
+  /** Fault injection for tests of the cleanup path: fail right after this stage of building the bed. */
+  failAfter?: 'hosts' | 'link' | 'sshd';
 }
 
 export interface Host extends NamespaceTarget {
@@ -85,9 +88,12 @@ export interface BedResources {
   pids: number[];
   /** veth and bridge names, all inside the bed's own network namespaces. */
   linkNames: string[];
-  /** Inode numbers of the bed's network namespaces (as in readlink /proc/PID/ns/net). */
-  netnsInodes: number[];
+  /** The bed's namespaces: kind and inode number (as in readlink /proc/PID/ns/KIND). */
+  namespaces: { kind: NsKind; inode: number }[];
 }
+
+type NsKind = 'net' | 'pid' | 'mnt' | 'uts' | 'ipc';
+const NS_KINDS: NsKind[] = ['net', 'pid', 'mnt', 'uts', 'ipc'];
 
 export interface TestBed {
   /** Slot number k: the bed's subnet is 198.(18 + k/256).(k%256).0/24. */
@@ -132,6 +138,9 @@ const INIT_SETUP = [
   'echo "$1" > /proc/sys/kernel/hostname',
   'mount -t tmpfs -o mode=0755,size=16m godwit-run /run',
   'mkdir -m 0755 /run/sshd',
+  // Its own empty home for root, as a fresh machine has: no shell startup files of this machine's root (which may
+  // be slow: every SSH command runs them), no ~/.ssh shared between hosts.
+  'mount -t tmpfs -o mode=0700,size=16m godwit-root /root',
   'ip link set lo up',
   'echo ready',
   `exec perl -e '${INIT_PERL}'`,
@@ -141,9 +150,9 @@ function subnetBase(id: number): [number, number] {
   return [18 + (id >> 8), id & 255];
 }
 
-function netnsInode(pid: number): number | undefined {
+function nsInode(pid: number | string, kind: NsKind): number | undefined {
   try {
-    const m = /\[(\d+)\]/.exec(readlinkSync(`/proc/${pid}/ns/net`));
+    const m = /\[(\d+)\]/.exec(readlinkSync(`/proc/${pid}/ns/${kind}`));
     return m ? Number(m[1]) : undefined;
   } catch {
     return undefined;
@@ -211,16 +220,14 @@ function alive(child: ChildProcess): boolean {
 async function stopHolder(holder: Holder): Promise<void> {
   if (!alive(holder.child)) return;
   const exited = new Promise<void>((r) => holder.child.once('exit', () => r()));
-  // SIGKILL to a PID namespace's init ends every process in that namespace. Before the init is known, killing
-  // unshare does the same through --kill-child.
-  for (const pid of [holder.nsPid, holder.child.pid]) {
-    if (pid !== undefined && pid > 0) {
-      try {
-        process.kill(pid, 'SIGKILL');
-      } catch {
-        // Already gone.
-      }
-    }
+  // SIGKILL to a PID namespace's init ends every process in that namespace; unshare, its parent, then reaps it
+  // and exits, so unshare's exit means the init is gone. Killing unshare instead would leave the init to the
+  // machine's PID 1, which reaps late: only done when the init is not known yet.
+  const init = holder.nsPid > 0 ? holder.nsPid : childPids(holder.child.pid!)[0];
+  try {
+    process.kill(init ?? holder.child.pid!, 'SIGKILL');
+  } catch {
+    // Already gone.
   }
   // A ref'd timer: the process must not exit (and skip the rest of destroy) while we wait.
   let timer: NodeJS.Timeout | undefined;
@@ -253,7 +260,7 @@ class Bed implements TestBed, LiveBed {
   private switchHolder: Holder | undefined;
   private sshds: RunningSshd[] = [];
   private linkNames: string[] = [];
-  private netnsInodes: number[] = [];
+  private namespaces: BedResources['namespaces'] = [];
   private destroying: Promise<void> | undefined;
 
   constructor(private readonly slot: BedSlot) {
@@ -294,11 +301,15 @@ class Bed implements TestBed, LiveBed {
 
     this.hosts = holders.map((holder, index) => this.makeHost(holder, index, names[index]!, `198.${b}.${c}.${index + 1}`));
     for (const h of holders) {
-      const ino = netnsInode(h.nsPid);
-      if (ino !== undefined) this.netnsInodes.push(ino);
+      for (const kind of NS_KINDS) {
+        const inode = nsInode(h.nsPid, kind);
+        if (inode !== undefined) this.namespaces.push({ kind, inode });
+      }
     }
 
+    this.injectFault(opts, 'hosts');
     await this.link();
+    this.injectFault(opts, 'link');
 
     const { publicKey } = await clientKey;
     this.clientKeyPath = join(this.dir, 'client_ed25519');
@@ -316,8 +327,13 @@ class Bed implements TestBed, LiveBed {
     }));
     const sshdFailed = started.find((s): s is PromiseRejectedResult => s.status === 'rejected');
     if (sshdFailed) throw sshdFailed.reason;
+    this.injectFault(opts, 'sshd');
     this.knownHostsPath = join(this.dir, 'known_hosts');
     writeFileSync(this.knownHostsPath, this.hosts.filter((h) => h.ssh).map((h) => h.ssh!.knownHostsLine + '\n').join(''), { mode: 0o600 });
+  }
+
+  private injectFault(opts: CreateHostsOptions, stage: NonNullable<CreateHostsOptions['failAfter']>): void {
+    if (opts.failAfter === stage) throw new GodwitError(`fault injected after stage "${stage}" (failAfter option)`, { code: 'EFAULTINJECTED' });
   }
 
   private makeHost(holder: Holder, index: number, name: string, address: string): Host {
@@ -361,8 +377,8 @@ class Bed implements TestBed, LiveBed {
           `set -e; ip link set lo up; ip link add ${bridge} type bridge; ip link set ${bridge} up; echo ready; exec sleep infinity`],
         `bed ${this.id} switch`, DEFAULT_READY_TIMEOUT_MS, false,
       );
-      const ino = netnsInode(this.switchHolder.nsPid);
-      if (ino !== undefined) this.netnsInodes.push(ino);
+      const inode = nsInode(this.switchHolder.nsPid, 'net');
+      if (inode !== undefined) this.namespaces.push({ kind: 'net', inode });
       this.linkNames.push(bridge);
       const sw = this.switchHolder.nsPid;
       for (const h of hosts) {
@@ -398,19 +414,16 @@ class Bed implements TestBed, LiveBed {
       if (h.nsPid > 0 && h.nsPid !== h.child.pid) pids.push(h.nsPid);
     }
     for (const s of this.sshds) pids.push(s.endpoint.pid);
-    return { dir: this.dir, pids, linkNames: [...this.linkNames], netnsInodes: [...this.netnsInodes] };
+    return { dir: this.dir, pids, linkNames: [...this.linkNames], namespaces: [...this.namespaces] };
   }
 
   cleanupSync(): void {
     for (const h of [...this.holders, ...(this.switchHolder ? [this.switchHolder] : [])]) {
-      for (const pid of [h.nsPid, h.child.pid]) {
-        if (pid !== undefined && pid > 0 && alive(h.child)) {
-          try {
-            process.kill(pid, 'SIGKILL');
-          } catch {
-            // Already gone.
-          }
-        }
+      if (!alive(h.child)) continue;
+      try {
+        process.kill(h.nsPid > 0 ? h.nsPid : h.child.pid!, 'SIGKILL');
+      } catch {
+        // Already gone.
       }
     }
     releaseSlot(this.slot);
@@ -438,6 +451,41 @@ class Bed implements TestBed, LiveBed {
         { cause: problems[0] });
     }
   }
+}
+
+/**
+ * What of a bed is still there: live processes among its pids, processes in its namespaces, its links in this
+ * network namespace, its directory. Empty after a complete destroy(). Scans /proc once.
+ */
+export function bedLeftovers(res: BedResources): string[] {
+  const left: string[] = [];
+  for (const pid of res.pids) {
+    try {
+      const state = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      left.push(`process ${pid} (${state.slice(state.indexOf('(') + 1, state.lastIndexOf(')'))})`);
+    } catch {
+      // Gone, as it should be.
+    }
+  }
+  const wanted = new Map(res.namespaces.map((n) => [`${n.kind}:${n.inode}`, n]));
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    for (const kind of NS_KINDS) {
+      const inode = nsInode(entry, kind);
+      if (inode !== undefined && wanted.has(`${kind}:${inode}`)) left.push(`process ${entry} in the bed's ${kind} namespace ${inode}`);
+    }
+  }
+  let links = '';
+  try {
+    links = execFileSync('ip', ['-o', 'link', 'show'], { encoding: 'utf8' });
+  } catch {
+    // No ip: nothing to compare against.
+  }
+  for (const name of res.linkNames) {
+    if (new RegExp(`^\\d+: ${name}[@:]`, 'm').test(links)) left.push(`link ${name} in the root network namespace`);
+  }
+  if (existsSync(res.dir)) left.push(`directory ${res.dir}`);
+  return left;
 }
 
 /** Start a test bed. On failure everything made so far is removed before the error is thrown. */

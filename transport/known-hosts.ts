@@ -113,12 +113,13 @@ export type HostKeyVerdict =
   | { ok: false; reason: 'revoked'; entries: KnownHostEntry[] };
 
 /**
- * Judge a server's host key against known_hosts entries: revoked wins, then an exact match, then a mismatch if
+ * Judge a server's host key against the known_hosts entries for host:port (as OpenSSH, which loads only the
+ * lines whose patterns match the host): revoked wins, then an exact match, then a mismatch if
  * the host is known under any other key, else unknown.
  */
 export function checkHostKey(entries: KnownHostEntry[], host: string, port: number, keyBlob: Buffer): HostKeyVerdict {
   const forHost = entries.filter((e) => e.marker !== 'cert-authority' && entryMatchesHost(e, host, port));
-  const revoked = entries.filter((e) => e.marker === 'revoked' && e.key.equals(keyBlob));
+  const revoked = forHost.filter((e) => e.marker === 'revoked' && e.key.equals(keyBlob));
   if (revoked.length > 0) return { ok: false, reason: 'revoked', entries: revoked };
   const exact = forHost.find((e) => e.marker === undefined && e.key.equals(keyBlob));
   if (exact) return { ok: true, entry: exact };

@@ -1,0 +1,194 @@
+/**
+ * transport/ssh.ts against Debian's sshd in the test bed. The client runs inside host A (test/fixtures/ssh-probe),
+ * where `godwit migrate` will run: the jest process itself has no route into the bed.
+ */
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createHosts, bedLeftovers, type BedResources, type TestBed } from '../scenarios/hosts';
+import { parseSshTarget, sshConnect, type SshConnectOptions } from '../transport/ssh';
+import {
+  checkHostKey,
+  entryMatchesHost,
+  fingerprintSha256,
+  parseKnownHosts,
+  parsePublicKeyLine,
+} from '../transport/known-hosts';
+
+const PROBE = join(__dirname, 'fixtures', 'ssh-probe.js');
+
+type ProbeResult =
+  | { ok: true; result: Record<string, unknown> & { code: number | null; stdout: string; stderr: string } }
+  | { ok: false; error: string; code?: string };
+
+let bed: TestBed;
+let res: BedResources;
+let scratch: string;
+
+beforeAll(async () => {
+  bed = await createHosts();
+  res = bed.resources();
+  scratch = mkdtempSync(join(tmpdir(), 'godwit-ssh-test-'));
+});
+
+afterAll(async () => {
+  await bed?.destroy();
+  if (res) expect(bedLeftovers(res)).toEqual([]);
+  if (scratch) rmSync(scratch, { recursive: true, force: true });
+});
+
+/** Run ssh2 operations from host A. SSH_AUTH_SOCK is cleared: only the given key may be used. */
+async function probe(ops: object[]): Promise<ProbeResult[]> {
+  const env = { ...process.env };
+  delete env.SSH_AUTH_SOCK;
+  const r = await bed.source.exec(process.execPath, [PROBE, JSON.stringify(ops)], { env, timeoutMs: 60_000 });
+  if (r.code !== 0) throw new Error(`ssh probe failed (${r.code}): ${r.stderr}`);
+  return r.stdout.trim().split('\n').map((l) => JSON.parse(l) as ProbeResult);
+}
+
+function conn(extra: Partial<SshConnectOptions> = {}): SshConnectOptions {
+  return {
+    host: bed.target.ssh!.address,
+    port: bed.target.ssh!.port,
+    privateKeyPath: bed.clientKeyPath,
+    knownHostsFiles: [bed.knownHostsPath],
+    ...extra,
+  };
+}
+
+describe('ssh2 client against the bed sshd', () => {
+  test('exec with known_hosts verification: exit code, stdout, stderr, stdin', async () => {
+    const [r1, r2] = await probe([
+      { op: 'exec', conn: conn(), command: 'hostname; echo oops >&2; exit 3' },
+      { op: 'exec', conn: conn(), command: 'tr a-z A-Z', input: 'hello over ssh\n' },
+    ]);
+    expect(r1).toMatchObject({ ok: true, result: { code: 3, stdout: 'godwit-b\n', stderr: 'oops\n' } });
+    expect(r1!.ok && r1!.result.fingerprint).toBe(bed.target.ssh!.hostKeyFingerprint);
+    expect(r2).toMatchObject({ ok: true, result: { code: 0, stdout: 'HELLO OVER SSH\n' } });
+  });
+
+  test('pinned fingerprint: the right one connects, a wrong one is refused naming host and fingerprint', async () => {
+    const wrong = bed.source.ssh!.hostKeyFingerprint;
+    const [ok, bad] = await probe([
+      { op: 'exec', conn: conn({ knownHostsFiles: [], fingerprint: bed.target.ssh!.hostKeyFingerprint }), command: 'echo pinned' },
+      { op: 'exec', conn: conn({ knownHostsFiles: [], fingerprint: wrong }), command: 'echo never' },
+    ]);
+    expect(ok).toMatchObject({ ok: true, result: { code: 0, stdout: 'pinned\n' } });
+    expect(bad).toMatchObject({ ok: false, code: 'ESSHHOSTKEY' });
+    const msg = (bad as { error: string }).error;
+    expect(msg).toContain(`ssh ${bed.target.address}:22: host key mismatch`);
+    expect(msg).toContain(bed.target.ssh!.hostKeyFingerprint);
+    expect(msg).toContain(wrong);
+  });
+
+  test('unknown host and changed host key are refused', async () => {
+    const empty = join(scratch, 'empty_known_hosts');
+    writeFileSync(empty, '');
+    // B's address recorded with A's key: what a changed (or spoofed) host key looks like.
+    const changed = join(scratch, 'changed_known_hosts');
+    writeFileSync(changed, `# old key\n${bed.target.address} ${bed.source.ssh!.hostPublicKey}\n`);
+    const [unknown, mismatch] = await probe([
+      { op: 'exec', conn: conn({ knownHostsFiles: [empty] }), command: 'echo never' },
+      { op: 'exec', conn: conn({ knownHostsFiles: [changed] }), command: 'echo never' },
+    ]);
+    expect(unknown).toMatchObject({ ok: false, code: 'ESSHHOSTKEY' });
+    expect((unknown as { error: string }).error).toMatch(
+      new RegExp(`unknown host: its key ssh-ed25519 ${bed.target.ssh!.hostKeyFingerprint.replace(/\+/g, '\\+')} is not in ${empty}`));
+    expect(mismatch).toMatchObject({ ok: false, code: 'ESSHHOSTKEY' });
+    expect((mismatch as { error: string }).error).toContain(`(${changed}:2)`);
+    expect((mismatch as { error: string }).error).toContain(bed.source.ssh!.hostKeyFingerprint);
+  });
+
+  test('hashed known_hosts (ssh-keygen -H) verify too', async () => {
+    const hashed = join(scratch, 'hashed_known_hosts');
+    writeFileSync(hashed, readFileSync(bed.knownHostsPath));
+    execFileSync('ssh-keygen', ['-q', '-H', '-f', hashed], { stdio: 'ignore' });
+    expect(readFileSync(hashed, 'utf8')).toMatch(/^\|1\|/);
+    const [r] = await probe([{ op: 'exec', conn: conn({ knownHostsFiles: [hashed] }), command: 'echo hashed' }]);
+    expect(r).toMatchObject({ ok: true, result: { code: 0, stdout: 'hashed\n' } });
+  });
+
+  test('a key the host does not accept fails as authentication, without any password attempt', async () => {
+    const other = join(scratch, 'other_key');
+    execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', other]);
+    const [r] = await probe([{ op: 'exec', conn: conn({ privateKeyPath: other }), command: 'echo never' }]);
+    expect(r).toMatchObject({ ok: false, code: 'ESSHAUTH' });
+    expect((r as { error: string }).error).toContain(`login as root refused with key ${other}`);
+  });
+
+  test('connection refused and connect timeout are clear errors', async () => {
+    // Port 23: nothing listens (RST at once). .200 of the bed subnet: nobody answers ARP.
+    const unused = bed.target.address.replace(/\.\d+$/, '.200');
+    const [refused, timeout] = await probe([
+      { op: 'exec', conn: conn({ port: 23 }), command: 'true' },
+      { op: 'exec', conn: conn({ host: unused, connectTimeoutMs: 500 }), command: 'true' },
+    ]);
+    expect(refused).toMatchObject({ ok: false, code: 'ESSHCONNECT' });
+    expect((refused as { error: string }).error).toMatch(new RegExp(`ssh ${bed.target.address}:23: cannot connect: .*ECONNREFUSED`));
+    expect(timeout).toMatchObject({ ok: false, code: 'ETIMEDOUT' });
+    expect((timeout as { error: string }).error).toContain(`ssh ${unused}:22: no SSH connection within 500 ms`);
+  });
+
+  test('execStream: 32 MiB through sha256sum arrive intact, with bounded buffering (backpressure)', async () => {
+    const [r] = await probe([{ op: 'stream', conn: conn(), command: 'sha256sum', bytes: 32 << 20, chunk: 1 << 20 }]);
+    expect(r!.ok).toBe(true);
+    const out = (r as unknown as { result: { code: number; stdout: string; localSha256: string; waits: number; maxBuffered: number } }).result;
+    expect(out.code).toBe(0);
+    expect(out.stdout.split(' ')[0]).toBe(out.localSha256);
+    // The sender had to wait for 'drain', and never had more than the channel's 2 MiB high-water mark plus one
+    // chunk queued.
+    expect(out.waits).toBeGreaterThan(0);
+    expect(out.maxBuffered).toBeLessThanOrEqual((2 << 20) + (1 << 20));
+  });
+});
+
+describe('ssh client: input checks (no connection made)', () => {
+  test('an encrypted key without passphrase is refused with the way out', async () => {
+    const key = join(scratch, 'enc_key');
+    execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', 'secret', '-f', key]);
+    await expect(sshConnect({ host: '198.18.0.1', privateKeyPath: key, knownHostsFiles: [] }))
+      .rejects.toThrow(/private key .*enc_key is encrypted: load it into ssh-agent/);
+  });
+
+  test('a missing key file, a bad port and a malformed pin are refused', async () => {
+    await expect(sshConnect({ host: '198.18.0.1', privateKeyPath: join(scratch, 'nope') }))
+      .rejects.toThrow(/cannot read private key .*nope/);
+    await expect(sshConnect({ host: '198.18.0.1', port: 70000, privateKeyPath: bed.clientKeyPath }))
+      .rejects.toThrow(/port 70000 is not a TCP port/);
+    await expect(sshConnect({ host: '198.18.0.1', privateKeyPath: bed.clientKeyPath, fingerprint: 'abc' }))
+      .rejects.toThrow(/pinned fingerprint "abc" is not of the form SHA256:/);
+  });
+
+  test('parseSshTarget', () => {
+    expect(parseSshTarget('root@198.18.0.2')).toEqual({ username: 'root', host: '198.18.0.2' });
+    expect(parseSshTarget('host-b:2222')).toEqual({ host: 'host-b', port: 2222 });
+    expect(parseSshTarget('u@[fd00::2]:22')).toEqual({ username: 'u', host: 'fd00::2', port: 22 });
+    expect(() => parseSshTarget('a b')).toThrow(/not an SSH target/);
+    expect(() => parseSshTarget('h:99999')).toThrow(/not a TCP port/);
+  });
+});
+
+describe('known_hosts parsing and matching', () => {
+  test('patterns, ports, negation, markers, malformed lines', () => {
+    const pub = parsePublicKeyLine(readFileSync(`${bed.clientKeyPath}.pub`, 'utf8'))!;
+    const b64 = pub.key.toString('base64');
+    const text = [
+      `198.18.*.2,!198.18.9.2 ssh-ed25519 ${b64}`,
+      `[198.18.0.5]:2222 ssh-ed25519 ${b64} comment here`,
+      `@revoked 10.1.1.1 ssh-ed25519 ${b64}`,
+      'garbage line',
+      `198.18.0.7 ssh-rsa ${b64}`, // type field does not match the blob: skipped
+    ].join('\n');
+    const entries = parseKnownHosts(text, 'kh');
+    expect(entries.map((e) => e.line)).toEqual([1, 2, 3]);
+    expect(entryMatchesHost(entries[0]!, '198.18.3.2', 22)).toBe(true);
+    expect(entryMatchesHost(entries[0]!, '198.18.9.2', 22)).toBe(false);
+    expect(entryMatchesHost(entries[0]!, '198.18.3.2', 2222)).toBe(false);
+    expect(entryMatchesHost(entries[1]!, '198.18.0.5', 2222)).toBe(true);
+    expect(checkHostKey(entries, '198.18.3.2', 22, pub.key)).toMatchObject({ ok: true });
+    expect(checkHostKey(entries, '10.1.1.1', 22, pub.key)).toMatchObject({ ok: false, reason: 'revoked' });
+    expect(checkHostKey(entries, '198.18.0.6', 22, pub.key)).toMatchObject({ ok: false, reason: 'unknown' });
+    expect(fingerprintSha256(pub.key)).toBe(execFileSync('ssh-keygen', ['-lf', `${bed.clientKeyPath}.pub`], { encoding: 'utf8' }).split(' ')[1]);
+  });
+});
