@@ -11,7 +11,7 @@
  * handlers are installed only while beds are alive; after cleaning up they re-raise the signal when nobody else
  * listens, so the process still dies of it as it would have.
  */
-import { lstatSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { lstatSync, mkdirSync, readFileSync, readdirSync, readlinkSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { GodwitError } from '../util/errors';
@@ -37,11 +37,24 @@ function startTime(pid: number): string | undefined {
   }
 }
 
-const selfIdentity = `${process.pid} ${startTime(process.pid)}`;
+function pidNamespace(): string {
+  try {
+    return readlinkSync('/proc/self/ns/pid');
+  } catch {
+    return 'unknown';
+  }
+}
 
-/** Is the process recorded in `ownerFile` ("pid starttime") gone? */
+const selfPidns = pidNamespace();
+const selfIdentity = `${process.pid} ${startTime(process.pid)} ${selfPidns}`;
+
+/**
+ * Is the process recorded in an owner file ("pid starttime pidns") gone? A pid means nothing in another PID
+ * namespace (a process inside a test host shares /tmp): such an owner is never judged gone from here.
+ */
 function ownerGone(ownerText: string): boolean {
-  const [pid, start] = ownerText.trim().split(' ');
+  const [pid, start, pidns] = ownerText.trim().split(' ');
+  if (pidns !== selfPidns) return false;
   const n = Number(pid);
   if (!Number.isInteger(n) || n <= 0) return true;
   return startTime(n) !== start;

@@ -279,12 +279,22 @@ class Bed implements TestBed, LiveBed {
   }
 
   async build(opts: CreateHostsOptions): Promise<void> {
+    // Made while the hosts come up. On any failure, wait for ssh-keygen before the caller removes the directory:
+    // it must neither fail unobserved nor write into a slot that a new bed may already have taken.
+    const clientKey = generateKey(join(this.dir, 'client_ed25519'), `godwit-bed-${this.id}-client`);
+    try {
+      await this.buildWith(opts, clientKey);
+    } catch (err) {
+      await clientKey.catch(() => undefined);
+      throw err;
+    }
+  }
+
+  private async buildWith(opts: CreateHostsOptions, clientKey: Promise<{ publicKey: string }>): Promise<void> {
     const count = opts.count ?? 2;
     const timeoutMs = opts.readyTimeoutMs ?? DEFAULT_READY_TIMEOUT_MS;
     const names = opts.names ?? Array.from({ length: count }, (_, i) => `godwit-${String.fromCharCode(97 + i)}`);
     const [b, c] = subnetBase(this.id);
-
-    const clientKey = generateKey(join(this.dir, 'client_ed25519'), `godwit-bed-${this.id}-client`);
 
     // Hosts come up in parallel: each is an unshare + a few shell lines.
     const starts = names.map((name) =>
