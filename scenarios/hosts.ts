@@ -79,6 +79,11 @@ export interface Host extends NamespaceTarget {
   execOk(cmd: string, args?: readonly string[], opts?: HostExecOptions): Promise<ExecResult>;
   /** Start a command inside the host; the caller owns it (stop() it). */
   spawn(cmd: string, args?: readonly string[], opts?: HostSpawnOptions): HostProcess;
+  /**
+   * Fault injection: take the host's link down (every packet to or from it is dropped silently, as when a cable
+   * is pulled; open TCP connections hang until keepalives give up) or bring it back up.
+   */
+  setLinkUp(up: boolean): Promise<void>;
 }
 
 /** Everything a bed created, so tests can check it is all gone after destroy(). */
@@ -366,6 +371,7 @@ class Bed implements TestBed, LiveBed {
         return r;
       },
       spawn: (cmd, args = [], o = {}) => new HostProcess(host, cmd, args, o),
+      setLinkUp: (up) => inNetns(holder.nsPid, ['link', 'set', host.interfaceName, up ? 'up' : 'down'], `host ${name}`),
     };
     return host;
   }

@@ -143,6 +143,56 @@ describe('ssh2 client against the bed sshd', () => {
   });
 });
 
+describe('connection loss mid-stream', () => {
+  /** Start an until-lost probe in host A, call `cut` once data flows, return the probe's result. */
+  async function streamUntilLost(extra: Partial<SshConnectOptions>, command: string, cut: () => Promise<void>): Promise<ProbeResult & { msAfterStreaming?: number }> {
+    const env = { ...process.env };
+    delete env.SSH_AUTH_SOCK;
+    const p = bed.source.spawn(process.execPath, [PROBE, JSON.stringify([{ op: 'until-lost', conn: conn(extra), command }])], { env });
+    try {
+      let out = '';
+      await new Promise<void>((resolve, reject) => {
+        p.child.stdout!.on('data', (b: Buffer) => {
+          out += b.toString();
+          if (out.includes('streaming\n')) resolve();
+        });
+        p.exited.then(() => reject(new Error(`probe ended before streaming: ${out}`)), reject);
+      });
+      await cut();
+      await p.exited;
+      return JSON.parse(out.trim().split('\n').pop()!);
+    } finally {
+      await p.stop('SIGKILL', 1000);
+    }
+  }
+
+  test('the link cut (packets dropped silently): keepalives declare it lost', async () => {
+    try {
+      const r = await streamUntilLost({ keepaliveIntervalMs: 200, keepaliveCountMax: 2 }, 'cat >/dev/null',
+        () => bed.target.setLinkUp(false));
+      expect(r).toMatchObject({ ok: false, code: 'ESSHLOST' });
+      expect((r as { error: string }).error).toContain(`ssh ${bed.target.address}:22: connection lost while running "cat >/dev/null"`);
+      expect((r as { error: string }).error).toContain('stopped answering keepalives');
+      // 2 x 200 ms of silence, plus the time to get there: well under the default 15 s.
+      expect(r.msAfterStreaming).toBeLessThan(5000);
+    } finally {
+      await bed.target.setLinkUp(true);
+    }
+  });
+
+  test('the server side of the session killed: reported as a lost connection', async () => {
+    // $PPID of the remote shell is sshd's process for this connection.
+    const r = await streamUntilLost({}, 'sleep 0.5; kill -9 $PPID; cat >/dev/null', async () => undefined);
+    expect(r).toMatchObject({ ok: false, code: 'ESSHLOST' });
+    expect((r as { error: string }).error).toContain('connection lost while running');
+  });
+
+  test('after the link is back, new connections work', async () => {
+    const [r] = await probe([{ op: 'exec', conn: conn(), command: 'echo back' }]);
+    expect(r).toMatchObject({ ok: true, result: { code: 0, stdout: 'back\n' } });
+  });
+});
+
 describe('ssh client: input checks (no connection made)', () => {
   test('an encrypted key without passphrase is refused with the way out', async () => {
     const key = join(scratch, 'enc_key');

@@ -98,6 +98,8 @@ const DEFAULT_KEEPALIVE_COUNT = 3;
 const DEFAULT_MAX_OUTPUT = 64 * 1024 * 1024;
 const STDERR_TAIL = 1024 * 1024;
 const CLOSE_TIMEOUT_MS = 2_000;
+// How long a channel closed without exit status waits to learn whether the whole connection went.
+const LOSS_GRACE_MS = 200;
 
 /** An SSH failure with where it happened. `code` tells the kind: ESSHHOSTKEY, ESSHAUTH, ESSHCONNECT, ... */
 export class SshError extends GodwitError {
@@ -372,10 +374,27 @@ export class SshConnection {
         status = code !== null && code !== undefined ? { code } : { code: null, ...(signal ? { signal } : {}) };
       });
       channel.once('close', () => {
+        if (status) {
+          this.lossListeners.delete(onLoss);
+          resolve(status);
+          return;
+        }
+        // Closed without an exit status: either the connection is going down (its 'close' may come a moment
+        // after the channel's), or the server's session died on its own.
         this.lossListeners.delete(onLoss);
-        if (status) resolve(status);
-        // A channel closed without an exit status: the server gave none (the command's session died).
-        else reject(new SshError(this.host, this.port, `"${command.slice(0, 200)}" ended without an exit status`, { code: 'ESSHEXEC' }));
+        if (this.closedFlag) {
+          onLoss(this.lostError ?? new SshError(this.host, this.port, 'connection closed', { code: 'ESSHLOST' }));
+          return;
+        }
+        const onLateLoss = (err: SshError): void => {
+          clearTimeout(timer);
+          onLoss(err);
+        };
+        const timer = setTimeout(() => {
+          this.lossListeners.delete(onLateLoss);
+          reject(new SshError(this.host, this.port, `"${command.slice(0, 200)}" ended without an exit status`, { code: 'ESSHEXEC' }));
+        }, LOSS_GRACE_MS);
+        this.lossListeners.add(onLateLoss);
       });
     });
   }
