@@ -84,6 +84,11 @@ export interface Host extends NamespaceTarget {
    * is pulled; open TCP connections hang until keepalives give up) or bring it back up.
    */
   setLinkUp(up: boolean): Promise<void>;
+  /**
+   * Mount a tmpfs of `sizeBytes` on `dir` inside this host only (created if missing): a small disk for
+   * disk-full tests. Gone with the host's mount namespace; put `dir` under bed.dir so the directory goes too.
+   */
+  mountTmpfs(dir: string, sizeBytes: number): Promise<void>;
 }
 
 /** Everything a bed created, so tests can check it is all gone after destroy(). */
@@ -371,6 +376,13 @@ class Bed implements TestBed, LiveBed {
         return r;
       },
       spawn: (cmd, args = [], o = {}) => new HostProcess(host, cmd, args, o),
+      mountTmpfs: async (dir, sizeBytes) => {
+        if (!Number.isInteger(sizeBytes) || sizeBytes < 4096) {
+          throw new GodwitError(`mountTmpfs: size ${sizeBytes} must be an integer of at least 4096 bytes`, { code: 'EUSAGE' });
+        }
+        await host.execOk('mkdir', ['-p', '-m', '0700', '--', dir]);
+        await host.execOk('mount', ['-t', 'tmpfs', '-o', `size=${sizeBytes},mode=0700`, 'godwit-small', dir]);
+      },
       setLinkUp: (up) => inNetns(holder.nsPid, ['link', 'set', host.interfaceName, up ? 'up' : 'down'], `host ${name}`),
     };
     return host;

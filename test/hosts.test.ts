@@ -112,6 +112,18 @@ describe('two hosts on one machine', () => {
     expect(bedLeftovers({ dir: '/nonexistent', pids: [pid!], linkNames: [], namespaces: [] })).toEqual([]);
   });
 
+  test('mountTmpfs: a small disk inside one host only fills up with ENOSPC', async () => {
+    const dir = join(bed.dir, 'small-disk');
+    await bed.target.mountTmpfs(dir, 1 << 20);
+    const fill = await bed.target.exec('dd', ['if=/dev/zero', `of=${dir}/f`, 'bs=64k', 'count=32']);
+    expect(fill.code).not.toBe(0);
+    expect(fill.stderr).toMatch(/No space left on device/);
+    // Not mounted here or on the other host.
+    expect((await bed.source.execOk('cat', ['/proc/self/mountinfo'])).stdout).not.toContain(dir);
+    expect((await bed.target.execOk('cat', ['/proc/self/mountinfo'])).stdout).toContain(dir);
+    await expect(bed.target.mountTmpfs(dir, 10)).rejects.toThrow(/at least 4096 bytes/);
+  });
+
   test('exec: timeout kills the command with a clear error', async () => {
     await expect(bed.source.exec('sleep', ['30'], { timeoutMs: 200 })).rejects.toThrow(/sleep 30 on host godwit-a: timed out after 200 ms/);
   });
