@@ -8,7 +8,7 @@ import { crc32Combine } from '../images/crc32';
 import { CompressionPool } from '../images/container-pool';
 import { CHUNK_HEADER_SIZE, HEADER_SIZE, TRAILER_SIZE } from '../images/container-format';
 import { ContainerReader, openPages, openPagesFile } from '../images/container-reader';
-import { createPageWriter, PageWriterOptions } from '../images/container-writer';
+import { createPageWriter, createSinkPageWriter, PageSink, PageWriterOptions } from '../images/container-writer';
 import { pageData } from './helpers/pagedata';
 
 let tmp: string;
@@ -149,6 +149,36 @@ describe('page container round trip', () => {
     await w.abort();
     expect(fs.readdirSync(dir)).toEqual([]);
     await expect(w.write(Buffer.alloc(10))).rejects.toThrow(/write after finish|aborted/);
+  });
+
+  test('backpressure: with storage stalled, only a bounded amount of input is taken', async () => {
+    let open!: () => void;
+    const gate = new Promise<void>((r) => (open = r));
+    const out: Buffer[] = [];
+    const sink: PageSink = {
+      name: 'pages-9.gwz',
+      writev: async (bufs) => {
+        await gate;
+        for (const b of bufs) out.push(Buffer.from(b));
+      },
+      commit: async () => ({ name: 'pages-9.gwz', size: out.reduce((s, b) => s + b.length, 0), crc32: '' }),
+      abort: async () => undefined,
+    };
+    const w = createSinkPageWriter(sink, { pool }); // 256 KiB chunks, pool of 2
+    const data = pageData(64 << 20, false, 9);
+    let accepted = 0;
+    const writes: Promise<void>[] = [];
+    for (let at = 0; at < data.length; at += 1 << 20) writes.push(w.write(data.subarray(at, at + (1 << 20))).then(() => void accepted++));
+    await new Promise((r) => setTimeout(r, 1500));
+    // Staging (6 jobs x 8 chunks + 1) and output buffers are all the writer holds: ~12 MiB of input, not 64.
+    expect(accepted).toBeGreaterThan(4);
+    expect(accepted).toBeLessThanOrEqual(14);
+    open();
+    await Promise.all(writes);
+    await w.finish();
+    const file = path.join(newDir(), 'pages-9.gwz');
+    fs.writeFileSync(file, Buffer.concat(out));
+    expect((await readAll(file)).equals(data)).toBe(true);
   });
 
   test('bad options are refused before anything is written', async () => {

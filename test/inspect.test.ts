@@ -1,6 +1,7 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { decodeImage, encodeImage } from '../images';
 import { InspectReport, inspectImageDir } from '../images/inspect';
 import { criuFixture } from './helpers/fixtures';
 import { godwit, imageFromFixture } from './helpers/images';
@@ -99,5 +100,38 @@ describe('godwit inspect', () => {
     const e = godwit('inspect', tmp);
     expect(e.status).toBe(1);
     expect(e.stderr).toMatch(/no pstree\.img in .*: not an image directory/);
+  });
+
+  test('sockets and other fds are described: unix (path, abstract, peer), tcp, eventfd', async () => {
+    const dir = path.join(tmp, 'sockets');
+    fs.cpSync(criuFixture('sleep'), dir, { recursive: true });
+    for (const f of fs.readdirSync(dir)) fs.chmodSync(path.join(dir, f), 0o644);
+    const fown = { uid: 0, euid: 0, signum: 0, pid_type: 0, pid: 0 };
+    const opts = { so_sndbuf: 212992, so_rcvbuf: 212992, so_snd_tmo_sec: 0n, so_snd_tmo_usec: 0n, so_rcv_tmo_sec: 0n, so_rcv_tmo_usec: 0n };
+    const usk = (id: number, ino: number, state: number, peer: number, name: Buffer) => ({
+      type: 5, id, usk: { id, ino, type: 1, state, flags: 0, uflags: 0, backlog: 16, peer, fown, opts, name },
+    });
+    const filesImg = path.join(dir, 'files.img');
+    const files = decodeImage(fs.readFileSync(filesImg), 'files.img').entries.map((e) => e.msg);
+    files.push(
+      usk(100, 5000, 10, 0, Buffer.from('/tmp/test.sock')),
+      usk(101, 5001, 1, 5002, Buffer.from('\0abstract', 'latin1')),
+      { type: 4, id: 102, isk: { id: 102, ino: 6000, family: 2, type: 1, proto: 6, state: 1, src_port: 8080, dst_port: 40000, flags: 0, backlog: 0, src_addr: [0x0100007f], dst_addr: [0x0100007f], fown, opts } },
+      { type: 6, id: 103, efd: { id: 103, flags: 0, fown, counter: 7n } },
+    );
+    fs.writeFileSync(filesImg, encodeImage('FILES', files));
+    const fdinfoImg = path.join(dir, 'fdinfo-2.img');
+    const fds = decodeImage(fs.readFileSync(fdinfoImg), 'fdinfo-2.img').entries.map((e) => e.msg);
+    fds.push({ id: 100, flags: 0, type: 5, fd: 3 }, { id: 101, flags: 0, type: 5, fd: 4 }, { id: 102, flags: 0, type: 4, fd: 5 }, { id: 103, flags: 0, type: 6, fd: 6 });
+    fs.writeFileSync(fdinfoImg, encodeImage('FDINFO', fds));
+    const r = await inspectImageDir(dir);
+    expect(r.problems).toEqual([]);
+    expect(r.processes[0]!.fds!.slice(3)).toEqual([
+      { fd: 3, type: 'UNIXSK', what: 'unix stream listen /tmp/test.sock ino 5000' },
+      { fd: 4, type: 'UNIXSK', what: 'unix stream established @abstract ino 5001 peer 5002' },
+      { fd: 5, type: 'INETSK', what: 'tcp 127.0.0.1:8080 -> 127.0.0.1:40000 established' },
+      { fd: 6, type: 'EVENTFD', what: 'eventfd counter 7' },
+    ]);
+    expect(godwit('inspect', dir).stdout).toMatch(/^\s+5\s+INETSK\s+tcp 127\.0\.0\.1:8080 -> 127\.0\.0\.1:40000 established$/m);
   });
 });
