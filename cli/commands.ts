@@ -8,9 +8,10 @@ import { register as decode } from './decode';
 import { register as dump } from './dump';
 import { register as encode } from './encode';
 import { register as inspect } from './inspect';
+import { register as receive } from './receive';
 import { register as restore } from './restore';
 import { register as verify } from './verify';
 
 export type Register = (program: Command) => void;
 
-export const commands: Register[] = [decode, encode, verify, convert, inspect, dump, restore];
+export const commands: Register[] = [decode, encode, verify, convert, inspect, dump, restore, receive];

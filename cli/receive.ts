@@ -1,0 +1,48 @@
+/**
+ * `godwit receive --dir DIR`: the target end of `godwit send` (run over an SSH exec channel or as a local
+ * child): reads the image stream on stdin, answers on stdout, logs on stderr.
+ */
+import type { Command } from 'commander';
+import { UsageError } from '../util/errors';
+import { DEFAULT_WINDOW, discardStale, receiveImages } from '../transport/receive';
+import { stdioChannel } from '../transport/stdio';
+
+export interface ReceiveCliOptions {
+  dir: string;
+  window?: number;
+  quiet?: boolean;
+  /** Only clean up after a receiver into DIR that died (SIGKILL): prints removed, busy or none. */
+  discard?: boolean;
+}
+
+export async function runReceive(o: ReceiveCliOptions): Promise<void> {
+  if (o.discard) {
+    process.stdout.write(`${await discardStale(o.dir)}\n`);
+    return;
+  }
+  const channel = stdioChannel('the sender');
+  const log = o.quiet ? undefined : (line: string) => process.stderr.write(`godwit receive: ${line}\n`);
+  const opts = { dir: o.dir, channel, log, ...(o.window !== undefined ? { window: o.window } : {}) };
+  await receiveImages(opts);
+}
+
+export function register(program: Command): void {
+  program
+    .command('receive')
+    .description('receive an image stream on stdin into DIR (the target end of `godwit send`; stdout carries acks)')
+    .requiredOption('--dir <dir>', 'directory to create (or an empty one) for the images')
+    .option('--window <bytes>', `flow-control window in bytes (default ${DEFAULT_WINDOW})`)
+    .option('--quiet', 'no log lines on stderr')
+    .option('--discard', 'do not receive: remove what a receiver into DIR that died left behind (prints removed|busy|none)')
+    .action(async (opts: { dir: string; window?: string; quiet?: boolean; discard?: boolean }) => {
+      const o: ReceiveCliOptions = { dir: opts.dir };
+      if (opts.quiet) o.quiet = true;
+      if (opts.discard) o.discard = true;
+      if (opts.window !== undefined) {
+        const w = Number(opts.window);
+        if (!Number.isInteger(w) || w < 16 << 20 || w > 1 << 30) throw new UsageError(`--window ${opts.window}: give bytes between ${16 << 20} and ${1 << 30}`);
+        o.window = w;
+      }
+      await runReceive(o);
+    });
+}

@@ -1,0 +1,474 @@
+/**
+ * The receiving end of an image stream (`godwit receive`): writes the files into a directory it owns and
+ * answers with credit, errors and completion.
+ *
+ * Safety: names are checked (relative, no "." or "..", no reserved prefix); the directory is new (created 0700)
+ * or empty and not a symlink; every subdirectory is created by this stream (mkdir fails on anything existing,
+ * so no path component can be a planted symlink); files are opened O_CREAT|O_EXCL|O_NOFOLLOW 0600 under a
+ * temporary name, checked (size, crc32), fsynced and then linked to their final name (link never replaces
+ * anything). On any failure everything this stream created is removed.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { crc32 } from 'node:zlib';
+import * as zstd from 'zstd-napi/binding';
+import { GodwitError, SysError } from '../util/errors';
+import { FrameType, MARKER_NAME, MAX_CHUNK_SIZE, Message, ProtocolError, TEMP_PREFIX, checkName } from './frames';
+import { handshake } from './handshake';
+import { Channel, ConnectionLostError, MessageReader, MessageWriter, TailBuffer } from './wire';
+
+/** Initial credit: bytes of data the sender may have in flight. 16 MiB covers a fast LAN's bandwidth-delay
+ *  product many times over and keeps the worst case per stream (queue + pipe buffers) small. */
+export const DEFAULT_WINDOW = 16 << 20;
+/** Messages read ahead of the disk writer: bounds the queue even for a flood of tiny frames. */
+const MAX_QUEUED = 256;
+const MAX_OPEN_FILES = 64;
+const MAX_FILES = 1_000_000;
+
+export interface ReceiveOptions {
+  dir: string;
+  channel: Channel;
+  window?: number;
+  log?: (line: string) => void;
+}
+
+export interface ReceiveResult {
+  dir: string;
+  files: number;
+  bytes: number;
+  wireBytes: number;
+  seconds: number;
+}
+
+interface OpenFile {
+  id: number;
+  name: string;
+  tmp: string;
+  final: string;
+  fh: fs.promises.FileHandle;
+  size: number;
+  crc: number;
+  expected?: number;
+}
+
+export function toSysError(err: unknown, syscall: string, file: string, what: string): Error {
+  const e = err as NodeJS.ErrnoException;
+  if (e && typeof e.errno === 'number' && typeof e.code === 'string') {
+    return new SysError({ errno: Math.abs(e.errno), syscall: e.syscall ?? syscall, path: file, what });
+  }
+  return err instanceof Error ? err : new Error(String(err));
+}
+
+export class ImageReceiver {
+  readonly dir: string;
+  private readonly reader: MessageReader;
+  private readonly writer: MessageWriter;
+  private readonly window: number;
+  private readonly dctx = new zstd.DCtx();
+  private createdRoot = false;
+  private prepared = false;
+  private readonly createdDirs: string[] = [];
+  private readonly createdDirSet = new Set<string>();
+  private readonly createdFiles: string[] = [];
+  private readonly names = new Set<string>();
+  private readonly open = new Map<number, OpenFile>();
+  private files = 0;
+  private bytes = 0;
+  private wireBytes = 0;
+  private outstanding = 0;
+  private owed = 0;
+  private readonly started = process.hrtime.bigint();
+  private queue: Message[] = [];
+  private pumpDone = false;
+  private pumpError: Error | undefined;
+  private wakeConsumer: (() => void) | undefined;
+  private wakePump: (() => void) | undefined;
+  private readonly label: string;
+
+  constructor(private readonly opts: ReceiveOptions) {
+    this.dir = path.resolve(opts.dir);
+    this.window = opts.window ?? DEFAULT_WINDOW;
+    this.label = opts.channel.label;
+    this.reader = new MessageReader(opts.channel.fromPeer, `stream from ${opts.channel.label}`, 'sender');
+    this.writer = new MessageWriter(opts.channel.toPeer, opts.channel.label);
+  }
+
+  private log(line: string): void {
+    this.opts.log?.(line);
+  }
+
+  /** Handshake, then take files until the sender's End; answers Complete once all is verified and synced. */
+  async receive(): Promise<ReceiveResult> {
+    await handshake(this.opts.channel, this.reader, this.writer, 'receiver', new TailBuffer(undefined), this.window);
+    await this.prepareDir();
+    void this.pump();
+    for (;;) {
+      const m = await this.nextQueued();
+      if (!m) throw new ConnectionLostError(`the stream from ${this.label} ended before all files were sent (connection lost or sender killed)`);
+      switch (m.type) {
+        case FrameType.FileBegin:
+          await this.beginFile(m);
+          break;
+        case FrameType.Data:
+          await this.data(m);
+          break;
+        case FrameType.FileEnd:
+          await this.endFile(m);
+          break;
+        case FrameType.End:
+          await this.end(m);
+          return { dir: this.dir, files: this.files, bytes: this.bytes, wireBytes: this.wireBytes,
+            seconds: Number(process.hrtime.bigint() - this.started) / 1e9 };
+        case FrameType.Abort:
+          throw new GodwitError(`the sender aborted the stream: ${m.reason}`, { code: 'EABORTED' });
+        default:
+          throw new ProtocolError(`stream from ${this.label}`, this.reader.offset, `unexpected ${FrameType[m.type]} before the end of the files`);
+      }
+    }
+  }
+
+  /** After receive(): the sender's next control message (migrate's Commit), undefined on EOF. */
+  async next(): Promise<Message | undefined> {
+    return this.nextQueued();
+  }
+
+  async send(m: Message): Promise<void> {
+    await this.writer.send(m);
+  }
+
+  /** Report a failure to the sender (best effort). */
+  reportError(err: unknown): void {
+    const e = err as { code?: string };
+    this.writer.trySend({ type: FrameType.Error, code: typeof e?.code === 'string' ? e.code : 'EFAIL', message: describe(err) });
+  }
+
+  endOutput(): void {
+    this.writer.end();
+  }
+
+  // ------------------------------------------------------------------------------------------- read-ahead
+
+  /** Reads messages ahead of the disk writer, within the credit window and MAX_QUEUED. */
+  private async pump(): Promise<void> {
+    try {
+      for (;;) {
+        while (this.queue.length >= MAX_QUEUED) await new Promise<void>((r) => (this.wakePump = r));
+        const m = await this.reader.next();
+        if (!m) break;
+        if (m.type === FrameType.Data) {
+          const n = 8 + m.data.length;
+          this.outstanding += n;
+          if (this.outstanding > this.window) {
+            throw new ProtocolError(`stream from ${this.label}`, this.reader.offset,
+              `the sender exceeded its flow-control window (${this.outstanding} > ${this.window} bytes in flight)`);
+          }
+          this.wireBytes += 24 + m.data.length;
+        }
+        this.queue.push(m);
+        this.wakeConsumer?.();
+      }
+    } catch (err) {
+      this.pumpError = err instanceof Error ? err : new Error(String(err));
+    }
+    this.pumpDone = true;
+    this.wakeConsumer?.();
+  }
+
+  private async nextQueued(): Promise<Message | undefined> {
+    for (;;) {
+      const m = this.queue.shift();
+      if (m) {
+        this.wakePump?.();
+        return m;
+      }
+      if (this.pumpError) throw this.pumpError;
+      if (this.pumpDone) return undefined;
+      await new Promise<void>((r) => (this.wakeConsumer = r));
+      this.wakeConsumer = undefined;
+    }
+  }
+
+  private async grant(n: number): Promise<void> {
+    this.outstanding -= n;
+    this.owed += n;
+    // Return credit in batches, but always before the sender could be starved: it is blocked only when less
+    // than one maximal chunk of credit is left, so a quarter window (>= one chunk by construction) is safe.
+    if (this.owed >= Math.min(this.window / 4, this.window - (8 + MAX_CHUNK_SIZE)) || this.queue.length === 0) {
+      const bytes = this.owed;
+      this.owed = 0;
+      await this.writer.send({ type: FrameType.Credit, bytes });
+    }
+  }
+
+  // ------------------------------------------------------------------------------------------- files
+
+  private async prepareDir(): Promise<void> {
+    const dir = this.dir;
+    let st: fs.Stats | undefined;
+    try {
+      st = await fs.promises.lstat(dir);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw toSysError(err, 'lstat', dir, 'check the target directory');
+    }
+    if (!st) {
+      try {
+        await fs.promises.mkdir(dir, { mode: 0o700 });
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code;
+        const hint = code === 'ENOENT' ? ` (its parent ${path.dirname(dir)} does not exist: create it first)` : '';
+        throw new GodwitError(`cannot create the target directory ${dir}${hint}`, { cause: toSysError(err, 'mkdir', dir, 'create the target directory') });
+      }
+      this.createdRoot = true;
+    } else if (st.isSymbolicLink()) {
+      throw new GodwitError(`the target directory ${dir} is a symlink: refusing to follow it (give the real path)`, { code: 'ESYMLINK' });
+    } else if (!st.isDirectory()) {
+      throw new GodwitError(`the target ${dir} exists and is not a directory: give a new or empty directory`, { code: 'ENOTDIR' });
+    } else if ((await fs.promises.readdir(dir)).length > 0) {
+      throw new GodwitError(`the target directory ${dir} is not empty: give a new or empty directory`, { code: 'ENOTEMPTY' });
+    }
+    this.prepared = true;
+    const marker = path.join(dir, MARKER_NAME);
+    const fh = await fs.promises.open(marker, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, 0o600);
+    this.createdFiles.push(marker);
+    try {
+      await fh.writeFile(JSON.stringify({ pid: process.pid, start: processStartTime(process.pid), createdRoot: this.createdRoot }));
+    } finally {
+      await fh.close();
+    }
+    this.log(`receiving into ${dir}`);
+  }
+
+  private bad(problem: string): never {
+    throw new ProtocolError(`stream from ${this.label}`, this.reader.offset, problem);
+  }
+
+  private async beginFile(m: Extract<Message, { type: FrameType.FileBegin }>): Promise<void> {
+    const problem = checkName(m.name);
+    if (problem) this.bad(`file name ${JSON.stringify(m.name)} is refused: ${problem}`);
+    if (this.names.has(m.name)) this.bad(`"${m.name}" is sent twice`);
+    if (this.open.has(m.id)) this.bad(`file id ${m.id} is already open`);
+    if (this.open.size >= MAX_OPEN_FILES) this.bad(`more than ${MAX_OPEN_FILES} files open at once`);
+    if (this.names.size >= MAX_FILES) this.bad(`more than ${MAX_FILES} files in one stream`);
+    this.names.add(m.name);
+    const parts = m.name.split('/');
+    for (let i = 1; i < parts.length; i++) {
+      const rel = parts.slice(0, i).join('/');
+      if (this.createdDirSet.has(rel)) continue;
+      const abs = path.join(this.dir, rel);
+      try {
+        await fs.promises.mkdir(abs, { mode: 0o700 });
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'EEXIST') {
+          this.bad(`"${m.name}": its directory "${rel}" exists already and was not created by this stream (a file, or planted)`);
+        }
+        throw toSysError(err, 'mkdir', abs, `create directory for ${m.name}`);
+      }
+      this.createdDirs.push(abs);
+      this.createdDirSet.add(rel);
+    }
+    const final = path.join(this.dir, ...parts);
+    const tmp = path.join(path.dirname(final), `${TEMP_PREFIX}${m.id}`);
+    let fh: fs.promises.FileHandle;
+    try {
+      const c = fs.constants;
+      fh = await fs.promises.open(tmp, c.O_WRONLY | c.O_CREAT | c.O_EXCL | c.O_NOFOLLOW, 0o600) // libuv adds O_CLOEXEC itself;
+    } catch (err) {
+      throw toSysError(err, 'open', tmp, `create ${m.name}`);
+    }
+    this.createdFiles.push(tmp);
+    const f: OpenFile = { id: m.id, name: m.name, tmp, final, fh, size: 0, crc: 0 };
+    if (m.size !== undefined) f.expected = m.size;
+    this.open.set(m.id, f);
+  }
+
+  private async data(m: Extract<Message, { type: FrameType.Data }>): Promise<void> {
+    const f = this.open.get(m.id);
+    if (!f) this.bad(`data for file id ${m.id}, which is not open`);
+    let raw = m.data;
+    if (m.zstd) {
+      raw = Buffer.allocUnsafe(m.rawLength);
+      let n: number;
+      try {
+        n = this.dctx.decompress(raw, m.data);
+      } catch (err) {
+        this.bad(`a chunk of "${f.name}" at file offset ${f.size} does not decompress: ${(err as Error).message}`);
+      }
+      if (n !== m.rawLength) this.bad(`a chunk of "${f.name}" decompressed to ${n} bytes, ${m.rawLength} announced`);
+    }
+    if (f.expected !== undefined && f.size + raw.length > f.expected) {
+      this.bad(`"${f.name}" is longer than its announced ${f.expected} bytes`);
+    }
+    let off = 0;
+    while (off < raw.length) {
+      let written: number;
+      try {
+        ({ bytesWritten: written } = await f.fh.write(raw, off, raw.length - off, null));
+      } catch (err) {
+        const cause = toSysError(err, 'write', f.tmp, `write ${f.name}`);
+        const hint = (err as NodeJS.ErrnoException).code === 'ENOSPC' ? `: the target's disk is full (${this.dir})` : '';
+        throw new GodwitError(`writing "${f.name}" on ${this.hostName()} failed${hint}`, { cause, code: (err as NodeJS.ErrnoException).code ?? 'EIO' });
+      }
+      off += written;
+    }
+    f.crc = crc32(raw, f.crc);
+    f.size += raw.length;
+    this.bytes += raw.length;
+    await this.grant(8 + m.data.length);
+  }
+
+  private hostName(): string {
+    return require('node:os').hostname();
+  }
+
+  private async endFile(m: Extract<Message, { type: FrameType.FileEnd }>): Promise<void> {
+    const f = this.open.get(m.id);
+    if (!f) this.bad(`end of file id ${m.id}, which is not open`);
+    if (m.size !== f.size) this.bad(`"${f.name}" ended with ${f.size} bytes received, the sender says ${m.size}`);
+    if (f.expected !== undefined && f.expected !== f.size) this.bad(`"${f.name}" has ${f.size} bytes, ${f.expected} were announced`);
+    if ((m.crc >>> 0) !== (f.crc >>> 0)) {
+      this.bad(`"${f.name}" checksum mismatch (crc32 ${hex(f.crc)} received, ${hex(m.crc)} sent): the data was corrupted`);
+    }
+    try {
+      await f.fh.sync();
+    } catch (err) {
+      throw toSysError(err, 'fsync', f.tmp, `sync ${f.name}`);
+    }
+    await f.fh.close();
+    this.open.delete(m.id);
+    try {
+      // link() never replaces an existing name (rename would): a planted file or symlink makes this fail.
+      await fs.promises.link(f.tmp, f.final);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'EEXIST') this.bad(`"${f.name}" already exists in the target directory (planted?)`);
+      throw toSysError(err, 'link', f.final, `put ${f.name} in place`);
+    }
+    this.createdFiles.push(f.final);
+    await fs.promises.unlink(f.tmp);
+    this.createdFiles.splice(this.createdFiles.indexOf(f.tmp), 1);
+    this.files++;
+  }
+
+  private async end(m: Extract<Message, { type: FrameType.End }>): Promise<void> {
+    if (this.open.size > 0) this.bad(`the stream ended with files still open: ${[...this.open.values()].map((f) => f.name).join(', ')}`);
+    if (m.files !== this.files || m.bytes !== this.bytes) {
+      this.bad(`the sender says ${m.files} files / ${m.bytes} bytes, ${this.files} files / ${this.bytes} bytes arrived`);
+    }
+    const marker = path.join(this.dir, MARKER_NAME);
+    await fs.promises.unlink(marker);
+    this.createdFiles.splice(this.createdFiles.indexOf(marker), 1);
+    // Directory entries (the links above) are durable only once their directories are synced.
+    for (const d of [this.dir, ...this.createdDirs]) {
+      const fh = await fs.promises.open(d, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY);
+      try {
+        await fh.sync();
+      } finally {
+        await fh.close();
+      }
+    }
+    if (this.owed > 0) {
+      const bytes = this.owed;
+      this.owed = 0;
+      await this.writer.send({ type: FrameType.Credit, bytes });
+    }
+    await this.writer.send({ type: FrameType.Complete, files: this.files, bytes: this.bytes });
+    this.log(`received ${this.files} files, ${this.bytes} bytes into ${this.dir}`);
+  }
+
+  /** Remove everything this stream created (files, subdirectories, and the directory if it made it). */
+  async discard(): Promise<void> {
+    for (const f of this.open.values()) await f.fh.close().catch(() => undefined);
+    this.open.clear();
+    if (!this.prepared) return;
+    if (this.createdRoot) {
+      // Only this stream wrote into a directory it created 0700: remove it whole (rm does not follow symlinks).
+      await fs.promises.rm(this.dir, { recursive: true, force: true });
+      return;
+    }
+    for (const f of this.createdFiles.splice(0)) await fs.promises.unlink(f).catch(() => undefined);
+    for (const d of this.createdDirs.splice(0).reverse()) await fs.promises.rm(d, { recursive: true, force: true });
+  }
+}
+
+/** Start time of a process in clock ticks since boot (/proc/PID/stat field 22): with the pid, it names one
+ *  process for good (a pid alone may be reused). undefined if there is no such process. */
+export function processStartTime(pid: number): number | undefined {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'latin1');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return Number(fields[19]);
+  } catch {
+    return undefined;
+  }
+}
+
+export type DiscardOutcome = 'removed' | 'busy' | 'none';
+
+/**
+ * Clean up after a receiver that died without cleaning up (SIGKILL, OOM): if `dir` carries the marker of a
+ * receiver that no longer runs, remove what it wrote. A live receiver's directory and a directory without the
+ * marker (a complete image set) are left alone.
+ */
+export async function discardStale(dir: string): Promise<DiscardOutcome> {
+  dir = path.resolve(dir);
+  const st = await fs.promises.lstat(dir).catch(() => undefined);
+  if (!st || !st.isDirectory()) return 'none';
+  let marker: { pid?: unknown; start?: unknown; createdRoot?: unknown };
+  try {
+    const fh = await fs.promises.open(path.join(dir, MARKER_NAME), fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
+    try {
+      marker = JSON.parse((await fh.read(Buffer.alloc(4096), 0, 4096, 0)).buffer.toString('utf8').replace(/\0+$/, ''));
+    } finally {
+      await fh.close();
+    }
+  } catch {
+    return 'none';
+  }
+  if (typeof marker.pid === 'number' && processStartTime(marker.pid) === marker.start) return 'busy';
+  if (marker.createdRoot === true) {
+    await fs.promises.rm(dir, { recursive: true, force: true });
+  } else {
+    for (const e of await fs.promises.readdir(dir)) await fs.promises.rm(path.join(dir, e), { recursive: true, force: true });
+  }
+  return 'removed';
+}
+
+function hex(n: number): string {
+  return (n >>> 0).toString(16).padStart(8, '0');
+}
+
+function describe(err: unknown): string {
+  const lines: string[] = [];
+  let e: unknown = err;
+  for (let i = 0; e && i < 6; i++) {
+    lines.push(e instanceof Error ? e.message : String(e));
+    e = e instanceof Error ? (e as { cause?: unknown }).cause : undefined;
+  }
+  return lines.join(': ');
+}
+
+/**
+ * Receive one stream into opts.dir: the whole of `godwit receive`. On any failure the sender is told why,
+ * everything written is removed, and the error is thrown.
+ */
+export async function receiveImages(opts: ReceiveOptions): Promise<ReceiveResult> {
+  const r = new ImageReceiver(opts);
+  let result: ReceiveResult;
+  try {
+    result = await r.receive();
+  } catch (err) {
+    r.reportError(err);
+    await r.discard();
+    r.endOutput();
+    throw err;
+  }
+  // Complete was sent: the files are verified and durable, and stay whatever happens to the connection now.
+  // The sender closes its side once it has read our Complete.
+  try {
+    const m = await r.next();
+    if (m) opts.log?.(`ignoring ${FrameType[m.type]} after the end of the stream`);
+  } catch (err) {
+    opts.log?.(`the connection failed after the stream was complete (files kept): ${describe(err)}`);
+  }
+  r.endOutput();
+  return result;
+}

@@ -1,0 +1,476 @@
+/**
+ * The sending end of an image stream: files go out as framed, checksummed, zstd-compressed chunks under the
+ * receiver's credit, so neither a slow link nor a slow disk on the target makes memory grow here.
+ *
+ * Producers either hand over whole files (sendFile, sendDirectory) or stream a file while they write it
+ * (beginFile returns a Writable: a dump pipes its images straight into the stream, no local copy needed).
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { Writable } from 'node:stream';
+import { crc32 } from 'node:zlib';
+import { Compressor } from 'zstd-napi';
+import { GodwitError, SysError } from '../util/errors';
+import { DEFAULT_CHUNK_SIZE, FrameType, MAX_CHUNK_SIZE, Message, checkName } from './frames';
+import { handshake } from './handshake';
+import { Channel, ConnectionLostError, MessageReader, MessageWriter, TailBuffer } from './wire';
+
+/** The receiver reported an error (its message is the target's own words). */
+export class RemoteError extends GodwitError {
+  constructor(peer: string, code: string, message: string) {
+    super(`${peer}: ${message}`, { code });
+  }
+}
+
+export class AbortedError extends GodwitError {
+  constructor(message: string) {
+    super(message, { code: 'EABORTED' });
+  }
+}
+
+export interface SendOptions {
+  /** Raw bytes per chunk (default 1 MiB, at most 4 MiB). */
+  chunkSize?: number;
+  /** zstd level for data that is not compressed yet (default 1: the link, not the CPU, should be the limit). */
+  level?: number;
+  /** Aborting it aborts the stream (the receiver removes what it wrote). */
+  signal?: AbortSignal;
+  onProgress?: (p: SendProgress) => void;
+}
+
+export interface SendProgress {
+  files: number;
+  /** File bytes sent so far (before compression). */
+  rawBytes: number;
+  /** Bytes written to the connection (frames included). */
+  wireBytes: number;
+}
+
+export interface SendResult extends SendProgress {
+  seconds: number;
+}
+
+export interface FileOptions {
+  /** Permission bits (informational: the receiver always creates 0600). */
+  mode?: number;
+  /** Total size if known (the receiver checks it). */
+  size?: number;
+  /** The content is compressed already (godwit's page container): send it as is. */
+  compressed?: boolean;
+}
+
+/** A chunk that zstd shrinks by less than this is sent raw; after this many misses in a row the file is
+ *  taken as incompressible (already-compressed pages) and not tried again. */
+const WORTH_IT = 0.97;
+const MISSES_BEFORE_GIVING_UP = 4;
+const ZSTD_MAGIC = 0xfd2fb528;
+const PRECOMPRESSED_MAGICS = [Buffer.from('GWZPAGES', 'latin1')];
+/** Files known to hold compressed data by their name (godwit's page container). */
+export function isPrecompressedName(name: string): boolean {
+  return /\.(gwz|zst|zstd|gz|xz)$/.test(name);
+}
+
+interface FileState {
+  id: number;
+  name: string;
+  size: number;
+  crc: number;
+  expected?: number;
+  tryCompress: boolean;
+  misses: number;
+  first: boolean;
+  ended: boolean;
+}
+
+export class ImageSender {
+  private readonly reader: MessageReader;
+  private readonly writer: MessageWriter;
+  private readonly stderr: TailBuffer;
+  private credit = 0;
+  private waiters: Array<() => void> = [];
+  private inbox: Message[] = [];
+  private failure: Error | undefined;
+  private nextId = 1;
+  private open = new Map<number, FileState>();
+  private names = new Set<string>();
+  private readonly compressor = new Compressor();
+  private readonly chunkSize: number;
+  private readonly started = process.hrtime.bigint();
+  private finished = false;
+  readonly progress: SendProgress = { files: 0, rawBytes: 0, wireBytes: 0 };
+
+  private constructor(readonly channel: Channel, private readonly opts: SendOptions) {
+    this.chunkSize = opts.chunkSize ?? DEFAULT_CHUNK_SIZE;
+    if (!Number.isInteger(this.chunkSize) || this.chunkSize < 4096 || this.chunkSize > MAX_CHUNK_SIZE) {
+      throw new GodwitError(`chunk size ${this.chunkSize} is out of range (4096..${MAX_CHUNK_SIZE})`);
+    }
+    this.compressor.setParameters({ compressionLevel: opts.level ?? 1 });
+    this.reader = new MessageReader(channel.fromPeer, `stream from ${channel.label}`, 'receiver');
+    this.writer = new MessageWriter(channel.toPeer, channel.label);
+    this.stderr = new TailBuffer(channel.stderr);
+  }
+
+  /** Connect: handshake with the receiver, then start listening for its credit and control messages. */
+  static async open(channel: Channel, opts: SendOptions = {}): Promise<ImageSender> {
+    const s = new ImageSender(channel, opts);
+    try {
+      if (opts.signal?.aborted) throw new AbortedError('interrupted before the stream started');
+      const hello = await handshake(channel, s.reader, s.writer, 'sender', s.stderr);
+      s.credit = hello.window!;
+    } catch (err) {
+      channel.close();
+      throw err;
+    }
+    const onAbort = () => s.abort('interrupted on the source (Ctrl-C or signal)');
+    opts.signal?.addEventListener('abort', onAbort, { once: true });
+    void s.controlLoop();
+    return s;
+  }
+
+  /** The first failure of the stream, if any (the connection, the receiver, or a producer). */
+  get failed(): Error | undefined {
+    return this.failure;
+  }
+
+  private fail(err: Error): void {
+    if (this.failure) return;
+    this.failure = err;
+    const w = this.waiters;
+    this.waiters = [];
+    for (const f of w) f();
+  }
+
+  private wake(): void {
+    const w = this.waiters;
+    this.waiters = [];
+    for (const f of w) f();
+  }
+
+  private async controlLoop(): Promise<void> {
+    try {
+      for (;;) {
+        const m = await this.reader.next();
+        if (!m) {
+          const why = this.stderr.text ? `; it said: ${this.stderr.text}` : '';
+          this.fail(new ConnectionLostError(`${this.channel.label} closed the stream${this.finished ? '' : ' before it was complete'}${why}`));
+          return;
+        }
+        switch (m.type) {
+          case FrameType.Credit:
+            this.credit += m.bytes;
+            this.wake();
+            break;
+          case FrameType.Error:
+            this.fail(new RemoteError(this.channel.label, m.code, m.message));
+            return;
+          case FrameType.Abort:
+            this.fail(new RemoteError(this.channel.label, 'EABORTED', `aborted the stream: ${m.reason}`));
+            return;
+          case FrameType.Hello:
+            throw new GodwitError(`${this.channel.label} sent a second hello`);
+          default:
+            this.inbox.push(m);
+            this.wake();
+        }
+      }
+    } catch (err) {
+      this.fail(err instanceof Error ? err : new Error(String(err)));
+    }
+  }
+
+  private check(): void {
+    if (this.failure) throw this.failure;
+  }
+
+  private async waitEvent(): Promise<void> {
+    await new Promise<void>((resolve) => this.waiters.push(resolve));
+  }
+
+  private async acquire(bytes: number): Promise<void> {
+    for (;;) {
+      this.check();
+      if (this.credit >= bytes) {
+        this.credit -= bytes;
+        return;
+      }
+      await this.waitEvent();
+    }
+  }
+
+  /** Send a control message (migrate's Commit). */
+  async send(m: Message): Promise<void> {
+    this.check();
+    await this.writer.send(m);
+  }
+
+  /**
+   * The next control message of one of `types` from the receiver (Complete, Ready, Running). Rejects with the
+   * stream's failure, or a timeout naming `what`.
+   */
+  async waitFor(types: FrameType[], timeoutMs: number, what: string): Promise<Message> {
+    const deadline = Date.now() + timeoutMs;
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      for (;;) {
+        const i = this.inbox.findIndex((m) => types.includes(m.type));
+        if (i >= 0) return this.inbox.splice(i, 1)[0]!;
+        const other = this.inbox.shift();
+        if (other) throw new GodwitError(`${this.channel.label} sent ${FrameType[other.type]} while ${what}`);
+        this.check();
+        const left = deadline - Date.now();
+        if (left <= 0) throw new GodwitError(`timed out after ${Math.round(timeoutMs / 1000)} s ${what}`, { code: 'ETIMEDOUT' });
+        const woke = this.waitEvent();
+        clearTimeout(timer);
+        timer = setTimeout(() => this.wake(), left);
+        await woke;
+      }
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** Start a file; write its bytes to the returned Writable and end() it. */
+  beginFile(name: string, opts: FileOptions = {}): Writable {
+    const state = this.startFile(name, opts);
+    return new FileWriter(this, state, this.chunkSize);
+  }
+
+  private startFile(name: string, opts: FileOptions): FileState {
+    this.check();
+    const bad = checkName(name);
+    if (bad) throw new GodwitError(`cannot send "${name}": ${bad}`);
+    if (this.names.has(name)) throw new GodwitError(`"${name}" is sent twice`);
+    if (this.finished) throw new GodwitError(`"${name}" begun after the stream was finished`);
+    this.names.add(name);
+    const state: FileState = { id: this.nextId++, name, size: 0, crc: 0, tryCompress: !(opts.compressed ?? isPrecompressedName(name)),
+      misses: 0, first: true, ended: false };
+    if (opts.size !== undefined) state.expected = opts.size;
+    this.open.set(state.id, state);
+    const m: Message = { type: FrameType.FileBegin, id: state.id, mode: (opts.mode ?? 0o600) & 0o7777, name };
+    if (opts.size !== undefined) m.size = opts.size;
+    // FileBegin is tiny and ordered before the file's data by the single writer: no need to await it here.
+    this.writer.send(m).catch((err) => this.fail(err));
+    this.progress.wireBytes += 16 + 16 + Buffer.byteLength(name);
+    return state;
+  }
+
+  /** @internal one chunk of a file's content (the buffer must not be reused by the caller). */
+  async sendChunk(state: FileState, raw: Buffer): Promise<void> {
+    this.check();
+    if (state.ended) throw new GodwitError(`"${state.name}": data after its end`);
+    if (state.first) {
+      state.first = false;
+      if (raw.length >= 4 && (raw.readUInt32LE(0) === ZSTD_MAGIC || PRECOMPRESSED_MAGICS.some((m) => raw.subarray(0, m.length).equals(m)))) {
+        state.tryCompress = false;
+      }
+    }
+    let data = raw;
+    let zstd = false;
+    if (state.tryCompress) {
+      const c = this.compressor.compress(raw);
+      if (c.length < raw.length * WORTH_IT) {
+        data = c;
+        zstd = true;
+        state.misses = 0;
+      } else if (++state.misses >= MISSES_BEFORE_GIVING_UP) {
+        state.tryCompress = false;
+      }
+    }
+    state.crc = crc32(raw, state.crc);
+    state.size += raw.length;
+    if (state.expected !== undefined && state.size > state.expected) {
+      throw new GodwitError(`"${state.name}" grew beyond its announced size of ${state.expected} bytes while it was sent`);
+    }
+    await this.acquire(8 + data.length);
+    await this.writer.send({ type: FrameType.Data, id: state.id, rawLength: raw.length, zstd, data });
+    this.progress.rawBytes += raw.length;
+    this.progress.wireBytes += 16 + 8 + data.length;
+    this.opts.onProgress?.(this.progress);
+  }
+
+  /** @internal */
+  async endFile(state: FileState): Promise<void> {
+    this.check();
+    if (state.expected !== undefined && state.size !== state.expected) {
+      throw new GodwitError(`"${state.name}" has ${state.size} bytes, ${state.expected} were announced (changed while sent?)`);
+    }
+    state.ended = true;
+    await this.writer.send({ type: FrameType.FileEnd, id: state.id, size: state.size, crc: state.crc });
+    this.open.delete(state.id);
+    this.progress.files++;
+    this.progress.wireBytes += 32;
+    this.opts.onProgress?.(this.progress);
+  }
+
+  /** Send one regular file from disk as `name` (symlinks are refused, not followed). */
+  async sendFile(file: string, name: string, opts: Omit<FileOptions, 'size' | 'mode'> = {}): Promise<void> {
+    let fh: fs.promises.FileHandle;
+    try {
+      fh = await fs.promises.open(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW) // (libuv adds O_CLOEXEC);
+    } catch (err) {
+      throw sysError(err, 'open', file, `open ${name} to send it`);
+    }
+    try {
+      const st = await fh.stat();
+      if (!st.isFile()) throw new GodwitError(`${file} is not a regular file: image directories hold regular files only`);
+      const state = this.startFile(name, { ...opts, size: st.size, mode: st.mode & 0o7777 });
+      for (;;) {
+        // A fresh buffer per chunk: the previous one may still sit in the connection's queue.
+        const buf = Buffer.allocUnsafe(this.chunkSize);
+        let got = 0;
+        while (got < buf.length) {
+          const { bytesRead } = await fh.read(buf, got, buf.length - got, null).catch((err) => {
+            throw sysError(err, 'read', file, `read ${name}`);
+          });
+          if (bytesRead === 0) break;
+          got += bytesRead;
+        }
+        if (got > 0) await this.sendChunk(state, buf.subarray(0, got));
+        if (got < buf.length) break;
+      }
+      await this.endFile(state);
+    } finally {
+      await fh.close();
+    }
+  }
+
+  /**
+   * Send every regular file under `dir` (relative names; subdirectories recursed), the manifest last so the
+   * receiver's directory never looks complete before it is.
+   */
+  async sendDirectory(dir: string): Promise<void> {
+    const files = await listImageFiles(dir);
+    for (const f of files) await this.sendFile(path.join(dir, f), f);
+  }
+
+  /** End the stream and wait until the receiver has every file verified and synced to disk. */
+  async finish(timeoutMs = 120_000): Promise<SendResult> {
+    this.check();
+    if (this.open.size > 0) {
+      const names = [...this.open.values()].map((s) => s.name).join(', ');
+      throw new GodwitError(`cannot finish the stream: files still being written: ${names}`);
+    }
+    this.finished = true;
+    await this.writer.send({ type: FrameType.End, files: this.progress.files, bytes: this.progress.rawBytes });
+    this.progress.wireBytes += 28;
+    const m = await this.waitFor([FrameType.Complete], timeoutMs, `waiting for ${this.channel.label} to confirm the files`);
+    if (m.type !== FrameType.Complete || m.files !== this.progress.files || m.bytes !== this.progress.rawBytes) {
+      throw new GodwitError(`${this.channel.label} confirmed a different stream than was sent`);
+    }
+    return { ...this.progress, seconds: Number(process.hrtime.bigint() - this.started) / 1e9 };
+  }
+
+  /** Close our side cleanly (after finish) and wait for the peer to exit. */
+  async close(timeoutMs = 10_000): Promise<void> {
+    this.writer.end();
+    if (this.channel.exited) {
+      const exit = await Promise.race([this.channel.exited, new Promise<undefined>((r) => setTimeout(() => r(undefined), timeoutMs).unref())]);
+      this.channel.close();
+      if (!exit) throw new GodwitError(`${this.channel.label} did not exit within ${timeoutMs / 1000} s after the stream ended`);
+      if (exit.code !== 0) {
+        throw new GodwitError(`${this.channel.label} exited with ${exit.code ?? exit.signal}` + (this.stderr.text ? `: ${this.stderr.text}` : ''));
+      }
+    } else {
+      this.channel.close();
+    }
+  }
+
+  /** Give up: tell the receiver (best effort; it removes everything it wrote) and drop the connection. */
+  abort(reason: string): void {
+    if (!this.failure) this.fail(new AbortedError(`stream aborted: ${reason}`));
+    this.writer.trySend({ type: FrameType.Abort, reason });
+    this.writer.end();
+    // Give the Abort a moment to leave before tearing down, without holding the process open.
+    setTimeout(() => this.channel.close(), 200).unref();
+  }
+
+  /** Stderr of the receiving command (for reports). */
+  get peerStderr(): string {
+    return this.stderr.text;
+  }
+}
+
+class FileWriter extends Writable {
+  private parts: Buffer[] = [];
+  private length = 0;
+
+  constructor(private readonly sender: ImageSender, private readonly state: FileState, private readonly chunkSize: number) {
+    // A small buffer of its own: the chunk being assembled is the memory this file holds.
+    super({ highWaterMark: 64 << 10 });
+  }
+
+  private take(n: number): Buffer {
+    if (this.parts.length === 1 && this.parts[0]!.length === n) {
+      const b = this.parts[0]!;
+      this.parts = [];
+      this.length = 0;
+      return b;
+    }
+    const out = Buffer.allocUnsafe(n);
+    let got = 0;
+    while (got < n) {
+      const p = this.parts[0]!;
+      const k = Math.min(p.length, n - got);
+      p.copy(out, got, 0, k);
+      got += k;
+      if (k === p.length) this.parts.shift();
+      else this.parts[0] = p.subarray(k);
+    }
+    this.length -= n;
+    return out;
+  }
+
+  override _write(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null) => void): void {
+    // Like every Node stream, the producer must not modify a buffer it has written: no copy needed.
+    this.parts.push(chunk);
+    this.length += chunk.length;
+    void (async () => {
+      while (this.length >= this.chunkSize) await this.sender.sendChunk(this.state, this.take(this.chunkSize));
+    })().then(() => cb(), cb);
+  }
+
+  override _final(cb: (err?: Error | null) => void): void {
+    void (async () => {
+      if (this.length > 0) await this.sender.sendChunk(this.state, this.take(this.length));
+      await this.sender.endFile(this.state);
+    })().then(() => cb(), cb);
+  }
+
+  override _destroy(err: Error | null, cb: (err?: Error | null) => void): void {
+    // A producer that fails half-way makes the whole stream bad: abort it so the receiver cleans up.
+    if (err && !this.state.ended) this.sender.abort(`the producer of "${this.state.name}" failed: ${err.message}`);
+    cb(err);
+  }
+}
+
+function sysError(err: unknown, syscall: string, file: string, what: string): Error {
+  const e = err as NodeJS.ErrnoException;
+  if (typeof e?.errno === 'number') return new SysError({ errno: Math.abs(e.errno), syscall: e.syscall ?? syscall, path: file, what });
+  return err instanceof Error ? err : new Error(String(err));
+}
+
+/** Names a directory's manifest could have: sent last. */
+const MANIFEST_RE = /^manifest(\.[a-z]+)?$|^godwit-manifest/;
+
+/** Every regular file under dir, relative, sorted, manifest last; anything else is an error. */
+export async function listImageFiles(dir: string): Promise<string[]> {
+  const out: string[] = [];
+  const st = await fs.promises.lstat(dir).catch((err) => {
+    throw sysError(err, 'lstat', dir, 'read the image directory');
+  });
+  if (!st.isDirectory()) throw new GodwitError(`${dir} is not a directory`);
+  async function walk(rel: string): Promise<void> {
+    const abs = rel ? path.join(dir, rel) : dir;
+    const entries = await fs.promises.readdir(abs, { withFileTypes: true });
+    entries.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    for (const e of entries) {
+      const r = rel ? `${rel}/${e.name}` : e.name;
+      if (e.isDirectory()) await walk(r);
+      else if (e.isFile()) out.push(r);
+      else throw new GodwitError(`${path.join(dir, r)} is not a regular file (symlink, device or socket): an image directory holds regular files only`);
+    }
+  }
+  await walk('');
+  const last = out.filter((n) => MANIFEST_RE.test(path.basename(n)));
+  return [...out.filter((n) => !MANIFEST_RE.test(path.basename(n))), ...last];
+}

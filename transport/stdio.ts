@@ -1,0 +1,25 @@
+/**
+ * This process's own stdin/stdout as a Channel: how `godwit receive` talks to whoever started it (sshd's exec
+ * channel or a local parent). A hang-up or termination signal drops the input, so the receiver takes its
+ * normal failure path (tell the sender if it still can, remove what it wrote) instead of dying half-way.
+ */
+import type { Channel } from './wire';
+
+export function stdioChannel(label: string): Channel {
+  const onSignal = (sig: NodeJS.Signals) => {
+    process.stderr.write(`godwit: ${sig} received: abandoning the stream\n`);
+    process.exitCode = 1;
+    process.stdin.destroy();
+  };
+  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGPIPE'] as const) process.on(sig, onSignal);
+  // EPIPE on stdout when the sender is gone: the reader sees the end too; do not crash on it.
+  process.stdout.on('error', () => process.stdin.destroy());
+  return {
+    label,
+    toPeer: process.stdout,
+    fromPeer: process.stdin,
+    close() {
+      process.stdin.destroy();
+    },
+  };
+}

@@ -1,0 +1,172 @@
+/**
+ * Messages over a pair of byte streams: a pull-based reader (reads only when the caller wants the next
+ * message, so the source's own buffering bounds memory), a writer that respects backpressure, and the
+ * Channel shape every transport (local child process, SSH exec) provides.
+ */
+import type { Readable, Writable } from 'node:stream';
+import { GodwitError } from '../util/errors';
+import { encodeMessage, FrameDecoder, Message, PREAMBLE, Role } from './frames';
+
+/** One end of a connection to a peer: the bytes to it, the bytes from it, and (for a remote command) its
+ *  stderr and exit status. */
+export interface Channel {
+  /** Names the peer in messages, e.g. "root@198.18.0.2" or "local receiver". */
+  label: string;
+  toPeer: Writable;
+  fromPeer: Readable;
+  /** The peer command's stderr, if it has one (kept for error messages: a missing godwit says so there). */
+  stderr?: Readable;
+  /** Resolves when the peer command has exited (never rejects). */
+  exited?: Promise<{ code: number | null; signal: string | null }>;
+  /** Tear the connection down now (the peer sees EOF or a hang-up). Idempotent. */
+  close(): void;
+}
+
+/** The connection to the peer is gone (EOF, reset, process exit) before the protocol said it was done. */
+export class ConnectionLostError extends GodwitError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, { ...options, code: 'ECONNLOST' });
+  }
+}
+
+export class MessageReader {
+  private readonly decoder: FrameDecoder;
+  private ended = false;
+  private error: Error | undefined;
+  private wake: (() => void) | undefined;
+
+  constructor(private readonly input: Readable, stream: string, from: Role) {
+    this.decoder = new FrameDecoder(stream, from);
+    const poke = () => {
+      const w = this.wake;
+      this.wake = undefined;
+      w?.();
+    };
+    input.on('readable', poke);
+    input.on('end', () => {
+      this.ended = true;
+      poke();
+    });
+    input.on('close', () => {
+      this.ended = true;
+      poke();
+    });
+    input.on('error', (err) => {
+      this.error = err;
+      poke();
+    });
+  }
+
+  get offset(): number {
+    return this.decoder.offset;
+  }
+
+  /** Whether the peer ever sent a byte (to tell "nothing answered" from "the answer was cut"). */
+  get sawBytes(): boolean {
+    return this.decoder.offset > 0 || this.decoder.pending > 0;
+  }
+
+  /** The next message; undefined on EOF at a frame boundary. Throws ProtocolError on bad bytes. */
+  async next(): Promise<Message | undefined> {
+    for (;;) {
+      const m = this.decoder.next();
+      if (m) return m;
+      const chunk: Buffer | null = this.input.read();
+      if (chunk !== null) {
+        this.decoder.push(chunk);
+        continue;
+      }
+      if (this.error) throw new ConnectionLostError(`reading from ${this.decoder.stream} failed`, { cause: this.error });
+      if (this.ended || this.input.destroyed || this.input.readableEnded) {
+        this.ended = true;
+        if (this.decoder.pending > 0) {
+          throw new ConnectionLostError(
+            `${this.decoder.stream} ended in the middle of a frame at offset ${this.decoder.offset}` +
+              ` (${this.decoder.pending} bytes of an incomplete frame)`,
+          );
+        }
+        return undefined;
+      }
+      await new Promise<void>((resolve) => (this.wake = resolve));
+    }
+  }
+}
+
+export class MessageWriter {
+  private error: Error | undefined;
+  private closed = false;
+  private waiters: Array<() => void> = [];
+
+  constructor(private readonly output: Writable, private readonly peer: string) {
+    const wakeAll = () => {
+      const w = this.waiters;
+      this.waiters = [];
+      for (const f of w) f();
+    };
+    output.on('error', (err) => {
+      this.error ??= err;
+      wakeAll();
+    });
+    output.on('close', () => {
+      this.closed = true;
+      wakeAll();
+    });
+    output.on('drain', wakeAll);
+  }
+
+  private check(): void {
+    if (this.error) throw new ConnectionLostError(`writing to ${this.peer} failed`, { cause: this.error });
+    if (this.closed || this.output.destroyed || this.output.writableEnded) {
+      throw new ConnectionLostError(`the connection to ${this.peer} is closed`);
+    }
+  }
+
+  writePreamble(): void {
+    this.check();
+    this.output.write(PREAMBLE);
+  }
+
+  /** Queue one message; resolves once the output can take more (backpressure). */
+  async send(m: Message): Promise<void> {
+    this.check();
+    // All buffers of a frame go out in one synchronous run, so concurrent senders never interleave a frame.
+    const bufs = encodeMessage(m);
+    this.output.cork();
+    let ok = true;
+    for (const b of bufs) ok = this.output.write(b) && ok;
+    this.output.uncork();
+    while (!ok && this.output.writableNeedDrain) {
+      this.check();
+      await new Promise<void>((resolve) => this.waiters.push(resolve));
+    }
+    this.check();
+  }
+
+  /** Best effort: used on the way out of a failure, so it never throws. */
+  trySend(m: Message): void {
+    try {
+      this.check();
+      for (const b of encodeMessage(m)) this.output.write(b);
+    } catch {
+      // the peer is gone already: nothing to tell it
+    }
+  }
+
+  end(): void {
+    if (!this.output.writableEnded && !this.output.destroyed) this.output.end();
+  }
+}
+
+/** Collects the last bytes of a stream (a remote command's stderr) for error messages, bounded. */
+export class TailBuffer {
+  private buf = '';
+  constructor(stream: Readable | undefined, private readonly limit = 4096) {
+    stream?.on('data', (d: Buffer) => {
+      this.buf = (this.buf + d.toString('utf8')).slice(-this.limit);
+    });
+    stream?.on('error', () => undefined);
+  }
+  get text(): string {
+    return this.buf.trim();
+  }
+}
