@@ -23,7 +23,13 @@ export async function runReceive(o: ReceiveCliOptions): Promise<void> {
   const channel = stdioChannel('the sender');
   const log = o.quiet ? undefined : (line: string) => process.stderr.write(`godwit receive: ${line}\n`);
   const opts = { dir: o.dir, channel, log, ...(o.window !== undefined ? { window: o.window } : {}) };
-  await receiveImages(opts);
+  try {
+    await receiveImages(opts);
+  } finally {
+    // stdin (the connection) keeps the process alive: let go of it so that exiting closes stdout, which is
+    // how the sender sees that we are done.
+    process.stdin.destroy();
+  }
 }
 
 export function register(program: Command): void {

@@ -22,7 +22,7 @@ export function localEndpoint(command?: string[]): Endpoint {
   return {
     label: 'local',
     async run(args: string[]) {
-      return spawnLocal(command ? { args, command: [...command, ...args] } : { args });
+      return spawnLocal(command ? { args, command: [...command, ...args], label: 'local' } : { args, label: 'local' });
     },
     close() {},
   };

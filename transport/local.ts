@@ -18,8 +18,19 @@ export interface LocalOptions {
   label?: string;
 }
 
+export type LocalChannel = Channel & { pid: number; exited: Promise<{ code: number | null; signal: string | null }> };
+
+const live = new Set<LocalChannel>();
+
+/** Close every local peer still open (tests' afterEach; an operation's last-resort clean-up). */
+export async function closeAllLocal(): Promise<void> {
+  const all = [...live];
+  for (const ch of all) ch.close();
+  await Promise.all(all.map((ch) => ch.exited));
+}
+
 /** Spawn a local godwit peer and return the channel to it. close() ends its stdin and, if it lingers, kills it. */
-export function spawnLocal(opts: LocalOptions): Channel & { pid: number } {
+export function spawnLocal(opts: LocalOptions): LocalChannel {
   const [cmd, ...args] = opts.command ?? [process.execPath, GODWIT_CLI, ...opts.args];
   const child = spawn(cmd!, args, { stdio: ['pipe', 'pipe', 'pipe'], env: opts.env ?? process.env });
   let exitState: { code: number | null; signal: string | null } | undefined;
@@ -30,7 +41,7 @@ export function spawnLocal(opts: LocalOptions): Channel & { pid: number } {
     child.on('error', () => undefined);
   });
   let closing = false;
-  return {
+  const ch: LocalChannel = {
     label: opts.label ?? `local receiver (pid ${child.pid})`,
     pid: child.pid ?? -1,
     toPeer: child.stdin!,
@@ -49,4 +60,7 @@ export function spawnLocal(opts: LocalOptions): Channel & { pid: number } {
       void exited.then(() => clearTimeout(t));
     },
   };
+  live.add(ch);
+  void exited.then(() => live.delete(ch));
+  return ch;
 }

@@ -123,7 +123,7 @@ export class ImageSender {
     }
     const onAbort = () => s.abort('interrupted on the source (Ctrl-C or signal)');
     opts.signal?.addEventListener('abort', onAbort, { once: true });
-    void s.controlLoop();
+    s.controlLoop();
     return s;
   }
 
@@ -146,7 +146,29 @@ export class ImageSender {
     for (const f of w) f();
   }
 
-  private async controlLoop(): Promise<void> {
+  private loopDone: Promise<void> = Promise.resolve();
+
+  /**
+   * Write a message; if the connection is gone, the receiver has usually said why just before it closed (a
+   * checksum error, a full disk): wait briefly for its last words and report those rather than "closed".
+   */
+  private async write(m: Message): Promise<void> {
+    this.check();
+    try {
+      await this.writer.send(m);
+    } catch (err) {
+      await Promise.race([this.loopDone, new Promise((r) => setTimeout(r, 3000).unref())]);
+      if (this.failure instanceof RemoteError) throw this.failure;
+      this.fail(err as Error);
+      throw err;
+    }
+  }
+
+  private controlLoop(): void {
+    this.loopDone = this.runControlLoop();
+  }
+
+  private async runControlLoop(): Promise<void> {
     try {
       for (;;) {
         const m = await this.reader.next();
@@ -199,8 +221,7 @@ export class ImageSender {
 
   /** Send a control message (migrate's Commit). */
   async send(m: Message): Promise<void> {
-    this.check();
-    await this.writer.send(m);
+    await this.write(m);
   }
 
   /**
@@ -249,7 +270,7 @@ export class ImageSender {
     const m: Message = { type: FrameType.FileBegin, id: state.id, mode: (opts.mode ?? 0o600) & 0o7777, name };
     if (opts.size !== undefined) m.size = opts.size;
     // FileBegin is tiny and ordered before the file's data by the single writer: no need to await it here.
-    this.writer.send(m).catch((err) => this.fail(err));
+    this.write(m).catch(() => undefined); // a failure is recorded and reported by the next call
     this.progress.wireBytes += 16 + 16 + Buffer.byteLength(name);
     return state;
   }
@@ -282,7 +303,7 @@ export class ImageSender {
       throw new GodwitError(`"${state.name}" grew beyond its announced size of ${state.expected} bytes while it was sent`);
     }
     await this.acquire(8 + data.length);
-    await this.writer.send({ type: FrameType.Data, id: state.id, rawLength: raw.length, zstd, data });
+    await this.write({ type: FrameType.Data, id: state.id, rawLength: raw.length, zstd, data });
     this.progress.rawBytes += raw.length;
     this.progress.wireBytes += 16 + 8 + data.length;
     this.opts.onProgress?.(this.progress);
@@ -295,7 +316,7 @@ export class ImageSender {
       throw new GodwitError(`"${state.name}" has ${state.size} bytes, ${state.expected} were announced (changed while sent?)`);
     }
     state.ended = true;
-    await this.writer.send({ type: FrameType.FileEnd, id: state.id, size: state.size, crc: state.crc });
+    await this.write({ type: FrameType.FileEnd, id: state.id, size: state.size, crc: state.crc });
     this.open.delete(state.id);
     this.progress.files++;
     this.progress.wireBytes += 32;
@@ -351,7 +372,7 @@ export class ImageSender {
       throw new GodwitError(`cannot finish the stream: files still being written: ${names}`);
     }
     this.finished = true;
-    await this.writer.send({ type: FrameType.End, files: this.progress.files, bytes: this.progress.rawBytes });
+    await this.write({ type: FrameType.End, files: this.progress.files, bytes: this.progress.rawBytes });
     this.progress.wireBytes += 28;
     const m = await this.waitFor([FrameType.Complete], timeoutMs, `waiting for ${this.channel.label} to confirm the files`);
     if (m.type !== FrameType.Complete || m.files !== this.progress.files || m.bytes !== this.progress.rawBytes) {
