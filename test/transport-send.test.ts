@@ -179,14 +179,14 @@ describe('godwit send/receive over a local child process', () => {
 
   test('a missing godwit on the target is a clear error', async () => {
     let err: unknown;
-    await sendImageDir(localEndpoint(['/nonexistent/bin/godwit']), src, path.join(work, 'nogodwit')).catch((e) => (err = e));
+    await sendImageDir(localEndpoint({ command: ['/nonexistent/bin/godwit'] }), src, path.join(work, 'nogodwit')).catch((e) => (err = e));
     expect(describeError(err)).toMatch(/godwit: command not found on local — install godwit on it/);
   });
 
   test('an old godwit without `receive` is a clear error', async () => {
     // The real CLI asked for a command it does not have, as an old godwit would be.
     let err: unknown;
-    const old = localEndpoint([process.execPath, GODWIT_CLI, 'receive-from-the-future']);
+    const old = localEndpoint({ command: [process.execPath, GODWIT_CLI, 'receive-from-the-future'] });
     await sendImageDir(old, src, path.join(work, 'old')).catch((e) => (err = e));
     expect(describeError(err)).toMatch(/does not understand `receive`/);
   });
@@ -198,7 +198,7 @@ describe('godwit send/receive over a local child process', () => {
       process.stdout.write(Buffer.concat([PREAMBLE, ...encodeMessage({ type: 1, hello: { protocol: 0, godwit: '0.0.9', role: 'receiver', caps: [], window: 16777216 } })]));
       process.stdin.resume(); process.stdin.on('end', () => process.exit(0));`;
     let err: unknown;
-    await sendImageDir(localEndpoint([process.execPath, '-e', script, '--']), src, path.join(work, 'proto0')).catch((e) => (err = e));
+    await sendImageDir(localEndpoint({ command: [process.execPath, '-e', script, '--'] }), src, path.join(work, 'proto0')).catch((e) => (err = e));
     expect(describeError(err)).toMatch(/godwit on local is 0\.0\.9 \(protocol 0\), need protocol 1/);
   });
 });

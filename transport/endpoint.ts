@@ -17,12 +17,14 @@ export interface Endpoint {
   close(): void;
 }
 
-/** The local machine: godwit runs as a child process of this one. `command` replaces `node cli/main.js`. */
-export function localEndpoint(command?: string[]): Endpoint {
+/** The local machine: godwit runs as a child process of this one. `command` replaces `node cli/main.js`;
+ *  `env` is the child's environment (default: this process's). */
+export function localEndpoint(opts: { command?: string[]; env?: NodeJS.ProcessEnv } = {}): Endpoint {
   return {
     label: 'local',
     async run(args: string[]) {
-      return spawnLocal(command ? { args, command: [...command, ...args], label: 'local' } : { args, label: 'local' });
+      return spawnLocal({ args, label: 'local', ...(opts.command ? { command: [...opts.command, ...args] } : {}),
+        ...(opts.env ? { env: opts.env } : {}) });
     },
     close() {},
   };

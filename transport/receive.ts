@@ -75,7 +75,9 @@ export class ImageReceiver {
   private files = 0;
   private bytes = 0;
   private wireBytes = 0;
-  private outstanding = 0;
+  /** Data payload bytes read from the sender, credit returned to it, and credit earned but not yet returned. */
+  private received = 0;
+  private granted = 0;
   private owed = 0;
   private readonly started = process.hrtime.bigint();
   private queue: Message[] = [];
@@ -156,11 +158,12 @@ export class ImageReceiver {
         const m = await this.reader.next();
         if (!m) break;
         if (m.type === FrameType.Data) {
-          const n = 8 + m.data.length;
-          this.outstanding += n;
-          if (this.outstanding > this.window) {
+          // A sender may have sent at most the window plus every credit we returned: more is a broken or
+          // hostile sender, which would otherwise make this queue grow without bound.
+          this.received += 8 + m.data.length;
+          if (this.received > this.window + this.granted) {
             throw new ProtocolError(`stream from ${this.label}`, this.reader.offset,
-              `the sender exceeded its flow-control window (${this.outstanding} > ${this.window} bytes in flight)`);
+              `the sender exceeded its flow-control window (${this.received - this.granted} bytes in flight, window ${this.window})`);
           }
           this.wireBytes += 24 + m.data.length;
         }
@@ -189,15 +192,19 @@ export class ImageReceiver {
   }
 
   private async grant(n: number): Promise<void> {
-    this.outstanding -= n;
     this.owed += n;
     // Return credit in batches, but always before the sender could be starved: it is blocked only when less
     // than one maximal chunk of credit is left, so a quarter window (>= one chunk by construction) is safe.
     if (this.owed >= Math.min(this.window / 4, this.window - (8 + MAX_CHUNK_SIZE)) || this.queue.length === 0) {
-      const bytes = this.owed;
-      this.owed = 0;
-      await this.writer.send({ type: FrameType.Credit, bytes });
+      await this.returnCredit();
     }
+  }
+
+  private async returnCredit(): Promise<void> {
+    const bytes = this.owed;
+    this.owed = 0;
+    this.granted += bytes;
+    await this.writer.send({ type: FrameType.Credit, bytes });
   }
 
   // ------------------------------------------------------------------------------------------- files
@@ -365,11 +372,7 @@ export class ImageReceiver {
         await fh.close();
       }
     }
-    if (this.owed > 0) {
-      const bytes = this.owed;
-      this.owed = 0;
-      await this.writer.send({ type: FrameType.Credit, bytes });
-    }
+    if (this.owed > 0) await this.returnCredit();
     await this.writer.send({ type: FrameType.Complete, files: this.files, bytes: this.bytes });
     this.log(`received ${this.files} files, ${this.bytes} bytes into ${this.dir}`);
   }

@@ -159,8 +159,15 @@ export class ImageSender {
     } catch (err) {
       await Promise.race([this.loopDone, new Promise((r) => setTimeout(r, 3000).unref())]);
       if (this.failure instanceof RemoteError) throw this.failure;
-      this.fail(err as Error);
-      throw err;
+      // No last words: say how the receiving command ended, if it did.
+      const exit = this.channel.exited
+        ? await Promise.race([this.channel.exited, new Promise<undefined>((r) => setTimeout(() => r(undefined), 1000).unref())])
+        : undefined;
+      const how = exit ? (exit.signal ? `was killed by ${exit.signal}` : `exited with code ${exit.code}`) : 'closed the connection';
+      const e = new ConnectionLostError(`the receiver on ${this.channel.label} ${how} in the middle of the stream` +
+        (this.stderr.text ? `; it said: ${this.stderr.text}` : ''), { cause: err });
+      this.fail(e);
+      throw e;
     }
   }
 
