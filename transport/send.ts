@@ -70,6 +70,11 @@ export function isPrecompressedName(name: string): boolean {
   return /\.(gwz|zst|zstd|gz|xz)$/.test(name);
 }
 
+export interface StreamFile {
+  write(data: Buffer): Promise<void>;
+  end(): Promise<{ size: number; crc: number }>;
+}
+
 interface FileState {
   id: number;
   name: string;
@@ -257,10 +262,27 @@ export class ImageSender {
     }
   }
 
-  /** Start a file; write its bytes to the returned Writable and end() it. */
+  /** Start a file; write its bytes to the returned Writable and end() it (pipeline() into it). */
   beginFile(name: string, opts: FileOptions = {}): Writable {
     const state = this.startFile(name, opts);
     return new FileWriter(this, state, this.chunkSize);
+  }
+
+  /**
+   * Start a file, promise style: write(buf) resolves once the sender can take more (the buffer must not be
+   * modified afterwards: it may still be queued); end() sends the file's end and returns its size and crc32.
+   */
+  openFile(name: string, opts: FileOptions = {}): StreamFile {
+    const state = this.startFile(name, opts);
+    return {
+      write: async (data: Buffer) => {
+        for (let o = 0; o < data.length; o += this.chunkSize) await this.sendChunk(state, data.subarray(o, o + this.chunkSize));
+      },
+      end: async () => {
+        await this.endFile(state);
+        return { size: state.size, crc: state.crc };
+      },
+    };
   }
 
   private startFile(name: string, opts: FileOptions): FileState {
