@@ -6,6 +6,7 @@ import { pipeline } from 'node:stream/promises';
 import { FrameType, MARKER_NAME } from '../transport/frames';
 import { localEndpoint, sendImageDir } from '../transport/endpoint';
 import { GODWIT_CLI, closeAllLocal, spawnLocal } from '../transport/local';
+import { discardStale, processStartTime } from '../transport/receive';
 import { ImageSender } from '../transport/send';
 import { describeError } from '../util/errors';
 import { corruptingChannel, makeTree, rawSession, readTree, sleep, tempDir } from './transport-helpers';
@@ -200,5 +201,28 @@ describe('godwit send/receive over a local child process', () => {
     let err: unknown;
     await sendImageDir(localEndpoint({ command: [process.execPath, '-e', script, '--'] }), src, path.join(work, 'proto0')).catch((e) => (err = e));
     expect(describeError(err)).toMatch(/godwit on local is 0\.0\.9 \(protocol 0\), need protocol 1/);
+  });
+
+  test('the sweep removes only what a dead receiver left: never a live one\'s, never a complete image set', async () => {
+    const mk = (name: string, entries: Record<string, string>) => {
+      const d = path.join(work, name);
+      fs.mkdirSync(d);
+      for (const [n, c] of Object.entries(entries)) fs.writeFileSync(path.join(d, n), c);
+      return d;
+    };
+    const dead = mk('sweep-dead', { [MARKER_NAME]: JSON.stringify({ pid: 999999999, start: 1, createdRoot: true }), '.godwit-part-3': 'x' });
+    expect(await discardStale(dead)).toBe('removed');
+    expect(fs.existsSync(dead)).toBe(false);
+    const live = mk('sweep-live', { [MARKER_NAME]: JSON.stringify({ pid: process.pid, start: processStartTime(process.pid), createdRoot: true }) });
+    expect(await discardStale(live)).toBe('busy');
+    expect(fs.existsSync(live)).toBe(true);
+    const complete = mk('sweep-complete', { 'core-1.img': 'x', manifest: '{}' });
+    expect(await discardStale(complete)).toBe('none');
+    expect(fs.readdirSync(complete).sort()).toEqual(['core-1.img', 'manifest']);
+    const early = mk('sweep-early', { [MARKER_NAME]: '' }); // killed while writing its marker
+    expect(await discardStale(early)).toBe('removed');
+    const empty = mk('sweep-empty', {}); // killed right after mkdir
+    expect(await discardStale(empty)).toBe('removed');
+    expect(fs.existsSync(empty)).toBe(false);
   });
 });

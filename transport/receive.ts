@@ -13,7 +13,7 @@ import * as path from 'node:path';
 import { crc32 } from 'node:zlib';
 import * as zstd from 'zstd-napi/binding';
 import { GodwitError, SysError } from '../util/errors';
-import { FrameType, MARKER_NAME, MAX_CHUNK_SIZE, Message, ProtocolError, TEMP_PREFIX, checkName } from './frames';
+import { FrameType, MARKER_NAME, MAX_CHUNK_SIZE, Message, ProtocolError, RESERVED_PREFIX, TEMP_PREFIX, checkName } from './frames';
 import { handshake } from './handshake';
 import { Channel, ConnectionLostError, MessageReader, MessageWriter, TailBuffer } from './wire';
 
@@ -408,25 +408,37 @@ export type DiscardOutcome = 'removed' | 'busy' | 'none';
 
 /**
  * Clean up after a receiver that died without cleaning up (SIGKILL, OOM): if `dir` carries the marker of a
- * receiver that no longer runs, remove what it wrote. A live receiver's directory and a directory without the
- * marker (a complete image set) are left alone.
+ * receiver that no longer runs, or holds nothing but godwit's own names, remove what it wrote. A live
+ * receiver's directory and a complete image set (no marker) are left alone. Run only once the receiver is gone.
  */
 export async function discardStale(dir: string): Promise<DiscardOutcome> {
   dir = path.resolve(dir);
   const st = await fs.promises.lstat(dir).catch(() => undefined);
   if (!st || !st.isDirectory()) return 'none';
-  let marker: { pid?: unknown; start?: unknown; createdRoot?: unknown };
+  let marker: { pid?: unknown; start?: unknown; createdRoot?: unknown } | undefined;
   try {
     const fh = await fs.promises.open(path.join(dir, MARKER_NAME), fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
     try {
-      marker = JSON.parse((await fh.read(Buffer.alloc(4096), 0, 4096, 0)).buffer.toString('utf8').replace(/\0+$/, ''));
+      const { bytesRead, buffer } = await fh.read(Buffer.alloc(4096), 0, 4096, 0);
+      marker = JSON.parse(buffer.subarray(0, bytesRead).toString('utf8'));
     } finally {
       await fh.close();
     }
   } catch {
-    return 'none';
+    marker = undefined;
   }
-  if (typeof marker.pid === 'number' && processStartTime(marker.pid) === marker.start) return 'busy';
+  if (marker && typeof marker.pid === 'number' && processStartTime(marker.pid) === marker.start) return 'busy';
+  if (!marker) {
+    // No (readable) marker: a receiver killed between making the directory and finishing its marker leaves
+    // only godwit's own names (or nothing). Anything else (a complete image set) is not ours to remove.
+    const entries = await fs.promises.readdir(dir);
+    if (!entries.every((e) => e.startsWith(RESERVED_PREFIX))) return 'none';
+    if (entries.length === 0) {
+      await fs.promises.rmdir(dir);
+      return 'removed';
+    }
+    marker = { createdRoot: true };
+  }
   if (marker.createdRoot === true) {
     await fs.promises.rm(dir, { recursive: true, force: true });
   } else {
