@@ -157,10 +157,19 @@ test('pipe-tree: every process with its parent, pipes and the bytes in flight', 
   const w = await start('pipe-tree');
   await dumpAndVerify(w, async (imgs, dir) => {
     const tree = imgs.get('pstree.img')!;
-    expect(tree.map((p) => p.pid).sort()).toEqual([...w.pids].sort());
+    const zombie = Number(w.info['proc-zombie']);
+    expect(tree.map((p) => p.pid).sort()).toEqual([...w.pids, zombie].sort());
     const byPid = new Map(tree.map((p) => [p.pid as number, p]));
-    for (const k of ['proc-c1', 'proc-c2', 'proc-c3']) expect(byPid.get(Number(w.info[k]))!.ppid).toBe(w.pid);
+    for (const k of ['proc-c1', 'proc-c2', 'proc-c3', 'proc-zombie']) expect(byPid.get(Number(w.info[k]))!.ppid).toBe(w.pid);
     expect(byPid.get(Number(w.info['proc-g']))!.ppid).toBe(Number(w.info['proc-c1']));
+    // c2 has its own session, c3 its own process group.
+    expect(byPid.get(Number(w.info['proc-c2']))!.sid).toBe(Number(w.info['proc-c2']));
+    expect(byPid.get(Number(w.info['proc-c3']))!.pgid).toBe(Number(w.info['proc-c3']));
+    // The zombie: a core with task_state ZOMBIE and its exit code, and no memory images.
+    const zc = imgs.get(`core-${zombie}.img`)![0]!.tc as Msg;
+    expect(zc.task_state).toBe(6);
+    expect(zc.exit_code).toBe(42 << 8); // the raw wait status, as CRIU keeps it
+    expect(imgs.has(`mm-${zombie}.img`)).toBe(false);
     const data = imgs.get('pipes-data.img')!;
     const bytes = await extras(dir, 'pipes-data.img');
     expect(data.reduce((n, d) => n + (d.bytes as number), 0)).toBeGreaterThan(0);
