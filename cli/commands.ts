@@ -10,8 +10,9 @@ import { register as encode } from './encode';
 import { register as inspect } from './inspect';
 import { register as receive } from './receive';
 import { register as restore } from './restore';
+import { register as send } from './send';
 import { register as verify } from './verify';
 
 export type Register = (program: Command) => void;
 
-export const commands: Register[] = [decode, encode, verify, convert, inspect, dump, restore, receive];
+export const commands: Register[] = [decode, encode, verify, convert, inspect, dump, restore, receive, send];

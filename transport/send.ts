@@ -100,7 +100,8 @@ export class ImageSender {
   private names = new Set<string>();
   private readonly compressor = new Compressor();
   private readonly chunkSize: number;
-  private readonly started = process.hrtime.bigint();
+  /** Set when the handshake is done: `seconds` in results is the streaming time, not the connection set-up. */
+  private started = process.hrtime.bigint();
   private finished = false;
   readonly progress: SendProgress = { files: 0, rawBytes: 0, wireBytes: 0 };
 
@@ -122,6 +123,7 @@ export class ImageSender {
       if (opts.signal?.aborted) throw new AbortedError('interrupted before the stream started');
       const hello = await handshake(channel, s.reader, s.writer, 'sender', s.stderr);
       s.credit = hello.window!;
+      s.started = process.hrtime.bigint();
     } catch (err) {
       channel.close();
       throw err;
@@ -165,15 +167,21 @@ export class ImageSender {
       await Promise.race([this.loopDone, new Promise((r) => setTimeout(r, 3000).unref())]);
       if (this.failure instanceof RemoteError) throw this.failure;
       // No last words: say how the receiving command ended, if it did.
-      const exit = this.channel.exited
-        ? await Promise.race([this.channel.exited, new Promise<undefined>((r) => setTimeout(() => r(undefined), 1000).unref())])
-        : undefined;
-      const how = exit ? (exit.signal ? `was killed by ${exit.signal}` : `exited with code ${exit.code}`) : 'closed the connection';
-      const e = new ConnectionLostError(`the receiver on ${this.channel.label} ${how} in the middle of the stream` +
-        (this.stderr.text ? `; it said: ${this.stderr.text}` : ''), { cause: err });
+      const e = await this.peerGone(err);
       this.fail(e);
-      throw e;
+      throw this.failure!;
     }
+  }
+
+  /** The receiver's end, explained: its exit status if it exited (within a second), and its last stderr. */
+  private async peerGone(cause?: unknown): Promise<ConnectionLostError> {
+    const exit = this.channel.exited
+      ? await Promise.race([this.channel.exited, new Promise<undefined>((r) => setTimeout(() => r(undefined), 1000).unref())])
+      : undefined;
+    const how = exit ? (exit.signal ? `was killed by ${exit.signal}` : `exited with code ${exit.code}`) : 'closed the connection';
+    const when = this.finished ? 'after the end of the stream' : 'in the middle of the stream';
+    return new ConnectionLostError(`the receiver on ${this.channel.label} ${how} ${when}` +
+      (this.stderr.text ? `; it said: ${this.stderr.text}` : ''), cause !== undefined ? { cause } : undefined);
   }
 
   private controlLoop(): void {
@@ -185,8 +193,7 @@ export class ImageSender {
       for (;;) {
         const m = await this.reader.next();
         if (!m) {
-          const why = this.stderr.text ? `; it said: ${this.stderr.text}` : '';
-          this.fail(new ConnectionLostError(`${this.channel.label} closed the stream${this.finished ? '' : ' before it was complete'}${why}`));
+          this.fail(await this.peerGone());
           return;
         }
         switch (m.type) {
