@@ -8,6 +8,8 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { dump } from '../checkpoint/dump';
 import { readStatus } from '../checkpoint/proc/status';
+import { startWorkload } from '../scenarios/workload';
+import { describeError } from '../util/errors';
 
 const cli = path.resolve(__dirname, '..', 'cli', 'main.js');
 const run = (...args: string[]) => spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8' });
@@ -78,4 +80,25 @@ test('an inet socket: the error names pid, fd and kind; the process runs on untr
   expect(st.tracerPid).toBe(0);
   expect(st.state).not.toMatch(/^[tT]/);
   expect(server.exitCode).toBeNull();
+});
+
+test('a failure after the freeze (deleted file over the ghost limit): the tree resumes as it was and verifies PASS', async () => {
+  const w = await startWorkload('files');
+  try {
+    const dir = path.join(tmp, 'img');
+    const err = await dump({ pid: w.pid, dir, leaveRunning: true, ghostLimit: 100 }).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(describeError(err)).toMatch(
+      new RegExp(`pid ${w.pid} fd \\d+: deleted file .*deleted\\.dat holds 8292 bytes, more than the ghost limit of 100`),
+    );
+    expect(fs.existsSync(dir)).toBe(false);
+    const st = readStatus(w.pid);
+    expect(st.tracerPid).toBe(0);
+    expect(st.state).not.toMatch(/^[tT]/);
+    expect((await w.verify()).detail).toBe('PASS');
+  } finally {
+    await w.cleanup();
+  }
 });
