@@ -9,7 +9,10 @@ import { RestoreContext } from './context';
 import { Msg } from './image-files';
 import { TaskImage } from './load';
 import { closeInRestorer, openInRestorer } from './memory';
-import { Batch, runBatch } from './syscalls';
+import { Batch, runBatch, runLocal } from './syscalls';
+import { fileNameFor } from '../images';
+import { readEntries } from './image-files';
+import { Op } from './restorer';
 import { createEventfd, createInotify, createSignalfd, createTimerfd } from './anonfds';
 import { createEpoll } from './epoll';
 
@@ -50,12 +53,49 @@ export async function openRegularFiles(ctx: RestoreContext): Promise<void> {
       const reg = f.reg as Msg;
       const name = reg.name as string;
       const flags = Number(reg.flags ?? 0) & ~(O_CREAT | O_EXCL | O_TRUNC | O_NOCTTY);
-      const fd = await openInRestorer(ctx, name, flags, (reg.pos as bigint | undefined) ?? 0n).catch((e) => {
+      const remap = ctx.set!.remaps.get(id);
+      const fd = await (remap ? openGhost(ctx, id, name, flags, reg, remap) : openInRestorer(ctx, name, flags, (reg.pos as bigint | undefined) ?? 0n)).catch((e) => {
         throw new GodwitError(`task ${t.pid}: cannot reopen fd ${fdi.fd} (${name})`, { cause: e });
       });
       ctx.objects.set(id, fd);
       ctx.restorerFds.push(fd);
     }
+}
+
+const REMAP_GHOST = 1;
+const O_RDWR = 2;
+const AT_FDCWD = -100;
+
+/**
+ * A file that was deleted while open: recreated from its ghost image at its old path (so the fd reads
+ * "PATH (deleted)" as before; a temporary name beside it if the path is taken now), opened as it was, unlinked.
+ */
+async function openGhost(ctx: RestoreContext, id: number, name: string, flags: number, reg: Msg, remap: Msg): Promise<number> {
+  if (Number(remap.remap_type ?? REMAP_GHOST) !== REMAP_GHOST)
+    throw new GodwitError(`file id ${id} (${name}): remap type ${remap.remap_type} is not supported yet`);
+  const ghostFile = fileNameFor('GHOST_FILE', Number(remap.remap_id));
+  const entries = readEntries(ctx.set!.dir, ghostFile);
+  if (!entries || !entries.length) throw new GodwitError(`${ghostFile} is missing: the content of deleted file ${name} is not in the image`);
+  const g = entries[0];
+  const content = (g.extra as Buffer | undefined) ?? Buffer.alloc(0);
+  const base = name.replace(/ \(deleted\)$/, '');
+  const where = fs.existsSync(base) ? `${base}.godwit-ghost-${process.pid}-${id}` : base;
+  const w = await openInRestorer(ctx, where, O_RDWR | O_CREAT | O_EXCL, undefined, Number(g.mode ?? 0o600) & 0o7777);
+  try {
+    for (let off = 0; off < content.length; off += 1 << 20) {
+      const piece = content.subarray(off, off + (1 << 20));
+      const b = Buffer.alloc(4 + piece.length);
+      b.writeInt32LE(w, 0);
+      piece.copy(b, 4);
+      await ctx.restorer!.request(Op.WRITE_FD, b, `write the content of deleted file ${name}`);
+    }
+    return await openInRestorer(ctx, where, flags, (reg.pos as bigint | undefined) ?? 0n);
+  } finally {
+    await closeInRestorer(ctx, [w]);
+    const u = new Batch();
+    u.call('unlinkat', [AT_FDCWD, u.str(where), 0], `delete ${where} again`);
+    await runLocal(ctx.restorer!, u, 'ghost file');
+  }
 }
 
 async function createAnonObject(ctx: RestoreContext, id: number, type: string, f: Msg): Promise<number | null> {
@@ -131,7 +171,7 @@ export function neededFiles(ctx: RestoreContext): { path: string; size?: bigint;
   const out = new Map<string, { path: string; size?: bigint; mode?: number; why: string }>();
   const add = (id: number, why: string) => {
     const reg = set.files.get(id)?.reg as Msg | undefined;
-    if (!reg) return;
+    if (!reg || set.remaps.has(id)) return; // a deleted file comes from its ghost image
     const p = reg.name as string;
     if (!out.has(p)) out.set(p, { path: p, size: reg.size as bigint | undefined, mode: reg.mode as number | undefined, why });
   };

@@ -33,6 +33,10 @@ export interface ImageSet {
   tasks: TaskImage[];
   files: Map<number, Msg>;
   pipeData: Map<number, Buffer>;
+  /** files.img id -> its remap (a deleted file's content is a ghost file image). */
+  remaps: Map<number, Msg>;
+  /** Unix socket queues: sk-queues entries (with their bytes as `extra`), in image order. */
+  skQueues: Msg[];
 }
 
 function need(dir: string, file: string, kind: string): Msg[] {
@@ -83,7 +87,10 @@ export function loadImageSet(dir: string): ImageSet {
   const pipeData = new Map<number, Buffer>();
   for (const d of readEntries(dir, 'pipes-data.img') ?? [])
     pipeData.set(Number(d.pipe_id), d.extra as Buffer);
-  return { dir, tasks: orderParentsFirst(tasks), files, pipeData };
+  const remaps = new Map<number, Msg>();
+  for (const r of readEntries(dir, 'remap-fpath.img') ?? []) remaps.set(Number(r.orig_id), r);
+  const skQueues = readEntries(dir, 'sk-queues.img') ?? [];
+  return { dir, tasks: orderParentsFirst(tasks), files, pipeData, remaps, skQueues };
 }
 
 function orderParentsFirst(tasks: TaskImage[]): TaskImage[] {

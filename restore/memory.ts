@@ -295,11 +295,11 @@ async function writePagesNow(ctx: RestoreContext, t: TaskImage, ranges: PageRang
   return total;
 }
 
-export async function openInRestorer(ctx: RestoreContext, file: string, flags: number, pos?: bigint): Promise<number> {
+export async function openInRestorer(ctx: RestoreContext, file: string, flags: number, pos?: bigint, mode = 0): Promise<number> {
   const p = Buffer.from(file + '\0');
   const b = Buffer.alloc(20 + p.length);
   b.writeInt32LE(flags, 0);
-  b.writeUInt32LE(0, 4);
+  b.writeUInt32LE(mode, 4);
   b.writeUInt32LE(pos !== undefined ? 1 : 0, 8);
   b.writeBigUInt64LE(pos ?? 0n, 12);
   p.copy(b, 20);

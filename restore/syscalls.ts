@@ -15,7 +15,8 @@ export const NR = {
   set_robust_list: 273, dup3: 292, rt_tgsigqueueinfo: 297, rseq: 334, pidfd_open: 434,
   close_range: 436, pidfd_getfd: 438, personality: 135, userfaultfd: 323, ioctl: 16, eventfd2: 290,
   signalfd4: 289, timerfd_create: 283, timerfd_settime: 286, inotify_init1: 294, inotify_add_watch: 254,
-  inotify_rm_watch: 255, epoll_create1: 291, epoll_ctl: 233, open_by_handle_at: 304, openat: 257,
+  inotify_rm_watch: 255, unlinkat: 263, socket: 41, connect: 42, accept4: 288, sendto: 44, bind: 49,
+  listen: 50, socketpair: 53, setsockopt: 54, shutdown: 48, epoll_create1: 291, epoll_ctl: 233, open_by_handle_at: 304, openat: 257,
 } as const;
 export type SyscallName = keyof typeof NR;
 

@@ -243,6 +243,8 @@ describe('restore refuses bad input before creating anything', () => {
 });
 
 describe('restore of kernel objects (added to the sleep image)', () => {
+  const ghostPath = path.join(os.tmpdir(), `godwit-ghost-${process.pid}`);
+
   function withObjects(): string {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'godwit-restore-'));
     tmpDirs.push(dir);
@@ -274,7 +276,17 @@ describe('restore of kernel objects (added to the sleep image)', () => {
       e.push({ type: 'fdinfo_entry', msg: { id: 101, flags: 1, type: 9, fd: 4 } });
       e.push({ type: 'fdinfo_entry', msg: { id: 102, flags: 0, type: 17, fd: 5 } });
       e.push({ type: 'fdinfo_entry', msg: { id: 103, flags: 0, type: 7, fd: 9 } });
+      e.push({ type: 'fdinfo_entry', msg: { id: 104, flags: 0, type: 1, fd: 6 } });
     });
+    // A deleted file still open at offset 3: its content travels in a ghost image.
+    edit('files.img', 'FILES', (e) => {
+      e.push({ type: 'file_entry', msg: { type: 1, id: 104, reg: { id: 104, flags: 2, pos: 3n, fown, name: ghostPath, mode: 0o100600 } } });
+    });
+    fs.writeFileSync(path.join(dir, 'remap-fpath.img'), encodeImage('REMAP_FPATH', [{ type: 'remap_file_path_entry', msg: { orig_id: 104, remap_id: 1, remap_type: 1 } }]));
+    fs.writeFileSync(
+      path.join(dir, 'ghost-file-1.img'),
+      encodeImage('GHOST_FILE', [{ type: 'ghost_file_entry', msg: { uid: 0, gid: 0, mode: 0o100600, size: 11n }, extra: Buffer.from('hello ghost') }]),
+    );
     edit('core-16344.img', 'CORE', (e) => {
       const timers = (e[0].msg.tc as Record<string, unknown>).timers as Record<string, unknown>;
       timers.posix = [
@@ -291,8 +303,11 @@ describe('restore of kernel objects (added to the sleep image)', () => {
     const info = (fd: number) => fs.readFileSync(`/proc/${pid}/fdinfo/${fd}`, 'utf8');
     expect(fdLinks(pid)).toEqual({
       0: '/dev/null', 1: '/dev/null', 2: '/dev/null', 3: 'anon_inode:[eventfd]', 4: 'anon_inode:[signalfd]',
-      5: 'anon_inode:[timerfd]', 9: 'anon_inode:[eventpoll]',
+      5: 'anon_inode:[timerfd]', 6: `${ghostPath} (deleted)`, 9: 'anon_inode:[eventpoll]',
     });
+    expect(info(6)).toMatch(/^pos:\s+3\n/);
+    expect(fs.readFileSync(`/proc/${pid}/fd/6`, 'utf8')).toBe('hello ghost');
+    expect(fs.existsSync(ghostPath)).toBe(false);
     expect(info(3)).toMatch(/eventfd-count:\s+5\n/);
     expect(info(3)).toMatch(/eventfd-semaphore:\s+1\n/);
     expect(info(3)).toMatch(/flags:\s+0*4002\n/); // O_RDWR | O_NONBLOCK, no O_CLOEXEC
