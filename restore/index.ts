@@ -17,6 +17,7 @@ import { closeObjects, installFds, openRegularFiles, restoreFs } from './files';
 import { loadImageSet } from './load';
 import { createTrampoline, finishMemory, mapVmas, pageRanges, vmasOf, Vma, writePages } from './memory';
 import { createPipes } from './pipes';
+import { createUnixSockets } from './sockets';
 import { fillEpolls } from './epoll';
 import { preflight } from './preflight';
 import { Op, Restorer } from './restorer';
@@ -78,6 +79,7 @@ export function restoreSteps(): ListrTask<StepState>[] {
     timed('create process tree', (s) => createTree(s)),
     timed('create pipes and open files', async (s) => {
       await createPipes(s);
+      await createUnixSockets(s);
       await openRegularFiles(s);
     }),
     timed('rebuild memory', async (s) => {

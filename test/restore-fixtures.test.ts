@@ -296,6 +296,54 @@ describe('restore of kernel objects (added to the sleep image)', () => {
     return dir;
   }
 
+  test('unix sockets: a socketpair and a listener with an accepted connection, queued data, names', async () => {
+    const dir = withObjects();
+    const sockPath = path.join(os.tmpdir(), `godwit-sock-${process.pid}`);
+    tmpDirs.push(sockPath);
+    const edit = (file: string, kind: string, fn: (e: { type: string; msg: Record<string, unknown>; extra?: Buffer }[]) => void) => {
+      const p = path.join(dir, file);
+      const img = decodeImage(fs.readFileSync(p), p);
+      fn(img.entries as { type: string; msg: Record<string, unknown> }[]);
+      fs.writeFileSync(p, encodeImage(kind, img.entries));
+    };
+    const fown = { uid: 0, euid: 0, signum: 0, pid_type: 0, pid: 0 };
+    const opts = { so_sndbuf: 212992, so_rcvbuf: 212992, so_snd_tmo_sec: 0n, so_snd_tmo_usec: 0n, so_rcv_tmo_sec: 0n, so_rcv_tmo_usec: 0n };
+    const usk = (id: number, ino: number, state: number, peer: number, name: string, backlog = 0) => ({
+      type: 'file_entry',
+      msg: { type: 5, id, usk: { id, ino, type: 1, state, flags: 2, uflags: 0, backlog, peer, fown, opts, name: Buffer.from(name) } },
+    });
+    edit('files.img', 'FILES', (e) => {
+      e.push(usk(200, 900500, 1, 900501, ''), usk(201, 900501, 1, 900500, ''));
+      e.push(usk(202, 900510, 10, 0, sockPath, 5), usk(203, 900511, 1, 900512, sockPath), usk(204, 900512, 1, 900511, ''));
+    });
+    edit('fdinfo-2.img', 'FDINFO', (e) => {
+      [200, 201, 202, 203, 204].forEach((id, i) => e.push({ type: 'fdinfo_entry', msg: { id, flags: 0, type: 5, fd: 10 + i } }));
+    });
+    fs.writeFileSync(
+      path.join(dir, 'sk-queues.img'),
+      encodeImage('SK_QUEUES', [
+        { type: 'sk_packet_entry', msg: { id_for: 200, length: 5 }, extra: Buffer.from('hello') },
+        { type: 'sk_packet_entry', msg: { id_for: 204, length: 3 }, extra: Buffer.from('abc') },
+      ]),
+    );
+    const r = await restore({ dir, newPidns: true, detach: true }, { silent: true });
+    started.push(r);
+    const pid = r.rootPid;
+    const links = fdLinks(pid);
+    for (const fd of [10, 11, 12, 13, 14]) expect(links[fd]).toMatch(/^socket:\[\d+\]$/);
+    // ss: the listener and the accepted socket carry the path; queued bytes show as Recv-Q.
+    const ss = spawnSync('ss', ['-x', '-a', '-p', '-n'], { encoding: 'utf8' }).stdout.split('\n');
+    const line = (fd: number) => ss.find((l) => l.includes(`pid=${pid},fd=${fd})`)) ?? '';
+    const ino = (fd: number) => links[fd].replace(/\D/g, '');
+    expect(line(10)).toMatch(/^u_str\s+ESTAB\s+5\s/);
+    expect(line(10)).toContain(` * ${ino(11)} `);
+    expect(line(12)).toMatch(/^u_str\s+LISTEN\s/);
+    expect(line(12)).toContain(sockPath);
+    expect(line(13)).toContain(sockPath);
+    expect(line(14)).toMatch(/^u_str\s+ESTAB\s+3\s/);
+    expect(line(14)).toContain(` ${ino(13)} `);
+  });
+
   test('eventfd, signalfd, timerfd, epoll and a POSIX timer come back with their state', async () => {
     const r = await restore({ dir: withObjects(), newPidns: true, detach: true }, { silent: true });
     started.push(r);

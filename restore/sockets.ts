@@ -1,0 +1,173 @@
+/**
+ * Unix sockets, made in the restorer and pulled into tasks like any file: listeners bound and listening,
+ * connected stream pairs re-made by connecting to their listener (so both sides keep their names) or as a
+ * socketpair when nameless, datagram sockets bound and connected as they were, buffer sizes, then the queued
+ * data sent again from each receiver's peer (datagram boundaries kept), then shutdowns.
+ */
+import * as fs from 'node:fs';
+import { GodwitError } from '../util/errors';
+import { RestoreContext } from './context';
+import { Msg } from './image-files';
+import { Batch, runLocal } from './syscalls';
+
+const AF_UNIX = 1;
+const SOCK_STREAM = 1;
+const SOCK_CLOEXEC = 0o2000000;
+const TCP_LISTEN = 10;
+const SOL_SOCKET = 1;
+const SO_SNDBUFFORCE = 32;
+const SO_RCVBUFFORCE = 33;
+const F_SETFL = 4;
+const O_NONBLOCK = 0o4000;
+const AT_FDCWD = -100;
+const MSG_DONTWAIT = 0x40;
+
+interface Sock {
+  fileId: number;
+  e: Msg;
+  ino: number;
+  peer: number;
+  name: Buffer;
+  type: number;
+  fd?: number;
+}
+
+function sockaddr(name: Buffer): Buffer {
+  const abstract = name.length > 0 && name[0] === 0;
+  const a = Buffer.alloc(2 + name.length + (abstract ? 0 : 1));
+  a.writeUInt16LE(AF_UNIX, 0);
+  name.copy(a, 2);
+  return a;
+}
+
+async function local(ctx: RestoreContext, b: Batch, what: string): Promise<bigint[]> {
+  return (await runLocal(ctx.restorer!, b, what)).results;
+}
+
+async function newSocket(ctx: RestoreContext, s: Sock): Promise<number> {
+  const b = new Batch();
+  b.call('socket', [AF_UNIX, s.type | SOCK_CLOEXEC, 0], `create unix socket ${s.ino}`);
+  const fd = Number((await local(ctx, b, 'unix socket'))[0]);
+  ctx.restorerFds.push(fd);
+  s.fd = fd;
+  return fd;
+}
+
+async function bindTo(ctx: RestoreContext, s: Sock): Promise<void> {
+  const b = new Batch();
+  if (s.name.length && s.name[0] !== 0) {
+    // A socket file left by the dumped process (it is still bound there) must go before binding again.
+    const p = s.name.toString();
+    if (fs.existsSync(p) && fs.statSync(p).isSocket()) b.call('unlinkat', [AT_FDCWD, b.str(p), 0], `remove the stale socket file ${p}`);
+  }
+  b.call('bind', [s.fd!, b.data(sockaddr(s.name)), sockaddr(s.name).length], `bind unix socket ${s.ino} to ${printable(s.name)}`);
+  await local(ctx, b, 'unix socket');
+}
+
+const printable = (n: Buffer) => (n.length && n[0] === 0 ? `@${n.subarray(1).toString()}` : n.toString());
+
+export async function createUnixSockets(ctx: RestoreContext): Promise<void> {
+  const set = ctx.set!;
+  const socks: Sock[] = [];
+  for (const f of set.files.values()) {
+    const e = f.usk as Msg | undefined;
+    if (!e) continue;
+    socks.push({
+      fileId: Number(f.id),
+      e,
+      ino: Number(e.ino),
+      peer: Number(e.peer ?? 0),
+      name: Buffer.from((e.name as Buffer | undefined) ?? Buffer.alloc(0)),
+      type: Number(e.type ?? SOCK_STREAM),
+    });
+  }
+  if (!socks.length) return;
+  const byIno = new Map(socks.map((s) => [s.ino, s]));
+  const listeners = socks.filter((s) => Number(s.e.state) === TCP_LISTEN);
+  for (const l of listeners) {
+    await newSocket(ctx, l);
+    await bindTo(ctx, l);
+    const b = new Batch();
+    b.call('listen', [l.fd!, Number(l.e.backlog ?? 0) || 128], `listen on ${printable(l.name)}`);
+    await local(ctx, b, 'unix socket');
+  }
+  // Connected pairs (each the other's peer).
+  for (const s of socks) {
+    if (s.fd !== undefined) continue;
+    const p = byIno.get(s.peer);
+    if (!p || p.peer !== s.ino || p.fd !== undefined) continue;
+    const listener = listeners.find((l) => l.name.length && (l.name.equals(s.name) || l.name.equals(p.name)) && l.type === s.type);
+    if (listener && s.type !== 2 /* SOCK_DGRAM */) {
+      const [accepted, client] = listener.name.equals(s.name) ? [s, p] : [p, s];
+      await newSocket(ctx, client);
+      if (client.name.length) await bindTo(ctx, client);
+      const b = new Batch();
+      b.call('connect', [client.fd!, b.data(sockaddr(listener.name)), sockaddr(listener.name).length], `connect to ${printable(listener.name)}`);
+      b.call('accept4', [listener.fd!, 0, 0, SOCK_CLOEXEC], `accept on ${printable(listener.name)}`);
+      const r = await local(ctx, b, 'unix socket');
+      accepted.fd = Number(r[1]);
+      ctx.restorerFds.push(accepted.fd);
+    } else {
+      const b = new Batch();
+      const fds = Buffer.alloc(8);
+      b.call('socketpair', [AF_UNIX, s.type | SOCK_CLOEXEC, 0, b.data(fds)], `create unix socket pair ${s.ino}/${p.ino}`);
+      const { scratch } = await runLocal(ctx.restorer!, b, 'unix socket');
+      s.fd = scratch.readInt32LE(0);
+      p.fd = scratch.readInt32LE(4);
+      ctx.restorerFds.push(s.fd, p.fd);
+      if (s.name.length || p.name.length) ctx.warnings.push({ pid: 0, message: `unix sockets ${s.ino}/${p.ino}: recreated as a socketpair, their names are lost` });
+    }
+  }
+  // The rest: bound ones first (datagram receivers), then those connected to a bound one.
+  for (const s of socks.filter((x) => x.fd === undefined && x.name.length)) {
+    await newSocket(ctx, s);
+    await bindTo(ctx, s);
+  }
+  for (const s of socks.filter((x) => x.fd === undefined)) {
+    await newSocket(ctx, s);
+    const p = byIno.get(s.peer);
+    if (s.peer && !p) throw new GodwitError(`unix socket ${s.ino} is connected to socket ${s.peer}, which is not in the image (outside the dumped tree)`);
+    if (p) {
+      const b = new Batch();
+      b.call('connect', [s.fd!, b.data(sockaddr(p.name)), sockaddr(p.name).length], `connect socket ${s.ino} to ${printable(p.name)}`);
+      await local(ctx, b, 'unix socket');
+    }
+  }
+  for (const s of socks) {
+    const o = (s.e.opts as Msg | undefined) ?? {};
+    const b = new Batch();
+    for (const [opt, v] of [[SO_SNDBUFFORCE, o.so_sndbuf], [SO_RCVBUFFORCE, o.so_rcvbuf]] as const) {
+      if (!v) continue;
+      const val = Buffer.alloc(4);
+      val.writeInt32LE(Math.floor(Number(v) / 2)); // the kernel doubles what it is given
+      b.call('setsockopt', [s.fd!, SOL_SOCKET, opt, b.data(val), 4], `set buffer size of socket ${s.ino}`);
+    }
+    await local(ctx, b, 'unix socket');
+  }
+  // Queued data, sent again by whoever can reach the receiver.
+  const byFile = new Map(socks.map((s) => [s.fileId, s]));
+  for (const q of set.skQueues) {
+    const rcv = byFile.get(Number(q.id_for));
+    if (!rcv) throw new GodwitError(`sk-queues.img: data queued for file id ${q.id_for}, which is no unix socket of the image`);
+    const data = (q.extra as Buffer | undefined) ?? Buffer.alloc(0);
+    const sender = byIno.get(rcv.peer)?.peer === rcv.ino ? byIno.get(rcv.peer) : socks.find((x) => x.peer === rcv.ino);
+    const b = new Batch();
+    if (sender) b.call('sendto', [sender.fd!, b.data(data), data.length, MSG_DONTWAIT, 0, 0], `requeue ${data.length} bytes for socket ${rcv.ino}`);
+    else {
+      if (!rcv.name.length) throw new GodwitError(`unix socket ${rcv.ino} has queued data but neither a peer nor a name to send it to`);
+      const t = b.call('socket', [AF_UNIX, rcv.type | SOCK_CLOEXEC, 0], 'a socket to requeue data with');
+      b.call('sendto', [t, b.data(data), data.length, MSG_DONTWAIT, b.data(sockaddr(rcv.name)), sockaddr(rcv.name).length], `requeue ${data.length} bytes for socket ${rcv.ino}`);
+      b.call('close', [t], 'close it');
+    }
+    await local(ctx, b, 'unix socket queue');
+  }
+  for (const s of socks) {
+    const b = new Batch();
+    const flags = Number(s.e.flags ?? 0);
+    if (flags & O_NONBLOCK) b.call('fcntl', [s.fd!, F_SETFL, O_NONBLOCK], `make socket ${s.ino} non-blocking`);
+    const shut = Number(s.e.shutdown ?? 0);
+    if (shut) b.call('shutdown', [s.fd!, shut - 1], `shut socket ${s.ino} down as it was`);
+    await local(ctx, b, 'unix socket');
+    ctx.objects.set(s.fileId, s.fd!);
+  }
+}
