@@ -12,6 +12,7 @@ const O_NONBLOCK = 0o4000;
 const EFD_SEMAPHORE = 1;
 const TFD_IOC_SET_TICKS = 0x40085400n; // _IOW('T', 0, u64)
 const O_PATH = 0o10000000;
+const O_DIRECTORY = 0o200000;
 const O_CLOEXEC = 0o2000000;
 const AT_FDCWD = -100;
 /** An inotify wd is handed out in increasing order; a dumped one further away than this is an image error. */
@@ -80,7 +81,8 @@ export async function createInotify(ctx: RestoreContext, id: number, e: Msg): Pr
     h.writeInt32LE(Number(fh.type ?? 0), 4);
     words.forEach((x, i) => h.writeBigUInt64LE(BigInt.asUintN(64, BigInt(x)), 8 + 8 * i));
     const o = new Batch();
-    const mnt = o.call('openat', [AT_FDCWD, o.str('/'), O_PATH | O_CLOEXEC, 0], 'open the root mount');
+    // The mount fd must be a real open file: open_by_handle_at does not take an O_PATH one.
+    const mnt = o.call('openat', [AT_FDCWD, o.str('/'), O_DIRECTORY | O_CLOEXEC, 0], 'open the root mount');
     o.call('open_by_handle_at', [mnt, o.data(h), O_PATH | O_CLOEXEC], `find the inode watched by inotify ${id} wd ${w.wd}`);
     o.call('close', [mnt], 'close the root mount');
     const { results } = await runLocal(ctx.restorer!, o, `inotify ${id}`).catch((err) => {

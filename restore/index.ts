@@ -16,10 +16,10 @@ import { checkImageFiles, ImageIntegrityError } from './checksums';
 import { closeObjects, installFds, openRegularFiles, restoreFs } from './files';
 import { loadImageSet } from './load';
 import { createTrampoline, finishMemory, mapVmas, pageRanges, vmasOf, Vma, writePages } from './memory';
-import { createPipes } from './pipes';
+import { createFifos, createPipes } from './pipes';
 import { createUnixSockets } from './sockets';
 import { fillEpolls } from './epoll';
-import { preflight } from './preflight';
+import { preflight, waitDyingPids } from './preflight';
 import { Op, Restorer } from './restorer';
 import { addSignalCalls } from './signals';
 import { Batch, runBatch } from './syscalls';
@@ -41,7 +41,7 @@ export interface RestoreResult {
   /** Bytes of page contents written. */
   pageBytes: number;
   warnings: Warning[];
-  /** The running restorer (PID 1 of the new namespace with --new-pidns), when detached. */
+  /** When detached: the restorer, still running as the tree's reaper (PID 1 of the new namespace with --new-pidns). */
   restorer?: Restorer;
 }
 
@@ -71,7 +71,10 @@ export function restoreSteps(): ListrTask<StepState>[] {
       if (problems.length) throw new ImageIntegrityError(s.opts.dir, problems);
       s.set = loadImageSet(s.opts.dir);
     }),
-    timed('preflight', (s) => preflight(s)),
+    timed('preflight', async (s) => {
+      await waitDyingPids(s);
+      preflight(s);
+    }),
     timed('start restorer', async (s) => {
       s.restorer = Restorer.start({ newPidns: s.opts.newPidns, detached: s.opts.detach });
       s.restorerPid = (await s.restorer.hello()).self;
@@ -79,6 +82,7 @@ export function restoreSteps(): ListrTask<StepState>[] {
     timed('create process tree', (s) => createTree(s)),
     timed('create pipes and open files', async (s) => {
       await createPipes(s);
+      await createFifos(s);
       await createUnixSockets(s);
       await openRegularFiles(s);
     }),
@@ -196,11 +200,9 @@ export async function restore(opts: RestoreOptions, render: { silent?: boolean }
     warnings: s.warnings,
   };
   if (opts.detach) {
-    if (opts.newPidns) {
-      // The restorer stays as the namespace's init; node must not wait for it.
-      s.restorer!.detach();
-      result.restorer = s.restorer;
-    } else await s.restorer!.close();
+    // The restorer stays as the tree's reaper (the namespace's init with --new-pidns); node does not wait.
+    s.restorer!.detach();
+    result.restorer = s.restorer;
     return result;
   }
   result.exitCode = await waitRoot(s);

@@ -33,6 +33,10 @@ export interface ImageSet {
   tasks: TaskImage[];
   files: Map<number, Msg>;
   pipeData: Map<number, Buffer>;
+  /** Bytes in flight in FIFOs, by pipe_id (fifo-data.img). */
+  fifoData: Map<number, Buffer>;
+  /** Buffer size of each pipe and FIFO as dumped (pipes-data / fifo-data `size`), by pipe_id. */
+  pipeSizes: Map<number, number>;
   /** files.img id -> its remap (a deleted file's content is a ghost file image). */
   remaps: Map<number, Msg>;
   /** Unix socket queues: sk-queues entries (with their bytes as `extra`), in image order. */
@@ -85,12 +89,20 @@ export function loadImageSet(dir: string): ImageSet {
   const files = new Map<number, Msg>();
   for (const f of need(dir, 'files.img', 'file')) files.set(Number(f.id), f);
   const pipeData = new Map<number, Buffer>();
-  for (const d of readEntries(dir, 'pipes-data.img') ?? [])
+  const pipeSizes = new Map<number, number>();
+  for (const d of readEntries(dir, 'pipes-data.img') ?? []) {
     pipeData.set(Number(d.pipe_id), d.extra as Buffer);
+    if (d.size) pipeSizes.set(Number(d.pipe_id), Number(d.size));
+  }
+  const fifoData = new Map<number, Buffer>();
+  for (const d of readEntries(dir, 'fifo-data.img') ?? []) {
+    fifoData.set(Number(d.pipe_id), d.extra as Buffer);
+    if (d.size) pipeSizes.set(Number(d.pipe_id), Number(d.size));
+  }
   const remaps = new Map<number, Msg>();
   for (const r of readEntries(dir, 'remap-fpath.img') ?? []) remaps.set(Number(r.orig_id), r);
   const skQueues = readEntries(dir, 'sk-queues.img') ?? [];
-  return { dir, tasks: orderParentsFirst(tasks), files, pipeData, remaps, skQueues };
+  return { dir, tasks: orderParentsFirst(tasks), files, pipeData, fifoData, pipeSizes, remaps, skQueues };
 }
 
 function orderParentsFirst(tasks: TaskImage[]): TaskImage[] {

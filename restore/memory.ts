@@ -110,8 +110,10 @@ export function pageRanges(t: TaskImage, vmas: Vma[]): PageRange[] {
       const stop = v.end < end ? v.end : end;
       if (!isSpecial(v)) {
         v.hasPages = true;
+        // Merge with the previous range only inside one VMA: the restorer fills some VMAs by userfaultfd and
+        // the others by process_vm_writev, and a range must be one or the other.
         const last = out[out.length - 1];
-        if (last && last.addr + last.len === addr && last.off + last.len === o) last.len += stop - addr;
+        if (last && last.addr + last.len === addr && last.off + last.len === o && last.addr >= v.start) last.len += stop - addr;
         else out.push({ addr, len: stop - addr, off: o });
       }
       o += stop - addr;

@@ -7,6 +7,7 @@ import { GodwitError } from '../util/errors';
 import { RestoreContext } from './context';
 import { Msg } from './image-files';
 import { Op } from './restorer';
+import { openInRestorer } from './memory';
 
 const O_ACCMODE = 3;
 const O_WRONLY = 1;
@@ -20,6 +21,19 @@ async function fcntl(ctx: RestoreContext, fd: number, cmd: number, arg: number, 
   b.writeInt32LE(cmd, 4);
   b.writeBigInt64LE(BigInt(arg), 8);
   return (await ctx.restorer!.request(Op.FCNTL, b, what)).readInt32LE(0);
+}
+
+/** Default pipe buffer (16 pages): nothing to do when a pipe had it. */
+const DEFAULT_PIPE_SIZE = 65536;
+
+/** Gives the pipe its dumped buffer size (and room for its data). */
+async function resize(ctx: RestoreContext, fd: number, size: number | undefined, data: Buffer | undefined, what: string): Promise<void> {
+  const want = Math.max(size ?? DEFAULT_PIPE_SIZE, data?.length ?? 0);
+  if (want === DEFAULT_PIPE_SIZE) return;
+  await fcntl(ctx, fd, F_SETPIPE_SZ, want, `set the buffer size of ${what}`).catch((e) => {
+    // Without CAP_SYS_RESOURCE a pipe cannot grow past pipe-max-size (1 MiB here).
+    throw new GodwitError(`${what} had a ${want}-byte buffer, more than this host lets a pipe have`, { cause: e });
+  });
 }
 
 export async function createPipes(ctx: RestoreContext): Promise<void> {
@@ -44,18 +58,52 @@ export async function createPipes(ctx: RestoreContext): Promise<void> {
       ctx.objects.set(Number(f.id), fd);
       if (flags & SETFL_MASK) await fcntl(ctx, fd, F_SETFL, flags & SETFL_MASK, `set flags of pipe ${pipeId}`);
     }
+    await resize(ctx, wr, set.pipeSizes.get(pipeId), set.pipeData.get(pipeId), `pipe ${pipeId}`);
     const data = set.pipeData.get(pipeId);
     if (data && data.length) {
-      if (data.length > 65536) {
-        // Grow the pipe to hold the data; without CAP_SYS_RESOURCE the cap is pipe-max-size (1 MiB here).
-        await fcntl(ctx, wr, F_SETPIPE_SZ, data.length, `grow pipe ${pipeId}`).catch((e) => {
-          throw new GodwitError(`pipe ${pipeId} held ${data.length} bytes, more than this host lets a pipe grow to`, { cause: e });
-        });
-      }
       const b = Buffer.alloc(4 + data.length);
       b.writeInt32LE(wr, 0);
       data.copy(b, 4);
       await ctx.restorer!.request(Op.WRITE_FD, b, `refill pipe ${pipeId} with ${data.length} bytes`);
     }
+  }
+}
+
+const O_RDWR = 2;
+const O_NONBLOCK = 0o4000;
+
+/**
+ * FIFOs: opened by path in the restorer. A keeper opened O_RDWR first makes every other open return at once
+ * (a FIFO open blocks until both ends exist) and takes the data in flight; it is closed with the other
+ * restorer fds once the tasks hold theirs.
+ */
+export async function createFifos(ctx: RestoreContext): Promise<void> {
+  const set = ctx.set!;
+  const keepers = new Map<number, number>();
+  for (const f of set.files.values()) {
+    const fifo = f.fifo as Msg | undefined;
+    if (!fifo) continue;
+    const reg = set.files.get(Number(fifo.regf_id))?.reg as Msg | undefined;
+    if (!reg) throw new GodwitError(`FIFO file id ${f.id}: its path entry ${fifo.regf_id} is missing from files.img`);
+    const p = reg.name as string;
+    const pipeId = Number(fifo.pipe_id);
+    if (!keepers.has(pipeId)) {
+      const k = await openInRestorer(ctx, p, O_RDWR | O_NONBLOCK);
+      keepers.set(pipeId, k);
+      ctx.restorerFds.push(k);
+      const data = set.fifoData.get(pipeId);
+      await resize(ctx, k, set.pipeSizes.get(pipeId), data, `FIFO ${p}`);
+      if (data && data.length) {
+        const b = Buffer.alloc(4 + data.length);
+        b.writeInt32LE(k, 0);
+        data.copy(b, 4);
+        await ctx.restorer!.request(Op.WRITE_FD, b, `refill FIFO ${p} with ${data.length} bytes`);
+      }
+    }
+    const flags = Number(reg.flags ?? 0);
+    const fd = await openInRestorer(ctx, p, (flags & O_ACCMODE) | O_NONBLOCK);
+    ctx.restorerFds.push(fd);
+    await fcntl(ctx, fd, F_SETFL, flags & SETFL_MASK, `set flags of FIFO ${p}`);
+    ctx.objects.set(Number(f.id), fd);
   }
 }

@@ -54,6 +54,30 @@ function hostVdsoOffset(): bigint | null {
   return null;
 }
 
+/** How long a dying task (zombie, or exiting) may take to free its PID before it counts as taken. */
+const DYING_WAIT_MS = 3000;
+
+function pidState(pid: number): string | null {
+  try {
+    const s = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return s.slice(s.lastIndexOf(')') + 2).split(' ')[0];
+  } catch {
+    return null;
+  }
+}
+
+/** Waits while the only holders of the dumped PIDs are tasks on their way out (a dump that killed the tree). */
+export async function waitDyingPids(ctx: RestoreContext): Promise<void> {
+  if (ctx.opts.newPidns) return;
+  const pids = ctx.set!.tasks.flatMap((t) => t.threads);
+  const end = Date.now() + DYING_WAIT_MS;
+  for (;;) {
+    const held = pids.map(pidState).filter((s) => s !== null);
+    if (!held.length || held.some((s) => s !== 'Z' && s !== 'X') || Date.now() > end) return;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
 export function preflight(ctx: RestoreContext): void {
   const set = ctx.set!;
   const problems: string[] = [];

@@ -4,10 +4,13 @@ import { Msg } from './image-files';
 import { TaskImage } from './load';
 import { Batch } from './syscalls';
 
-/** CRIU's sigactions list: signals 1..64 without SIGKILL and SIGSTOP. */
-export function sigactionSignals(): number[] {
+/**
+ * Which signal each sigactions entry is for. CRIU writes 62 entries, signals 1..64 without SIGKILL and SIGSTOP;
+ * a 64-entry list (as some dumpers write) is indexed by signal - 1.
+ */
+export function sigactionSignals(count = 62): number[] {
   const out: number[] = [];
-  for (let s = 1; s <= 64; s++) if (s !== 9 && s !== 19) out.push(s);
+  for (let s = 1; s <= 64; s++) if (count >= 64 || (s !== 9 && s !== 19)) out.push(s);
   return out;
 }
 
@@ -15,8 +18,9 @@ export function sigactionSignals(): number[] {
 export function addSignalCalls(_ctx: RestoreContext, t: TaskImage, b: Batch): void {
   const tc = (t.cores.get(t.pid)!.tc as Msg | undefined) ?? {};
   const sas = (tc.sigactions as Msg[] | undefined) ?? [];
-  const sigs = sigactionSignals();
+  const sigs = sigactionSignals(sas.length);
   sas.forEach((sa, i) => {
+    if (sigs[i] === 9 || sigs[i] === 19 || sigs[i] === undefined) return;
     const handler = BigInt((sa.sigaction as bigint | undefined) ?? 0n);
     const flags = BigInt((sa.flags as bigint | undefined) ?? 0n);
     const mask = BigInt((sa.mask as bigint | undefined) ?? 0n);

@@ -304,8 +304,11 @@ eof:
     rst_tree_kill(ctx);
     _exit(1);
   }
-  if (ctx->new_pidns && ctx->root > 0) {
-    /* Detached restore into our namespace: stay its init, reaping, for as long as the root lives. */
+  if (ctx->root > 0) {
+    /*
+     * Detached: stay the tree's reaper for as long as its root lives (in a new namespace we are its init; in
+     * the host's we are the root's parent and a subreaper), so nothing it leaves becomes a lingering zombie.
+     */
     int st = wait_root(ctx);
     _exit(st >= 0 && WIFEXITED(st) ? WEXITSTATUS(st) : 128 + (st >= 0 ? WTERMSIG(st) : 0));
   }

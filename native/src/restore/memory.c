@@ -25,10 +25,16 @@ struct stage {
   size_t used;
 };
 
-/* The uffd region of the task holding [addr, addr+len), or NULL. */
+/*
+ * 1: [addr, addr+len) lies in a region registered with the task's userfaultfd; 0: in none; -1: it straddles a
+ * region's edge (process_vm_writev there would fault into the userfaultfd we are serving: a deadlock).
+ */
 static int in_uffd(struct rst_task *t, uint64_t addr, uint64_t len) {
-  for (uint32_t i = 0; i < t->nregions; i++)
-    if (addr >= t->regions[i][0] && addr + len <= t->regions[i][0] + t->regions[i][1]) return 1;
+  for (uint32_t i = 0; i < t->nregions; i++) {
+    uint64_t s = t->regions[i][0], e = s + t->regions[i][1];
+    if (addr >= s && addr + len <= e) return 1;
+    if (addr < e && addr + len > s) return -1;
+  }
   return 0;
 }
 
@@ -61,7 +67,9 @@ static int flush(struct rst_ctx *ctx, pid_t pid, struct stage *s) {
     /* Ranges in registered regions go by UFFDIO_COPY, the rest stay for process_vm_writev. */
     unsigned k = 0;
     for (unsigned j = 0; j < s->n; j++) {
-      if (in_uffd(t, (uint64_t)(uintptr_t)s->remote[j].iov_base, s->remote[j].iov_len)) {
+      int where = in_uffd(t, (uint64_t)(uintptr_t)s->remote[j].iov_base, s->remote[j].iov_len);
+      if (where < 0) return rst_fail(ctx, EINVAL, "write-mem(range across a userfaultfd region)", pid);
+      if (where) {
         int rc = uffd_copy(ctx, t, &s->local[j], &s->remote[j]);
         if (rc) return rc;
       } else {
