@@ -176,6 +176,7 @@ export function neededFiles(ctx: RestoreContext): { path: string; size?: bigint;
     if (!out.has(p)) out.set(p, { path: p, size: reg.size as bigint | undefined, mode: reg.mode as number | undefined, why });
   };
   for (const t of set.tasks) {
+    if (t.zombie !== undefined) continue;
     for (const v of (t.mm.vmas as Msg[] | undefined) ?? [])
       if (Number(v.status) & (64 | 128)) add(Number(v.shmid), `mapped by task ${t.pid}`);
     if (t.mm.exe_file_id) add(Number(t.mm.exe_file_id), `executable of task ${t.pid}`);

@@ -14,7 +14,7 @@ import { mainCore, newContext, RestoreContext, RestoreOptions } from './context'
 import { addCredCalls, restoreRlimits, Warning } from './creds';
 import { checkImageFiles, ImageIntegrityError } from './checksums';
 import { closeObjects, installFds, openRegularFiles, restoreFs } from './files';
-import { loadImageSet } from './load';
+import { liveTasks, loadImageSet } from './load';
 import { createTrampoline, finishMemory, mapVmas, pageRanges, vmasOf, Vma, writePages } from './memory';
 import { createFifos, createPipes } from './pipes';
 import { createUnixSockets } from './sockets';
@@ -87,7 +87,7 @@ export function restoreSteps(): ListrTask<StepState>[] {
       await openRegularFiles(s);
     }),
     timed('rebuild memory', async (s) => {
-      for (const t of s.set!.tasks) {
+      for (const t of liveTasks(s.set!)) {
         const vmas = vmasOf(t);
         const ranges = pageRanges(t, vmas);
         s.vmas.set(t.pid, vmas);
@@ -99,7 +99,7 @@ export function restoreSteps(): ListrTask<StepState>[] {
     }),
     timed('restore fds, cwd, root, umask', async (s) => {
       const filled = new Set<number>();
-      for (const t of s.set!.tasks) {
+      for (const t of liveTasks(s.set!)) {
         await installFds(s, t);
         await fillEpolls(s, t, filled);
         await restoreFs(s, t);
@@ -107,10 +107,10 @@ export function restoreSteps(): ListrTask<StepState>[] {
     }),
     timed('process groups', (s) => joinProcessGroups(s)),
     timed('resource limits', async (s) => {
-      for (const t of s.set!.tasks) await restoreRlimits(s, t, s.warnings);
+      for (const t of liveTasks(s.set!)) await restoreRlimits(s, t, s.warnings);
     }),
     timed('signals, timers, per-thread state, credentials', async (s) => {
-      for (const t of s.set!.tasks) {
+      for (const t of liveTasks(s.set!)) {
         const b = new Batch();
         const tc = mainCore(t).tc as { personality?: number } | undefined;
         b.call('personality', [Number(tc?.personality ?? 0)], 'set the personality');
@@ -124,7 +124,7 @@ export function restoreSteps(): ListrTask<StepState>[] {
       }
     }),
     timed('registers', async (s) => {
-      for (const t of s.set!.tasks) {
+      for (const t of liveTasks(s.set!)) {
         for (const tid of t.threads) if (tid !== t.pid) await setRegisters(s, t, tid);
         await dropTrampoline(s, t, s.vmas.get(t.pid)!);
         await setRegisters(s, t, t.pid);

@@ -25,7 +25,13 @@ export interface TaskImage {
   pagemap: PagemapImage;
   fs: Msg;
   fds: Msg[];
+  /** A zombie at dump time: the wait status it left (it has no memory, files or fs of its own). */
+  zombie?: number;
 }
+
+/** CRIU's task states (core tc.task_state). */
+export const TASK_ALIVE = 1;
+export const TASK_ZOMBIE = 6;
 
 export interface ImageSet {
   dir: string;
@@ -67,6 +73,14 @@ export function loadImageSet(dir: string): ImageSet {
     if (threads.length === 0) threads.push(pid);
     const cores = new Map<number, Msg>();
     for (const tid of threads) cores.set(tid, one(dir, `core-${tid}.img`, 'core'));
+    const tc = (cores.get(pid)?.tc as Msg | undefined) ?? {};
+    if (Number(tc.task_state ?? TASK_ALIVE) === TASK_ZOMBIE) {
+      tasks.push({
+        pid, ppid: Number(p.ppid ?? 0), pgid: Number(p.pgid ?? pid), sid: Number(p.sid ?? pid), threads, cores,
+        ids: {}, mm: {}, pagemap: { pagesId: 0, entries: [] }, fs: {}, fds: [], zombie: Number(tc.exit_code ?? 0),
+      });
+      continue;
+    }
     const pm = need(dir, `pagemap-${pid}.img`, 'pagemap');
     tasks.push({
       pid,
@@ -83,6 +97,7 @@ export function loadImageSet(dir: string): ImageSet {
     });
   }
   for (const t of tasks) {
+    if (t.zombie !== undefined) continue;
     const filesId = Number(t.ids.files_id);
     t.fds = readEntries(dir, `fdinfo-${filesId}.img`) ?? [];
   }
@@ -122,4 +137,9 @@ function orderParentsFirst(tasks: TaskImage[]): TaskImage[] {
 /** Merged file-table view helpers. */
 export function regFile(set: ImageSet, id: number): Msg | undefined {
   return set.files.get(id)?.reg as Msg | undefined;
+}
+
+/** The tasks that run (zombies are only created and left to be reaped). */
+export function liveTasks(set: ImageSet): TaskImage[] {
+  return set.tasks.filter((t) => t.zombie === undefined);
 }

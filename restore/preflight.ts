@@ -11,6 +11,7 @@ import { FD_TYPE, neededFiles, statOrNull, SUPPORTED_FD_TYPES } from './files';
 import { Msg } from './image-files';
 import { unsupportedVma, vmasOf, VMA } from './memory';
 import { restorerPath } from './restorer';
+import { TASK_ALIVE } from './load';
 import { HostXsave } from './threads';
 
 export class PreflightError extends GodwitError {
@@ -112,8 +113,9 @@ export function preflight(ctx: RestoreContext): void {
         problems.push(`thread ${tid}: its FPU state uses xsave features 0x${(bv & ~host.xcr0).toString(16)} this CPU/kernel does not enable (XCR0 0x${host.xcr0.toString(16)}): restore on a host with the same CPU features`);
     }
     const tc = (t.cores.get(t.pid)!.tc as Msg | undefined) ?? {};
-    if (tc.task_state !== undefined && Number(tc.task_state) !== 1)
-      problems.push(`task ${t.pid} was dumped as a zombie or dead task (state ${tc.task_state}), which restore does not support yet`);
+    if (t.zombie !== undefined) continue;
+    if (tc.task_state !== undefined && Number(tc.task_state) !== TASK_ALIVE)
+      problems.push(`task ${t.pid} was dumped in state ${tc.task_state} (not alive, not a zombie), which restore does not support`);
     const vmas = vmasOf(t);
     for (const v of vmas) {
       const why = unsupportedVma(v);

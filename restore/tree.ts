@@ -14,11 +14,11 @@ export async function createTree(ctx: RestoreContext): Promise<void> {
   head.writeUInt32LE(set.tasks.length, 0);
   parts.push(head);
   for (const t of set.tasks) {
-    const b = Buffer.alloc(20 + 4 * t.threads.length);
-    [t.pid, t.ppid, t.pgid, t.sid, t.threads.length].forEach((v, i) => b.writeInt32LE(v, 4 * i));
+    const b = Buffer.alloc(24 + 4 * t.threads.length);
+    [t.pid, t.ppid, t.pgid, t.sid, t.threads.length, t.zombie ?? -1].forEach((v, i) => b.writeInt32LE(v, 4 * i));
     // The main thread first: it is the one the stub is.
     const tids = [t.pid, ...t.threads.filter((x) => x !== t.pid)];
-    tids.forEach((tid, i) => b.writeInt32LE(tid, 20 + 4 * i));
+    tids.forEach((tid, i) => b.writeInt32LE(tid, 24 + 4 * i));
     parts.push(b);
   }
   await ctx.restorer!.request(Op.TREE, Buffer.concat(parts), 'create the process tree');
@@ -28,7 +28,7 @@ export async function createTree(ctx: RestoreContext): Promise<void> {
 /** Process groups led by another task: joined once every task exists. */
 export async function joinProcessGroups(ctx: RestoreContext): Promise<void> {
   for (const t of ctx.set!.tasks) {
-    if (t.pgid === t.pid || t.sid === t.pid) continue;
+    if (t.pgid === t.pid || t.sid === t.pid || t.zombie !== undefined) continue;
     const b = new Batch();
     b.call('setpgid', [0, t.pgid], `join process group ${t.pgid}`);
     await runBatch(ctx.restorer!, t.pid, b);

@@ -111,6 +111,18 @@ static void stub_main(struct rst_ctx *ctx, uint32_t idx, int ready) {
     }
   }
   report(ready, t->pid, 0, 0);
+  if (t->zombie >= 0) {
+    /* A zombie at dump time: end the same way; the parent stub never reaps, so it stays a zombie. */
+    if (WIFSIGNALED(t->zombie)) {
+      sigset_t one;
+      sigemptyset(&one);
+      sigaddset(&one, WTERMSIG(t->zombie));
+      signal(WTERMSIG(t->zombie), SIG_DFL);
+      sigprocmask(SIG_UNBLOCK, &one, NULL);
+      raise(WTERMSIG(t->zombie));
+    }
+    _exit(WEXITSTATUS(t->zombie));
+  }
   /* Nothing of the restorer may leak into the workload: its fds come back one by one later. */
   syscall(SYS_close_range, 0, ~0U, 0);
   for (;;) pause();
@@ -139,13 +151,14 @@ static int parse_tree(struct rst_ctx *ctx, const uint8_t *p, size_t n) {
   ctx->threads = calloc(RST_MAX_THREADS, sizeof *ctx->threads);
   if (!ctx->tasks || !ctx->threads) return rst_fail(ctx, ENOMEM, "calloc", 0);
   for (uint32_t i = 0; i < ntasks; i++) {
-    int32_t h[5];
+    int32_t h[6];
     if ((size_t)(end - p) < sizeof h) return rst_fail(ctx, EINVAL, "tree-request", 0);
     memcpy(h, p, sizeof h);
     p += sizeof h;
     struct rst_task *t = &ctx->tasks[i];
     t->pid = h[0], t->ppid = h[1], t->pgid = h[2], t->sid = h[3];
     t->nthreads = (uint32_t)h[4];
+    t->zombie = h[5];
     t->uffd = -1;
     if (t->nthreads == 0 || t->nthreads > RST_MAX_THREADS - ctx->nthreads ||
         (size_t)(end - p) < 4ull * t->nthreads)
@@ -193,9 +206,15 @@ static int wait_ready(struct rst_ctx *ctx, int ready) {
   return 0;
 }
 
+static int is_zombie_thread(struct rst_ctx *ctx, struct rst_thread *th) {
+  struct rst_task *t = rst_task_find(ctx, th->tgid);
+  return t && t->zombie >= 0;
+}
+
 static int seize_all(struct rst_ctx *ctx) {
   for (uint32_t i = 0; i < ctx->nthreads; i++) {
     struct rst_thread *th = &ctx->threads[i];
+    if (is_zombie_thread(ctx, th)) continue;
     /* EXITKILL: if the restorer dies half-way, the kernel kills what it created. */
     if (ptrace(PTRACE_SEIZE, th->tid, 0, PTRACE_O_EXITKILL) < 0) return rst_fail(ctx, errno, "ptrace(SEIZE)", th->tid);
     th->seized = 1;
@@ -203,6 +222,7 @@ static int seize_all(struct rst_ctx *ctx) {
   }
   for (uint32_t i = 0; i < ctx->nthreads; i++) {
     struct rst_thread *th = &ctx->threads[i];
+    if (is_zombie_thread(ctx, th)) continue;
     for (;;) {
       int st;
       pid_t w = waitpid(th->tid, &st, __WALL);
