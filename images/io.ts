@@ -92,7 +92,14 @@ export class ImageReader implements AsyncIterable<ImageEntry> {
   private pending?: ImageEntry;
   private finished = false;
 
-  private constructor(private readonly parser: Parser, private readonly reader: ChunkReader, private readonly close: () => void) {}
+  private constructor(private readonly parser: Parser, private readonly reader: ChunkReader, private readonly release: () => void) {}
+
+  /** Stop reading early and release the file (iterating to the end, or an error, does this too). */
+  close(): void {
+    this.finished = true;
+    this.pending = undefined;
+    this.release();
+  }
 
   /** Open a file, or read from a stream (then `name` names it in errors and picks the kind). */
   static async open(source: string | Readable, opts: OpenOptions & { name?: string } = {}): Promise<ImageReader> {
@@ -103,7 +110,9 @@ export class ImageReader implements AsyncIterable<ImageEntry> {
     const parseOpts: ParseOptions = { file: name, ...(opts.kind !== undefined ? { kind: opts.kind } : {}) };
     let kind: ImageKind | undefined;
     const parser = parseImage(parseOpts, (k) => (kind = k));
-    const r = new ImageReader(parser, reader, () => { if (typeof source === 'string') stream.destroy(); });
+    const r = new ImageReader(parser, reader, () => {
+      if (typeof source === 'string') stream.destroy();
+    });
     try {
       // run the parser until it has read the header (or produced the first entry)
       await r.step(() => kind !== undefined);

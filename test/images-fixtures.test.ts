@@ -6,7 +6,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { imageFromCrit, imageToCrit } from '../images/critjson';
 import { decodeImage, encodeImage } from '../images/framing';
-import { readImageFile, ImageWriter } from '../images/io';
+import { ImageReader, ImageWriter, readImageFile } from '../images/io';
 import { parseJson, pyDumps } from '../images/pyjson';
 
 import { fixturesDir } from './shared-dir';
@@ -61,6 +61,13 @@ describe('CRIU 4.2 fixtures', () => {
         expect(img).toBe(true);
       }
     }
+  });
+
+  test('a reader closed after the first entry releases its file', async () => {
+    const r = await ImageReader.open(path.join(fixtures, 'sleep', 'core-16344.img'));
+    expect((await r.next())?.type).toBe('core_entry');
+    r.close();
+    expect(await r.next()).toBeUndefined();
   });
 
   test('streaming reader and writer reproduce every fixture file', async () => {
