@@ -51,8 +51,14 @@ async function explainSilence(channel: Channel, stderr: TailBuffer, cause?: unkn
  */
 export async function handshake(channel: Channel, reader: MessageReader, writer: MessageWriter, role: Role,
   stderr: TailBuffer, window?: number): Promise<HelloInfo> {
-  writer.writePreamble();
-  await writer.send({ type: FrameType.Hello, hello: myHello(role, window) });
+  try {
+    writer.writePreamble();
+    await writer.send({ type: FrameType.Hello, hello: myHello(role, window) });
+  } catch (err) {
+    // A command that is missing exits at once: the channel may be closed before our hello is out.
+    if (role === 'sender') throw await explainSilence(channel, stderr, err);
+    throw err;
+  }
   let m;
   try {
     m = await reader.next();

@@ -278,7 +278,8 @@ export class ImageReceiver {
     let fh: fs.promises.FileHandle;
     try {
       const c = fs.constants;
-      fh = await fs.promises.open(tmp, c.O_WRONLY | c.O_CREAT | c.O_EXCL | c.O_NOFOLLOW, 0o600) // libuv adds O_CLOEXEC itself;
+      // libuv adds O_CLOEXEC itself.
+      fh = await fs.promises.open(tmp, c.O_WRONLY | c.O_CREAT | c.O_EXCL | c.O_NOFOLLOW, 0o600);
     } catch (err) {
       throw toSysError(err, 'open', tmp, `create ${m.name}`);
     }

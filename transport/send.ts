@@ -363,15 +363,17 @@ export class ImageSender {
   async sendFile(file: string, name: string, opts: Omit<FileOptions, 'size' | 'mode'> = {}): Promise<void> {
     let fh: fs.promises.FileHandle;
     try {
-      fh = await fs.promises.open(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW) // (libuv adds O_CLOEXEC);
+      // libuv adds O_CLOEXEC itself.
+      fh = await fs.promises.open(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
     } catch (err) {
       throw sysError(err, 'open', file, `open ${name} to send it`);
     }
+    let next: Promise<Buffer> | undefined;
     try {
       const st = await fh.stat();
       if (!st.isFile()) throw new GodwitError(`${file} is not a regular file: image directories hold regular files only`);
       const state = this.startFile(name, { ...opts, size: st.size, mode: st.mode & 0o7777 });
-      for (;;) {
+      const readChunk = async (): Promise<Buffer> => {
         // A fresh buffer per chunk: the previous one may still sit in the connection's queue.
         const buf = Buffer.allocUnsafe(this.chunkSize);
         let got = 0;
@@ -382,11 +384,20 @@ export class ImageSender {
           if (bytesRead === 0) break;
           got += bytesRead;
         }
-        if (got > 0) await this.sendChunk(state, buf.subarray(0, got));
-        if (got < buf.length) break;
+        return buf.subarray(0, got);
+      };
+      // One chunk of read-ahead: the next read runs while this chunk waits for the connection.
+      next = readChunk();
+      for (;;) {
+        const chunk: Buffer = await next;
+        if (chunk.length === 0) break;
+        next = chunk.length === this.chunkSize ? readChunk() : Promise.resolve(Buffer.alloc(0));
+        next.catch(() => undefined);
+        await this.sendChunk(state, chunk);
       }
       await this.endFile(state);
     } finally {
+      await next?.catch(() => undefined); // no read may be in flight when the file is closed
       await fh.close();
     }
   }
