@@ -1,0 +1,171 @@
+/**
+ * What is inside a container's namespaces: which namespaces are its own, the uts names, SysV IPC objects with
+ * their contents, user namespace id maps, time namespace offsets. uts and ipc are read from inside the
+ * namespace by godwit-nsutil (native/nsutil), which setns()es into it: Node cannot switch namespaces.
+ */
+import { spawn } from 'child_process';
+import * as fs from 'fs';
+import * as path from 'path';
+import { GodwitError } from '../util/errors';
+import { NS_KINDS, NsKind, readNamespaces } from './proc/misc';
+
+export function nsutilPath(): string {
+  return process.env.GODWIT_NSUTIL ?? path.join(__dirname, '../../native/build/godwit-nsutil');
+}
+
+export interface NsOwnership {
+  kind: NsKind;
+  ino: number;
+  /** Not shared with the reference process (godwit itself unless told otherwise). */
+  own: boolean;
+}
+
+/** Which of PID's namespaces are its own and which it shares with `refPid` (default: godwit, i.e. the host). */
+export function namespaceOwnership(pid: number, refPid = process.pid): Record<NsKind, NsOwnership> {
+  const ns = readNamespaces(pid);
+  const ref = readNamespaces(refPid);
+  const out = {} as Record<NsKind, NsOwnership>;
+  for (const k of NS_KINDS) out[k] = { kind: k, ino: ns[k], own: ns[k] !== 0 && ns[k] !== ref[k] };
+  return out;
+}
+
+/** Runs godwit-nsutil; its stderr line (syscall, what, pid, error) becomes the error message. */
+export function runNsutil(args: string[], input?: Buffer, opts: { maxBytes?: number } = {}): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(nsutilPath(), args, { stdio: ['pipe', 'pipe', 'pipe'] });
+    const out: Buffer[] = [];
+    let outLen = 0;
+    let err = '';
+    const max = opts.maxBytes ?? 1 << 30;
+    child.stdout.on('data', (b: Buffer) => {
+      outLen += b.length;
+      if (outLen > max) child.kill('SIGKILL');
+      else out.push(b);
+    });
+    child.stderr.on('data', (b: Buffer) => (err += b.toString()));
+    child.on('error', (e) => reject(new GodwitError(`cannot run ${nsutilPath()} (make -C native builds it): ${e.message}`, { cause: e })));
+    child.on('close', (code, sig) => {
+      if (outLen > max) reject(new GodwitError(`godwit-nsutil ${args.join(' ')}: more than ${max} bytes of output`));
+      else if (code === 0) resolve(Buffer.concat(out));
+      else reject(new GodwitError(`godwit-nsutil ${args.join(' ')} failed (${code ?? sig}): ${err.trim()}`));
+    });
+    child.stdin.on('error', () => undefined); // an early exit is reported through 'close'
+    child.stdin.end(input ?? Buffer.alloc(0));
+  });
+}
+
+export interface UtsContent {
+  nodename: string;
+  domainname: string;
+}
+
+/** utsns_entry of PID's uts namespace. */
+export async function dumpUts(pid: number): Promise<UtsContent> {
+  const [nodename, domainname] = (await runNsutil(['uts-get', String(pid)])).toString().split('\n');
+  return { nodename, domainname };
+}
+
+export interface IpcDesc {
+  key: number;
+  uid: number;
+  gid: number;
+  cuid: number;
+  cgid: number;
+  mode: number;
+  id: number;
+}
+export interface IpcShm {
+  desc: IpcDesc;
+  size: number;
+  data: Buffer;
+}
+export interface IpcSem {
+  desc: IpcDesc;
+  values: number[];
+}
+export interface IpcContent {
+  shm: IpcShm[];
+  sem: IpcSem[];
+}
+
+/** The SysV shm segments (with their bytes) and semaphore sets of PID's ipc namespace. */
+export async function dumpIpc(pid: number): Promise<IpcContent> {
+  return parseIpcStream(await runNsutil(['ipc-dump', String(pid)]));
+}
+
+export function parseIpcStream(buf: Buffer): IpcContent {
+  const out: IpcContent = { shm: [], sem: [] };
+  let off = 0;
+  const line = (): string => {
+    const nl = buf.indexOf(10, off);
+    if (nl < 0) throw new GodwitError(`godwit-nsutil ipc stream: truncated at byte ${off}`);
+    const s = buf.subarray(off, nl).toString();
+    off = nl + 1;
+    return s;
+  };
+  for (;;) {
+    const f = line().split(' ');
+    if (f[0] === 'end') return out;
+    const [key, id, mode, uid, gid, cuid, cgid] = f.slice(1, 8);
+    const desc: IpcDesc = { key: Number(key) >>> 0, id: Number(id), mode: parseInt(mode, 8), uid: Number(uid), gid: Number(gid), cuid: Number(cuid), cgid: Number(cgid) };
+    if (f[0] === 'shm') {
+      const size = Number(f[8]);
+      if (off + size > buf.length) throw new GodwitError(`godwit-nsutil ipc stream: shm ${desc.id} truncated`);
+      out.shm.push({ desc, size, data: Buffer.from(buf.subarray(off, off + size)) });
+      off += size;
+    } else if (f[0] === 'sem') {
+      out.sem.push({ desc, values: f.slice(9, 9 + Number(f[8])).map(Number) });
+    } else throw new GodwitError(`godwit-nsutil ipc stream: unknown record ${JSON.stringify(f[0])}`);
+  }
+}
+
+/** Image entries (ImageEntry: msg + payload) for ipcns-shm-N.img and ipcns-sem-N.img. */
+export function ipcImageEntries(c: IpcContent): { shm: Array<{ msg: Record<string, unknown>; extra: Buffer }>; sem: Array<{ msg: Record<string, unknown>; extra: number[] }> } {
+  return {
+    shm: c.shm.map((s) => ({ msg: { desc: { ...s.desc }, size: BigInt(s.size) }, extra: s.data })),
+    sem: c.sem.map((s) => ({ msg: { desc: { ...s.desc }, nsems: s.values.length }, extra: s.values })),
+  };
+}
+
+export interface IdExtent {
+  first: number;
+  lower_first: number;
+  count: number;
+}
+
+/** userns_entry: PID's uid and gid maps. */
+export function dumpUserns(pid: number): { uid_map: IdExtent[]; gid_map: IdExtent[] } {
+  const parse = (f: string): IdExtent[] =>
+    fs
+      .readFileSync(`/proc/${pid}/${f}`, 'utf8')
+      .split('\n')
+      .filter((l) => l.trim())
+      .map((l) => {
+        const [first, lower, count] = l.trim().split(/\s+/).map(Number);
+        return { first, lower_first: lower, count };
+      });
+  return { uid_map: parse('uid_map'), gid_map: parse('gid_map') };
+}
+
+/** timens_entry: PID's time namespace offsets (zero outside a time namespace). */
+export function dumpTimens(pid: number): { monotonic: { tv_sec: bigint; tv_nsec: bigint }; boottime: { tv_sec: bigint; tv_nsec: bigint } } {
+  const out = { monotonic: { tv_sec: 0n, tv_nsec: 0n }, boottime: { tv_sec: 0n, tv_nsec: 0n } };
+  for (const l of fs.readFileSync(`/proc/${pid}/timens_offsets`, 'utf8').split('\n')) {
+    const [clock, sec, nsec] = l.trim().split(/\s+/);
+    // Offsets may be negative: stored as two's complement in the u64 fields, as CRIU does.
+    const v = { tv_sec: BigInt.asUintN(64, BigInt(sec ?? 0)), tv_nsec: BigInt(nsec ?? 0) };
+    if (clock === 'monotonic' || clock === '1') out.monotonic = v;
+    else if (clock === 'boottime' || clock === '7') out.boottime = v;
+  }
+  return out;
+}
+
+/** Checks that the helper exists before a dump starts. */
+export function nsutilAvailable(): boolean {
+  try {
+    fs.accessSync(nsutilPath(), fs.constants.X_OK);
+    return true;
+  } catch {
+    return false;
+  }
+}

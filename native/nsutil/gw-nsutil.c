@@ -1,0 +1,334 @@
+/*
+ * godwit-nsutil: reads and writes the content of a process's uts and ipc namespaces from inside them.
+ * The namespace is entered with setns(2) by this single-threaded process (Node cannot setns safely), so
+ * what the kernel shows through uname(2), shmctl/semctl and /proc/sys/kernel is the target's own view.
+ *
+ *   godwit-nsutil uts-get PID                 -> "nodename\ndomainname\n"
+ *   godwit-nsutil uts-set PID NODE DOMAIN
+ *   godwit-nsutil ipc-dump PID                -> stream (below) on stdout
+ *   godwit-nsutil ipc-restore PID             <- stream on stdin, objects recreated with their ids
+ *
+ * Stream: one header line per object, then its data; "end\n" last.
+ *   shm KEY ID MODE UID GID CUID CGID SIZE\n   followed by SIZE raw bytes (the segment)
+ *   sem KEY ID MODE UID GID CUID CGID NSEMS V0 V1 ...\n
+ * Errors: one line on stderr "godwit-nsutil: SYSCALL(WHAT): pid P: strerror", exit 1; bad usage exit 2.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ipc.h>
+#include <sys/sem.h>
+#include <sys/shm.h>
+#include <sys/utsname.h>
+#include <unistd.h>
+
+/* Largest segment or semaphore set this tool copies: bounds memory on a corrupt stream (1 GiB of shm is
+ * far beyond what the container scenarios hold; a bigger one belongs in the page-image path). */
+#define MAX_SHM_BYTES (1ull << 30)
+#define MAX_NSEMS 32000 /* SEMMSL's kernel ceiling */
+
+struct ctx {
+	int pid;
+	int err;              /* errno of the first failure */
+	const char *syscall;  /* which call failed */
+	char what[160];       /* what it concerned */
+};
+
+static int fail(struct ctx *c, const char *sc, int e, const char *fmt, ...)
+{
+	if (!c->syscall) {
+		va_list ap;
+		va_start(ap, fmt);
+		vsnprintf(c->what, sizeof(c->what), fmt, ap);
+		va_end(ap);
+		c->syscall = sc;
+		c->err = e;
+	}
+	return -1;
+}
+
+static int enter_ns(struct ctx *c, const char *kind, int nstype)
+{
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%d/ns/%s", c->pid, kind);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return fail(c, "open", errno, "%s", path);
+	int r = setns(fd, nstype);
+	int e = errno;
+	close(fd);
+	if (r < 0)
+		return fail(c, "setns", e, "%s", path);
+	return 0;
+}
+
+static int write_sysctl(struct ctx *c, const char *name, long v)
+{
+	char path[96], buf[32];
+	snprintf(path, sizeof(path), "/proc/sys/kernel/%s", name);
+	int fd = open(path, O_WRONLY | O_CLOEXEC);
+	if (fd < 0)
+		return fail(c, "open", errno, "%s", path);
+	int n = snprintf(buf, sizeof(buf), "%ld", v);
+	ssize_t w = write(fd, buf, n);
+	int e = errno;
+	close(fd);
+	if (w != n)
+		return fail(c, "write", w < 0 ? e : EIO, "%s", path);
+	return 0;
+}
+
+static int uts_get(struct ctx *c)
+{
+	struct utsname u;
+	if (enter_ns(c, "uts", CLONE_NEWUTS) < 0)
+		return -1;
+	if (uname(&u) < 0)
+		return fail(c, "uname", errno, "uts namespace");
+	printf("%s\n%s\n", u.nodename, u.domainname);
+	return 0;
+}
+
+static int uts_set(struct ctx *c, const char *node, const char *domain)
+{
+	if (enter_ns(c, "uts", CLONE_NEWUTS) < 0)
+		return -1;
+	if (sethostname(node, strlen(node)) < 0)
+		return fail(c, "sethostname", errno, "%s", node);
+	if (setdomainname(domain, strlen(domain)) < 0)
+		return fail(c, "setdomainname", errno, "%s", domain);
+	return 0;
+}
+
+static void put_perm(const struct ipc_perm *p, int id)
+{
+	printf(" %d %d %o %u %u %u %u", (int)p->__key, id, p->mode & 0777, p->uid, p->gid, p->cuid, p->cgid);
+}
+
+static int dump_shm(struct ctx *c)
+{
+	struct shm_info info;
+	int max = shmctl(0, SHM_INFO, (struct shmid_ds *)&info);
+	if (max < 0)
+		return fail(c, "shmctl", errno, "SHM_INFO");
+	for (int i = 0; i <= max; i++) {
+		struct shmid_ds ds;
+		int id = shmctl(i, SHM_STAT, &ds);
+		if (id < 0) {
+			if (errno == EINVAL || errno == EIDRM)
+				continue; /* an unused slot */
+			return fail(c, "shmctl", errno, "SHM_STAT index %d", i);
+		}
+		void *p = shmat(id, NULL, SHM_RDONLY);
+		if (p == (void *)-1)
+			return fail(c, "shmat", errno, "shm id %d", id);
+		printf("shm");
+		put_perm(&ds.shm_perm, id);
+		printf(" %zu\n", (size_t)ds.shm_segsz);
+		size_t n = fwrite(p, 1, ds.shm_segsz, stdout);
+		shmdt(p);
+		if (n != ds.shm_segsz)
+			return fail(c, "write", EIO, "stdout");
+	}
+	return 0;
+}
+
+static int dump_sem(struct ctx *c)
+{
+	struct seminfo info;
+	int max = semctl(0, 0, SEM_INFO, &info);
+	if (max < 0)
+		return fail(c, "semctl", errno, "SEM_INFO");
+	for (int i = 0; i <= max; i++) {
+		struct semid_ds ds;
+		int id = semctl(i, 0, SEM_STAT, &ds);
+		if (id < 0) {
+			if (errno == EINVAL || errno == EIDRM)
+				continue;
+			return fail(c, "semctl", errno, "SEM_STAT index %d", i);
+		}
+		unsigned short *v = calloc(ds.sem_nsems ? ds.sem_nsems : 1, sizeof(*v));
+		if (!v)
+			return fail(c, "calloc", ENOMEM, "%lu semaphores", (unsigned long)ds.sem_nsems);
+		if (semctl(id, 0, GETALL, v) < 0) {
+			int e = errno;
+			free(v);
+			return fail(c, "semctl", e, "GETALL sem id %d", id);
+		}
+		printf("sem");
+		put_perm(&ds.sem_perm, id);
+		printf(" %lu", (unsigned long)ds.sem_nsems);
+		for (unsigned long k = 0; k < ds.sem_nsems; k++)
+			printf(" %u", v[k]);
+		printf("\n");
+		free(v);
+	}
+	return 0;
+}
+
+static int ipc_dump(struct ctx *c)
+{
+	if (enter_ns(c, "ipc", CLONE_NEWIPC) < 0 || dump_shm(c) < 0 || dump_sem(c) < 0)
+		return -1;
+	printf("end\n");
+	if (fflush(stdout) != 0)
+		return fail(c, "write", errno, "stdout");
+	return 0;
+}
+
+struct desc {
+	int key, id;
+	unsigned mode, uid, gid, cuid, cgid;
+};
+
+static int set_perm(struct ctx *c, struct ipc_perm *p, const struct desc *d)
+{
+	(void)c;
+	p->uid = d->uid;
+	p->gid = d->gid;
+	p->mode = d->mode;
+	return 0;
+}
+
+static int restore_shm(struct ctx *c, const struct desc *d, size_t size)
+{
+	if (size > MAX_SHM_BYTES)
+		return fail(c, "read", EFBIG, "shm id %d: %zu bytes is over the %llu limit", d->id, size, MAX_SHM_BYTES);
+	if (write_sysctl(c, "shm_next_id", d->id) < 0)
+		return -1;
+	int id = shmget(d->key, size, d->mode | IPC_CREAT | IPC_EXCL);
+	if (id < 0)
+		return fail(c, "shmget", errno, "key %d id %d size %zu", d->key, d->id, size);
+	if (id != d->id)
+		return fail(c, "shmget", EEXIST, "wanted id %d, the kernel gave %d", d->id, id);
+	char *p = shmat(id, NULL, 0);
+	if (p == (void *)-1)
+		return fail(c, "shmat", errno, "shm id %d", id);
+	size_t got = fread(p, 1, size, stdin);
+	shmdt(p);
+	if (got != size)
+		return fail(c, "read", EIO, "shm id %d: stream ended after %zu of %zu bytes", id, got, size);
+	struct shmid_ds ds;
+	if (shmctl(id, IPC_STAT, &ds) < 0)
+		return fail(c, "shmctl", errno, "IPC_STAT id %d", id);
+	set_perm(c, &ds.shm_perm, d);
+	if (shmctl(id, IPC_SET, &ds) < 0)
+		return fail(c, "shmctl", errno, "IPC_SET id %d", id);
+	return 0;
+}
+
+static int restore_sem(struct ctx *c, const struct desc *d, unsigned long nsems)
+{
+	if (nsems == 0 || nsems > MAX_NSEMS)
+		return fail(c, "read", EINVAL, "sem id %d: %lu semaphores", d->id, nsems);
+	unsigned short *v = calloc(nsems, sizeof(*v));
+	if (!v)
+		return fail(c, "calloc", ENOMEM, "%lu semaphores", nsems);
+	int rc = -1;
+	for (unsigned long k = 0; k < nsems; k++) {
+		unsigned x;
+		if (scanf(" %u", &x) != 1 || x > 32767) {
+			fail(c, "read", EINVAL, "sem id %d: value %lu missing or out of range", d->id, k);
+			goto out;
+		}
+		v[k] = x;
+	}
+	if (write_sysctl(c, "sem_next_id", d->id) < 0)
+		goto out;
+	int id = semget(d->key, nsems, d->mode | IPC_CREAT | IPC_EXCL);
+	if (id < 0) {
+		fail(c, "semget", errno, "key %d id %d", d->key, d->id);
+		goto out;
+	}
+	if (id != d->id) {
+		fail(c, "semget", EEXIST, "wanted id %d, the kernel gave %d", d->id, id);
+		goto out;
+	}
+	if (semctl(id, 0, SETALL, v) < 0) {
+		fail(c, "semctl", errno, "SETALL id %d", id);
+		goto out;
+	}
+	struct semid_ds ds;
+	if (semctl(id, 0, IPC_STAT, &ds) < 0) {
+		fail(c, "semctl", errno, "IPC_STAT id %d", id);
+		goto out;
+	}
+	set_perm(c, &ds.sem_perm, d);
+	if (semctl(id, 0, IPC_SET, &ds) < 0) {
+		fail(c, "semctl", errno, "IPC_SET id %d", id);
+		goto out;
+	}
+	rc = 0;
+out:
+	free(v);
+	return rc;
+}
+
+static int ipc_restore(struct ctx *c)
+{
+	if (enter_ns(c, "ipc", CLONE_NEWIPC) < 0)
+		return -1;
+	for (;;) {
+		char kind[8];
+		struct desc d;
+		if (scanf("%7s", kind) != 1)
+			return fail(c, "read", EINVAL, "stream ended without \"end\"");
+		if (!strcmp(kind, "end"))
+			return 0;
+		if (scanf(" %d %d %o %u %u %u %u", &d.key, &d.id, &d.mode, &d.uid, &d.gid, &d.cuid, &d.cgid) != 7)
+			return fail(c, "read", EINVAL, "bad %s header", kind);
+		if (!strcmp(kind, "shm")) {
+			size_t size;
+			if (scanf(" %zu", &size) != 1 || getchar() != '\n')
+				return fail(c, "read", EINVAL, "bad shm size for id %d", d.id);
+			if (restore_shm(c, &d, size) < 0)
+				return -1;
+		} else if (!strcmp(kind, "sem")) {
+			unsigned long n;
+			if (scanf(" %lu", &n) != 1)
+				return fail(c, "read", EINVAL, "bad sem count for id %d", d.id);
+			if (restore_sem(c, &d, n) < 0)
+				return -1;
+		} else {
+			return fail(c, "read", EINVAL, "unknown object kind \"%s\"", kind);
+		}
+	}
+}
+
+static int usage(void)
+{
+	fprintf(stderr, "usage: godwit-nsutil uts-get PID | uts-set PID NODENAME DOMAINNAME | ipc-dump PID | ipc-restore PID\n");
+	return 2;
+}
+
+int main(int argc, char **argv)
+{
+	struct ctx c = { 0 };
+	if (argc < 3)
+		return usage();
+	char *end;
+	long pid = strtol(argv[2], &end, 10);
+	if (*end || pid <= 0 || pid > 4194304)
+		return usage();
+	c.pid = (int)pid;
+	int r;
+	if (!strcmp(argv[1], "uts-get") && argc == 3)
+		r = uts_get(&c);
+	else if (!strcmp(argv[1], "uts-set") && argc == 5)
+		r = uts_set(&c, argv[3], argv[4]);
+	else if (!strcmp(argv[1], "ipc-dump") && argc == 3)
+		r = ipc_dump(&c);
+	else if (!strcmp(argv[1], "ipc-restore") && argc == 3)
+		r = ipc_restore(&c);
+	else
+		return usage();
+	if (r < 0) {
+		fprintf(stderr, "godwit-nsutil: %s(%s): pid %d: %s\n", c.syscall, c.what, c.pid, strerror(c.err));
+		return 1;
+	}
+	return 0;
+}

@@ -1,0 +1,67 @@
+/*
+ * The container scenario's workload, built with gcc -static into the bundle's rootfs (busybox has no ipcmk).
+ * It creates a SysV shm segment (key SHM_KEY) filled with a pattern derived from the seed, then counts:
+ * every 20 ms it increments a counter, writes it to /tmp/count (a tmpfs in the container) and checks that
+ * the segment still holds its pattern; a mismatch writes "FAIL ..." to /tmp/result and exits 1.
+ *   ctr-workload SHM_KEY SHM_BYTES SEED
+ */
+#define _GNU_SOURCE
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/shm.h>
+#include <time.h>
+#include <unistd.h>
+
+static unsigned char pattern(unsigned seed, size_t i)
+{
+	return (unsigned char)((i * 131u + seed * 7u + (i >> 12)) & 0xff);
+}
+
+static void put(const char *path, const char *text)
+{
+	char tmp[64];
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	FILE *f = fopen(tmp, "w");
+	if (!f)
+		return;
+	fputs(text, f);
+	fclose(f);
+	rename(tmp, path);
+}
+
+int main(int argc, char **argv)
+{
+	if (argc != 4)
+		return 2;
+	key_t key = (key_t)strtol(argv[1], NULL, 0);
+	size_t bytes = strtoul(argv[2], NULL, 0);
+	unsigned seed = (unsigned)strtoul(argv[3], NULL, 0);
+	int id = shmget(key, bytes, IPC_CREAT | 0640);
+	if (id < 0) {
+		put("/tmp/result", "FAIL: shmget\n");
+		return 3;
+	}
+	unsigned char *p = shmat(id, NULL, 0);
+	if (p == (void *)-1) {
+		put("/tmp/result", "FAIL: shmat\n");
+		return 3;
+	}
+	for (size_t i = 0; i < bytes; i++)
+		p[i] = pattern(seed, i);
+	char buf[128];
+	snprintf(buf, sizeof(buf), "shm-id %d\n", id);
+	put("/tmp/ready", buf);
+	for (unsigned long n = 1;; n++) {
+		snprintf(buf, sizeof(buf), "%lu\n", n);
+		put("/tmp/count", buf);
+		for (size_t i = 0; i < bytes; i += 4096)
+			if (p[i] != pattern(seed, i)) {
+				snprintf(buf, sizeof(buf), "FAIL: shm byte %zu changed\n", i);
+				put("/tmp/result", buf);
+				return 1;
+			}
+		struct timespec ts = { 0, 20 * 1000 * 1000 };
+		nanosleep(&ts, NULL);
+	}
+}
