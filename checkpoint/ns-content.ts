@@ -6,6 +6,7 @@
 import { spawn } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
+import type { ImageEntry } from '../images';
 import { GodwitError } from '../util/errors';
 import { NS_KINDS, NsKind, readNamespaces } from './proc/misc';
 
@@ -120,10 +121,10 @@ export function parseIpcStream(buf: Buffer): IpcContent {
 }
 
 /** Image entries (ImageEntry: msg + payload) for ipcns-shm-N.img and ipcns-sem-N.img. */
-export function ipcImageEntries(c: IpcContent): { shm: Array<{ msg: Record<string, unknown>; extra: Buffer }>; sem: Array<{ msg: Record<string, unknown>; extra: number[] }> } {
+export function ipcImageEntries(c: IpcContent): { shm: ImageEntry[]; sem: ImageEntry[] } {
   return {
-    shm: c.shm.map((s) => ({ msg: { desc: { ...s.desc }, size: BigInt(s.size) }, extra: s.data })),
-    sem: c.sem.map((s) => ({ msg: { desc: { ...s.desc }, nsems: s.values.length }, extra: s.values })),
+    shm: c.shm.map((s) => ({ type: 'ipc_shm_entry', msg: { desc: { ...s.desc }, size: BigInt(s.size) }, extra: s.data })),
+    sem: c.sem.map((s) => ({ type: 'ipc_sem_entry', msg: { desc: { ...s.desc }, nsems: s.values.length }, extra: s.values })),
   };
 }
 

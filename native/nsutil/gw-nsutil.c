@@ -279,6 +279,8 @@ static int ipc_restore(struct ctx *c)
 			return fail(c, "read", EINVAL, "stream ended without \"end\"");
 		if (!strcmp(kind, "end"))
 			return 0;
+		if (strcmp(kind, "shm") && strcmp(kind, "sem"))
+			return fail(c, "read", EINVAL, "unknown object kind \"%s\"", kind);
 		if (scanf(" %d %d %o %u %u %u %u", &d.key, &d.id, &d.mode, &d.uid, &d.gid, &d.cuid, &d.cgid) != 7)
 			return fail(c, "read", EINVAL, "bad %s header", kind);
 		if (!strcmp(kind, "shm")) {
@@ -287,14 +289,12 @@ static int ipc_restore(struct ctx *c)
 				return fail(c, "read", EINVAL, "bad shm size for id %d", d.id);
 			if (restore_shm(c, &d, size) < 0)
 				return -1;
-		} else if (!strcmp(kind, "sem")) {
+		} else {
 			unsigned long n;
 			if (scanf(" %lu", &n) != 1)
 				return fail(c, "read", EINVAL, "bad sem count for id %d", d.id);
 			if (restore_sem(c, &d, n) < 0)
 				return -1;
-		} else {
-			return fail(c, "read", EINVAL, "unknown object kind \"%s\"", kind);
 		}
 	}
 }

@@ -176,7 +176,11 @@ export async function runContainer(o: BundleOptions & { readyTimeoutMs?: number 
       } catch {
         /* never created, or already gone */
       }
-      if (runtimeExited) await Promise.race([runtimeExited, new Promise((r) => setTimeout(r, 10000))]);
+      if (runtimeExited) {
+        let timer: NodeJS.Timeout | undefined;
+        await Promise.race([runtimeExited, new Promise((r) => (timer = setTimeout(r, 10000)))]);
+        clearTimeout(timer);
+      }
     }
     destroySync();
   };

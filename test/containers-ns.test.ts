@@ -1,0 +1,166 @@
+/**
+ * Container namespace content and cgroups round trip: uts names and SysV IPC (a shm segment's bytes, a
+ * semaphore set) dumped from a running runc container go through their CRIU images into fresh namespaces;
+ * the cgroup with its limits is recreated from cgroup.img and a process moved in sees the same limits.
+ * Everything created is removed, also on failure.
+ */
+import * as fs from 'fs';
+import { spawn } from 'child_process';
+import { RunningContainer, runContainer } from '../scenarios/container/bundle';
+import { cgroupImage, cgroupMembership, readCgroupLimits } from '../checkpoint/cgroups';
+import { dumpIpc, dumpTimens, dumpUserns, dumpUts, ipcImageEntries, namespaceOwnership, parseIpcStream, runNsutil } from '../checkpoint/ns-content';
+import { restoreCgroups } from '../restore/cgroups';
+import { FreshNamespaces, createFreshNamespaces, ipcContentFromImages, ipcStream, prepareNamespaces } from '../restore/ns-content';
+import { decodeImage, encodeImage } from '../images';
+
+function pattern(seed: number, i: number): number {
+  return (i * 131 + seed * 7 + (i >> 12)) & 0xff;
+}
+
+describe('container namespaces and cgroups round trip', () => {
+  let ctr: RunningContainer | undefined;
+  let ns: FreshNamespaces | undefined;
+  const cleanups: Array<() => void | Promise<void>> = [];
+  afterEach(async () => {
+    for (const f of cleanups.splice(0).reverse()) await f();
+    await ns?.destroy();
+    ns = undefined;
+    await ctr?.destroy();
+    ctr = undefined;
+  });
+
+  it('dumps uts and SysV IPC of a runc container and restores them into fresh namespaces', async () => {
+    ctr = await runContainer({ hostname: 'gw-uts-rt', shmBytes: 300000, seed: 11 });
+    const uts = await dumpUts(ctr.pid);
+    expect(uts).toEqual({ nodename: 'gw-uts-rt', domainname: '(none)' });
+    const ipc = await dumpIpc(ctr.pid);
+    expect(ipc.shm).toHaveLength(1);
+    const shm = ipc.shm[0];
+    expect(shm.desc.key).toBe(ctr.bundle.opts.shmKey);
+    expect(shm.desc.mode).toBe(0o640);
+    expect(shm.size).toBe(300000);
+    for (const i of [0, 1, 4095, 4096, 123457, 299999]) expect(shm.data[i]).toBe(pattern(11, i));
+
+    // Through CRIU's images and back.
+    const ent = ipcImageEntries(ipc);
+    const shmImg = decodeImage(encodeImage('IPCNS_SHM', ent.shm), 'ipcns-shm-9.img').entries;
+    const semImg = decodeImage(encodeImage('IPCNS_SEM', ent.sem), 'ipcns-sem-9.img').entries;
+    const utsImg = decodeImage(encodeImage('UTSNS', [uts as unknown as Record<string, unknown>]), 'utsns-9.img').entries[0].msg;
+    const back = ipcContentFromImages(shmImg, semImg);
+    expect(back.shm[0].data.equals(shm.data)).toBe(true);
+
+    ns = await prepareNamespaces(['uts', 'ipc'], { uts: { nodename: String(utsImg.nodename), domainname: 'gw.test' }, ipc: back });
+    const own = namespaceOwnership(ns.pid);
+    expect(own.uts.own && own.ipc.own).toBe(true);
+    expect(own.uts.ino).not.toBe(namespaceOwnership(ctr.pid).uts.ino);
+    expect(await dumpUts(ns.pid)).toEqual({ nodename: 'gw-uts-rt', domainname: 'gw.test' });
+    const again = await dumpIpc(ns.pid);
+    expect(again.shm.map((s) => s.desc)).toEqual(ipc.shm.map((s) => s.desc));
+    expect(again.shm[0].data.equals(shm.data)).toBe(true);
+    // The host's names and IPC are untouched.
+    expect(fs.readFileSync('/proc/sys/kernel/hostname', 'utf8').trim()).not.toBe('gw-uts-rt');
+  });
+
+  it('restores semaphore sets and several segments with their ids; a clash tears the namespaces down', async () => {
+    const src = await createFreshNamespaces(['ipc']);
+    cleanups.push(() => src.destroy());
+    const content = {
+      shm: [
+        { desc: { key: 0x1111, id: 0, mode: 0o600, uid: 0, gid: 0, cuid: 0, cgid: 0 }, size: 10, data: Buffer.from('0123456789') },
+        { desc: { key: 0, id: 32769, mode: 0o644, uid: 1234, gid: 99, cuid: 0, cgid: 0 }, size: 5000, data: Buffer.alloc(5000, 0xab) },
+      ],
+      sem: [{ desc: { key: 0x2222, id: 65538, mode: 0o660, uid: 0, gid: 0, cuid: 0, cgid: 0 }, values: [3, 0, 32767] }],
+    };
+    await runNsutil(['ipc-restore', String(src.pid)], ipcStream(content));
+    const got = await dumpIpc(src.pid);
+    expect(got).toEqual(content);
+    expect(parseIpcStream(ipcStream(content))).toEqual(content);
+
+    // Restoring the same objects again clashes on the first key: the prepared namespaces are gone afterwards.
+    const before = new Set(fs.readdirSync('/proc'));
+    await expect(prepareNamespaces(['ipc', 'uts'], { uts: { nodename: 'x', domainname: 'y' }, ipc: { shm: [content.shm[0], content.shm[0]], sem: [] } })).rejects.toThrow(
+      /godwit-nsutil ipc-restore .* failed .*shmget\(key 4369 id 0 size 10\).*File exists/,
+    );
+    const leftover = fs.readdirSync('/proc').filter((p) => /^\d+$/.test(p) && !before.has(p)).filter((p) => {
+      try {
+        return fs.readFileSync(`/proc/${p}/cmdline`, 'utf8').includes('infinity');
+      } catch {
+        return false;
+      }
+    });
+    expect(leftover).toEqual([]);
+  });
+
+  it('refuses a corrupt ipc stream with a clear error', async () => {
+    ns = await createFreshNamespaces(['ipc']);
+    await expect(runNsutil(['ipc-restore', String(ns.pid)], Buffer.from('shm 1 0 600 0 0 0 0 99999999999\n'))).rejects.toThrow(/over the .* limit/);
+    await expect(runNsutil(['ipc-restore', String(ns.pid)], Buffer.from('shm 1 0 600 0 0 0 0 100\nshort'))).rejects.toThrow(/stream ended after 5 of 100 bytes/);
+    await expect(runNsutil(['ipc-restore', String(ns.pid)], Buffer.from('bogus'))).rejects.toThrow(/unknown object kind/);
+    await expect(runNsutil(['uts-get', '999999999'])).rejects.toThrow(/usage/);
+  });
+
+  it('recreates the container cgroup with equal limits (v1 and v2 hierarchies) and removes it', async () => {
+    ctr = await runContainer({ memoryLimit: 40 << 20, pidsLimit: 21, cpuQuota: 25000, cpuShares: 256 });
+    const members = cgroupMembership(ctr.pid);
+    const want = readCgroupLimits(members);
+    const img = decodeImage(encodeImage('CGROUP', [cgroupImage(members)]), 'cgroup.img').entries[0].msg;
+    const newPath = `${ctr.bundle.cgroupsPath}-restored`;
+    const rc = restoreCgroups(img, { relocate: { from: ctr.bundle.cgroupsPath, to: newPath } });
+    cleanups.push(() => rc.remove());
+    expect(rc.skipped).toEqual([]);
+    expect(rc.created.length).toBe(members.length); // only the new leaf: the parent exists
+    const sleeper = spawn('sleep', ['30'], { stdio: 'ignore' });
+    cleanups.push(
+      () =>
+        new Promise<void>((r) => {
+          if (sleeper.exitCode !== null || sleeper.signalCode !== null) return r();
+          sleeper.once('exit', () => r());
+          sleeper.kill('SIGKILL');
+        }),
+    );
+    rc.addProcess(sleeper.pid!);
+    const moved = cgroupMembership(sleeper.pid!);
+    for (const m of moved) expect(m.path).toBe(newPath);
+    expect(readCgroupLimits(moved)).toEqual(want);
+    expect(want).toMatchObject({ memoryMax: BigInt(40 << 20), pidsMax: 21, cpuQuota: 25000, cpuShares: 256 });
+
+    // A limit the kernel refuses: everything created is removed again.
+    const bad = JSON.parse(JSON.stringify(img, (_k, v) => (typeof v === 'bigint' ? v.toString() : v)));
+    const pidsCtl = bad.controllers.find((c: any) => c.cnames.includes('pids'));
+    pidsCtl.dirs[0].children[0].properties = [{ name: 'pids.max', value: 'not-a-number' }];
+    const badPath = `${ctr.bundle.cgroupsPath}-bad`;
+    expect(() => restoreCgroups(bad, { relocate: { from: ctr!.bundle.cgroupsPath, to: badPath } })).toThrow(/cannot set pids.max = not-a-number in \/sys\/fs\/cgroup\/pids/);
+    for (const m of members) expect(fs.existsSync(m.mount + badPath)).toBe(false);
+  });
+
+  it('reads user namespace maps and time namespace offsets', async () => {
+    const um = dumpUserns(process.pid);
+    expect(um.uid_map).toEqual([{ first: 0, lower_first: 0, count: 4294967295 }]);
+    const t = dumpTimens(process.pid);
+    expect(t).toEqual({ monotonic: { tv_sec: 0n, tv_nsec: 0n }, boottime: { tv_sec: 0n, tv_nsec: 0n } });
+    // A real time namespace with offsets, through unshare --time.
+    const holder = spawn('unshare', ['--time', '--fork', '--monotonic', '-1000', '--boottime', '86400', 'sleep', '30'], { stdio: 'ignore' });
+    cleanups.push(
+      () =>
+        new Promise<void>((r) => {
+          if (holder.exitCode !== null || holder.signalCode !== null) return r();
+          holder.once('exit', () => r());
+          holder.kill('SIGKILL');
+        }),
+    );
+    let child = 0;
+    for (let i = 0; i < 200 && !child; i++) {
+      await new Promise((r) => setTimeout(r, 10));
+      try {
+        child = Number(fs.readFileSync(`/proc/${holder.pid}/task/${holder.pid}/children`, 'utf8').trim().split(' ')[0]) || 0;
+      } catch {
+        /* not yet */
+      }
+    }
+    expect(child).toBeGreaterThan(0);
+    const off = dumpTimens(child);
+    expect(off.monotonic.tv_sec).toBe(BigInt.asUintN(64, -1000n));
+    expect(off.boottime.tv_sec).toBe(86400n);
+    expect(namespaceOwnership(child).time.own).toBe(true);
+  });
+});
