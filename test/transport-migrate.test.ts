@@ -15,6 +15,7 @@ let src: string;
 let small: string;
 let mounted = false;
 const pids = new Set<number>();
+const targetPids = () => path.join(work, 'target-pids');
 
 beforeAll(() => {
   work = tempDir('migrate');
@@ -29,6 +30,11 @@ beforeAll(() => {
 
 afterEach(async () => {
   await closeAllLocal();
+  // Stand-in trees the target fixture started (their pids are in this file even when no answer came back).
+  for (const line of fs.existsSync(targetPids()) ? fs.readFileSync(targetPids(), 'utf8').split('\n') : []) {
+    if (/^\d+$/.test(line)) pids.add(Number(line));
+  }
+  fs.rmSync(targetPids(), { force: true });
   for (const pid of pids) {
     try {
       process.kill(pid, 'SIGKILL');
@@ -90,7 +96,10 @@ function frozenSource(): FrozenSource & { pid: number; calls: string[] } {
 
 function options(dir: string, source: FrozenSource, env: Record<string, string> = {}, extra: Partial<MigrateSourceOptions> = {}) {
   const states: SourceState[] = [];
-  const endpoint = localEndpoint({ command: [process.execPath, fixture], env: { ...process.env, ...env } });
+  const endpoint = localEndpoint({
+    command: [process.execPath, fixture],
+    env: { ...process.env, GODWIT_TEST_PIDS: targetPids(), ...env },
+  });
   const o: MigrateSourceOptions = {
     endpoint, dir, source, onState: (s) => states.push(s),
     produce: (sender: ImageSender) => sender.sendDirectory(src),
