@@ -186,6 +186,7 @@ int main(int argc, char **argv)
 
 	struct ofile f[6] = { { .name = "ro.dat" }, { .name = "rw.dat" }, { .name = "append.log" },
 			      { .name = "deleted.dat" }, { .name = "sub/here.txt" }, { .name = "rw.dat (dup)" } };
+	/* Some fds without O_CLOEXEC on purpose: F_GETFD must come back different per fd, as it was. */
 	open_file(&z, &f[0], p_ro, O_RDONLY | O_NONBLOCK | O_CLOEXEC, 10000, 1, 1234);
 	open_file(&z, &f[1], p_rw, O_RDWR, 5000, 2, 777);
 	open_file(&z, &f[2], p_app, O_WRONLY | O_APPEND, 300, 3, 0);
