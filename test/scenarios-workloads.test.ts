@@ -112,6 +112,18 @@ describe('scenario workloads, untouched', () => {
     expect(fs.existsSync(dir)).toBe(false);
   });
 
+  test('verify() of a dead workload says so; of a stopped one it times out with the log', async () => {
+    w = await startWorkload('signals');
+    process.kill(w.pid, 'SIGKILL');
+    const dead = await w.verify({ timeoutMs: 5000 });
+    expect(dead.pass).toBe(false);
+    expect(dead.detail).toMatch(new RegExp(`^no result: signals \\(pid ${w.pid}\\) is gone; log:\n.*signals: ready`, 's'));
+    await w.cleanup();
+    w = await startWorkload('files');
+    process.kill(w.pid, 'SIGSTOP'); // cleanup's SIGKILL ends it even stopped
+    await expect(w.verify({ timeoutMs: 200 })).rejects.toThrow(/files \(pid \d+\) gave no result within 200 ms[\s\S]*files: ready/);
+  });
+
   test('bad options are refused with the reason, and nothing is left behind', async () => {
     await expect(startWorkload('mem-counter', { args: ['--bogus', '1'] })).rejects.toThrow(
       /exited with status 2 before it was ready[\s\S]*unknown option --bogus/,
