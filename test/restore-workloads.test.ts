@@ -73,21 +73,17 @@ describe('dump, kill, restore into a new PID namespace: the workload verifies it
     expect(await w.verify()).toEqual({ pass: true, detail: 'PASS' });
   });
 
-  test('pipe-tree: every process, pipe, FIFO and buffer size comes back; only the root parent differs', async () => {
+  test('pipe-tree: every process, pipe, FIFO, buffer size and the zombie come back', async () => {
     const w = await start('pipe-tree');
     const r = await cycle(w, { newPidns: true });
     expect(r.pids.size).toBe(6); // five processes and the zombie child main has not reaped
-    // The root's parent was the process that started it, outside the tree: in the new namespace it is the
-    // restorer (pid 1). Everything else, inside the tree, is checked by the workload and must hold.
-    const v = await w.verify();
-    expect(v.detail).toMatch(/^FAIL: main \(pid \d+\): ppid is 1, expected \d+$/);
+    expect(await w.verify()).toEqual({ pass: true, detail: 'PASS' });
   });
 
-  test('eventfd-epoll: all but the inotify event queued at dump time (the kernel cannot be given it back)', async () => {
+  test('eventfd-epoll: counts, epoll ready set, signalfd queue and a working inotify watch come back', async () => {
     const w = await start('eventfd-epoll');
     await cycle(w, { newPidns: true });
-    const v = await w.verify();
-    expect(v.detail).toMatch(/^FAIL: inotify \(fd \d+\): no event for 'first' \(Resource temporarily unavailable\)$/);
+    expect(await w.verify()).toEqual({ pass: true, detail: 'PASS' });
   });
 });
 
