@@ -43,9 +43,14 @@ async function startShell(script: string): Promise<ChildProcess> {
     });
     c.on('exit', (code) => reject(new Error(`shell exited early (${code})`)));
   });
-  // `exec sleep` replaces the shell: wait for the exec so maps and fds are the sleep's.
-  for (let i = 0; i < 2000 && readStat(c.pid!).comm !== 'sleep'; i++) await new Promise((r) => setTimeout(r, 5));
-  if (readStat(c.pid!).comm !== 'sleep') throw new Error(`pid ${c.pid} did not exec sleep within 10 s`);
+  // `exec sleep` replaces the shell: wait until sleep sleeps. Its comm changes at exec, before ld.so has mapped
+  // and mprotect()ed its libraries, so only the sleeping state says that its maps have settled.
+  const settled = () => {
+    const st = readStat(c.pid!);
+    return st.comm === 'sleep' && st.state === 'S';
+  };
+  for (let i = 0; i < 2000 && !settled(); i++) await new Promise((r) => setTimeout(r, 5));
+  if (!settled()) throw new Error(`pid ${c.pid} did not exec sleep and go to sleep within 10 s`);
   return c;
 }
 
