@@ -7,15 +7,17 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 npx tsc -p tsconfig.json
 
-results=dist/jest-results.json
-rm -f "$results"
+log=dist/jest-output.txt
 runner=()
 [ -x scenarios/build/subreaper ] && runner=(scenarios/build/subreaper)
-status=0
-"${runner[@]}" npx jest --json --outputFile="$results" "$@" || status=$?
+set +e
+"${runner[@]}" npx jest "$@" 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
 
-# One plain closing line, whatever the runner printed above it.
-if [ -f "$results" ]; then
-  node -e 'const r=require(process.argv[1]); console.log(`tests: ${r.numPassedTests} passed, ${r.numFailedTests + r.numRuntimeErrorTestSuites} failed`)' "$PWD/$results"
-fi
-exit $status
+# One plain closing line, from jest's own summary ("Tests: 1 failed, 567 passed, 568 total").
+summary=$(sed 's/\x1b\[[0-9;]*m//g' "$log" | grep -E '^Tests: ' | tail -1)
+passed=$(sed -nE 's/.* ([0-9]+) passed.*/\1/p' <<<"$summary")
+failed=$(sed -nE 's/.* ([0-9]+) failed.*/\1/p' <<<"$summary")
+echo "tests: ${passed:-0} passed, ${failed:-0} failed"
+exit "$status"
