@@ -41,6 +41,22 @@ test('many small ranges come back in request order', async () => {
   pages.forEach((p, i) => expectPattern(b.subarray(i * 4096, (i + 1) * 4096), p * 4096));
 });
 
+test('thousands of small ranges (batches smaller than the pipe) with a slow reader stay intact', async () => {
+  // 16384 ranges of 256 bytes: 1024 per batch = 256 KiB batches, so both staging buffers fit in the 1 MiB pipe
+  // at once and would be refilled while the pipe still references their pages; a slow sink keeps it full.
+  const base = BigInt(t.info.mem);
+  const ranges = Array.from({ length: 16384 }, (_, i) => ({ start: base + BigInt(i * 256), length: 256n }));
+  const chunks: Buffer[] = [];
+  let n = 0;
+  await h.readPages(t.pid, ranges, async (c) => {
+    chunks.push(Buffer.from(c));
+    if (++n % 4 === 0) await new Promise((r) => setTimeout(r, 1));
+  });
+  const b = Buffer.concat(chunks);
+  expect(b.length).toBe(t.info.memLen);
+  expectPattern(b);
+});
+
 test('a PROT_NONE page is read through /proc/PID/mem', async () => {
   const chunks: Buffer[] = [];
   const r = await h.readPages(

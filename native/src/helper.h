@@ -52,9 +52,15 @@ struct helper {
 
 	struct tracees tr;
 
-	/* Staging buffer for page reads (process_vm_readv target, then written to the bulk pipe). */
-	uint8_t *bulk_buf;
+	/* Two staging buffers for page reads (process_vm_readv target, then spliced or written to the bulk
+	 * pipe). A buffer handed to the pipe with vmsplice is referenced by it until read: it is reused only once
+	 * the pipe holds no byte of it (bulk_pushed counts every byte ever put into the pipe). */
+	uint8_t *bulk_bufs[2];
+	uint64_t bulk_pushed_end[2]; /* bulk_pushed after the buffer's last byte went in; 0: not in the pipe */
+	int bulk_next;
 	size_t bulk_buf_size;
+	uint64_t bulk_pushed;
+	int bulk_vmsplice; /* 1: vmsplice payloads (default); 0: write() them (GODWIT_HELPER_BULK=write) */
 
 	/* XSAVE area size for NT_X86_XSTATE on this CPU (CPUID 0xD). */
 	unsigned xsave_size;

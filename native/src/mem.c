@@ -1,6 +1,7 @@
 /* Page contents: ReadPages copies ranges of a task's memory into the bulk pipe, in request order.
  *
- * process_vm_readv with many remote iovecs per call into a 4 MiB staging buffer, then write() to the pipe.
+ * process_vm_readv with many remote iovecs per call into a 4 MiB staging buffer, then vmsplice() into the pipe
+ * (two buffers alternate; see staging_buffer() for when one may be refilled).
  * Large batches are what make it fast: ~5 GB/s here against 1.3 GB/s at 4 KiB per call. Ranges that
  * process_vm_readv cannot read (PROT_NONE pages, which it refuses) are read through /proc/PID/mem, which may
  * read what the process itself could not. */
@@ -10,6 +11,7 @@
 #include <poll.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -52,6 +54,7 @@ static int bulk_write(struct helper *h, const uint8_t *buf, size_t len, uint64_t
 			buf += w;
 			len -= (size_t)w;
 			*written += (uint64_t)w;
+			h->bulk_pushed += (uint64_t)w;
 			continue;
 		}
 		if (w < 0 && errno == EINTR)
@@ -73,6 +76,33 @@ static int bulk_write(struct helper *h, const uint8_t *buf, size_t len, uint64_t
 #define BULK_MAGIC 0x47505747u /* "GWPG" */
 #define BULK_FLAG_END 1u
 
+/* Like bulk_write, but the pipe takes references to the pages of buf instead of a copy. */
+static int bulk_splice(struct helper *h, const uint8_t *buf, size_t len, uint64_t *written)
+{
+	struct iovec iov = { (void *)buf, len };
+	while (iov.iov_len) {
+		ssize_t w = vmsplice(h->bulk_w, &iov, 1, SPLICE_F_NONBLOCK);
+		if (w > 0) {
+			iov.iov_base = (uint8_t *)iov.iov_base + w;
+			iov.iov_len -= (size_t)w;
+			*written += (uint64_t)w;
+			h->bulk_pushed += (uint64_t)w;
+			continue;
+		}
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0 && errno != EAGAIN)
+			return gw_fail_errno(&h->err, "vmsplice", 0, "bulk pipe");
+		struct pollfd p[2] = { { h->bulk_w, POLLOUT, 0 }, { h->ctl_fd, POLLIN, 0 } };
+		if (poll(p, 2, 1000) < 0 && errno != EINTR)
+			return gw_fail_errno(&h->err, "poll", 0, "bulk pipe");
+		ctl_check_cancel(h);
+		if (h->terminate)
+			return 1;
+	}
+	return 0;
+}
+
 static int bulk_frame(struct helper *h, const uint8_t *payload, size_t len, unsigned flags, uint64_t *written)
 {
 	uint32_t hdr[4] = { BULK_MAGIC, h->cur_id, (uint32_t)len, flags };
@@ -80,7 +110,31 @@ static int bulk_frame(struct helper *h, const uint8_t *payload, size_t len, unsi
 	int rc = bulk_write(h, (const uint8_t *)hdr, sizeof(hdr), &ignored);
 	if (rc || !len)
 		return rc;
-	return bulk_write(h, payload, len, written);
+	return h->bulk_vmsplice ? bulk_splice(h, payload, len, written) : bulk_write(h, payload, len, written);
+}
+
+/* The staging buffer for the next batch, once the pipe holds none of its bytes any more (the pipe is FIFO:
+ * that is when fewer bytes are queued than were pushed after the buffer's last one). With two 4 MiB buffers
+ * and a 1 MiB pipe this is immediate except after small batches. 1 if TypeScript went away meanwhile. */
+static int staging_buffer(struct helper *h, uint8_t **buf)
+{
+	int i = h->bulk_next;
+	h->bulk_next ^= 1;
+	for (;;) {
+		int queued = 0;
+		if (!h->bulk_pushed_end[i] || ioctl(h->bulk_w, FIONREAD, &queued) < 0 ||
+		    (uint64_t)queued <= h->bulk_pushed - h->bulk_pushed_end[i])
+			break;
+		/* Poll cannot wait for "drained": look again shortly, watching the control socket. */
+		struct pollfd p = { h->ctl_fd, POLLIN, 0 };
+		poll(&p, 1, 1);
+		ctl_check_cancel(h);
+		if (h->terminate)
+			return 1;
+	}
+	h->bulk_pushed_end[i] = 0;
+	*buf = h->bulk_bufs[i];
+	return 0;
 }
 
 /* Reads what process_vm_readv could not, through /proc/PID/mem. */
@@ -161,13 +215,18 @@ int op_read_pages(struct helper *h, const uint8_t *req, size_t len, struct pb_bu
 		}
 		if (!fill)
 			break;
+		uint8_t *buf;
+		if (staging_buffer(h, &buf)) {
+			rv = gw_fail(&h->err, ECANCELED, "read_pages", pid, "control channel closed");
+			goto out;
+		}
 
 		/* Read; on a short read, the rest of the failing iovec comes from /proc/PID/mem and process_vm_readv
 		 * resumes after it. */
 		size_t got = 0;
 		int i = 0;
 		while (i < niov) {
-			local.iov_base = h->bulk_buf + got;
+			local.iov_base = buf + got;
 			local.iov_len = fill - got;
 			ssize_t n = process_vm_readv(pid, &local, 1, &remote[i], (unsigned long)(niov - i), 0);
 			if (n < 0 && errno != EFAULT && errno != ENOMEM) {
@@ -187,7 +246,7 @@ int op_read_pages(struct helper *h, const uint8_t *req, size_t len, struct pb_bu
 			/* remote[i] failed after adv bytes: read the rest of it through /proc. */
 			uint64_t a = (uint64_t)(uintptr_t)remote[i].iov_base + adv;
 			size_t rest = remote[i].iov_len - adv;
-			if (read_proc_mem(h, pid, &memfd, a, h->bulk_buf + got, rest)) {
+			if (read_proc_mem(h, pid, &memfd, a, buf + got, rest)) {
 				rv = -1;
 				goto out;
 			}
@@ -195,7 +254,9 @@ int op_read_pages(struct helper *h, const uint8_t *req, size_t len, struct pb_bu
 			via_mem += rest;
 			i++;
 		}
-		int stop = bulk_frame(h, h->bulk_buf, fill, 0, &written);
+		int stop = bulk_frame(h, buf, fill, 0, &written);
+		if (h->bulk_vmsplice)
+			h->bulk_pushed_end[buf == h->bulk_bufs[0] ? 0 : 1] = h->bulk_pushed;
 		if (stop < 0) {
 			rv = -1;
 			goto out;
