@@ -138,6 +138,18 @@ describe('seize and detach', () => {
   });
 });
 
+describe('the helper process', () => {
+  test('holds only its own fds once running: stdio, control socket, signalfd, bulk pipe write end', async () => {
+    const h = await helper();
+    await h.detach(); // any request: the helper then drops its copy of the bulk pipe's read end
+    const fds = fs.readdirSync(`/proc/${h.pid}/fd`).map(Number);
+    const kinds = fds.filter((fd) => fd > 3).map((fd) => fs.readlinkSync(`/proc/${h.pid}/fd/${fd}`));
+    expect(kinds).toHaveLength(2);
+    expect(kinds.filter((k) => /signalfd/.test(k))).toHaveLength(1);
+    expect(kinds.filter((k) => /^pipe:/.test(k))).toHaveLength(1);
+  });
+});
+
 describe('kill and failure paths', () => {
   test('kill SIGKILLs the process and reaps every seized thread, leader last', async () => {
     const t = await target(4, 'spin');
@@ -158,6 +170,31 @@ describe('kill and failure paths', () => {
     await h.seize(tids);
     process.kill(h.pid, 'SIGKILL');
     await h.close();
+    await sleep(100);
+    for (const tid of tids) {
+      const st = taskStatus(tid);
+      expect(st.tracerPid).toBe(0);
+      expect(st.state).not.toMatch(/[tT]/);
+    }
+  });
+
+  test('a helper SIGKILLed in the middle of a page read leaves the target running and untraced', async () => {
+    const t = await target(4, 'spin');
+    const h = await helper();
+    const tids = t.tids();
+    await h.seize(tids);
+    let killed = false;
+    const reading = h
+      .readPages(t.pid, Array.from({ length: 64 }, () => ({ start: BigInt(t.info.mem), length: 4n << 20n })), () => {
+        if (!killed) {
+          killed = true;
+          process.kill(h.pid, 'SIGKILL');
+        }
+        return sleep(5);
+      })
+      .catch((e: unknown) => e);
+    expect(await reading).toBeInstanceOf(GodwitError);
+    expect(killed).toBe(true);
     await sleep(100);
     for (const tid of tids) {
       const st = taskStatus(tid);

@@ -250,6 +250,9 @@ int main(int argc, char **argv __attribute__((unused)))
 				"this program is started by godwit, not by hand\n");
 		return 2;
 	}
+	/* Whatever Node inherited without O_CLOEXEC came along: drop it, so the helper never holds someone else's
+	 * pipe or socket open (fd 3 is ours, 0-2 are stdio). */
+	close_range(4, ~0u, 0);
 	fcntl(h->ctl_fd, F_SETFD, FD_CLOEXEC);
 	fcntl(h->ctl_fd, F_SETFL, O_NONBLOCK);
 	h->page_size = sysconf(_SC_PAGESIZE);
