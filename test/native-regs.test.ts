@@ -39,8 +39,18 @@ test('the main thread, stopped in pause(), is normalised to re-enter it', () => 
   expect(norm.fs_base).not.toBe(0n);
 });
 
-test('threads stopped in nanosleep() get -EINTR (restart_syscall cannot be carried over)', () => {
-  const workers = regs.filter((r) => r.tid !== t.pid);
+test('threads stopped in nanosleep() get -EINTR (restart_syscall cannot be carried over)', async () => {
+  // Under load the workers may all be between two 2 ms sleeps when seized: seize again until one sleeps.
+  const sleeping = (rs: ThreadRegs[]): boolean =>
+    rs.some((r) => r.tid !== t.pid && BigInt.asIntN(64, decodeGpRegs(r.regsRaw).ax) === -516n);
+  let rs = regs;
+  for (let i = 0; i < 50 && !sleeping(rs); i++) {
+    await h.detach();
+    await new Promise((r) => setTimeout(r, 5));
+    await h.seize(t.tids());
+    rs = await h.threadRegs(t.tids());
+  }
+  const workers = rs.filter((r) => r.tid !== t.pid);
   expect(workers).toHaveLength(3);
   let asleep = 0;
   for (const w of workers) {
