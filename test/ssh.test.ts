@@ -3,7 +3,7 @@
  * where `godwit migrate` will run: the jest process itself has no route into the bed.
  */
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createHosts, bedLeftovers, type BedResources, type TestBed } from '../scenarios/hosts';
@@ -116,6 +116,19 @@ describe('ssh2 client against the bed sshd', () => {
     expect(readFileSync(hashed, 'utf8')).toMatch(/^\|1\|/);
     const [r] = await probe([{ op: 'exec', conn: conn({ knownHostsFiles: [hashed] }), command: 'echo hashed' }]);
     expect(okResult(r)).toMatchObject({ code: 0, stdout: 'hashed\n' });
+  });
+
+  test('ssh-agent: the key held by an agent (SSH_AUTH_SOCK) logs in; no key file given', async () => {
+    const sock = join(scratch, 'agent.sock');
+    const agent = bed.source.spawn('ssh-agent', ['-D', '-a', sock], { stdio: ['ignore', 'ignore', 'pipe'] });
+    try {
+      for (let i = 0; i < 100 && !existsSync(sock); i++) await new Promise((r) => setTimeout(r, 20));
+      await bed.source.execOk('ssh-add', ['-q', bed.clientKeyPath], { env: { ...process.env, SSH_AUTH_SOCK: sock } });
+      const [r] = await probe([{ op: 'exec', conn: conn({ privateKeyPath: undefined, agent: sock }), command: 'echo via agent' }]);
+      expect(okResult(r)).toMatchObject({ code: 0, stdout: 'via agent\n' });
+    } finally {
+      await agent.stop('SIGTERM');
+    }
   });
 
   test('a key the host does not accept fails as authentication, without any password attempt', async () => {
