@@ -98,8 +98,13 @@ export interface BedResources {
   pids: number[];
   /** veth and bridge names, all inside the bed's own network namespaces. */
   linkNames: string[];
-  /** The bed's namespaces: kind and inode number (as in readlink /proc/PID/ns/KIND). */
-  namespaces: { kind: NsKind; inode: number }[];
+  /** Start time (clock ticks after boot, /proc/PID/stat field 22) of each pid: a recycled pid is not ours. */
+  startTimes: Record<number, string>;
+  /**
+   * The bed's namespaces: kind, inode number (as in readlink /proc/PID/ns/KIND) and the process holding them.
+   * Inode numbers are recycled once a namespace is freed, so they identify ours only while the holder lives.
+   */
+  namespaces: { kind: NsKind; inode: number; holderPid: number }[];
 }
 
 type NsKind = 'net' | 'pid' | 'mnt' | 'uts' | 'ipc';
@@ -158,6 +163,15 @@ const INIT_SETUP = [
 
 function subnetBase(id: number): [number, number] {
   return [18 + (id >> 8), id & 255];
+}
+
+function startTime(pid: number): string | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
+  } catch {
+    return undefined;
+  }
 }
 
 function nsInode(pid: number | string, kind: NsKind): number | undefined {
@@ -271,6 +285,7 @@ class Bed implements TestBed, LiveBed {
   private sshds: RunningSshd[] = [];
   private linkNames: string[] = [];
   private namespaces: BedResources['namespaces'] = [];
+  private startTimes: Record<number, string> = {};
   private destroying: Promise<void> | undefined;
 
   constructor(private readonly slot: BedSlot) {
@@ -323,7 +338,7 @@ class Bed implements TestBed, LiveBed {
     for (const h of holders) {
       for (const kind of NS_KINDS) {
         const inode = nsInode(h.nsPid, kind);
-        if (inode !== undefined) this.namespaces.push({ kind, inode });
+        if (inode !== undefined) this.namespaces.push({ kind, inode, holderPid: h.nsPid });
       }
     }
 
@@ -406,7 +421,7 @@ class Bed implements TestBed, LiveBed {
         `bed ${this.id} switch`, DEFAULT_READY_TIMEOUT_MS, false,
       );
       const inode = nsInode(this.switchHolder.nsPid, 'net');
-      if (inode !== undefined) this.namespaces.push({ kind: 'net', inode });
+      if (inode !== undefined) this.namespaces.push({ kind: 'net', inode, holderPid: this.switchHolder.nsPid });
       this.linkNames.push(bridge);
       const sw = this.switchHolder.nsPid;
       for (const h of hosts) {
@@ -442,7 +457,16 @@ class Bed implements TestBed, LiveBed {
       if (h.nsPid > 0 && h.nsPid !== h.child.pid) pids.push(h.nsPid);
     }
     for (const s of this.sshds) pids.push(s.endpoint.pid);
-    return { dir: this.dir, pids, linkNames: [...this.linkNames], namespaces: [...this.namespaces] };
+    const startTimes: Record<number, string> = { ...this.startTimes };
+    for (const pid of pids) {
+      if (startTimes[pid] === undefined) {
+        const t = startTime(pid);
+        if (t !== undefined) startTimes[pid] = t;
+      }
+    }
+    // Remembered: resources() after destroy() must still name the same processes.
+    this.startTimes = startTimes;
+    return { dir: this.dir, pids, startTimes, linkNames: [...this.linkNames], namespaces: [...this.namespaces] };
   }
 
   cleanupSync(): void {
@@ -487,20 +511,27 @@ class Bed implements TestBed, LiveBed {
  */
 export function bedLeftovers(res: BedResources): string[] {
   const left: string[] = [];
+  const ours = (pid: number): boolean => {
+    const t = startTime(pid);
+    return t !== undefined && (res.startTimes?.[pid] === undefined || res.startTimes[pid] === t);
+  };
   for (const pid of res.pids) {
-    try {
-      const state = readFileSync(`/proc/${pid}/stat`, 'utf8');
-      left.push(`process ${pid} (${state.slice(state.indexOf('(') + 1, state.lastIndexOf(')'))})`);
-    } catch {
-      // Gone, as it should be.
-    }
+    if (!ours(pid)) continue;
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    left.push(`process ${pid} (${stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'))})`);
   }
-  const wanted = new Map(res.namespaces.map((n) => [`${n.kind}:${n.inode}`, n]));
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    for (const kind of NS_KINDS) {
-      const inode = nsInode(entry, kind);
-      if (inode !== undefined && wanted.has(`${kind}:${inode}`)) left.push(`process ${entry} in the bed's ${kind} namespace ${inode}`);
+  // Only namespaces whose holder still lives are ours for sure: once freed, the kernel gives their inode numbers
+  // to new namespaces (other beds, containers). A holder's death ends the PID namespace and everything in it; the
+  // other namespaces could then be held only by processes outside it, which the bed starts only as short-lived
+  // nsenter/ip calls.
+  const wanted = new Set(res.namespaces.filter((n) => ours(n.holderPid)).map((n) => `${n.kind}:${n.inode}`));
+  if (wanted.size > 0) {
+    for (const entry of readdirSync('/proc')) {
+      if (!/^\d+$/.test(entry)) continue;
+      for (const kind of NS_KINDS) {
+        const inode = nsInode(entry, kind);
+        if (inode !== undefined && wanted.has(`${kind}:${inode}`)) left.push(`process ${entry} in the bed's ${kind} namespace ${inode}`);
+      }
     }
   }
   let links = '';

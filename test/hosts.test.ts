@@ -109,7 +109,7 @@ describe('two hosts on one machine', () => {
     expect(pid).toBeGreaterThan(0);
     const status = await p.stop('SIGTERM');
     expect(status).toEqual({ code: null, signal: 'SIGTERM' });
-    expect(bedLeftovers({ dir: '/nonexistent', pids: [pid!], linkNames: [], namespaces: [] })).toEqual([]);
+    expect(bedLeftovers({ dir: '/nonexistent', pids: [pid!], startTimes: {}, linkNames: [], namespaces: [] })).toEqual([]);
   });
 
   test('mountTmpfs: a small disk inside one host only fills up with ENOSPC', async () => {
