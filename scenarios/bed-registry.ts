@@ -11,7 +11,8 @@
  * handlers are installed only while beds are alive; after cleaning up they re-raise the signal when nobody else
  * listens, so the process still dies of it as it would have.
  */
-import { lstatSync, mkdirSync, readFileSync, readdirSync, readlinkSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, lstatSync, mkdirSync, readFileSync, readdirSync, readlinkSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { GodwitError } from '../util/errors';
@@ -26,6 +27,8 @@ const FRESH_SLOT_GRACE_MS = 60_000;
 export interface BedSlot {
   index: number;
   dir: string;
+  /** Contents of the slot's owner file: this process plus a nonce, unique to this claim. */
+  owner: string;
 }
 
 function startTime(pid: number): string | undefined {
@@ -141,11 +144,24 @@ export function claimSlot(): BedSlot {
         reclaim(dir, index);
         mkdirSync(dir, { mode: 0o700 });
       }
-      writeFileSync(join(dir, 'owner'), selfIdentity, { mode: 0o600 });
-      return { index, dir };
+      // The nonce tells this claim from a later one of the same slot (by this or another process).
+      const owner = `${selfIdentity} ${randomBytes(8).toString('hex')}`;
+      writeFileSync(join(dir, 'owner'), owner, { mode: 0o600 });
+      return { index, dir, owner };
     }
     throw new GodwitError(`all ${MAX_BEDS} test-bed slots under ${BEDS_ROOT} are in use by live processes`, { code: 'EBEDFULL' });
   });
+}
+
+/** Does `dir` still hold this claim (and not a later bed's that reuses the slot)? */
+export function slotStillClaimed(dir: string, owner: string | undefined): boolean {
+  try {
+    const text = readFileSync(join(dir, 'owner'), 'utf8');
+    return owner === undefined || text === owner;
+  } catch {
+    // No owner file: either gone, or a claim being made right now (not ours if we know our owner).
+    return owner === undefined && existsSync(dir);
+  }
 }
 
 export function releaseSlot(slot: BedSlot): void {

@@ -24,11 +24,11 @@
  * /root and /proc), so paths such as image directories and keys mean the same inside and out.
  */
 import { spawn, execFile, execFileSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, readdirSync, readlinkSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, readdirSync, readlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { GodwitError } from '../util/errors';
-import { claimSlot, releaseSlot, trackBed, untrackBed, type BedSlot, type LiveBed } from './bed-registry';
+import { claimSlot, releaseSlot, slotStillClaimed, trackBed, untrackBed, type BedSlot, type LiveBed } from './bed-registry';
 import {
   HostProcess,
   childPids,
@@ -94,6 +94,8 @@ export interface Host extends NamespaceTarget {
 /** Everything a bed created, so tests can check it is all gone after destroy(). */
 export interface BedResources {
   dir: string;
+  /** The slot's owner record: `dir` is ours only while its owner file says this (slots are reused). */
+  owner?: string;
   /** Processes the bed started (host inits, unshare, switch holder, sshd), root PID namespace. */
   pids: number[];
   /** veth and bridge names, all inside the bed's own network namespaces. */
@@ -466,7 +468,7 @@ class Bed implements TestBed, LiveBed {
     }
     // Remembered: resources() after destroy() must still name the same processes.
     this.startTimes = startTimes;
-    return { dir: this.dir, pids, startTimes, linkNames: [...this.linkNames], namespaces: [...this.namespaces] };
+    return { dir: this.dir, owner: this.slot.owner, pids, startTimes, linkNames: [...this.linkNames], namespaces: [...this.namespaces] };
   }
 
   cleanupSync(): void {
@@ -543,7 +545,7 @@ export function bedLeftovers(res: BedResources): string[] {
   for (const name of res.linkNames) {
     if (new RegExp(`^\\d+: ${name}[@:]`, 'm').test(links)) left.push(`link ${name} in the root network namespace`);
   }
-  if (existsSync(res.dir)) left.push(`directory ${res.dir}`);
+  if (slotStillClaimed(res.dir, res.owner)) left.push(`directory ${res.dir}`);
   return left;
 }
 
