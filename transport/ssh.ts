@@ -350,14 +350,25 @@ export class SshConnection {
     return this.lostError;
   }
 
-  private openExec(command: string): Promise<ClientChannel> {
+  /**
+   * Open an exec channel. The exit status listener is attached inside ssh2's callback: a fast command's data,
+   * exit status and EOF can arrive in the same TCP read as the exec confirmation, and ssh2 emits them
+   * synchronously, before any await continuation could listen.
+   */
+  private openExec(command: string): Promise<{ channel: ClientChannel; done: Promise<SshExitStatus> }> {
     if (this.closedFlag) {
       return Promise.reject(this.lostError ?? new SshError(this.host, this.port, 'connection is closed', { code: 'ESSHLOST' }));
     }
     return new Promise((resolve, reject) => {
       this.client.exec(command, (err, channel) => {
-        if (err) reject(new SshError(this.host, this.port, `cannot run "${command.slice(0, 200)}"`, { cause: err, code: 'ESSHEXEC' }));
-        else resolve(channel);
+        if (err) {
+          reject(new SshError(this.host, this.port, `cannot run "${command.slice(0, 200)}"`, { cause: err, code: 'ESSHEXEC' }));
+          return;
+        }
+        const done = this.exitOf(channel, command);
+        // The caller may look at `done` only later; never report it as unhandled meanwhile.
+        done.catch(() => undefined);
+        resolve({ channel, done });
       });
     });
   }
@@ -373,7 +384,10 @@ export class SshConnection {
       channel.on('exit', (code: number | null, signal?: string) => {
         status = code !== null && code !== undefined ? { code } : { code: null, ...(signal ? { signal } : {}) };
       });
-      channel.once('close', () => {
+      channel.once('close', (code?: number | null, signal?: string) => {
+        // ssh2 repeats the exit status as 'close' arguments: use them if 'exit' was not seen.
+        if (!status && typeof code === 'number') status = { code };
+        else if (!status && signal) status = { code: null, signal };
         if (status) {
           this.lossListeners.delete(onLoss);
           resolve(status);
@@ -401,7 +415,7 @@ export class SshConnection {
 
   /** Run a command to completion and collect its output (as UTF-8 text). */
   async exec(command: string, opts: SshExecOptions = {}): Promise<SshExecResult> {
-    const channel = await this.openExec(command);
+    const { channel, done } = await this.openExec(command);
     const max = opts.maxOutputBytes ?? DEFAULT_MAX_OUTPUT;
     const out: Buffer[] = [];
     const err: Buffer[] = [];
@@ -427,7 +441,7 @@ export class SshConnection {
       : undefined;
     channel.end(opts.input ?? undefined);
     try {
-      const status = await this.exitOf(channel, command).catch((e) => {
+      const status = await done.catch((e) => {
         if (failure) throw failure;
         throw e;
       });
@@ -440,7 +454,7 @@ export class SshConnection {
 
   /** Start a command and hand back its channel for streaming. */
   async execStream(command: string, opts: SshStreamOptions = {}): Promise<SshStream> {
-    const channel = await this.openExec(command);
+    const { channel, done } = await this.openExec(command);
     let tail = Buffer.alloc(0);
     if ((opts.stderr ?? 'collect') === 'collect') {
       channel.stderr.on('data', (b: Buffer) => {
@@ -448,9 +462,6 @@ export class SshConnection {
         if (tail.length > STDERR_TAIL) tail = tail.subarray(tail.length - STDERR_TAIL);
       });
     }
-    const done = this.exitOf(channel, command);
-    // The caller may only look at `done` after the stream; never report it as unhandled meanwhile.
-    done.catch(() => undefined);
     return { channel, stderr: channel.stderr, done, stderrText: () => tail.toString('utf8') };
   }
 
