@@ -3,7 +3,7 @@
  * test throws, when building fails half-way, and when the owning process is signalled or killed.
  */
 import { spawn } from 'node:child_process';
-import { readdirSync, readlinkSync } from 'node:fs';
+import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { bedLeftovers, createHosts, withHosts, type BedResources, type TestBed } from '../scenarios/hosts';
 import { childPids } from '../scenarios/host-process';
@@ -151,12 +151,20 @@ describe('teardown on failure', () => {
 
   test.each(['hosts', 'link', 'sshd'] as const)('a failure after stage "%s" removes what was made', async (stage) => {
     const before = unshareChildren();
-    const dirsBefore = readdirSync(BEDS_ROOT);
+    // Other test processes may create beds meanwhile: look only at slots owned by this process.
+    const mine = (): string[] => readdirSync(BEDS_ROOT).filter((d) => {
+      try {
+        return readFileSync(join(BEDS_ROOT, d, 'owner'), 'utf8').startsWith(`${process.pid} `);
+      } catch {
+        return false;
+      }
+    });
+    const dirsBefore = mine();
     const err = await createHosts({ failAfter: stage }).then(() => undefined, (e: Error & { cause?: Error }) => e);
     expect(err?.message).toMatch(/cannot create the test bed/);
     expect(err?.cause?.message).toContain(`after stage "${stage}"`);
     expect(unshareChildren().filter((p) => !before.includes(p))).toEqual([]);
-    expect(readdirSync(BEDS_ROOT)).toEqual(dirsBefore);
+    expect(mine()).toEqual(dirsBefore);
   });
 
   test('a host that does not come up in time is reported and removed', async () => {
