@@ -18,6 +18,8 @@
 #include "fields.h"
 #include "helper.h"
 
+#include <stdbool.h>
+
 /* Remote iovecs per process_vm_readv call: the kernel's limit (UIO_MAXIOV). */
 #define MAX_IOV 1024
 
@@ -45,11 +47,14 @@ static int cursor_next(struct range_cursor *c)
 }
 
 /* Writes buf to the bulk pipe, watching the control socket while the pipe is full. A cancel is only noted
- * here (the frame being written must be completed, or the reader loses step); 1 if TypeScript is gone. */
-static int bulk_write(struct helper *h, const uint8_t *buf, size_t len, uint64_t *written)
+ * here (the frame being written must be completed, or the reader loses step); 1 if TypeScript is gone.
+ * With gift, vmsplice hands the pipe references to buf's pages instead of a copy (buf must then stay unchanged
+ * until the reader has drained them). */
+static int bulk_push(struct helper *h, const uint8_t *buf, size_t len, uint64_t *written, bool gift)
 {
 	while (len) {
-		ssize_t w = write(h->bulk_w, buf, len);
+		struct iovec iov = { (void *)buf, len };
+		ssize_t w = gift ? vmsplice(h->bulk_w, &iov, 1, SPLICE_F_NONBLOCK) : write(h->bulk_w, buf, len);
 		if (w > 0) {
 			buf += w;
 			len -= (size_t)w;
@@ -60,7 +65,7 @@ static int bulk_write(struct helper *h, const uint8_t *buf, size_t len, uint64_t
 		if (w < 0 && errno == EINTR)
 			continue;
 		if (w < 0 && errno != EAGAIN)
-			return gw_fail_errno(&h->err, "write", 0, "bulk pipe");
+			return gw_fail_errno(&h->err, gift ? "vmsplice" : "write", 0, "bulk pipe");
 		struct pollfd p[2] = { { h->bulk_w, POLLOUT, 0 }, { h->ctl_fd, POLLIN, 0 } };
 		if (poll(p, 2, 1000) < 0 && errno != EINTR)
 			return gw_fail_errno(&h->err, "poll", 0, "bulk pipe");
@@ -76,41 +81,15 @@ static int bulk_write(struct helper *h, const uint8_t *buf, size_t len, uint64_t
 #define BULK_MAGIC 0x47505747u /* "GWPG" */
 #define BULK_FLAG_END 1u
 
-/* Like bulk_write, but the pipe takes references to the pages of buf instead of a copy. */
-static int bulk_splice(struct helper *h, const uint8_t *buf, size_t len, uint64_t *written)
-{
-	struct iovec iov = { (void *)buf, len };
-	while (iov.iov_len) {
-		ssize_t w = vmsplice(h->bulk_w, &iov, 1, SPLICE_F_NONBLOCK);
-		if (w > 0) {
-			iov.iov_base = (uint8_t *)iov.iov_base + w;
-			iov.iov_len -= (size_t)w;
-			*written += (uint64_t)w;
-			h->bulk_pushed += (uint64_t)w;
-			continue;
-		}
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w < 0 && errno != EAGAIN)
-			return gw_fail_errno(&h->err, "vmsplice", 0, "bulk pipe");
-		struct pollfd p[2] = { { h->bulk_w, POLLOUT, 0 }, { h->ctl_fd, POLLIN, 0 } };
-		if (poll(p, 2, 1000) < 0 && errno != EINTR)
-			return gw_fail_errno(&h->err, "poll", 0, "bulk pipe");
-		ctl_check_cancel(h);
-		if (h->terminate)
-			return 1;
-	}
-	return 0;
-}
 
 static int bulk_frame(struct helper *h, const uint8_t *payload, size_t len, unsigned flags, uint64_t *written)
 {
 	uint32_t hdr[4] = { BULK_MAGIC, h->cur_id, (uint32_t)len, flags };
 	uint64_t ignored = 0;
-	int rc = bulk_write(h, (const uint8_t *)hdr, sizeof(hdr), &ignored);
+	int rc = bulk_push(h, (const uint8_t *)hdr, sizeof(hdr), &ignored, false);
 	if (rc || !len)
 		return rc;
-	return h->bulk_vmsplice ? bulk_splice(h, payload, len, written) : bulk_write(h, payload, len, written);
+	return bulk_push(h, payload, len, written, h->bulk_vmsplice);
 }
 
 /* The staging buffer for the next batch, once the pipe holds none of its bytes any more (the pipe is FIFO:
