@@ -5,7 +5,18 @@
  */
 import { Command, CommanderError } from 'commander';
 import { describeError, UsageError } from '../util/errors';
-import { commands } from './commands';
+import { CommandEntry, commands } from './commands';
+
+/**
+ * The command this argv runs ("help X" counts as X), or undefined for `godwit --help`, `godwit` alone or an
+ * unknown name. The program itself has only --help and --version, neither taking a value, so the first word
+ * that is not an option is the command.
+ */
+export function commandToLoad(args: string[], list: CommandEntry[] = commands): CommandEntry | undefined {
+  const words = args.filter((a) => !a.startsWith('-'));
+  const name = words[0] === 'help' ? words[1] : words[0];
+  return list.find((c) => c.name === name);
+}
 
 export async function main(argv: string[]): Promise<number> {
   const program = new Command();
@@ -15,7 +26,11 @@ export async function main(argv: string[]): Promise<number> {
     .version(require('../../package.json').version)
     .exitOverride()
     .configureOutput({ writeErr: (s) => process.stderr.write(s) });
-  for (const register of commands) register(program);
+  // Load only the command that runs; for the program's own help or an unknown name, list every command by
+  // its summary without loading any (commander then suggests the closest name).
+  const chosen = commandToLoad(argv.slice(2));
+  if (chosen) (await chosen.load()).register(program);
+  else for (const c of commands) program.command(c.name).summary(c.summary);
   program.showHelpAfterError('(run with --help for usage)');
   try {
     await program.parseAsync(argv);

@@ -1,6 +1,9 @@
 import { spawnSync } from 'node:child_process';
 import * as path from 'node:path';
+import { Command } from 'commander';
 import { SysError, GodwitError, describeError } from '../util/errors';
+import { commands } from '../cli/commands';
+import { commandToLoad } from '../cli/main';
 
 const cli = path.resolve(__dirname, '..', 'cli', 'main.js');
 const run = (...args: string[]) => spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8' });
@@ -16,6 +19,40 @@ describe('godwit CLI', () => {
     const r = run('no-such-command');
     expect(r.status).toBe(2);
     expect(r.stderr).toMatch(/unknown command|too many arguments/);
+  });
+
+  test('--help lists every command by name', () => {
+    const r = run('--help');
+    for (const c of commands) expect(r.stdout).toMatch(new RegExp(`^  ${c.name} `, 'm'));
+  });
+
+  test('each command list entry loads a module that registers exactly that command', async () => {
+    for (const c of commands) {
+      const program = new Command();
+      (await c.load()).register(program);
+      expect(program.commands.map((x) => x.name())).toEqual([c.name]);
+    }
+    expect(new Set(commands.map((c) => c.name)).size).toBe(commands.length);
+  });
+
+  test('the command to load is the first word that is not an option ("help X" is X)', () => {
+    expect(commandToLoad(['receive', '--dir', '/x'])?.name).toBe('receive');
+    expect(commandToLoad(['help', 'send'])?.name).toBe('send');
+    expect(commandToLoad(['--help'])).toBeUndefined();
+    expect(commandToLoad(['nope'])).toBeUndefined();
+  });
+
+  test('`godwit receive` loads only what receiving needs (no ssh2, listr2, checkpoint or restore code)', () => {
+    // Run in a child so that this test's own imports do not pollute the module cache.
+    const script = `require(${JSON.stringify(cli)}).main(['node', 'godwit', 'receive', '--help']).then(() => {
+      process.stderr.write(JSON.stringify(Object.keys(require.cache)));
+    });`;
+    const r = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8' });
+    expect(r.status).toBe(0);
+    const loaded: string[] = JSON.parse(r.stderr);
+    expect(loaded.some((f) => f.endsWith(path.join('cli', 'receive.js')))).toBe(true);
+    const heavy = loaded.filter((f) => /node_modules\/(ssh2|listr2)\/|dist\/(checkpoint|restore)\/|cli\/(dump|send|decode)\.js/.test(f));
+    expect(heavy).toEqual([]);
   });
 
   test('an unknown option is bad usage: exit 2', () => {
