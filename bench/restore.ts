@@ -1,161 +1,181 @@
 /**
- * Restore benchmark: time to restore a process holding 64, 256 and 1024 MiB of memory (half random bytes,
- * half a repeated pattern, so zstd halves it), from plain CRIU pages and from godwit's compressed container,
- * as ratios against process_vm_writev throughput into fresh memory measured in the same run (the floor for
- * writing that much memory into another process the ordinary way), and against `criu restore` when a working
- * criu is on PATH. Prints measured numbers only.
+ * Restore benchmark on real dumps: a mem-counter workload of 64, 256 and 1024 MiB (half random, half repeated
+ * bytes, as bench/dump.ts uses) is dumped by `godwit dump` in this run twice, with --compress zstd (left running)
+ * and --compress none, and each image is restored into a new PID namespace (detached) several times. Timed: from
+ * the call to restore() until the tree runs. Every restored workload then checks its whole memory area and counter
+ * itself (its verdict is printed); verification is not in the time.
  *
- * The images are made from the CRIU 4.2 `sleep` fixture with one more anonymous mapping holding the data, so
- * the benchmark does not depend on a dumper; `node dist/bench/restore.js [MiB...]`.
+ * Ratios are against limits measured in the same run, interleaved with the restores (the machine is shared):
+ *   pv_writev  process_vm_writev of the same number of bytes into fresh memory of another process (8 MiB calls);
+ *   uffd_copy  UFFDIO_COPY of the same bytes into fresh memory of another process (2 MiB calls, one thread).
+ * `criu restore` of a CRIU dump of the same workload runs when a working criu 4.x is on PATH; the output says
+ * when it is not. Figures are medians of GODWIT_BENCH_RUNS runs (default 3) with min..max; measured numbers only.
+ *
+ * Run: node dist/bench/restore.js [MiB ...]   (GODWIT_BENCH_SIZES=64,256 works too)
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { decodeImage, encodeImage } from '../images';
-import { convertImageDir } from '../images/convert';
-import { restore } from '../restore';
+import { dump } from '../checkpoint/dump';
+import { restore, RestoreResult } from '../restore';
 import { restorerPath } from '../restore/restorer';
+import { startWorkload, Workload } from '../scenarios/workload';
 
-const PAGE = 4096;
-/** Where the data mapping goes: a gap in the fixture's layout. */
-const DATA_AT = 0x7f0000000000n;
-const PIECE = 8 << 20;
+const MiB = 1 << 20;
+const RUNS = Math.max(1, Number(process.env.GODWIT_BENCH_RUNS ?? 3));
 
-function fixtureDir(): string {
-  for (const c of [path.resolve(__dirname, '..', '..', '..', 'shared', 'fixtures', 'criu-4.2', 'sleep'), '/work/shared/fixtures/criu-4.2/sleep'])
-    if (fs.existsSync(c)) return c;
-  throw new Error('shared/fixtures/criu-4.2/sleep not found beside the repository');
+const secs = (t: bigint) => Number(process.hrtime.bigint() - t) / 1e9;
+
+interface Series {
+  xs: number[];
 }
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)]!;
+const fmt = (s: Series) => `${median(s.xs).toFixed(3)} s (${Math.min(...s.xs).toFixed(3)}..${Math.max(...s.xs).toFixed(3)})`;
 
-/** Deterministic content: even 1 MiB blocks random (xorshift), odd ones a repeated 64-byte pattern. */
-function fill(buf: Buffer, offset: number): void {
-  const words = new Uint32Array(buf.buffer, buf.byteOffset, buf.length / 4);
-  for (let w = 0; w < words.length; w++) {
-    const pos = offset + w * 4;
-    if ((pos >> 20) & 1) words[w] = 0x01020304 * ((pos >> 6) & 3);
-    else {
-      let x = (pos * 2654435761) >>> 0 || 1;
-      x ^= x << 13;
-      x ^= x >>> 17;
-      x ^= x << 5;
-      words[w] = x >>> 0;
-    }
-  }
-}
-
-function makeImage(dir: string, mib: number): void {
-  const src = fixtureDir();
-  fs.mkdirSync(dir, { recursive: true });
-  for (const f of fs.readdirSync(src)) {
-    fs.copyFileSync(path.join(src, f), path.join(dir, f));
-    fs.chmodSync(path.join(dir, f), 0o644);
-  }
-  const bytes = mib << 20;
-  const mmPath = path.join(dir, 'mm-16344.img');
-  const mm = decodeImage(fs.readFileSync(mmPath), mmPath);
-  const vmas = mm.entries[0].msg.vmas as Record<string, unknown>[];
-  vmas.push({ start: DATA_AT, end: DATA_AT + BigInt(bytes), pgoff: 0n, shmid: 0n, prot: 3, flags: 0x22, status: 1 | 512, fd: -1n });
-  vmas.sort((a, b) => ((a.start as bigint) < (b.start as bigint) ? -1 : 1));
-  fs.writeFileSync(mmPath, encodeImage('MM', mm.entries));
-  // Pages of the data mapping go last in the pages file: append its pagemap entry in address order.
-  const pmPath = path.join(dir, 'pagemap-16344.img');
-  const pm = decodeImage(fs.readFileSync(pmPath), pmPath);
-  const entries = pm.entries.slice(1);
-  const pagesPath = path.join(dir, 'pages-1.img');
-  const old = fs.readFileSync(pagesPath);
-  // Existing entries up to DATA_AT keep their data; the new one sits between them by address.
-  let off = 0;
-  let splitAt = entries.length;
-  let splitOff = old.length;
-  entries.forEach((e, i) => {
-    if (splitAt === entries.length && (e.msg.vaddr as bigint) > DATA_AT) {
-      splitAt = i;
-      splitOff = off;
-    }
-    off += Number(e.msg.nr_pages) * PAGE;
-  });
-  entries.splice(splitAt, 0, { type: 'pagemap_entry', msg: { vaddr: DATA_AT, compat_nr_pages: 0, flags: 4, nr_pages: BigInt(bytes / PAGE) } });
-  fs.writeFileSync(pmPath, encodeImage('PAGEMAP', [pm.entries[0], ...entries]));
-  const fd = fs.openSync(pagesPath, 'w');
-  try {
-    fs.writeSync(fd, old.subarray(0, splitOff));
-    const buf = Buffer.alloc(PIECE);
-    for (let o = 0; o < bytes; o += PIECE) {
-      const n = Math.min(PIECE, bytes - o);
-      fill(buf, o);
-      fs.writeSync(fd, buf, 0, n);
-    }
-    fs.writeSync(fd, old.subarray(splitOff));
-  } finally {
-    fs.closeSync(fd);
-  }
-}
-
-/** Checks 64 pages spread over the data mapping against what was written. */
-function checkMemory(pid: number, mib: number): void {
-  const bytes = mib << 20;
-  const fd = fs.openSync(`/proc/${pid}/mem`, 'r');
-  try {
-    const want = Buffer.alloc(PAGE);
-    const got = Buffer.alloc(PAGE);
-    for (let k = 0; k < 64; k++) {
-      const o = Math.floor((bytes / PAGE / 64) * k) * PAGE + (k % 2) * (1 << 20) * 0;
-      fill(want, o);
-      fs.readSync(fd, got, 0, PAGE, Number(DATA_AT) + o);
-      if (!got.equals(want)) throw new Error(`restored memory differs at offset ${o} of the data mapping`);
-    }
-  } finally {
-    fs.closeSync(fd);
-  }
-}
-
-async function timeRestore(dir: string, mib: number): Promise<{ seconds: number; pagesMs: number }> {
-  const t0 = process.hrtime.bigint();
-  const r = await restore({ dir, newPidns: true, detach: true }, { silent: true });
-  const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
-  try {
-    checkMemory(r.rootPid, mib);
-  } finally {
-    process.kill(r.rootPid, 'SIGKILL');
-    if (r.restorer) await r.restorer.waitExit();
-  }
-  return { seconds, pagesMs: r.timings['rebuild memory'] };
-}
-
-function writevBaseline(mib: number): number {
-  const out = JSON.parse(execFileSync(restorerPath(), ['--bench-writev', String(mib)], { encoding: 'utf8' })) as { seconds: number };
+function baseline(flag: '--bench-writev' | '--bench-uffd', mib: number): number {
+  const out = JSON.parse(execFileSync(restorerPath(), [flag, String(mib)], { encoding: 'utf8' })) as { seconds: number };
   return out.seconds;
 }
 
-async function main(): Promise<void> {
-  const sizes = process.argv.slice(2).map(Number).filter((n) => n > 0);
-  const list = sizes.length ? sizes : [64, 256, 1024];
-  const criu = spawnSync('criu', ['--version'], { encoding: 'utf8' });
-  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'godwit-bench-restore-'));
-  try {
-    console.log('godwit restore benchmark (restore into a new PID namespace, detached; lower is better)');
-    console.log('MiB   restore(plain) restore(zstd)  pv_writev   plain/pv_writev zstd/pv_writev   plain MB/s');
-    for (const mib of list) {
-      const plain = path.join(root, `plain-${mib}`);
-      const packed = path.join(root, `zstd-${mib}`);
-      makeImage(plain, mib);
-      await convertImageDir(plain, { to: 'godwit', out: packed });
-      execFileSync('sync');
-      const pv = writevBaseline(mib);
-      const p = await timeRestore(plain, mib);
-      const z = await timeRestore(packed, mib);
-      console.log(
-        `${String(mib).padEnd(5)} ${p.seconds.toFixed(3).padStart(10)} s ${z.seconds.toFixed(3).padStart(10)} s ${pv.toFixed(3).padStart(9)} s ` +
-          `${(p.seconds / pv).toFixed(2).padStart(12)} ${(z.seconds / pv).toFixed(2).padStart(14)} ${((mib * 1.048576) / p.seconds).toFixed(0).padStart(12)}`,
-      );
-      fs.rmSync(plain, { recursive: true, force: true });
-      fs.rmSync(packed, { recursive: true, force: true });
+function criuVersion(): string | undefined {
+  const r = spawnSync('criu', ['--version'], { encoding: 'utf8' });
+  if (r.error || r.status !== 0) return undefined;
+  const m = /Version:\s*(\d+)\.(\d+)/.exec(r.stdout);
+  return m && Number(m[1]) >= 4 ? `${m[1]}.${m[2]}` : undefined;
+}
+
+function dirBytes(dir: string): number {
+  return fs.readdirSync(dir).reduce((n, f) => n + fs.statSync(path.join(dir, f)).size, 0);
+}
+
+/** Ends a restored tree that is still there (after a failed verification) and waits for its restorer. */
+async function endRestored(r: RestoreResult): Promise<void> {
+  for (const pid of r.pids.values()) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      /* gone */
     }
-    if (criu.status === 0) console.log(`criu on PATH (${criu.stdout.trim()}): comparison needs a CRIU dump of the same workload, not run here`);
-    else console.log('criu: not found on PATH (or not working): no criu restore comparison in this run');
+  }
+  if (r.restorer) await r.restorer.waitExit();
+}
+
+/**
+ * The workload's own files (its log, which every verification appends to) as they were at a dump: restore checks
+ * that files a task has open are as dumped, so each restore from an image gets them back first.
+ */
+function snapshotFiles(dir: string): Map<string, Buffer> {
+  const out = new Map<string, Buffer>();
+  for (const f of fs.readdirSync(dir)) {
+    const p = path.join(dir, f);
+    if (fs.statSync(p).isFile()) out.set(f, fs.readFileSync(p));
+  }
+  return out;
+}
+
+function putBack(dir: string, files: Map<string, Buffer>): void {
+  for (const [f, b] of files) fs.writeFileSync(path.join(dir, f), b);
+}
+
+/** Restores `dir`, times it to running, lets the workload verify itself. */
+async function restoreOnce(w: Workload, imagePids: number[], dir: string, files: Map<string, Buffer>): Promise<{ seconds: number; verdict: string; timings: Record<string, number> }> {
+  putBack(w.dir, files);
+  fs.rmSync(path.join(w.dir, 'result'), { force: true });
+  const t0 = process.hrtime.bigint();
+  const r = await restore({ dir, newPidns: true, detach: true }, { silent: true });
+  const seconds = secs(t0);
+  try {
+    w.setPids(imagePids.map((p) => r.pids.get(p) ?? p));
+    const v = await w.verify({ timeoutMs: 300_000 });
+    return { seconds, verdict: v.detail, timings: r.timings };
   } finally {
-    fs.rmSync(root, { recursive: true, force: true });
+    await endRestored(r);
+  }
+}
+
+/** `criu dump` + timed `criu restore -d` of a fresh workload of the same size; a string says why there is none. */
+async function criuRestore(mib: number, dir: string): Promise<{ seconds: number; verdict: string } | string> {
+  const w = await startWorkload('mem-counter', { args: ['--mib', String(mib)], readyTimeoutMs: 300_000 });
+  try {
+    fs.mkdirSync(dir, { recursive: true });
+    const d = spawnSync('criu', ['dump', '-t', String(w.pid), '-D', dir, '--shell-job'], { encoding: 'utf8' });
+    if (d.status !== 0) return `criu dump failed: ${(d.stderr || d.stdout).trim().split('\n').slice(-1)[0]}`;
+    const t0 = process.hrtime.bigint();
+    const r = spawnSync('criu', ['restore', '-D', dir, '--shell-job', '-d'], { encoding: 'utf8' });
+    const seconds = secs(t0);
+    if (r.status !== 0) return `criu restore failed: ${(r.stderr || r.stdout).trim().split('\n').slice(-1)[0]}`;
+    return { seconds, verdict: (await w.verify({ timeoutMs: 300_000 })).detail };
+  } finally {
+    await w.cleanup();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+async function main(): Promise<void> {
+  const args = process.argv.slice(2).map(Number).filter((n) => n > 0);
+  const sizes = args.length ? args : (process.env.GODWIT_BENCH_SIZES ?? '64,256,1024').split(',').map(Number);
+  const criu = criuVersion();
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'godwit-bench-restore-'));
+  console.log(`godwit restore benchmark (${os.cpus().length} cores, load ${os.loadavg()[0]!.toFixed(1)}, ${RUNS} runs each: median (min..max))`);
+  console.log(criu ? `criu ${criu} found on PATH: compared below` : 'criu 4.x not on PATH: no criu restore figures in this run');
+  try {
+    for (const mib of sizes) {
+      const w = await startWorkload('mem-counter', { args: ['--mib', String(mib)], readyTimeoutMs: 300_000 });
+      try {
+        const imagePids = w.pids;
+        const zdir = path.join(tmp, `zstd-${mib}`);
+        const pdir = path.join(tmp, `plain-${mib}`);
+        const zs = await dump({ pid: w.pid, dir: zdir, leaveRunning: true, compress: 'zstd' });
+        const zfiles = snapshotFiles(w.dir);
+        const ps = await dump({ pid: w.pid, dir: pdir, compress: 'none' });
+        const pfiles = snapshotFiles(w.dir);
+        const pages = ps.pageBytes;
+        const pageMib = Math.ceil(pages / MiB);
+        const plain: Series = { xs: [] };
+        const zstd: Series = { xs: [] };
+        const pv: Series = { xs: [] };
+        const uffd: Series = { xs: [] };
+        const verdicts = new Set<string>();
+        let steps: Record<string, number> = {};
+        for (let i = 0; i < RUNS; i++) {
+          pv.xs.push(baseline('--bench-writev', pageMib));
+          uffd.xs.push(baseline('--bench-uffd', pageMib));
+          const p = await restoreOnce(w, imagePids, pdir, pfiles);
+          plain.xs.push(p.seconds);
+          verdicts.add(`plain: ${p.verdict}`);
+          const z = await restoreOnce(w, imagePids, zdir, zfiles);
+          zstd.xs.push(z.seconds);
+          verdicts.add(`zstd: ${z.verdict}`);
+          if (z.seconds === median(zstd.xs)) steps = z.timings;
+        }
+        const ratio = (a: Series, b: Series) => (median(a.xs) / median(b.xs)).toFixed(2);
+        console.log(
+          `\n${mib} MiB workload: ${(pages / MiB).toFixed(0)} MiB of pages; images: zstd ${(dirBytes(zdir) / MiB).toFixed(1)} MiB, ` +
+            `plain ${(dirBytes(pdir) / MiB).toFixed(1)} MiB (dump: zstd ${zs.totalMs.toFixed(0)} ms, plain ${ps.totalMs.toFixed(0)} ms)\n` +
+            `  restore plain  ${fmt(plain)} = ${((pages / 1e9) / median(plain.xs)).toFixed(2)} GB/s: ${ratio(plain, pv)} x pv_writev, ${ratio(plain, uffd)} x uffd_copy\n` +
+            `  restore zstd   ${fmt(zstd)} = ${((pages / 1e9) / median(zstd.xs)).toFixed(2)} GB/s: ${ratio(zstd, pv)} x pv_writev, ${ratio(zstd, uffd)} x uffd_copy\n` +
+            `  pv_writev      ${fmt(pv)}\n` +
+            `  uffd_copy      ${fmt(uffd)}\n` +
+            `  workload verdicts: ${[...verdicts].join('; ')}\n` +
+            `  steps of the median zstd restore (ms): ${Object.entries(steps).map(([k, v]) => `${k} ${v.toFixed(0)}`).join(', ')}`,
+        );
+        if (criu) {
+          const c = await criuRestore(mib, path.join(tmp, `criu-${mib}`));
+          if (typeof c === 'string') console.log(`  criu: ${c}`);
+          else
+            console.log(
+              `  criu restore   ${c.seconds.toFixed(3)} s (workload: ${c.verdict}); godwit/criu: plain ${(median(plain.xs) / c.seconds).toFixed(2)}, zstd ${(median(zstd.xs) / c.seconds).toFixed(2)}`,
+            );
+        }
+        fs.rmSync(zdir, { recursive: true, force: true });
+        fs.rmSync(pdir, { recursive: true, force: true });
+      } finally {
+        await w.cleanup();
+      }
+    }
+  } finally {
+    fs.rmSync(tmp, { recursive: true, force: true });
   }
 }
 

@@ -93,7 +93,7 @@ export function restoreSteps(): ListrTask<StepState>[] {
         s.vmas.set(t.pid, vmas);
         await createTrampoline(s, t, vmas);
         await mapVmas(s, t, vmas);
-        s.pageBytes += await writePages(s, t, ranges, vmas);
+        s.pageBytes += (await writePages(s, t, ranges, vmas)).bytes;
         await finishMemory(s, t, vmas);
       }
     }),

@@ -5,12 +5,10 @@
  * madvise bits and the mm fields (PR_SET_MM_MAP, exe included) are set.
  */
 import * as fs from 'node:fs';
-import type * as net from 'node:net';
 import * as path from 'node:path';
-import { once } from 'node:events';
-import { containerName, plainPagesName } from '../images/container-format';
-import { openPagesFile } from '../images/container-reader';
-import { GodwitError } from '../util/errors';
+import { ChunkInfo, containerName, plainPagesName } from '../images/container-format';
+import { ContainerReader } from '../images/container-reader';
+import { GodwitError, ImageError } from '../util/errors';
 import { RestoreContext } from './context';
 import { ImageSet, TaskImage } from './load';
 import { Msg } from './image-files';
@@ -193,27 +191,6 @@ export async function mapVmas(ctx: RestoreContext, t: TaskImage, vmas: Vma[]): P
   });
 }
 
-/** Ranges per WRITE_MEM request: 24 bytes each, so one request stays ~1.5 MiB. */
-const RANGES_PER_REQUEST = 65536;
-
-function writeMemRequest(pid: number, fd: number, part: PageRange[]): Buffer {
-  const b = Buffer.alloc(12 + 24 * part.length);
-  b.writeInt32LE(pid, 0);
-  b.writeInt32LE(fd, 4);
-  b.writeUInt32LE(part.length, 8);
-  part.forEach((x, k) => {
-    b.writeBigUInt64LE(x.addr, 12 + 24 * k);
-    b.writeBigUInt64LE(x.len, 20 + 24 * k);
-    b.writeBigUInt64LE(x.off, 28 + 24 * k);
-  });
-  return b;
-}
-
-/**
- * Writes the task's pages. CRIU's plain pages-N.img is read by the restorer itself (no copy through node);
- * godwit's compressed pages-N.gwz is decompressed here (each chunk's checksums checked on the way) and
- * streamed through the bulk pipe.
- */
 /**
  * Anonymous private VMAs at least this big get their pages by UFFDIO_COPY (no zero-fill, no fault per page);
  * below it the userfaultfd's own setup (an injected syscall, a pidfd round trip) costs more than it saves.
@@ -251,50 +228,100 @@ async function withUffd<T>(ctx: RestoreContext, t: TaskImage, vmas: Vma[], fn: (
   }
 }
 
-export async function writePages(ctx: RestoreContext, t: TaskImage, ranges: PageRange[], vmas: Vma[] = []): Promise<number> {
-  if (ranges.length === 0) return 0;
-  return withUffd(ctx, t, vmas, () => writePagesNow(ctx, t, ranges));
+/** What the page path did for one task. */
+export interface PageStats {
+  /** Bytes of page data the task's ranges hold. */
+  bytes: number;
+  /** Bytes written into the task (the rest were all-zero pages left unpopulated). */
+  written: number;
+  zeroSkipped: number;
 }
 
-async function writePagesNow(ctx: RestoreContext, t: TaskImage, ranges: PageRange[]): Promise<number> {
-  const r = ctx.restorer!;
+/**
+ * Writes the task's pages. The restorer reads the pages file itself (CRIU's plain pages-N.img, or godwit's
+ * pages-N.gwz: each chunk checked and decompressed there, on worker threads), so no page byte passes through
+ * Node; here only the container's index is read and checked, and handed over with the ranges.
+ */
+export async function writePages(ctx: RestoreContext, t: TaskImage, ranges: PageRange[], vmas: Vma[] = []): Promise<PageStats> {
+  if (ranges.length === 0) return { bytes: 0, written: 0, zeroSkipped: 0 };
+  return withUffd(ctx, t, vmas, () => loadPages(ctx, t, ranges));
+}
+
+/** Ranges per LOAD_PAGES request: 24 bytes each, so a request stays well inside the restorer's 64 MiB bound. */
+const RANGES_PER_REQUEST = 1 << 20;
+
+/** Where the page data of `t` is, and in which form. */
+async function pagesSource(ctx: RestoreContext, t: TaskImage): Promise<{ file: string; size: number; chunks: ChunkInfo[]; chunkSize: number }> {
   const dir = ctx.set!.dir;
   const plain = path.join(dir, plainPagesName(t.pagemap.pagesId));
   const packed = path.join(dir, containerName(t.pagemap.pagesId));
-  const total = ranges.reduce((n, x) => n + Number(x.len), 0);
-  if (fs.existsSync(plain)) {
-    const fd = await openInRestorer(ctx, plain, O_RDONLY);
-    try {
-      for (let i = 0; i < ranges.length; i += RANGES_PER_REQUEST)
-        await r.request(Op.WRITE_MEM, writeMemRequest(t.pid, fd, ranges.slice(i, i + RANGES_PER_REQUEST)), `write pages of ${t.pid} from ${plain}`);
-    } finally {
-      await closeInRestorer(ctx, [fd]);
-    }
-    return total;
-  }
+  if (fs.existsSync(plain)) return { file: plain, size: fs.statSync(plain).size, chunks: [], chunkSize: 0 };
   if (!fs.existsSync(packed))
     throw new GodwitError(`task ${t.pid}: neither ${plain} nor ${packed} exists (its pagemap refers to pages id ${t.pagemap.pagesId})`);
-  const reader = await openPagesFile(packed);
-  const bulk = r.bulk() as net.Socket;
+  // Header, trailer and index are checked here (their crc32s, a gapless chunk sequence); the chunks themselves
+  // are checked by the restorer as it reads them.
+  const r = await ContainerReader.open(packed);
+  await r.close();
+  return { file: packed, size: r.size, chunks: [...r.chunks], chunkSize: r.header.chunkSize };
+}
+
+function loadPagesRequest(pid: number, fd: number, src: { size: number; chunks: ChunkInfo[]; chunkSize: number }, part: PageRange[]): Buffer {
+  const nc = src.chunks.length;
+  const b = Buffer.alloc(32 + 24 * part.length + 32 * nc);
+  b.writeInt32LE(pid, 0);
+  b.writeInt32LE(fd, 4);
+  b.writeUInt32LE(nc ? 1 : 0, 8);
+  b.writeUInt32LE(part.length, 12);
+  b.writeUInt32LE(nc, 16);
+  b.writeUInt32LE(src.chunkSize, 20);
+  b.writeBigUInt64LE(BigInt(src.size), 24);
+  let at = 32;
+  for (const x of part) {
+    b.writeBigUInt64LE(x.addr, at);
+    b.writeBigUInt64LE(x.len, at + 8);
+    b.writeBigUInt64LE(x.off, at + 16);
+    at += 24;
+  }
+  for (const c of src.chunks) {
+    b.writeBigUInt64LE(BigInt(c.fileOffset), at);
+    b.writeBigUInt64LE(BigInt(c.offset), at + 8);
+    b.writeUInt32LE(c.length, at + 16);
+    b.writeUInt32LE(c.compressedLength, at + 20);
+    b.writeUInt32LE(c.crc >>> 0, at + 24);
+    at += 32;
+  }
+  return b;
+}
+
+async function loadPages(ctx: RestoreContext, t: TaskImage, ranges: PageRange[]): Promise<PageStats> {
+  const src = await pagesSource(ctx, t);
+  const name = path.basename(src.file);
+  const stats: PageStats = { bytes: 0, written: 0, zeroSkipped: 0 };
+  for (const x of ranges) {
+    if (x.off + x.len > BigInt(src.size))
+      throw new ImageError(name, Number(x.off), `page data ends at ${src.size} but the pagemap of task ${t.pid} needs bytes up to ${x.off + x.len} (pagemap and pages file disagree)`);
+    stats.bytes += Number(x.len);
+  }
+  const fd = await openInRestorer(ctx, src.file, O_RDONLY);
   try {
     for (let i = 0; i < ranges.length; i += RANGES_PER_REQUEST) {
-      const part = ranges.slice(i, i + RANGES_PER_REQUEST);
-      const req = r.request(Op.WRITE_MEM, writeMemRequest(t.pid, -1, part), `write pages of ${t.pid} from ${packed}`);
-      // If the restorer fails it stops reading the pipe: never wait for 'drain' alone.
-      let failed: unknown = null;
-      req.catch((e) => (failed = e));
-      for (const x of part) {
-        for await (const piece of reader.stream(Number(x.off), Number(x.off + x.len))) {
-          if (failed) throw failed;
-          if (!bulk.write(piece)) await Promise.race([once(bulk, 'drain'), req]);
-        }
+      const req = loadPagesRequest(t.pid, fd, src, ranges.slice(i, i + RANGES_PER_REQUEST));
+      let out: Buffer;
+      try {
+        out = await ctx.restorer!.request(Op.LOAD_PAGES, req, `write pages of ${t.pid} from ${name}`);
+      } catch (e) {
+        // Damage the restorer found in the file comes with its offset and what is wrong: report it as such.
+        const p = (e as { payload?: Buffer }).payload;
+        if (p && p.length > 8) throw new ImageError(name, Number(p.readBigUInt64LE(0)), p.subarray(8).toString(), { cause: e });
+        throw e;
       }
-      await req;
+      stats.written += Number(out.readBigUInt64LE(0));
+      stats.zeroSkipped += Number(out.readBigUInt64LE(8));
     }
   } finally {
-    await reader.close();
+    await closeInRestorer(ctx, [fd]);
   }
-  return total;
+  return stats;
 }
 
 export async function openInRestorer(ctx: RestoreContext, file: string, flags: number, pos?: bigint, mode = 0): Promise<number> {

@@ -1,7 +1,7 @@
 /**
  * Client of native/build/godwit-restorer: spawns it (optionally as PID 1 of a new PID namespace), frames
- * requests on the control socket (fd 3) and turns its errors into SysError. Page data for WRITE_MEM can go
- * through the bulk pipe (fd 4). The wire format is described in native/src/restore/rst.h.
+ * requests on the control socket (fd 3) and turns its errors into SysError. Page data never passes through here:
+ * the restorer reads the pages file itself (LOAD_PAGES). The wire format is described in native/src/restore/rst.h.
  */
 import { spawn, ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -14,7 +14,6 @@ export enum Op {
   TREE = 2,
   TRAMPOLINE = 3,
   SYSCALLS = 4,
-  WRITE_MEM = 5,
   OPEN = 6,
   PIPE = 7,
   WRITE_FD = 8,
@@ -32,6 +31,7 @@ export enum Op {
   UFFD = 20,
   HOST_PIDS = 21,
   LOCAL = 22,
+  LOAD_PAGES = 23,
 }
 
 const HDR = 4 + 4 + 4 + 24;

@@ -6,8 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages: compiler for the native helper, iproute2 + openssh for the test hosts, zstd/busybox/runc/crun
-# for images and containers. Add a package here, never install one by hand.
-packages=(gcc make libc6-dev iproute2 openssh-server openssh-client zstd busybox-static runc crun procps util-linux)
+# for images and containers, libzstd-dev + zlib1g-dev for godwit-restorer (it decompresses and checks page
+# containers itself). Add a package here, never install one by hand.
+packages=(gcc make libc6-dev libzstd-dev zlib1g-dev iproute2 openssh-server openssh-client zstd busybox-static runc crun procps util-linux)
 
 if [ "$(id -u)" != 0 ]; then
   echo "godwit setup: must run as root (checkpoint/restore needs ptrace, namespaces and cgroups)" >&2

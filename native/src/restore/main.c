@@ -204,9 +204,14 @@ static void serve(struct rst_ctx *ctx) {
     case OP_UFFD:
       rst_uffd(ctx, p, n);
       break;
-    case OP_WRITE_MEM:
-      rst_write_mem(ctx, p, n);
-      break;
+    case OP_LOAD_PAGES: {
+      uint8_t lp[RST_LOAD_PAGES_OUT];
+      size_t ll = 0;
+      rst_load_pages(ctx, p, n, lp, &ll);
+      free(p);
+      if (respond(ctx, lp, ll)) goto eof;
+      continue;
+    }
     case OP_OPEN:
       if (op_open(ctx, p, n, &i32[0]) == 0) out = (uint8_t *)i32, outlen = 4;
       break;
@@ -341,6 +346,7 @@ int main(int argc, char **argv) {
       return 0;
     }
     if (!strcmp(argv[i], "--bench-writev") && i + 1 < argc) return rst_bench_writev(strtoul(argv[i + 1], NULL, 10));
+    if (!strcmp(argv[i], "--bench-uffd") && i + 1 < argc) return rst_bench_uffd(strtoul(argv[i + 1], NULL, 10));
     if (!strcmp(argv[i], "--new-pidns")) ctx.new_pidns = 1;
     else {
       fprintf(stderr, "godwit-restorer: unknown argument %s (usage: godwit-restorer [--new-pidns], fds 3+4)\n", argv[i]);

@@ -9,16 +9,14 @@
  * Control protocol (socketpair on fd 3, little-endian):
  *   request  = u32 len (of what follows) | u32 op | payload
  *   response = u32 len | i32 errno (0 = ok) | i32 pid | char syscall[24] | payload
- * Bulk page data may follow a WRITE_MEM request on fd 4 (a pipe), never on the control socket.
+ * Page data never travels on the control socket: LOAD_PAGES reads it from the image file itself. fd 4 (a pipe
+ * from Node) is the bulk channel, kept open for streamed data; no request uses it at the moment.
  */
 #ifndef GODWIT_RST_H
 #define GODWIT_RST_H
 
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
-/* bench.c */
-int rst_bench_writev(unsigned long mib);
-
 #endif
 #include <stddef.h>
 #include <stdint.h>
@@ -34,7 +32,7 @@ enum rst_op {
   OP_TREE = 2,
   OP_TRAMPOLINE = 3,
   OP_SYSCALLS = 4,
-  OP_WRITE_MEM = 5,
+  /* 5 was WRITE_MEM (pages through the bulk pipe), replaced by LOAD_PAGES */
   OP_OPEN = 6,
   OP_PIPE = 7,
   OP_WRITE_FD = 8,
@@ -52,6 +50,7 @@ enum rst_op {
   OP_UFFD = 20,
   OP_HOST_PIDS = 21,
   OP_LOCAL = 22,
+  OP_LOAD_PAGES = 23,
 };
 
 /* Error convention shared by every module: functions return -errno and record syscall + pid here. */
@@ -92,8 +91,6 @@ struct rst_ctx {
   uint32_t nthreads;
   int resumed;
   pid_t root;
-  uint8_t *buf; /* page staging buffer */
-  size_t buf_size;
 };
 
 /* Records a failure and returns -err, so call sites read `return rst_fail(ctx, errno, "mmap", pid);`. */
@@ -119,14 +116,18 @@ int rst_syscalls(struct rst_ctx *ctx, const uint8_t *p, size_t n, uint8_t **out,
 int rst_local(struct rst_ctx *ctx, const uint8_t *p, size_t n, uint8_t **out, size_t *outlen);
 
 /* memory.c */
-int rst_write_mem(struct rst_ctx *ctx, const uint8_t *p, size_t n);
 int rst_uffd(struct rst_ctx *ctx, const uint8_t *p, size_t n);
+
+/* pagein.c: `out` has room for RST_LOAD_PAGES_OUT bytes (the answer, or the damage found). */
+#define RST_LOAD_PAGES_OUT 512
+int rst_load_pages(struct rst_ctx *ctx, const uint8_t *p, size_t n, uint8_t *out, size_t *outlen);
 
 /* regs.c */
 int rst_setregs(struct rst_ctx *ctx, const uint8_t *p, size_t n);
 int rst_xstate_info(struct rst_ctx *ctx, pid_t tid, uint8_t *out, size_t *outlen);
 
-/* bench.c */
+/* bench.c: the limits bench/restore.ts measures restore against (fresh memory of another process) */
 int rst_bench_writev(unsigned long mib);
+int rst_bench_uffd(unsigned long mib);
 
 #endif
