@@ -96,6 +96,10 @@ export function dumpHelper(h: Helper): DumpHelper {
       }));
     },
     sockOpts: (pid, fd) => h.sockOpts(pid, fd),
+    inetSock: (pid, fd) => h.inetSock(pid, fd),
+    tcpRepairOn: (socks) => h.tcpRepairOn(socks),
+    tcpRepairDump: (pid, fd) => h.tcpRepairDump(pid, fd),
+    tcpRepairOff: (release) => h.tcpRepairOff(release),
     async detach() {
       await h.detach();
     },

@@ -14,6 +14,7 @@ import { readStatus } from './proc/status';
 import { readStat } from './proc/stat';
 import type { PageRange, PageStats } from './pageranges';
 import { checkUnixPeers, UnixFd } from './sockets';
+import { lockConnections } from './inet';
 import { buildCore, buildThreadCore, buildZombieCore } from './threads';
 import { writeInventory, writePstree, writeTimens } from './inventory';
 import type { TreeProcess } from './tree';
@@ -42,6 +43,7 @@ export async function collectAll(
   const unixFds: UnixFd[] = [];
   let objId = 2; // 1 is the dumper's own (the inventory's root_ids), as in CRIU
   let pagesId = 1;
+  await lockConnections(ctx);
   for (const p of ctx.tree.processes) {
     try {
       if (p.zombie) {

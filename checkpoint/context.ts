@@ -4,6 +4,7 @@ import type { Tree } from './tree';
 import { ImageSet } from './imageset';
 import { FileTable } from './filetable';
 import { SocketTables } from './fdkinds';
+import { InetDumpState, newInetState } from './inet';
 
 export interface CollectContext {
   helper: DumpHelper;
@@ -15,6 +16,8 @@ export interface CollectContext {
   pipesSeen: Set<number>;
   /** Unix socket inodes already described in unixsk.img. */
   unixSeen: Map<number, number>;
+  /** TCP/UDP sockets seen and connections in repair mode (checkpoint/inet.ts). */
+  inet: InetDumpState;
   /** Ghost files written so far, by the deleted file's dev:ino -> ghost id. */
   ghosts: Map<string, number>;
   /** Largest deleted-file content carried in the image (bytes): bigger ones are refused with a clear error. */
@@ -30,6 +33,7 @@ export function newContext(helper: DumpHelper, tree: Tree, ghostLimit: number): 
     sockets: new SocketTables(),
     pipesSeen: new Set(),
     unixSeen: new Map(),
+    inet: newInetState(),
     ghosts: new Map(),
     ghostLimit,
   };

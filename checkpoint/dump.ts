@@ -21,6 +21,7 @@ import type { DumpHelper } from './helperapi';
 import { newContext, CollectContext } from './context';
 import { collectAll, ProcessPlan } from './collect';
 import { freezeTree } from './freeze';
+import { unlockConnections } from './inet';
 import { NamespaceIds } from './namespaces';
 import { preflight } from './preflight';
 import { addPagemap, pageRangesBytes, readProcessPages } from './pages';
@@ -126,7 +127,10 @@ const ms = (a: bigint, b: bigint) => Number(b - a) / 1e6;
 async function resume(s: DumpState): Promise<void> {
   if (!s.holding) return;
   s.holding = false;
-  await s.helper!.detach();
+  // TCP connections out of repair mode before their tasks run (a failure here still detaches: the helper's
+  // exit ends repair mode too).
+  if (s.ctx) await unlockConnections(s.helper!, s.ctx.inet, false).finally(() => s.helper!.detach());
+  else await s.helper!.detach();
   s.thawedAt = process.hrtime.bigint();
 }
 
@@ -257,6 +261,8 @@ export const DUMP_STEPS: DumpStep[] = [
       const pids = s.tree!.processes.filter((p) => !p.zombie).map((p) => p.pid);
       // Children before parents: a parent that dies first would reparent them (and wake a subreaper).
       await s.helper!.kill(pids.reverse());
+      // The helper's copies of repaired connections go last, still in repair mode: they close silently.
+      if (s.ctx) await unlockConnections(s.helper!, s.ctx.inet, true);
       s.holding = false;
       s.killed = true;
       s.thawedAt ??= process.hrtime.bigint();

@@ -12,6 +12,8 @@ export type FdKind =
   | 'fifo'
   | 'pipe'
   | 'unix'
+  | 'inet' // TCP or UDP over IPv4 or IPv6 (checkpoint/inet.ts)
+  | 'socket' // in no /proc/net table (an unbound TCP/UDP socket, or an exotic family): the helper tells which
   | 'eventfd'
   | 'eventpoll'
   | 'signalfd'
@@ -50,11 +52,16 @@ export function kernelDev(dev: bigint): number {
   return ((major(dev) << 20) | minor(dev)) >>> 0;
 }
 
+/** The descriptions of the TCP and UDP tables: these sockets are dumped (checkpoint/inet.ts). */
+export const INET_KINDS = new Set(['inet socket (tcp)', 'inet6 socket (tcp6)', 'inet socket (udp)', 'inet6 socket (udp6)']);
+
 /** Socket inode -> a description, per network namespace tables of one pid (cached per dump). */
 export class SocketTables {
   private cache = new Map<number, Map<number, string>>();
+  /** inet socket inode -> kernel state (the `st` column of /proc/net/{tcp,udp}{,6}), per network namespace. */
+  private states = new Map<number, Map<number, number>>();
 
-  private load(pid: number): Map<number, string> {
+  private load(pid: number, states: Map<number, number>): Map<number, string> {
     const m = new Map<number, string>();
     const tables: [string, number, string][] = [
       // file, column of the inode, description
@@ -80,12 +87,13 @@ export class SocketTables {
         const cols = line.trim().split(/\s+/);
         const ino = Number(cols[col]);
         if (ino) m.set(ino, what);
+        if (ino && INET_KINDS.has(what)) states.set(ino, parseInt(cols[3], 16));
       }
     }
     return m;
   }
 
-  describe(pid: number, ino: number): string {
+  private tables(pid: number): { names: Map<number, string>; states: Map<number, number> } {
     let netns: number;
     try {
       netns = Number(/\[(\d+)\]/.exec(fs.readlinkSync(procPath(pid, 'ns/net')))?.[1] ?? 0);
@@ -93,8 +101,23 @@ export class SocketTables {
       netns = -pid;
     }
     let t = this.cache.get(netns);
-    if (!t) this.cache.set(netns, (t = this.load(pid)));
-    return t.get(ino) ?? 'socket of an unknown family';
+    let st = this.states.get(netns);
+    if (!t || !st) {
+      st = new Map();
+      t = this.load(pid, st);
+      this.cache.set(netns, t);
+      this.states.set(netns, st);
+    }
+    return { names: t, states: st };
+  }
+
+  describe(pid: number, ino: number): string {
+    return this.tables(pid).names.get(ino) ?? 'socket of an unknown family';
+  }
+
+  /** The kernel state of an inet socket as /proc/net shows it (TCP_ESTABLISHED = 1, ... TCP_LISTEN = 10). */
+  inetState(pid: number, ino: number): number | undefined {
+    return this.tables(pid).states.get(ino);
   }
 }
 
@@ -106,7 +129,9 @@ export function classifyFd(pid: number, fd: number, sockets: SocketTables): FdCl
   if (link.startsWith('pipe:[')) return out('pipe');
   if (link.startsWith('socket:[')) {
     const what = sockets.describe(pid, Number(proc.stat.ino));
-    return what === 'unix' ? out('unix') : out('unsupported', what);
+    if (what === 'unix') return out('unix');
+    if (what === 'socket of an unknown family') return out('socket', what);
+    return INET_KINDS.has(what) ? out('inet', what) : out('unsupported', what);
   }
   if (link.startsWith('anon_inode:')) {
     const name = link.slice('anon_inode:'.length).replace(/^\[|\]$/g, '');

@@ -13,6 +13,7 @@ import { FD_TYPES, O_CLOEXEC } from './filetable';
 import { kernelDev } from './fdkinds';
 import { dumpFifoFd, dumpPipeFd } from './pipes';
 import { dumpUnixFd, UnixFd } from './sockets';
+import { dumpInetFd } from './inet';
 import { dumpEventfd } from './eventfd';
 import { dumpEpoll } from './epoll';
 import { dumpSignalfd } from './signalfd';
@@ -25,6 +26,8 @@ const TYPE_OF: Record<string, number> = {
   pipe: FD_TYPES.PIPE,
   fifo: FD_TYPES.FIFO,
   unix: FD_TYPES.UNIXSK,
+  inet: FD_TYPES.INETSK,
+  socket: FD_TYPES.INETSK,
   eventfd: FD_TYPES.EVENTFD,
   eventpoll: FD_TYPES.EVENTPOLL,
   signalfd: FD_TYPES.SIGNALFD,
@@ -69,6 +72,10 @@ export async function dumpFiles(ctx: CollectContext, pid: number, filesId: numbe
         break;
       case 'unix':
         fileId = await dumpUnixFd(ctx, pid, c, info, unixFds);
+        break;
+      case 'inet':
+      case 'socket': // not bound: dumpInetFd asks the helper for its family, refuses anything but TCP/UDP
+        fileId = await dumpInetFd(ctx, pid, c, info);
         break;
       case 'eventfd':
         fileId = dumpEventfd(ctx, pid, c, info);

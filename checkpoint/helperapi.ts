@@ -3,6 +3,9 @@
  * native/helper.ts speaks the wire protocol; adapt.ts maps its results onto these types, so the policy code
  * here does not depend on how protobuf field names come out.
  */
+import type { InetSock, TcpRepairState } from '../native/helper';
+
+export type { InetSock, TcpRepairState };
 
 export type SeizeStatus = 'stopped' | 'group-stopped' | 'zombie' | 'vanished' | 'timeout' | 'already';
 
@@ -139,6 +142,11 @@ export interface DumpHelper {
   peekSocket(pid: number, fd: number): Promise<{ packets: QueuedPacket[]; truncated: boolean }>;
   unixDiag(inodes: number[], netnsPid: number): Promise<UnixSockInfo[]>;
   sockOpts(pid: number, fd: number): Promise<SockOpts>;
+  /** inet sockets and TCP_REPAIR (checkpoint/inet.ts). */
+  inetSock(pid: number, fd: number): Promise<InetSock>;
+  tcpRepairOn(socks: { pid: number; fd: number }[]): Promise<number>;
+  tcpRepairDump(pid: number, fd: number): Promise<TcpRepairState>;
+  tcpRepairOff(release?: boolean): Promise<number>;
   /** Every task this helper holds, back to running as it was. */
   detach(): Promise<void>;
   kill(pids: number[]): Promise<void>;

@@ -3,12 +3,14 @@
  * objects in the field names of the .proto files) with optional raw payloads. Collected in memory while the
  * tree is frozen (a few hundred KiB even for large trees), written once the pages are safe.
  */
+import type { Extra } from '../images/entry';
+
 export type Msg = Record<string, unknown>;
 
 export interface CollectedEntry {
   msg: Msg;
-  /** Raw bytes after the entry (pipe data, socket queue packets, ghost file content). */
-  extra?: Buffer;
+  /** Raw bytes after the entry (pipe data, socket queue packets, ghost file content, TCP queues). */
+  extra?: Extra;
 }
 
 export interface CollectedImage {
@@ -35,7 +37,7 @@ export class ImageSet {
     return img;
   }
 
-  add(kind: string, arg: number | bigint | string | undefined, msg: Msg, extra?: Buffer): void {
+  add(kind: string, arg: number | bigint | string | undefined, msg: Msg, extra?: Extra): void {
     const e: CollectedEntry = { msg };
     if (extra) e.extra = extra;
     this.image(kind, arg).entries.push(e);

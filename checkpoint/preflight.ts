@@ -4,6 +4,7 @@
  */
 import { GodwitError } from '../util/errors';
 import { classifyFd, SocketTables } from './fdkinds';
+import { unsupportedInetState } from './inet';
 import { estimatePageBytes, inspectMappings } from './memory';
 import { NamespaceIds } from './namespaces';
 import { isNoEntry, listProcNumbers } from './proc/read';
@@ -52,6 +53,10 @@ export function inspectTree(tree: Tree, ns: NamespaceIds): PreflightResult {
         try {
           const c = classifyFd(p.pid, fd, sockets);
           if (c.kind === 'unsupported') problems.push({ pid: p.pid, where: `fd ${fd}`, kind: `${c.what} (${c.link})` });
+          if (c.kind === 'inet') {
+            const bad = unsupportedInetState(c.what, sockets.inetState(p.pid, Number(c.proc.stat.ino)) ?? 7);
+            if (bad) problems.push({ pid: p.pid, where: `fd ${fd}`, kind: `${bad} (${c.link})` });
+          }
         } catch (err) {
           if (!isNoEntry(err)) throw err; // closed meanwhile
         }

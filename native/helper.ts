@@ -176,6 +176,40 @@ export interface UnixSock {
   vfsIno: bigint;
 }
 
+/** What SockOpts does not show of a TCP or UDP socket (native/src/inet.c). */
+export interface InetSock {
+  /** TCP: tcp_info state (1 ESTABLISHED, 7 CLOSE, 10 LISTEN, ...); UDP: 1 connected, 7 not. */
+  state: number;
+  v6only: boolean;
+  /** Listening TCP: listen()'s backlog and the connections not accepted yet. */
+  backlog: number;
+  acceptQueue: number;
+  nodelay: boolean;
+  cork: boolean;
+  keepcnt: number;
+  keepidle: number;
+  keepintvl: number;
+  freebind: boolean;
+  boundDev: string;
+}
+
+/** The TCP_REPAIR state of one connection (TcpRepairDump). */
+export interface TcpRepairState {
+  /** TCP_QUEUE_SEQ: end of the send queue (write_seq) and of the receive queue (rcv_nxt). */
+  sndSeq: number;
+  rcvSeq: number;
+  /** Send queue: sent-but-unacknowledged bytes, then `unsent` bytes not sent yet. */
+  outq: Buffer;
+  unsent: number;
+  inq: Buffer;
+  optMask: number;
+  sndWscale: number;
+  rcvWscale: number;
+  mssClamp: number;
+  timestamp?: number;
+  window?: { sndWl1: number; sndWnd: number; maxWindow: number; rcvWnd: number; rcvWup: number };
+}
+
 export interface SockOpts {
   domain: number;
   type: number;
@@ -721,6 +755,70 @@ export class Helper {
       vfsDev: big(s.vfsDev),
       vfsIno: big(s.vfsIno),
     }));
+  }
+
+  /** State and TCP/IP options of pid's inet socket fd. */
+  async inetSock(pid: number, fd: number): Promise<InetSock> {
+    const r = await this.call('inetSock', { pid, fd }, `read inet socket fd ${fd} of pid ${pid}`);
+    return {
+      state: num(r.state),
+      v6only: !!r.v6only,
+      backlog: num(r.backlog),
+      acceptQueue: num(r.acceptQueue),
+      nodelay: !!r.nodelay,
+      cork: !!r.cork,
+      keepcnt: num(r.keepcnt),
+      keepidle: num(r.keepidle),
+      keepintvl: num(r.keepintvl),
+      freebind: !!r.freebind,
+      boundDev: String(r.boundDev ?? ''),
+    };
+  }
+
+  /**
+   * TCP_REPAIR on for every listed connection at once (the kernel then sends no new data on them). The helper
+   * holds them until tcpRepairOff(); if it exits first, it ends repair mode itself.
+   */
+  async tcpRepairOn(socks: { pid: number; fd: number }[]): Promise<number> {
+    const r = await this.call('tcpRepairOn', { socks }, `put ${socks.length} TCP connection(s) into repair mode`);
+    return num(r.count);
+  }
+
+  /** Sequence numbers, queues, options and window of a connection in repair mode. */
+  async tcpRepairDump(pid: number, fd: number, maxBytes = 0): Promise<TcpRepairState> {
+    const r = await this.call('tcpRepairDump', { pid, fd, maxBytes }, `read TCP repair state of fd ${fd} of pid ${pid}`);
+    return {
+      sndSeq: num(r.sndSeq),
+      rcvSeq: num(r.rcvSeq),
+      outq: buf(r.outq),
+      unsent: num(r.unsent),
+      inq: buf(r.inq),
+      optMask: num(r.optMask),
+      sndWscale: num(r.sndWscale),
+      rcvWscale: num(r.rcvWscale),
+      mssClamp: num(r.mssClamp),
+      ...(num(r.optMask) & 1 ? { timestamp: num(r.timestamp) } : {}),
+      ...(r.hasWindow
+        ? {
+            window: {
+              sndWl1: num(r.sndWl1),
+              sndWnd: num(r.sndWnd),
+              maxWindow: num(r.maxWindow),
+              rcvWnd: num(r.rcvWnd),
+              rcvWup: num(r.rcvWup),
+            },
+          }
+        : {}),
+    };
+  }
+
+  /**
+   * Ends repair mode on every connection tcpRepairOn() took (release = false), or, after the tree was killed,
+   * only drops the helper's copies so the sockets close in repair mode, sending nothing (release = true).
+   */
+  async tcpRepairOff(release = false): Promise<number> {
+    const r = await this.call('tcpRepairOff', { release }, release ? 'release TCP connections' : 'end repair mode of TCP connections');
+    return num(r.count);
   }
 
   /** Socket options of pid's socket fd (read through a pidfd_getfd copy). */

@@ -30,7 +30,7 @@ const F_DUPFD_CLOEXEC = 1030;
 const FD_CLOEXEC = 1;
 
 /** File kinds restore can recreate (pipes: pipes.ts; the rest here). */
-export const SUPPORTED_FD_TYPES = new Set(['REG', 'PIPE', 'EVENTFD', 'SIGNALFD', 'TIMERFD', 'INOTIFY', 'EVENTPOLL', 'UNIXSK', 'FIFO']);
+export const SUPPORTED_FD_TYPES = new Set(['REG', 'PIPE', 'EVENTFD', 'SIGNALFD', 'TIMERFD', 'INOTIFY', 'EVENTPOLL', 'UNIXSK', 'FIFO', 'INETSK']);
 
 /** Creates, in the restorer, every file object the tree's fds refer to (one per files.img id). */
 export async function openRegularFiles(ctx: RestoreContext): Promise<void> {
@@ -42,7 +42,7 @@ export async function openRegularFiles(ctx: RestoreContext): Promise<void> {
       const f = set.files.get(id);
       if (!f) throw new GodwitError(`task ${t.pid}: fd ${fdi.fd} refers to file id ${id}, missing from files.img`);
       const type = FD_TYPE[Number(f.type)] ?? `type ${f.type}`;
-      if (type === 'PIPE' || type === 'UNIXSK' || type === 'FIFO') continue; // pipes.ts, sockets.ts
+      if (type === 'PIPE' || type === 'UNIXSK' || type === 'FIFO' || type === 'INETSK') continue; // pipes.ts, sockets.ts, inet.ts
       const made = await createAnonObject(ctx, id, type, f);
       if (made !== null) {
         ctx.objects.set(id, made);

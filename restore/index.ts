@@ -18,6 +18,7 @@ import { liveTasks, loadImageSet } from './load';
 import { createTrampoline, finishMemory, mapVmas, pageRanges, vmasOf, Vma, writePages } from './memory';
 import { createFifos, createPipes } from './pipes';
 import { createUnixSockets } from './sockets';
+import { createInetSockets } from './inet';
 import { fillEpolls } from './epoll';
 import { preflight, waitDyingPids } from './preflight';
 import { Op, Restorer } from './restorer';
@@ -84,6 +85,7 @@ export function restoreSteps(): ListrTask<StepState>[] {
       await createPipes(s);
       await createFifos(s);
       await createUnixSockets(s);
+      await createInetSockets(s);
       await openRegularFiles(s);
     }),
     timed('rebuild memory', async (s) => {

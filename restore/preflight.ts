@@ -10,6 +10,7 @@ import { RestoreContext } from './context';
 import { FD_TYPE, neededFiles, statOrNull, SUPPORTED_FD_TYPES } from './files';
 import { Msg } from './image-files';
 import { unsupportedVma, vmasOf, VMA } from './memory';
+import { inetProblems } from './inet';
 import { restorerPath } from './restorer';
 import { TASK_ALIVE } from './load';
 import { HostXsave } from './threads';
@@ -132,6 +133,7 @@ export function preflight(ctx: RestoreContext): void {
         problems.push(`task ${t.pid}: fd ${fdi.fd} is ${type === 'missing' ? 'missing from files.img' : 'a ' + type + ' file'}, which restore does not support yet`);
     }
   }
+  problems.push(...inetProblems(ctx));
   if (problems.length)
     throw new PreflightError(`cannot restore ${set.dir}:\n  - ${problems.join('\n  - ')}`);
 }

@@ -23,6 +23,8 @@ export const WORKLOAD_NAMES = [
   'unix-sockets',
   'eventfd-epoll',
   'shared-mem',
+  'inet-tcp',
+  'inet-udp',
 ] as const;
 export type WorkloadName = (typeof WORKLOAD_NAMES)[number];
 

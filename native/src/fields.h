@@ -17,6 +17,10 @@
 #define F_Request_peek_socket 18
 #define F_Request_unix_diag 19
 #define F_Request_sock_opts 20
+#define F_Request_inet_sock 40
+#define F_Request_tcp_repair_on 41
+#define F_Request_tcp_repair_dump 42
+#define F_Request_tcp_repair_off 43
 
 /* message Response */
 #define F_Response_id 1
@@ -32,6 +36,10 @@
 #define F_Response_peek_socket 18
 #define F_Response_unix_diag 19
 #define F_Response_sock_opts 20
+#define F_Response_inet_sock 40
+#define F_Response_tcp_repair_on 41
+#define F_Response_tcp_repair_dump 42
+#define F_Response_tcp_repair_off 43
 
 /* message Error */
 #define F_Error_errnum 1
@@ -262,5 +270,61 @@
 #define F_SockOptsResp_bound_name 20
 #define F_SockOptsResp_peer_name 21
 #define F_SockOptsResp_file_flags 23
+
+/* message InetSockReq */
+#define F_InetSockReq_pid 1
+#define F_InetSockReq_fd 2
+
+/* message InetSockResp */
+#define F_InetSockResp_state 1
+#define F_InetSockResp_v6only 2
+#define F_InetSockResp_backlog 3
+#define F_InetSockResp_accept_queue 4
+#define F_InetSockResp_nodelay 5
+#define F_InetSockResp_cork 6
+#define F_InetSockResp_keepcnt 7
+#define F_InetSockResp_keepidle 8
+#define F_InetSockResp_keepintvl 9
+#define F_InetSockResp_freebind 10
+#define F_InetSockResp_bound_dev 11
+
+/* message TcpSock */
+#define F_TcpSock_pid 1
+#define F_TcpSock_fd 2
+
+/* message TcpRepairOnReq */
+#define F_TcpRepairOnReq_socks 1
+
+/* message TcpRepairOnResp */
+#define F_TcpRepairOnResp_count 1
+
+/* message TcpRepairDumpReq */
+#define F_TcpRepairDumpReq_pid 1
+#define F_TcpRepairDumpReq_fd 2
+#define F_TcpRepairDumpReq_max_bytes 3
+
+/* message TcpRepairDumpResp */
+#define F_TcpRepairDumpResp_snd_seq 1
+#define F_TcpRepairDumpResp_rcv_seq 2
+#define F_TcpRepairDumpResp_outq 3
+#define F_TcpRepairDumpResp_unsent 4
+#define F_TcpRepairDumpResp_inq 5
+#define F_TcpRepairDumpResp_opt_mask 6
+#define F_TcpRepairDumpResp_snd_wscale 7
+#define F_TcpRepairDumpResp_rcv_wscale 8
+#define F_TcpRepairDumpResp_mss_clamp 9
+#define F_TcpRepairDumpResp_timestamp 10
+#define F_TcpRepairDumpResp_has_window 11
+#define F_TcpRepairDumpResp_snd_wl1 12
+#define F_TcpRepairDumpResp_snd_wnd 13
+#define F_TcpRepairDumpResp_max_window 14
+#define F_TcpRepairDumpResp_rcv_wnd 15
+#define F_TcpRepairDumpResp_rcv_wup 16
+
+/* message TcpRepairOffReq */
+#define F_TcpRepairOffReq_release 1
+
+/* message TcpRepairOffResp */
+#define F_TcpRepairOffResp_count 1
 
 #endif

@@ -54,7 +54,7 @@ static int parse_fd_req(struct helper *h, const uint8_t *req, size_t len, struct
 }
 
 /* Our own fd for fd `fd` of pid. */
-static int grab_fd(struct helper *h, int pid, int fd)
+int grab_fd(struct helper *h, int pid, int fd)
 {
 	int pidfd AUTO_CLOSE = (int)syscall(SYS_pidfd_open, pid, 0);
 	if (pidfd < 0)

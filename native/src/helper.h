@@ -26,6 +26,17 @@ struct tracees {
 	size_t n, cap;
 };
 
+/* A TCP connection of a dumped task that the helper put into repair mode: its own copy of the socket
+ * (pidfd_getfd), kept so that repair mode can be ended even if the task is gone. */
+struct repaired_sk {
+	int pid, fd, copy;
+};
+
+struct repaired_sks {
+	struct repaired_sk *v;
+	size_t n, cap;
+};
+
 /* Control channel input: bytes received but not yet handled (possibly several frames). */
 struct ctl_in {
 	uint8_t *buf;
@@ -51,6 +62,7 @@ struct helper {
 	int cancelled;
 
 	struct tracees tr;
+	struct repaired_sks repaired; /* inet.c: connections in repair mode */
 
 	/* Two staging buffers for page reads (process_vm_readv target, then spliced or written to the bulk
 	 * pipe). A buffer handed to the pipe with vmsplice is referenced by it until read: it is reused only once
@@ -111,6 +123,16 @@ int op_sock_opts(struct helper *h, const uint8_t *req, size_t len, struct pb_buf
 
 /* ---- diag.c: NETLINK_SOCK_DIAG for unix sockets */
 int op_unix_diag(struct helper *h, const uint8_t *req, size_t len, struct pb_buf *out);
+
+/* ---- inet.c: TCP and UDP sockets, TCP_REPAIR */
+int op_inet_sock(struct helper *h, const uint8_t *req, size_t len, struct pb_buf *out);
+int op_tcp_repair_on(struct helper *h, const uint8_t *req, size_t len, struct pb_buf *out);
+int op_tcp_repair_dump(struct helper *h, const uint8_t *req, size_t len, struct pb_buf *out);
+int op_tcp_repair_off(struct helper *h, const uint8_t *req, size_t len, struct pb_buf *out);
+/* Ends repair mode on every connection still held (shutdown: the tasks must find them as they were). */
+void tcp_repair_all_off(struct helper *h);
+/* Our own fd for fd `fd` of pid (files.c). */
+int grab_fd(struct helper *h, int pid, int fd);
 
 /* Monotonic clock in nanoseconds. */
 uint64_t now_ns(void);

@@ -159,6 +159,10 @@ static const struct op ops[] = {
 	{ F_Request_peek_socket, F_Response_peek_socket, op_peek_socket },
 	{ F_Request_unix_diag, F_Response_unix_diag, op_unix_diag },
 	{ F_Request_sock_opts, F_Response_sock_opts, op_sock_opts },
+	{ F_Request_inet_sock, F_Response_inet_sock, op_inet_sock },
+	{ F_Request_tcp_repair_on, F_Response_tcp_repair_on, op_tcp_repair_on },
+	{ F_Request_tcp_repair_dump, F_Response_tcp_repair_dump, op_tcp_repair_dump },
+	{ F_Request_tcp_repair_off, F_Response_tcp_repair_off, op_tcp_repair_off },
 };
 
 /* Handles one request frame and sends its response. -1 only if the response could not be sent. */
@@ -308,6 +312,8 @@ int main(int argc, char **argv __attribute__((unused)))
 		if (h->terminate)
 			break;
 	}
+	/* Connections first: a task resumed by detach_all must not find its socket in repair mode. */
+	tcp_repair_all_off(h);
 	detach_all(h);
 	free(h->tr.v);
 	free(h->in.buf);
