@@ -19,6 +19,11 @@ import { NamespaceIds } from '../checkpoint/namespaces';
 import { readBuildId } from '../checkpoint/elf';
 import { UsageError } from '../util/errors';
 
+/** A TCP connection half closed by its client (CLOSE_WAIT / FIN_WAIT2): an inet socket state godwit refuses. */
+const HALF_CLOSED_TCP =
+  'const net=require("net");const s=net.createServer({allowHalfOpen:true},(c)=>c.on("end",()=>console.log("ready")));' +
+  's.listen(0,"127.0.0.1",()=>{const c=net.connect(s.address().port,"127.0.0.1",()=>c.end())})';
+
 const started: ChildProcess[] = [];
 let tmp: string;
 
@@ -193,8 +198,8 @@ describe('target validation happens before anything is touched', () => {
   });
 });
 
-test('scanTree finds threads; preflight names an inet socket and leaves the process alone', async () => {
-  const server = spawn(process.execPath, ['-e', 'require("net").createServer().listen(0,"127.0.0.1",()=>console.log("ready"))'], {
+test('scanTree finds threads; preflight names a half-closed inet socket and leaves the process alone', async () => {
+  const server = spawn(process.execPath, ['-e', HALF_CLOSED_TCP], {
     stdio: ['ignore', 'pipe', 'ignore'],
   });
   started.push(server);
