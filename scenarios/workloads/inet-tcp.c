@@ -1,6 +1,7 @@
 /*
  * inet-tcp: a TCP echo server and its client, both in the tree, exchanging numbered messages without pause.
- *   - the server (P0) listens on the loopback address (--family 4: 127.0.0.1, 6: ::1 with IPV6_V6ONLY) with
+ *   - the server (P0) listens on the loopback address (--family 4: 127.0.0.1, 6: ::1 with IPV6_V6ONLY; or on
+ *     --addr, an IPv4 address given as its 32-bit number, for tests between hosts) with
  *     SO_REUSEADDR and a backlog of 7, accepts its child's connection (TCP_NODELAY on it), and also echoes bytes
  *     on any other connection it accepts (a client outside the tree, as a test has);
  *   - the client (P1) keeps up to WINDOW messages in flight: message n is [u64 n][u32 len][len bytes of the
@@ -35,7 +36,12 @@
 
 static struct zt_opt opts[] = {
 	{ "family", 4, 4, 6, "4: 127.0.0.1, 6: ::1" },
+	/* Options are numbers: an address is given as its 32-bit value (198.18.0.1 = 3323068417). */
+	{ "addr", 0, 0, 0xffffffffll, "IPv4 address to listen on, as a number (0: loopback)" },
 };
+
+/* Where the server listens (IPv4, host order); loopback unless --addr. */
+static uint32_t listen_addr = INADDR_LOOPBACK;
 
 static size_t msg_len(uint64_t n)
 {
@@ -129,7 +135,7 @@ static socklen_t loopback(int family, uint16_t port, struct sockaddr_storage *ss
 	}
 	struct sockaddr_in *a = (struct sockaddr_in *)ss;
 	a->sin_family = AF_INET;
-	a->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	a->sin_addr.s_addr = htonl(listen_addr);
 	a->sin_port = htons(port);
 	return sizeof(*a);
 }
@@ -254,8 +260,19 @@ static void check_listener(struct zt *z, struct server *sv, uint16_t port)
 int main(int argc, char **argv)
 {
 	struct zt z;
-	zt_setup(&z, argc, argv, opts, 1, SIGUSR2);
+	zt_setup(&z, argc, argv, opts, sizeof(opts) / sizeof(opts[0]), SIGUSR2);
 	struct server sv = { .family = (int)opts[0].value, .conn = -1 };
+	if (sv.family != 4 && sv.family != 6) {
+		fprintf(stderr, "inet-tcp: --family must be 4 or 6\n");
+		return ZT_EXIT_USAGE;
+	}
+	if (opts[1].value) {
+		if (sv.family != 4) {
+			fprintf(stderr, "inet-tcp: --addr needs --family 4\n");
+			return ZT_EXIT_USAGE;
+		}
+		listen_addr = (uint32_t)opts[1].value;
+	}
 	for (int i = 0; i < MAX_EXTERNAL; i++)
 		sv.ext[i] = -1;
 	sv.listener = socket(sv.family == 6 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
