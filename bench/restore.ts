@@ -5,6 +5,9 @@
  * the call to restore() until the tree runs. Every restored workload then checks its whole memory area and counter
  * itself (its verdict is printed); verification is not in the time.
  *
+ * Beside wall time, the CPU time each spends is measured (restore: node's own plus every restorer process's;
+ * limits: the copying process's): on a shared machine wall time mostly measures the load, CPU time the work.
+ *
  * Ratios are against limits measured in the same run, interleaved with the restores (the machine is shared):
  *   pv_writev  process_vm_writev of the same number of bytes into fresh memory of another process (8 MiB calls);
  *   uffd_copy  UFFDIO_COPY of the same bytes into fresh memory of another process (2 MiB calls, one thread).
@@ -29,13 +32,34 @@ const secs = (t: bigint) => Number(process.hrtime.bigint() - t) / 1e9;
 
 interface Series {
   xs: number[];
+  cpu: number[];
+  /** node's share of cpu (restores only) */
+  node?: number[];
 }
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)]!;
-const fmt = (s: Series) => `${median(s.xs).toFixed(3)} s (${Math.min(...s.xs).toFixed(3)}..${Math.max(...s.xs).toFixed(3)})`;
+const fmt = (s: Series) =>
+  `${median(s.xs).toFixed(3)} s (${Math.min(...s.xs).toFixed(3)}..${Math.max(...s.xs).toFixed(3)}), cpu ${median(s.cpu).toFixed(2)} s` +
+  (s.node ? ` (node ${median(s.node).toFixed(2)} s)` : '');
 
-function baseline(flag: '--bench-writev' | '--bench-uffd', mib: number): number {
-  const out = JSON.parse(execFileSync(restorerPath(), [flag, String(mib)], { encoding: 'utf8' })) as { seconds: number };
-  return out.seconds;
+function baseline(flag: '--bench-writev' | '--bench-uffd', mib: number): { seconds: number; cpu: number } {
+  return JSON.parse(execFileSync(restorerPath(), [flag, String(mib)], { encoding: 'utf8' })) as { seconds: number; cpu: number };
+}
+
+const CLK_TCK = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
+
+/** CPU seconds (user + system) a live process has used, its exited threads included. */
+function procCpu(pid: number): number {
+  const s = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const f = s.slice(s.lastIndexOf(')') + 2).split(' ');
+  return (Number(f[11]) + Number(f[12])) / CLK_TCK;
+}
+
+/** The restorer (and with --new-pidns the namespace's init it forked): every process of it but the restored tree. */
+function restorerCpu(r: RestoreResult): number {
+  const outer = r.restorer!.pid;
+  const restored = new Set(r.pids.values());
+  const kids = fs.readFileSync(`/proc/${outer}/task/${outer}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+  return [outer, ...kids.filter((k) => !restored.has(k))].reduce((n, p) => n + procCpu(p), 0);
 }
 
 function criuVersion(): string | undefined {
@@ -79,16 +103,25 @@ function putBack(dir: string, files: Map<string, Buffer>): void {
 }
 
 /** Restores `dir`, times it to running, lets the workload verify itself. */
-async function restoreOnce(w: Workload, imagePids: number[], dir: string, files: Map<string, Buffer>): Promise<{ seconds: number; verdict: string; timings: Record<string, number> }> {
+async function restoreOnce(
+  w: Workload,
+  imagePids: number[],
+  dir: string,
+  files: Map<string, Buffer>,
+): Promise<{ seconds: number; cpu: number; node: number; verdict: string; timings: Record<string, number> }> {
   putBack(w.dir, files);
   fs.rmSync(path.join(w.dir, 'result'), { force: true });
   const t0 = process.hrtime.bigint();
+  const c0 = process.cpuUsage();
   const r = await restore({ dir, newPidns: true, detach: true }, { silent: true });
   const seconds = secs(t0);
+  const c1 = process.cpuUsage(c0);
   try {
+    const node = (c1.user + c1.system) / 1e6;
+    const cpu = node + restorerCpu(r);
     w.setPids(imagePids.map((p) => r.pids.get(p) ?? p));
     const v = await w.verify({ timeoutMs: 300_000 });
-    return { seconds, verdict: v.detail, timings: r.timings };
+    return { seconds, cpu, node, verdict: v.detail, timings: r.timings };
   } finally {
     await endRestored(r);
   }
@@ -132,31 +165,39 @@ async function main(): Promise<void> {
         const pfiles = snapshotFiles(w.dir);
         const pages = ps.pageBytes;
         const pageMib = Math.ceil(pages / MiB);
-        const plain: Series = { xs: [] };
-        const zstd: Series = { xs: [] };
-        const pv: Series = { xs: [] };
-        const uffd: Series = { xs: [] };
+        const plain: Series = { xs: [], cpu: [], node: [] };
+        const zstd: Series = { xs: [], cpu: [], node: [] };
+        const pv: Series = { xs: [], cpu: [] };
+        const uffd: Series = { xs: [], cpu: [] };
+        const add = (s: Series, x: { seconds: number; cpu: number; node?: number }) => {
+          s.xs.push(x.seconds);
+          s.cpu.push(x.cpu);
+          if (x.node !== undefined) s.node?.push(x.node);
+        };
         const verdicts = new Set<string>();
         let steps: Record<string, number> = {};
         for (let i = 0; i < RUNS; i++) {
-          pv.xs.push(baseline('--bench-writev', pageMib));
-          uffd.xs.push(baseline('--bench-uffd', pageMib));
+          add(pv, baseline('--bench-writev', pageMib));
+          add(uffd, baseline('--bench-uffd', pageMib));
           const p = await restoreOnce(w, imagePids, pdir, pfiles);
-          plain.xs.push(p.seconds);
+          add(plain, p);
           verdicts.add(`plain: ${p.verdict}`);
           const z = await restoreOnce(w, imagePids, zdir, zfiles);
-          zstd.xs.push(z.seconds);
+          add(zstd, z);
           verdicts.add(`zstd: ${z.verdict}`);
           if (z.seconds === median(zstd.xs)) steps = z.timings;
         }
         const ratio = (a: Series, b: Series) => (median(a.xs) / median(b.xs)).toFixed(2);
+        const cpuRatio = (a: Series, b: Series) => (median(a.cpu) / median(b.cpu)).toFixed(2);
         console.log(
           `\n${mib} MiB workload: ${(pages / MiB).toFixed(0)} MiB of pages; images: zstd ${(dirBytes(zdir) / MiB).toFixed(1)} MiB, ` +
             `plain ${(dirBytes(pdir) / MiB).toFixed(1)} MiB (dump: zstd ${zs.totalMs.toFixed(0)} ms, plain ${ps.totalMs.toFixed(0)} ms)\n` +
-            `  restore plain  ${fmt(plain)} = ${((pages / 1e9) / median(plain.xs)).toFixed(2)} GB/s: ${ratio(plain, pv)} x pv_writev, ${ratio(plain, uffd)} x uffd_copy\n` +
-            `  restore zstd   ${fmt(zstd)} = ${((pages / 1e9) / median(zstd.xs)).toFixed(2)} GB/s: ${ratio(zstd, pv)} x pv_writev, ${ratio(zstd, uffd)} x uffd_copy\n` +
+            `  restore plain  ${fmt(plain)}\n` +
+            `  restore zstd   ${fmt(zstd)}\n` +
             `  pv_writev      ${fmt(pv)}\n` +
             `  uffd_copy      ${fmt(uffd)}\n` +
+            `  wall ratios: plain ${ratio(plain, pv)} x pv_writev, ${ratio(plain, uffd)} x uffd_copy; zstd ${ratio(zstd, pv)} x pv_writev, ${ratio(zstd, uffd)} x uffd_copy\n` +
+            `  cpu ratios:  plain ${cpuRatio(plain, pv)} x pv_writev, ${cpuRatio(plain, uffd)} x uffd_copy; zstd ${cpuRatio(zstd, pv)} x pv_writev, ${cpuRatio(zstd, uffd)} x uffd_copy\n` +
             `  workload verdicts: ${[...verdicts].join('; ')}\n` +
             `  steps of the median zstd restore (ms): ${Object.entries(steps).map(([k, v]) => `${k} ${v.toFixed(0)}`).join(', ')}`,
         );

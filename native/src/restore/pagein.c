@@ -4,11 +4,12 @@
  *
  * The page stream is cut into units of about UNIT_BYTES. Worker threads (one per CPU we may run on) each take the
  * next unit and copy it into the task. Plain files are mapped (MAP_SHARED, read-only) and copied straight from the
- * page cache; container units are read with one pread of their chunks, each chunk checked and decompressed into the
- * worker's buffer. Into the task: UFFDIO_COPY for the anonymous VMAs registered with the task's userfaultfd (the
+ * page cache; container units are read with one pread of their chunks, each chunk checked, decompressed into the
+ * worker's buffer and copied out at once. Into the task: UFFDIO_COPY for the anonymous VMAs registered with the task's userfaultfd (the
  * kernel allocates each page with our bytes in it: no zero-fill, no fault; all-zero pages of a container are skipped
- * and stay unpopulated, reading back as zero), process_vm_writev in large iovec batches for everything else. Units are independent, so the reading,
- * decompressing and copying of different units overlap across workers, and no page byte passes through Node.
+ * and stay unpopulated, reading back as zero), process_vm_writev in large iovec batches for everything else. Units
+ * are independent, so the reading, decompressing and copying of different units overlap across workers, and no
+ * page byte passes through Node.
  *
  * Integrity of a container chunk: its header's crc32 and its fields equal to the index entry (a reordered, missing
  * or duplicated chunk shows there), the zstd frame must carry a content checksum, and zstd checks that XXH64 of
@@ -46,8 +47,9 @@
 #endif
 #define PAGE_SZ 4096u
 /*
- * Page-stream bytes per unit: UFFDIO_COPY runs at full speed from 2 MiB per call here (DESIGN.md), and units
- * this small keep both workers busy to the end of even a 64 MiB image.
+ * Page-stream bytes per unit (one pread for a container's chunks, one UFFDIO_COPY call for a plain file's pages):
+ * large enough that per-call costs vanish (UFFDIO_COPY is at full speed from a few hundred KiB per call), small
+ * enough to keep both workers busy to the end of even a 64 MiB image.
  */
 #define UNIT_BYTES (2u << 20)
 #define MAX_WORKERS 8
@@ -86,7 +88,8 @@ struct pg_job {
   uint32_t nchunks;
   struct pg_unit *units;
   uint32_t nunits;
-  size_t in_max, out_max;
+  size_t in_max;  /* a container unit's compressed bytes, headers included */
+  size_t out_max; /* the largest chunk, decompressed */
   atomic_uint next;
   atomic_int stop;
   atomic_ullong copied, zero;
@@ -259,7 +262,10 @@ static int populate(struct pg_job *j, const struct pg_unit *u) {
   return job_fail(j, errno, "madvise(pages)", 0, NULL);
 }
 
-/* Reads chunks c0..c1 with one pread, checks each against the index and decompresses it into w->out. */
+/*
+ * Reads chunks c0..c1 with one pread; checks each against the index, decompresses it into w->out and copies it
+ * into the task right away, while its bytes are still in this core's cache (a chunk is 256 KiB, L2 is 1 MiB).
+ */
 static int load_chunks(struct pg_worker *w, const struct pg_unit *u) {
   struct pg_job *j = w->job;
   const struct pg_chunk *first = &j->chunks[u->c0], *last = &j->chunks[u->c1];
@@ -289,12 +295,13 @@ static int load_chunks(struct pg_worker *w, const struct pg_unit *u) {
     if (ZSTD_getFrameHeader(&fh, data, clen) != 0 || !fh.checksumFlag)
       return job_fail(j, EBADMSG, "pages(zstd frame)", c->file_off + CHUNK_HDR,
                       "chunk %u is not a zstd frame with a content checksum", i);
-    size_t n = ZSTD_decompressDCtx(w->dctx, w->out + (c->off - u->a), c->len, data, clen);
+    size_t n = ZSTD_decompressDCtx(w->dctx, w->out, c->len, data, clen);
     if (ZSTD_isError(n))
       return job_fail(j, EBADMSG, "pages(zstd)", c->file_off + CHUNK_HDR, "chunk %u does not decompress (expected a zstd frame of %u bytes): %s",
                       i, c->len, ZSTD_getErrorName(n));
     if (n != c->len)
       return job_fail(j, EBADMSG, "pages(zstd)", c->file_off + CHUNK_HDR, "chunk %u decompresses to %zu bytes, expected %u", i, n, c->len);
+    if (scatter(w, w->out, c->off, c->off + c->len)) return -1;
   }
   return 0;
 }
@@ -307,11 +314,18 @@ static void *work(void *arg) {
     if (k >= j->nunits) break;
     const struct pg_unit *u = &j->units[k];
     int rc = j->packed ? load_chunks(w, u) : populate(j, u);
-    if (rc || scatter(w, j->packed ? w->out : j->map + u->a, u->a, u->b)) break;
+    if (rc || (!j->packed && scatter(w, j->map + u->a, u->a, u->b))) break;
   }
   atomic_fetch_add(&j->copied, w->copied);
   atomic_fetch_add(&j->zero, w->zero);
   return NULL;
+}
+
+static size_t chunk_size_of(const struct pg_job *j) {
+  size_t m = 0;
+  for (uint32_t i = 0; i < j->nchunks; i++)
+    if (j->chunks[i].len > m) m = j->chunks[i].len;
+  return m;
 }
 
 /* Units over the page stream, only where some range needs bytes; every unit boundary is a page boundary. */
@@ -340,8 +354,6 @@ static int plan_units(struct pg_job *j) {
         at = stop;
       }
     }
-    for (uint32_t i = 0; i < n; i++)
-      if (u[i].b - u[i].a > j->out_max) j->out_max = (size_t)(u[i].b - u[i].a);
   } else {
     uint32_t k = 0;
     for (uint32_t i = 0; i < j->nchunks; i++) {
@@ -366,8 +378,8 @@ static int plan_units(struct pg_job *j) {
       const struct pg_chunk *a = &j->chunks[u[i].c0], *b = &j->chunks[u[i].c1];
       size_t in = (size_t)(b->file_off + CHUNK_HDR + b->clen - a->file_off);
       if (in > j->in_max) j->in_max = in;
-      if (u[i].b - u[i].a > j->out_max) j->out_max = (size_t)(u[i].b - u[i].a);
     }
+    j->out_max = chunk_size_of(j);
   }
   j->units = u;
   j->nunits = n;
