@@ -58,7 +58,6 @@ export class RestorerError extends SysError {}
 export class Restorer {
   private proc: ChildProcess;
   private sock: net.Socket;
-  private bulkFd: fs.WriteStream | null;
   private buf: Buffer = Buffer.alloc(0);
   private waiters: { resolve: (b: Buffer) => void; reject: (e: Error) => void; what: string }[] = [];
   private closed: Error | null = null;
@@ -71,9 +70,6 @@ export class Restorer {
     this.proc = proc;
     this.pid = proc.pid!;
     this.sock = proc.stdio[3] as net.Socket;
-    const bulk = proc.stdio[4] as net.Socket | null;
-    this.bulkFd = null;
-    void bulk;
     this.sock.on('data', (d: Buffer) => this.onData(d));
     const fail = (e: Error) => {
       if (!this.closed) this.closed = e;
@@ -100,11 +96,6 @@ export class Restorer {
       detached: !!opts.detached,
     });
     return new Restorer(proc);
-  }
-
-  /** The bulk pipe (fd 4 of the restorer) as a writable stream. */
-  bulk(): NodeJS.WritableStream {
-    return this.proc.stdio[4] as net.Socket;
   }
 
   private onData(d: Buffer): void {
