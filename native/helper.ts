@@ -156,6 +156,19 @@ export interface ReadPagesResult {
   elapsedNs: bigint;
 }
 
+/** A written range found by trackScan: [start, end), page aligned. */
+export interface WrittenRange {
+  start: number;
+  end: number;
+}
+
+export interface TrackScanResult {
+  /** In address order, adjacent ranges merged. */
+  written: WrittenRange[];
+  pages: number;
+  elapsedNs: bigint;
+}
+
 export interface QueuedPacket {
   data: Buffer;
   addr: Buffer;
@@ -718,6 +731,51 @@ export class Helper {
       chunks.push(Buffer.from(c));
     });
     return Buffer.concat(chunks);
+  }
+
+  /**
+   * Starts dirty tracking of pid (pre-copy): a userfaultfd (write-protect, WP_ASYNC) is created by an injected
+   * syscall in thread `tid` (seized and stopped; default pid), copied into the helper and closed in the target.
+   * The thread may be detached afterwards: tracking needs no stopped task. Closed by trackStop, or by the
+   * kernel when the helper exits: the protection goes with it.
+   */
+  async trackStart(pid: number, tid = pid): Promise<{ targetFd: number; features: bigint; elapsedNs: bigint }> {
+    const r = await this.call('trackStart', { pid, tid }, `start dirty tracking of pid ${pid}`);
+    return { targetFd: num(r.targetFd), features: big(r.features), elapsedNs: big(r.elapsedNs) };
+  }
+
+  /**
+   * Registers ranges (page aligned, one per mapping) for write tracking and write-protects them. Per range: 0,
+   * or the errno that refused it (EBUSY: the process's own userfaultfd holds it; EINVAL: cannot be
+   * write-protected, e.g. file-backed).
+   */
+  async trackRegister(pid: number, ranges: { start: number; end: number }[]): Promise<number[]> {
+    const r = await this.call(
+      'trackRegister',
+      { pid, starts: ranges.map((x) => x.start), lengths: ranges.map((x) => x.end - x.start) },
+      `register ${ranges.length} range(s) of pid ${pid} for dirty tracking`,
+    );
+    return (r.errnos as unknown[]).map(num);
+  }
+
+  /** Written pages of registered ranges since the last reset; `reset` write-protects them again in the same walk. */
+  async trackScan(pid: number, ranges: { start: number; end: number }[], reset: boolean): Promise<TrackScanResult> {
+    const r = await this.call(
+      'trackScan',
+      { pid, starts: ranges.map((x) => x.start), lengths: ranges.map((x) => x.end - x.start), reset },
+      `scan ${ranges.length} range(s) of pid ${pid} for written pages`,
+    );
+    const raw = buf(r.regions);
+    const written: WrittenRange[] = [];
+    for (let at = 0; at + 16 <= raw.length; at += 16)
+      written.push({ start: Number(raw.readBigUInt64LE(at)), end: Number(raw.readBigUInt64LE(at + 8)) });
+    return { written, pages: num(r.pages), elapsedNs: big(r.elapsedNs) };
+  }
+
+  /** Ends dirty tracking of pid (closes the helper's userfaultfd: the kernel unregisters and unprotects). */
+  async trackStop(pid: number): Promise<boolean> {
+    const r = await this.call('trackStop', { pid }, `stop dirty tracking of pid ${pid}`);
+    return num(r.stopped) === pid;
   }
 
   /** The bytes in flight in pid's pipe fd, without consuming them. */

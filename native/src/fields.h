@@ -21,6 +21,10 @@
 #define F_Request_tcp_repair_on 41
 #define F_Request_tcp_repair_dump 42
 #define F_Request_tcp_repair_off 43
+#define F_Request_track_start 30
+#define F_Request_track_register 31
+#define F_Request_track_scan 32
+#define F_Request_track_stop 33
 
 /* message Response */
 #define F_Response_id 1
@@ -40,6 +44,10 @@
 #define F_Response_tcp_repair_on 41
 #define F_Response_tcp_repair_dump 42
 #define F_Response_tcp_repair_off 43
+#define F_Response_track_start 30
+#define F_Response_track_register 31
+#define F_Response_track_scan 32
+#define F_Response_track_stop 33
 
 /* message Error */
 #define F_Error_errnum 1
@@ -326,5 +334,39 @@
 
 /* message TcpRepairOffResp */
 #define F_TcpRepairOffResp_count 1
+/* message TrackStartReq */
+#define F_TrackStartReq_pid 1
+#define F_TrackStartReq_tid 2
+
+/* message TrackStartResp */
+#define F_TrackStartResp_target_fd 1
+#define F_TrackStartResp_features 2
+#define F_TrackStartResp_elapsed_ns 3
+
+/* message TrackRegisterReq */
+#define F_TrackRegisterReq_pid 1
+#define F_TrackRegisterReq_starts 2
+#define F_TrackRegisterReq_lengths 3
+
+/* message TrackRegisterResp */
+#define F_TrackRegisterResp_errnos 1
+#define F_TrackRegisterResp_elapsed_ns 2
+
+/* message TrackScanReq */
+#define F_TrackScanReq_pid 1
+#define F_TrackScanReq_starts 2
+#define F_TrackScanReq_lengths 3
+#define F_TrackScanReq_reset 4
+
+/* message TrackScanResp */
+#define F_TrackScanResp_regions 1
+#define F_TrackScanResp_pages 2
+#define F_TrackScanResp_elapsed_ns 3
+
+/* message TrackStopReq */
+#define F_TrackStopReq_pid 1
+
+/* message TrackStopResp */
+#define F_TrackStopResp_stopped 1
 
 #endif

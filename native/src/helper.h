@@ -34,6 +34,16 @@ struct repaired_sk {
 
 struct repaired_sks {
 	struct repaired_sk *v;
+/* A process whose writes are tracked for pre-copy (track.c): our copy of the userfaultfd injected into it
+ * (the only reference) and its /proc/PID/pagemap for PAGEMAP_SCAN. */
+struct track {
+	int pid;
+	int uffd;
+	int pagemap_fd;
+};
+
+struct trackers {
+	struct track *v;
 	size_t n, cap;
 };
 
@@ -63,6 +73,7 @@ struct helper {
 
 	struct tracees tr;
 	struct repaired_sks repaired; /* inet.c: connections in repair mode */
+	struct trackers trk;
 
 	/* Two staging buffers for page reads (process_vm_readv target, then spliced or written to the bulk
 	 * pipe). A buffer handed to the pipe with vmsplice is referenced by it until read: it is reused only once
@@ -115,6 +126,14 @@ int op_dump_process(struct helper *h, const uint8_t *req, size_t len, struct pb_
 
 /* ---- mem.c: page contents to the bulk pipe */
 int op_read_pages(struct helper *h, const uint8_t *req, size_t len, struct pb_buf *out);
+
+/* ---- track.c: dirty tracking for pre-copy (userfaultfd WP_ASYNC + PAGEMAP_SCAN) */
+int op_track_start(struct helper *h, const uint8_t *req, size_t len, struct pb_buf *out);
+int op_track_register(struct helper *h, const uint8_t *req, size_t len, struct pb_buf *out);
+int op_track_scan(struct helper *h, const uint8_t *req, size_t len, struct pb_buf *out);
+int op_track_stop(struct helper *h, const uint8_t *req, size_t len, struct pb_buf *out);
+/* Closes every tracking userfaultfd (shutdown): the kernel drops the protection. */
+void track_close_all(struct helper *h);
 
 /* ---- files.c: pipes and sockets through pidfd_getfd */
 int op_peek_pipe(struct helper *h, const uint8_t *req, size_t len, struct pb_buf *out);

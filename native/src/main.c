@@ -163,6 +163,10 @@ static const struct op ops[] = {
 	{ F_Request_tcp_repair_on, F_Response_tcp_repair_on, op_tcp_repair_on },
 	{ F_Request_tcp_repair_dump, F_Response_tcp_repair_dump, op_tcp_repair_dump },
 	{ F_Request_tcp_repair_off, F_Response_tcp_repair_off, op_tcp_repair_off },
+	{ F_Request_track_start, F_Response_track_start, op_track_start },
+	{ F_Request_track_register, F_Response_track_register, op_track_register },
+	{ F_Request_track_scan, F_Response_track_scan, op_track_scan },
+	{ F_Request_track_stop, F_Response_track_stop, op_track_stop },
 };
 
 /* Handles one request frame and sends its response. -1 only if the response could not be sent. */
@@ -314,6 +318,7 @@ int main(int argc, char **argv __attribute__((unused)))
 	}
 	/* Connections first: a task resumed by detach_all must not find its socket in repair mode. */
 	tcp_repair_all_off(h);
+	track_close_all(h);
 	detach_all(h);
 	free(h->tr.v);
 	free(h->in.buf);
