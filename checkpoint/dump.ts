@@ -2,8 +2,9 @@
  * `godwit dump`: one flat list of named steps (CRIU's cr_dump_tasks is the model), exported so that `migrate`
  * can nest them:
  *
- *   resolve target -> open image directory -> scan tree -> preflight -> start helper -> freeze -> collect
- *   -> dump pages -> resume (--leave-running) -> write images -> write manifest -> kill (without --leave-running)
+ *   resolve target -> open image directory -> scan tree -> preflight -> prepare page buffer -> start helper
+ *   -> pre-copy (--pre-copy) -> freeze -> collect -> dump pages -> resume (--leave-running) -> write images
+ *   -> write manifest -> kill (without --leave-running)
  *
  * Failure anywhere before the end: every task is let go exactly as it was (the helper detaches; group-stopped
  * tasks stay stopped), the partial directory is removed (it never has a manifest), and the error names the
@@ -27,6 +28,8 @@ import { preflight } from './preflight';
 import { addPagemap, pageRangesBytes, readProcessPages } from './pages';
 import { bufferSizeFor, PageBuffer } from './pagebuffer';
 import { MemReader } from './memreader';
+import { PageStore } from './pagestore';
+import { FrozenPages, PreCopy, PreCopyOptions, PreCopyReport } from './precopy';
 import { resolveTarget, scanTree, Tree } from './tree';
 
 export type Compression = 'zstd' | 'none';
@@ -48,6 +51,12 @@ export interface DumpOptions {
   pageReader?: 'procmem' | 'helper';
   /** Largest read-ahead buffer between the frozen tree and the compressors, bytes (default 1 GiB). */
   pageBufferMax?: number;
+  /**
+   * Copy memory while the tree runs, in rounds, tracking writes (checkpoint/precopy.ts); the frozen window then
+   * reads only what changed. `true` for the defaults. Falls back to a plain dump (summary.preCopy.fallback says
+   * why) when the pages would not fit the read-ahead limit or no process can be tracked.
+   */
+  preCopy?: boolean | PreCopyOptions;
 }
 
 export interface DumpSummary {
@@ -66,6 +75,20 @@ export interface DumpSummary {
   leftRunning: boolean;
   compress: Compression;
   steps: { title: string; ms: number }[];
+  /** With --pre-copy: the rounds (bytes copied and time each), and what the frozen window still had to read. */
+  preCopy?: PreCopySummary;
+}
+
+export interface PreCopySummary {
+  rounds: { round: number; bytes: number; ms: number }[];
+  /** Why the rounds ended (see PreCopyReport.stop). */
+  stop: string;
+  /** Page bytes read while the tree was frozen (written since their copy, never copied, or untrackable). */
+  frozenBytes: number;
+  /** Processes that were not pre-copied, with the reason. */
+  untracked: { pid: number; reason: string }[];
+  /** Set when pre-copy was asked for but the dump ran without it, with the reason. */
+  fallback?: string;
 }
 
 /** The state the steps share; migrate keeps one per dump. */
@@ -88,6 +111,11 @@ export interface DumpState {
   estimatedPageBytes: number;
   pageBuffer?: PageBuffer;
   memReader?: MemReader;
+  pageStore?: PageStore;
+  preCopy?: PreCopy;
+  preCopyReport?: PreCopyReport;
+  preCopyFallback?: string;
+  frozenReadBytes: number;
   pageBytes: bigint;
   /** The helper holds tasks: a failure must detach them. */
   holding: boolean;
@@ -100,7 +128,8 @@ export interface DumpStep {
   title: string;
   /** Skipped when this returns true. */
   skip?: (s: DumpState) => boolean;
-  run: (s: DumpState) => Promise<void>;
+  /** `progress` shows a line under the step (listr2 task output). */
+  run: (s: DumpState, progress: (line: string) => void) => Promise<void>;
 }
 
 const DEFAULT_GHOST_LIMIT = 64 << 20;
@@ -115,6 +144,7 @@ export function newDumpState(o: DumpOptions): DumpState {
     pageWriters: [],
     pagesFlushed: [],
     estimatedPageBytes: 0,
+    frozenReadBytes: 0,
     pageBytes: 0n,
     holding: false,
     killed: false,
@@ -166,7 +196,16 @@ export const DUMP_STEPS: DumpStep[] = [
   {
     title: 'prepare page buffer',
     run: async (s) => {
-      s.pageBuffer = new PageBuffer(bufferSizeFor(s.estimatedPageBytes, s.options.pageBufferMax));
+      if (s.options.preCopy) {
+        // The store holds every page until the images are written: pre-copy only when the tree fits in it
+        // (room for growth included); beyond that, the plain path streams slot by slot.
+        const want = Math.ceil(s.estimatedPageBytes * PRECOPY_GROWTH) + PRECOPY_SLACK;
+        const size = bufferSizeFor(want, s.options.pageBufferMax);
+        if (size >= want) s.pageStore = new PageStore(size);
+        else
+          s.preCopyFallback = `the tree's ${(s.estimatedPageBytes / 2 ** 20).toFixed(0)} MiB of pages do not fit the read-ahead limit (${(size / 2 ** 20).toFixed(0)} MiB)`;
+      }
+      if (!s.pageStore) s.pageBuffer = new PageBuffer(bufferSizeFor(s.estimatedPageBytes, s.options.pageBufferMax));
       s.memReader = new MemReader();
       // The root's pages file (pages id 1) is opened now: that starts the compression workers outside the freeze.
       s.pageWriters.push(await s.writer!.createPageWriter(1));
@@ -177,6 +216,23 @@ export const DUMP_STEPS: DumpStep[] = [
     run: async (s) => {
       s.rawHelper = await Helper.start();
       s.helper = dumpHelper(s.rawHelper);
+    },
+  },
+  {
+    title: 'pre-copy',
+    skip: (s) => !s.pageStore,
+    run: async (s, progress) => {
+      const o: PreCopyOptions = typeof s.options.preCopy === 'object' ? s.options.preCopy : {};
+      const pids = s.tree!.processes.filter((p) => !p.zombie).map((p) => p.pid);
+      s.preCopy = await PreCopy.start(s.rawHelper!, pids, s.pageStore!, s.memReader!);
+      s.preCopyReport = await s.preCopy.run({
+        ...o,
+        onRound: async (r) => {
+          progress(`round ${r.round}: ${(r.bytes / 2 ** 20).toFixed(1)} MiB in ${r.ms.toFixed(0)} ms`);
+          await o.onRound?.(r);
+        },
+      });
+      if (s.preCopy.trackedPids.length === 0) s.preCopyFallback = s.preCopyReport.untracked.map((u) => `pid ${u.pid}: ${u.reason}`).join('; ') || 'nothing to track';
     },
   },
   {
@@ -201,6 +257,7 @@ export const DUMP_STEPS: DumpStep[] = [
   {
     title: 'dump pages',
     run: async (s) => {
+      if (s.pageStore) return dumpStoredPages(s);
       for (const p of s.plans!) {
         if (p.zombie) continue;
         let w = p.pagesId === 1 ? s.pageWriters[0] : undefined;
@@ -230,6 +287,8 @@ export const DUMP_STEPS: DumpStep[] = [
   {
     title: 'write images',
     run: async (s) => {
+      // The tree runs again (or is about to be killed): tracking ends before anything else.
+      await stopPreCopy(s);
       const images = s.ctx!.images.images;
       await Promise.all(
         images.map((img) => {
@@ -270,8 +329,61 @@ export const DUMP_STEPS: DumpStep[] = [
   },
 ];
 
+/** The store grows by this share of the estimate (the tree allocates while pre-copy runs) plus PRECOPY_SLACK. */
+const PRECOPY_GROWTH = 1.25;
+const PRECOPY_SLACK = 64 << 20;
+
+async function stopPreCopy(s: DumpState): Promise<void> {
+  const pc = s.preCopy;
+  s.preCopy = undefined;
+  if (pc) await pc.stop();
+}
+
+/**
+ * The frozen part of a pre-copy dump: per process, what was written since its copy and what was never copied is
+ * read into the store (and what found no room in it into a buffer of its own); then every pages file is fed from
+ * memory in pagemap order. Compression runs from here on, overlapping the resume.
+ */
+async function dumpStoredPages(s: DumpState): Promise<void> {
+  const store = s.pageStore!;
+  const pc = s.preCopy!;
+  const frozen: { plan: ProcessPlan; f: FrozenPages; overflow?: Buffer }[] = [];
+  for (const p of s.plans!) {
+    if (p.zombie) continue;
+    const fp = await pc.frozenPages(p.pid, p.ranges);
+    s.frozenReadBytes += await s.memReader!.read(p.pid, store.sab, fp.reads);
+    let overflow: Buffer | undefined;
+    const ovBytes = fp.overflow.reduce((n, x) => n + x.end - x.start, 0);
+    if (ovBytes) {
+      const sab = new SharedArrayBuffer(ovBytes);
+      let at = 0;
+      const pieces = fp.overflow.map((x) => {
+        const piece = { addr: x.start, len: x.end - x.start, at };
+        at += piece.len;
+        return piece;
+      });
+      s.frozenReadBytes += await s.memReader!.read(p.pid, sab, pieces);
+      overflow = Buffer.from(sab);
+    }
+    s.pageBytes += BigInt(fp.bytes);
+    frozen.push({ plan: p, f: fp, overflow });
+  }
+  // Every page is in memory: the tree may go; the pages files are written from the store.
+  for (const { plan, f, overflow } of frozen) {
+    let w = plan.pagesId === 1 ? s.pageWriters[0] : undefined;
+    if (!w) s.pageWriters.push((w = await s.writer!.createPageWriter(plan.pagesId)));
+    const writer = w;
+    const data = pc.pageData(f, overflow);
+    const flushed = Promise.all(data.map((b) => writer.write(b))).then(() => undefined);
+    flushed.catch(() => undefined); // awaited in 'write images'
+    s.pagesFlushed.push(flushed);
+  }
+}
+
 /** Undo after a failure: tasks let go as they were, partial images removed, helper gone. Never throws. */
 export async function abortDump(s: DumpState): Promise<void> {
+  // Tracking goes first: the workload must be left exactly as it was (closing the helper would end it too).
+  await stopPreCopy(s).catch(() => undefined);
   if (s.holding) {
     try {
       await resume(s);
@@ -316,6 +428,17 @@ function summarize(s: DumpState): DumpSummary {
     leftRunning: s.options.leaveRunning,
     compress: s.options.compress,
     steps: s.steps,
+    ...(s.options.preCopy
+      ? {
+          preCopy: {
+            rounds: (s.preCopyReport?.rounds ?? []).map((r) => ({ round: r.round, bytes: r.bytes, ms: r.ms })),
+            stop: s.preCopyReport?.stop ?? 'not run',
+            frozenBytes: s.frozenReadBytes,
+            untracked: s.preCopyReport?.untracked ?? [],
+            ...(s.preCopyFallback ? { fallback: s.preCopyFallback } : {}),
+          },
+        }
+      : {}),
   };
 }
 
@@ -324,9 +447,11 @@ export function dumpTasks(s: DumpState): ListrTask[] {
   return DUMP_STEPS.map((step) => ({
     title: step.title,
     skip: () => (step.skip ? step.skip(s) : false),
-    task: async () => {
+    task: async (_ctx: unknown, task: { output?: string }) => {
       const t0 = process.hrtime.bigint();
-      await step.run(s);
+      await step.run(s, (line) => {
+        task.output = line;
+      });
       s.steps.push({ title: step.title, ms: ms(t0, process.hrtime.bigint()) });
     },
   }));

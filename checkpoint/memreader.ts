@@ -80,7 +80,14 @@ export class MemReader {
     groups.push(cur);
     const jobs = groups.slice(1).map((g, i) => this.submit(this.workers[i]!, pid, sab, g));
     // This thread reads the first share meanwhile.
-    const mine = readPieces(pid, Buffer.from(sab), groups[0] ?? []);
+    let mine: number;
+    try {
+      mine = readPieces(pid, Buffer.from(sab), groups[0] ?? []);
+    } catch (err) {
+      // The workers' shares must settle before the caller reuses (or drops) their part of the buffer.
+      await Promise.allSettled(jobs);
+      throw err;
+    }
     const done = await Promise.all(jobs);
     return mine + done.reduce((n, b) => n + b, 0);
   }

@@ -166,6 +166,8 @@ export interface TrackScanResult {
   /** In address order, adjacent ranges merged. */
   written: WrittenRange[];
   pages: number;
+  /** Indices of ranges that could not be scanned (their mapping changed): nothing is known about them. */
+  failed: number[];
   elapsedNs: bigint;
 }
 
@@ -769,7 +771,7 @@ export class Helper {
     const written: WrittenRange[] = [];
     for (let at = 0; at + 16 <= raw.length; at += 16)
       written.push({ start: Number(raw.readBigUInt64LE(at)), end: Number(raw.readBigUInt64LE(at + 8)) });
-    return { written, pages: num(r.pages), elapsedNs: big(r.elapsedNs) };
+    return { written, pages: num(r.pages), failed: (r.failed as unknown[]).map(num), elapsedNs: big(r.elapsedNs) };
   }
 
   /** Ends dirty tracking of pid (closes the helper's userfaultfd: the kernel unregisters and unprotects). */

@@ -362,6 +362,7 @@
 #define F_TrackScanResp_regions 1
 #define F_TrackScanResp_pages 2
 #define F_TrackScanResp_elapsed_ns 3
+#define F_TrackScanResp_failed 4
 
 /* message TrackStopReq */
 #define F_TrackStopReq_pid 1

@@ -377,9 +377,20 @@ int op_track_scan(struct helper *h, const uint8_t *req, size_t len, struct pb_bu
 		gw_fail(&h->err, ENOMEM, "malloc", q.pid, "scan buffer");
 		goto out;
 	}
-	for (size_t i = 0; i < q.n; i++)
-		if (scan_range(h, t, q.v[2 * i], q.v[2 * i + 1], q.reset, vec, &regions, &pages))
+	for (size_t i = 0; i < q.n; i++) {
+		size_t mark = regions.len;
+		uint64_t pages_before = pages;
+		if (!scan_range(h, t, q.v[2 * i], q.v[2 * i + 1], q.reset, vec, &regions, &pages))
+			continue;
+		/* A range whose mapping changed since the caller looked (EPERM: part of it is no longer registered) is
+		 * reported as failed, its partial output dropped: the caller stops trusting it. Other ranges go on. */
+		if (h->err.errnum != EPERM && h->err.errnum != EINVAL)
 			goto out;
+		gw_clear(&h->err);
+		regions.len = mark;
+		pages = pages_before;
+		pb_varint(out, F_TrackScanResp_failed, i);
+	}
 	pb_bytes(out, F_TrackScanResp_regions, regions.data, regions.len);
 	rc = 0;
 out:

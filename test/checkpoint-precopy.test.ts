@@ -1,0 +1,230 @@
+/**
+ * Pre-copy (checkpoint/precopy.ts, native/src/track.c): a workload that keeps writing memory is dumped with
+ * --pre-copy --leave-running, continues unharmed, and its images restore into a new PID namespace to a state that
+ * verifies; a failure in the middle of pre-copy (a throwing round callback, a killed helper) leaves the workload
+ * untracked and running; a mapping registered by the workload's own userfaultfd is not tracked (copied while
+ * frozen) and stays the workload's.
+ */
+import { spawn } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { dump, DumpSummary } from '../checkpoint/dump';
+import { MemReader } from '../checkpoint/memreader';
+import { PageStore } from '../checkpoint/pagestore';
+import { PreCopy } from '../checkpoint/precopy';
+import { Helper } from '../native/helper';
+import { restore, RestoreResult } from '../restore';
+import { startWorkload, Workload } from '../scenarios/workload';
+import { GodwitError } from '../util/errors';
+
+jest.setTimeout(180_000);
+
+const live: Workload[] = [];
+const restored: RestoreResult[] = [];
+const dirs: string[] = [];
+const helpers: Helper[] = [];
+const readers: MemReader[] = [];
+
+afterEach(async () => {
+  for (const h of helpers.splice(0)) await h.close().catch(() => undefined);
+  for (const r of readers.splice(0)) await r.close().catch(() => undefined);
+  for (const w of live.splice(0)) await w.cleanup().catch(() => undefined);
+  for (const r of restored.splice(0)) {
+    for (const pid of r.pids.values()) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        /* gone */
+      }
+    }
+    if (r.restorer) {
+      try {
+        process.kill(r.restorer.pid, 'SIGKILL');
+      } catch {
+        /* gone */
+      }
+      await r.restorer.waitExit();
+    }
+  }
+  for (const d of dirs.splice(0)) fs.rmSync(d, { recursive: true, force: true });
+});
+
+function imageDir(): string {
+  const d = fs.mkdtempSync(path.join(os.tmpdir(), 'godwit-precopy-'));
+  dirs.push(d);
+  return path.join(d, 'img');
+}
+
+async function start(args: string[]): Promise<Workload> {
+  const w = await startWorkload('mem-counter', { args });
+  live.push(w);
+  return w;
+}
+
+/** No trace of tracking: no userfaultfd among the fds, no mapping registered for write-protect, not traced. */
+function untracked(pid: number): void {
+  const fds = fs.readdirSync(`/proc/${pid}/fd`).map((f) => fs.readlinkSync(`/proc/${pid}/fd/${f}`));
+  expect(fds.filter((l) => l.includes('userfaultfd'))).toEqual([]);
+  expect(fs.readFileSync(`/proc/${pid}/smaps`, 'utf8').match(/^VmFlags:.*\buw\b.*$/gm) ?? []).toEqual([]);
+  expect(fs.readFileSync(`/proc/${pid}/status`, 'utf8')).toMatch(/^TracerPid:\s+0$/m);
+}
+
+/** The counter page's value (the loop advances it without pause while the workload runs). */
+function counter(w: Workload): bigint {
+  const addr = Number(BigInt(w.info.counter!));
+  const fd = fs.openSync(`/proc/${w.pid}/mem`, 'r');
+  try {
+    const b = Buffer.alloc(8);
+    fs.readSync(fd, b, 0, 8, addr);
+    return b.readBigUInt64LE(0);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+async function stillRunning(w: Workload): Promise<void> {
+  const a = counter(w);
+  await new Promise((r) => setTimeout(r, 50));
+  expect(counter(w)).toBeGreaterThan(a);
+}
+
+test('a workload writing pages all the time: pre-copied in rounds, continues unharmed, restores and verifies', async () => {
+  // 1024 dirty pages rewritten at 20,000 pages/s: every round finds the set dirty again.
+  const w = await start(['--mib', '48', '--dirty-pages', '1024', '--dirty-rate', '20000']);
+  const dir = imageDir();
+  const lines: string[] = [];
+  const s: DumpSummary = await dump({
+    pid: w.pid,
+    dir,
+    leaveRunning: true,
+    preCopy: { maxRounds: 4, onRound: (r) => void lines.push(`${r.round}:${r.bytes}`) },
+  });
+  const pc = s.preCopy!;
+  expect(pc.fallback).toBeUndefined();
+  expect(pc.untracked).toEqual([]);
+  expect(pc.rounds.length).toBeGreaterThanOrEqual(2);
+  expect(lines.length).toBe(pc.rounds.length);
+  // Round 1 copies the whole area, later rounds what was written meanwhile, the frozen window only the rest.
+  expect(pc.rounds[0]!.bytes).toBeGreaterThanOrEqual(48 << 20);
+  expect(pc.rounds[1]!.bytes).toBeLessThan(pc.rounds[0]!.bytes / 4);
+  expect(pc.frozenBytes).toBeLessThan(s.pageBytes / 4);
+  expect(s.pageBytes).toBeGreaterThanOrEqual(48 << 20);
+  const logAtDump = fs.readFileSync(path.join(w.dir, 'log'));
+  untracked(w.pid);
+  await stillRunning(w);
+  expect(await w.verify()).toEqual({ pass: true, detail: 'PASS' });
+
+  // The image holds the state at the freeze: the restored copy verifies too (every dirty page its last stamp).
+  // (its log as it was at the dump: the running original wrote its verdict into it since)
+  fs.rmSync(path.join(w.dir, 'result'), { force: true });
+  fs.rmSync(path.join(w.dir, 'go'), { force: true });
+  fs.writeFileSync(path.join(w.dir, 'log'), logAtDump);
+  const r = await restore({ dir, newPidns: true, detach: true }, { silent: true });
+  restored.push(r);
+  w.setPids(w.pids.map((p) => r.pids.get(p) ?? p));
+  expect(await w.verify()).toEqual({ pass: true, detail: 'PASS' });
+});
+
+test('pre-copy into plain CRIU pages, the tree killed after the images are written: restores and verifies', async () => {
+  const w = await start(['--mib', '16', '--dirty-pages', '256', '--dirty-rate', '5000']);
+  const dir = imageDir();
+  const s = await dump({ pid: w.pid, dir, compress: 'none', preCopy: true });
+  expect(s.preCopy!.rounds.length).toBeGreaterThanOrEqual(2);
+  expect(w.alivePids()).toEqual([]);
+  expect(fs.statSync(path.join(dir, 'pages-1.img')).size).toBe(s.pageBytes);
+  const r = await restore({ dir, newPidns: true, detach: true }, { silent: true });
+  restored.push(r);
+  w.setPids(w.pids.map((p) => r.pids.get(p) ?? p));
+  expect(await w.verify()).toEqual({ pass: true, detail: 'PASS' });
+});
+
+test('a failure in the middle of pre-copy: the dump fails, the workload is untracked, running and intact', async () => {
+  const w = await start(['--mib', '16', '--dirty-pages', '256', '--dirty-rate', '5000']);
+  const dir = imageDir();
+  let sawTracking = false;
+  await expect(
+    dump({
+      pid: w.pid,
+      dir,
+      leaveRunning: true,
+      preCopy: {
+        onRound: (r) => {
+          // While pre-copy runs the workload's memory is registered (write-protect tracking)...
+          sawTracking = /^VmFlags:.*\buw\b/m.test(fs.readFileSync(`/proc/${w.pid}/smaps`, 'utf8'));
+          if (r.round === 2) throw new GodwitError('injected failure after round 2');
+        },
+      },
+    }),
+  ).rejects.toThrow(/injected failure after round 2/);
+  expect(sawTracking).toBe(true);
+  // ...and afterwards nothing of it is left, and no image directory.
+  untracked(w.pid);
+  expect(fs.existsSync(dir)).toBe(false);
+  await stillRunning(w);
+  expect(await w.verify()).toEqual({ pass: true, detail: 'PASS' });
+});
+
+test('the helper killed while tracking: the kernel drops the tracking with it, the workload runs on', async () => {
+  const w = await start(['--mib', '8', '--dirty-pages', '64', '--dirty-rate', '5000']);
+  const h = await Helper.start();
+  helpers.push(h);
+  const reader = new MemReader(1);
+  readers.push(reader);
+  const pc = await PreCopy.start(h, [w.pid], new PageStore(32 << 20), reader);
+  await pc.run({ maxRounds: 2 });
+  expect(fs.readFileSync(`/proc/${w.pid}/smaps`, 'utf8')).toMatch(/^VmFlags:.*\buw\b/m);
+  process.kill(h.pid, 'SIGKILL');
+  await h.close().catch(() => undefined);
+  for (let i = 0; i < 100 && /^VmFlags:.*\buw\b/m.test(fs.readFileSync(`/proc/${w.pid}/smaps`, 'utf8')); i++)
+    await new Promise((r) => setTimeout(r, 20));
+  untracked(w.pid);
+  await stillRunning(w);
+  expect(await w.verify()).toEqual({ pass: true, detail: 'PASS' });
+});
+
+test("a region registered by the workload's own userfaultfd is left to it and copied while frozen", async () => {
+  const w = await start(['--mib', '8']);
+  const h = await Helper.start();
+  helpers.push(h);
+  const reader = new MemReader(1);
+  readers.push(reader);
+  const own = spawnOwnUffd();
+  try {
+    await own.ready;
+    const pc = await PreCopy.start(h, [w.pid, own.pid], new PageStore(64 << 20), reader);
+    const rep = await pc.run({ maxRounds: 2 });
+    expect(rep.untracked).toEqual([]);
+    // The workload's own region was refused (EBUSY) and counted as untracked mapping bytes.
+    expect(rep.untrackedMappings).toBeGreaterThanOrEqual(own.bytes);
+    await pc.stop();
+    // Its registration is untouched: still write-protect registered, by its own userfaultfd.
+    expect(fs.readFileSync(`/proc/${own.pid}/smaps`, 'utf8')).toMatch(/^VmFlags:.*\buw\b/m);
+    untracked(w.pid);
+  } finally {
+    own.kill();
+  }
+});
+
+/** A small process that registers its own userfaultfd over 1 MiB (write-protect) and waits. */
+function spawnOwnUffd(): { pid: number; bytes: number; ready: Promise<void>; kill: () => void } {
+  const bin = path.resolve(__dirname, '..', '..', 'native', 'build', 'uffd-owner');
+  if (!fs.existsSync(bin)) throw new Error(`${bin} missing: run make -C native`);
+  const child = spawn(bin, [], { stdio: ['ignore', 'pipe', 'inherit'] });
+  let out = '';
+  const ready = new Promise<void>((resolve, reject) => {
+    child.stdout!.on('data', (d: Buffer) => {
+      out += d.toString();
+      if (out.includes('\n')) resolve();
+    });
+    child.on('exit', (code) => reject(new Error(`uffd-owner exited (${code}) before it was ready: ${out}`)));
+  });
+  return {
+    pid: child.pid!,
+    bytes: 1 << 20,
+    ready,
+    kill: () => {
+      child.kill('SIGKILL');
+    },
+  };
+}
