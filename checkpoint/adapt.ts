@@ -77,6 +77,7 @@ export function dumpHelper(h: Helper): DumpHelper {
       );
       return { bytes: r.bytes };
     },
+    presentPages: (pid, ranges, keepFile) => h.presentPages(pid, ranges, keepFile),
     peekPipe: (pid, fd) => h.peekPipe(pid, fd),
     peekSocket: (pid, fd) => h.peekSocket(pid, fd),
     async unixDiag(inodes, netnsPid) {

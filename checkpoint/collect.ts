@@ -87,7 +87,7 @@ async function collectProcess(
     p.threads,
     posix.map((t) => t.id),
   );
-  const mem = collectMemory(ctx, pid, stat, state.dumpable);
+  const mem = await collectMemory(ctx, pid, stat, state.dumpable);
   const fds = await dumpFiles(ctx, pid, objId, unixFds);
   const leaderStatus = readStatus(pid);
   dumpFs(ctx, pid, leaderStatus);

@@ -137,6 +137,8 @@ export interface DumpHelper {
   dumpProcess(pid: number, tids: number[], posixTimers: number[]): Promise<ProcessState>;
   /** Streams the bytes of the ranges, in order, into `sink`; resolves once all are read from the target. */
   readPages(pid: number, starts: bigint[], lengths: bigint[], sink: (chunk: Buffer) => void | Promise<void>): Promise<{ bytes: bigint }>;
+  /** Present/swapped pages of ranges without zero and (unless keepFile) page-cache pages: PAGEMAP_SCAN. */
+  presentPages(pid: number, ranges: { start: number; end: number }[], keepFile: boolean): Promise<{ regions: { start: number; end: number }[] }>;
   /** truncated: the pipe held more than the helper could peek (never expected: a pipe holds at most 1 MiB here). */
   peekPipe(pid: number, fd: number): Promise<{ data: Buffer; pipeSize: number; truncated?: boolean }>;
   peekSocket(pid: number, fd: number): Promise<{ packets: QueuedPacket[]; truncated: boolean }>;

@@ -12,7 +12,14 @@ import { readAuxv } from './proc/misc';
 import { procPath } from './proc/read';
 import type { ProcStat } from './proc/stat';
 import { buildMappings, Mapping } from './vma';
-import { collectPageRanges, PageRange, PageStats } from './pageranges';
+import { collectPageRanges, PageRange, PageStats, scanPageRanges } from './pageranges';
+
+/**
+ * Processes with at least this much private memory (smaps' anonymous + swapped) get their page ranges from
+ * PAGEMAP_SCAN in the helper; smaller ones from reading pagemap here, which then costs less than a helper round
+ * trip. Measured at load 16: 1 GiB 49 ms against 202 ms; a process of a few hundred KiB 10 ms against 0.4 ms.
+ */
+const SCAN_MIN_BYTES = 64 << 20;
 
 export interface ProcessMemory {
   mappings: Mapping[];
@@ -31,7 +38,7 @@ export function inspectMappings(pid: number): Mapping[] {
   return buildMappings(pid, readSmaps(pid));
 }
 
-export function collectMemory(ctx: CollectContext, pid: number, stat: ProcStat, dumpable: number): ProcessMemory {
+export async function collectMemory(ctx: CollectContext, pid: number, stat: ProcStat, dumpable: number): Promise<ProcessMemory> {
   const mappings = buildMappings(pid, readSmaps(pid), (path, st) => ctx.files.regular(path, st, 0, 0n));
   for (const m of mappings)
     if (m.unsupported)
@@ -45,13 +52,24 @@ export function collectMemory(ctx: CollectContext, pid: number, stat: ProcStat, 
   } catch (err) {
     throw new GodwitError(`pid ${pid}: cannot read its executable (/proc/${pid}/exe)`, { cause: err });
   }
-  const pagemap = Pagemap.open(pid);
-  let ranges: PageRange[];
-  let stats: PageStats;
-  try {
-    ({ ranges, stats } = collectPageRanges(pagemap, mappings));
-  } finally {
-    pagemap.close();
+  let ranges: PageRange[] | undefined;
+  let stats: PageStats | undefined;
+  if (estimatePageBytes(mappings) >= SCAN_MIN_BYTES) {
+    try {
+      ({ ranges, stats } = await scanPageRanges(pid, mappings, (p, r, keepFile) => ctx.helper.presentPages(p, r, keepFile)));
+    } catch (err) {
+      // A kernel without PAGEMAP_SCAN (before 6.7): ENOTTY or EINVAL; the pagemap path below works everywhere.
+      const errno = (err as { errno?: number }).errno;
+      if (errno !== 25 && errno !== 22) throw err;
+    }
+  }
+  if (!ranges || !stats) {
+    const pagemap = Pagemap.open(pid);
+    try {
+      ({ ranges, stats } = collectPageRanges(pagemap, mappings));
+    } finally {
+      pagemap.close();
+    }
   }
   const brk = mappings.find((m) => m.proc.path === '[heap]')?.proc.end ?? stat.startBrk;
   const mm: Record<string, unknown> = {

@@ -11,6 +11,9 @@ import { GodwitError, SysError } from '../util/errors';
 import type { ReadJob, ReadReply } from './memreader-worker';
 import { toSysError } from './proc/read';
 
+/** Reads up to this size are not split between threads: ~1 ms of copying, about a worker round trip. */
+const SMALL_READ = 2 << 20;
+
 export interface Piece {
   addr: number;
   len: number;
@@ -55,6 +58,8 @@ export class MemReader {
   /** Reads every piece; resolves with the byte count once all are in the buffer. */
   async read(pid: number, sab: SharedArrayBuffer, pieces: Piece[]): Promise<number> {
     const total = pieces.reduce((n, p) => n + p.len, 0);
+    // A small read is done here: a hand-off to a worker costs more than it saves.
+    if (total <= SMALL_READ) return readPieces(pid, Buffer.from(sab), pieces);
     const shares = this.workers.length + 1;
     // Split into contiguous groups of about total/shares bytes (pieces are split where a share ends).
     const groups: Piece[][] = [];

@@ -13,6 +13,9 @@ interface DumpFlags {
   json?: boolean;
   quiet?: boolean;
   ghostLimit?: string;
+  preCopy?: boolean;
+  preCopyRounds?: string;
+  preCopyConverge?: string;
 }
 
 function parsePid(s: string): number {
@@ -25,8 +28,20 @@ function describe(s: DumpSummary): string {
   return (
     `dumped pid ${s.pid}: ${s.pids.length} process(es), ${s.threads} thread(s), ${s.pages} pages (${mib(s.pageBytes)} MiB) ` +
     `into ${s.dir} (${mib(s.imageBytes)} MiB, ${s.compress}); frozen ${s.frozenMs.toFixed(1)} ms, total ${s.totalMs.toFixed(1)} ms; ` +
-    (s.leftRunning ? 'left running' : 'killed')
+    (s.leftRunning ? 'left running' : 'killed') +
+    (s.preCopy
+      ? s.preCopy.fallback
+        ? `\npre-copy not used: ${s.preCopy.fallback}`
+        : `\npre-copy: ${s.preCopy.rounds.length} round(s) (${s.preCopy.rounds.map((r) => `${mib(r.bytes)} MiB`).join(', ')}; ${s.preCopy.stop}), ` +
+          `${mib(s.preCopy.frozenBytes)} MiB read while frozen`
+      : '')
   );
+}
+
+function positiveInt(s: string | undefined, flag: string): number | undefined {
+  if (s === undefined) return undefined;
+  if (!/^\d+$/.test(s) || Number(s) < 1) throw new UsageError(`${flag} must be a positive integer, got '${s}'`);
+  return Number(s);
 }
 
 export function register(program: Command): void {
@@ -38,6 +53,9 @@ export function register(program: Command): void {
     .option('--leave-running', 'resume the tree after dumping (a snapshot); default: kill it once the images are safe')
     .option('--compress <kind>', 'page compression: zstd (godwit container) or none (plain CRIU pages-N.img)', 'zstd')
     .option('--ghost-limit <bytes>', 'largest deleted open file whose content is put in the image', String(64 << 20))
+    .option('--pre-copy', 'copy memory while the tree runs, in rounds (writes tracked), so the freeze reads only what changed')
+    .option('--pre-copy-rounds <n>', 'pre-copy: most rounds, the first full copy included', '8')
+    .option('--pre-copy-converge <MiB>', 'pre-copy: stop once a round copies at most this much', '8')
     .option('--json', 'print a JSON summary (pids, threads, pages, bytes, frozen and total time)')
     .option('--quiet', 'no progress output')
     .action(async (f: DumpFlags) => {
@@ -46,12 +64,15 @@ export function register(program: Command): void {
       const ghostLimit = Number(f.ghostLimit);
       if (!Number.isSafeInteger(ghostLimit) || ghostLimit < 0)
         throw new UsageError(`--ghost-limit must be a number of bytes, got '${f.ghostLimit}'`);
+      const rounds = positiveInt(f.preCopyRounds, '--pre-copy-rounds');
+      const converge = positiveInt(f.preCopyConverge, '--pre-copy-converge');
       const s = newDumpState({
         pid: parsePid(f.pid),
         dir: f.dir,
         leaveRunning: !!f.leaveRunning,
         compress: f.compress,
         ghostLimit,
+        ...(f.preCopy ? { preCopy: { maxRounds: rounds, convergeBytes: converge! * 2 ** 20 } } : {}),
       });
       const renderer = f.quiet || f.json ? 'silent' : process.stderr.isTTY ? 'default' : 'simple';
       const list = new Listr(dumpTasks(s), {

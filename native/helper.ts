@@ -774,6 +774,29 @@ export class Helper {
     return { written, pages: num(r.pages), failed: (r.failed as unknown[]).map(num), elapsedNs: big(r.elapsedNs) };
   }
 
+  /**
+   * Pages a dump takes from the given ranges of pid (private mappings): present or swapped, without the shared
+   * zero page and page-cache pages (kept with keepFile: anonymous mappings, where only the vdso has them); one
+   * PAGEMAP_SCAN walk per range (kernel 6.7+; older ones fail with ENOTTY or EINVAL). Regions in address order,
+   * adjacent ones merged.
+   */
+  async presentPages(
+    pid: number,
+    ranges: { start: number; end: number }[],
+    keepFile = false,
+  ): Promise<{ regions: WrittenRange[]; pages: number; elapsedNs: bigint }> {
+    const r = await this.call(
+      'presentPages',
+      { pid, starts: ranges.map((x) => x.start), lengths: ranges.map((x) => x.end - x.start), keepFile },
+      `find the present pages of ${ranges.length} range(s) of pid ${pid}`,
+    );
+    const raw = buf(r.regions);
+    const regions: WrittenRange[] = [];
+    for (let at = 0; at + 16 <= raw.length; at += 16)
+      regions.push({ start: Number(raw.readBigUInt64LE(at)), end: Number(raw.readBigUInt64LE(at + 8)) });
+    return { regions, pages: num(r.pages), elapsedNs: big(r.elapsedNs) };
+  }
+
   /** Ends dirty tracking of pid (closes the helper's userfaultfd: the kernel unregisters and unprotects). */
   async trackStop(pid: number): Promise<boolean> {
     const r = await this.call('trackStop', { pid }, `stop dirty tracking of pid ${pid}`);

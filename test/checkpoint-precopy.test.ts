@@ -13,6 +13,9 @@ import { dump, DumpSummary } from '../checkpoint/dump';
 import { MemReader } from '../checkpoint/memreader';
 import { PageStore } from '../checkpoint/pagestore';
 import { PreCopy } from '../checkpoint/precopy';
+import { collectPageRanges, scanPageRanges } from '../checkpoint/pageranges';
+import { inspectMappings } from '../checkpoint/memory';
+import { Pagemap } from '../checkpoint/proc/pagemap';
 import { Helper } from '../native/helper';
 import { restore, RestoreResult } from '../restore';
 import { startWorkload, Workload } from '../scenarios/workload';
@@ -204,6 +207,30 @@ test("a region registered by the workload's own userfaultfd is left to it and co
   } finally {
     own.kill();
   }
+});
+
+test.each([
+  ['mem-counter', ['--mib', '16']],
+  ['files', []],
+  ['threads', []],
+] as const)('%s: page ranges from PAGEMAP_SCAN are exactly those read from pagemap', async (name, args) => {
+  const w = await startWorkload(name, { args: [...args] });
+  live.push(w);
+  const h = await Helper.start();
+  helpers.push(h);
+  await h.seize(w.tids);
+  const maps = inspectMappings(w.pid).filter((m) => !m.unsupported);
+  const pm = Pagemap.open(w.pid);
+  let fromPagemap;
+  try {
+    fromPagemap = collectPageRanges(pm, maps);
+  } finally {
+    pm.close();
+  }
+  const fromScan = await scanPageRanges(w.pid, maps, (p, r, keepFile) => h.presentPages(p, r, keepFile));
+  expect(fromScan.ranges.length).toBeGreaterThan(0);
+  expect(fromScan.ranges).toEqual(fromPagemap.ranges);
+  expect(fromScan.stats.pagesDumped).toBe(fromPagemap.stats.pagesDumped);
 });
 
 /** A small process that registers its own userfaultfd over 1 MiB (write-protect) and waits. */

@@ -25,6 +25,7 @@
 #define F_Request_track_register 31
 #define F_Request_track_scan 32
 #define F_Request_track_stop 33
+#define F_Request_present_pages 34
 
 /* message Response */
 #define F_Response_id 1
@@ -48,6 +49,7 @@
 #define F_Response_track_register 31
 #define F_Response_track_scan 32
 #define F_Response_track_stop 33
+#define F_Response_present_pages 34
 
 /* message Error */
 #define F_Error_errnum 1
@@ -369,5 +371,16 @@
 
 /* message TrackStopResp */
 #define F_TrackStopResp_stopped 1
+
+/* message PresentPagesReq */
+#define F_PresentPagesReq_pid 1
+#define F_PresentPagesReq_starts 2
+#define F_PresentPagesReq_lengths 3
+#define F_PresentPagesReq_keep_file 4
+
+/* message PresentPagesResp */
+#define F_PresentPagesResp_regions 1
+#define F_PresentPagesResp_pages 2
+#define F_PresentPagesResp_elapsed_ns 3
 
 #endif

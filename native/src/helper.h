@@ -132,6 +132,8 @@ int op_track_start(struct helper *h, const uint8_t *req, size_t len, struct pb_b
 int op_track_register(struct helper *h, const uint8_t *req, size_t len, struct pb_buf *out);
 int op_track_scan(struct helper *h, const uint8_t *req, size_t len, struct pb_buf *out);
 int op_track_stop(struct helper *h, const uint8_t *req, size_t len, struct pb_buf *out);
+/* Present/swapped pages of private mappings without zero and page-cache pages (PAGEMAP_SCAN, no tracking). */
+int op_present_pages(struct helper *h, const uint8_t *req, size_t len, struct pb_buf *out);
 /* Closes every tracking userfaultfd (shutdown): the kernel drops the protection. */
 void track_close_all(struct helper *h);
 

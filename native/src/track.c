@@ -60,6 +60,10 @@ struct gw_pm_scan_arg {
 #define GW_PM_SCAN_WP_MATCHING (1ull << 0)
 #define GW_PM_SCAN_CHECK_WPASYNC (1ull << 1)
 #define GW_PAGE_IS_WRITTEN (1ull << 1)
+#define GW_PAGE_IS_FILE (1ull << 2)
+#define GW_PAGE_IS_PRESENT (1ull << 3)
+#define GW_PAGE_IS_SWAPPED (1ull << 4)
+#define GW_PAGE_IS_PFNZERO (1ull << 5)
 
 /* Regions per PAGEMAP_SCAN call: 96 KiB of output, enough that a scan of 1 GiB written in scattered pages
  * needs few calls. */
@@ -220,7 +224,8 @@ int op_track_start(struct helper *h, const uint8_t *req, size_t len, struct pb_b
 	return 0;
 }
 
-/* pid and (start, length) pairs of a TrackRegisterReq / TrackScanReq (same field numbers 1-3), plus reset. */
+/* pid and (start, length) pairs of a TrackRegisterReq / TrackScanReq / PresentPagesReq (same field numbers 1-3),
+ * plus the bool in field 4 (TrackScanReq.reset, PresentPagesReq.keep_file). */
 struct ranges_req {
 	int pid;
 	int reset;
@@ -279,26 +284,33 @@ static int parse_ranges(struct helper *h, const uint8_t *req, size_t len, struct
 	}
 }
 
-/* Scans [start, end) for written pages; with reset they are write-protected again in the same walk. Written
- * regions are appended to *outv (start, end pairs, adjacent ones merged). */
-static int scan_range(struct helper *h, struct track *t, uint64_t start, uint64_t end, int reset,
-		      struct gw_page_region *vec, struct pb_buf *outv, uint64_t *pages)
+/* What one PAGEMAP_SCAN walk looks for (fields of struct pm_scan_arg). */
+struct scan_query {
+	uint64_t flags, category_mask, category_inverted, category_anyof_mask, return_mask;
+};
+
+/* Regions of [start, end) matching q, appended to *outv (start, end pairs, adjacent ones merged). */
+static int scan_pages(struct helper *h, int pid, int pagemap_fd, uint64_t start, uint64_t end,
+		      const struct scan_query *q, struct gw_page_region *vec, struct pb_buf *outv, uint64_t *pages)
 {
 	while (start < end) {
 		struct gw_pm_scan_arg a = {
 			.size = sizeof(a),
-			.flags = GW_PM_SCAN_CHECK_WPASYNC | (reset ? GW_PM_SCAN_WP_MATCHING : 0),
+			.flags = q->flags,
 			.start = start,
 			.end = end,
 			.vec = (uint64_t)(uintptr_t)vec,
 			.vec_len = SCAN_VEC,
-			.category_mask = GW_PAGE_IS_WRITTEN,
-			.return_mask = GW_PAGE_IS_WRITTEN,
+			.category_mask = q->category_mask,
+			.category_inverted = q->category_inverted,
+			.category_anyof_mask = q->category_anyof_mask,
+			.return_mask = q->return_mask,
 		};
-		long n = ioctl(t->pagemap_fd, GW_PAGEMAP_SCAN, &a);
+		long n = ioctl(pagemap_fd, GW_PAGEMAP_SCAN, &a);
 		if (n < 0)
-			return gw_fail_errno(&h->err, "ioctl(PAGEMAP_SCAN)", t->pid, "0x%llx-0x%llx%s",
-					     (unsigned long long)start, (unsigned long long)end, reset ? " (reset)" : "");
+			return gw_fail_errno(&h->err, "ioctl(PAGEMAP_SCAN)", pid, "0x%llx-0x%llx%s",
+					     (unsigned long long)start, (unsigned long long)end,
+					     q->flags & GW_PM_SCAN_WP_MATCHING ? " (reset)" : "");
 		for (long i = 0; i < n; i++) {
 			uint64_t *last = outv->len >= 16 ? (uint64_t *)(outv->data + outv->len - 16) : NULL;
 			*pages += (vec[i].end - vec[i].start) / (uint64_t)h->page_size;
@@ -308,17 +320,29 @@ static int scan_range(struct helper *h, struct track *t, uint64_t start, uint64_
 			}
 			uint64_t *p = (uint64_t *)pb_reserve(outv, 16);
 			if (!p)
-				return gw_fail(&h->err, ENOMEM, "realloc", t->pid, "written regions");
+				return gw_fail(&h->err, ENOMEM, "realloc", pid, "page regions");
 			p[0] = vec[i].start;
 			p[1] = vec[i].end;
 			outv->len += 16;
 		}
 		if (a.walk_end <= start)
-			return gw_fail(&h->err, EPROTO, "ioctl(PAGEMAP_SCAN)", t->pid, "walk made no progress at 0x%llx",
+			return gw_fail(&h->err, EPROTO, "ioctl(PAGEMAP_SCAN)", pid, "walk made no progress at 0x%llx",
 				       (unsigned long long)start);
 		start = a.walk_end;
 	}
 	return 0;
+}
+
+/* Written pages of [start, end); with reset they are write-protected again in the same walk. */
+static int scan_range(struct helper *h, struct track *t, uint64_t start, uint64_t end, int reset,
+		      struct gw_page_region *vec, struct pb_buf *outv, uint64_t *pages)
+{
+	struct scan_query q = {
+		.flags = GW_PM_SCAN_CHECK_WPASYNC | (reset ? GW_PM_SCAN_WP_MATCHING : 0),
+		.category_mask = GW_PAGE_IS_WRITTEN,
+		.return_mask = GW_PAGE_IS_WRITTEN,
+	};
+	return scan_pages(h, t->pid, t->pagemap_fd, start, end, &q, vec, outv, pages);
 }
 
 int op_track_register(struct helper *h, const uint8_t *req, size_t len, struct pb_buf *out)
@@ -420,4 +444,51 @@ int op_track_stop(struct helper *h, const uint8_t *req, size_t len, struct pb_bu
 		pb_int(out, F_TrackStopResp_stopped, pid);
 	}
 	return 0;
+}
+
+/* The pages a dump takes from private mappings, in one PAGEMAP_SCAN walk per range instead of a pagemap entry per
+ * page: present or swapped, not the shared zero page, not page-cache pages (which the file has). No userfaultfd
+ * needed. */
+int op_present_pages(struct helper *h, const uint8_t *req, size_t len, struct pb_buf *out)
+{
+	struct ranges_req q;
+	uint64_t t0 = now_ns(), pages = 0;
+	struct pb_buf regions = { 0 };
+	struct gw_page_region *vec AUTO_FREE = NULL;
+	int pagemap_fd AUTO_CLOSE = -1;
+	int rc = -1;
+	if (parse_ranges(h, req, len, &q, "PresentPagesReq"))
+		goto out;
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%d/pagemap", q.pid);
+	pagemap_fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (pagemap_fd < 0) {
+		gw_fail_errno(&h->err, "open", q.pid, "%s", path);
+		goto out;
+	}
+	vec = malloc(SCAN_VEC * sizeof(*vec));
+	if (!vec) {
+		gw_fail(&h->err, ENOMEM, "malloc", q.pid, "scan buffer");
+		goto out;
+	}
+	/* keep_file (field 4, parsed as q.reset): anonymous mappings, where the only non-anonymous pages are the
+	 * vdso's, which are dumped. */
+	const uint64_t skip = GW_PAGE_IS_PFNZERO | (q.reset ? 0 : GW_PAGE_IS_FILE);
+	const struct scan_query sq = {
+		.category_mask = skip,
+		.category_inverted = skip,
+		.category_anyof_mask = GW_PAGE_IS_PRESENT | GW_PAGE_IS_SWAPPED,
+		.return_mask = GW_PAGE_IS_PRESENT | GW_PAGE_IS_SWAPPED,
+	};
+	for (size_t i = 0; i < q.n; i++)
+		if (scan_pages(h, q.pid, pagemap_fd, q.v[2 * i], q.v[2 * i + 1], &sq, vec, &regions, &pages))
+			goto out;
+	pb_bytes(out, F_PresentPagesResp_regions, regions.data, regions.len);
+	rc = 0;
+out:
+	pb_buf_free(&regions);
+	free(q.v);
+	pb_varint(out, F_PresentPagesResp_pages, pages);
+	pb_varint(out, F_PresentPagesResp_elapsed_ns, now_ns() - t0);
+	return rc;
 }
