@@ -113,7 +113,7 @@ async function collectProcess(
       policy: tstat.policy,
       rtPriority: tstat.rtPriority,
     });
-    ctx.images.add('CORE', tid, buildCore(p, tid, r, ctx.helper.xsave, state, extras, threadCore));
+    ctx.images.add('CORE', tid, buildCore(p, tid, r, ctx.helper.info, state, extras, threadCore));
   }
   ctx.images.add('IDS', pid, idsEntry(objId, ns.forTask(pid)));
   ctx.images.add('MM', pid, mem.mm);

@@ -1,5 +1,5 @@
 /** State shared by the collection steps of one dump. */
-import type { DumpHelper } from './helperapi';
+import type { Helper } from '../native/helper';
 import type { Tree } from './tree';
 import { ImageSet } from './imageset';
 import { FileTable } from './filetable';
@@ -7,7 +7,7 @@ import { SocketTables } from './fdkinds';
 import { InetDumpState, newInetState } from './inet';
 
 export interface CollectContext {
-  helper: DumpHelper;
+  helper: Helper;
   tree: Tree;
   images: ImageSet;
   files: FileTable;
@@ -24,7 +24,7 @@ export interface CollectContext {
   ghostLimit: number;
 }
 
-export function newContext(helper: DumpHelper, tree: Tree, ghostLimit: number): CollectContext {
+export function newContext(helper: Helper, tree: Tree, ghostLimit: number): CollectContext {
   return {
     helper,
     tree,

@@ -17,8 +17,6 @@ import { ImageDirWriter } from '../images/imagedir';
 import type { PageWriter } from '../images/container-writer';
 import { encodeHeader, EntryEncoder } from '../images/framing';
 import { fileNameFor, kindByName } from '../images/registry';
-import { dumpHelper } from './adapt';
-import type { DumpHelper } from './helperapi';
 import { newContext, CollectContext } from './context';
 import { collectAll, ProcessPlan } from './collect';
 import { freezeTree } from './freeze';
@@ -98,8 +96,7 @@ export interface DumpState {
   writer?: ImageDirWriter;
   tree?: Tree;
   ns?: NamespaceIds;
-  rawHelper?: Helper;
-  helper?: DumpHelper;
+  helper?: Helper;
   frozenAt?: bigint;
   thawedAt?: bigint;
   groupStopped?: Map<number, number>;
@@ -214,8 +211,7 @@ export const DUMP_STEPS: DumpStep[] = [
   {
     title: 'start helper',
     run: async (s) => {
-      s.rawHelper = await Helper.start();
-      s.helper = dumpHelper(s.rawHelper);
+      s.helper = await Helper.start();
     },
   },
   {
@@ -224,7 +220,7 @@ export const DUMP_STEPS: DumpStep[] = [
     run: async (s, progress) => {
       const o: PreCopyOptions = typeof s.options.preCopy === 'object' ? s.options.preCopy : {};
       const pids = s.tree!.processes.filter((p) => !p.zombie).map((p) => p.pid);
-      s.preCopy = await PreCopy.start(s.rawHelper!, pids, s.pageStore!, s.memReader!);
+      s.preCopy = await PreCopy.start(s.helper!, pids, s.pageStore!, s.memReader!);
       s.preCopyReport = await s.preCopy.run({
         ...o,
         onRound: async (r) => {
@@ -406,8 +402,8 @@ async function closeReader(s: DumpState): Promise<void> {
 
 async function closeHelper(s: DumpState): Promise<void> {
   await closeReader(s);
-  const h = s.rawHelper;
-  s.rawHelper = undefined;
+  const h = s.helper;
+  s.helper = undefined;
   if (h) await h.close().catch(() => undefined);
 }
 

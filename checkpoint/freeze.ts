@@ -3,7 +3,7 @@
  * appeared meanwhile (new threads, new children), until a scan finds nothing new.
  */
 import { GodwitError } from '../util/errors';
-import type { DumpHelper } from './helperapi';
+import type { Helper } from '../native/helper';
 import { allThreads, scanTree, Tree } from './tree';
 
 /** Rounds before giving up on a tree that keeps forking or spawning threads faster than it can be seized. */
@@ -16,18 +16,18 @@ export interface FrozenTree {
   rounds: number;
 }
 
-export async function freezeTree(helper: DumpHelper, root: number, timeoutMs?: number): Promise<FrozenTree> {
+export async function freezeTree(helper: Helper, root: number, timeoutMs?: number): Promise<FrozenTree> {
   const seized = new Set<number>();
   const groupStopped = new Map<number, number>();
   let tree = scanTree(root);
   for (let round = 1; round <= MAX_FREEZE_ROUNDS; round++) {
     const fresh = allThreads(tree).filter((t) => !seized.has(t));
     if (fresh.length === 0) return { tree, groupStopped, rounds: round };
-    const res = await helper.seize(fresh, timeoutMs ? { timeoutMs } : undefined);
+    const res = await helper.seize(fresh, { vanished: 'report', ...(timeoutMs ? { timeoutMs } : {}) });
     for (const r of res) {
       switch (r.status) {
         case 'stopped':
-        case 'already':
+        case 'already-seized':
           seized.add(r.tid);
           break;
         case 'group-stopped':

@@ -17,7 +17,7 @@ import type { ProcFdInfo } from './proc/fdinfo';
 import { listProcNumbers, isNoEntry } from './proc/read';
 import { classifyFd } from './fdkinds';
 import { FD_TYPES, fown, O_CLOEXEC } from './filetable';
-import type { DumpHelper, SockOpts } from './helperapi';
+import type { Helper, SockOpts } from '../native/helper';
 
 export const AF_INET = 2;
 export const AF_INET6 = 10;
@@ -100,7 +100,7 @@ export async function lockConnections(ctx: CollectContext): Promise<number> {
  * failed dump). release = true: after the tree was killed, the helper only drops its copies, so the sockets
  * close still in repair mode and the peers see nothing (their connection continues on restore).
  */
-export async function unlockConnections(helper: DumpHelper, state: InetDumpState, release: boolean): Promise<void> {
+export async function unlockConnections(helper: Helper, state: InetDumpState, release: boolean): Promise<void> {
   if (!state.locked) return;
   state.locked = false;
   await helper.tcpRepairOff(release);

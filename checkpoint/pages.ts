@@ -4,7 +4,7 @@
  * writes pages-N. pagemap-N.img lists the same ranges in the same order. Reading is what keeps the tree
  * frozen; compression and fsync may finish after the tree is resumed.
  */
-import type { DumpHelper } from './helperapi';
+import type { Helper } from '../native/helper';
 import type { ImageSet } from './imageset';
 import type { ProcessPlan } from './collect';
 import { PAGE_SIZE } from './proc/pagemap';
@@ -20,7 +20,7 @@ export function addPagemap(images: ImageSet, plan: ProcessPlan): void {
 
 /** Reads the pages of one process into `sink`; resolves once every byte has left the target. */
 export async function readProcessPages(
-  helper: DumpHelper,
+  helper: Helper,
   plan: ProcessPlan,
   sink: (chunk: Buffer) => Promise<void> | void,
 ): Promise<bigint> {
@@ -29,8 +29,7 @@ export async function readProcessPages(
     const batch = plan.ranges.slice(i, i + RANGES_PER_REQUEST);
     const r = await helper.readPages(
       plan.pid,
-      batch.map((x) => x.start),
-      batch.map((x) => BigInt(x.nrPages * PAGE_SIZE)),
+      batch.map((x) => ({ start: x.start, length: BigInt(x.nrPages * PAGE_SIZE) })),
       sink,
     );
     total += r.bytes;

@@ -2,7 +2,7 @@
  * Register sets from the helper's raw buffers to CRIU's x86_64 entries: user_regs_struct (216 bytes),
  * the FXSAVE legacy area (512 bytes) and the XSAVE extended components, TLS descriptors.
  */
-import type { XsaveLayout } from './helperapi';
+import type { HelperInfo } from '../native/helper';
 
 const GP_NAMES = [
   'r15', 'r14', 'r13', 'r12', 'bp', 'bx', 'r11', 'r10', 'r9', 'r8', 'ax', 'cx', 'dx', 'si', 'di',
@@ -40,7 +40,7 @@ const XFEATURE_HI16_ZMM = 7;
 const XFEATURE_PKRU = 9;
 
 /** fpregs: the FXSAVE area (first 512 bytes of XSAVE or NT_PRFPREG), plus the XSAVE extensions if present. */
-export function fpregsEntry(fpregs: Buffer, xsave: Buffer, layout: XsaveLayout): Record<string, unknown> {
+export function fpregsEntry(fpregs: Buffer, xsave: Buffer, layout: Pick<HelperInfo, 'xcr0' | 'xsaveComponents'>): Record<string, unknown> {
   const fx = xsave.length >= 512 ? xsave : fpregs;
   if (fx.length < 512) throw new Error(`FXSAVE area of ${fx.length} bytes, expected 512`);
   const e: Record<string, unknown> = {
@@ -58,7 +58,7 @@ export function fpregsEntry(fpregs: Buffer, xsave: Buffer, layout: XsaveLayout):
   if (xsave.length >= 576) {
     const x: Record<string, unknown> = { xstate_bv: xsave.readBigUInt64LE(512) };
     const comp = (i: number) => {
-      const c = layout.components.get(i);
+      const c = layout.xsaveComponents.find((x) => x.index === i);
       return c && c.offset + c.size <= xsave.length && layout.xcr0 & (1n << BigInt(i)) ? c : undefined;
     };
     const ymm = comp(XFEATURE_YMM);

@@ -2,7 +2,7 @@
  * Signal dispositions (read in the task by injected rt_sigaction, /proc cannot show handlers) as core
  * tc.sigactions, in CRIU's layout: one sa_entry per signal 1..64 except SIGKILL and SIGSTOP (62 entries).
  */
-import type { SigAction } from './helperapi';
+import type { SigAction } from '../native/helper';
 
 export const NSIG = 64;
 const SIGKILL = 9;

@@ -36,7 +36,7 @@ export async function dumpUnixFd(
     return have;
   }
   const where = `unix socket fd ${c.fd} of pid ${pid} (inode ${inode})`;
-  const [diag] = await ctx.helper.unixDiag([inode], pid);
+  const [diag] = await ctx.helper.unixDiag([BigInt(inode)], pid);
   if (!diag) throw new GodwitError(`${where}: the kernel's socket diag does not know it`);
   if (diag.pendingConnections.length)
     throw new GodwitError(
@@ -59,7 +59,7 @@ export async function dumpUnixFd(
       flags,
       uflags: 0,
       backlog: diag.state === TCP_LISTEN ? diag.wqlen : 0,
-      peer: diag.peerInode,
+      peer: Number(diag.peerInode),
       fown: fown(),
       opts: {
         so_sndbuf: opts.sndbuf,
@@ -86,7 +86,7 @@ export async function dumpUnixFd(
   });
   ctx.unixSeen.set(inode, id);
   for (const p of queue.packets) ctx.images.add('SK_QUEUES', undefined, { id_for: id, length: p.data.length }, p.data);
-  seenFds.push({ pid, fd: c.fd, inode, fileId: id, peer: diag.peerInode });
+  seenFds.push({ pid, fd: c.fd, inode, fileId: id, peer: Number(diag.peerInode) });
   return id;
 }
 

@@ -3,13 +3,15 @@
  * (tc: state, personality, flags, signal mask, sigactions, timers, rlimits, shared pending signals), and per
  * thread state (thread_core: robust list, sigaltstack, rseq, credentials, pending signals, scheduling).
  */
-import type { ProcessState, ThreadRegs, XsaveLayout } from './helperapi';
+import type { HelperInfo, ProcessState, ThreadRegs } from '../native/helper';
 import type { TreeProcess } from './tree';
 import { fpregsEntry, gpregsEntry, tlsEntry } from './regs';
 import type { ProcStatus } from './proc/status';
 import type { ProcPosixTimer } from './proc/misc';
 import { buildTimers } from './timers';
 import { buildSigactions } from './signals';
+
+const EMPTY = Buffer.alloc(0);
 import { credsEntry } from './creds';
 
 // compel's task states (compel/include/uapi/task-state.h).
@@ -52,9 +54,9 @@ export function buildThreadCore(
     sched_nice: sched.nice,
     sched_policy: sched.policy,
     sas: {
-      ss_sp: inj?.altstackSp ?? 0n,
-      ss_size: inj?.altstackSize ?? 0n,
-      ss_flags: inj?.altstackFlags ?? 2, // SS_DISABLE
+      ss_sp: inj?.altstack.sp ?? 0n,
+      ss_size: inj?.altstack.size ?? 0n,
+      ss_flags: inj?.altstack.flags ?? 2, // SS_DISABLE
     },
     signals_p: queue(regs.pending),
     creds: credsEntry(status),
@@ -66,8 +68,8 @@ export function buildThreadCore(
   if (sched.policy !== SCHED_OTHER) tc.sched_prio = sched.rtPriority;
   if (inj?.pdeathsig) tc.pdeath_sig = inj.pdeathsig;
   if (status.seccomp) tc.seccomp_mode = status.seccomp;
-  if (regs.rseq && regs.rseq.size > 0)
-    tc.rseq_entry = { rseq_abi_pointer: regs.rseq.pointer, rseq_abi_size: regs.rseq.size, signature: regs.rseq.signature };
+  if (regs.rseq && regs.rseq.abiSize > 0)
+    tc.rseq_entry = { rseq_abi_pointer: regs.rseq.abiPointer, rseq_abi_size: regs.rseq.abiSize, signature: regs.rseq.signature };
   return tc;
 }
 
@@ -75,7 +77,7 @@ export function buildCore(
   p: TreeProcess,
   tid: number,
   regs: ThreadRegs,
-  xsave: XsaveLayout,
+  xsave: HelperInfo,
   state: ProcessState,
   extras: ProcessExtras,
   threadCore: Record<string, unknown>,
@@ -86,7 +88,7 @@ export function buildCore(
     thread_info: {
       clear_tid_addr: inj?.clearTidAddress ?? 0n,
       gpregs: gpregsEntry(regs.regs),
-      fpregs: fpregsEntry(regs.fpregs, regs.xsave, xsave),
+      fpregs: fpregsEntry(regs.fpregs ?? EMPTY, regs.xsave ?? EMPTY, xsave),
       tls: regs.tls.map(tlsEntry),
     },
   };
@@ -104,7 +106,7 @@ export function buildCore(
       loginuid: extras.loginuid,
       oom_score_adj: extras.oomScoreAdj,
       sigactions: buildSigactions(state.sigactions),
-      child_subreaper: state.childSubreaper,
+      child_subreaper: state.childSubreaper !== 0,
     };
     if (extras.stopped && extras.stopSignal) tc.stop_signo = extras.stopSignal;
     core.tc = tc;

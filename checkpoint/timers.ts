@@ -2,7 +2,7 @@
  * Interval timers (getitimer, injected) and POSIX timers: /proc/PID/timers gives id, clock, signal and
  * notification; the helper's injected timer_gettime/timer_getoverrun give the remaining time and interval.
  */
-import type { ProcessState } from './helperapi';
+import type { ProcessState } from '../native/helper';
 import type { ProcPosixTimer } from './proc/misc';
 
 const ITIMER_REAL = 0;
@@ -12,10 +12,10 @@ const ITIMER_PROF = 2;
 function itimer(state: ProcessState, which: number): Record<string, unknown> {
   const t = state.itimers.find((x) => x.which === which);
   return {
-    isec: t?.intervalSec ?? 0n,
-    iusec: t?.intervalUsec ?? 0n,
-    vsec: t?.valueSec ?? 0n,
-    vusec: t?.valueUsec ?? 0n,
+    isec: t?.interval.sec ?? 0n,
+    iusec: t?.interval.usec ?? 0n,
+    vsec: t?.value.sec ?? 0n,
+    vusec: t?.value.usec ?? 0n,
   };
 }
 
@@ -35,10 +35,10 @@ export function buildTimers(state: ProcessState, posix: ProcPosixTimer[]): Recor
         it_sigev_notify: p.notify,
         sival_ptr: p.sigval,
         overrun: s?.overrun ?? 0,
-        isec: s?.intervalSec ?? 0n,
-        insec: s?.intervalNsec ?? 0n,
-        vsec: s?.valueSec ?? 0n,
-        vnsec: s?.valueNsec ?? 0n,
+        isec: s?.interval.sec ?? 0n,
+        insec: s?.interval.nsec ?? 0n,
+        vsec: s?.value.sec ?? 0n,
+        vnsec: s?.value.nsec ?? 0n,
       };
       if (p.notify & 4) e.notify_thread_id = p.notifyTid;
       return e;
