@@ -7,7 +7,12 @@
  *            in the same run, and of the helper's process_vm_readv + bulk pipe throughput (pages to a no-op sink);
  *   total    the whole dump, and its page throughput as a ratio of raw zstd-napi (level 1, 256 KiB frames) on one
  *            core over the same bytes;
- *   images   bytes on disk, and as a share of the page bytes.
+ *   images   bytes on disk, and as a share of the page bytes;
+ *   pre-copy the same workload dumped again with --pre-copy: rounds (bytes copied each), frozen time and bytes read
+ *            while frozen, total; frozen as a ratio of the plain dump's frozen time in this run.
+ *
+ * The workloads also rewrite a 4 MiB "dirty" area at 40 MB/s (1024 pages, 10,000 page writes a second), so
+ * pre-copy has something to chase.
  *
  * A working `criu` (4.x) on PATH is run on the same workload for frozen time and image size; without one that row
  * says so. Everything printed is measured in this run. Sizes: GODWIT_BENCH_SIZES (MiB, comma separated).
@@ -26,6 +31,8 @@ import { startWorkload, Workload } from '../scenarios/workload';
 const MiB = 1 << 20;
 const SIZES = (process.env.GODWIT_BENCH_SIZES ?? '64,256,1024').split(',').map(Number);
 const CHUNK = 256 << 10;
+/** A dirty area the workload keeps rewriting: 1024 pages at 10,000 page writes a second (40 MB/s). */
+const DIRTY = ['--dirty-pages', '1024', '--dirty-rate', '10000'];
 
 const secs = (t: bigint) => Number(process.hrtime.bigint() - t) / 1e9;
 const gbs = (bytes: number, s: number) => (bytes / 1e9 / s).toFixed(2);
@@ -97,7 +104,7 @@ async function main(): Promise<void> {
   console.log(criu ? `criu ${criu} found on PATH: compared below` : 'criu 4.x not on PATH: no CRIU figures in this run');
   try {
     for (const mib of SIZES) {
-      const w = await startWorkload('mem-counter', { args: ['--mib', String(mib)], readyTimeoutMs: 300_000 });
+      const w = await startWorkload('mem-counter', { args: ['--mib', String(mib), ...DIRTY], readyTimeoutMs: 300_000 });
       try {
         const { start, len } = area(w);
         const scratch = Buffer.allocUnsafeSlow(len).fill(1); // faulted in before the measurement
@@ -106,7 +113,10 @@ async function main(): Promise<void> {
         const zstd = zstdThroughput(scratch);
         const dir = path.join(tmp, `img-${mib}`);
         const s = await dump({ pid: w.pid, dir, leaveRunning: true });
+        fs.rmSync(dir, { recursive: true, force: true });
+        const p = await dump({ pid: w.pid, dir, leaveRunning: true, preCopy: true });
         const verdict = await w.verify();
+        const pc = p.preCopy!;
         const frozenRate = s.pageBytes / (s.frozenMs / 1000);
         const totalRate = s.pageBytes / (s.totalMs / 1000);
         console.log(
@@ -117,18 +127,25 @@ async function main(): Promise<void> {
             `  total  ${s.totalMs.toFixed(0)} ms = ${gbs(s.pageBytes, s.totalMs / 1000)} GB/s: ` +
             `${(totalRate / zstd).toFixed(2)} x raw zstd-napi on one core (${gbs(zstd, 1)} GB/s)\n` +
             `  images ${(s.imageBytes / MiB).toFixed(1)} MiB = ${((100 * s.imageBytes) / s.pageBytes).toFixed(1)}% of the page bytes\n` +
-            `  steps: ${s.steps.map((x) => `${x.title} ${x.ms.toFixed(0)}`).join(', ')} (ms)`,
+            `  steps: ${s.steps.map((x) => `${x.title} ${x.ms.toFixed(0)}`).join(', ')} (ms)\n` +
+            (pc.fallback
+              ? `  pre-copy not used: ${pc.fallback}`
+              : `  pre-copy: ${pc.rounds.length} rounds (${pc.rounds.map((r) => `${(r.bytes / MiB).toFixed(1)} MiB ${r.ms.toFixed(0)} ms`).join(', ')}; ${pc.stop}), ` +
+                `frozen ${p.frozenMs.toFixed(0)} ms (${(pc.frozenBytes / MiB).toFixed(1)} MiB read frozen) = ${(p.frozenMs / s.frozenMs).toFixed(2)} x plain frozen; ` +
+                `total ${p.totalMs.toFixed(0)} ms = ${(p.totalMs / s.totalMs).toFixed(2)} x plain total; images ${(p.imageBytes / MiB).toFixed(1)} MiB\n` +
+                `  pre-copy steps: ${p.steps.map((x) => `${x.title} ${x.ms.toFixed(0)}`).join(', ')} (ms)`),
         );
         fs.rmSync(dir, { recursive: true, force: true });
         if (criu) {
-          const w2 = await startWorkload('mem-counter', { args: ['--mib', String(mib)], readyTimeoutMs: 300_000 });
+          const w2 = await startWorkload('mem-counter', { args: ['--mib', String(mib), ...DIRTY], readyTimeoutMs: 300_000 });
           try {
             const c = await criuDump(w2.pid, path.join(tmp, `criu-${mib}`));
             if (typeof c === 'string') console.log(`  criu: ${c}`);
             else
               console.log(
                 `  criu: frozen ${c.frozenMs.toFixed(0)} ms, images ${(c.bytes / MiB).toFixed(1)} MiB; ` +
-                  `godwit/criu: frozen ${(s.frozenMs / c.frozenMs).toFixed(2)}, images ${(s.imageBytes / c.bytes).toFixed(2)}`,
+                  `godwit/criu: frozen ${(s.frozenMs / c.frozenMs).toFixed(2)} (pre-copy ${(p.frozenMs / c.frozenMs).toFixed(2)}), ` +
+                  `images ${(s.imageBytes / c.bytes).toFixed(2)}`,
               );
           } finally {
             await w2.cleanup();
