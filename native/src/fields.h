@@ -336,6 +336,7 @@
 
 /* message TcpRepairOffResp */
 #define F_TcpRepairOffResp_count 1
+
 /* message TrackStartReq */
 #define F_TrackStartReq_pid 1
 #define F_TrackStartReq_tid 2

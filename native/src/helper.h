@@ -34,6 +34,9 @@ struct repaired_sk {
 
 struct repaired_sks {
 	struct repaired_sk *v;
+	size_t n, cap;
+};
+
 /* A process whose writes are tracked for pre-copy (track.c): our copy of the userfaultfd injected into it
  * (the only reference) and its /proc/PID/pagemap for PAGEMAP_SCAN. */
 struct track {
