@@ -10,10 +10,10 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { crc32 } from 'node:zlib';
 import * as zstd from 'zstd-napi/binding';
 import { GodwitError, SysError } from '../util/errors';
-import { FrameType, MARKER_NAME, MAX_CHUNK_SIZE, Message, ProtocolError, RESERVED_PREFIX, TEMP_PREFIX, checkName } from './frames';
+import { crc32, crc32Combine } from './crc32';
+import { FrameType, MARKER_NAME, MAX_CHUNK_SIZE, Message, PayloadPool, ProtocolError, RESERVED_PREFIX, TEMP_PREFIX, checkName } from './frames';
 import { handshake } from './handshake';
 import { Channel, ConnectionLostError, MessageReader, MessageWriter, TailBuffer } from './wire';
 
@@ -23,6 +23,9 @@ export const DEFAULT_WINDOW = 16 << 20;
 /** Messages read ahead of the disk writer: bounds the queue even for a flood of tiny frames. */
 const MAX_QUEUED = 256;
 const MAX_OPEN_FILES = 64;
+/** Start writing a file's data out (fdatasync, not awaited) every this many bytes: the disk works while the
+ *  stream goes on, and the fsync before Complete finds little left to do (it had to write the whole file). */
+const FLUSH_BEHIND = 32 << 20;
 const MAX_FILES = 1_000_000;
 
 export interface ReceiveOptions {
@@ -49,6 +52,11 @@ interface OpenFile {
   size: number;
   crc: number;
   expected?: number;
+  /** Bytes written since the last background flush started. */
+  unflushed: number;
+  /** The background fdatasync in flight, if any (it never rejects: a failure is kept in flushError). */
+  flushing?: Promise<void>;
+  flushError?: unknown;
 }
 
 export function toSysError(err: unknown, syscall: string, file: string, what: string): Error {
@@ -65,6 +73,8 @@ export class ImageReceiver {
   private readonly writer: MessageWriter;
   private readonly window: number;
   private readonly dctx = new zstd.DCtx();
+  /** Data payloads and decompressed chunks are assembled in reused buffers, given back once on disk. */
+  private readonly pool = new PayloadPool();
   private createdRoot = false;
   private prepared = false;
   private readonly createdDirs: string[] = [];
@@ -91,7 +101,7 @@ export class ImageReceiver {
     this.dir = path.resolve(opts.dir);
     this.window = opts.window ?? DEFAULT_WINDOW;
     this.label = opts.channel.label;
-    this.reader = new MessageReader(opts.channel.fromPeer, `stream from ${opts.channel.label}`, 'sender');
+    this.reader = new MessageReader(opts.channel.fromPeer, `stream from ${opts.channel.label}`, 'sender', this.pool);
     this.writer = new MessageWriter(opts.channel.toPeer, opts.channel.label);
   }
 
@@ -284,7 +294,7 @@ export class ImageReceiver {
       throw toSysError(err, 'open', tmp, `create ${m.name}`);
     }
     this.createdFiles.push(tmp);
-    const f: OpenFile = { id: m.id, name: m.name, tmp, final, fh, size: 0, crc: 0 };
+    const f: OpenFile = { id: m.id, name: m.name, tmp, final, fh, size: 0, crc: 0, unflushed: 0 };
     if (m.size !== undefined) f.expected = m.size;
     this.open.set(m.id, f);
   }
@@ -294,7 +304,7 @@ export class ImageReceiver {
     if (!f) this.bad(`data for file id ${m.id}, which is not open`);
     let raw = m.data;
     if (m.zstd) {
-      raw = Buffer.allocUnsafe(m.rawLength);
+      raw = this.pool.take(m.rawLength);
       let n: number;
       try {
         n = this.dctx.decompress(raw, m.data);
@@ -318,10 +328,23 @@ export class ImageReceiver {
       }
       off += written;
     }
-    f.crc = crc32(raw, f.crc);
+    // A raw chunk's crc was computed (once) when its frame was checked; a decompressed one is hashed here.
+    f.crc = crc32Combine(f.crc, !m.zstd && m.crc !== undefined ? m.crc : crc32(raw), raw.length);
     f.size += raw.length;
     this.bytes += raw.length;
-    await this.grant(8 + m.data.length);
+    const credit = 8 + m.data.length;
+    // Both are on disk now (the page cache): their buffers serve the next frames.
+    this.pool.give(m.data);
+    if (raw !== m.data) this.pool.give(raw);
+    f.unflushed += raw.length;
+    if (f.unflushed >= FLUSH_BEHIND && !f.flushing) {
+      f.unflushed = 0;
+      f.flushing = f.fh.datasync().then(
+        () => undefined,
+        (err) => void (f.flushError ??= err),
+      ).finally(() => (f.flushing = undefined));
+    }
+    await this.grant(credit);
   }
 
   private hostName(): string {
@@ -336,7 +359,9 @@ export class ImageReceiver {
     if ((m.crc >>> 0) !== (f.crc >>> 0)) {
       this.bad(`"${f.name}" checksum mismatch (crc32 ${hex(f.crc)} received, ${hex(m.crc)} sent): the data was corrupted`);
     }
+    await f.flushing;
     try {
+      if (f.flushError !== undefined) throw f.flushError;
       await f.fh.sync();
     } catch (err) {
       throw toSysError(err, 'fsync', f.tmp, `sync ${f.name}`);
@@ -380,7 +405,10 @@ export class ImageReceiver {
 
   /** Remove everything this stream created (files, subdirectories, and the directory if it made it). */
   async discard(): Promise<void> {
-    for (const f of this.open.values()) await f.fh.close().catch(() => undefined);
+    for (const f of this.open.values()) {
+      await f.flushing;
+      await f.fh.close().catch(() => undefined);
+    }
     this.open.clear();
     if (!this.prepared) return;
     if (this.createdRoot) {

@@ -8,9 +8,9 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Writable } from 'node:stream';
-import { crc32 } from 'node:zlib';
 import { Compressor } from 'zstd-napi';
 import { GodwitError, SysError } from '../util/errors';
+import { crc32, crc32Combine } from './crc32';
 import { DEFAULT_CHUNK_SIZE, FrameType, MAX_CHUNK_SIZE, Message, checkName } from './frames';
 import { handshake } from './handshake';
 import { Channel, ConnectionLostError, MessageReader, MessageWriter, TailBuffer } from './wire';
@@ -333,13 +333,16 @@ export class ImageSender {
         state.tryCompress = false;
       }
     }
-    state.crc = crc32(raw, state.crc);
+    const rawCrc = crc32(raw);
+    state.crc = crc32Combine(state.crc, rawCrc, raw.length);
     state.size += raw.length;
     if (state.expected !== undefined && state.size > state.expected) {
       throw new GodwitError(`"${state.name}" grew beyond its announced size of ${state.expected} bytes while it was sent`);
     }
     await this.acquire(8 + data.length);
-    await this.write({ type: FrameType.Data, id: state.id, rawLength: raw.length, zstd, data });
+    const m: Message = { type: FrameType.Data, id: state.id, rawLength: raw.length, zstd, data };
+    if (!zstd) m.crc = rawCrc; // the frame's checksum reuses the file's: each byte is hashed once
+    await this.write(m);
     this.progress.rawBytes += raw.length;
     this.progress.wireBytes += 16 + 8 + data.length;
     this.opts.onProgress?.(this.progress);

@@ -5,7 +5,7 @@
  */
 import type { Readable, Writable } from 'node:stream';
 import { GodwitError } from '../util/errors';
-import { encodeMessage, FrameDecoder, Message, PREAMBLE, Role } from './frames';
+import { encodeMessage, FrameDecoder, Message, PayloadPool, PREAMBLE, Role } from './frames';
 
 /** One end of a connection to a peer: the bytes to it, the bytes from it, and (for a remote command) its
  *  stderr and exit status. */
@@ -29,20 +29,34 @@ export class ConnectionLostError extends GodwitError {
   }
 }
 
+/** The reader pauses its input once this many bytes wait unparsed: one maximal frame plus the reads around it. */
+const READ_AHEAD = 8 << 20;
+
 export class MessageReader {
   private readonly decoder: FrameDecoder;
   private ended = false;
+  private paused = false;
   private error: Error | undefined;
   private wake: (() => void) | undefined;
 
-  constructor(private readonly input: Readable, stream: string, from: Role) {
-    this.decoder = new FrameDecoder(stream, from);
+  /** `pool`: where large payloads are assembled (the consumer gives them back when done). */
+  constructor(private readonly input: Readable, stream: string, from: Role, pool?: PayloadPool) {
+    this.decoder = new FrameDecoder(stream, from, pool);
     const poke = () => {
       const w = this.wake;
       this.wake = undefined;
       w?.();
     };
-    input.on('readable', poke);
+    // Flowing mode, paused when READ_AHEAD bytes wait: each chunk goes to the decoder as it was read (read()
+    // in paused mode concatenates whatever accumulated, a copy of every byte).
+    input.on('data', (chunk: Buffer) => {
+      this.decoder.push(chunk);
+      if (this.decoder.pending >= READ_AHEAD && !this.paused) {
+        this.paused = true;
+        input.pause();
+      }
+      poke();
+    });
     input.on('end', () => {
       this.ended = true;
       poke();
@@ -70,12 +84,11 @@ export class MessageReader {
   async next(): Promise<Message | undefined> {
     for (;;) {
       const m = this.decoder.next();
-      if (m) return m;
-      const chunk: Buffer | null = this.input.read();
-      if (chunk !== null) {
-        this.decoder.push(chunk);
-        continue;
+      if (this.paused && this.decoder.pending < READ_AHEAD / 2) {
+        this.paused = false;
+        this.input.resume();
       }
+      if (m) return m;
       if (this.error) throw new ConnectionLostError(`reading from ${this.decoder.stream} failed`, { cause: this.error });
       if (this.ended || this.input.destroyed || this.input.readableEnded) {
         this.ended = true;
@@ -130,7 +143,7 @@ export class MessageWriter {
   async send(m: Message): Promise<void> {
     this.check();
     // All buffers of a frame go out in one synchronous run, so concurrent senders never interleave a frame.
-    const bufs = encodeMessage(m);
+    const bufs = coalesce(encodeMessage(m));
     this.output.cork();
     let ok = true;
     for (const b of bufs) ok = this.output.write(b) && ok;
@@ -146,7 +159,7 @@ export class MessageWriter {
   trySend(m: Message): void {
     try {
       this.check();
-      for (const b of encodeMessage(m)) this.output.write(b);
+      for (const b of coalesce(encodeMessage(m))) this.output.write(b);
     } catch {
       // the peer is gone already: nothing to tell it
     }
@@ -155,6 +168,21 @@ export class MessageWriter {
   end(): void {
     if (!this.output.writableEnded && !this.output.destroyed) this.output.end();
   }
+}
+
+/** Below this a frame goes out as one buffer. */
+const SMALL_FRAME = 64 << 10;
+
+/**
+ * One buffer for a frame's header and prefix (and a small payload): an SSH channel turns every write into a
+ * packet of its own, and the receiver wakes for each, so a 16-byte header written alone costs a whole packet.
+ * A large payload stays a separate write (no copy).
+ */
+function coalesce(bufs: Buffer[]): Buffer[] {
+  if (bufs.length < 2) return bufs;
+  const total = bufs.reduce((n, b) => n + b.length, 0);
+  if (total <= SMALL_FRAME) return [Buffer.concat(bufs, total)];
+  return bufs.length === 2 ? bufs : [Buffer.concat(bufs.slice(0, -1)), bufs[bufs.length - 1]!];
 }
 
 /** Collects the last bytes of a stream (a remote command's stderr) for error messages, bounded. */
