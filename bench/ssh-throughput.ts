@@ -102,7 +102,9 @@ async function inside(cfg: InsideConfig): Promise<void> {
       results.push({ client, seconds, mbPerS: (cfg.mib * CHUNK) / seconds / 1e6 });
     }
   }
-  console.log(JSON.stringify(results));
+  const probe = await sshConnect({ host: cfg.host, port: cfg.port, privateKeyPath: cfg.key, knownHostsFiles: [cfg.knownHosts], agent: false });
+  await probe.close();
+  console.log(JSON.stringify({ cipher: probe.cipher, results }));
 }
 
 async function outside(mib: number, rounds: number): Promise<void> {
@@ -120,14 +122,14 @@ async function outside(mib: number, rounds: number): Promise<void> {
     };
     const r = await bed.source.exec(process.execPath, [__filename, '--inside', JSON.stringify(cfg)], { timeoutMs: 600_000 });
     if (r.code !== 0) throw new Error(`benchmark inside host ${bed.source.name} failed: ${r.stderr}`);
-    const results = JSON.parse(r.stdout.trim().split('\n').pop()!) as Measurement[];
+    const { cipher, results } = JSON.parse(r.stdout.trim().split('\n').pop()!) as { cipher: string; results: Measurement[] };
     const best = new Map<string, Measurement>();
     for (const m of results) {
       const b = best.get(m.client);
       if (!b || m.mbPerS > b.mbPerS) best.set(m.client, m);
     }
     console.log(`SSH stream throughput, ${mib} MiB of random data into "cat >/dev/null", ${bed.source.name} -> ${to.name} ` +
-      `(veth), ${rounds} round(s), best of each:`);
+      `(veth), ${rounds} round(s), best of each; ssh2 negotiated ${cipher}:`);
     for (const m of best.values()) console.log(`  ${m.client.padEnd(30)} ${m.mbPerS.toFixed(1).padStart(8)} MB/s  (${m.seconds.toFixed(3)} s)`);
     const ssh2 = best.get('ssh2 (godwit)')!;
     const openssh = best.get('OpenSSH ssh (default cipher)')!;

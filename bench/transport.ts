@@ -1,134 +1,194 @@
 /**
- * Image stream throughput: `godwit send` of page data (godwit's zstd page container, made from page-like data
- * that zstd halves) from host A to host B of a test bed over SSH, as a ratio of OpenSSH's own
- * `ssh B 'cat >/dev/null'` fed the same bytes, measured in the same run.
+ * Image stream throughput: `godwit send` of an image directory from host A to host B of a test bed over SSH, as a
+ * ratio of OpenSSH's own `ssh B 'cat >/dev/null'` fed the same bytes, measured in the same run.
  *
- *   node dist/bench/transport.js [--mib 256,1024] [--rounds 2]
+ *   node dist/bench/transport.js [--mib 256,1024] [--rounds 2] [--data container,raw] [--default-cipher]
  *
- * Two ratios, both measured in the same run inside host A:
- * - stream: the bytes' transfer alone. godwit: from the end of its handshake to the target's Complete (every file
- *   written, checked and fsynced on B), as `godwit send --json` reports it; OpenSSH: from the remote's "go" to
- *   the exit of `ssh B 'echo go; exec cat >/dev/null'` fed the same container file.
+ * Data (page-like: each 4 KiB page half random, half one repeated byte):
+ * - container: godwit's zstd page container (pages-1.gwz, 50.5% of the pages): already compressed, so godwit
+ *   passes it through and both tools move the same bytes.
+ * - raw: plain CRIU pages-1.img: godwit compresses it on the way (zstd level 1), OpenSSH moves every byte.
+ * OpenSSH uses the cipher ssh2 negotiates (aes128-gcm@openssh.com here; both are printed), so the comparison is of
+ * the two implementations, not of two ciphers; --default-cipher adds OpenSSH with its own default.
+ *
+ * Two ratios (OpenSSH time / godwit time for the same input bytes):
+ * - stream: the transfer alone. godwit: from the end of its handshake to the target's Complete (every file
+ *   written, checked and fsynced on B), as `godwit send --json` reports it; OpenSSH: from the remote's "go" to the
+ *   exit of `ssh B 'echo go; exec cat >/dev/null' < FILE`.
  * - whole command: start to exit of each (process start-up, SSH handshake and, for godwit, starting
  *   `godwit receive` on B included).
- * Rounds alternate the order; the best round of each is compared.
+ * Rounds alternate the order of the tools; the best round of each is compared.
  */
-import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { pipeline } from 'node:stream/promises';
 import { createPageWriter } from '../images/container-writer';
-import { withHosts } from '../scenarios/hosts';
+import { withHosts, type Host, type TestBed } from '../scenarios/hosts';
 import { describeError } from '../util/errors';
 import { pageData } from './pagedata';
 
 const CLI = path.resolve(__dirname, '..', 'cli', 'main.js');
+const REMOTE = 'echo go; exec cat >/dev/null';
 
-interface Round {
-  tool: string;
-  seconds: number;
+type DataKind = 'container' | 'raw';
+
+interface Timing {
+  stream: number;
+  whole: number;
 }
 
-/** Run argv inside the host to completion, timing it; fail on a non-zero exit. */
-async function timed(run: () => { exited: Promise<{ code: number | null; signal: string | null }>; stderr: () => string }): Promise<number> {
-  const t0 = process.hrtime.bigint();
-  const p = run();
-  const exit = await p.exited;
-  const s = Number(process.hrtime.bigint() - t0) / 1e9;
-  if (exit.code !== 0) throw new Error(`command failed (${exit.code ?? exit.signal}): ${p.stderr()}`);
-  return s;
-}
-
-async function makeImage(dir: string, mib: number): Promise<number> {
+/** Page data of `mib` MiB as godwit's container or as a plain pages file; returns the file and its size. */
+async function makeImage(dir: string, mib: number, kind: DataKind): Promise<{ file: string; bytes: number }> {
   fs.mkdirSync(dir, { recursive: true });
-  const writer = await createPageWriter(dir, 1);
   const block = 64 << 20;
-  for (let done = 0, seed = 1; done < mib << 20; done += block, seed++) {
-    await writer.write(pageData(Math.min(block, (mib << 20) - done), true, seed));
+  if (kind === 'container') {
+    const writer = await createPageWriter(dir, 1);
+    for (let done = 0, seed = 1; done < mib << 20; done += block, seed++) {
+      await writer.write(pageData(Math.min(block, (mib << 20) - done), true, seed));
+    }
+    const rec = await writer.finish();
+    return { file: path.join(dir, rec.name), bytes: rec.size };
   }
-  const rec = await writer.finish();
-  return rec.size;
+  const file = path.join(dir, 'pages-1.img');
+  const fd = fs.openSync(file, 'w', 0o600);
+  try {
+    for (let done = 0, seed = 1; done < mib << 20; done += block, seed++) fs.writeSync(fd, pageData(Math.min(block, (mib << 20) - done), false, seed));
+  } finally {
+    fs.closeSync(fd);
+  }
+  return { file, bytes: fs.statSync(file).size };
+}
+
+/** `godwit send` from A to B; stream seconds from its --json result. */
+async function godwitSend(bed: TestBed, to: Host, src: string, dst: string): Promise<Timing & { wire: number }> {
+  const ssh = to.ssh!;
+  const t0 = process.hrtime.bigint();
+  const proc = bed.source.spawn(process.execPath, [CLI, 'send', src, '--to', `root@${ssh.address}:${dst}`, '--port', String(ssh.port),
+    '--identity', bed.clientKeyPath, '--known-hosts', bed.knownHostsPath, '--godwit-path', `${process.execPath} ${CLI}`, '--json'],
+  { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  let err = '';
+  proc.child.stdout!.on('data', (d: Buffer) => (out += d));
+  proc.child.stderr!.on('data', (d: Buffer) => (err += d));
+  const exit = await proc.exited;
+  const whole = Number(process.hrtime.bigint() - t0) / 1e9;
+  if (exit.code !== 0) throw new Error(`godwit send failed (${exit.code ?? exit.signal}): ${err}`);
+  const res = JSON.parse(out) as { seconds: number; wireBytes: number };
+  await to.execOk('rm', ['-rf', dst]);
+  return { stream: res.seconds, whole, wire: res.wireBytes };
+}
+
+/** OpenSSH's client fed the file directly (no Node process in its path): `ssh B 'echo go; exec cat >/dev/null' < FILE`. */
+async function opensshCat(bed: TestBed, to: Host, file: string, options: string[]): Promise<Timing> {
+  const argv = bed.sshArgv(to, REMOTE, options);
+  const fd = fs.openSync(file, 'r');
+  try {
+    const t0 = process.hrtime.bigint();
+    const proc = bed.source.spawn(argv[0]!, argv.slice(1), { stdio: [fd, 'pipe', 'pipe'] });
+    let err = '';
+    proc.child.stderr!.on('data', (d: Buffer) => (err += d));
+    let tGo: bigint | undefined;
+    let out = '';
+    proc.child.stdout!.on('data', (d: Buffer) => {
+      out += d;
+      if (tGo === undefined && out.includes('go\n')) tGo = process.hrtime.bigint();
+    });
+    const exit = await proc.exited;
+    const tEnd = process.hrtime.bigint();
+    if (exit.code !== 0 || tGo === undefined) throw new Error(`ssh cat failed (${exit.code ?? exit.signal}): ${err}`);
+    return { stream: Number(tEnd - tGo) / 1e9, whole: Number(tEnd - t0) / 1e9 };
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/** The cipher ssh2 (godwit's client) negotiates with B's sshd, asked from inside A. */
+async function ssh2Cipher(bed: TestBed, to: Host): Promise<string> {
+  const script = `require(${JSON.stringify(path.resolve(__dirname, '..', 'transport', 'ssh.js'))}).sshConnect(${JSON.stringify({
+    host: to.ssh!.address, port: to.ssh!.port, privateKeyPath: bed.clientKeyPath, knownHostsFiles: [bed.knownHostsPath], agent: false,
+  })}).then(async (c) => { console.log(c.cipher); await c.close(); })`;
+  const r = await bed.source.execOk(process.execPath, ['-e', script]);
+  return r.stdout.trim();
+}
+
+interface Row {
+  kind: DataKind;
+  mib: number;
+  bytes: number;
+  wire: number;
+  godwit: Timing;
+  openssh: Timing;
+  opensshDefault?: Timing;
 }
 
 async function main(): Promise<void> {
   const mibs = (argValue('--mib') ?? '256,1024').split(',').map(Number);
   const rounds = Number(argValue('--rounds') ?? 2);
-  if (mibs.some((m) => !Number.isInteger(m) || m <= 0) || !Number.isInteger(rounds) || rounds <= 0) {
-    console.error('usage: transport.js [--mib 256,1024] [--rounds 2]');
+  const kinds = (argValue('--data') ?? 'container,raw').split(',') as DataKind[];
+  const withDefault = process.argv.includes('--default-cipher');
+  if (mibs.some((m) => !Number.isInteger(m) || m <= 0) || !Number.isInteger(rounds) || rounds <= 0 ||
+    kinds.some((k) => k !== 'container' && k !== 'raw')) {
+    console.error('usage: transport.js [--mib 256,1024] [--rounds 2] [--data container,raw] [--default-cipher]');
     process.exit(2);
   }
   const work = fs.mkdtempSync(path.join(os.tmpdir(), 'godwit-bench-transport-'));
+  const rows: Row[] = [];
   try {
     await withHosts(async (bed) => {
       const to = bed.target;
-      const ssh = to.ssh!;
+      const cipher = await ssh2Cipher(bed, to);
+      console.log(`${bed.source.name} -> ${to.name} over veth; godwit (ssh2) negotiates ${cipher}; OpenSSH is run with ` +
+        `-c ${cipher}${withDefault ? ' and with its default cipher' : ''}; best of ${rounds} alternating round(s)`);
       for (const mib of mibs) {
-        const src = path.join(work, `img-${mib}`);
-        const bytes = await makeImage(src, mib);
-        const file = path.join(src, fs.readdirSync(src).find((n) => n.endsWith('.gwz'))!);
-        const results: Round[] = [];
-        const stream: Round[] = [];
-        let wire = 0;
-        const godwit = async (i: number) => {
-          const dst = path.join(work, `dst-${mib}-${i}`);
-          const proc = bed.source.spawn(process.execPath, [CLI, 'send', src, '--to', `root@${ssh.address}:${dst}`, '--port', String(ssh.port),
-            '--identity', bed.clientKeyPath, '--known-hosts', bed.knownHostsPath, '--godwit-path', `${process.execPath} ${CLI}`, '--json'],
-          { stdio: ['ignore', 'pipe', 'pipe'] });
-          let out = '';
-          let err = '';
-          proc.child.stdout!.on('data', (d: Buffer) => (out += d));
-          proc.child.stderr!.on('data', (d: Buffer) => (err += d));
-          const s = await timed(() => ({ exited: proc.exited, stderr: () => err }));
-          const res = JSON.parse(out);
-          wire = res.wireBytes;
-          stream.push({ tool: 'godwit send', seconds: res.seconds });
-          await to.execOk('rm', ['-rf', dst]);
-          return s;
-        };
-        const openssh = async () => {
-          const argv = bed.sshArgv(to, 'echo go; exec cat >/dev/null');
-          const t0 = process.hrtime.bigint();
-          const proc = bed.source.spawn(argv[0]!, argv.slice(1), { stdio: ['pipe', 'pipe', 'pipe'] });
-          let err = '';
-          proc.child.stderr!.on('data', (d: Buffer) => (err += d));
-          let out = '';
-          await new Promise<void>((resolve, reject) => {
-            proc.child.stdout!.on('data', (d: Buffer) => {
-              out += d;
-              if (out.includes('go\n')) resolve();
-            });
-            void proc.exited.then(() => reject(new Error(`ssh ended before "go": ${err}`)));
+        for (const kind of kinds) {
+          const src = path.join(work, `img-${kind}-${mib}`);
+          const { file, bytes } = await makeImage(src, mib, kind);
+          const tools: [string, () => Promise<Timing & { wire?: number }>][] = [
+            ['godwit', () => godwitSend(bed, to, src, path.join(work, `dst-${kind}-${mib}`))],
+            ['openssh', () => opensshCat(bed, to, file, ['-c', cipher])],
+          ];
+          if (withDefault) tools.push(['default', () => opensshCat(bed, to, file, [])]);
+          const all: Record<string, Timing[]> = {};
+          let wire = 0;
+          for (let r = 0; r < rounds; r++) {
+            for (const [tool, run] of r % 2 === 0 ? tools : [...tools].reverse()) {
+              const t = await run();
+              if (t.wire !== undefined) wire = t.wire;
+              (all[tool] ??= []).push(t);
+            }
+          }
+          const best = (tool: string): Timing => ({
+            stream: Math.min(...all[tool]!.map((t) => t.stream)),
+            whole: Math.min(...all[tool]!.map((t) => t.whole)),
           });
-          const tGo = process.hrtime.bigint();
-          await pipeline(fs.createReadStream(file, { highWaterMark: 1 << 20 }), proc.child.stdin!);
-          const exit = await proc.exited;
-          const tEnd = process.hrtime.bigint();
-          if (exit.code !== 0) throw new Error(`ssh cat failed (${exit.code ?? exit.signal}): ${err}`);
-          stream.push({ tool: 'ssh cat', seconds: Number(tEnd - tGo) / 1e9 });
-          return Number(tEnd - t0) / 1e9;
-        };
-        for (let r = 0; r < rounds; r++) {
-          const order: [string, () => Promise<number>][] = [['godwit send', () => godwit(r)], ['ssh cat', openssh]];
-          for (const [tool, run] of r % 2 === 0 ? order : order.reverse()) results.push({ tool, seconds: await run() });
+          const row: Row = { kind, mib, bytes, wire, godwit: best('godwit'), openssh: best('openssh') };
+          if (withDefault) row.opensshDefault = best('default');
+          rows.push(row);
+          const mb = (n: number) => (n / 1e6).toFixed(1);
+          console.log(`${mib} MiB of pages as ${kind === 'container' ? 'a zstd page container' : 'plain pages'}: ${mb(bytes)} MB ` +
+            `(${mb(wire)} MB on godwit's wire), load average ${os.loadavg().map((l) => l.toFixed(1)).join(' ')}`);
+          const line = (name: string, t: Timing) => `  ${name.padEnd(26)} stream ${t.stream.toFixed(3)} s (${mb(bytes / t.stream).padStart(6)} MB/s)` +
+            `  whole ${t.whole.toFixed(3)} s`;
+          console.log(line('godwit send', row.godwit));
+          console.log(line(`ssh -c ${cipher.replace('@openssh.com', '')} cat`, row.openssh));
+          if (row.opensshDefault) console.log(line('ssh (default cipher) cat', row.opensshDefault));
+          console.log(`  ratio (OpenSSH time / godwit time, same cipher): stream ${(row.openssh.stream / row.godwit.stream).toFixed(2)}, ` +
+            `whole ${(row.openssh.whole / row.godwit.whole).toFixed(2)}` +
+            (row.opensshDefault ? `; against the default cipher: stream ${(row.opensshDefault.stream / row.godwit.stream).toFixed(2)}` : ''));
+          console.log(`  all rounds (stream s): ${Object.entries(all).map(([k, ts]) => `${k} ${ts.map((t) => t.stream.toFixed(2)).join('/')}`).join('; ')}`);
+          fs.rmSync(src, { recursive: true, force: true });
         }
-        const best = (rs: Round[], tool: string) => Math.min(...rs.filter((x) => x.tool === tool).map((x) => x.seconds));
-        const mb = (n: number) => (n / 1e6).toFixed(1);
-        const gs = best(stream, 'godwit send');
-        const os_ = best(stream, 'ssh cat');
-        const g = best(results, 'godwit send');
-        const o = best(results, 'ssh cat');
-        console.log(`${mib} MiB of page data -> ${mb(bytes)} MB container (${((bytes / (mib << 20)) * 100).toFixed(1)}%), ` +
-          `${bed.source.name} -> ${to.name}, best of ${rounds}, load average ${os.loadavg().map((l) => l.toFixed(1)).join(' ')}:`);
-        console.log(`  stream         godwit send ${gs.toFixed(3)} s (${mb(bytes / gs)} MB/s, ${mb(wire)} MB on the wire), ` +
-          `ssh cat ${os_.toFixed(3)} s (${mb(bytes / os_)} MB/s): ratio ${(os_ / gs).toFixed(2)}`);
-        console.log(`  whole command  godwit send ${g.toFixed(3)} s, ssh cat ${o.toFixed(3)} s: ratio ${(o / g).toFixed(2)}`);
-        console.log(`  all rounds (stream): ${stream.map((x) => `${x.tool} ${x.seconds.toFixed(3)} s`).join('; ')}`);
-        fs.rmSync(src, { recursive: true, force: true });
       }
     });
   } finally {
     fs.rmSync(work, { recursive: true, force: true });
+  }
+  console.log('\n| data | input | godwit send (stream) | ssh cat (stream) | stream ratio | whole-command ratio |');
+  console.log('|---|---:|---:|---:|---:|---:|');
+  for (const r of rows) {
+    const mbs = (t: Timing) => `${(r.bytes / t.stream / 1e6).toFixed(1)} MB/s`;
+    console.log(`| ${r.mib} MiB, ${r.kind} | ${(r.bytes / 1e6).toFixed(1)} MB | ${mbs(r.godwit)} | ${mbs(r.openssh)} | ` +
+      `${(r.openssh.stream / r.godwit.stream).toFixed(2)}x | ${(r.openssh.whole / r.godwit.whole).toFixed(2)}x |`);
   }
 }
 

@@ -13,6 +13,7 @@ import { Client, utils as sshUtils, type ClientChannel, type ConnectConfig } fro
 import { readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
+import type { Socket } from 'node:net';
 import type { Readable } from 'node:stream';
 import { GodwitError } from '../util/errors';
 import {
@@ -263,6 +264,8 @@ export async function sshConnect(opts: SshConnectOptions): Promise<SshConnection
   const identity = loadIdentity(opts, host, port);
   const hostKey = new HostKeyCheck(host, port, opts);
   const client = new Client();
+  let cipher = 'unknown';
+  client.on('handshake', (negotiated) => (cipher = negotiated.cs.cipher));
   const config: ConnectConfig = {
     host,
     port,
@@ -307,12 +310,38 @@ export async function sshConnect(opts: SshConnectOptions): Promise<SshConnection
       onError(err as Error);
     }
   });
-  return new SshConnection(client, host, port, username, hostKey.seen!.fingerprint);
+  return new SshConnection(client, host, port, username, hostKey.seen!.fingerprint, cipher);
+}
+
+/**
+ * ssh2 writes each SSH packet (at most the server's packet size: 32 KiB for OpenSSH) to the socket on its own: a
+ * syscall, a TCP push and a wake-up of sshd per packet. Corking the socket until the end of the current tick sends
+ * the packets of one channel write (or what a window adjust releases) as one writev. Measured over 6 alternating
+ * rounds of 271 MB: 7% less CPU in the sending process and 10% less in the target's sshd.
+ * Returns the function to call before a write.
+ */
+function batchSocketWrites(sock: Socket | undefined): () => void {
+  if (!sock || typeof sock.cork !== 'function') return () => undefined;
+  let corked = false;
+  const batch = (): void => {
+    if (corked) return;
+    corked = true;
+    sock.cork();
+    process.nextTick(() => {
+      corked = false;
+      sock.uncork();
+    });
+  };
+  // Replies to what arrives (data released by a window adjust, keepalive answers) are batched too.
+  sock.prependListener('data', batch);
+  return batch;
 }
 
 /** One authenticated SSH connection. Close it with close(). */
 export class SshConnection {
   private closedFlag = false;
+  /** Call before writing: the socket's writes until the end of this tick go out as one. */
+  private readonly batch: () => void;
   private lostError: SshError | undefined;
   private readonly closedPromise: Promise<void>;
   private readonly lossListeners = new Set<(err: SshError) => void>();
@@ -324,7 +353,11 @@ export class SshConnection {
     readonly username: string,
     /** SHA256 fingerprint of the host key the server proved it holds. */
     readonly hostKeyFingerprint: string,
+    /** The cipher negotiated for client -> server (ssh2 prefers aes128-gcm@openssh.com where AES-NI exists). */
+    readonly cipher: string = 'unknown',
   ) {
+    // ssh2 keeps its socket in a private field; should that change, writes are simply not batched.
+    this.batch = batchSocketWrites((client as unknown as { _sock?: Socket })._sock);
     // Errors after 'ready' (keepalive timeout, reset) end the connection: remember them for the channels.
     client.on('error', (err: Error & { level?: string }) => {
       this.lostError ??= new SshError(host, port, err.level === 'client-timeout'
@@ -455,6 +488,13 @@ export class SshConnection {
   /** Start a command and hand back its channel for streaming. */
   async execStream(command: string, opts: SshStreamOptions = {}): Promise<SshStream> {
     const { channel, done } = await this.openExec(command);
+    // Every write of the stream is batched (see batchSocketWrites).
+    const write = channel.write;
+    const batch = this.batch;
+    channel.write = function (this: ClientChannel, ...args: Parameters<ClientChannel['write']>): boolean {
+      batch();
+      return write.apply(this, args);
+    } as ClientChannel['write'];
     let tail = Buffer.alloc(0);
     if ((opts.stderr ?? 'collect') === 'collect') {
       channel.stderr.on('data', (b: Buffer) => {
