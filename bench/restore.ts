@@ -190,7 +190,7 @@ async function main(): Promise<void> {
         const ratio = (a: Series, b: Series) => (median(a.xs) / median(b.xs)).toFixed(2);
         const cpuRatio = (a: Series, b: Series) => (median(a.cpu) / median(b.cpu)).toFixed(2);
         console.log(
-          `\n${mib} MiB workload: ${(pages / MiB).toFixed(0)} MiB of pages; images: zstd ${(dirBytes(zdir) / MiB).toFixed(1)} MiB, ` +
+          `\n${mib} MiB workload (load ${os.loadavg()[0]!.toFixed(1)}): ${(pages / MiB).toFixed(0)} MiB of pages; images: zstd ${(dirBytes(zdir) / MiB).toFixed(1)} MiB, ` +
             `plain ${(dirBytes(pdir) / MiB).toFixed(1)} MiB (dump: zstd ${zs.totalMs.toFixed(0)} ms, plain ${ps.totalMs.toFixed(0)} ms)\n` +
             `  restore plain  ${fmt(plain)}\n` +
             `  restore zstd   ${fmt(zstd)}\n` +

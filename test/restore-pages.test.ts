@@ -15,6 +15,7 @@ import { ContainerReader } from '../images/container-reader';
 import { convertImageDir } from '../images/convert';
 import { crc32 } from '../images/crc32';
 import { abortRestore, newRestoreState, restore, restoreSteps, RestoreResult } from '../restore';
+import { Op, RestorerError } from '../restore/restorer';
 import { findWorkloadPids, startWorkload, Workload } from '../scenarios/workload';
 import { ImageError } from '../util/errors';
 import { killPid } from './restore-helpers';
@@ -115,6 +116,9 @@ describe('restore page path', () => {
     const r = await restore({ dir, newPidns: true, detach: true }, { silent: true });
     restored.push(r);
     expect(r.pageBytes).toBeGreaterThanOrEqual(256 << 20);
+    // The page workers are joined before the restorer answers: its namespace init is single-threaded again.
+    const init = descendants(r.restorer!.pid).find((p) => ![...r.pids.values()].includes(p))!;
+    expect(fs.readdirSync(`/proc/${init}/task`)).toEqual([String(init)]);
     w.setPids(imagePids.map((p) => r.pids.get(p) ?? p));
     expect(await w.verify({ timeoutMs: 120_000 })).toEqual({ pass: true, detail: 'PASS' });
   }, 300_000);
@@ -172,6 +176,70 @@ describe('restore page path', () => {
     expect((err as Error).message).toMatch(new RegExp(`found chunk ${c.index + 1} .* where the index has chunk ${c.index} `));
     expect(made.filter(exists)).toEqual([]);
   }, 120_000);
+});
+
+describe('LOAD_PAGES requests the restorer refuses', () => {
+  test('short, for an unknown task, ranges out of order or past the data, a chunk table with a gap: EINVAL/ESRCH, nothing written', async () => {
+    const dir = path.join(tmpDir(), 'img');
+    fs.cpSync(path.join(fixturesDir(), 'criu-4.2', 'sleep'), dir, { recursive: true });
+    const s = newRestoreState({ dir, newPidns: true });
+    try {
+      for (const step of restoreSteps()) {
+        if (step.title === 'rebuild memory') break;
+        // eslint-disable-next-line @typescript-eslint/no-explicit-any
+        await (step.task as any)(s, undefined);
+      }
+      const pid = s.set!.tasks[0]!.pid;
+      /** header | ranges [addr, len, off] | chunks [file offset, offset, len, compressed len] */
+      const req = (p: number, kind: number, size: number, ranges: number[][], chunks: number[][] = [], chunkSize = 0) => {
+        const b = Buffer.alloc(32 + 24 * ranges.length + 32 * chunks.length);
+        b.writeInt32LE(p, 0);
+        b.writeInt32LE(0, 4); // fd 0 of the restorer: never read, every request below is refused first
+        b.writeUInt32LE(kind, 8);
+        b.writeUInt32LE(ranges.length, 12);
+        b.writeUInt32LE(chunks.length, 16);
+        b.writeUInt32LE(chunkSize, 20);
+        b.writeBigUInt64LE(BigInt(size), 24);
+        ranges.forEach((r, i) => r.forEach((v, k) => b.writeBigUInt64LE(BigInt(v), 32 + 24 * i + 8 * k)));
+        chunks.forEach((c, i) => {
+          const at = 32 + 24 * ranges.length + 32 * i;
+          b.writeBigUInt64LE(BigInt(c[0]!), at);
+          b.writeBigUInt64LE(BigInt(c[1]!), at + 8);
+          b.writeUInt32LE(c[2]!, at + 16);
+          b.writeUInt32LE(c[3]!, at + 20);
+        });
+        return b;
+      };
+      const refused = async (payload: Buffer) => {
+        const e = await s.restorer!.request(Op.LOAD_PAGES, payload, 'a bad request').then(() => null, (x: unknown) => x);
+        expect(e).toBeInstanceOf(RestorerError);
+        return { errno: (e as RestorerError).code, syscall: (e as RestorerError).syscall };
+      };
+      const A = 0x7f0000000000;
+      expect(await refused(Buffer.alloc(8))).toEqual({ errno: 'EINVAL', syscall: 'load-pages-request' });
+      expect(await refused(req(pid + 1000, 0, 1 << 20, [[A, PAGE, 0]]))).toEqual({ errno: 'ESRCH', syscall: 'load-pages-request' });
+      const range = { errno: 'EINVAL', syscall: 'load-pages(range)' };
+      expect(await refused(req(pid, 0, 1 << 20, [[A, PAGE, PAGE], [A + PAGE, PAGE, 0]]))).toEqual(range); // out of order
+      expect(await refused(req(pid, 0, 1 << 20, [[A, 2 * PAGE, (1 << 20) - PAGE]]))).toEqual(range); // past the data
+      expect(await refused(req(pid, 0, 1 << 20, [[A + 1, PAGE, 0]]))).toEqual(range); // not page-aligned
+      const gap = req(pid, 1, 2 * 65536, [[A, PAGE, 0]], [[32, 0, 65536, 100], [32 + 32 + 100, 65536 + PAGE, 65536, 100]], 65536);
+      expect(await refused(gap)).toEqual({ errno: 'EINVAL', syscall: 'load-pages(chunk)' });
+      // The restorer is still fine after all that: the restore goes on to the end.
+      for (const step of restoreSteps().slice(restoreSteps().findIndex((x) => x.title === 'rebuild memory'))) {
+        // eslint-disable-next-line @typescript-eslint/no-explicit-any
+        await (step.task as any)(s, undefined);
+      }
+      expect(s.resumed).toBe(true);
+      const root = s.hostPids.get(pid)!;
+      expect(fs.readFileSync(`/proc/${root}/comm`, 'utf8').trim()).toBe('sleep');
+    } finally {
+      if (s.resumed) {
+        for (const p of s.hostPids.values()) killPid(p);
+        s.restorer!.kill();
+        await s.restorer!.exited;
+      } else await abortRestore(s);
+    }
+  }, 60_000);
 });
 
 describe('zero pages', () => {

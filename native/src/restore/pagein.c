@@ -441,14 +441,14 @@ static int parse(struct rst_ctx *ctx, struct pg_job *j, const uint8_t *p, size_t
     /* In page-stream order, page-aligned, inside the data and the address space. */
     if (r->off < prev_end || (r->addr | r->len | r->off) % PAGE_SZ || !r->len || r->len > size || r->off > size - r->len ||
         r->addr + r->len < r->addr)
-      return rst_fail(ctx, EINVAL, "load-pages-request(range)", pid);
+      return rst_fail(ctx, EINVAL, "load-pages(range)", pid);
     prev_end = r->off + r->len;
     r->uffd = 0;
     for (uint32_t g = 0; t->uffd >= 0 && g < t->nregions; g++) {
       uint64_t s = t->regions[g][0], e = s + t->regions[g][1];
       if (r->addr >= s && r->addr + r->len <= e) r->uffd = 1;
       /* A range across a region's edge: process_vm_writev there would fault into the userfaultfd we serve. */
-      else if (r->addr < e && r->addr + r->len > s) return rst_fail(ctx, EINVAL, "load-pages(range across a userfaultfd region)", pid);
+      else if (r->addr < e && r->addr + r->len > s) return rst_fail(ctx, EINVAL, "load-pages(uffd edge)", pid);
     }
   }
   const uint8_t *cp = p + 24ull * nr;
@@ -463,10 +463,10 @@ static int parse(struct rst_ctx *ctx, struct pg_job *j, const uint8_t *p, size_t
     /* Gapless, each within the chunk size, page-aligned starts (so units start on page boundaries). */
     if (c->off != off || !c->len || c->len > chunk_size || c->off % PAGE_SZ || !c->clen ||
         c->clen > ZSTD_compressBound(chunk_size) + 4 || (i && c->file_off != j->chunks[i - 1].file_off + CHUNK_HDR + j->chunks[i - 1].clen))
-      return rst_fail(ctx, EINVAL, "load-pages-request(chunk)", pid);
+      return rst_fail(ctx, EINVAL, "load-pages(chunk)", pid);
     off += c->len;
   }
-  if (kind == 1 && off != size) return rst_fail(ctx, EINVAL, "load-pages-request(chunks)", pid);
+  if (kind == 1 && off != size) return rst_fail(ctx, EINVAL, "load-pages(chunks)", pid);
   return 0;
 }
 
