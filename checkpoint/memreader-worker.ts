@@ -1,10 +1,11 @@
 /**
- * Worker thread of the parallel page reader (memreader.ts): preads pieces of a target's memory from
- * /proc/PID/mem straight into the shared page buffer. Copying pages out of the target is CPU work in the
+ * Worker thread of the parallel page reader (memreader.ts): reads pieces of a target's memory straight into the
+ * shared page buffer (process_vm_readv through the addon, else pread of /proc/PID/mem). Copying pages out of the target is CPU work in the
  * kernel; a second thread lets the second core do half of it while the tree is frozen.
  */
 import * as fs from 'node:fs';
 import { parentPort } from 'node:worker_threads';
+import { readvAddon } from './readv';
 
 export interface ReadJob {
   id: number;
@@ -14,13 +15,29 @@ export interface ReadJob {
   pieces: number[];
 }
 
-export type ReadReply = { id: number; bytes: number } | { id: number; error: { message: string; code?: string; errno?: number; addr: number } };
+export type ReadReply =
+  | { id: number; bytes: number }
+  | { id: number; error: { message: string; code?: string; errno?: number; syscall?: string; addr: number } };
 
 parentPort!.on('message', (job: ReadJob) => {
   const buf = Buffer.from(job.sab);
   let fd = -1;
   let bytes = 0;
   let addr = 0;
+  const addon = readvAddon();
+  if (addon) {
+    try {
+      bytes = addon.readv(job.pid, buf, Float64Array.from(job.pieces));
+      parentPort!.postMessage({ id: job.id, bytes } satisfies ReadReply);
+    } catch (err) {
+      const e = err as { message: string; errno?: number; syscall?: string; addr?: number };
+      parentPort!.postMessage({
+        id: job.id,
+        error: { message: e.message, errno: e.errno, syscall: e.syscall, addr: e.addr ?? job.pieces[0] ?? 0 },
+      } satisfies ReadReply);
+    }
+    return;
+  }
   try {
     fd = fs.openSync(`/proc/${job.pid}/mem`, 'r');
     for (let i = 0; i < job.pieces.length; i += 3) {

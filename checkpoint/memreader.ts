@@ -1,7 +1,8 @@
 /**
- * Parallel reads of a frozen target's memory into the page buffer: the pieces are split by bytes between this
- * thread and worker threads (one per extra core), each pread-ing /proc/PID/mem into its own part of the shared
- * buffer. Workers are started before the freeze (thread start-up is tens of milliseconds).
+ * Parallel reads of a target's memory into the page buffer: the pieces are split by bytes between this thread and
+ * worker threads (one per extra core), each reading its share into its own part of the shared buffer with
+ * process_vm_readv (checkpoint/readv.ts), or pread of /proc/PID/mem without the addon. Workers are started before
+ * the freeze (thread start-up is tens of milliseconds).
  */
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -10,6 +11,7 @@ import { Worker } from 'node:worker_threads';
 import { GodwitError, SysError } from '../util/errors';
 import type { ReadJob, ReadReply } from './memreader-worker';
 import { toSysError } from './proc/read';
+import { readvAddon } from './readv';
 
 /** Reads up to this size are not split between threads: ~1 ms of copying, about a worker round trip. */
 const SMALL_READ = 2 << 20;
@@ -45,7 +47,7 @@ export class MemReader {
     else
       p.reject(
         r.error.errno !== undefined
-          ? new SysError({ errno: Math.abs(r.error.errno), syscall: 'pread', pid: p.pid, path: `/proc/${p.pid}/mem`, what: `read memory at 0x${r.error.addr.toString(16)}` })
+          ? new SysError({ errno: Math.abs(r.error.errno), syscall: r.error.syscall ?? 'pread', pid: p.pid, path: `/proc/${p.pid}/mem`, what: `read memory at 0x${r.error.addr.toString(16)}` })
           : new GodwitError(`pid ${p.pid}: memory at 0x${r.error.addr.toString(16)}: ${r.error.message}`),
       );
   }
@@ -117,6 +119,16 @@ export class MemReader {
 
 export function readPieces(pid: number, buf: Buffer, pieces: Piece[]): number {
   if (pieces.length === 0) return 0;
+  const addon = readvAddon();
+  if (addon) {
+    try {
+      return addon.readv(pid, buf, new Float64Array(pieces.flatMap((p) => [p.addr, p.len, p.at])));
+    } catch (err) {
+      const e = err as { errno?: number; syscall?: string; addr?: number; message: string };
+      if (e.errno === undefined) throw err;
+      throw new SysError({ errno: e.errno, syscall: e.syscall ?? 'process_vm_readv', pid, what: `read memory at 0x${(e.addr ?? 0).toString(16)}` });
+    }
+  }
   const memPath = `/proc/${pid}/mem`;
   let fd: number;
   try {

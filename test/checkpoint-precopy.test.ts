@@ -10,7 +10,8 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { dump, DumpSummary } from '../checkpoint/dump';
-import { MemReader } from '../checkpoint/memreader';
+import { MemReader, readPieces } from '../checkpoint/memreader';
+import { readvAddon } from '../checkpoint/readv';
 import { PageStore } from '../checkpoint/pagestore';
 import { PreCopy } from '../checkpoint/precopy';
 import { collectPageRanges, scanPageRanges } from '../checkpoint/pageranges';
@@ -19,7 +20,7 @@ import { Pagemap } from '../checkpoint/proc/pagemap';
 import { Helper } from '../native/helper';
 import { restore, RestoreResult } from '../restore';
 import { startWorkload, Workload } from '../scenarios/workload';
-import { GodwitError } from '../util/errors';
+import { GodwitError, SysError } from '../util/errors';
 
 jest.setTimeout(180_000);
 
@@ -231,6 +232,44 @@ test.each([
   expect(fromScan.ranges.length).toBeGreaterThan(0);
   expect(fromScan.ranges).toEqual(fromPagemap.ranges);
   expect(fromScan.stats.pagesDumped).toBe(fromPagemap.stats.pagesDumped);
+});
+
+test('the page readers (process_vm_readv addon, in this thread and in workers) read what /proc/PID/mem holds', async () => {
+  expect(readvAddon()).not.toBeNull(); // built by make -C native from Node's headers
+  const w = await start(['--mib', '8']);
+  const [a, l] = w.info.area!.split(' ');
+  const start0 = Number(BigInt(a!));
+  const len = Number(l);
+  // Stop it so that both reads see the same bytes.
+  const h = await Helper.start();
+  helpers.push(h);
+  await h.seize([w.pid]);
+  const viaMem = Buffer.alloc(len);
+  const fd = fs.openSync(`/proc/${w.pid}/mem`, 'r');
+  try {
+    fs.readSync(fd, viaMem, 0, len, start0);
+  } finally {
+    fs.closeSync(fd);
+  }
+  // Pieces of odd sizes, out of order, into scattered places of the buffer.
+  const pieces = [];
+  for (let off = 0, i = 0; off < len; i++) {
+    const n = Math.min(len - off, 4096 * (1 + (i % 7)));
+    pieces.push({ addr: start0 + off, len: n, at: len - off - n });
+    off += n;
+  }
+  const sab = new SharedArrayBuffer(len);
+  expect(readPieces(w.pid, Buffer.from(sab), pieces)).toBe(len);
+  const here = Buffer.from(sab);
+  for (const p of pieces) expect(here.subarray(p.at, p.at + p.len).equals(viaMem.subarray(p.addr - start0, p.addr - start0 + p.len))).toBe(true);
+  const reader = new MemReader(1);
+  readers.push(reader);
+  const sab2 = new SharedArrayBuffer(len);
+  expect(await reader.read(w.pid, sab2, pieces)).toBe(len);
+  expect(Buffer.from(sab2).equals(here)).toBe(true);
+  // An address nothing is mapped at: a SysError naming it, also from a worker.
+  expect(() => readPieces(w.pid, Buffer.from(sab), [{ addr: 4096, len: 4096, at: 0 }])).toThrow(SysError);
+  await expect(reader.read(w.pid, sab2, [{ addr: 4096, len: 4 << 20, at: 0 }])).rejects.toThrow(/0x1000/);
 });
 
 /** A small process that registers its own userfaultfd over 1 MiB (write-protect) and waits. */
