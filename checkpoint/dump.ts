@@ -47,7 +47,8 @@ export interface DumpOptions {
    * read-ahead buffer; 'helper' streams them through the helper's process_vm_readv and bulk pipe.
    */
   pageReader?: 'procmem' | 'helper';
-  /** Largest read-ahead buffer between the frozen tree and the compressors, bytes (default 1 GiB). */
+  /** Largest read-ahead buffer between the frozen tree and the compressors, bytes (default 1 GiB; the pre-copy
+   *  store: 4 GiB). Either is also kept within a quarter of MemAvailable. */
   pageBufferMax?: number;
   /**
    * Copy memory while the tree runs, in rounds, tracking writes (checkpoint/precopy.ts); the frozen window then
@@ -197,8 +198,8 @@ export const DUMP_STEPS: DumpStep[] = [
         // The store holds every page until the images are written: pre-copy only when the tree fits in it
         // (room for growth included); beyond that, the plain path streams slot by slot.
         const want = Math.ceil(s.estimatedPageBytes * PRECOPY_GROWTH) + PRECOPY_SLACK;
-        const size = bufferSizeFor(want, s.options.pageBufferMax);
-        if (size >= want) s.pageStore = new PageStore(size);
+        const size = bufferSizeFor(want, s.options.pageBufferMax ?? PRECOPY_MAX_STORE);
+        if (size >= s.estimatedPageBytes + PRECOPY_SLACK / 4) s.pageStore = new PageStore(size);
         else
           s.preCopyFallback = `the tree's ${(s.estimatedPageBytes / 2 ** 20).toFixed(0)} MiB of pages do not fit the read-ahead limit (${(size / 2 ** 20).toFixed(0)} MiB)`;
       }
@@ -328,6 +329,11 @@ export const DUMP_STEPS: DumpStep[] = [
 /** The store grows by this share of the estimate (the tree allocates while pre-copy runs) plus PRECOPY_SLACK. */
 const PRECOPY_GROWTH = 1.25;
 const PRECOPY_SLACK = 64 << 20;
+/**
+ * The store's default limit (still at most a quarter of MemAvailable): larger than the plain read-ahead's 1 GiB,
+ * which can stream slot by slot when full, because pre-copied pages must all be held until the freeze.
+ */
+const PRECOPY_MAX_STORE = 4 * 2 ** 30;
 
 async function stopPreCopy(s: DumpState): Promise<void> {
   const pc = s.preCopy;
