@@ -23,6 +23,7 @@
  * map at all. Writes that bypass the page tables (DMA into pinned pages: O_DIRECT reads in flight, RDMA)
  * are invisible to this tracking, as they are to soft-dirty.
  */
+import * as fs from 'node:fs';
 import type { Helper } from '../native/helper';
 import { GodwitError, SysError } from '../util/errors';
 import type { MemReader, Piece } from './memreader';
@@ -123,6 +124,16 @@ function mergeSpans(a: Span[], b: Span[]): Span[] {
   return out;
 }
 
+/** The process is gone or a zombie (its memory is gone with it). */
+function exited(pid: number): boolean {
+  try {
+    const st = fs.readFileSync(`/proc/${pid}/stat`, 'latin1');
+    return st.slice(st.lastIndexOf(')') + 2, st.lastIndexOf(')') + 3) === 'Z';
+  } catch {
+    return true;
+  }
+}
+
 const spanBytes = (l: Span[]) => l.reduce((n, s) => n + s.end - s.start, 0);
 const isGone = (err: unknown) => err instanceof SysError ? err.errno === 3 /* ESRCH */ || err.errno === 2 /* ENOENT */ : (err as NodeJS.ErrnoException)?.code === 'ENOENT';
 
@@ -205,42 +216,47 @@ export class PreCopy {
     let trackNs = 0n;
     let bytes = 0;
     for (const t of [...this.trackers.values()]) {
-      let vmas: ProcVma[];
       try {
-        vmas = readMaps(t.pid);
+        const r = await this.roundOf(t, n);
+        bytes += r.bytes;
+        trackNs += r.trackNs;
       } catch (err) {
-        if (!isGone(err)) throw err;
+        // A process of the tree may exit while the tree runs: it is simply not in the dump's tree any more.
+        if (!isGone(err) && !exited(t.pid)) throw err;
         await this.drop(t, 'it exited during pre-copy');
-        continue;
       }
-      this.forgetRefusals(t, vmas);
-      const known = t.regions;
-      // Mappings not registered yet (all of them in round 1, new ones later).
-      const fresh = subtractSpans(anonSpans(vmas), known).filter((s) => !t.refused.has(key(s)));
-      const tt = process.hrtime.bigint();
-      const added: Span[] = [];
-      if (fresh.length) {
-        const errnos = await this.helper.trackRegister(t.pid, fresh);
-        fresh.forEach((s, i) => {
-          if (errnos[i] === 0) added.push(s);
-          else {
-            t.refused.add(key(s));
-            t.refusedBytes += s.end - s.start;
-          }
-        });
-      }
-      let written: Span[] = [];
-      if (n > 1 && known.length) {
-        const scan = await this.helper.trackScan(t.pid, known, true);
-        written = scan.written;
-        if (scan.failed.length) this.forget(t, scan.failed.map((i) => known[i]!));
-      }
-      trackNs += process.hrtime.bigint() - tt;
-      t.regions = mergeSpans(t.regions, added);
-      const want = mergeSpans(written, this.presentPages(t.pid, vmas, added));
-      bytes += await this.copy(t, want);
     }
     return { round: n, bytes, ms: Number(process.hrtime.bigint() - t0) / 1e6, trackMs: Number(trackNs) / 1e6 };
+  }
+
+  private async roundOf(t: Tracker, n: number): Promise<{ bytes: number; trackNs: bigint }> {
+    const vmas = readMaps(t.pid);
+    this.forgetRefusals(t, vmas);
+    const known = t.regions;
+    // Mappings not registered yet (all of them in round 1, new ones later).
+    const fresh = subtractSpans(anonSpans(vmas), known).filter((s) => !t.refused.has(key(s)));
+    const tt = process.hrtime.bigint();
+    const added: Span[] = [];
+    if (fresh.length) {
+      const errnos = await this.helper.trackRegister(t.pid, fresh);
+      fresh.forEach((s, i) => {
+        if (errnos[i] === 0) added.push(s);
+        else {
+          t.refused.add(key(s));
+          t.refusedBytes += s.end - s.start;
+        }
+      });
+    }
+    let written: Span[] = [];
+    if (n > 1 && known.length) {
+      const scan = await this.helper.trackScan(t.pid, known, true);
+      written = scan.written;
+      if (scan.failed.length) this.forget(t, scan.failed.map((i) => known[i]!));
+    }
+    const trackNs = process.hrtime.bigint() - tt;
+    t.regions = mergeSpans(t.regions, added);
+    const want = mergeSpans(written, this.presentPages(t.pid, vmas, added));
+    return { bytes: await this.copy(t, want), trackNs };
   }
 
   /** Present (or swapped), non-zero pages of the spans, from /proc/PID/pagemap. */
