@@ -187,6 +187,33 @@ test('the helper killed while tracking: the kernel drops the tracking with it, t
   expect(await w.verify()).toEqual({ pass: true, detail: 'PASS' });
 });
 
+test('a process that exits between rounds is dropped from tracking; the others go on', async () => {
+  const stays = await start(['--mib', '8', '--dirty-pages', '64', '--dirty-rate', '5000']);
+  const goes = await start(['--mib', '8']);
+  const h = await Helper.start();
+  helpers.push(h);
+  const reader = new MemReader(1);
+  readers.push(reader);
+  const pc = await PreCopy.start(h, [stays.pid, goes.pid], new PageStore(64 << 20), reader);
+  try {
+    const rep = await pc.run({
+      maxRounds: 3,
+      convergeBytes: 1,
+      onRound: async (r) => {
+        if (r.round === 1) await goes.kill();
+      },
+    });
+    expect(rep.rounds.length).toBeGreaterThanOrEqual(2);
+    expect(rep.untracked).toEqual([{ pid: goes.pid, reason: 'it exited during pre-copy' }]);
+    expect(pc.trackedPids).toEqual([stays.pid]);
+    expect(rep.rounds[1]!.bytes).toBeGreaterThan(0); // the one still running keeps being copied
+  } finally {
+    await pc.stop();
+  }
+  untracked(stays.pid);
+  expect(await stays.verify()).toEqual({ pass: true, detail: 'PASS' });
+});
+
 test("a region registered by the workload's own userfaultfd is left to it and copied while frozen", async () => {
   const w = await start(['--mib', '8']);
   const h = await Helper.start();
