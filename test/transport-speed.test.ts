@@ -2,11 +2,13 @@
 import { createHash, randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { crc32 } from 'node:zlib';
 import { crc32Combine } from '../transport/crc32';
 import { localEndpoint, sendImageDir } from '../transport/endpoint';
 import { FrameDecoder, FrameType, Message, PayloadPool, PREAMBLE, PROTOCOL_VERSION, encodeMessage } from '../transport/frames';
 import { closeAllLocal } from '../transport/local';
+import { growPipe } from '../transport/pipe-size';
 import { tempDir } from './transport-helpers';
 
 describe('crc32Combine', () => {
@@ -106,5 +108,41 @@ describe('receiving a file larger than the flush-behind step', () => {
     const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
     expect(sha(fs.readFileSync(path.join(dst, 'pages-1.img')))).toBe(sha(content));
     expect(sha(fs.readFileSync(path.join(dst, 'pages-2.gwz')))).toBe(sha(rnd));
+  });
+});
+
+describe('growPipe', () => {
+  let work: string;
+  beforeAll(() => {
+    work = tempDir('pipe');
+  });
+  afterAll(() => {
+    fs.rmSync(work, { recursive: true, force: true });
+  });
+
+  test('a pipe grows to 1 MiB (or the system limit); anything else is left alone', async () => {
+    const fifo = path.join(work, 'fifo');
+    execFileSync('mkfifo', ['-m', '0600', fifo]);
+    const r = fs.openSync(fifo, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
+    const w = fs.openSync(fifo, fs.constants.O_WRONLY);
+    try {
+      const max = Number(fs.readFileSync('/proc/sys/fs/pipe-max-size', 'latin1'));
+      const before = spawnSync('perl', ['-e', 'print fcntl(STDIN, 1032, 0)'], { stdio: [r, 'pipe', 'pipe'] }).stdout.toString();
+      expect(Number(before)).toBeLessThan(Math.min(1 << 20, max));
+      expect(await growPipe(r)).toBe(Math.min(1 << 20, max));
+      const after = spawnSync('perl', ['-e', 'print fcntl(STDIN, 1032, 0)'], { stdio: [w, 'pipe', 'pipe'] }).stdout.toString();
+      expect(Number(after)).toBe(Math.min(1 << 20, max)); // seen from the other end: it is the pipe that grew
+    } finally {
+      fs.closeSync(r);
+      fs.closeSync(w);
+    }
+    const file = path.join(work, 'file');
+    fs.writeFileSync(file, 'x');
+    const fd = fs.openSync(file, 'r');
+    try {
+      expect(await growPipe(fd)).toBeUndefined();
+    } finally {
+      fs.closeSync(fd);
+    }
   });
 });

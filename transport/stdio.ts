@@ -3,6 +3,7 @@
  * channel or a local parent). A hang-up or termination signal drops the input, so the receiver takes its
  * normal failure path (tell the sender if it still can, remove what it wrote) instead of dying half-way.
  */
+import { growPipe } from './pipe-size';
 import type { Channel } from './wire';
 
 export function stdioChannel(label: string): Channel {
@@ -14,6 +15,9 @@ export function stdioChannel(label: string): Channel {
   for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGPIPE'] as const) process.on(sig, onSignal);
   // EPIPE on stdout when the sender is gone: the reader sees the end too; do not crash on it.
   process.stdout.on('error', () => process.stdin.destroy());
+  // The stream arrives through stdin: a 1 MiB pipe instead of 64 KiB (see pipe-size.ts). Not awaited: the
+  // handshake goes on meanwhile.
+  void growPipe(0);
   return {
     label,
     toPeer: process.stdout,
