@@ -15,6 +15,7 @@ import { GodwitError, UsageError } from '../util/errors';
 import { Helper } from '../native/helper';
 import { ImageDirWriter } from '../images/imagedir';
 import type { PageWriter } from '../images/container-writer';
+import type { ImageProvenance } from '../images/manifest';
 import { encodeHeader, EntryEncoder } from '../images/framing';
 import { fileNameFor, kindByName } from '../images/registry';
 import { newContext, CollectContext } from './context';
@@ -56,6 +57,28 @@ export interface DumpOptions {
    * why) when the pages would not fit the read-ahead limit or no process can be tracked.
    */
   preCopy?: boolean | PreCopyOptions;
+  /**
+   * Where the images go instead of a new directory `dir` (migrate: an image stream to the target; `dir` then only
+   * names it in messages). Must honour the same contract as ImageDirWriter: manifest last, abort removes all.
+   */
+  output?: ImageOutput;
+  /**
+   * Neither resume nor kill at the end: the tree stays frozen, held by the helper, until the caller decides
+   * (migrate: resumeTree() if the target fails, killTree() once it runs the workload), then finishDump().
+   */
+  keepFrozen?: boolean;
+}
+
+/** What the dump writes its images into: an ImageDirWriter, or migrate's stream to the target. */
+export interface ImageOutput {
+  createPageWriter(pagesId: number): Promise<PageWriter>;
+  writeFile(name: string, data: Uint8Array | Uint8Array[]): Promise<unknown>;
+  /** Writes the manifest: the image is complete. */
+  finish(extra?: Partial<ImageProvenance>): Promise<unknown>;
+  /** Removes whatever was written. Never throws. */
+  abort(): Promise<void>;
+  /** Files written so far (sizes for the summary). */
+  readonly files: { size: number }[];
 }
 
 export interface DumpSummary {
@@ -94,7 +117,7 @@ export interface PreCopySummary {
 export interface DumpState {
   options: Required<Pick<DumpOptions, 'pid' | 'dir' | 'leaveRunning' | 'compress' | 'ghostLimit'>> & DumpOptions;
   startedAt: bigint;
-  writer?: ImageDirWriter;
+  writer?: ImageOutput;
   tree?: Tree;
   ns?: NamespaceIds;
   helper?: Helper;
@@ -135,7 +158,7 @@ const DEFAULT_GHOST_LIMIT = 64 << 20;
 export function newDumpState(o: DumpOptions): DumpState {
   const compress = o.compress ?? 'zstd';
   if (compress !== 'zstd' && compress !== 'none') throw new UsageError(`--compress must be zstd or none, got ${String(compress)}`);
-  if (!o.dir) throw new UsageError('--dir is required: the directory to write the images to');
+  if (!o.dir && !o.output) throw new UsageError('--dir is required: the directory to write the images to');
   return {
     options: { ...o, leaveRunning: o.leaveRunning ?? false, compress, ghostLimit: o.ghostLimit ?? DEFAULT_GHOST_LIMIT },
     startedAt: process.hrtime.bigint(),
@@ -152,7 +175,8 @@ export function newDumpState(o: DumpOptions): DumpState {
 
 const ms = (a: bigint, b: bigint) => Number(b - a) / 1e6;
 
-async function resume(s: DumpState): Promise<void> {
+/** Lets the frozen tree run on exactly as it was (group-stopped tasks stay stopped). */
+export async function resumeTree(s: DumpState): Promise<void> {
   if (!s.holding) return;
   s.holding = false;
   // TCP connections out of repair mode before their tasks run (a failure here still detaches: the helper's
@@ -172,7 +196,7 @@ export const DUMP_STEPS: DumpStep[] = [
   {
     title: 'open image directory',
     run: async (s) => {
-      s.writer = await ImageDirWriter.create(s.options.dir, {
+      s.writer = s.options.output ?? await ImageDirWriter.create(s.options.dir, {
         compress: s.options.compress,
         options: { leaveRunning: s.options.leaveRunning },
       });
@@ -278,8 +302,8 @@ export const DUMP_STEPS: DumpStep[] = [
   },
   {
     title: 'resume',
-    skip: (s) => !s.options.leaveRunning,
-    run: resume,
+    skip: (s) => !s.options.leaveRunning || !!s.options.keepFrozen,
+    run: resumeTree,
   },
   {
     title: 'write images',
@@ -312,17 +336,8 @@ export const DUMP_STEPS: DumpStep[] = [
   },
   {
     title: 'kill',
-    skip: (s) => s.options.leaveRunning,
-    run: async (s) => {
-      const pids = s.tree!.processes.filter((p) => !p.zombie).map((p) => p.pid);
-      // Children before parents: a parent that dies first would reparent them (and wake a subreaper).
-      await s.helper!.kill(pids.reverse());
-      // The helper's copies of repaired connections go last, still in repair mode: they close silently.
-      if (s.ctx) await unlockConnections(s.helper!, s.ctx.inet, true);
-      s.holding = false;
-      s.killed = true;
-      s.thawedAt ??= process.hrtime.bigint();
-    },
+    skip: (s) => s.options.leaveRunning || !!s.options.keepFrozen,
+    run: killTree,
   },
 ];
 
@@ -382,13 +397,25 @@ async function dumpStoredPages(s: DumpState): Promise<void> {
   }
 }
 
+/** Ends the frozen tree (its images are safe, or it runs elsewhere now). */
+export async function killTree(s: DumpState): Promise<void> {
+  const pids = s.tree!.processes.filter((p) => !p.zombie).map((p) => p.pid);
+  // Children before parents: a parent that dies first would reparent them (and wake a subreaper).
+  await s.helper!.kill(pids.reverse());
+  // The helper's copies of repaired connections go last, still in repair mode: they close silently.
+  if (s.ctx) await unlockConnections(s.helper!, s.ctx.inet, true);
+  s.holding = false;
+  s.killed = true;
+  s.thawedAt ??= process.hrtime.bigint();
+}
+
 /** Undo after a failure: tasks let go as they were, partial images removed, helper gone. Never throws. */
 export async function abortDump(s: DumpState): Promise<void> {
   // Tracking goes first: the workload must be left exactly as it was (closing the helper would end it too).
   await stopPreCopy(s).catch(() => undefined);
   if (s.holding) {
     try {
-      await resume(s);
+      await resumeTree(s);
     } catch {
       // the helper's exit below detaches every tracee too (the kernel does it when a tracer exits)
     }

@@ -28,4 +28,5 @@ export const commands: CommandEntry[] = [
   { name: 'restore', summary: 'restore a dumped process tree from an image directory', load: () => import('./restore') },
   { name: 'receive', summary: 'receive an image stream on stdin into DIR (the target end of `godwit send`)', load: () => import('./receive') },
   { name: 'send', summary: 'stream an image directory to another host over SSH', load: () => import('./send') },
+  { name: 'migrate', summary: 'move a running process tree to another host over SSH (dump, stream, restore there)', load: () => import('./migrate') },
 ];

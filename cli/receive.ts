@@ -13,6 +13,11 @@ export interface ReceiveCliOptions {
   quiet?: boolean;
   /** Only clean up after a receiver into DIR that died (SIGKILL): prints removed, busy or none. */
   discard?: boolean;
+  /** The target end of `godwit migrate`: receive, restore held stopped, run on the source's Commit. */
+  migrate?: boolean;
+  newPidns?: boolean;
+  keepImages?: boolean;
+  idleTimeoutMs?: number;
 }
 
 export async function runReceive(o: ReceiveCliOptions): Promise<void> {
@@ -20,8 +25,20 @@ export async function runReceive(o: ReceiveCliOptions): Promise<void> {
     process.stdout.write(`${await discardStale(o.dir)}\n`);
     return;
   }
-  const channel = stdioChannel('the sender');
   const log = o.quiet ? undefined : (line: string) => process.stderr.write(`godwit receive: ${line}\n`);
+  if (o.migrate) {
+    // Loaded only here: a plain receive stays light (no restore, no listr2).
+    const { receiveMigration } = await import('../migrate/target');
+    try {
+      await receiveMigration({ dir: o.dir, ...(log ? { log } : {}), ...(o.window !== undefined ? { window: o.window } : {}),
+        ...(o.newPidns ? { newPidns: true } : {}), ...(o.keepImages ? { keepImages: true } : {}),
+        ...(o.idleTimeoutMs !== undefined ? { idleTimeoutMs: o.idleTimeoutMs } : {}) });
+    } finally {
+      process.stdin.destroy();
+    }
+    return;
+  }
+  const channel = stdioChannel('the sender');
   const opts = { dir: o.dir, channel, log, ...(o.window !== undefined ? { window: o.window } : {}) };
   try {
     await receiveImages(opts);
@@ -40,10 +57,26 @@ export function register(program: Command): void {
     .option('--window <bytes>', `flow-control window in bytes (default ${DEFAULT_WINDOW})`)
     .option('--quiet', 'no log lines on stderr')
     .option('--discard', 'do not receive: remove what a receiver into DIR that died left behind (prints removed|busy|none)')
-    .action(async (opts: { dir: string; window?: string; quiet?: boolean; discard?: boolean }) => {
+    .option('--migrate', 'the target end of `godwit migrate`: restore the tree held stopped, run it on the commit')
+    .option('--new-pidns', 'with --migrate: restore into a new PID namespace')
+    .option('--keep-images', 'with --migrate: keep the images once the workload runs')
+    .option('--idle-timeout <s>', 'with --migrate: give up after this long without data from the source (default 60)')
+    .action(async (opts: { dir: string; window?: string; quiet?: boolean; discard?: boolean; migrate?: boolean; newPidns?: boolean;
+      keepImages?: boolean; idleTimeout?: string }) => {
       const o: ReceiveCliOptions = { dir: opts.dir };
       if (opts.quiet) o.quiet = true;
       if (opts.discard) o.discard = true;
+      if (opts.migrate) o.migrate = true;
+      if ((opts.newPidns || opts.keepImages || opts.idleTimeout !== undefined) && !opts.migrate) {
+        throw new UsageError('--new-pidns, --keep-images and --idle-timeout go with --migrate');
+      }
+      if (opts.newPidns) o.newPidns = true;
+      if (opts.keepImages) o.keepImages = true;
+      if (opts.idleTimeout !== undefined) {
+        const t = Number(opts.idleTimeout);
+        if (!Number.isFinite(t) || t < 1 || t > 3600) throw new UsageError(`--idle-timeout ${opts.idleTimeout}: give seconds between 1 and 3600`);
+        o.idleTimeoutMs = t * 1000;
+      }
       if (opts.window !== undefined) {
         const w = Number(opts.window);
         if (!Number.isInteger(w) || w < 16 << 20 || w > 1 << 30) throw new UsageError(`--window ${opts.window}: give bytes between ${16 << 20} and ${1 << 30}`);

@@ -12,6 +12,11 @@ export interface RestoreOptions {
   pidfile?: string;
   /** Restore into a fresh PID namespace (godwit-restorer becomes its PID 1). */
   newPidns?: boolean;
+  /**
+   * Stop before the last step: the restored tree is complete but held stopped by the restorer (every thread in a
+   * ptrace stop) until resumeHeld() lets it run, or abortRestore() kills it (migrate waits for the source's commit).
+   */
+  hold?: boolean;
 }
 
 export interface RestoreContext {

@@ -135,11 +135,17 @@ export function restoreSteps(): ListrTask<StepState>[] {
     timed('resume', async (s) => {
       await closeObjects(s);
       s.hostPids = s.opts.newPidns ? await findHostPids(s) : new Map(s.set!.tasks.map((t) => [t.pid, t.pid]));
-      await s.restorer!.request(Op.RESUME, Buffer.alloc(0), 'resume the tree');
-      s.resumed = true;
-      if (s.opts.pidfile) fs.writeFileSync(s.opts.pidfile, `${s.hostPids.get(s.set!.tasks[0].pid) ?? ''}\n`);
+      if (!s.opts.hold) await resumeHeld(s);
     }),
   ];
+}
+
+/** Lets a tree restored with `hold` run (detaching every thread at once). */
+export async function resumeHeld(s: RestoreContext): Promise<void> {
+  if (s.resumed) return;
+  await s.restorer!.request(Op.RESUME, Buffer.alloc(0), 'resume the tree');
+  s.resumed = true;
+  if (s.opts.pidfile) fs.writeFileSync(s.opts.pidfile, `${s.hostPids.get(s.set!.tasks[0].pid) ?? ''}\n`);
 }
 
 export function newRestoreState(opts: RestoreOptions): StepState {

@@ -91,74 +91,156 @@ export class InDoubtError extends GodwitError {
 
 const DEFAULTS: Required<MigrateTimeouts> = { completeMs: 120_000, restoreMs: 300_000, runningMs: 60_000 };
 
-export async function migrateSource(opts: MigrateSourceOptions): Promise<MigrateResult> {
-  const t = { ...DEFAULTS, ...opts.timeouts };
-  const started = process.hrtime.bigint();
-  const set = (s: SourceState) => opts.onState?.(s);
-  const args = ['receive', '--dir', opts.dir, '--migrate', '--quiet', ...(opts.targetArgs ?? [])];
-  if (opts.window !== undefined) args.push('--window', String(opts.window));
-  let channel: Channel | undefined;
-  let sender: ImageSender | undefined;
-  let committed = false;
-  set('connecting');
-  try {
-    if (opts.signal?.aborted) throw new GodwitError('interrupted before the migration started', { code: 'EABORTED' });
-    channel = await opts.endpoint.run(args);
-    sender = await ImageSender.open(channel, { ...opts.send, ...(opts.signal ? { signal: opts.signal } : {}) });
-    set('streaming');
-    await opts.produce(sender);
-    set('verifying');
-    await sender.finish(t.completeMs);
-    set('restoring');
-    const ready = await sender.waitFor([FrameType.Ready], t.restoreMs, `waiting for ${opts.endpoint.label} to restore`);
-    if (opts.signal?.aborted) throw new GodwitError('interrupted before commit', { code: 'EABORTED' });
-    set('committing');
-    const commitAt = process.hrtime.bigint();
-    committed = true;
-    await sender.send({ type: FrameType.Commit });
-    const running = await sender.waitFor([FrameType.Running], t.runningMs, `waiting for ${opts.endpoint.label} to resume the restored tree`);
-    const seconds = Number(process.hrtime.bigint() - started) / 1e9;
-    const commitSeconds = Number(process.hrtime.bigint() - commitAt) / 1e9;
-    // The target runs it: the source tree must go. A failure to kill is reported, never "resumed".
-    await opts.source.kill();
-    set('done');
-    await sender.close().catch(() => undefined);
-    return { ...sender.progress, ready: infoOf(ready), running: infoOf(running), seconds, commitSeconds };
-  } catch (err) {
+/**
+ * The source side, one phase per method so that a caller can show each as a step (migrate/ nests the dump between
+ * open() and finishStream()). Any failure goes to fail(), which applies the failure rules above.
+ */
+export class SourceTransaction {
+  private readonly t: Required<MigrateTimeouts>;
+  private readonly started = process.hrtime.bigint();
+  private channel: Channel | undefined;
+  private _sender: ImageSender | undefined;
+  private committed = false;
+  private running = false;
+  private ready: Record<string, unknown> = {};
+  state: SourceState = 'connecting';
+  /** When Commit was sent and Running received (hrtime): the target's tree runs from before runningAt. */
+  commitAt: bigint | undefined;
+  runningAt: bigint | undefined;
+
+  constructor(private readonly opts: Omit<MigrateSourceOptions, 'produce'>) {
+    this.t = { ...DEFAULTS, ...opts.timeouts };
+  }
+
+  private set(s: SourceState): void {
+    this.state = s;
+    this.opts.onState?.(s);
+  }
+
+  get sender(): ImageSender | undefined {
+    return this._sender;
+  }
+
+  /** Start `godwit receive --migrate` on the target and handshake (an old or missing godwit fails here). */
+  async open(): Promise<ImageSender> {
+    const o = this.opts;
+    this.set('connecting');
+    const args = ['receive', '--dir', o.dir, '--migrate', '--quiet', ...(o.targetArgs ?? [])];
+    if (o.window !== undefined) args.push('--window', String(o.window));
+    if (o.signal?.aborted) throw new GodwitError('interrupted before the migration started', { code: 'EABORTED' });
+    this.channel = await o.endpoint.run(args);
+    this._sender = await ImageSender.open(this.channel, { ...o.send, ...(o.signal ? { signal: o.signal } : {}) });
+    this.set('streaming');
+    return this._sender;
+  }
+
+  /** Everything is produced: end the stream and wait until the target has every file verified on disk. */
+  async finishStream(): Promise<void> {
+    this.set('verifying');
+    await this._sender!.finish(this.t.completeMs);
+    this.set('restoring');
+  }
+
+  /** Wait until the target has restored the tree and holds it stopped. */
+  async waitReady(): Promise<Record<string, unknown>> {
+    const ready = await this._sender!.waitFor([FrameType.Ready], this.t.restoreMs, `waiting for ${this.opts.endpoint.label} to restore`);
+    this.ready = infoOf(ready);
+    return this.ready;
+  }
+
+  /**
+   * Commit: the target lets its tree run, says Running, and only then the source tree is killed. Before Commit an
+   * interruption (signal) still aborts; after it only the outcome is awaited.
+   */
+  async commit(): Promise<MigrateResult> {
+    const o = this.opts;
+    if (o.signal?.aborted) throw new GodwitError('interrupted before commit', { code: 'EABORTED' });
+    this.set('committing');
+    const commitAt = (this.commitAt = process.hrtime.bigint());
+    this.committed = true;
+    await this._sender!.send({ type: FrameType.Commit });
+    const running = await this._sender!.waitFor([FrameType.Running], this.t.runningMs,
+      `waiting for ${o.endpoint.label} to resume the restored tree`);
+    this.running = true;
+    const end = (this.runningAt = process.hrtime.bigint());
+    const seconds = Number(end - this.started) / 1e9;
+    const commitSeconds = Number(end - commitAt) / 1e9;
+    // The target runs it: the source tree must go.
+    await o.source.kill();
+    this.set('done');
+    await this._sender!.close().catch(() => undefined);
+    return { ...this._sender!.progress, ready: this.ready, running: infoOf(running), seconds, commitSeconds };
+  }
+
+  /**
+   * The failure path (always throws): before Commit, Abort to the target, resume the source, then make sure the
+   * target cleaned up (sweep one killed outright); after Commit, keep the source frozen unless the target
+   * explicitly refused.
+   */
+  async fail(err: unknown): Promise<never> {
+    const o = this.opts;
+    const label = o.endpoint.label;
+    const sender = this._sender;
+    const channel = this.channel;
+    if (this.running) {
+      this.set('done');
+      channel?.close();
+      throw new MigrationFailedError(`the workload runs on ${label} now, but ending the source tree failed: ` +
+        `${describeError(err)}; kill the source tree by hand`, { cause: err, code: 'EKILLSOURCE' });
+    }
     const remoteRefusal = err instanceof RemoteError || sender?.failed instanceof RemoteError;
-    if (committed && !remoteRefusal) {
-      set('in-doubt');
+    if (this.committed && !remoteRefusal) {
+      this.set('in-doubt');
       channel?.close();
       throw new InDoubtError(
-        `the connection to ${opts.endpoint.label} was lost after the commit: the target may be running the workload. ` +
-          `The source tree is kept frozen (neither resumed nor killed): check on ${opts.endpoint.label}, then kill or resume the source`,
+        `the connection to ${label} was lost after the commit: the target may be running the workload. ` +
+          `The source tree is kept frozen (neither resumed nor killed): check on ${label}, then kill or resume the source`,
         { cause: err },
       );
     }
     if (sender) sender.abort(describeError(err).split('\n')[0]!);
     else channel?.close();
+    // Before Commit the target never runs the workload: resuming the source first is safe and shortens its stop.
+    let resumeErr: unknown;
+    try {
+      await o.source.resume();
+    } catch (e) {
+      resumeErr = e;
+    }
     // The target cleans up on Abort or EOF; one killed outright is swept.
     if (channel?.exited) await Promise.race([channel.exited, new Promise((r) => setTimeout(r, 15_000).unref())]);
     let sweepNote = '';
     if (sender) {
       try {
-        const ch = await opts.endpoint.run(['receive', '--dir', opts.dir, '--discard']);
+        const ch = await o.endpoint.run(['receive', '--dir', o.dir, '--discard']);
         ch.toPeer.end();
         await Promise.race([ch.exited, new Promise((r) => setTimeout(r, 15_000).unref())]);
         ch.close();
       } catch (sweepErr) {
-        sweepNote = `; cleaning ${opts.dir} on ${opts.endpoint.label} failed too (${describeError(sweepErr)}): remove it by hand`;
+        sweepNote = `; cleaning ${o.dir} on ${label} failed too (${describeError(sweepErr)}): ` +
+          `the receiver there removes it when it notices the loss, or remove it by hand`;
       }
     }
-    try {
-      await opts.source.resume();
-    } catch (resumeErr) {
-      throw new MigrationFailedError(`migration to ${opts.endpoint.label} failed, and resuming the source failed: ${describeError(resumeErr)}`,
+    if (resumeErr !== undefined) {
+      throw new MigrationFailedError(`migration to ${label} failed, and resuming the source failed: ${describeError(resumeErr)}`,
         { cause: err });
     }
-    set('resumed');
-    throw new MigrationFailedError(`migration to ${opts.endpoint.label} failed; the source was resumed as it was${sweepNote}`,
+    this.set('resumed');
+    throw new MigrationFailedError(`migration to ${label} failed; the source was resumed as it was${sweepNote}`,
       { cause: err, code: (err as { code?: string }).code ?? 'EMIGRATE' });
+  }
+}
+
+export async function migrateSource(opts: MigrateSourceOptions): Promise<MigrateResult> {
+  const tx = new SourceTransaction(opts);
+  try {
+    const sender = await tx.open();
+    await opts.produce(sender);
+    await tx.finishStream();
+    await tx.waitReady();
+    return await tx.commit();
+  } catch (err) {
+    return tx.fail(err);
   }
 }
 

@@ -1,0 +1,110 @@
+/**
+ * `godwit migrate --pid PID --to [user@]HOST[:port]`: move a running process tree to another host over SSH
+ * (library: migrate/). Progress goes to stderr (listr2); the result to stdout, or with --json a stream of events,
+ * one JSON object per line, the last one `done` (with the summary) or `error`.
+ */
+import type { Command } from 'commander';
+import { describeSummary, migrate, MigrateEvent, MigrateOptions } from '../migrate';
+import { describeError, UsageError } from '../util/errors';
+import { jsonReplacer } from './output';
+
+interface MigrateFlags {
+  pid: string;
+  to: string;
+  port?: string;
+  identity?: string;
+  knownHosts?: string;
+  fingerprint?: string;
+  godwitPath?: string;
+  targetDir?: string;
+  newPidns?: boolean;
+  keepImages?: boolean;
+  json?: boolean;
+  quiet?: boolean;
+  connectTimeout?: string;
+  restoreTimeout?: string;
+  idleTimeout?: string;
+  keepalive?: string;
+}
+
+function seconds(flag: string, v: string | undefined, min: number, max: number): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!Number.isFinite(n) || n < min || n > max) throw new UsageError(`${flag} ${v}: give seconds between ${min} and ${max}`);
+  return n * 1000;
+}
+
+export function migrateOptions(f: MigrateFlags): MigrateOptions {
+  if (!/^\d+$/.test(f.pid) || Number(f.pid) <= 0) throw new UsageError(`--pid must be a process id (a positive integer), got '${f.pid}'`);
+  const o: MigrateOptions = { pid: Number(f.pid), to: f.to };
+  if (f.port !== undefined) {
+    const p = Number(f.port);
+    if (!Number.isInteger(p) || p < 1 || p > 65535) throw new UsageError(`--port ${f.port}: not a TCP port (1-65535)`);
+    o.port = p;
+  }
+  if (f.identity) o.identity = f.identity;
+  if (f.knownHosts) o.knownHosts = f.knownHosts;
+  if (f.fingerprint) {
+    if (!/^SHA256:[A-Za-z0-9+/]{43}=?$/.test(f.fingerprint)) throw new UsageError(`--fingerprint ${f.fingerprint}: expected SHA256:... as ssh-keygen -lf prints it`);
+    o.fingerprint = f.fingerprint;
+  }
+  if (f.godwitPath) o.godwitPath = f.godwitPath;
+  if (f.targetDir) o.targetDir = f.targetDir;
+  if (f.newPidns) o.newPidns = true;
+  if (f.keepImages) o.keepImages = true;
+  const t: NonNullable<MigrateOptions['timeouts']> = {};
+  const connectMs = seconds('--connect-timeout', f.connectTimeout, 1, 600);
+  const restoreMs = seconds('--restore-timeout', f.restoreTimeout, 1, 3600);
+  const idleMs = seconds('--idle-timeout', f.idleTimeout, 1, 3600);
+  const keepaliveMs = seconds('--keepalive', f.keepalive, 0.1, 600);
+  if (connectMs !== undefined) t.connectMs = connectMs;
+  if (restoreMs !== undefined) t.restoreMs = restoreMs;
+  if (idleMs !== undefined) t.idleMs = idleMs;
+  if (keepaliveMs !== undefined) t.keepaliveMs = keepaliveMs;
+  if (Object.keys(t).length) o.timeouts = t;
+  return o;
+}
+
+export function register(program: Command): void {
+  program
+    .command('migrate')
+    .description('move a running process tree to another host over SSH: dump, stream, restore there, then end it here')
+    .requiredOption('--pid <pid>', 'root of the process tree to move')
+    .requiredOption('--to <[user@]host[:port]>', 'the target over SSH (godwit must be installed there); "local" for this host')
+    .option('--port <n>', 'SSH port (default 22)')
+    .option('--identity <key>', 'private key file (default: ssh-agent, then ~/.ssh/id_*)')
+    .option('--known-hosts <file>', 'known_hosts file to verify the host key against (default ~/.ssh/known_hosts)')
+    .option('--fingerprint <SHA256:...>', 'pin the host key instead of known_hosts')
+    .option('--godwit-path <cmd>', 'how to start godwit on the target (default: godwit on its PATH)')
+    .option('--target-dir <dir>', 'image directory on the target, new or empty (default /var/tmp/godwit-migrate-PID-TIME)')
+    .option('--new-pidns', 'restore into a new PID namespace on the target (when the PIDs may be taken there)')
+    .option('--keep-images', 'keep the images on the target after the workload runs there')
+    .option('--connect-timeout <s>', 'TCP connect and SSH handshake (default 15)')
+    .option('--restore-timeout <s>', 'how long the target may take to restore (default 300)')
+    .option('--idle-timeout <s>', 'the target gives up after this long without data from the source (default 60)')
+    .option('--keepalive <s>', 'SSH keepalive period; 3 unanswered = connection lost (default 5)')
+    .option('--json', 'a stream of JSON events on stdout (steps, progress, the summary last)')
+    .option('--quiet', 'no progress output')
+    .action(async (f: MigrateFlags) => {
+      const o = migrateOptions(f);
+      const emit = (e: MigrateEvent | { event: 'error'; message: string; code?: string }) =>
+        process.stdout.write(JSON.stringify(e, jsonReplacer) + '\n');
+      if (f.json) o.onEvent = emit;
+      const ac = new AbortController();
+      const onSig = () => ac.abort();
+      process.on('SIGINT', onSig);
+      process.on('SIGTERM', onSig);
+      o.signal = ac.signal;
+      const renderer = f.quiet || f.json ? 'silent' : process.stderr.isTTY ? 'default' : 'simple';
+      try {
+        const r = await migrate(o, renderer);
+        if (!f.json) process.stdout.write(describeSummary(r) + '\n');
+      } catch (err) {
+        if (f.json) emit({ event: 'error', message: describeError(err), ...(typeof (err as { code?: unknown }).code === 'string' ? { code: (err as { code: string }).code } : {}) });
+        throw err;
+      } finally {
+        process.off('SIGINT', onSig);
+        process.off('SIGTERM', onSig);
+      }
+    });
+}

@@ -1,0 +1,355 @@
+/**
+ * `godwit migrate`: move a running process tree to another host, transactionally. One flat list of listr2 steps:
+ *
+ *   connect (SSH; `godwit receive --migrate` started there, version handshake)
+ *   -> checkpoint and stream (the dump's own steps, nested; the tree stays frozen; every image file goes into the
+ *      stream as it is produced, pages compressed once by the dump and passed through: no local copy)
+ *   -> target verifies the files -> target restores, holding the tree stopped (Ready)
+ *   -> commit: the target lets it run (Running), then the source tree is killed
+ *
+ * The transaction rules are transport/migrate-channel.ts's: before Commit any failure (connection lost, corrupt
+ * data, full disk, restore failure, timeout, Ctrl-C) resumes the source exactly as it was and the target removes
+ * everything; after Commit silence is "in doubt" and the source is kept stopped (SIGSTOP, since the dump's ptrace
+ * hold cannot outlive this process), never resumed: the workload never runs twice and is never lost.
+ */
+import { Listr, ListrTask } from 'listr2';
+import { abortDump, DumpOptions, DumpState, DumpSummary, dumpTasks, finishDump, killTree, newDumpState } from '../checkpoint/dump';
+import { Endpoint, localEndpoint } from '../transport/endpoint';
+import { InDoubtError, MigrateTimeouts, SourceState, SourceTransaction } from '../transport/migrate-channel';
+import type { SendProgress } from '../transport/send';
+import { sshEndpoint } from '../transport/ssh-endpoint';
+import { parseSshTarget, sshConnect, SshConnectOptions } from '../transport/ssh';
+import { GodwitError, UsageError } from '../util/errors';
+import { StreamImageOutput } from './stream-output';
+
+export { receiveMigration, restoreHeld } from './target';
+export type { ReceiveMigrationOptions } from './target';
+
+export interface MigrateTimeoutOptions extends MigrateTimeouts {
+  /** TCP connect + SSH handshake (default 15 s). */
+  connectMs?: number;
+  /** SSH keepalive period (default 5 s) and unanswered keepalives before the connection counts as lost (default 3). */
+  keepaliveMs?: number;
+  keepaliveCountMax?: number;
+  /** The target gives up after this long without a byte from the source (default 60 s). */
+  idleMs?: number;
+}
+
+export interface MigrateOptions {
+  /** Root of the process tree to move. */
+  pid: number;
+  /** "[user@]host[:port]" over SSH, or "local" (a child process on this machine, no SSH). Ignored with `endpoint`. */
+  to?: string;
+  /** Where godwit runs on the target, instead of `to` (containers, tests, a connection made by the caller). */
+  endpoint?: Endpoint;
+  port?: number;
+  /** SSH private key (default: ssh-agent, then ~/.ssh/id_*). */
+  identity?: string;
+  knownHosts?: string;
+  /** Pinned host key, SHA256:... */
+  fingerprint?: string;
+  /** How godwit is started on the target (default `godwit` on its PATH). */
+  godwitPath?: string;
+  /** Image directory on the target (new or empty; its parent must exist). Default /var/tmp/godwit-migrate-PID-TIME. */
+  targetDir?: string;
+  /** Restore into a new PID namespace on the target (when the PIDs may be taken there). */
+  newPidns?: boolean;
+  /** Keep the images on the target after the workload runs there. */
+  keepImages?: boolean;
+  timeouts?: MigrateTimeoutOptions;
+  /** Flow-control window asked of the target, bytes. */
+  window?: number;
+  /** Ctrl-C: aborts (and resumes the source) until Commit is sent. */
+  signal?: AbortSignal;
+  /** Every step, state change and (throttled) progress, as events: `--json` prints them. */
+  onEvent?: (e: MigrateEvent) => void;
+  /** Passed to the dump (page reader and read-ahead, ghost file limit, freeze timeout). */
+  dump?: Pick<DumpOptions, 'ghostLimit' | 'freezeTimeoutMs' | 'pageReader' | 'pageBufferMax'>;
+}
+
+export interface MigrateSummary {
+  pid: number;
+  target: string;
+  targetDir: string;
+  /** The restored root task and every task, image pid -> pid on the target (as its PID namespace shows them). */
+  targetRootPid: number;
+  targetPids: Record<string, number>;
+  /** Source frozen (first seize) -> target's Running received: the workload's stop, measured on the source. */
+  downtimeMs: number;
+  /** Command start -> done (connection included). */
+  totalMs: number;
+  /** Streaming, from the end of the handshake to the target's Complete (files checked and synced there). */
+  streamMs: number;
+  /** The target's restore, as it measured it, and Commit -> Running. */
+  restoreMs: number;
+  commitMs: number;
+  files: number;
+  /** Image bytes sent (compressed pages counted as compressed), and bytes on the wire (frames included). */
+  rawBytes: number;
+  wireBytes: number;
+  /** Wire bytes per second while streaming. */
+  wireBytesPerSecond: number;
+  /** Bytes of page data read from the tree. */
+  pageBytes: number;
+  dump: DumpSummary;
+  steps: { title: string; ms: number }[];
+}
+
+export type MigrateEvent =
+  | { event: 'step'; step: string; status: 'start' | 'done' | 'skipped'; ms?: number }
+  | { event: 'state'; state: SourceState }
+  | { event: 'progress'; files: number; rawBytes: number; wireBytes: number; seconds: number; wireBytesPerSecond: number }
+  | { event: 'done'; summary: MigrateSummary };
+
+/** The state the steps share (one per migration). */
+export interface MigrateState {
+  opts: MigrateOptions;
+  targetDir: string;
+  label: string;
+  startedAt: bigint;
+  endpoint?: Endpoint;
+  tx?: SourceTransaction;
+  dump?: DumpState;
+  streamStartedAt?: bigint;
+  streamEndedAt?: bigint;
+  ready?: Record<string, unknown>;
+  running?: Record<string, unknown>;
+  progress?: SendProgress;
+  steps: { title: string; ms: number }[];
+  summary?: MigrateSummary;
+}
+
+const ms = (a: bigint, b: bigint) => Number(b - a) / 1e6;
+/** Progress events at most this often: enough to watch, few enough not to cost anything. */
+const PROGRESS_EVERY_MS = 250;
+
+export function newMigrateState(opts: MigrateOptions): MigrateState {
+  if (!Number.isInteger(opts.pid) || opts.pid <= 0) throw new UsageError(`--pid must be a process id, got ${String(opts.pid)}`);
+  if (!opts.endpoint && !opts.to) throw new UsageError('--to is required: [user@]HOST[:port] of the target');
+  const targetDir = opts.targetDir ?? `/var/tmp/godwit-migrate-${opts.pid}-${Date.now()}`;
+  if (!targetDir.startsWith('/')) throw new UsageError(`--target-dir ${targetDir}: give an absolute path on the target`);
+  return { opts, targetDir, label: opts.endpoint?.label ?? opts.to!, startedAt: process.hrtime.bigint(), steps: [] };
+}
+
+async function connect(s: MigrateState): Promise<Endpoint> {
+  const o = s.opts;
+  if (o.endpoint) return o.endpoint;
+  if (o.to === 'local') return localEndpoint();
+  const t = parseSshTarget(o.to!);
+  if (t.port !== undefined && o.port !== undefined) throw new UsageError('give the port once: in --to or with --port');
+  const c: SshConnectOptions = { host: t.host, username: t.username ?? 'root' };
+  const port = o.port ?? t.port;
+  if (port !== undefined) c.port = port;
+  if (o.identity) c.privateKeyPath = o.identity;
+  if (o.knownHosts) c.knownHostsFiles = [o.knownHosts];
+  if (o.fingerprint) c.fingerprint = o.fingerprint;
+  if (o.timeouts?.connectMs !== undefined) c.connectTimeoutMs = o.timeouts.connectMs;
+  if (o.timeouts?.keepaliveMs !== undefined) c.keepaliveIntervalMs = o.timeouts.keepaliveMs;
+  if (o.timeouts?.keepaliveCountMax !== undefined) c.keepaliveCountMax = o.timeouts.keepaliveCountMax;
+  return sshEndpoint(await sshConnect(c), o.godwitPath);
+}
+
+function targetArgs(o: MigrateOptions): string[] {
+  const a: string[] = [];
+  if (o.newPidns) a.push('--new-pidns');
+  if (o.keepImages) a.push('--keep-images');
+  if (o.timeouts?.idleMs !== undefined) a.push('--idle-timeout', String(Math.max(1, Math.round(o.timeouts.idleMs / 1000))));
+  return a;
+}
+
+/** A listr task that records its time and reports start/done as events. */
+function timed<C>(s: MigrateState, t: ListrTask<C>): ListrTask<C> {
+  const title = String(t.title);
+  return {
+    ...t,
+    task: async (ctx, task) => {
+      s.opts.onEvent?.({ event: 'step', step: title, status: 'start' });
+      const t0 = process.hrtime.bigint();
+      const r = await (t.task as (c: C, tk: typeof task) => unknown)(ctx, task);
+      const took = ms(t0, process.hrtime.bigint());
+      s.steps.push({ title, ms: took });
+      s.opts.onEvent?.({ event: 'step', step: title, status: 'done', ms: took });
+      return r as never;
+    },
+  };
+}
+
+const mb = (n: number) => (n / 1e6).toFixed(1);
+
+/** The steps; run them with one Listr (see migrate()) and call abortMigrate() if it fails. */
+export function migrateTasks(s: MigrateState): ListrTask[] {
+  const o = s.opts;
+  let lastShown = 0;
+  const onProgress = (p: SendProgress, task?: { title: string }) => {
+    s.progress = p;
+    const now = Date.now();
+    if (now - lastShown < PROGRESS_EVERY_MS) return;
+    lastShown = now;
+    const seconds = s.streamStartedAt ? ms(s.streamStartedAt, process.hrtime.bigint()) / 1000 : 0;
+    const rate = seconds > 0 ? p.wireBytes / seconds : 0;
+    o.onEvent?.({ event: 'progress', files: p.files, rawBytes: p.rawBytes, wireBytes: p.wireBytes, seconds, wireBytesPerSecond: rate });
+    if (task) task.title = `checkpoint and stream: ${mb(p.wireBytes)} MB sent, ${mb(rate)} MB/s`;
+  };
+  let streamTask: { title: string } | undefined;
+  return [
+    timed(s, {
+      title: `connect to ${s.label}, start godwit receive there`,
+      task: async () => {
+        s.endpoint = await connect(s);
+        s.label = s.endpoint.label;
+        s.tx = new SourceTransaction({
+          endpoint: s.endpoint,
+          dir: s.targetDir,
+          // Exactly one of these runs, at most once (the transaction's rules).
+          source: {
+            resume: async () => {
+              if (s.dump) await abortDump(s.dump);
+            },
+            kill: async () => {
+              await killTree(s.dump!);
+            },
+          },
+          targetArgs: targetArgs(o),
+          send: { onProgress: (p) => onProgress(p, streamTask) },
+          ...(o.timeouts ? { timeouts: o.timeouts } : {}),
+          ...(o.signal ? { signal: o.signal } : {}),
+          ...(o.window !== undefined ? { window: o.window } : {}),
+          onState: (state) => o.onEvent?.({ event: 'state', state }),
+        });
+        await s.tx.open();
+      },
+    }),
+    timed(s, {
+      title: 'checkpoint and stream',
+      task: (_ctx, task) => {
+        streamTask = task;
+        s.streamStartedAt = process.hrtime.bigint();
+        s.dump = newDumpState({
+          pid: o.pid,
+          dir: `${s.label}:${s.targetDir}`,
+          ...o.dump,
+          keepFrozen: true,
+          output: new StreamImageOutput(s.tx!.sender!, { options: { command: 'migrate', pid: o.pid } }),
+        });
+        return task.newListr(dumpTasks(s.dump).map((t) => timed(s, t)), { exitOnError: true });
+      },
+    }),
+    timed(s, {
+      title: 'target: check and sync the files',
+      task: async () => {
+        await s.tx!.finishStream();
+        s.streamEndedAt = process.hrtime.bigint();
+      },
+    }),
+    timed(s, {
+      title: 'target: restore, held stopped',
+      task: async (_ctx, task) => {
+        s.ready = await s.tx!.waitReady();
+        const rms = Number(s.ready.restoreMs ?? 0);
+        task.title = `target: restored in ${rms.toFixed(0)} ms, held stopped`;
+      },
+    }),
+    timed(s, {
+      title: 'commit: the target runs it, the source tree ends',
+      task: async () => {
+        const r = await s.tx!.commit();
+        s.running = r.running;
+        s.progress = r;
+      },
+    }),
+  ];
+}
+
+/**
+ * After a failed list: applies the transaction's rules (source resumed before Commit, kept stopped when in doubt)
+ * and returns the error to report. Never throws.
+ */
+export async function abortMigrate(s: MigrateState, err: unknown): Promise<Error> {
+  let out: unknown = err;
+  if (s.tx) {
+    try {
+      await s.tx.fail(err);
+    } catch (e) {
+      out = e;
+    }
+  }
+  if (out instanceof InDoubtError && s.dump?.holding) {
+    out = await keepStopped(s.dump, out);
+  } else if (s.dump) {
+    await abortDump(s.dump); // not frozen any more, or never frozen: lets go of everything (idempotent)
+  }
+  s.endpoint?.close();
+  return out instanceof Error ? out : new GodwitError(String(out));
+}
+
+/**
+ * In doubt: the ptrace hold ends with this process, so each process is sent SIGSTOP while still held; once let go
+ * it enters a job-control stop and stays there until someone decides (SIGCONT or SIGKILL).
+ */
+async function keepStopped(d: DumpState, err: InDoubtError): Promise<Error> {
+  const pids = (d.tree?.processes ?? []).filter((p) => !p.zombie).map((p) => p.pid);
+  for (const pid of pids) {
+    try {
+      process.kill(pid, 'SIGSTOP');
+    } catch {
+      // gone: nothing to keep
+    }
+  }
+  await abortDump(d);
+  return new InDoubtError(`${err.message}. The source processes ${pids.join(' ')} are stopped (SIGSTOP): ` +
+    `if the target does not run the workload, \`kill -CONT ${pids.join(' ')}\`; if it does, \`kill -KILL ${pids.join(' ')}\``,
+  { cause: err.cause });
+}
+
+/** After a successful list: the helper let go, the summary made. */
+export async function finishMigrate(s: MigrateState): Promise<MigrateSummary> {
+  const dump = await finishDump(s.dump!);
+  s.endpoint?.close();
+  const end = process.hrtime.bigint();
+  const tx = s.tx!;
+  const p = s.progress!;
+  const streamMs = s.streamStartedAt && s.streamEndedAt ? ms(s.streamStartedAt, s.streamEndedAt) : 0;
+  const running = s.running ?? {};
+  s.summary = {
+    pid: s.opts.pid,
+    target: s.label,
+    targetDir: s.targetDir,
+    targetRootPid: Number(running.rootPid ?? 0),
+    targetPids: (running.pids ?? {}) as Record<string, number>,
+    downtimeMs: s.dump!.frozenAt && tx.runningAt ? ms(s.dump!.frozenAt, tx.runningAt) : 0,
+    totalMs: ms(s.startedAt, end),
+    streamMs,
+    restoreMs: Number(s.ready?.restoreMs ?? 0),
+    commitMs: tx.commitAt && tx.runningAt ? ms(tx.commitAt, tx.runningAt) : 0,
+    files: p.files,
+    rawBytes: p.rawBytes,
+    wireBytes: p.wireBytes,
+    wireBytesPerSecond: streamMs > 0 ? p.wireBytes / (streamMs / 1000) : 0,
+    pageBytes: dump.pageBytes,
+    dump,
+    steps: s.steps,
+  };
+  s.opts.onEvent?.({ event: 'done', summary: s.summary });
+  return s.summary;
+}
+
+export type Renderer = 'default' | 'simple' | 'silent';
+
+/** The whole migration; the library entry point (cli/migrate.ts, containers, tests). */
+export async function migrate(options: MigrateOptions, renderer: Renderer = 'silent'): Promise<MigrateSummary> {
+  const s = newMigrateState(options);
+  const list = new Listr(migrateTasks(s), { renderer, exitOnError: true, rendererOptions: { collapseErrors: false } } as never);
+  try {
+    await list.run();
+  } catch (err) {
+    throw await abortMigrate(s, err);
+  }
+  return finishMigrate(s);
+}
+
+/** One line for people. */
+export function describeSummary(r: MigrateSummary): string {
+  return `migrated pid ${r.pid} to ${r.target} (root pid ${r.targetRootPid} there): downtime ${r.downtimeMs.toFixed(0)} ms, ` +
+    `total ${(r.totalMs / 1000).toFixed(2)} s; ${mb(r.pageBytes)} MB of memory, ${mb(r.wireBytes)} MB on the wire ` +
+    `in ${(r.streamMs / 1000).toFixed(2)} s (${mb(r.wireBytesPerSecond)} MB/s); target restore ${r.restoreMs.toFixed(0)} ms`;
+}
