@@ -5,8 +5,12 @@
  * Commit (transport/migrate-channel.ts has the transaction and its failure rules). On Abort, a lost connection, a
  * timeout or its own failure it kills the held tree and removes the images: it holds nothing afterwards.
  */
+import * as fs from 'node:fs';
+import * as os from 'node:os';
 import { Listr } from 'listr2';
 import { abortRestore, newRestoreState, restoreSteps, resumeHeld } from '../restore';
+import { liveTasks } from '../restore/load';
+import type { RestoreContext } from '../restore/context';
 import { migrateTarget, RestoredTree, TargetState } from '../transport/migrate-channel';
 import type { ReceiveResult } from '../transport/receive';
 import { stdioChannel } from '../transport/stdio';
@@ -47,7 +51,8 @@ export async function restoreHeld(dir: string, opts: { newPidns?: boolean }, sig
     if (signal?.aborted) throw new GodwitError('restore abandoned: the source gave up', { code: 'EABORTED' });
   } catch (err) {
     await abortRestore(s);
-    throw err;
+    throw new GodwitError(`restoring the tree on ${os.hostname()} failed (nothing of it is left)`, { cause: err,
+      code: (err as { code?: string }).code ?? 'ERESTORE' });
   } finally {
     signal?.removeEventListener('abort', onAbort);
   }
@@ -59,7 +64,15 @@ export async function restoreHeld(dir: string, opts: { newPidns?: boolean }, sig
       warnings: s.warnings.map((w) => `task ${w.pid}: ${w.message}`) },
     async resume() {
       const t0 = process.hrtime.bigint();
+      // A task that died while held (killed from outside) would make the commit run half a workload.
+      checkAlive(s, 'while held stopped');
       await resumeHeld(s);
+      try {
+        checkAlive(s, 'as it was let go');
+      } catch (err) {
+        killRestored(s);
+        throw err;
+      }
       // The restorer lives on as the tree's reaper (PID 1 of the new namespace with newPidns); node may exit.
       s.restorer!.detach();
       return { rootPid, pids, resumeMs: Number(process.hrtime.bigint() - t0) / 1e6 };
@@ -68,6 +81,41 @@ export async function restoreHeld(dir: string, opts: { newPidns?: boolean }, sig
       await abortRestore(s);
     },
   };
+}
+
+/** Process state letter from /proc (undefined: gone). */
+function procState(pid: number): string | undefined {
+  try {
+    const st = fs.readFileSync(`/proc/${pid}/stat`, 'latin1');
+    return st.slice(st.lastIndexOf(')') + 2, st.lastIndexOf(')') + 3);
+  } catch {
+    return undefined;
+  }
+}
+
+/** Every task that should run exists and is not dead or a zombie. */
+function checkAlive(s: RestoreContext, when: string): void {
+  for (const t of liveTasks(s.set!)) {
+    const pid = s.hostPids.get(t.pid);
+    const st = pid === undefined ? undefined : procState(pid);
+    if (st === undefined || st === 'Z' || st === 'X') {
+      throw new GodwitError(`restored task ${t.pid} (pid ${pid ?? '?'} here) died ${when}: the restored tree is killed`,
+        { code: 'ESRCH' });
+    }
+  }
+}
+
+/** After the restorer let go: SIGKILL what it restored (children first). */
+function killRestored(s: RestoreContext): void {
+  for (const t of [...s.set!.tasks].reverse()) {
+    const pid = s.hostPids.get(t.pid);
+    if (pid === undefined) continue;
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // gone
+    }
+  }
 }
 
 /** `godwit receive --migrate`: the whole target side. Resolves once the workload runs here. */

@@ -35,6 +35,11 @@ export interface StartOptions {
   readyTimeoutMs?: number;
   /** Parent directory of the state directory. Default os.tmpdir(). */
   tmpRoot?: string;
+  /**
+   * A command that execs the workload in place, e.g. ['nsenter', '--net=/proc/N/ns/net'] to run it in a test host's
+   * network namespace (it must not fork: the spawned pid is taken as the workload's).
+   */
+  prefix?: string[];
 }
 
 export interface VerifyResult {
@@ -343,7 +348,8 @@ export async function startWorkload(name: WorkloadName, opts: StartOptions = {})
       const stdinFd = fs.openSync(path.join(dir, 'stdin'), 'r');
       const logFd = fs.openSync(path.join(dir, 'log'), 'a');
       try {
-        child = spawn(bin, ['--state', dir, ...(opts.args ?? [])], {
+        const argv = [...(opts.prefix ?? []), bin, '--state', dir, ...(opts.args ?? [])];
+        child = spawn(argv[0]!, argv.slice(1), {
           detached: true,
           stdio: [stdinFd, logFd, logFd],
         });

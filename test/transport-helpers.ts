@@ -95,6 +95,8 @@ export function corruptingChannel(inner: Channel, offset: number): Channel {
   });
   tap.pipe(inner.toPeer);
   inner.toPeer.on('error', () => tap.destroy());
+  // A writer blocked on the tap must see the connection go, as it would without the tap.
+  inner.toPeer.on('close', () => tap.destroy());
   return { ...inner, toPeer: tap };
 }
 

@@ -20,6 +20,7 @@
  *   (connection lost or timeout before Running) is "in doubt": the target may be running the workload, so the
  *   source is neither resumed nor killed but kept frozen, and the error says so. That window is one message long.
  */
+import type { Readable } from 'node:stream';
 import { GodwitError, describeError } from '../util/errors';
 import { Endpoint } from './endpoint';
 import { FrameType } from './frames';
@@ -90,6 +91,8 @@ export class InDoubtError extends GodwitError {
 }
 
 const DEFAULTS: Required<MigrateTimeouts> = { completeMs: 120_000, restoreMs: 300_000, runningMs: 60_000 };
+/** Time given to a failed stream's last frames (our Abort) before its connection is torn down. */
+const FAILED_LINGER_MS = 300;
 
 /**
  * The source side, one phase per method so that a caller can show each as a step (migrate/ nests the dump between
@@ -130,9 +133,30 @@ export class SourceTransaction {
     if (o.signal?.aborted) throw new GodwitError('interrupted before the migration started', { code: 'EABORTED' });
     this.channel = await o.endpoint.run(args);
     this._sender = await ImageSender.open(this.channel, { ...o.send, ...(o.signal ? { signal: o.signal } : {}) });
+    this.watchFailure();
     this.set('streaming');
     return this._sender;
   }
+
+  /**
+   * Once the stream has failed (the target's Error, a lost connection, an abort), a producer may still be blocked
+   * writing into a connection nobody reads any more: after a moment for our Abort to leave, the connection is torn
+   * down so that every pending write fails at once and the failure path runs.
+   */
+  private watchFailure(): void {
+    const timer = setInterval(() => {
+      if (!this._sender?.failed || this.committed) return;
+      clearInterval(timer);
+      // Read the peer to its end (nobody else does now): an SSH channel reports 'close', which wakes a blocked
+      // writer, only once its readable side has ended.
+      if (this.channel) drainInput(this.channel.fromPeer);
+      setTimeout(() => this.channel?.toPeer.destroy(), FAILED_LINGER_MS).unref();
+    }, 50);
+    timer.unref();
+    this.stopWatch = () => clearInterval(timer);
+  }
+
+  private stopWatch: () => void = () => undefined;
 
   /** Everything is produced: end the stream and wait until the target has every file verified on disk. */
   async finishStream(): Promise<void> {
@@ -156,6 +180,7 @@ export class SourceTransaction {
     const o = this.opts;
     if (o.signal?.aborted) throw new GodwitError('interrupted before commit', { code: 'EABORTED' });
     this.set('committing');
+    this.stopWatch();
     const commitAt = (this.commitAt = process.hrtime.bigint());
     this.committed = true;
     await this._sender!.send({ type: FrameType.Commit });
@@ -198,8 +223,11 @@ export class SourceTransaction {
         { cause: err },
       );
     }
+    this.stopWatch();
     if (sender) sender.abort(describeError(err).split('\n')[0]!);
     else channel?.close();
+    // Nobody reads the target's answers any more: drain them, or the connection cannot finish closing.
+    if (channel) drainInput(channel.fromPeer);
     // Before Commit the target never runs the workload: resuming the source first is safe and shortens its stop.
     let resumeErr: unknown;
     try {
@@ -213,6 +241,7 @@ export class SourceTransaction {
     if (sender) {
       try {
         const ch = await o.endpoint.run(['receive', '--dir', o.dir, '--discard']);
+        drainInput(ch.fromPeer);
         ch.toPeer.end();
         await Promise.race([ch.exited, new Promise((r) => setTimeout(r, 15_000).unref())]);
         ch.close();
@@ -242,6 +271,18 @@ export async function migrateSource(opts: MigrateSourceOptions): Promise<Migrate
   } catch (err) {
     return tx.fail(err);
   }
+}
+
+/**
+ * Reads and drops whatever else comes (a reader's 'readable' listener may be attached: resume() would then do
+ * nothing, so read explicitly). An SSH channel emits 'close' only after its readable side has ended.
+ */
+function drainInput(input: Readable): void {
+  const drop = () => {
+    while (input.read() !== null);
+  };
+  input.on('readable', drop);
+  drop();
 }
 
 function infoOf(m: { type: FrameType } & Partial<{ info: Record<string, unknown> }>): Record<string, unknown> {

@@ -7,8 +7,15 @@ import { growPipe } from './pipe-size';
 import type { Channel } from './wire';
 
 export function stdioChannel(label: string): Channel {
+  // When the connection goes, stderr (the same SSH channel) goes with it: a write there must not crash the clean-up
+  // (an unhandled EPIPE would end the process before it removed what it received).
+  process.stderr.on('error', () => undefined);
+  let signalled = false;
   const onSignal = (sig: NodeJS.Signals) => {
-    process.stderr.write(`godwit: ${sig} received: abandoning the stream\n`);
+    // Once is enough (and writing about a SIGPIPE to a broken stderr would only raise another).
+    if (signalled) return;
+    signalled = true;
+    if (sig !== 'SIGPIPE') process.stderr.write(`godwit: ${sig} received: abandoning the stream\n`);
     process.exitCode = 1;
     process.stdin.destroy();
   };

@@ -1,0 +1,361 @@
+/**
+ * `godwit migrate` end to end between the two hosts of a test bed: the workload and `godwit migrate` run in host A's
+ * network namespace (the machine's PID and mount namespaces, so the harness sees the source's pids as they are), the
+ * target is host B (its own net, PID, mount, UTS and IPC namespaces), reached over SSH, where `godwit receive
+ * --migrate` restores the tree for real. Every workload verifies itself on the target; every fault leaves the
+ * source running unharmed (it verifies itself too) and nothing on the target.
+ */
+import { ChildProcess, spawn } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { createHosts, Host, TestBed } from '../scenarios/hosts';
+import { findWorkloadPids, startWorkload, Workload, WorkloadName } from '../scenarios/workload';
+
+const CLI = path.resolve(__dirname, '..', 'cli', 'main.js');
+const RUN_FIXTURE = path.resolve(__dirname, 'fixtures', 'migrate-run.js');
+const NODE = process.execPath;
+
+let bed: TestBed;
+let work: string;
+const workloads: Workload[] = [];
+const children = new Set<ChildProcess>();
+
+beforeAll(async () => {
+  work = fs.mkdtempSync(path.join(os.tmpdir(), 'godwit-migrate-test-'));
+  bed = await createHosts();
+}, 60_000);
+
+afterEach(async () => {
+  for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+  children.clear();
+  for (const w of workloads.splice(0)) {
+    // A source kept stopped (the in-doubt case) must be able to die: SIGKILL works on stopped tasks too.
+    await w.cleanup().catch(() => undefined);
+  }
+});
+
+afterAll(async () => {
+  await bed?.destroy();
+  if (work) fs.rmSync(work, { recursive: true, force: true });
+});
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function start(name: WorkloadName, args: string[] = []): Promise<Workload> {
+  const w = await startWorkload(name, { args, tmpRoot: work, prefix: ['nsenter', `--net=${bed.source.nsPath('net')}`] });
+  workloads.push(w);
+  return w;
+}
+
+interface Run {
+  code: number | null;
+  events: Array<Record<string, unknown>>;
+  stderr: string;
+  error?: string;
+}
+
+type Event = Record<string, unknown>;
+
+/** Runs argv in host A's network namespace; `onEvent` sees each JSON line of its stdout as it comes. */
+function runInSource(argv: string[], onEvent?: (e: Event) => void): Promise<Run> {
+  const child = spawn('setpriv', ['--pdeathsig', 'KILL', 'nsenter', `--net=${bed.source.nsPath('net')}`, ...argv],
+    { stdio: ['ignore', 'pipe', 'pipe'] });
+  children.add(child);
+  const events: Event[] = [];
+  let stderr = '';
+  let buf = '';
+  child.stdout!.on('data', (d: Buffer) => {
+    buf += d.toString();
+    for (let i = buf.indexOf('\n'); i >= 0; i = buf.indexOf('\n')) {
+      const line = buf.slice(0, i);
+      buf = buf.slice(i + 1);
+      if (!line.trim()) continue;
+      let e: Event;
+      try {
+        e = JSON.parse(line) as Event;
+      } catch {
+        e = { event: 'text', line };
+      }
+      events.push(e);
+      onEvent?.(e);
+    }
+  });
+  child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+  return new Promise((resolve) => child.on('close', (code) => {
+    children.delete(child);
+    if (process.env.GODWIT_TEST_DEBUG) process.stderr.write(`${argv.join(' ')}\n=> ${code}\n${events.map((e) => JSON.stringify(e)).join('\n')}\n${stderr}\n`);
+    const err = events.find((e) => e.event === 'error');
+    resolve({ code, events, stderr, ...(err ? { error: String(err.message) } : {}) });
+  }));
+}
+
+function sshArgs(): string[] {
+  return ['--to', `root@${bed.target.address}`, '--identity', bed.clientKeyPath, '--known-hosts', bed.knownHostsPath,
+    '--godwit-path', `${NODE} ${CLI}`];
+}
+
+function migrateCli(w: Workload, extra: string[] = [], onEvent?: (e: Event) => void): Promise<Run> {
+  return runInSource([NODE, CLI, 'migrate', '--pid', String(w.pid), ...sshArgs(), '--json', ...extra], onEvent);
+}
+
+function nsInode(pid: number | string, kind: string): string | undefined {
+  try {
+    return fs.readlinkSync(`/proc/${pid}/ns/${kind}`);
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Processes of host other than its init and sshd's listener: those in its PID namespace, and those in namespaces
+ * nested in it (a restorer with --new-pidns and its tree), found through their parents.
+ */
+function processesIn(host: Host): string[] {
+  const hostNs = nsInode(host.initPid, 'pid');
+  const out: string[] = [];
+  const ppid = (pid: number) => Number(/^PPid:\s+(\d+)/m.exec(safeRead(`/proc/${pid}/status`))?.[1] ?? 0);
+  for (const e of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(e)) continue;
+    const pid = Number(e);
+    if (pid === host.initPid || pid === host.ssh?.pid) continue;
+    if (/^State:\s+Z/m.test(safeRead(`/proc/${pid}/status`))) continue;
+    let p = pid;
+    let inside = false;
+    for (let i = 0; i < 8 && p > 1; i++, p = ppid(p)) {
+      const ns = nsInode(p, 'pid');
+      if (ns === hostNs) {
+        inside = true;
+        break;
+      }
+      if (ns === undefined || ns === nsInode('self', 'pid')) break;
+    }
+    if (!inside) continue;
+    out.push(`${pid} ${safeRead(`/proc/${pid}/cmdline`).split('\0').join(' ').trim()}`);
+  }
+  return out;
+}
+
+function ppidOf(entry: string): number {
+  return Number(/^PPid:\s+(\d+)/m.exec(safeRead(`/proc/${entry.split(' ')[0]}/status`))?.[1] ?? 0);
+}
+
+function safeRead(f: string): string {
+  try {
+    return fs.readFileSync(f, 'utf8');
+  } catch {
+    return '';
+  }
+}
+
+/** Waits until the target holds no process of ours and `targetDir` is gone; returns what is left. */
+async function targetLeftovers(targetDir: string, ms = 20_000): Promise<string[]> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const left = [...processesIn(bed.target), ...(fs.existsSync(targetDir) ? [`directory ${targetDir}: ${fs.readdirSync(targetDir).join(" ")}`] : [])];
+    if (left.length === 0 || Date.now() > deadline) return left;
+    await sleep(100);
+  }
+}
+
+/** /proc state letter of every thread of pid. */
+function threadStates(pid: number): string[] {
+  try {
+    return fs.readdirSync(`/proc/${pid}/task`).map((tid) => {
+      const s = fs.readFileSync(`/proc/${pid}/task/${tid}/stat`, 'latin1');
+      return s.slice(s.lastIndexOf(')') + 2, s.lastIndexOf(')') + 3);
+    });
+  } catch {
+    return [];
+  }
+}
+
+/** The source is alive, not stopped, and its whole state checks out (the workload ends after verifying). */
+async function expectSourceUnharmed(w: Workload): Promise<void> {
+  expect(w.alivePids().sort()).toEqual(w.pids.sort());
+  for (const pid of w.pids) for (const st of threadStates(pid)) expect(st).not.toMatch(/[Tt]/);
+  const v = await w.verify();
+  expect(v.detail).toBe('PASS');
+}
+
+/** After a successful migration: the source's processes are gone, the restored ones live in host B. */
+async function expectMigrated(w: Workload, r: Run, targetDir: string): Promise<void> {
+  expect({ code: r.code, error: r.error, stderr: r.code === 0 ? '' : r.stderr }).toEqual({ code: 0, error: undefined, stderr: '' });
+  const done = r.events.find((e) => e.event === 'done') as { summary: Record<string, number> } | undefined;
+  expect(done).toBeDefined();
+  expect(done!.summary.downtimeMs).toBeGreaterThan(0);
+  expect(done!.summary.wireBytes).toBeGreaterThan(0);
+  const sourcePids = w.pids;
+  const now = findWorkloadPids(w.dir);
+  for (const p of sourcePids) expect(now).not.toContain(p);
+  expect(now.length).toBe(sourcePids.length);
+  const targetNs = nsInode(bed.target.initPid, 'pid');
+  for (const p of now) {
+    // In host B's PID namespace, or in a namespace nested in it (--new-pidns).
+    const nspid = /^NSpid:\s+(.*)$/m.exec(safeRead(`/proc/${p}/status`))![1]!.trim().split(/\s+/);
+    expect(nspid.length).toBeGreaterThanOrEqual(nsInode(p, 'pid') === targetNs ? 2 : 3);
+  }
+  // Same order as the ready file: the restored pids in the target's namespace are the dumped ones.
+  const byNsPid = new Map(now.map((p) => [Number(/^NSpid:.*\s(\d+)\s*$/m.exec(safeRead(`/proc/${p}/status`))![1]), p]));
+  w.setPids(sourcePids.map((p) => byNsPid.get(p) ?? now[0]!));
+  const v = await w.verify();
+  expect(v.detail).toBe('PASS');
+  expect(await targetLeftovers(targetDir)).toEqual([]);
+}
+
+describe('godwit migrate between two test hosts', () => {
+  const cases: Array<[WorkloadName, string[], string[]]> = [
+    ['mem-counter', ['--mib', '32'], []],
+    ['threads', [], []],
+    ['pipe-tree', [], ['--new-pidns']],
+    ['signals', [], []],
+    ['timers', [], []],
+    ['files', [], []],
+    ['unix-sockets', [], []],
+    ['eventfd-epoll', [], []],
+  ];
+  test.each(cases)('%s migrates and verifies itself on the target %j %j', async (name, args, extra) => {
+    const w = await start(name, args);
+    const targetDir = path.join(work, `img-${name}`);
+    if (name === 'pipe-tree') {
+      // The bed's hosts share one filesystem, so the workload's FIFO would be one kernel pipe on both sides while the
+      // source is frozen (its 777 bytes in flight would be seen twice). Give host B a FIFO of its own at that path,
+      // as a second machine has.
+      const own = path.join(work, 'host-b-fifo');
+      await bed.target.execOk('sh', ['-c', `mkfifo -m 600 '${own}' && mount --bind '${own}' '${path.join(w.dir, 'fifo')}'`]);
+    }
+    const r = await migrateCli(w, ['--target-dir', targetDir, ...extra]);
+    await expectMigrated(w, r, targetDir);
+    // The event stream: every step with its time, the dump's steps nested, progress, and the states in order.
+    const steps = r.events.filter((e) => e.event === 'step' && e.status === 'done').map((e) => e.step);
+    expect(steps).toEqual(expect.arrayContaining(['freeze', 'dump pages', 'write manifest', 'checkpoint and stream',
+      'target: restore, held stopped', 'commit: the target runs it, the source tree ends']));
+    const states = r.events.filter((e) => e.event === 'state').map((e) => e.state);
+    expect(states).toEqual(['connecting', 'streaming', 'verifying', 'restoring', 'committing', 'done']);
+  }, 60_000);
+});
+
+describe('migrate faults: the source continues unharmed, the target holds nothing', () => {
+  test('the SSH link cut mid-stream', async () => {
+    const w = await start('mem-counter', ['--mib', '192']);
+    const targetDir = path.join(work, 'img-cut');
+    let cut: Promise<void> | undefined;
+    try {
+      const r = await migrateCli(w, ['--target-dir', targetDir, '--keepalive', '0.3', '--idle-timeout', '3'], (e) => {
+        if (!cut && e.event === 'progress' && Number(e.wireBytes) > 4 << 20) cut = bed.target.setLinkUp(false);
+      });
+      expect(cut).toBeDefined();
+      expect(r.code).toBe(1);
+      expect(r.error).toMatch(/failed; the source was resumed as it was/);
+      expect(r.error).toMatch(/connection lost|stopped answering keepalives/);
+    } finally {
+      await cut;
+      await bed.target.setLinkUp(true);
+    }
+    await expectSourceUnharmed(w);
+    // The target notices on its own (nothing came for 3 s) and removes what it received.
+    expect(await targetLeftovers(targetDir)).toEqual([]);
+  }, 90_000);
+
+  test("the target's restore killed half-way", async () => {
+    const w = await start('mem-counter', ['--mib', '128']);
+    const targetDir = path.join(work, 'img-killed');
+    let killed: string | undefined;
+    const r = await migrateCli(w, ['--target-dir', targetDir], (e) => {
+      if (e.event !== 'state' || e.state !== 'restoring') return;
+      // The restorer starts once the files are checked: kill it as soon as it shows up, while it rebuilds memory.
+      void (async () => {
+        for (let i = 0; i < 2000 && !killed; i++) {
+          // The restorer itself (its stubs, forks of it, carry the same name): the child of `godwit receive`.
+          const all = processesIn(bed.target);
+          const receiver = all.find((p) => p.includes(' receive --dir '));
+          const victim = receiver && all.find((p) => p.includes('godwit-restorer') && ppidOf(p) === Number(receiver.split(' ')[0]));
+          if (victim) {
+            killed = victim;
+            process.kill(Number(victim.split(' ')[0]), 'SIGKILL');
+          } else await sleep(2);
+        }
+      })();
+    });
+    if (process.env.GODWIT_TEST_DEBUG) process.stderr.write(`killed: ${killed}\n`);
+    expect(killed).toBeDefined();
+    expect(r.code).toBe(1);
+    expect(r.error).toMatch(/failed; the source was resumed as it was/);
+    expect(r.error).toMatch(/restor/);
+    await expectSourceUnharmed(w);
+    expect(await targetLeftovers(targetDir)).toEqual([]);
+  }, 60_000);
+
+  test('a corrupted chunk', async () => {
+    const w = await start('mem-counter', ['--mib', '32']);
+    const targetDir = path.join(work, 'img-corrupt');
+    const args = { pid: w.pid, host: bed.target.address, identity: bed.clientKeyPath, knownHosts: bed.knownHostsPath,
+      godwitPath: `${NODE} ${CLI}`, targetDir, fault: 'corrupt', corruptAt: 3 << 20 };
+    const r = await runInSource([NODE, RUN_FIXTURE, JSON.stringify(args)]);
+    expect(r.code).toBe(1);
+    expect(r.error).toMatch(/failed; the source was resumed as it was/);
+    expect(r.error).toMatch(/checksum/);
+    await expectSourceUnharmed(w);
+    expect(await targetLeftovers(targetDir)).toEqual([]);
+  }, 60_000);
+
+  test("the target's disk full", async () => {
+    const w = await start('mem-counter', ['--mib', '64']);
+    const small = path.join(work, 'small-disk');
+    fs.mkdirSync(small);
+    // 8 MiB inside host B only: the images (about 34 MB) do not fit.
+    await bed.target.mountTmpfs(small, 8 << 20);
+    const targetDir = path.join(small, 'img');
+    const r = await migrateCli(w, ['--target-dir', targetDir]);
+    expect(r.code).toBe(1);
+    expect(r.error).toMatch(/failed; the source was resumed as it was/);
+    expect(r.error).toMatch(/disk is full|ENOSPC/);
+    await expectSourceUnharmed(w);
+    expect(await targetLeftovers(targetDir)).toEqual([]);
+    expect((await bed.target.execOk('ls', ['-A', small])).stdout).toBe('');
+  }, 60_000);
+
+  test('lost after the commit: in doubt, the target runs it and the source stays stopped (never both)', async () => {
+    const w = await start('mem-counter', ['--mib', '16']);
+    const targetDir = path.join(work, 'img-doubt');
+    const args = { pid: w.pid, host: bed.target.address, identity: bed.clientKeyPath, knownHosts: bed.knownHostsPath,
+      godwitPath: `${NODE} ${CLI}`, targetDir, fault: 'drop-after-ready', runningMs: 3000 };
+    const r = await runInSource([NODE, RUN_FIXTURE, JSON.stringify(args)]);
+    expect(r.code).toBe(1);
+    expect(r.error).toMatch(/may be running the workload/);
+    expect(r.error).toMatch(/are stopped \(SIGSTOP\)/);
+    // The source: alive but stopped, every thread, after the migrate process has exited.
+    expect(w.alivePids()).toEqual(w.pids);
+    for (const st of threadStates(w.pid)) expect(st).toBe('T');
+    // The target runs it (the restored copy answers the verify request; the stopped source cannot).
+    const sourcePid = w.pid;
+    const restored = findWorkloadPids(w.dir).filter((p) => p !== sourcePid);
+    expect(restored.length).toBe(1);
+    w.setPids(restored);
+    const v = await w.verify();
+    expect(v.detail).toBe('PASS');
+    w.setPids([sourcePid]); // cleanup() then kills the stopped source
+    expect(await targetLeftovers(targetDir)).toEqual([]);
+  }, 60_000);
+});
+
+describe('migrate: target problems found before anything is frozen', () => {
+  test('no godwit on the target: a clear error, the source never stopped', async () => {
+    const w = await start('signals');
+    const r = await runInSource([NODE, CLI, 'migrate', '--pid', String(w.pid), '--to', `root@${bed.target.address}`,
+      '--identity', bed.clientKeyPath, '--known-hosts', bed.knownHostsPath, '--godwit-path', '/nonexistent/godwit', '--json']);
+    expect(r.code).toBe(1);
+    expect(r.error).toMatch(/godwit: command not found on root@198\.18\.\d+\.2 — install godwit on it/);
+    expect(r.events.some((e) => e.event === 'step' && e.step === 'freeze')).toBe(false);
+    await expectSourceUnharmed(w);
+  }, 30_000);
+
+  test('an old godwit on the target (no such command): a clear error', async () => {
+    const w = await start('signals');
+    const r = await runInSource([NODE, CLI, 'migrate', '--pid', String(w.pid), '--to', `root@${bed.target.address}`,
+      '--identity', bed.clientKeyPath, '--known-hosts', bed.knownHostsPath, '--godwit-path', `${NODE} ${CLI} receive-v0`, '--json']);
+    expect(r.code).toBe(1);
+    expect(r.error).toMatch(/godwit on root@198\.18\.\d+\.2 does not understand `receive` .* upgrade it/);
+    await expectSourceUnharmed(w);
+  }, 30_000);
+});
