@@ -6,7 +6,7 @@ import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 
-const BENCHES = ['container', 'restore', 'checkpoint'];
+const BENCHES = ['container', 'restore', 'checkpoint', 'migrate'];
 
 let failed = 0;
 for (const name of BENCHES) {

@@ -339,6 +339,22 @@ describe('migrate faults: the source continues unharmed, the target holds nothin
   }, 60_000);
 });
 
+describe('migrate: what the dump cannot take', () => {
+  test('shared-mem: migrates if the dump supports it, else refused before freezing with the source unharmed', async () => {
+    const w = await start('shared-mem');
+    const targetDir = path.join(work, 'img-shared-mem');
+    const r = await migrateCli(w, ['--target-dir', targetDir]);
+    if (r.code === 0) {
+      await expectMigrated(w, r, targetDir);
+      return;
+    }
+    expect(r.error).toMatch(/the source was resumed as it was[\s\S]*nothing was frozen[\s\S]*shared/);
+    expect(r.events.some((e) => e.event === 'step' && e.step === 'freeze')).toBe(false);
+    await expectSourceUnharmed(w);
+    expect(await targetLeftovers(targetDir)).toEqual([]);
+  }, 60_000);
+});
+
 describe('migrate: target problems found before anything is frozen', () => {
   test('no godwit on the target: a clear error, the source never stopped', async () => {
     const w = await start('signals');
