@@ -353,7 +353,10 @@ export type Renderer = 'default' | 'simple' | 'silent';
 /** The whole migration; the library entry point (cli/migrate.ts, containers, tests). */
 export async function migrate(options: MigrateOptions, renderer: Renderer = 'silent'): Promise<MigrateSummary> {
   const s = newMigrateState(options);
-  const list = new Listr(migrateTasks(s), { renderer, exitOnError: true, rendererOptions: { collapseErrors: false } } as never);
+  // listr2's own SIGINT handler would exit(127) on the spot, skipping the transaction's clean-up: Ctrl-C goes
+  // through options.signal instead.
+  const list = new Listr(migrateTasks(s), { renderer, exitOnError: true, registerSignalListeners: false,
+    rendererOptions: { collapseErrors: false } } as never);
   try {
     await list.run();
   } catch (err) {

@@ -43,7 +43,8 @@ export const DEFAULT_IDLE_TIMEOUT_MS = 60_000;
 export async function restoreHeld(dir: string, opts: { newPidns?: boolean }, signal?: AbortSignal): Promise<RestoredTree> {
   // detach: the restorer is started in its own session and outlives this process as the tree's reaper.
   const s = newRestoreState({ dir, detach: true, hold: true, ...(opts.newPidns ? { newPidns: true } : {}) });
-  const list = new Listr(restoreSteps(), { ctx: s, renderer: 'silent', exitOnError: true });
+  // No listr2 SIGINT handler (it would exit on the spot): a signal ends the stream and the clean-up runs.
+  const list = new Listr(restoreSteps(), { ctx: s, renderer: 'silent', exitOnError: true, registerSignalListeners: false });
   const onAbort = () => void abortRestore(s);
   signal?.addEventListener('abort', onAbort, { once: true });
   try {

@@ -58,7 +58,7 @@ interface Run {
 type Event = Record<string, unknown>;
 
 /** Runs argv in host A's network namespace; `onEvent` sees each JSON line of its stdout as it comes. */
-function runInSource(argv: string[], onEvent?: (e: Event) => void): Promise<Run> {
+function runInSource(argv: string[], onEvent?: (e: Event, child: ChildProcess) => void): Promise<Run> {
   const child = spawn('setpriv', ['--pdeathsig', 'KILL', 'nsenter', `--net=${bed.source.nsPath('net')}`, ...argv],
     { stdio: ['ignore', 'pipe', 'pipe'] });
   children.add(child);
@@ -78,7 +78,7 @@ function runInSource(argv: string[], onEvent?: (e: Event) => void): Promise<Run>
         e = { event: 'text', line };
       }
       events.push(e);
-      onEvent?.(e);
+      onEvent?.(e, child);
     }
   });
   child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
@@ -95,7 +95,7 @@ function sshArgs(): string[] {
     '--godwit-path', `${NODE} ${CLI}`];
 }
 
-function migrateCli(w: Workload, extra: string[] = [], onEvent?: (e: Event) => void): Promise<Run> {
+function migrateCli(w: Workload, extra: string[] = [], onEvent?: (e: Event, child: ChildProcess) => void): Promise<Run> {
   return runInSource([NODE, CLI, 'migrate', '--pid', String(w.pid), ...sshArgs(), '--json', ...extra], onEvent);
 }
 
@@ -256,6 +256,23 @@ describe('migrate faults: the source continues unharmed, the target holds nothin
     // The target notices on its own (nothing came for 3 s) and removes what it received.
     expect(await targetLeftovers(targetDir)).toEqual([]);
   }, 90_000);
+
+  test('Ctrl-C on the source mid-stream', async () => {
+    const w = await start('mem-counter', ['--mib', '128']);
+    const targetDir = path.join(work, 'img-ctrlc');
+    let interrupted = false;
+    const r = await migrateCli(w, ['--target-dir', targetDir], (e, child) => {
+      if (!interrupted && e.event === 'progress' && Number(e.wireBytes) > 2 << 20) {
+        interrupted = true;
+        child.kill('SIGINT'); // setpriv and nsenter exec in place: this is godwit migrate itself
+      }
+    });
+    expect(interrupted).toBe(true);
+    expect(r.code).toBe(1);
+    expect(r.error).toMatch(/failed; the source was resumed as it was[\s\S]*interrupted/);
+    await expectSourceUnharmed(w);
+    expect(await targetLeftovers(targetDir)).toEqual([]);
+  }, 60_000);
 
   test("the target's restore killed half-way", async () => {
     const w = await start('mem-counter', ['--mib', '128']);

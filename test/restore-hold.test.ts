@@ -83,6 +83,16 @@ test('a task killed while held fails the resume, and the rest is killed', async 
   const tree = await restoreHeld(dir, {});
   const pid = Number(tree.info.rootPid);
   process.kill(pid, 'SIGKILL');
+  // Dead (a zombie, or reaped) before the commit comes:
+  const state = () => {
+    try {
+      const st = fs.readFileSync(`/proc/${pid}/stat`, 'latin1');
+      return st.slice(st.lastIndexOf(')') + 2, st.lastIndexOf(')') + 3);
+    } catch {
+      return undefined;
+    }
+  };
+  for (let i = 0; i < 200 && !['Z', 'X', undefined].includes(state()); i++) await sleep(10);
   await expect(tree.resume()).rejects.toThrow(/died while held stopped/);
   await tree.kill();
   for (let i = 0; i < 100 && findWorkloadPids(w.dir).length > 0; i++) await sleep(20);
