@@ -25,6 +25,7 @@ interface MigrateFlags {
   restoreTimeout?: string;
   idleTimeout?: string;
   keepalive?: string;
+  preCopy?: boolean;
 }
 
 function seconds(flag: string, v: string | undefined, min: number, max: number): number | undefined {
@@ -52,6 +53,7 @@ export function migrateOptions(f: MigrateFlags): MigrateOptions {
   if (f.targetDir) o.targetDir = f.targetDir;
   if (f.newPidns) o.newPidns = true;
   if (f.keepImages) o.keepImages = true;
+  if (f.preCopy) o.dump = { preCopy: true };
   const t: NonNullable<MigrateOptions['timeouts']> = {};
   const connectMs = seconds('--connect-timeout', f.connectTimeout, 1, 600);
   const restoreMs = seconds('--restore-timeout', f.restoreTimeout, 1, 3600);
@@ -79,6 +81,7 @@ export function register(program: Command): void {
     .option('--target-dir <dir>', 'image directory on the target, new or empty (default /var/tmp/godwit-migrate-PID-TIME)')
     .option('--new-pidns', 'restore into a new PID namespace on the target (when the PIDs may be taken there)')
     .option('--keep-images', 'keep the images on the target after the workload runs there')
+    .option('--pre-copy', "the dump's pre-copy: memory copied in rounds while the tree runs, only what changed read while frozen")
     .option('--connect-timeout <s>', 'TCP connect and SSH handshake (default 15)')
     .option('--restore-timeout <s>', 'how long the target may take to restore (default 300)')
     .option('--idle-timeout <s>', 'the target gives up after this long without data from the source (default 60)')

@@ -63,8 +63,11 @@ export interface MigrateOptions {
   signal?: AbortSignal;
   /** Every step, state change and (throttled) progress, as events: `--json` prints them. */
   onEvent?: (e: MigrateEvent) => void;
-  /** Passed to the dump (page reader and read-ahead, ghost file limit, freeze timeout). */
-  dump?: Pick<DumpOptions, 'ghostLimit' | 'freezeTimeoutMs' | 'pageReader' | 'pageBufferMax'>;
+  /**
+   * Passed to the dump (page reader and read-ahead, ghost file limit, freeze timeout, pre-copy). Pre-copy shortens
+   * only the reading of memory while frozen: the pages are still streamed after the freeze.
+   */
+  dump?: Pick<DumpOptions, 'ghostLimit' | 'freezeTimeoutMs' | 'pageReader' | 'pageBufferMax' | 'preCopy'>;
 }
 
 export interface MigrateSummary {

@@ -206,6 +206,7 @@ async function expectMigrated(w: Workload, r: Run, targetDir: string): Promise<v
 describe('godwit migrate between two test hosts', () => {
   const cases: Array<[WorkloadName, string[], string[]]> = [
     ['mem-counter', ['--mib', '32'], []],
+    ['mem-counter', ['--mib', '32', '--dirty-pages', '64'], ['--pre-copy']],
     ['threads', [], []],
     ['pipe-tree', [], ['--new-pidns']],
     ['signals', [], []],
