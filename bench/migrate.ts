@@ -74,6 +74,7 @@ async function opensshOnce(bed: TestBed, files: string[]): Promise<number> {
   });
   const t0 = process.hrtime.bigint();
   const all = new PassThrough({ highWaterMark: 1 << 20 });
+  all.setMaxListeners(0); // one pipeline per file into it
   const feed = (async () => {
     for (const f of files) await pipeline(fs.createReadStream(f, { highWaterMark: 1 << 20 }), all, { end: false });
     all.end();
