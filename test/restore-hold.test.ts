@@ -7,15 +7,25 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { dump } from '../checkpoint/dump';
 import { restoreHeld } from '../migrate/target';
+import type { RestoredTree } from '../transport/migrate-channel';
 import { findWorkloadPids, startWorkload, Workload } from '../scenarios/workload';
 
 let work: string;
 const workloads: Workload[] = [];
+/** Held trees of the current test: killed afterwards whatever happened (a failed expect must not leave one). */
+const held: Array<{ kill(): Promise<void> }> = [];
+
+async function hold(dir: string): Promise<RestoredTree> {
+  const tree = await restoreHeld(dir, {});
+  held.push(tree);
+  return tree;
+}
 
 beforeAll(() => {
   work = fs.mkdtempSync(path.join(os.tmpdir(), 'godwit-hold-'));
 });
 afterEach(async () => {
+  for (const t of held.splice(0)) await t.kill().catch(() => undefined);
   for (const w of workloads.splice(0)) await w.cleanup().catch(() => undefined);
 });
 afterAll(() => fs.rmSync(work, { recursive: true, force: true }));
@@ -42,7 +52,7 @@ async function dumped(name: 'mem-counter' | 'threads', args: string[]): Promise<
 test('a held tree is stopped (every thread, no CPU used) until resumed, then verifies itself', async () => {
   // threads: several threads passing a token; a held one would burn no CPU and stay in a ptrace stop.
   const { w, dir } = await dumped('threads', []);
-  const tree = await restoreHeld(dir, {});
+  const tree = await hold(dir);
   const pid = Number(tree.info.rootPid);
   expect(pid).toBe(w.pid); // same PID on this host (it was free again after the dump killed it)
   const before = threads(pid);
@@ -60,7 +70,7 @@ test('a held tree is stopped (every thread, no CPU used) until resumed, then ver
 
 test('a held tree killed: nothing of it is left', async () => {
   const { w, dir } = await dumped('mem-counter', ['--mib', '16']);
-  const tree = await restoreHeld(dir, {});
+  const tree = await hold(dir);
   const pid = Number(tree.info.rootPid);
   expect(findWorkloadPids(w.dir)).toEqual([pid]);
   await tree.kill();
@@ -80,7 +90,7 @@ test('a held tree killed: nothing of it is left', async () => {
 
 test('a task killed while held fails the resume, and the rest is killed', async () => {
   const { w, dir } = await dumped('threads', []);
-  const tree = await restoreHeld(dir, {});
+  const tree = await hold(dir);
   const pid = Number(tree.info.rootPid);
   process.kill(pid, 'SIGKILL');
   // Dead (a zombie, or reaped) before the commit comes:
