@@ -307,13 +307,31 @@ int op_tcp_repair_dump(struct helper *h, const uint8_t *req, size_t len, struct 
 	return 0;
 }
 
-/* Ends repair mode (release = 0) or only drops the copies (release = 1); returns how many failed. */
+/* Whether pid will run again: not gone, not a zombie. A killed task's connection must stay in repair mode
+ * (leaving it would send FIN or RST from a socket whose only holder is our copy). */
+static int task_alive(int pid)
+{
+	char path[64], buf[512];
+	snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+	int fd AUTO_CLOSE = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	ssize_t n = read(fd, buf, sizeof(buf) - 1);
+	if (n <= 0)
+		return 0;
+	buf[n] = 0;
+	const char *p = strrchr(buf, ')');
+	return p && p[1] == ' ' && p[2] != 'Z' && p[2] != 'X';
+}
+
+/* Ends repair mode (release = 0) or only drops the copies (release = 1); returns how many failed. Connections of
+ * tasks that are gone are only dropped either way. */
 static unsigned repair_off_all(struct helper *h, int release)
 {
 	unsigned failed = 0;
 	for (size_t i = 0; i < h->repaired.n; i++) {
 		struct repaired_sk *rs = &h->repaired.v[i];
-		if (!release) {
+		if (!release && task_alive(rs->pid)) {
 			/* Queue selection back to none, then repair off (the kernel sends a window probe, which tells the
 			 * peer the window as it is now). */
 			set_int(rs->copy, IPPROTO_TCP, TCP_REPAIR_QUEUE, TCP_NO_QUEUE);
