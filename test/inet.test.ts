@@ -165,6 +165,37 @@ describe('a client outside the tree connected to the server inside it', () => {
   });
 });
 
+describe('data in flight in every queue', () => {
+  test('an outside client stops reading while it sends 2 MiB to the echo server: every byte comes back after dump, kill, restore', async () => {
+    const w = await start('inet-tcp');
+    const client = await connectOutside(Number(w.info.port));
+    const total = 2 << 20;
+    const data = Buffer.alloc(total);
+    for (let i = 0; i < total; i++) data[i] = (i * 2654435761) >>> 24;
+    const got: Buffer[] = [];
+    let n = 0;
+    client.on('data', (d: Buffer) => {
+      got.push(d);
+      n += d.length;
+    });
+    client.pause(); // the echo backs up: the server's send queue (sent and unsent) and receive queue fill
+    client.write(data);
+    await sleep(300);
+    const { dir } = await cycle(w);
+    const streams = fs.readdirSync(dir).filter((f) => f.startsWith('tcp-stream-'));
+    const queued = streams
+      .map((f) => decodeImage(fs.readFileSync(path.join(dir, f)), f).entries[0].msg)
+      .reduce((a, m) => a + Number(m.inq_len) + Number(m.outq_len), 0);
+    expect(queued).toBeGreaterThan(64 << 10);
+    client.resume();
+    const end = Date.now() + 20000;
+    while (n < total && Date.now() < end) await sleep(50);
+    expect(n).toBe(total);
+    expect(Buffer.concat(got).equals(data)).toBe(true);
+    expect(await w.verify()).toEqual({ pass: true, detail: 'PASS' });
+  });
+});
+
 describe('failures leave every connection as it was', () => {
   test('a listener with a connection not accepted yet: clear error after the freeze, connections out of repair mode, the exchange goes on', async () => {
     const w = await start('inet-tcp');
