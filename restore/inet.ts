@@ -68,6 +68,8 @@ const O_NONBLOCK = 0o4000;
 const MSG_DONTWAIT = 0x40;
 /** Queue bytes per sendto: the kernel refills a repaired receive queue with one skb of at most 17 pages per call. */
 const QUEUE_CHUNK = 64 << 10;
+/** Buffer room beyond a queue's bytes while it is refilled (before doubling): headroom for skb overhead. */
+const QUEUE_ROOM = 256 << 10;
 
 interface InetSock {
   fileId: number;
@@ -239,8 +241,13 @@ async function build(ctx: RestoreContext, s: InetSock): Promise<void> {
     const dev = Buffer.from(String(o.so_bound_dev) + '\0');
     b.call('setsockopt', [fd, SOL_SOCKET, SO_BINDTODEVICE, b.data(dev), dev.length], `bind ${name} to device ${o.so_bound_dev}`);
   }
-  for (const [opt, v] of [[SO_SNDBUFFORCE, o.so_sndbuf], [SO_RCVBUFFORCE, o.so_rcvbuf]] as const)
-    if (v) setInt(b, fd, SOL_SOCKET, opt, Math.floor(Number(v) / 2), `buffer size of ${name}`); // the kernel doubles it
+  // The kernel doubles what it is given. While the queues are refilled, room for them at least twice over (skb
+  // overhead on top of the bytes, laid out differently than when they arrived); the dumped sizes come back in finish().
+  const room = (q: Buffer | undefined) => (q ? q.length + QUEUE_ROOM : 0);
+  for (const [opt, v, q] of [[SO_SNDBUFFORCE, o.so_sndbuf, s.stream?.outq], [SO_RCVBUFFORCE, o.so_rcvbuf, s.stream?.inq]] as const) {
+    const size = Math.max(Math.floor(Number(v ?? 0) / 2), room(q));
+    if (size) setInt(b, fd, SOL_SOCKET, opt, size, `buffer size of ${name}`);
+  }
   const src = words(e.src_addr);
   const srcPort = Number(e.src_port ?? 0);
   if (srcPort || src.some((w) => w !== 0)) {
@@ -310,6 +317,9 @@ async function finish(ctx: RestoreContext, s: InetSock): Promise<void> {
   let unsentAt = -1;
   let unsentLen = 0;
   if (s.tcp && (t.cork || s.stream?.tse.cork)) setInt(b, fd, IPPROTO_TCP, TCP_CORK, 1, `TCP_CORK on ${name}`);
+  if (s.stream)
+    for (const [opt, v] of [[SO_SNDBUFFORCE, o.so_sndbuf], [SO_RCVBUFFORCE, o.so_rcvbuf]] as const)
+      if (v) setInt(b, fd, SOL_SOCKET, opt, Math.floor(Number(v) / 2), `buffer size of ${name}`);
   if (s.stream) {
     setInt(b, fd, IPPROTO_TCP, TCP_REPAIR_QUEUE, 0, `no queue selected on ${name}`);
     setInt(b, fd, IPPROTO_TCP, TCP_REPAIR, 0, `TCP_REPAIR off for ${name}`);
