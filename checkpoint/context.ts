@@ -5,6 +5,7 @@ import { ImageSet } from './imageset';
 import { FileTable } from './filetable';
 import { SocketTables } from './fdkinds';
 import { InetDumpState, newInetState } from './inet';
+import { ShmemTable } from './shmem';
 
 export interface CollectContext {
   helper: Helper;
@@ -22,6 +23,8 @@ export interface CollectContext {
   ghosts: Map<string, number>;
   /** Largest deleted-file content carried in the image (bytes): bigger ones are refused with a clear error. */
   ghostLimit: number;
+  /** Shared anonymous memory and memfds of the tree, each dumped once (shmem.ts). */
+  shmem: ShmemTable;
 }
 
 export function newContext(helper: Helper, tree: Tree, ghostLimit: number): CollectContext {
@@ -36,5 +39,6 @@ export function newContext(helper: Helper, tree: Tree, ghostLimit: number): Coll
     inet: newInetState(),
     ghosts: new Map(),
     ghostLimit,
+    shmem: new ShmemTable(),
   };
 }

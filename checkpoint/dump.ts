@@ -30,6 +30,7 @@ import { MemReader } from './memreader';
 import { PageStore } from './pagestore';
 import { FrozenPages, PreCopy, PreCopyOptions, PreCopyReport } from './precopy';
 import { resolveTarget, scanTree, Tree } from './tree';
+import { dumpShmem } from './shmem';
 
 export type Compression = 'zstd' | 'none';
 
@@ -298,6 +299,20 @@ export const DUMP_STEPS: DumpStep[] = [
       }
       // Every page is out of the tree: compression starts now, overlapping the resume and the image writes.
       s.pageBuffer!.startWriting();
+    },
+  },
+  {
+    // Shared memory objects (shared anonymous, memfd) once each, however many processes map them; still frozen.
+    title: 'dump shared memory',
+    skip: (s) => !s.ctx || s.ctx.shmem.size === 0,
+    run: async (s) => {
+      const first = Math.max(0, ...s.plans!.map((p) => p.pagesId)) + 1;
+      const r = await dumpShmem(s.ctx!, s.ctx!.shmem, first, async (id) => {
+        const w = await s.writer!.createPageWriter(id);
+        s.pageWriters.push(w);
+        return w;
+      });
+      s.pageBytes += BigInt(r.bytes);
     },
   },
   {

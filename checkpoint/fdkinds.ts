@@ -19,6 +19,7 @@ export type FdKind =
   | 'signalfd'
   | 'timerfd'
   | 'inotify'
+  | 'memfd'
   | 'unsupported';
 
 export interface FdClass {
@@ -150,7 +151,10 @@ export function classifyFd(pid: number, fd: number, sockets: SocketTables): FdCl
         return out('unsupported', name); // io_uring, userfaultfd, pidfd, fanotify, perf_event, bpf-*, ...
     }
   }
-  if (link.startsWith('/memfd:')) return out('unsupported', `memfd ${link}`);
+  if (link.startsWith('/memfd:') && mode === S_IFREG) {
+    // hugetlbfs memfds need huge pages at restore: not yet.
+    return proc.stat.blksize > 4096n ? out('unsupported', `hugetlb memfd ${link}`) : out('memfd');
+  }
   if (mode === S_IFREG || mode === S_IFDIR) return out('reg');
   if (mode === S_IFIFO) return out('fifo');
   if (mode === S_IFCHR) {

@@ -33,6 +33,7 @@ const TYPE_OF: Record<string, number> = {
   signalfd: FD_TYPES.SIGNALFD,
   timerfd: FD_TYPES.TIMERFD,
   inotify: FD_TYPES.INOTIFY,
+  memfd: FD_TYPES.MEMFD,
 };
 
 export interface FdRecord {
@@ -91,6 +92,9 @@ export async function dumpFiles(ctx: CollectContext, pid: number, filesId: numbe
         break;
       case 'inotify':
         fileId = dumpInotify(ctx, pid, c, info);
+        break;
+      case 'memfd':
+        fileId = ctx.shmem.addFd(ctx, pid, c, info);
         break;
     }
     rec.fileId = fileId;

@@ -23,6 +23,7 @@ export const FD_TYPES = {
   INOTIFY: 8,
   SIGNALFD: 9,
   TIMERFD: 17,
+  MEMFD: 18,
 } as const;
 
 export function fown(): Entry {

@@ -45,6 +45,7 @@ export async function collectMemory(ctx: CollectContext, pid: number, stat: Proc
       throw new GodwitError(
         `pid ${pid} mapping 0x${m.proc.start.toString(16)}-0x${m.proc.end.toString(16)} ${m.proc.path}: ${m.unsupported} cannot be checkpointed yet`,
       );
+  ctx.shmem.addMappings(ctx, pid, mappings);
   let exeId = 0;
   try {
     const exe = fs.readlinkSync(procPath(pid, 'exe'), 'latin1').replace(/ \(deleted\)$/, '');

@@ -149,11 +149,12 @@ export function buildMappings(
         e.status |= VMA_AREA_SYSVIPC;
         m.unsupported = 'SysV shared memory';
       } else if (name.startsWith('/memfd:')) {
+        // Dumped by shmem.ts (content once per memfd; vma.shmid becomes its MEMFD file id).
         e.status = VMA_AREA_REGULAR | VMA_AREA_MEMFD | (v.shared ? VMA_FILE_SHARED : VMA_FILE_PRIVATE);
-        m.unsupported = `memfd mapping ${name}`;
+        e.fdflags = v.shared && f.has('mw') ? O_RDWR : O_RDONLY;
       } else {
+        // Shared anonymous memory: content dumped once per object by shmem.ts.
         e.flags |= MAP_ANONYMOUS;
-        m.unsupported = 'shared anonymous memory';
       }
     } else {
       // A file mapping: map_files/ gives the file itself even when its path is gone.

@@ -101,6 +101,9 @@ export interface ThreadRegs {
   syscall: { op: number; nr: bigint; args: bigint[]; rval: bigint };
   /** GDT TLS entries 12..14 (struct user_desc, 16 bytes each). */
   tls: Buffer[];
+  /** Seccomp filters (struct sock_filter[]), newest first, and each one's SECCOMP_FILTER_FLAG_* bits. */
+  seccompFilters: Buffer[];
+  seccompFlags: bigint[];
 }
 
 export interface SigAction {
@@ -641,7 +644,22 @@ export class Helper {
         rval: big(t.syscallRval),
       },
       tls: (t.tls as Uint8Array[]).map(buf),
+      seccompFilters: ((t.seccompFilters as Uint8Array[] | undefined) ?? []).map(buf),
+      seccompFlags: ((t.seccompFlags as unknown[] | undefined) ?? []).map(big),
     }));
+  }
+
+  /**
+   * One read-only fcntl ('fcntl') or ioctl ('ioctl') on fd `fd` of `pid`, or on `path` (opened by the helper)
+   * when given. `argLen` > 0 hands the call a zeroed buffer of that size and returns what it filled in.
+   */
+  async fdQuery(q: { pid: number; fd?: number; path?: string; kind: 'fcntl' | 'ioctl'; cmd: number; arg?: number; argLen?: number }): Promise<{ result: number; data: Buffer }> {
+    const r = await this.call(
+      'fdQuery',
+      { pid: q.pid, fd: q.fd ?? -1, path: q.path ?? '', kind: q.kind === 'ioctl' ? 1 : 0, cmd: q.cmd, arg: q.arg ?? 0, argLen: q.argLen ?? 0 },
+      `${q.kind} 0x${q.cmd.toString(16)} on ${q.path ?? `fd ${q.fd} of pid ${q.pid}`}`,
+    );
+    return { result: num(r.result), data: buf(r.data) };
   }
 
   /** Per-process state through injected syscalls, in one round trip (all tids seized and stopped). */

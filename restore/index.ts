@@ -27,6 +27,7 @@ import { Batch, runBatch } from './syscalls';
 import { addPosixTimerCalls, addTimerCalls } from './timers';
 import { dropTrampoline, restoreThreadState, setRegisters } from './threads';
 import { createTree, findHostPids, joinProcessGroups } from './tree';
+import { applyMemfdSeals, createShmemObjects } from './shmem';
 
 export type { RestoreOptions, RestoreContext } from './context';
 
@@ -82,6 +83,7 @@ export function restoreSteps(): ListrTask<StepState>[] {
     }),
     timed('create process tree', (s) => createTree(s)),
     timed('create pipes and open files', async (s) => {
+      await createShmemObjects(s);
       await createPipes(s);
       await createFifos(s);
       await createUnixSockets(s);
@@ -98,6 +100,7 @@ export function restoreSteps(): ListrTask<StepState>[] {
         s.pageBytes += (await writePages(s, t, ranges, vmas)).bytes;
         await finishMemory(s, t, vmas);
       }
+      await applyMemfdSeals(s);
     }),
     timed('restore fds, cwd, root, umask', async (s) => {
       const filled = new Set<number>();

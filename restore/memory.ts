@@ -14,6 +14,7 @@ import { ImageSet, TaskImage } from './load';
 import { Msg } from './image-files';
 import { Op } from './restorer';
 import { Batch, runBatch } from './syscalls';
+import { isShmemVma, shmemMapper } from './shmem';
 
 export const PAGE = 4096n;
 /** One 4 KiB code page + scratch for batch arguments (auxv, sigactions, paths, iovecs). */
@@ -75,8 +76,7 @@ const isSpecial = (v: Vma) => (v.status & (VMA.VDSO | VMA.VVAR | VMA.VSYSCALL)) 
 export function unsupportedVma(v: Vma): string | null {
   if (!(v.status & VMA.REGULAR) && !(v.status & VMA.VSYSCALL)) return 'not a regular mapping';
   for (const [bit, name] of [
-    [VMA.ANON_SHARED, 'shared anonymous memory'], [VMA.SYSVIPC, 'SysV shared memory'], [VMA.SOCKET, 'a socket mapping'],
-    [VMA.AIORING, 'an AIO ring'], [VMA.MEMFD, 'a memfd mapping'],
+    [VMA.SYSVIPC, 'SysV shared memory'], [VMA.SOCKET, 'a socket mapping'], [VMA.AIORING, 'an AIO ring'],
   ] as const)
     if (v.status & bit) return name;
   return null;
@@ -161,6 +161,7 @@ export async function mapVmas(ctx: RestoreContext, t: TaskImage, vmas: Vma[]): P
   const vdso = vmas.find((v) => v.status & VMA.VDSO);
   if (vdso) b.call('arch_prctl', [ARCH_MAP_VDSO_64, (vvar ?? vdso).start], 'map [vvar]+[vdso] at the dumped address');
   const fds = new Map<number, ReturnType<Batch['call']>>();
+  const shared = shmemMapper(ctx, t, b);
   for (const v of vmas) {
     if (isSpecial(v)) continue;
     const why = unsupportedVma(v);
@@ -169,7 +170,9 @@ export async function mapVmas(ctx: RestoreContext, t: TaskImage, vmas: Vma[]): P
     if (v.hasPages && !(v.flags & MAP_SHARED)) prot |= PROT_WRITE;
     const flags = (v.flags & (MAP_SHARED | MAP_PRIVATE | MAP_ANONYMOUS | MAP_GROWSDOWN | MAP_NORESERVE)) | MAP_FIXED_NOREPLACE;
     const what = `map 0x${v.start.toString(16)}-0x${v.end.toString(16)}`;
-    if (v.status & (VMA.FILE_PRIVATE | VMA.FILE_SHARED)) {
+    if (isShmemVma(v)) {
+      shared.map(v, prot, flags, what); // shared anonymous memory and memfds: restore/shmem.ts
+    } else if (v.status & (VMA.FILE_PRIVATE | VMA.FILE_SHARED)) {
       let fd = fds.get(v.shmid);
       if (!fd) {
         const p = filePath(set, v.shmid, t, what);
@@ -183,6 +186,7 @@ export async function mapVmas(ctx: RestoreContext, t: TaskImage, vmas: Vma[]): P
     }
   }
   for (const fd of fds.values()) b.call('close', [fd], 'close a mapped file');
+  shared.closeAll();
   const res = await runBatch(ctx.restorer!, t.pid, b);
   // mmap with MAP_FIXED_NOREPLACE never moves a mapping, but check: a kernel without it ignores the flag.
   b.calls.forEach((c, i) => {

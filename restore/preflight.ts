@@ -14,6 +14,7 @@ import { inetProblems } from './inet';
 import { restorerPath } from './restorer';
 import { TASK_ALIVE } from './load';
 import { HostXsave } from './threads';
+import { shmemProblems } from './shmem';
 
 export class PreflightError extends GodwitError {
   constructor(message: string) {
@@ -134,6 +135,7 @@ export function preflight(ctx: RestoreContext): void {
     }
   }
   problems.push(...inetProblems(ctx));
+  problems.push(...shmemProblems(ctx));
   if (problems.length)
     throw new PreflightError(`cannot restore ${set.dir}:\n  - ${problems.join('\n  - ')}`);
 }

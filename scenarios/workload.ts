@@ -25,6 +25,7 @@ export const WORKLOAD_NAMES = [
   'shared-mem',
   'inet-tcp',
   'inet-udp',
+  'shmem-more',
 ] as const;
 export type WorkloadName = (typeof WORKLOAD_NAMES)[number];
 

@@ -26,6 +26,7 @@
 #define F_Request_track_scan 32
 #define F_Request_track_stop 33
 #define F_Request_present_pages 34
+#define F_Request_fd_query 50
 
 /* message Response */
 #define F_Response_id 1
@@ -50,6 +51,7 @@
 #define F_Response_track_scan 32
 #define F_Response_track_stop 33
 #define F_Response_present_pages 34
+#define F_Response_fd_query 50
 
 /* message Error */
 #define F_Error_errnum 1
@@ -142,6 +144,8 @@
 #define F_ThreadRegs_syscall_args 17
 #define F_ThreadRegs_syscall_rval 18
 #define F_ThreadRegs_tls 19
+#define F_ThreadRegs_seccomp_filters 30
+#define F_ThreadRegs_seccomp_flags 31
 
 /* message DumpProcessReq */
 #define F_DumpProcessReq_pid 1
@@ -336,6 +340,18 @@
 
 /* message TcpRepairOffResp */
 #define F_TcpRepairOffResp_count 1
+/* message FdQueryReq */
+#define F_FdQueryReq_pid 1
+#define F_FdQueryReq_fd 2
+#define F_FdQueryReq_path 3
+#define F_FdQueryReq_kind 4
+#define F_FdQueryReq_cmd 5
+#define F_FdQueryReq_arg 6
+#define F_FdQueryReq_arg_len 7
+
+/* message FdQueryResp */
+#define F_FdQueryResp_result 1
+#define F_FdQueryResp_data 2
 
 /* message TrackStartReq */
 #define F_TrackStartReq_pid 1

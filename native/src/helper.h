@@ -144,6 +144,7 @@ void track_close_all(struct helper *h);
 int op_peek_pipe(struct helper *h, const uint8_t *req, size_t len, struct pb_buf *out);
 int op_peek_socket(struct helper *h, const uint8_t *req, size_t len, struct pb_buf *out);
 int op_sock_opts(struct helper *h, const uint8_t *req, size_t len, struct pb_buf *out);
+int op_fd_query(struct helper *h, const uint8_t *req, size_t len, struct pb_buf *out);
 
 /* ---- diag.c: NETLINK_SOCK_DIAG for unix sockets */
 int op_unix_diag(struct helper *h, const uint8_t *req, size_t len, struct pb_buf *out);

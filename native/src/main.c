@@ -168,6 +168,7 @@ static const struct op ops[] = {
 	{ F_Request_track_scan, F_Response_track_scan, op_track_scan },
 	{ F_Request_track_stop, F_Response_track_stop, op_track_stop },
 	{ F_Request_present_pages, F_Response_present_pages, op_present_pages },
+	{ F_Request_fd_query, F_Response_fd_query, op_fd_query },
 };
 
 /* Handles one request frame and sends its response. -1 only if the response could not be sent. */

@@ -33,6 +33,17 @@ long ptrace(int request, ...);
 #define ERESTARTNOINTR 513
 #define ERESTARTNOHAND 514
 #define ERESTART_RESTARTBLOCK 516
+#ifndef PTRACE_SECCOMP_GET_FILTER
+#define PTRACE_SECCOMP_GET_FILTER 0x420c
+#endif
+#ifndef PTRACE_SECCOMP_GET_METADATA
+#define PTRACE_SECCOMP_GET_METADATA 0x420d
+#endif
+/* BPF_MAXINSNS: the kernel refuses longer filters, so no filter it returns is longer. */
+#define SECCOMP_MAX_INSNS 4096
+/* The kernel caps a thread's filter chain by total length (MAX_INSNS_PER_PATH = 32768 instructions, each
+ * filter counting 4 more): a chain can never hold more filters than this. */
+#define SECCOMP_MAX_FILTERS 8192
 /* Pending signals are read 32 at a time (PTRACE_PEEKSIGINFO returns up to nr). */
 #define PEEK_BATCH 32
 
@@ -88,6 +99,36 @@ int put_pending(struct helper *h, int tid, int shared, unsigned field, struct pb
 			return 0;
 		a.off += (unsigned long long)n;
 	}
+}
+
+/* Every seccomp filter of the thread, newest (index 0) first. EINVAL: the thread is not in filter mode. */
+static int put_seccomp(struct helper *h, int tid, struct pb_buf *out)
+{
+	struct sock_insn {
+		uint16_t code;
+		uint8_t jt, jf;
+		uint32_t k;
+	};
+	struct sock_insn *buf AUTO_FREE = calloc(SECCOMP_MAX_INSNS, sizeof(*buf));
+	if (!buf)
+		return gw_fail(&h->err, ENOMEM, "calloc", tid, "seccomp filter buffer");
+	for (long i = 0; i < SECCOMP_MAX_FILTERS; i++) {
+		long n = ptrace(PTRACE_SECCOMP_GET_FILTER, tid, (void *)i, buf);
+		if (n < 0) {
+			if (errno == ENOENT || (i == 0 && errno == EINVAL))
+				break; /* past the oldest filter, or no filter mode at all */
+			return gw_fail_errno(&h->err, "ptrace(PTRACE_SECCOMP_GET_FILTER)", tid, "filter %ld of thread %d", i, tid);
+		}
+		pb_bytes(out, F_ThreadRegs_seccomp_filters, buf, (size_t)n * sizeof(*buf));
+		struct {
+			uint64_t filter_off;
+			uint64_t flags;
+		} md = { (uint64_t)i, 0 };
+		if (ptrace(PTRACE_SECCOMP_GET_METADATA, tid, (void *)sizeof(md), &md) < 0)
+			md.flags = 0; /* kernels before 4.16: no flags to report */
+		pb_varint(out, F_ThreadRegs_seccomp_flags, md.flags);
+	}
+	return 0;
 }
 
 static int put_thread(struct helper *h, int tid, struct pb_buf *out)
@@ -168,7 +209,7 @@ static int put_thread(struct helper *h, int tid, struct pb_buf *out)
 		}
 		pb_bytes(out, F_ThreadRegs_tls, &d, sizeof(d));
 	}
-	return 0;
+	return put_seccomp(h, tid, out);
 }
 
 int op_thread_regs(struct helper *h, const uint8_t *req, size_t len, struct pb_buf *out)

@@ -1,0 +1,82 @@
+/* FdQuery: one read-only fcntl or ioctl on a task's fd (copied with pidfd_getfd) or on a /proc path the helper
+ * opens itself (a memfd that is only mapped: /proc/PID/map_files/...). TypeScript picks the command; the
+ * helper only runs it and returns the result and the bytes the call filled in. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "fields.h"
+#include "helper.h"
+
+/* Largest output buffer an ioctl may fill (termios, winsize and friends are far smaller). */
+#define FDQ_MAX_ARG 4096
+
+enum { FDQ_FCNTL = 0, FDQ_IOCTL = 1 };
+
+static int open_target(struct helper *h, int pid, int fd, const char *path)
+{
+	if (path[0]) {
+		int o = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+		if (o < 0)
+			return gw_fail_errno(&h->err, "open", pid, "%s", path);
+		return o;
+	}
+	int pidfd AUTO_CLOSE = (int)syscall(SYS_pidfd_open, pid, 0);
+	if (pidfd < 0)
+		return gw_fail_errno(&h->err, "pidfd_open", pid, "to copy fd %d", fd);
+	int copy = (int)syscall(SYS_pidfd_getfd, pidfd, fd, 0);
+	if (copy < 0)
+		return gw_fail_errno(&h->err, "pidfd_getfd", pid, "fd %d", fd);
+	return copy;
+}
+
+int op_fd_query(struct helper *h, const uint8_t *req, size_t len, struct pb_buf *out)
+{
+	struct pb_reader r = pb_reader(req, len);
+	struct pb_field f;
+	int rc, pid = 0, fd = -1, kind = FDQ_FCNTL;
+	uint64_t cmd = 0, arg = 0;
+	uint32_t arg_len = 0;
+	char path[256] = "";
+	while ((rc = pb_next(&r, &f)) > 0) {
+		if (f.num == F_FdQueryReq_pid)
+			pid = (int)f.v;
+		else if (f.num == F_FdQueryReq_fd)
+			fd = (int)f.v;
+		else if (f.num == F_FdQueryReq_path && f.len < sizeof(path)) {
+			memcpy(path, f.data, f.len);
+			path[f.len] = 0;
+		} else if (f.num == F_FdQueryReq_kind)
+			kind = (int)f.v;
+		else if (f.num == F_FdQueryReq_cmd)
+			cmd = f.v;
+		else if (f.num == F_FdQueryReq_arg)
+			arg = f.v;
+		else if (f.num == F_FdQueryReq_arg_len)
+			arg_len = (uint32_t)f.v;
+	}
+	if (rc < 0 || pid <= 0 || (fd < 0 && !path[0]) || arg_len > FDQ_MAX_ARG || (kind != FDQ_FCNTL && kind != FDQ_IOCTL))
+		return gw_fail(&h->err, EBADMSG, "decode", pid, "malformed FdQueryReq (pid %d, fd %d, arg_len %u)", pid, fd,
+			       arg_len);
+	int t AUTO_CLOSE = open_target(h, pid, fd, path);
+	if (t < 0)
+		return -1;
+	unsigned char buf[FDQ_MAX_ARG];
+	memset(buf, 0, sizeof(buf));
+	long res;
+	if (kind == FDQ_FCNTL)
+		res = fcntl(t, (int)cmd, (unsigned long)arg);
+	else
+		res = ioctl(t, (unsigned long)cmd, arg_len ? (void *)buf : (void *)(uintptr_t)arg);
+	if (res < 0)
+		return gw_fail_errno(&h->err, kind == FDQ_FCNTL ? "fcntl" : "ioctl", pid, "fd %d%s%s command 0x%llx", fd,
+				     path[0] ? " " : "", path, (unsigned long long)cmd);
+	pb_int(out, F_FdQueryResp_result, res);
+	if (arg_len)
+		pb_bytes(out, F_FdQueryResp_data, buf, arg_len);
+	return 0;
+}
