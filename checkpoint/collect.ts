@@ -61,6 +61,7 @@ export async function collectAll(
   writePstree(ctx.images, ctx.tree);
   const runId = writeInventory(ctx.images, ns);
   writeTimens(ctx.images);
+  if (ctx.seccomp.size) ctx.images.put('SECCOMP', undefined, [ctx.seccomp.entry()]);
   ctx.images.put('FILES', undefined, ctx.files.entries);
   return { plans, runId };
 }
@@ -113,6 +114,7 @@ async function collectProcess(
       policy: tstat.policy,
       rtPriority: tstat.rtPriority,
     });
+    ctx.seccomp.assign(pid, tid, tstatus.seccomp, r, threadCore);
     ctx.images.add('CORE', tid, buildCore(p, tid, r, ctx.helper.info, state, extras, threadCore));
   }
   ctx.images.add('IDS', pid, idsEntry(objId, ns.forTask(pid)));

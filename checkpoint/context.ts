@@ -6,6 +6,7 @@ import { FileTable } from './filetable';
 import { SocketTables } from './fdkinds';
 import { InetDumpState, newInetState } from './inet';
 import { ShmemTable } from './shmem';
+import { SeccompTable } from './seccomp';
 
 export interface CollectContext {
   helper: Helper;
@@ -25,6 +26,8 @@ export interface CollectContext {
   ghostLimit: number;
   /** Shared anonymous memory and memfds of the tree, each dumped once (shmem.ts). */
   shmem: ShmemTable;
+  /** Seccomp filters of every thread, each distinct chain link once (seccomp.ts). */
+  seccomp: SeccompTable;
 }
 
 export function newContext(helper: Helper, tree: Tree, ghostLimit: number): CollectContext {
@@ -40,5 +43,6 @@ export function newContext(helper: Helper, tree: Tree, ghostLimit: number): Coll
     ghosts: new Map(),
     ghostLimit,
     shmem: new ShmemTable(),
+    seccomp: new SeccompTable(),
   };
 }

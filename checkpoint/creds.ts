@@ -23,5 +23,6 @@ export function credsEntry(s: ProcStatus): Record<string, unknown> {
     cap_amb: cap(s.capAmb),
   };
   if (s.groups.length) e.groups = s.groups;
+  if (s.noNewPrivs) e.no_new_privs = 1;
   return e;
 }

@@ -38,7 +38,6 @@ export function inspectTree(tree: Tree, ns: NamespaceIds): PreflightResult {
       const st = readStatus(p.pid);
       if (st.tracerPid !== 0)
         problems.push({ pid: p.pid, where: 'process', kind: `already traced by pid ${st.tracerPid} (a debugger or strace?)` });
-      if (st.seccomp === 2) problems.push({ pid: p.pid, where: 'process', kind: 'seccomp filters (not supported yet)' });
       for (const t of p.threads) {
         if (t === p.pid) continue;
         const ts = readStatus(p.pid, t);

@@ -101,7 +101,7 @@ export interface ThreadRegs {
   syscall: { op: number; nr: bigint; args: bigint[]; rval: bigint };
   /** GDT TLS entries 12..14 (struct user_desc, 16 bytes each). */
   tls: Buffer[];
-  /** Seccomp filters (struct sock_filter[]), newest first, and each one's SECCOMP_FILTER_FLAG_* bits. */
+  /** Seccomp filters (struct sock_filter[]), oldest first, and each one's SECCOMP_FILTER_FLAG_* bits. */
   seccompFilters: Buffer[];
   seccompFlags: bigint[];
 }

@@ -28,6 +28,7 @@ import { addPosixTimerCalls, addTimerCalls } from './timers';
 import { dropTrampoline, restoreThreadState, setRegisters } from './threads';
 import { createTree, findHostPids, joinProcessGroups } from './tree';
 import { applyMemfdSeals, createShmemObjects } from './shmem';
+import { addSeccompCalls } from './seccomp';
 
 export type { RestoreOptions, RestoreContext } from './context';
 
@@ -125,7 +126,10 @@ export function restoreSteps(): ListrTask<StepState>[] {
         await runBatch(s.restorer!, t.pid, b);
         // Other threads first: the main thread's creds change last.
         for (const tid of [...t.threads.filter((x) => x !== t.pid), t.pid])
-          await restoreThreadState(s, t, tid, (bb) => addCredCalls(t, tid, bb));
+          await restoreThreadState(s, t, tid, (bb) => {
+            addSeccompCalls(s, t, tid, bb); // before the creds change: see restore/seccomp.ts
+            addCredCalls(t, tid, bb);
+          });
       }
     }),
     timed('registers', async (s) => {

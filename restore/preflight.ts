@@ -15,6 +15,7 @@ import { restorerPath } from './restorer';
 import { TASK_ALIVE } from './load';
 import { HostXsave } from './threads';
 import { shmemProblems } from './shmem';
+import { seccompProblems } from './seccomp';
 
 export class PreflightError extends GodwitError {
   constructor(message: string) {
@@ -136,6 +137,7 @@ export function preflight(ctx: RestoreContext): void {
   }
   problems.push(...inetProblems(ctx));
   problems.push(...shmemProblems(ctx));
+  problems.push(...seccompProblems(ctx, set.tasks.filter((t) => t.zombie === undefined)));
   if (problems.length)
     throw new PreflightError(`cannot restore ${set.dir}:\n  - ${problems.join('\n  - ')}`);
 }

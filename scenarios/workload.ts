@@ -26,6 +26,7 @@ export const WORKLOAD_NAMES = [
   'inet-tcp',
   'inet-udp',
   'shmem-more',
+  'seccomp',
 ] as const;
 export type WorkloadName = (typeof WORKLOAD_NAMES)[number];
 

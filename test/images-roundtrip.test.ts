@@ -68,20 +68,21 @@ describe('round trip of every image kind', () => {
 
 describe('fields from a newer CRIU', () => {
   test('unknown fields survive decode/encode in field-number order, and crit JSON leaves them out', () => {
-    // creds_entry as a newer CRIU writes it: field 18 (unknown here) between 17 and 19, and 100 at the end
+    // creds_entry as a newer CRIU writes it: field 20 (unknown here) between 19 and 21, and 100 at the end
     const body = Buffer.from([
       0x08, 0x00, 0x10, 0x00, 0x18, 0x00, 0x20, 0x00, 0x28, 0x00, 0x30, 0x00, 0x38, 0x00, 0x40, 0x00, 0x68, 0x00, // required 1-8, 13
       0x82, 0x01, 0x01, 0x78, //                   16 lsm_sockcreate "x"
       0x8a, 0x01, 0x03, 0x61, 0x62, 0x63, //      17 apparmor_data "abc"
-      0x90, 0x01, 0x2a, //                         18: varint 42 (unknown)
+      0x90, 0x01, 0x01, //                         18 no_new_privs 1
       0x98, 0x01, 0x07, //                         19 cap_amb [7]
+      0xa0, 0x01, 0x2a, //                         20: varint 42 (unknown)
       0xa2, 0x06, 0x02, 0x68, 0x69, //            100: "hi" (unknown)
     ]);
     const len = Buffer.alloc(4);
     len.writeUInt32LE(body.length);
     const file = Buffer.concat([encodeImage('CREDS', []), len, body]);
     const img = decodeImage(file, 'creds-1.img');
-    expect(img.entries[0].msg).toEqual({ uid: 0, gid: 0, euid: 0, egid: 0, suid: 0, sgid: 0, fsuid: 0, fsgid: 0, secbits: 0, lsm_sockcreate: 'x', apparmor_data: Buffer.from('abc'), cap_amb: [7] });
+    expect(img.entries[0].msg).toEqual({ uid: 0, gid: 0, euid: 0, egid: 0, suid: 0, sgid: 0, fsuid: 0, fsgid: 0, secbits: 0, lsm_sockcreate: 'x', apparmor_data: Buffer.from('abc'), no_new_privs: 1, cap_amb: [7] });
     expect(encodeImage(img.kind, img.entries).equals(file)).toBe(true);
     expect(Object.keys(imageToCrit(img).entries as object[])).toHaveLength(1);
     expect((imageToCrit(img).entries as Array<Record<string, unknown>>)[0].cap_amb).toEqual([7]);

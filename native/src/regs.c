@@ -101,7 +101,7 @@ int put_pending(struct helper *h, int tid, int shared, unsigned field, struct pb
 	}
 }
 
-/* Every seccomp filter of the thread, newest (index 0) first. EINVAL: the thread is not in filter mode. */
+/* Every seccomp filter of the thread, oldest (index 0) first. EINVAL: the thread is not in filter mode. */
 static int put_seccomp(struct helper *h, int tid, struct pb_buf *out)
 {
 	struct sock_insn {

@@ -21,6 +21,11 @@
 #include <time.h>
 #include <unistd.h>
 
+/* Injected syscalls must not meet the seccomp filters restore installs (restore/seccomp.ts). */
+#ifndef PTRACE_O_SUSPEND_SECCOMP
+#define PTRACE_O_SUSPEND_SECCOMP (1 << 21)
+#endif
+
 /* What a stub reports on the ready pipe; 12 bytes, so each write is atomic. */
 struct ready_rec {
   int32_t pid;   /* reporting task */
@@ -216,7 +221,7 @@ static int seize_all(struct rst_ctx *ctx) {
     struct rst_thread *th = &ctx->threads[i];
     if (is_zombie_thread(ctx, th)) continue;
     /* EXITKILL: if the restorer dies half-way, the kernel kills what it created. */
-    if (ptrace(PTRACE_SEIZE, th->tid, 0, PTRACE_O_EXITKILL) < 0) return rst_fail(ctx, errno, "ptrace(SEIZE)", th->tid);
+    if (ptrace(PTRACE_SEIZE, th->tid, 0, PTRACE_O_EXITKILL | PTRACE_O_SUSPEND_SECCOMP) < 0) return rst_fail(ctx, errno, "ptrace(SEIZE)", th->tid);
     th->seized = 1;
     if (ptrace(PTRACE_INTERRUPT, th->tid, 0, 0) < 0) return rst_fail(ctx, errno, "ptrace(INTERRUPT)", th->tid);
   }

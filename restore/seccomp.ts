@@ -1,0 +1,94 @@
+/**
+ * seccomp (checkpoint/seccomp.ts): per thread, no_new_privs, then strict mode or the thread's filter chain
+ * from seccomp.img, oldest filter first, each with its flags. They are installed in the per-thread batch
+ * before the credentials change (installing a filter without no_new_privs needs CAP_SYS_ADMIN, which the
+ * stub still has then). Nothing restore injects afterwards is filtered: the restorer traces every thread with
+ * PTRACE_O_SUSPEND_SECCOMP, so the filters only take effect once the tree is detached and runs.
+ */
+import { GodwitError } from '../util/errors';
+import type { RestoreContext } from './context';
+import { Msg, readEntries } from './image-files';
+import type { TaskImage } from './load';
+import { PAGE } from './memory';
+import { Batch } from './syscalls';
+
+const PR_SET_SECCOMP = 22;
+const PR_SET_NO_NEW_PRIVS = 38;
+const SECCOMP_MODE_STRICT = 1;
+const SECCOMP_MODE_FILTER = 2;
+const SECCOMP_SET_MODE_FILTER = 1;
+const BPF_INSN_BYTES = 8;
+/** The kernel's BPF_MAXINSNS: a longer filter is an image error. */
+const BPF_MAXINSNS = 4096;
+/** Filters per chain, bounding the walk of a damaged `prev` list (the kernel's path limit allows fewer). */
+const MAX_CHAIN = 8192;
+
+const filtersCache = new WeakMap<RestoreContext, Msg[]>();
+
+function filters(ctx: RestoreContext): Msg[] {
+  let f = filtersCache.get(ctx);
+  if (!f) {
+    const e = readEntries(ctx.set!.dir, 'seccomp.img') ?? [];
+    f = ((e[0]?.seccomp_filters as Msg[] | undefined) ?? []);
+    filtersCache.set(ctx, f);
+  }
+  return f;
+}
+
+/** The thread's chain, oldest first. */
+function chain(ctx: RestoreContext, tid: number, top: number): Msg[] {
+  const all = filters(ctx);
+  const out: Msg[] = [];
+  for (let i: number | undefined = top; i !== undefined; ) {
+    const f: Msg | undefined = all[i];
+    if (!f) throw new GodwitError(`thread ${tid}: seccomp filter ${i} is missing from seccomp.img`);
+    if (out.length >= MAX_CHAIN) throw new GodwitError(`thread ${tid}: seccomp.img has a filter chain longer than ${MAX_CHAIN} (a loop?)`);
+    out.push(f);
+    i = f.prev === undefined ? undefined : Number(f.prev);
+  }
+  return out.reverse();
+}
+
+/** Problems for preflight: filters the kernel would refuse, chains that do not resolve. */
+export function seccompProblems(ctx: RestoreContext, tasks: TaskImage[]): string[] {
+  const problems: string[] = [];
+  for (const t of tasks) {
+    for (const [tid, core] of t.cores) {
+      const tc = (core.thread_core as Msg | undefined) ?? {};
+      if (Number(tc.seccomp_mode ?? 0) !== SECCOMP_MODE_FILTER) continue;
+      try {
+        for (const f of chain(ctx, tid, Number(tc.seccomp_filter ?? 0))) {
+          const len = (f.filter as Buffer | undefined)?.length ?? 0;
+          if (len === 0 || len % BPF_INSN_BYTES || len / BPF_INSN_BYTES > BPF_MAXINSNS)
+            problems.push(`thread ${tid}: a seccomp filter of ${len} bytes is not a valid BPF program`);
+        }
+      } catch (err) {
+        problems.push((err as Error).message);
+      }
+    }
+  }
+  return problems;
+}
+
+/** Adds no_new_privs and the thread's seccomp state to its per-thread batch. */
+export function addSeccompCalls(ctx: RestoreContext, t: TaskImage, tid: number, b: Batch): void {
+  const tc = (t.cores.get(tid)!.thread_core as Msg | undefined) ?? {};
+  const creds = (tc.creds as Msg | undefined) ?? {};
+  if (Number(creds.no_new_privs ?? 0)) b.call('prctl', [PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0], 'set no_new_privs');
+  const mode = Number(tc.seccomp_mode ?? 0);
+  if (mode === SECCOMP_MODE_STRICT) {
+    b.call('prctl', [PR_SET_SECCOMP, SECCOMP_MODE_STRICT, 0, 0, 0], 'enter seccomp strict mode');
+    return;
+  }
+  if (mode !== SECCOMP_MODE_FILTER) return;
+  // Batch scratch data lands one page after the trampoline in the task (native/src/restore/inject.c).
+  const scratchBase = ctx.trampolines.get(t.pid)! + PAGE;
+  chain(ctx, tid, Number(tc.seccomp_filter ?? 0)).forEach((f, i) => {
+    const prog = f.filter as Buffer;
+    const insns = b.data(prog);
+    const fprog = Buffer.alloc(16);
+    fprog.writeUInt16LE(prog.length / BPF_INSN_BYTES, 0);
+    fprog.writeBigUInt64LE(scratchBase + BigInt(insns.scratch), 8);
+    b.call('seccomp', [SECCOMP_SET_MODE_FILTER, Number(f.flags ?? 0), b.data(fprog)], `install seccomp filter ${i} of thread ${tid}`);
+  });
+}
