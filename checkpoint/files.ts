@@ -19,6 +19,8 @@ import { dumpEpoll } from './epoll';
 import { dumpSignalfd } from './signalfd';
 import { dumpTimerfd } from './timerfd';
 import { dumpInotify } from './inotify';
+import { dumpTtyFd } from './tty';
+import { dumpFileLocks } from './filelocks';
 
 const FD_CLOEXEC = 1;
 const TYPE_OF: Record<string, number> = {
@@ -34,6 +36,7 @@ const TYPE_OF: Record<string, number> = {
   timerfd: FD_TYPES.TIMERFD,
   inotify: FD_TYPES.INOTIFY,
   memfd: FD_TYPES.MEMFD,
+  tty: FD_TYPES.TTY,
 };
 
 export interface FdRecord {
@@ -64,6 +67,7 @@ export async function dumpFiles(ctx: CollectContext, pid: number, filesId: numbe
         fileId = dumpRegularFd(ctx, pid, c, info);
         rec.path = c.link;
         rec.pos = info.pos;
+        dumpFileLocks(ctx, pid, c.fd, `file ${fileId}`);
         break;
       case 'pipe':
         fileId = await dumpPipeFd(ctx, pid, c, info);
@@ -95,6 +99,9 @@ export async function dumpFiles(ctx: CollectContext, pid: number, filesId: numbe
         break;
       case 'memfd':
         fileId = ctx.shmem.addFd(ctx, pid, c, info);
+        break;
+      case 'tty':
+        fileId = await dumpTtyFd(ctx, pid, c, info);
         break;
     }
     rec.fileId = fileId;

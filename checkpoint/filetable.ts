@@ -22,6 +22,7 @@ export const FD_TYPES = {
   EVENTPOLL: 7,
   INOTIFY: 8,
   SIGNALFD: 9,
+  TTY: 11,
   TIMERFD: 17,
   MEMFD: 18,
 } as const;

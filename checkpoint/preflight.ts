@@ -10,6 +10,8 @@ import { NamespaceIds } from './namespaces';
 import { isNoEntry, listProcNumbers } from './proc/read';
 import { readStatus } from './proc/status';
 import type { Tree } from './tree';
+import { readFdInfo } from './proc/fdinfo';
+import { hostDevpts, ptyOf } from './tty';
 
 export interface Problem {
   pid: number;
@@ -32,6 +34,8 @@ export function inspectTree(tree: Tree, ns: NamespaceIds): PreflightResult {
   const problems: Problem[] = [];
   let estimatedPageBytes = 0;
   const sockets = new SocketTables();
+  const masters = new Set<number>();
+  const slaves: { pid: number; fd: number; index: number; link: string; dev: bigint }[] = [];
   for (const p of tree.processes) {
     if (p.zombie) continue;
     try {
@@ -52,6 +56,12 @@ export function inspectTree(tree: Tree, ns: NamespaceIds): PreflightResult {
         try {
           const c = classifyFd(p.pid, fd, sockets);
           if (c.kind === 'unsupported') problems.push({ pid: p.pid, where: `fd ${fd}`, kind: `${c.what} (${c.link})` });
+          if (c.kind === 'tty') {
+            const pty = ptyOf(c, readFdInfo(p.pid, fd));
+            if (!pty) problems.push({ pid: p.pid, where: `fd ${fd}`, kind: `terminal ${c.link} (not a Unix98 pty)` });
+            else if (pty.side === 'master') masters.add(pty.index);
+            else slaves.push({ pid: p.pid, fd, index: pty.index, link: c.link, dev: c.proc.stat.dev });
+          }
           if (c.kind === 'inet') {
             const bad = unsupportedInetState(c.what, sockets.inetState(p.pid, Number(c.proc.stat.ino)) ?? 7);
             if (bad) problems.push({ pid: p.pid, where: `fd ${fd}`, kind: `${bad} (${c.link})` });
@@ -73,6 +83,13 @@ export function inspectTree(tree: Tree, ns: NamespaceIds): PreflightResult {
       if (isNoEntry(err)) continue; // exited meanwhile: the freeze step rescans
       throw err;
     }
+  }
+  const devpts = hostDevpts();
+  for (const s of slaves) {
+    if (s.dev !== devpts)
+      problems.push({ pid: s.pid, where: `fd ${s.fd}`, kind: `pty ${s.link} of another devpts instance (not supported yet)` });
+    else if (!masters.has(s.index))
+      problems.push({ pid: s.pid, where: `fd ${s.fd}`, kind: `terminal ${s.link} whose master is outside the tree (a shell job: start it with its own pty or redirect its stdio; not supported yet)` });
   }
   return { problems, estimatedPageBytes };
 }

@@ -16,6 +16,7 @@ import { Op } from './restorer';
 import { createEventfd, createInotify, createSignalfd, createTimerfd } from './anonfds';
 import { createEpoll } from './epoll';
 import { createMemfdFile } from './shmem';
+import { createTtyFile } from './tty';
 
 export const FD_TYPE: Record<number, string> = {
   0: 'UND', 1: 'REG', 2: 'PIPE', 3: 'FIFO', 4: 'INETSK', 5: 'UNIXSK', 6: 'EVENTFD', 7: 'EVENTPOLL', 8: 'INOTIFY',
@@ -31,7 +32,7 @@ const F_DUPFD_CLOEXEC = 1030;
 const FD_CLOEXEC = 1;
 
 /** File kinds restore can recreate (pipes: pipes.ts; the rest here). */
-export const SUPPORTED_FD_TYPES = new Set(['REG', 'PIPE', 'EVENTFD', 'SIGNALFD', 'TIMERFD', 'INOTIFY', 'EVENTPOLL', 'UNIXSK', 'FIFO', 'INETSK', 'MEMFD']);
+export const SUPPORTED_FD_TYPES = new Set(['REG', 'PIPE', 'EVENTFD', 'SIGNALFD', 'TIMERFD', 'INOTIFY', 'EVENTPOLL', 'UNIXSK', 'FIFO', 'INETSK', 'MEMFD', 'TTY']);
 
 /** Creates, in the restorer, every file object the tree's fds refer to (one per files.img id). */
 export async function openRegularFiles(ctx: RestoreContext): Promise<void> {
@@ -113,6 +114,8 @@ async function createAnonObject(ctx: RestoreContext, id: number, type: string, f
       return createEpoll(ctx, id);
     case 'MEMFD':
       return createMemfdFile(ctx, id, f.memfd as Msg);
+    case 'TTY':
+      return createTtyFile(ctx, id, f.tty as Msg);
     default:
       return null;
   }

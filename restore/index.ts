@@ -29,6 +29,9 @@ import { dropTrampoline, restoreThreadState, setRegisters } from './threads';
 import { createTree, findHostPids, joinProcessGroups } from './tree';
 import { applyMemfdSeals, createShmemObjects } from './shmem';
 import { addSeccompCalls } from './seccomp';
+import { createPtyPairs, restoreControllingTerminals } from './tty';
+import { restoreFileLocks } from './filelocks';
+import { addPrctlCalls, checkPrctlResults } from './prctl';
 
 export type { RestoreOptions, RestoreContext } from './context';
 
@@ -82,7 +85,10 @@ export function restoreSteps(): ListrTask<StepState>[] {
       s.restorer = Restorer.start({ newPidns: s.opts.newPidns, detached: s.opts.detach });
       s.restorerPid = (await s.restorer.hello()).self;
     }),
-    timed('create process tree', (s) => createTree(s)),
+    timed('create process tree', async (s) => {
+      // Pty pairs first: a session leader takes its controlling terminal before it forks (restore/tty.ts).
+      await createTree(s, await createPtyPairs(s));
+    }),
     timed('create pipes and open files', async (s) => {
       await createShmemObjects(s);
       await createPipes(s);
@@ -110,8 +116,10 @@ export function restoreSteps(): ListrTask<StepState>[] {
         await fillEpolls(s, t, filled);
         await restoreFs(s, t);
       }
+      await restoreFileLocks(s);
     }),
     timed('process groups', (s) => joinProcessGroups(s)),
+    timed('controlling terminals', (s) => restoreControllingTerminals(s)),
     timed('resource limits', async (s) => {
       for (const t of liveTasks(s.set!)) await restoreRlimits(s, t, s.warnings);
     }),
@@ -123,7 +131,8 @@ export function restoreSteps(): ListrTask<StepState>[] {
         addSignalCalls(s, t, b);
         addTimerCalls(s, t, b);
         addPosixTimerCalls(s, t, b);
-        await runBatch(s.restorer!, t.pid, b);
+        const prctls = addPrctlCalls(t, b);
+        checkPrctlResults(s, t, prctls, await runBatch(s.restorer!, t.pid, b));
         // Other threads first: the main thread's creds change last.
         for (const tid of [...t.threads.filter((x) => x !== t.pid), t.pid])
           await restoreThreadState(s, t, tid, (bb) => {

@@ -16,6 +16,8 @@ import { TASK_ALIVE } from './load';
 import { HostXsave } from './threads';
 import { shmemProblems } from './shmem';
 import { seccompProblems } from './seccomp';
+import { ttyProblems } from './tty';
+import { fileLockProblems } from './filelocks';
 
 export class PreflightError extends GodwitError {
   constructor(message: string) {
@@ -137,6 +139,8 @@ export function preflight(ctx: RestoreContext): void {
   }
   problems.push(...inetProblems(ctx));
   problems.push(...shmemProblems(ctx));
+  problems.push(...ttyProblems(ctx));
+  problems.push(...fileLockProblems(ctx));
   problems.push(...seccompProblems(ctx, set.tasks.filter((t) => t.zombie === undefined)));
   if (problems.length)
     throw new PreflightError(`cannot restore ${set.dir}:\n  - ${problems.join('\n  - ')}`);

@@ -7,7 +7,8 @@ import { Op } from './restorer';
 import { Batch, runBatch } from './syscalls';
 import { readXstateInfo } from './threads';
 
-export async function createTree(ctx: RestoreContext): Promise<void> {
+/** `trailer`: optional extra records after the tasks (controlling terminals, restore/tty.ts). */
+export async function createTree(ctx: RestoreContext, trailer?: Buffer): Promise<void> {
   const set = ctx.set!;
   const parts: Buffer[] = [];
   const head = Buffer.alloc(4);
@@ -21,6 +22,7 @@ export async function createTree(ctx: RestoreContext): Promise<void> {
     tids.forEach((tid, i) => b.writeInt32LE(tid, 24 + 4 * i));
     parts.push(b);
   }
+  if (trailer) parts.push(trailer);
   await ctx.restorer!.request(Op.TREE, Buffer.concat(parts), 'create the process tree');
   ctx.xstateSize = (await readXstateInfo(ctx, set.tasks[0].pid)).size;
 }

@@ -27,6 +27,9 @@ export const WORKLOAD_NAMES = [
   'inet-udp',
   'shmem-more',
   'seccomp',
+  'pty',
+  'file-locks',
+  'proc-state',
 ] as const;
 export type WorkloadName = (typeof WORKLOAD_NAMES)[number];
 

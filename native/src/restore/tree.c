@@ -11,6 +11,7 @@
 #include <linux/sched.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -81,6 +82,18 @@ static void stub_main(struct rst_ctx *ctx, uint32_t idx, int ready) {
   if (t->sid == t->pid && setsid() < 0) {
     report(ready, t->pid, errno, t->pid);
     _exit(1);
+  }
+  if (t->ctty >= 0) {
+    /* A session leader opening a terminal without O_NOCTTY takes it as its controlling terminal; the children
+     * it forks below inherit it, as they did at dump time. */
+    char path[32];
+    snprintf(path, sizeof path, "/dev/pts/%d", t->ctty);
+    int fd = open(path, O_RDWR | O_CLOEXEC);
+    if (fd < 0) {
+      report(ready, t->pid, errno, t->pid);
+      _exit(1);
+    }
+    close(fd);
   }
   if (t->pgid == t->pid && t->sid != t->pid && setpgid(0, 0) < 0) {
     report(ready, t->pid, errno, t->pid);
@@ -164,6 +177,7 @@ static int parse_tree(struct rst_ctx *ctx, const uint8_t *p, size_t n) {
     t->pid = h[0], t->ppid = h[1], t->pgid = h[2], t->sid = h[3];
     t->nthreads = (uint32_t)h[4];
     t->zombie = h[5];
+    t->ctty = -1;
     t->uffd = -1;
     if (t->nthreads == 0 || t->nthreads > RST_MAX_THREADS - ctx->nthreads ||
         (size_t)(end - p) < 4ull * t->nthreads)
@@ -178,6 +192,20 @@ static int parse_tree(struct rst_ctx *ctx, const uint8_t *p, size_t n) {
       ctx->nthreads++;
     }
     ctx->ntasks++;
+  }
+  /* Optional trailer: controlling terminals, u32 count then (pid, pts index) pairs (restore/tty.ts). */
+  if (end - p >= 4) {
+    uint32_t n;
+    memcpy(&n, p, 4);
+    p += 4;
+    if (n > ntasks || (size_t)(end - p) < 8ull * n) return rst_fail(ctx, EINVAL, "tree-request", 0);
+    for (uint32_t i = 0; i < n; i++, p += 8) {
+      int32_t rec[2];
+      memcpy(rec, p, 8);
+      struct rst_task *t = rst_task_find(ctx, rec[0]);
+      if (!t || t->sid != t->pid || rec[1] < 0) return rst_fail(ctx, EINVAL, "tree-request", rec[0]);
+      t->ctty = rec[1];
+    }
   }
   return 0;
 }

@@ -1,0 +1,158 @@
+/**
+ * Pseudo-terminals whose master is inside the tree: tty-info.img (one entry per side of a pair: id
+ * index*2 + 1 for the master, index*2 for the slave, as CRIU numbers them) with termios, locked termios,
+ * window size, lock/packet/exclusive state and the session and foreground process group of the slave; tty
+ * files in files.img (TTY, one per open file description). Read through the helper's FdQuery ioctls while
+ * frozen.
+ *
+ * Refused, with the pid and fd: a slave whose master is outside the tree (a shell's terminal: the process is a
+ * "shell job"), ptys of another devpts instance, /dev/tty, consoles, virtual and serial terminals, and a pty
+ * holding unread bytes (in-flight terminal data is not carried yet).
+ */
+import * as fs from 'node:fs';
+import { GodwitError } from '../util/errors';
+import type { CollectContext } from './context';
+import type { FdClass } from './fdkinds';
+import { major, minor, kernelDev } from './fdkinds';
+import { FD_TYPES, fown, O_CLOEXEC } from './filetable';
+import type { ProcFdInfo } from './proc/fdinfo';
+
+export const PTMX_MAJOR = 5;
+export const PTMX_MINOR = 2;
+/** Unix98 pty slaves: majors 136..143 (UNIX98_PTY_SLAVE_MAJOR + UNIX98_PTY_MAJOR_COUNT). */
+export const PTS_MAJOR_FIRST = 136;
+export const PTS_MAJOR_LAST = 143;
+
+const TTY_TYPE_PTY = 1;
+// ioctl numbers (x86_64, asm-generic/ioctls.h)
+const TCGETS2 = 0x802c542a; // struct termios2: 4 flags, c_line, c_cc[19], c_ispeed, c_ospeed
+const TIOCGLCKTRMIOS = 0x5456; // struct termios (36 bytes)
+const TIOCGWINSZ = 0x5413;
+const TIOCGPTLCK = 0x80045439;
+const TIOCGPKT = 0x80045438;
+const TIOCGEXCL = 0x80045440;
+const TIOCGSID = 0x5429;
+const TIOCGPGRP = 0x540f;
+const TIOCINQ = 0x541b;
+const TIOCOUTQ = 0x5411;
+const NCCS = 19;
+
+export type PtySide = 'master' | 'slave';
+
+/** The pty a character device fd is, or null when it is not a Unix98 pty. */
+export function ptyOf(c: FdClass, info: ProcFdInfo): { side: PtySide; index: number } | null {
+  const rdev = c.proc.stat.rdev;
+  const maj = major(rdev);
+  if (maj === PTMX_MAJOR && minor(rdev) === PTMX_MINOR) {
+    const idx = info.raw.get('tty-index');
+    if (idx === undefined) return null;
+    return { side: 'master', index: Number(idx) };
+  }
+  if (maj >= PTS_MAJOR_FIRST && maj <= PTS_MAJOR_LAST) return { side: 'slave', index: (maj - PTS_MAJOR_FIRST) * 256 + minor(rdev) };
+  return null;
+}
+
+export function ttyInfoId(index: number, side: PtySide): number {
+  return index * 2 + (side === 'master' ? 1 : 0);
+}
+
+
+/** The devpts instance of this host's /dev/pts (its st_dev), or undefined if there is none. */
+export function hostDevpts(): bigint | undefined {
+  try {
+    return fs.statSync('/dev/pts', { bigint: true }).dev;
+  } catch {
+    return undefined;
+  }
+}
+
+function termios(b: Buffer, withSpeeds: boolean): Record<string, unknown> {
+  const cc: number[] = [];
+  for (let i = 0; i < NCCS; i++) cc.push(b[17 + i]);
+  return {
+    c_iflag: b.readUInt32LE(0),
+    c_oflag: b.readUInt32LE(4),
+    c_cflag: b.readUInt32LE(8),
+    c_lflag: b.readUInt32LE(12),
+    c_line: b[16],
+    c_ispeed: withSpeeds ? b.readUInt32LE(36) : 0,
+    c_ospeed: withSpeeds ? b.readUInt32LE(40) : 0,
+    c_cc: cc,
+  };
+}
+
+export interface TtyState {
+  /** tty_info ids written so far. */
+  infos: Set<number>;
+  /** master index -> its one open file description key (a second description of a master cannot be made). */
+  masterDescriptions: Map<number, string>;
+}
+
+const states = new WeakMap<CollectContext, TtyState>();
+function state(ctx: CollectContext): TtyState {
+  let s = states.get(ctx);
+  if (!s) states.set(ctx, (s = { infos: new Set(), masterDescriptions: new Map() }));
+  return s;
+}
+
+/** One pty fd: its TTY file entry (and the pair's tty_info entries the first time). Returns the file id. */
+export async function dumpTtyFd(ctx: CollectContext, pid: number, c: FdClass, info: ProcFdInfo): Promise<number> {
+  const pty = ptyOf(c, info);
+  if (!pty) throw new GodwitError(`pid ${pid} fd ${c.fd}: ${c.link} is not a pseudo-terminal godwit can dump`);
+  const st = state(ctx);
+  const q = (cmd: number, argLen = 4) => ctx.helper.fdQuery({ pid, fd: c.fd, kind: 'ioctl', cmd, argLen });
+  const u32 = async (cmd: number) => (await q(cmd)).data.readInt32LE(0);
+  const what = `pid ${pid} fd ${c.fd} (${c.link}, pty ${pty.index} ${pty.side})`;
+  try {
+    const inq = await u32(TIOCINQ);
+    const outq = await u32(TIOCOUTQ);
+    if (inq || outq)
+      throw new GodwitError(`${what}: holds ${inq} unread and ${outq} unsent bytes; terminal data in flight cannot be checkpointed yet (let the other side read it first)`);
+    const id = ttyInfoId(pty.index, pty.side);
+    if (!st.infos.has(id)) {
+      st.infos.add(id);
+      const t2 = (await q(TCGETS2, 44)).data;
+      const lck = (await q(TIOCGLCKTRMIOS, 36)).data;
+      const ws = (await q(TIOCGWINSZ, 8)).data;
+      // Session and foreground group of the pair: asked on the master, which answers for its slave whoever asks.
+      let sid = 0;
+      let pgrp = 0;
+      if (pty.side === 'master') {
+        sid = await u32(TIOCGSID).catch(() => 0); // ENOTTY: the slave is nobody's controlling terminal
+        if (sid) pgrp = await u32(TIOCGPGRP).catch(() => 0);
+      }
+      const e: Record<string, unknown> = {
+        id,
+        type: TTY_TYPE_PTY,
+        locked: pty.side === 'master' ? (await u32(TIOCGPTLCK)) !== 0 : false,
+        exclusive: pty.side === 'slave' ? (await u32(TIOCGEXCL)) !== 0 : false,
+        packet_mode: pty.side === 'master' ? (await u32(TIOCGPKT)) !== 0 : false,
+        sid,
+        pgrp,
+        rdev: kernelDev(c.proc.stat.rdev),
+        termios: termios(t2, true),
+        termios_locked: termios(lck, false),
+        winsize: { ws_row: ws.readUInt16LE(0), ws_col: ws.readUInt16LE(2), ws_xpixel: ws.readUInt16LE(4), ws_ypixel: ws.readUInt16LE(6) },
+        pty: { index: pty.index },
+      };
+      ctx.images.add('TTY_INFO', undefined, e);
+    }
+  } catch (err) {
+    if (err instanceof GodwitError && !(err as { errno?: number }).errno) throw err;
+    throw new GodwitError(`${what}: cannot read its terminal state`, { cause: err });
+  }
+  const flags = info.flags & ~O_CLOEXEC;
+  const key = `tty:${pty.index}:${pty.side}:${c.proc.stat.ino}:${flags}:${info.mntId}`;
+  if (pty.side === 'master') {
+    // Descriptions are told apart by their flags and position only; a master has position 0 always.
+    const have = st.masterDescriptions.get(pty.index);
+    if (have !== undefined && have !== key)
+      throw new GodwitError(`${what}: two open file descriptions of one pty master (different flags) cannot be restored`);
+    st.masterDescriptions.set(pty.index, key);
+  }
+  return ctx.files.add(key, (id) => ({
+    type: FD_TYPES.TTY,
+    id,
+    tty: { id, tty_info_id: ttyInfoId(pty.index, pty.side), flags, fown: fown() },
+  }));
+}

@@ -1,0 +1,46 @@
+/**
+ * Per-process settings CRIU keeps in core/mm and godwit dumps, set in the task's per-process batch: the child
+ * subreaper flag (tc.child_subreaper), the dumpable flag (mm.dumpable: 0 or 1; 2, "suid_dumpable", cannot be
+ * set by prctl and stays 1), and oom_score_adj (written to /proc/self/oom_score_adj inside the task: lowering it
+ * needs CAP_SYS_RESOURCE, so a refusal is a warning, not a failure).
+ */
+import type { RestoreContext } from './context';
+import { mainCore } from './context';
+import type { Msg } from './image-files';
+import type { TaskImage } from './load';
+import { Batch, ResultRef } from './syscalls';
+
+const PR_SET_DUMPABLE = 4;
+const PR_SET_CHILD_SUBREAPER = 36;
+const O_WRONLY = 1;
+const O_CLOEXEC = 0o2000000;
+const AT_FDCWD = -100;
+
+export interface PrctlCalls {
+  /** Index of the oom_score_adj write in the batch, to check its result. */
+  oomWrite?: ResultRef;
+  oomValue?: number;
+}
+
+export function addPrctlCalls(t: TaskImage, b: Batch): PrctlCalls {
+  const tc = (mainCore(t).tc as Msg | undefined) ?? {};
+  if (tc.child_subreaper) b.call('prctl', [PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0], 'become a child subreaper again');
+  const out: PrctlCalls = {};
+  const oom = Number(tc.oom_score_adj ?? 0);
+  if (oom !== 0) {
+    const fd = b.call('openat', [AT_FDCWD, b.str('/proc/self/oom_score_adj'), O_WRONLY | O_CLOEXEC, 0], 'open /proc/self/oom_score_adj');
+    const text = Buffer.from(`${oom}\n`);
+    out.oomWrite = b.call('write', [fd, b.data(text), text.length], `set oom_score_adj ${oom}`, { allowFail: true });
+    out.oomValue = oom;
+    b.call('close', [fd], 'close oom_score_adj');
+  }
+  // Last: with dumpable 0, /proc/PID of the task belongs to root (the restorer still is).
+  const dumpable = t.mm.dumpable;
+  if (dumpable !== undefined && Number(dumpable) === 0) b.call('prctl', [PR_SET_DUMPABLE, 0, 0, 0, 0], 'set dumpable 0');
+  return out;
+}
+
+export function checkPrctlResults(ctx: RestoreContext, t: TaskImage, calls: PrctlCalls, results: bigint[]): void {
+  if (calls.oomWrite && results[calls.oomWrite.result] < 0n)
+    ctx.warnings.push({ pid: t.pid, message: `oom_score_adj kept at this host's value, not ${calls.oomValue} (lowering it needs CAP_SYS_RESOURCE)` });
+}

@@ -1,0 +1,147 @@
+/*
+ * proc-state: per-process and per-thread settings made with prctl() and friends (CRIU's zdtm prctl, pdeath_sig,
+ * child_subreaper*, personality, rlimits00, umask00, thread names):
+ *   - main: child subreaper, not dumpable, oom_score_adj 321, personality ADDR_NO_RANDOMIZE, RLIMIT_NOFILE
+ *     200/300, umask 027, name "gw-proc-main"; a thread named "gw-proc-thr";
+ *   - child C: parent-death signal SIGUSR1, name "gw-proc-child".
+ * Verify: each value read back; the subreaper flag also by behaviour (an orphan made now is re-parented to
+ * main); C checks its own.
+ */
+#include "zdtm.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/personality.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define OOM_ADJ 321
+
+static int read_int(const char *path)
+{
+	char buf[32] = "";
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	ssize_t n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	return n > 0 ? atoi(buf) : -1;
+}
+
+static void check_comm(struct zt *z, const char *who, const char *want)
+{
+	char name[32] = "";
+	if (prctl(PR_GET_NAME, name) || strcmp(name, want))
+		zt_fail(z, "%s: name '%s', expected '%s'", who, name, want);
+}
+
+static volatile int thread_go;
+static char thread_name[32];
+
+static void *thread_fn(void *arg)
+{
+	(void)arg;
+	prctl(PR_SET_NAME, "gw-proc-thr");
+	while (!thread_go)
+		zt_sleep_ns(1000000);
+	prctl(PR_GET_NAME, thread_name);
+	return NULL;
+}
+
+int main(int argc, char **argv)
+{
+	struct zt z;
+	zt_setup(&z, argc, argv, NULL, 0, SIGUSR2);
+	pid_t child = fork();
+	if (child < 0)
+		zt_setup_failed(&z, "fork", "child");
+	if (child == 0) {
+		if (prctl(PR_SET_PDEATHSIG, SIGUSR1) || prctl(PR_SET_NAME, "gw-proc-child"))
+			exit(3);
+		while (!zt_signalled())
+			zt_sleep_ns(1000000);
+		int sig = 0;
+		if (prctl(PR_GET_PDEATHSIG, &sig) || sig != SIGUSR1)
+			zt_fail(&z, "child: parent-death signal %d, expected %d", sig, SIGUSR1);
+		check_comm(&z, "child", "gw-proc-child");
+		exit(zt_finish_part(&z, "child"));
+	}
+	if (prctl(PR_SET_CHILD_SUBREAPER, 1) || prctl(PR_SET_NAME, "gw-proc-main"))
+		zt_setup_failed(&z, "prctl", "subreaper/name");
+	int fd = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
+	if (fd < 0 || dprintf(fd, "%d\n", OOM_ADJ) < 0)
+		zt_setup_failed(&z, "write", "oom_score_adj");
+	close(fd);
+	if (personality(ADDR_NO_RANDOMIZE) < 0)
+		zt_setup_failed(&z, "personality", "ADDR_NO_RANDOMIZE");
+	struct rlimit rl = { 200, 300 };
+	if (setrlimit(RLIMIT_NOFILE, &rl))
+		zt_setup_failed(&z, "setrlimit", "RLIMIT_NOFILE");
+	umask(027);
+	pthread_t th;
+	if (pthread_create(&th, NULL, thread_fn, NULL))
+		zt_setup_failed(&z, "pthread_create", "named thread");
+	if (prctl(PR_SET_DUMPABLE, 0))
+		zt_setup_failed(&z, "prctl", "dumpable 0");
+
+	pid_t pids[] = { getpid(), child };
+	zt_ready(&z, pids, 2);
+	zt_wait_sleeping(&z);
+
+	int v = prctl(PR_GET_CHILD_SUBREAPER, &v) == 0 ? v : -1;
+	if (v != 1)
+		zt_fail(&z, "child subreaper flag is %d, expected 1", v);
+	if ((v = prctl(PR_GET_DUMPABLE)) != 0)
+		zt_fail(&z, "dumpable is %d, expected 0", v);
+	if ((v = read_int("/proc/self/oom_score_adj")) != OOM_ADJ)
+		zt_fail(&z, "oom_score_adj is %d, expected %d", v, OOM_ADJ);
+	if ((v = personality(0xffffffff)) != ADDR_NO_RANDOMIZE)
+		zt_fail(&z, "personality is 0x%x, expected ADDR_NO_RANDOMIZE", v);
+	if (getrlimit(RLIMIT_NOFILE, &rl) || rl.rlim_cur != 200 || rl.rlim_max != 300)
+		zt_fail(&z, "RLIMIT_NOFILE is %llu/%llu, expected 200/300", (unsigned long long)rl.rlim_cur,
+			(unsigned long long)rl.rlim_max);
+	mode_t m = umask(027);
+	if (m != 027)
+		zt_fail(&z, "umask is 0%o, expected 027", m);
+	check_comm(&z, "main", "gw-proc-main");
+	thread_go = 1;
+	pthread_join(th, NULL);
+	if (strcmp(thread_name, "gw-proc-thr"))
+		zt_fail(&z, "thread: name '%s', expected 'gw-proc-thr'", thread_name);
+
+	/* Subreaper by behaviour: X forks Y and exits; Y must be re-parented to main, not to init. */
+	int p[2];
+	if (pipe2(p, O_CLOEXEC) == 0) {
+		pid_t x = fork();
+		if (x == 0) {
+			pid_t y = fork();
+			if (y == 0) {
+				pid_t first = getppid();
+				for (int i = 0; i < 5000 && getppid() == first; i++)
+					zt_sleep_ns(1000000); /* until X is gone */
+				pid_t pp = getppid();
+				_exit(write(p[1], &pp, sizeof(pp)) == sizeof(pp) ? 0 : 1);
+			}
+			_exit(0);
+		}
+		int st;
+		waitpid(x, &st, 0);
+		pid_t reparent = 0;
+		if (read(p[0], &reparent, sizeof(reparent)) != sizeof(reparent) || reparent != getpid())
+			zt_fail(&z, "an orphan was re-parented to %d, not to main (%d): child subreaper lost", reparent, getpid());
+		if (reparent == getpid())
+			waitpid(-1, &st, 0); /* Y, now main's child */
+		close(p[0]);
+		close(p[1]);
+	}
+	kill(child, SIGUSR2);
+	zt_collect_part(&z, "child", child);
+	return zt_finish(&z);
+}

@@ -1,0 +1,179 @@
+/*
+ * pty: a pseudo-terminal pair inside the tree (CRIU's zdtm pty00-04, tty03 cases): main holds the master, with
+ * its own settings; child S starts a new session with the slave as its controlling terminal and a foreground
+ * process group of its grandchild G; S talks over the terminal.
+ *   - termios: raw-ish flags, special characters, speeds; window size 33x111 (and pixels); packet mode off;
+ *   - S: session leader, controlling terminal /dev/pts/N, foreground group = G's group; fds 0-2 on the slave;
+ *   - G: in its own process group in S's session, the foreground one, blocked reading the terminal.
+ * Verify: main checks the pty index and name, termios and window size through its own slave fd, then sends
+ * "ping" through the master; G answers "pong <in S's session> <terminal's session> <foreground> <ttyname>" and
+ * exits, then S.
+ */
+#include "zdtm.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/wait.h>
+#include <termios.h>
+#include <unistd.h>
+
+#define ROWS 33
+#define COLS 111
+#define XPIX 640
+#define YPIX 480
+
+static void set_termios(struct zt *z, int fd)
+{
+	struct termios t;
+	if (tcgetattr(fd, &t))
+		zt_setup_failed(z, "tcgetattr", "slave");
+	cfmakeraw(&t);		/* no echo, no line discipline processing: every byte is the peer's */
+	t.c_cc[VMIN] = 1;
+	t.c_cc[VTIME] = 0;
+	t.c_cc[VINTR] = 7;	/* unusual values the check can recognise */
+	t.c_cc[VEOF] = 9;
+	cfsetispeed(&t, B9600);
+	cfsetospeed(&t, B9600);
+	if (tcsetattr(fd, TCSANOW, &t))
+		zt_setup_failed(z, "tcsetattr", "slave");
+}
+
+static void check_termios(struct zt *z, int fd)
+{
+	struct termios t;
+	if (tcgetattr(fd, &t)) {
+		zt_fail_sys(z, "tcgetattr", "slave");
+		return;
+	}
+	if (t.c_lflag & (ECHO | ICANON))
+		zt_fail(z, "termios: lflag 0%o has ECHO/ICANON again (raw mode lost)", t.c_lflag);
+	if (t.c_cc[VINTR] != 7 || t.c_cc[VEOF] != 9 || t.c_cc[VMIN] != 1)
+		zt_fail(z, "termios: special characters %d %d %d, expected 7 9 1", t.c_cc[VINTR], t.c_cc[VEOF], t.c_cc[VMIN]);
+	if (cfgetispeed(&t) != B9600 || cfgetospeed(&t) != B9600)
+		zt_fail(z, "termios: speeds %o/%o, expected B9600", cfgetispeed(&t), cfgetospeed(&t));
+	struct winsize ws;
+	if (ioctl(fd, TIOCGWINSZ, &ws) || ws.ws_row != ROWS || ws.ws_col != COLS || ws.ws_xpixel != XPIX || ws.ws_ypixel != YPIX)
+		zt_fail(z, "window size %ux%u (%ux%u px), expected %ux%u (%ux%u)", ws.ws_row, ws.ws_col, ws.ws_xpixel,
+			ws.ws_ypixel, ROWS, COLS, XPIX, YPIX);
+}
+
+/* Reads until '\n' or timeout; returns the length or -1. */
+static ssize_t read_line(int fd, char *buf, size_t len, int ms)
+{
+	size_t n = 0;
+	while (n + 1 < len) {
+		struct pollfd p = { fd, POLLIN, 0 };
+		int r = poll(&p, 1, ms);
+		if (r < 0 && errno == EINTR)
+			continue; /* a poll() caught by a checkpoint returns EINTR (its restart data is not carried) */
+		if (r != 1)
+			return -1;
+		ssize_t got = read(fd, buf + n, 1);
+		if (got != 1)
+			return -1;
+		if (buf[n++] == '\n')
+			break;
+	}
+	buf[n] = 0;
+	return (ssize_t)n;
+}
+
+__attribute__((noreturn)) static void session_child(const char *slave_name, int master)
+{
+	close(master);
+	if (setsid() < 0)
+		exit(3);
+	int s = open(slave_name, O_RDWR); /* a session leader opening a terminal gets it as its controlling one */
+	if (s < 0 || dup2(s, 0) < 0 || dup2(s, 1) < 0 || dup2(s, 2) < 0)
+		exit(3);
+	if (s > 2)
+		close(s);
+	pid_t g = fork();
+	if (g < 0)
+		exit(3);
+	if (g == 0) {
+		setpgid(0, 0);
+		/* G, the foreground group, waits for "ping" from main's master (a blocking terminal read across the
+		 * checkpoint) and answers with what it sees of its session and terminal. */
+		char line[64];
+		while (tcgetpgrp(0) != getpgrp())
+			zt_sleep_ns(1000000);
+		if (read_line(0, line, sizeof(line), -1) < 0 || strcmp(line, "ping\n"))
+			exit(4);
+		char reply[256];
+		const char *tn = ttyname(0);
+		int n = snprintf(reply, sizeof(reply), "pong %d %d %d %s\n", getsid(0) == getppid(), tcgetsid(0) == getsid(0),
+				 tcgetpgrp(0) == getpgrp(), tn ? tn : "-");
+		exit(write(1, reply, (size_t)n) == n ? 0 : 5);
+	}
+	setpgid(g, g);
+	if (tcsetpgrp(0, g))
+		exit(3);
+	int st;
+	if (waitpid(g, &st, 0) != g)
+		exit(6);
+	exit(WIFEXITED(st) ? WEXITSTATUS(st) : 7);
+}
+
+int main(int argc, char **argv)
+{
+	struct zt z;
+	zt_setup(&z, argc, argv, NULL, 0, SIGUSR2);
+	int m = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+	if (m < 0 || grantpt(m) || unlockpt(m))
+		zt_setup_failed(&z, "posix_openpt", "master");
+	char name[64];
+	if (ptsname_r(m, name, sizeof(name)))
+		zt_setup_failed(&z, "ptsname_r", "master");
+	int mine = open(name, O_RDWR | O_NOCTTY | O_CLOEXEC);
+	if (mine < 0)
+		zt_setup_failed(&z, "open", name);
+	set_termios(&z, mine);
+	struct winsize ws = { ROWS, COLS, XPIX, YPIX };
+	if (ioctl(m, TIOCSWINSZ, &ws))
+		zt_setup_failed(&z, "ioctl(TIOCSWINSZ)", "master");
+
+	pid_t s = fork();
+	if (s < 0)
+		zt_setup_failed(&z, "fork", "session child");
+	if (s == 0)
+		session_child(name, m);
+	/* Wait until S made G the foreground group (then S blocks in read). */
+	uint64_t deadline = zt_now_ns() + 5000000000ull;
+	pid_t g = 0;
+	/* The master answers for its slave (tcgetpgrp on the slave needs it to be our controlling terminal). */
+	while (ioctl(m, TIOCGPGRP, &g) || g <= 0 || g == s) {
+		if (zt_now_ns() > deadline) {
+			errno = ETIMEDOUT;
+			zt_setup_failed(&z, "tcgetpgrp", "session child's foreground group");
+		}
+		zt_sleep_ns(1000000);
+	}
+	zt_info(&z, "pty", "%s %d %d", name, m, mine);
+	pid_t pids[] = { getpid(), s, g };
+	zt_ready(&z, pids, 3);
+	zt_wait_sleeping(&z);
+
+	char now[64];
+	if (ptsname_r(m, now, sizeof(now)) || strcmp(now, name))
+		zt_fail(&z, "the master's slave is now '%s', was '%s'", now, name);
+	check_termios(&z, mine);
+	if (write(m, "ping\n", 5) != 5)
+		zt_fail_sys(&z, "write", "ping to the master");
+	char line[256], want[256];
+	snprintf(want, sizeof(want), "pong 1 1 1 %s\n", name);
+	if (read_line(m, line, sizeof(line), 5000) < 0)
+		zt_fail(&z, "no answer from the session child through the terminal");
+	else if (strcmp(line, want))
+		zt_fail(&z, "session child answered '%.*s', expected '%.*s' (session, controlling terminal, foreground group, name)",
+			(int)strcspn(line, "\n"), line, (int)strcspn(want, "\n"), want);
+	int st;
+	if (waitpid(s, &st, 0) != s || !WIFEXITED(st) || WEXITSTATUS(st) != 0)
+		zt_fail(&z, "session child ended with status 0x%x", st);
+	return zt_finish(&z);
+}

@@ -1,0 +1,45 @@
+/**
+ * File locks (flock, POSIX, OFD; a flock shared with a child through an inherited fd) and per-process settings
+ * (child subreaper, dumpable, oom_score_adj, personality, rlimits, umask, names, parent-death signal) through
+ * dump + kill + restore and a --leave-running snapshot.
+ */
+import { entries, Fixture } from './coverage-helpers';
+
+const fx = new Fixture();
+afterEach(() => fx.cleanup());
+
+test('file-locks: every lock is held again after a restore, by the right owner', async () => {
+  const w = await fx.start('file-locks');
+  await fx.cycle(w);
+  expect(await w.verify()).toEqual({ pass: true, detail: 'PASS' });
+});
+
+test('file-locks snapshot: each lock once in filelocks.img with its kind, type and range', async () => {
+  const w = await fx.start('file-locks');
+  const { dir } = await fx.snapshot(w);
+  const locks = entries(dir, 'filelocks.img').map((l) => ({ flag: l.flag, type: l.type, start: Number(l.start), len: Number(l.len) }));
+  expect(locks).toEqual(
+    expect.arrayContaining([
+      { flag: 2, type: 1, start: 0, len: 0 }, // exclusive flock (shared by parent and child: once)
+      { flag: 2, type: 0, start: 0, len: 0 }, // shared flock
+      { flag: 1, type: 1, start: 100, len: 100 }, // POSIX write lock
+      { flag: 1, type: 0, start: 4096, len: 0 }, // POSIX read lock to EOF
+      { flag: 4, type: 1, start: 0, len: 10 }, // OFD lock
+    ]),
+  );
+  expect(locks).toHaveLength(5);
+  expect(await w.verify()).toEqual({ pass: true, detail: 'PASS' });
+});
+
+test('proc-state: subreaper, dumpable, oom_score_adj, personality, rlimits, umask, names, pdeathsig come back', async () => {
+  const w = await fx.start('proc-state');
+  await fx.cycle(w);
+  expect(await w.verify()).toEqual({ pass: true, detail: 'PASS' });
+});
+
+test('proc-state: two cycles in the host PID namespace', async () => {
+  const w = await fx.start('proc-state');
+  await fx.cycle(w, { newPidns: false });
+  await fx.cycle(w, { newPidns: false, compress: 'none' });
+  expect(await w.verify()).toEqual({ pass: true, detail: 'PASS' });
+});
