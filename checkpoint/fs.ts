@@ -3,16 +3,35 @@ import * as fs from 'node:fs';
 import { GodwitError } from '../util/errors';
 import type { CollectContext } from './context';
 import { procPath } from './proc/read';
+import { kernelDev } from './fdkinds';
 import type { ProcStatus } from './proc/status';
 
 function dirEntry(ctx: CollectContext, pid: number, which: 'cwd' | 'root'): number {
   const p = procPath(pid, which);
   try {
     let path = fs.readlinkSync(p, 'latin1');
-    if (path.endsWith(' (deleted)'))
-      throw new GodwitError(`pid ${pid}: its ${which} ${path} was removed: cannot be checkpointed`);
+    const st = fs.statSync(p, { bigint: true });
+    if (path.endsWith(' (deleted)')) {
+      if (which === 'root') throw new GodwitError(`pid ${pid}: its root ${path} was removed: cannot be checkpointed`);
+      // A removed working directory (zdtm cwd01/cwd02): CRIU's ghost directory, made again and removed at restore.
+      path = path.slice(0, -' (deleted)'.length);
+      const id = ctx.files.regular(path, st, 0, 0n, `deleted-dir:${st.dev}:${st.ino}`);
+      const key = `dir:${st.dev}:${st.ino}`;
+      let ghostId = ctx.ghosts.get(key);
+      if (ghostId === undefined) {
+        ghostId = ctx.ghosts.size + 1;
+        ctx.ghosts.set(key, ghostId);
+        const tv = (ns: bigint) => ({ tv_sec: ns / 1000000000n, tv_usec: (ns % 1000000000n) / 1000n });
+        ctx.images.add('GHOST_FILE', ghostId, {
+          uid: Number(st.uid), gid: Number(st.gid), mode: Number(st.mode), dev: kernelDev(st.dev), ino: st.ino,
+          atim: tv(st.atimeNs), mtim: tv(st.mtimeNs), size: 0n,
+        }, Buffer.alloc(0));
+        ctx.images.add('REMAP_FPATH', undefined, { orig_id: id, remap_id: ghostId, remap_type: 1 });
+      }
+      return id;
+    }
     path = path || '/';
-    return ctx.files.regular(path, fs.statSync(p, { bigint: true }), 0, 0n);
+    return ctx.files.regular(path, st, 0, 0n);
   } catch (err) {
     if (err instanceof GodwitError) throw err;
     throw new GodwitError(`pid ${pid}: cannot read its ${which}`, { cause: err });

@@ -2,6 +2,7 @@
  * Before anything is frozen: everything /proc shows that godwit cannot dump yet, named by pid, fd or mapping
  * and kind. The same checks run again while frozen (collect), since a running tree can change in between.
  */
+import * as fs from 'node:fs';
 import { GodwitError } from '../util/errors';
 import { classifyFd, SocketTables } from './fdkinds';
 import { unsupportedInetState } from './inet';
@@ -43,6 +44,8 @@ export function inspectTree(tree: Tree, ns: NamespaceIds): PreflightResult {
       if (st.tracerPid !== 0)
         problems.push({ pid: p.pid, where: 'process', kind: `already traced by pid ${st.tracerPid} (a debugger or strace?)` });
       for (const t of p.threads) {
+        const vfork = inVfork(p.pid, t);
+        if (vfork) problems.push({ pid: p.pid, where: t === p.pid ? 'process' : `thread ${t}`, kind: vfork });
         if (t === p.pid) continue;
         const ts = readStatus(p.pid, t);
         if (ts.tracerPid !== 0) problems.push({ pid: p.pid, where: `thread ${t}`, kind: `already traced by pid ${ts.tracerPid}` });
@@ -92,6 +95,31 @@ export function inspectTree(tree: Tree, ns: NamespaceIds): PreflightResult {
       problems.push({ pid: s.pid, where: `fd ${s.fd}`, kind: `terminal ${s.link} whose master is outside the tree (a shell job: start it with its own pty or redirect its stdio; not supported yet)` });
   }
   return { problems, estimatedPageBytes };
+}
+
+const SYS_CLONE = 56;
+const SYS_VFORK = 58;
+const SYS_CLONE3 = 435;
+const CLONE_VFORK = 0x4000n;
+
+/**
+ * A thread waiting in vfork() (or clone with CLONE_VFORK, as posix_spawn does) shares its memory with the child
+ * until that child execs or exits: restored as two separate copies, the parent would run its vfork again. Such
+ * a wait lasts until the child's exec, so the answer is to try again. clone3's flags sit in memory, not in the
+ * registers: a thread blocked inside clone3 is taken to be such a wait (a plain clone3 returns at once).
+ */
+function inVfork(pid: number, tid: number): string | null {
+  let text: string;
+  try {
+    text = fs.readFileSync(`/proc/${pid}/task/${tid}/syscall`, 'latin1');
+  } catch {
+    return null;
+  }
+  const f = text.trim().split(' ');
+  const nr = Number(f[0]);
+  if (nr === SYS_VFORK || nr === SYS_CLONE3 || (nr === SYS_CLONE && (BigInt(f[1] ?? '0') & CLONE_VFORK) !== 0n))
+    return 'waiting in vfork() for a child that shares its memory until it execs or exits (not supported: retry once the child has exec()ed)';
+  return null;
 }
 
 export class UnsupportedError extends GodwitError {

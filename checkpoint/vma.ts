@@ -42,6 +42,7 @@ const MADV_DONTDUMP = 16;
 const MADV_MERGEABLE = 12;
 const MADV_HUGEPAGE = 14;
 const MADV_NOHUGEPAGE = 15;
+const MADV_WIPEONFORK = 18;
 
 /** VmaEntry of CRIU's vma.proto, as godwit's image layer encodes it. */
 export interface VmaEntry {
@@ -81,6 +82,7 @@ function madvBits(f: Set<string>): bigint {
   set('mg', MADV_MERGEABLE);
   set('hg', MADV_HUGEPAGE);
   set('nh', MADV_NOHUGEPAGE);
+  set('wf', MADV_WIPEONFORK);
   return m;
 }
 

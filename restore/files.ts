@@ -160,9 +160,25 @@ export async function restoreFs(ctx: RestoreContext, t: TaskImage): Promise<void
   const root = name(t.fs.root_id, 'root');
   if (root !== '/') b.call('chroot', [b.str(root)], `chroot to ${root}`);
   const cwd = name(t.fs.cwd_id, 'cwd');
-  b.call('chdir', [b.str(cwd)], `chdir to ${cwd}`);
+  if (set.remaps.has(Number(t.fs.cwd_id))) addDeletedCwd(ctx, b, t, cwd, Number(set.remaps.get(Number(t.fs.cwd_id))!.remap_id));
+  else b.call('chdir', [b.str(cwd)], `chdir to ${cwd}`);
   b.call('umask', [Number(t.fs.umask ?? 0o22)], 'set umask');
   await runBatch(ctx.restorer!, t.pid, b);
+}
+
+const AT_REMOVEDIR = 0x200;
+
+/**
+ * A working directory removed before the dump (a ghost directory in the image): made again at its path (a
+ * temporary name beside it if that path exists now), entered, and removed, so the task's cwd reads
+ * "PATH (deleted)" as before.
+ */
+function addDeletedCwd(ctx: RestoreContext, b: Batch, t: TaskImage, cwd: string, ghostId: number): void {
+  const dir = fs.existsSync(cwd) ? `${cwd}.godwit-cwd-${process.pid}-${t.pid}` : cwd;
+  const g = (readEntries(ctx.set!.dir, fileNameFor('GHOST_FILE', ghostId)) ?? [])[0];
+  b.call('mkdirat', [AT_FDCWD, b.str(dir), Number(g?.mode ?? 0o700) & 0o7777], `make the removed working directory ${dir} again (ghost ${ghostId})`);
+  b.call('chdir', [b.str(dir)], `chdir to ${dir}`);
+  b.call('unlinkat', [AT_FDCWD, b.str(dir), AT_REMOVEDIR], `remove ${dir} again`);
 }
 
 /** Closes the restorer's copies once every task holds its own. */

@@ -30,6 +30,7 @@ export const WORKLOAD_NAMES = [
   'pty',
   'file-locks',
   'proc-state',
+  'maps',
 ] as const;
 export type WorkloadName = (typeof WORKLOAD_NAMES)[number];
 

@@ -3,6 +3,8 @@
  * (child subreaper, dumpable, oom_score_adj, personality, rlimits, umask, names, parent-death signal) through
  * dump + kill + restore and a --leave-running snapshot.
  */
+import * as fs from 'node:fs';
+import { dump } from '../checkpoint/dump';
 import { entries, Fixture } from './coverage-helpers';
 
 const fx = new Fixture();
@@ -42,4 +44,15 @@ test('proc-state: two cycles in the host PID namespace', async () => {
   await fx.cycle(w, { newPidns: false });
   await fx.cycle(w, { newPidns: false, compress: 'none' });
   expect(await w.verify()).toEqual({ pass: true, detail: 'PASS' });
+});
+
+test('a process waiting in vfork() is refused before freezing, naming the pid', async () => {
+  const w = await fx.start('proc-state', ['--vfork', '1']);
+  const [, child] = w.pids;
+  const dir = fx.imageDir();
+  const err = await dump({ pid: w.pid, dir }).catch((e: Error) => e);
+  expect((err as Error).message).toMatch(new RegExp(`pid ${child} process: waiting in vfork\\(\\)`));
+  expect((err as Error).message).toContain('nothing was frozen');
+  expect(fs.existsSync(dir)).toBe(false);
+  expect(w.alivePids().sort()).toEqual([...w.pids].sort());
 });

@@ -4,8 +4,10 @@
  *   - main: child subreaper, not dumpable, oom_score_adj 321, personality ADDR_NO_RANDOMIZE, RLIMIT_NOFILE
  *     200/300, umask 027, name "gw-proc-main"; a thread named "gw-proc-thr";
  *   - child C: parent-death signal SIGUSR1, name "gw-proc-child".
+ *   - main's working directory was removed (it reads "DIR/gone (deleted)");
  * Verify: each value read back; the subreaper flag also by behaviour (an orphan made now is re-parented to
  * main); C checks its own.
+ * --vfork 1: C instead vforks a child V that never execs (C stays blocked in vfork): godwit refuses that tree.
  */
 #include "zdtm.h"
 
@@ -19,6 +21,7 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -58,10 +61,20 @@ static void *thread_fn(void *arg)
 int main(int argc, char **argv)
 {
 	struct zt z;
-	zt_setup(&z, argc, argv, NULL, 0, SIGUSR2);
+	struct zt_opt opts[] = { { "vfork", 0, 0, 1, "the child waits in vfork() for a grandchild that never execs" } };
+	zt_setup(&z, argc, argv, opts, 1, SIGUSR2);
 	pid_t child = fork();
 	if (child < 0)
 		zt_setup_failed(&z, "fork", "child");
+	if (child == 0 && opts[0].value) {
+		pid_t v = vfork();
+		if (v == 0) {
+			struct timespec ts = { 0, 10000000 };
+			for (;;)
+				syscall(SYS_nanosleep, &ts, NULL); /* shares C's memory: raw syscalls only */
+		}
+		exit(0);
+	}
 	if (child == 0) {
 		if (prctl(PR_SET_PDEATHSIG, SIGUSR1) || prctl(PR_SET_NAME, "gw-proc-child"))
 			exit(3);
@@ -85,12 +98,32 @@ int main(int argc, char **argv)
 	if (setrlimit(RLIMIT_NOFILE, &rl))
 		zt_setup_failed(&z, "setrlimit", "RLIMIT_NOFILE");
 	umask(027);
+	/* A working directory removed under main's feet (zdtm cwd01). */
+	char gone[PATH_MAX];
+	zt_path(&z, gone, sizeof(gone), "gone");
+	if (mkdir(gone, 0751) || chdir(gone) || rmdir(gone))
+		zt_setup_failed(&z, "mkdir/chdir/rmdir", gone);
 	pthread_t th;
 	if (pthread_create(&th, NULL, thread_fn, NULL))
 		zt_setup_failed(&z, "pthread_create", "named thread");
 	if (prctl(PR_SET_DUMPABLE, 0))
 		zt_setup_failed(&z, "prctl", "dumpable 0");
 
+	if (opts[0].value) {
+		/* Ready once C sits in its vfork (its syscall file names the call); the tree is only dumped, never verified. */
+		char path[64], buf[64] = "";
+		snprintf(path, sizeof(path), "/proc/%d/syscall", child);
+		for (int i = 0; i < 5000; i++) {
+			int fd = open(path, O_RDONLY | O_CLOEXEC);
+			ssize_t n = fd < 0 ? -1 : read(fd, buf, sizeof(buf) - 1);
+			if (fd >= 0)
+				close(fd);
+			buf[n > 0 ? n : 0] = 0;
+			if (!strncmp(buf, "58 ", 3) || !strncmp(buf, "56 ", 3) || !strncmp(buf, "435 ", 4))
+				break;
+			zt_sleep_ns(1000000);
+		}
+	}
 	pid_t pids[] = { getpid(), child };
 	zt_ready(&z, pids, 2);
 	zt_wait_sleeping(&z);
@@ -111,6 +144,15 @@ int main(int argc, char **argv)
 	if (m != 027)
 		zt_fail(&z, "umask is 0%o, expected 027", m);
 	check_comm(&z, "main", "gw-proc-main");
+	char cwd[PATH_MAX + 16], want[PATH_MAX + 16];
+	ssize_t n = readlink("/proc/self/cwd", cwd, sizeof(cwd) - 1);
+	cwd[n < 0 ? 0 : n] = 0;
+	snprintf(want, sizeof(want), "%s (deleted)", gone);
+	struct stat cst;
+	if (strcmp(cwd, want))
+		zt_fail(&z, "cwd is '%s', expected '%s'", cwd, want);
+	else if (stat(".", &cst) || !S_ISDIR(cst.st_mode) || (cst.st_mode & 07777) != 0750)
+		zt_fail(&z, "cwd: not the removed directory with mode 0750 (mode 0%o)", cst.st_mode);
 	thread_go = 1;
 	pthread_join(th, NULL);
 	if (strcmp(thread_name, "gw-proc-thr"))

@@ -1,0 +1,135 @@
+/*
+ * maps: mappings whose shape matters (CRIU's zdtm maps00-07, mprotect00, mremap, madvise, growsdown):
+ *   - a region split by mprotect into PROT_NONE / read-only / read-write parts, each with data;
+ *   - a region moved with mremap (MREMAP_MAYMOVE|MREMAP_FIXED) to a new address, with data;
+ *   - a MAP_GROWSDOWN region with data at its top;
+ *   - madvise'd regions: MADV_DONTFORK, MADV_DONTDUMP, MADV_WIPEONFORK (VmFlags dc, dd, wf) and MAP_NORESERVE.
+ * Verify: every byte, every protection (from /proc/self/maps), the VmFlags in /proc/self/smaps, and that the
+ * moved region is at its new address and gone from the old one.
+ */
+#include "zdtm.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#define PAGE 4096ul
+#define SPLIT_PAGES 6
+#define MOVED_PAGES 8
+#define GROWS_PAGES 4
+#define ADV_PAGES 4
+
+struct region {
+	const char *name;
+	unsigned char *addr;
+	size_t len;
+};
+
+/* The line of /proc/self/smaps for `addr`, its perms and VmFlags. Returns 0 if found. */
+static int vma_info(void *addr, char perms[5], char flags[256])
+{
+	FILE *f = fopen("/proc/self/smaps", "re");
+	if (!f)
+		return -1;
+	char line[512];
+	int found = 0;
+	unsigned long a = (unsigned long)addr;
+	while (fgets(line, sizeof(line), f)) {
+		unsigned long s, e;
+		char p[5];
+		if (sscanf(line, "%lx-%lx %4s", &s, &e, p) == 3) { /* a mapping's header line */
+			found = s <= a && a < e;
+			if (found)
+				memcpy(perms, p, 5);
+			continue;
+		}
+		if (found && !strncmp(line, "VmFlags:", 8)) {
+			snprintf(flags, 256, "%.250s", line + 8);
+			fclose(f);
+			return 0;
+		}
+	}
+	fclose(f);
+	return -1;
+}
+
+static void expect_vma(struct zt *z, const char *what, void *addr, const char *perms, const char *flag)
+{
+	char p[5] = "", fl[256] = "";
+	if (vma_info(addr, p, fl)) {
+		zt_fail(z, "%s: no mapping at %p", what, addr);
+		return;
+	}
+	if (perms && strcmp(p, perms))
+		zt_fail(z, "%s at %p: protection %s, expected %s", what, addr, p, perms);
+	if (flag) {
+		char pat[8];
+		snprintf(pat, sizeof(pat), " %s", flag);
+		if (!strstr(fl, pat))
+			zt_fail(z, "%s at %p: VmFlags lack '%s' (%s)", what, addr, flag, fl);
+	}
+}
+
+int main(int argc, char **argv)
+{
+	struct zt z;
+	zt_setup(&z, argc, argv, NULL, 0, SIGUSR2);
+
+	unsigned char *split = mmap(NULL, SPLIT_PAGES * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	unsigned char *src = mmap(NULL, MOVED_PAGES * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	/* Reserve a destination far from src, then move src there. */
+	unsigned char *dst = mmap(NULL, MOVED_PAGES * PAGE * 3, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	unsigned char *grows = mmap(NULL, GROWS_PAGES * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_GROWSDOWN, -1, 0);
+	unsigned char *adv = mmap(NULL, 3 * ADV_PAGES * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (split == MAP_FAILED || src == MAP_FAILED || dst == MAP_FAILED || grows == MAP_FAILED || adv == MAP_FAILED)
+		zt_setup_failed(&z, "mmap", "regions");
+	zt_fill_random(split, SPLIT_PAGES * PAGE, 11);
+	zt_fill_random(src, MOVED_PAGES * PAGE, 12);
+	zt_fill_random(grows + (GROWS_PAGES - 1) * PAGE, PAGE, 13);
+	zt_fill_random(adv, 3 * ADV_PAGES * PAGE, 14);
+	if (mprotect(split, 2 * PAGE, PROT_NONE) || mprotect(split + 2 * PAGE, 2 * PAGE, PROT_READ))
+		zt_setup_failed(&z, "mprotect", "split region");
+	unsigned char *moved = dst + MOVED_PAGES * PAGE;
+	if (mremap(src, MOVED_PAGES * PAGE, MOVED_PAGES * PAGE, MREMAP_MAYMOVE | MREMAP_FIXED, moved) != moved)
+		zt_setup_failed(&z, "mremap", "moved region");
+	if (madvise(adv, ADV_PAGES * PAGE, MADV_DONTFORK) || madvise(adv + ADV_PAGES * PAGE, ADV_PAGES * PAGE, MADV_DONTDUMP) ||
+	    madvise(adv + 2 * ADV_PAGES * PAGE, ADV_PAGES * PAGE, MADV_WIPEONFORK))
+		zt_setup_failed(&z, "madvise", "advised region");
+
+	pid_t pids[] = { getpid() };
+	zt_ready(&z, pids, 1);
+	zt_wait_sleeping(&z);
+
+	expect_vma(&z, "split region, PROT_NONE part", split, "---p", NULL);
+	expect_vma(&z, "split region, read-only part", split + 2 * PAGE, "r--p", NULL);
+	expect_vma(&z, "split region, read-write part", split + 4 * PAGE, "rw-p", NULL);
+	if (mprotect(split, 4 * PAGE, PROT_READ) == 0) {
+		size_t bad = zt_check_random(split, SPLIT_PAGES * PAGE, 11);
+		if (bad != (size_t)-1)
+			zt_fail(&z, "split region: byte %zu differs", bad);
+	} else
+		zt_fail_sys(&z, "mprotect", "split region for reading");
+
+	expect_vma(&z, "moved region", moved, "rw-p", NULL);
+	if (zt_check_random(moved, MOVED_PAGES * PAGE, 12) != (size_t)-1)
+		zt_fail(&z, "moved region: contents differ");
+	char p[5], fl[256];
+	if (vma_info(src, p, fl) == 0)
+		zt_fail(&z, "moved region: its old address %p is mapped again (%s)", (void *)src, p);
+
+	expect_vma(&z, "grows-down region", grows + (GROWS_PAGES - 1) * PAGE, "rw-p", "gd");
+	if (zt_check_random(grows + (GROWS_PAGES - 1) * PAGE, PAGE, 13) != (size_t)-1)
+		zt_fail(&z, "grows-down region: contents differ");
+
+	expect_vma(&z, "MADV_DONTFORK region", adv, "rw-p", "dc");
+	expect_vma(&z, "MADV_DONTDUMP region", adv + ADV_PAGES * PAGE, "rw-p", "dd");
+	expect_vma(&z, "MADV_WIPEONFORK region", adv + 2 * ADV_PAGES * PAGE, "rw-p", "wf");
+	expect_vma(&z, "MAP_NORESERVE region", adv, NULL, "nr");
+	if (zt_check_random(adv, 3 * ADV_PAGES * PAGE, 14) != (size_t)-1)
+		zt_fail(&z, "advised regions: contents differ");
+	return zt_finish(&z);
+}
