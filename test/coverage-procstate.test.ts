@@ -56,3 +56,9 @@ test('a process waiting in vfork() is refused before freezing, naming the pid', 
   expect(fs.existsSync(dir)).toBe(false);
   expect(w.alivePids().sort()).toEqual([...w.pids].sort());
 });
+
+test('maps: mprotect-split, mremap-moved, grows-down and madvise-flagged regions keep shape, flags and bytes', async () => {
+  const w = await fx.start('maps');
+  await fx.cycle(w);
+  expect(await w.verify()).toEqual({ pass: true, detail: 'PASS' });
+});
