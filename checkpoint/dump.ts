@@ -22,19 +22,28 @@ import { newContext, CollectContext } from './context';
 import { collectAll, ProcessPlan } from './collect';
 import { freezeTree } from './freeze';
 import { unlockConnections } from './inet';
-import { NamespaceIds } from './namespaces';
+import { NamespaceIds, namespacePids, virtualizePids } from './namespaces';
+import {
+  ContainerDump,
+  ContainerOptions,
+  dumpContainerState,
+  freezeContainerCgroup,
+  resolveContainerTarget,
+  thawContainerCgroup,
+} from './container-dump';
 import { preflight } from './preflight';
 import { addPagemap, pageRangesBytes, readProcessPages } from './pages';
 import { bufferSizeFor, PageBuffer } from './pagebuffer';
 import { MemReader } from './memreader';
 import { PageStore } from './pagestore';
 import { FrozenPages, PreCopy, PreCopyOptions, PreCopyReport } from './precopy';
-import { resolveTarget, scanTree, Tree } from './tree';
+import { allThreads, resolveTarget, scanTree, Tree } from './tree';
 import { dumpShmem } from './shmem';
 
 export type Compression = 'zstd' | 'none';
 
-export interface DumpOptions {
+export interface DumpOptions extends ContainerOptions {
+  /** The tree's root; with --container or --cgroup it is found there (0 until then). */
   pid: number;
   dir: string;
   /** Resume the tree after the dump (a snapshot); default: kill it once the images are safely written. */
@@ -144,6 +153,8 @@ export interface DumpState {
   killed: boolean;
   steps: { title: string; ms: number }[];
   summary?: DumpSummary;
+  /** A container dump: its namespaces, mounts, rootfs and cgroups go with the tree. */
+  container?: ContainerDump;
 }
 
 export interface DumpStep {
@@ -160,6 +171,7 @@ export function newDumpState(o: DumpOptions): DumpState {
   const compress = o.compress ?? 'zstd';
   if (compress !== 'zstd' && compress !== 'none') throw new UsageError(`--compress must be zstd or none, got ${String(compress)}`);
   if (!o.dir && !o.output) throw new UsageError('--dir is required: the directory to write the images to');
+  if (!o.pid && !o.container && !o.cgroup) throw new UsageError('give the tree to dump: --pid PID, --container ID or --cgroup PATH');
   return {
     options: { ...o, leaveRunning: o.leaveRunning ?? false, compress, ghostLimit: o.ghostLimit ?? DEFAULT_GHOST_LIMIT },
     startedAt: process.hrtime.bigint(),
@@ -191,6 +203,8 @@ export const DUMP_STEPS: DumpStep[] = [
   {
     title: 'resolve target',
     run: async (s) => {
+      s.container = resolveContainerTarget(s.options);
+      if (s.container) s.options.pid = s.container.pid;
       resolveTarget(s.options.pid);
     },
   },
@@ -207,7 +221,7 @@ export const DUMP_STEPS: DumpStep[] = [
     title: 'scan tree',
     run: async (s) => {
       s.tree = scanTree(s.options.pid);
-      s.ns = new NamespaceIds();
+      s.ns = new NamespaceIds(s.container ? s.options.pid : undefined);
     },
   },
   {
@@ -261,10 +275,16 @@ export const DUMP_STEPS: DumpStep[] = [
     title: 'freeze',
     run: async (s) => {
       s.frozenAt = process.hrtime.bigint();
+      if (s.container) await freezeContainerCgroup(s.container);
       s.holding = true;
-      const f = await freezeTree(s.helper!, s.options.pid, s.options.freezeTimeoutMs);
-      s.tree = f.tree;
-      s.groupStopped = f.groupStopped;
+      try {
+        const f = await freezeTree(s.helper!, s.options.pid, s.options.freezeTimeoutMs);
+        s.tree = f.tree;
+        s.groupStopped = f.groupStopped;
+      } finally {
+        // Seized tasks stay in their ptrace stops: the cgroup freezer is never left set.
+        if (s.container) thawContainerCgroup(s.container);
+      }
     },
   },
   {
@@ -274,6 +294,13 @@ export const DUMP_STEPS: DumpStep[] = [
       const r = await collectAll(s.ctx, s.ns!, s.groupStopped!);
       s.plans = r.plans;
       for (const p of r.plans) if (!p.zombie) addPagemap(s.ctx.images, p);
+    },
+  },
+  {
+    title: 'container: namespaces, mounts, rootfs, cgroups',
+    skip: (s) => !s.container,
+    run: async (s) => {
+      await dumpContainerState(s.container!, s.ctx!.images, s.ns!, s.options);
     },
   },
   {
@@ -325,7 +352,10 @@ export const DUMP_STEPS: DumpStep[] = [
     run: async (s) => {
       // The tree runs again (or is about to be killed): tracking ends before anything else.
       await stopPreCopy(s);
+      // A container's tasks are recorded with their pids inside its pid namespace (its root is 1 there).
+      if (s.container && s.ns!.own.includes('pid')) virtualizePids(s.ctx!.images, namespacePids(allThreads(s.tree!)));
       const images = s.ctx!.images.images;
+      for (const f of s.container?.files ?? []) await s.writer!.writeFile(f.name, f.data);
       await Promise.all(
         images.map((img) => {
           const name = fileNameFor(img.kind, img.arg);
@@ -428,6 +458,7 @@ export async function killTree(s: DumpState): Promise<void> {
 export async function abortDump(s: DumpState): Promise<void> {
   // Tracking goes first: the workload must be left exactly as it was (closing the helper would end it too).
   await stopPreCopy(s).catch(() => undefined);
+  if (s.container) thawContainerCgroup(s.container);
   if (s.holding) {
     try {
       await resumeTree(s);

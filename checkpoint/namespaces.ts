@@ -1,21 +1,45 @@
 /**
  * Which namespaces each task is in (ids-PID.img and the inventory's root_ids): namespace inodes numbered in
- * discovery order, godwit's own first (CRIU's root_ids are the dumper's namespaces). godwit dumps processes
- * that share the dumper's namespaces; a target in other namespaces is refused until namespace dumping exists.
+ * discovery order, godwit's own first. A plain dump takes processes that share the dumper's namespaces; a
+ * container dump (`container` given) also takes the container root's own namespaces, whose content the container
+ * steps dump (checkpoint/container-steps.ts), and then root_ids are the root's, as CRIU writes them. Any other
+ * namespace (a nested one inside the container) is refused.
  */
+import * as fs from 'node:fs';
 import { GodwitError } from '../util/errors';
 import { NsKind, readNamespaces } from './proc/misc';
+import type { ImageSet } from './imageset';
 
 /** CRIU's numbering order for the root ids (pid, net, ipc, uts, time, mnt, user, cgroup). */
 const ORDER: NsKind[] = ['pid', 'net', 'ipc', 'uts', 'time', 'mnt', 'user', 'cgroup'];
+
+/** Namespace kinds a container may own; a user namespace of its own is refused (id-mapped restore is not done). */
+export const CONTAINER_NS: NsKind[] = ['pid', 'net', 'ipc', 'uts', 'time', 'mnt', 'cgroup'];
 
 export class NamespaceIds {
   private ids = new Map<string, number>();
   readonly root: Record<NsKind, number>;
   readonly rootIno: Record<NsKind, number>;
+  /** godwit's own namespaces (the host's). */
+  readonly hostIno: Record<NsKind, number>;
+  /** Kinds the container root owns (empty for a plain dump). */
+  readonly own: NsKind[] = [];
 
-  constructor() {
-    this.rootIno = readNamespaces(process.pid);
+  constructor(containerRoot?: number) {
+    this.hostIno = readNamespaces(process.pid);
+    for (const k of ORDER) this.id(k, this.hostIno[k]);
+    this.rootIno = this.hostIno;
+    if (containerRoot !== undefined) {
+      this.rootIno = readNamespaces(containerRoot);
+      for (const k of ORDER) {
+        if (this.rootIno[k] === this.hostIno[k]) continue;
+        if (!CONTAINER_NS.includes(k))
+          throw new GodwitError(
+            `pid ${containerRoot} has its own ${k} namespace: godwit cannot checkpoint containers with a ${k} namespace yet (run it without one)`,
+          );
+        this.own.push(k);
+      }
+    }
     this.root = {} as Record<NsKind, number>;
     for (const k of ORDER) this.root[k] = this.id(k, this.rootIno[k]);
   }
@@ -27,15 +51,17 @@ export class NamespaceIds {
     return id;
   }
 
-  /** The ns ids of a task; throws if it lives in namespaces other than godwit's. */
+  /** The ns ids of a task; throws if it lives in namespaces other than godwit's or the container root's. */
   forTask(pid: number): Record<NsKind, number> {
     const ns = readNamespaces(pid);
     const out = {} as Record<NsKind, number>;
     for (const k of ORDER) {
-      if (ns[k] !== this.rootIno[k])
-        throw new GodwitError(
-          `pid ${pid} is in its own ${k} namespace (${ns[k]}, godwit's is ${this.rootIno[k]}): dumping namespaces is not supported yet`,
-        );
+      if (ns[k] !== this.rootIno[k]) {
+        const why = this.own.length
+          ? `the container's is ${this.rootIno[k]}: nested namespaces are not supported`
+          : `godwit's is ${this.rootIno[k]}: dump it as a container (--container, --cgroup, or --pid of the namespace's first process)`;
+        throw new GodwitError(`pid ${pid} is in its own ${k} namespace (${ns[k]}, ${why})`);
+      }
       out[k] = this.id(k, ns[k]);
     }
     return out;
@@ -58,4 +84,60 @@ export function idsEntry(objId: number, ns: Record<NsKind, number>): Record<stri
     cgroup_ns_id: ns.cgroup,
     time_ns_id: ns.time,
   };
+}
+
+/** Does pid have namespaces of its own (other than godwit's)? Those a container may own, by kind. */
+export function ownNamespaces(pid: number): NsKind[] {
+  const mine = readNamespaces(process.pid);
+  const its = readNamespaces(pid);
+  return ORDER.filter((k) => its[k] !== mine[k]);
+}
+
+/**
+ * pid -> pid inside the container's pid namespace, for every thread of the tree (NSpid's last field). The
+ * image carries these: restore recreates them in a fresh pid namespace, where the root is pid 1 again.
+ */
+export function namespacePids(tids: number[]): Map<number, number> {
+  const out = new Map<number, number>();
+  for (const tid of tids) {
+    let text: string;
+    try {
+      text = fs.readFileSync(`/proc/${tid}/status`, 'latin1');
+    } catch (e) {
+      throw new GodwitError(`cannot read /proc/${tid}/status for its pid inside the container`, { cause: e });
+    }
+    const m = /^NSpid:\s*(.*)$/m.exec(text);
+    const levels = (m?.[1] ?? String(tid)).trim().split(/\s+/).map(Number);
+    out.set(tid, levels[levels.length - 1]!);
+  }
+  return out;
+}
+
+/** Image kinds whose file name is a pid or tid (core-TID, mm-PID, ...). */
+const PID_KEYED = new Set(['CORE', 'IDS', 'CREDS', 'MM', 'VMAS', 'PAGEMAP', 'SIGACT', 'ITIMERS', 'POSIX_TIMERS', 'FS', 'RLIMIT', 'SIGNAL', 'PSIGNAL']);
+
+/**
+ * Rewrites a collected image set from host pids to the container's own (file names, pstree). Every pid of the
+ * tree must be in the map: a task the map lacks is a bug, refused here rather than written wrong.
+ */
+export function virtualizePids(images: ImageSet, map: Map<number, number>): void {
+  const v = (pid: unknown, what: string): number => {
+    const n = Number(pid);
+    const out = map.get(n);
+    if (out === undefined) throw new GodwitError(`${what}: pid ${n} has no pid inside the container's pid namespace`);
+    return out;
+  };
+  for (const img of images.images) {
+    if (PID_KEYED.has(img.kind) && img.arg !== undefined) img.arg = v(img.arg, `${img.kind} image`);
+    if (img.kind === 'PSTREE')
+      for (const e of img.entries) {
+        const m = e.msg;
+        m.pid = v(m.pid, 'pstree');
+        // The root's parent is outside the tree (0); process groups and sessions led from outside keep 0 too.
+        m.ppid = Number(m.ppid) === 0 ? 0 : map.get(Number(m.ppid)) ?? 0;
+        m.pgid = map.get(Number(m.pgid)) ?? 0;
+        m.sid = map.get(Number(m.sid)) ?? 0;
+        m.threads = (m.threads as number[]).map((t) => v(t, 'pstree thread'));
+      }
+  }
 }

@@ -149,7 +149,8 @@ export function buildMappings(
       e.shmid = BigInt(v.inode);
       if (name.startsWith('/SYSV')) {
         e.status |= VMA_AREA_SYSVIPC;
-        m.unsupported = 'SysV shared memory';
+        // The segment's bytes travel with its ipc namespace (a container dump): only then can it come back.
+        if (!ownIpcNamespace(pid)) m.unsupported = 'SysV shared memory outside a container (its ipc namespace is the host\'s)';
       } else if (name.startsWith('/memfd:')) {
         // Dumped by shmem.ts (content once per memfd; vma.shmid becomes its MEMFD file id).
         e.status = VMA_AREA_REGULAR | VMA_AREA_MEMFD | (v.shared ? VMA_FILE_SHARED : VMA_FILE_PRIVATE);
@@ -197,6 +198,14 @@ export function buildMappings(
     out.push(m);
   }
   return out;
+}
+
+function ownIpcNamespace(pid: number): boolean {
+  try {
+    return fs.readlinkSync(procPath(pid, 'ns/ipc')) !== fs.readlinkSync('/proc/self/ns/ipc');
+  } catch {
+    return false;
+  }
 }
 
 /** Private mappings whose anonymous pages are dumped (all of them: RELRO in read-only file maps included). */

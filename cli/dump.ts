@@ -6,7 +6,12 @@ import { abortDump, dumpTasks, finishDump, newDumpState, DumpSummary } from '../
 import { printJson } from './output';
 
 interface DumpFlags {
-  pid: string;
+  pid?: string;
+  container?: string;
+  runtime?: string;
+  cgroup?: string;
+  rootfs?: string;
+  rootfsBase?: string;
   dir: string;
   leaveRunning?: boolean;
   compress: string;
@@ -48,7 +53,12 @@ export function register(program: Command): void {
   program
     .command('dump')
     .description('checkpoint a process and all its descendants into an image directory (CRIU layout)')
-    .requiredOption('--pid <pid>', 'the root of the process tree to dump')
+    .option('--pid <pid>', 'the root of the process tree to dump (a tree with namespaces of its own is dumped as a container)')
+    .option('--container <id>', 'a container run by runc or crun: found through their state directories')
+    .option('--runtime <name>', 'with --container: runc or crun (default: whichever knows the id)')
+    .option('--cgroup <path>', 'the process tree in this cgroup (a directory under /sys/fs/cgroup or a path inside the hierarchies)')
+    .option('--rootfs <mode>', 'container rootfs: shared (left in place, digest checked on restore) or diff (changes against --rootfs-base travel)', 'shared')
+    .option('--rootfs-base <dir>', 'with --rootfs diff: the pristine rootfs the container was started from')
     .requiredOption('--dir <dir>', 'image directory to create (must not exist or be empty)')
     .option('--leave-running', 'resume the tree after dumping (a snapshot); default: kill it once the images are safe')
     .option('--compress <kind>', 'page compression: zstd (godwit container) or none (plain CRIU pages-N.img)', 'zstd')
@@ -66,8 +76,18 @@ export function register(program: Command): void {
         throw new UsageError(`--ghost-limit must be a number of bytes, got '${f.ghostLimit}'`);
       const rounds = positiveInt(f.preCopyRounds, '--pre-copy-rounds');
       const converge = positiveInt(f.preCopyConverge, '--pre-copy-converge');
+      if ([f.pid, f.container, f.cgroup].filter((x) => x !== undefined).length !== 1)
+        throw new UsageError('give exactly one of --pid PID, --container ID, --cgroup PATH');
+      if (f.runtime !== undefined && f.runtime !== 'runc' && f.runtime !== 'crun')
+        throw new UsageError(`--runtime must be runc or crun, got '${f.runtime}'`);
+      if (f.rootfs !== 'shared' && f.rootfs !== 'diff') throw new UsageError(`--rootfs must be shared or diff, got '${f.rootfs}'`);
       const s = newDumpState({
-        pid: parsePid(f.pid),
+        pid: f.pid === undefined ? 0 : parsePid(f.pid),
+        container: f.container,
+        runtime: f.runtime as 'runc' | 'crun' | undefined,
+        cgroup: f.cgroup,
+        rootfsMode: f.rootfs as 'shared' | 'diff',
+        rootfsBase: f.rootfsBase,
         dir: f.dir,
         leaveRunning: !!f.leaveRunning,
         compress: f.compress,

@@ -3,6 +3,7 @@ import { ImageSet, TaskImage } from './load';
 import { Restorer } from './restorer';
 import type { HostXsave } from './threads';
 import type { Warning } from './creds';
+import type { RestoredContainer } from './container';
 
 export interface RestoreOptions {
   dir: string;
@@ -17,6 +18,10 @@ export interface RestoreOptions {
    * ptrace stop) until resumeHeld() lets it run, or abortRestore() kills it (migrate waits for the source's commit).
    */
   hold?: boolean;
+  /** Container images, diff rootfs: the base rootfs on this host (default: the path recorded at dump). */
+  rootfsBase?: string;
+  /** Container images, shared rootfs: where the rootfs is on this host (default: the path recorded at dump). */
+  rootfsPath?: string;
 }
 
 export interface RestoreContext {
@@ -38,6 +43,12 @@ export interface RestoreContext {
   /** Host PIDs of the restored tasks (image pid -> pid in this host's PID namespace). */
   hostPids: Map<number, number>;
   resumed: boolean;
+  /** A container restore: what was prepared for it (namespaces, mounts, cgroups, rootfs). */
+  container?: RestoredContainer;
+  /** A container's tasks cannot see the restorer: they pull fds through this pidfd of it, kept at this number. */
+  restorerPidfd?: number;
+  /** Where the tree's files are seen from here (a container's new root), for preflight. */
+  fileRoot?: string;
 }
 
 export function newContext(opts: RestoreOptions): RestoreContext {

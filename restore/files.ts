@@ -123,11 +123,20 @@ async function createAnonObject(ctx: RestoreContext, id: number, type: string, f
 
 /** Pulls the task's fds from the restorer and puts each at its number with its close-on-exec flag. */
 export async function installFds(ctx: RestoreContext, t: TaskImage): Promise<void> {
-  if (t.fds.length === 0) return;
+  const kept = ctx.restorerPidfd;
+  if (t.fds.length === 0) {
+    if (kept !== undefined) {
+      const b = new Batch();
+      b.call('close', [kept], 'close the pidfd of the restorer');
+      await runBatch(ctx.restorer!, t.pid, b);
+    }
+    return;
+  }
   const fds = [...t.fds].sort((a, c) => Number(a.fd) - Number(c.fd));
   const base = Number(fds[fds.length - 1].fd) + 1;
   const b = new Batch();
-  const pidfd = b.call('pidfd_open', [ctx.restorerPid, 0], 'open a pidfd of the restorer');
+  // In a container's pid namespace the restorer is invisible: its stubs kept a pidfd of it instead.
+  const pidfd = kept !== undefined ? kept : b.call('pidfd_open', [ctx.restorerPid, 0], 'open a pidfd of the restorer');
   // Every temporary fd lives above the highest target so that dup3 never meets its own number.
   const hi = b.call('fcntl', [pidfd, F_DUPFD_CLOEXEC, base], 'move the pidfd above the restored fds');
   b.call('close', [pidfd], 'close the low pidfd');

@@ -32,6 +32,7 @@ import { addSeccompCalls } from './seccomp';
 import { createPtyPairs, restoreControllingTerminals } from './tty';
 import { restoreFileLocks } from './filelocks';
 import { addPrctlCalls, checkPrctlResults } from './prctl';
+import { containerHostPids, prepareContainer, readContainerRecord, releaseContainer, teardownContainer, writeRuncState } from './container';
 
 export type { RestoreOptions, RestoreContext } from './context';
 
@@ -49,9 +50,12 @@ export interface RestoreResult {
   warnings: Warning[];
   /** When detached: the restorer, still running as the tree's reaper (PID 1 of the new namespace with --new-pidns). */
   restorer?: Restorer;
+  /** A container: whether runc's `list` shows it again, or why not. */
+  runc?: { listed: boolean; why?: string };
 }
 
 interface StepState extends RestoreContext {
+  runc?: RestoreResult['runc'];
   vmas: Map<number, Vma[]>;
   timings: Record<string, number>;
   pageBytes: number;
@@ -77,13 +81,26 @@ export function restoreSteps(): ListrTask<StepState>[] {
       if (problems.length) throw new ImageIntegrityError(s.opts.dir, problems);
       s.set = loadImageSet(s.opts.dir);
     }),
+    timed('container: cgroups, namespaces, rootfs, mounts', async (s) => {
+      const rec = readContainerRecord(s.opts.dir);
+      if (!rec) return;
+      // The tree's own pid namespace nests in the restorer's: its root is pid 1 there, as it was.
+      if (rec.ns.includes('pid')) s.opts = { ...s.opts, newPidns: true };
+      s.container = await prepareContainer(s.opts.dir, rec, { rootfsBase: s.opts.rootfsBase, rootfsPath: s.opts.rootfsPath });
+      s.fileRoot = s.container.fileRoot;
+      for (const [k, v] of Object.entries(s.container.timings)) s.timings[`container: ${k}`] = v;
+    }),
     timed('preflight', async (s) => {
       await waitDyingPids(s);
       preflight(s);
     }),
     timed('start restorer', async (s) => {
-      s.restorer = Restorer.start({ newPidns: s.opts.newPidns, detached: s.opts.detach });
+      s.restorer = Restorer.start({ newPidns: s.opts.newPidns, detached: s.opts.detach, extraArgs: s.container?.restorerArgs });
       s.restorerPid = (await s.restorer.hello()).self;
+      if (s.container) {
+        const keep = (await s.restorer.request(Op.CONTAINER, s.container.containerRequest, 'set up the container root')).readInt32LE(0);
+        if (keep >= 0) s.restorerPidfd = keep;
+      }
     }),
     timed('create process tree', async (s) => {
       // Pty pairs first: a session leader takes its controlling terminal before it forks (restore/tty.ts).
@@ -150,7 +167,10 @@ export function restoreSteps(): ListrTask<StepState>[] {
     }),
     timed('resume', async (s) => {
       await closeObjects(s);
-      s.hostPids = s.opts.newPidns ? await findHostPids(s) : new Map(s.set!.tasks.map((t) => [t.pid, t.pid]));
+      if (s.container?.record.ns.includes('pid')) {
+        const m = containerHostPids(s.restorer!.pid);
+        s.hostPids = new Map(s.set!.tasks.map((t) => [t.pid, m.get(t.pid) ?? 0]));
+      } else s.hostPids = s.opts.newPidns ? await findHostPids(s) : new Map(s.set!.tasks.map((t) => [t.pid, t.pid]));
       if (!s.opts.hold) await resumeHeld(s);
     }),
   ];
@@ -161,6 +181,12 @@ export async function resumeHeld(s: RestoreContext): Promise<void> {
   if (s.resumed) return;
   await s.restorer!.request(Op.RESUME, Buffer.alloc(0), 'resume the tree');
   s.resumed = true;
+  if (s.container) {
+    // The tree holds its namespaces now: the holder and staging directory go; runc learns of the container.
+    await releaseContainer(s.container);
+    const why = writeRuncState(s.container.record, s.hostPids.get(s.set!.tasks[0].pid) ?? 0);
+    (s as StepState).runc = { listed: why === undefined, ...(why ? { why } : {}) };
+  }
   if (s.opts.pidfile) fs.writeFileSync(s.opts.pidfile, `${s.hostPids.get(s.set!.tasks[0].pid) ?? ''}\n`);
 }
 
@@ -180,6 +206,14 @@ const ABORT_TIMEOUT_MS = 5000;
 
 /** Tears down whatever a failed restore created. Safe to call at any point. */
 export async function abortRestore(s: RestoreContext): Promise<void> {
+  try {
+    await killRestorer(s);
+  } finally {
+    if (s.container && !s.resumed) await teardownContainer(s.container);
+  }
+}
+
+async function killRestorer(s: RestoreContext): Promise<void> {
   const r = s.restorer;
   if (!r || s.resumed) return;
   try {
@@ -222,6 +256,7 @@ export async function restore(opts: RestoreOptions, render: { silent?: boolean }
     timings: s.timings,
     pageBytes: s.pageBytes,
     warnings: s.warnings,
+    ...(s.runc ? { runc: s.runc } : {}),
   };
   if (opts.detach) {
     // The restorer stays as the tree's reaper (the namespace's init with --new-pidns); node does not wait.

@@ -26,6 +26,7 @@ export const VMA = {
   ANON_PRIVATE: 512, SYSVIPC: 1024, SOCKET: 2048, VVAR: 4096, AIORING: 8192, MEMFD: 16384,
 } as const;
 const PROT_WRITE = 2;
+const SHM_RDONLY = 0o10000;
 const MAP_SHARED = 1;
 const MAP_PRIVATE = 2;
 const MAP_ANONYMOUS = 0x20;
@@ -73,8 +74,10 @@ export function vmasOf(t: TaskImage): Vma[] {
 const isSpecial = (v: Vma) => (v.status & (VMA.VDSO | VMA.VVAR | VMA.VSYSCALL)) !== 0;
 
 /** What restore cannot rebuild yet, named so the user knows which mapping of which task. */
-export function unsupportedVma(v: Vma): string | null {
+export function unsupportedVma(v: Vma, sysvShm = false): string | null {
   if (!(v.status & VMA.REGULAR) && !(v.status & VMA.VSYSCALL)) return 'not a regular mapping';
+  // SysV shm comes back with its ipc namespace (a container): the segment exists before the task attaches it.
+  if (sysvShm && v.status & VMA.SYSVIPC) return null;
   for (const [bit, name] of [
     [VMA.SYSVIPC, 'SysV shared memory'], [VMA.SOCKET, 'a socket mapping'], [VMA.AIORING, 'an AIO ring'],
   ] as const)
@@ -164,12 +167,17 @@ export async function mapVmas(ctx: RestoreContext, t: TaskImage, vmas: Vma[]): P
   const shared = shmemMapper(ctx, t, b);
   for (const v of vmas) {
     if (isSpecial(v)) continue;
-    const why = unsupportedVma(v);
+    const why = unsupportedVma(v, !!ctx.container?.record.ns.includes('ipc'));
     if (why) throw new GodwitError(`task ${t.pid}: mapping 0x${v.start.toString(16)}-0x${v.end.toString(16)} is ${why}, which restore does not support yet`);
     let prot = v.prot;
     if (v.hasPages && !(v.flags & MAP_SHARED)) prot |= PROT_WRITE;
     const flags = (v.flags & (MAP_SHARED | MAP_PRIVATE | MAP_ANONYMOUS | MAP_GROWSDOWN | MAP_NORESERVE)) | MAP_FIXED_NOREPLACE;
     const what = `map 0x${v.start.toString(16)}-0x${v.end.toString(16)}`;
+    if (v.status & VMA.SYSVIPC) {
+      // shmid holds the segment id, recreated with that id in the container's ipc namespace.
+      b.call('shmat', [Number(v.shmid), v.start, v.prot & PROT_WRITE ? 0 : SHM_RDONLY], `attach SysV shm ${v.shmid} at 0x${v.start.toString(16)}`);
+      continue;
+    }
     if (isShmemVma(v)) {
       shared.map(v, prot, flags, what); // shared anonymous memory and memfds: restore/shmem.ts
     } else if (v.status & (VMA.FILE_PRIVATE | VMA.FILE_SHARED)) {
@@ -190,7 +198,7 @@ export async function mapVmas(ctx: RestoreContext, t: TaskImage, vmas: Vma[]): P
   const res = await runBatch(ctx.restorer!, t.pid, b);
   // mmap with MAP_FIXED_NOREPLACE never moves a mapping, but check: a kernel without it ignores the flag.
   b.calls.forEach((c, i) => {
-    if (c.name === 'mmap' && res[i] !== c.args[0])
+    if ((c.name === 'mmap' && res[i] !== c.args[0]) || (c.name === 'shmat' && res[i] !== c.args[1]))
       throw new GodwitError(`task ${t.pid}: ${c.what} landed at 0x${res[i].toString(16)}`);
   });
 }
@@ -306,7 +314,7 @@ async function loadPages(ctx: RestoreContext, t: TaskImage, ranges: PageRange[])
       throw new ImageError(name, Number(x.off), `page data ends at ${src.size} but the pagemap of task ${t.pid} needs bytes up to ${x.off + x.len} (pagemap and pages file disagree)`);
     stats.bytes += Number(x.len);
   }
-  const fd = await openInRestorer(ctx, src.file, O_RDONLY);
+  const fd = await openInRestorer(ctx, src.file, O_RDONLY, undefined, 0, true);
   try {
     for (let i = 0; i < ranges.length; i += RANGES_PER_REQUEST) {
       const req = loadPagesRequest(t.pid, fd, src, ranges.slice(i, i + RANGES_PER_REQUEST));
@@ -328,12 +336,13 @@ async function loadPages(ctx: RestoreContext, t: TaskImage, ranges: PageRange[])
   return stats;
 }
 
-export async function openInRestorer(ctx: RestoreContext, file: string, flags: number, pos?: bigint, mode = 0): Promise<number> {
-  const p = Buffer.from(file + '\0');
+/** `host`: a file of this host (the image directory), opened from the root the restorer started in. */
+export async function openInRestorer(ctx: RestoreContext, file: string, flags: number, pos?: bigint, mode = 0, host = false): Promise<number> {
+  const p = Buffer.from((host ? path.resolve(file) : file) + '\0');
   const b = Buffer.alloc(20 + p.length);
   b.writeInt32LE(flags, 0);
   b.writeUInt32LE(mode, 4);
-  b.writeUInt32LE(pos !== undefined ? 1 : 0, 8);
+  b.writeUInt32LE((pos !== undefined ? 1 : 0) | (host ? 2 : 0), 8);
   b.writeBigUInt64LE(pos ?? 0n, 12);
   p.copy(b, 20);
   const out = await ctx.restorer!.request(Op.OPEN, b, `open ${file}`);

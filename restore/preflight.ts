@@ -5,6 +5,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { GodwitError } from '../util/errors';
 import { RestoreContext } from './context';
 import { FD_TYPE, neededFiles, statOrNull, SUPPORTED_FD_TYPES } from './files';
@@ -96,7 +97,7 @@ export function preflight(ctx: RestoreContext): void {
   }
   // Files that mappings, fds, cwd/root need: present and, where dump recorded it, same size and mode.
   for (const f of neededFiles(ctx)) {
-    const st = statOrNull(f.path);
+    const st = statOrNull(ctx.fileRoot ? path.join(ctx.fileRoot, f.path) : f.path);
     if (!st) {
       problems.push(`${f.path} (${f.why}) does not exist on this host: restore needs the same file at the same path`);
       continue;
@@ -123,7 +124,7 @@ export function preflight(ctx: RestoreContext): void {
       problems.push(`task ${t.pid} was dumped in state ${tc.task_state} (not alive, not a zombie), which restore does not support`);
     const vmas = vmasOf(t);
     for (const v of vmas) {
-      const why = unsupportedVma(v);
+      const why = unsupportedVma(v, !!ctx.container?.record.ns.includes('ipc'));
       if (why) problems.push(`task ${t.pid}: mapping 0x${v.start.toString(16)}-0x${v.end.toString(16)} is ${why}, which restore does not support yet`);
     }
     const vdso = vmas.find((v) => v.status & VMA.VDSO);

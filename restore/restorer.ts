@@ -32,6 +32,7 @@ export enum Op {
   HOST_PIDS = 21,
   LOCAL = 22,
   LOAD_PAGES = 23,
+  CONTAINER = 24,
 }
 
 const HDR = 4 + 4 + 4 + 24;
@@ -89,8 +90,8 @@ export class Restorer {
   }
 
   /** `detached`: its own session, so a restore that outlives us is not in our process group. */
-  static start(opts: { newPidns?: boolean; detached?: boolean } = {}): Restorer {
-    const args = opts.newPidns ? ['--new-pidns'] : [];
+  static start(opts: { newPidns?: boolean; detached?: boolean; extraArgs?: string[] } = {}): Restorer {
+    const args = [...(opts.newPidns ? ['--new-pidns'] : []), ...(opts.extraArgs ?? [])];
     const proc = spawn(restorerPath(), args, {
       stdio: ['ignore', 'ignore', 'pipe', 'pipe', 'pipe'],
       detached: !!opts.detached,

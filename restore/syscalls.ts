@@ -12,7 +12,7 @@ export const NR = {
   setitimer: 38, fcntl: 72, chdir: 80, fchdir: 81, umask: 95, setpgid: 109, setsid: 112, setgroups: 116,
   setresuid: 117, setresgid: 119, rt_sigqueueinfo: 129, capset: 126, sigaltstack: 131, prctl: 157,
   arch_prctl: 158, chroot: 161, set_tid_address: 218, timer_create: 222, timer_settime: 223,
-  set_robust_list: 273, dup3: 292, rt_tgsigqueueinfo: 297, rseq: 334, pidfd_open: 434,
+  set_robust_list: 273, dup3: 292, rt_tgsigqueueinfo: 297, rseq: 334, pidfd_open: 434, shmat: 30,
   close_range: 436, pidfd_getfd: 438, personality: 135, userfaultfd: 323, ioctl: 16, eventfd2: 290,
   signalfd4: 289, timerfd_create: 283, timerfd_settime: 286, inotify_init1: 294, inotify_add_watch: 254,
   inotify_rm_watch: 255, unlinkat: 263, socket: 41, connect: 42, accept4: 288, sendto: 44, bind: 49,

@@ -7,6 +7,7 @@
  *   godwit-nsutil uts-set PID NODE DOMAIN
  *   godwit-nsutil ipc-dump PID                -> stream (below) on stdout
  *   godwit-nsutil ipc-restore PID             <- stream on stdin, objects recreated with their ids
+ *   godwit-nsutil mnt-build PID               <- mount script on stdin, run in PID's mount namespace
  *
  * Stream: one header line per object, then its data; "end\n" last.
  *   shm KEY ID MODE UID GID CUID CGID SIZE\n   followed by SIZE raw bytes (the segment)
@@ -21,6 +22,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ipc.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/sem.h>
 #include <sys/shm.h>
 #include <sys/utsname.h>
@@ -299,9 +303,100 @@ static int ipc_restore(struct ctx *c)
 	}
 }
 
+/* Bounds the mount script: a container's mount table is a few KiB. */
+#define MAX_SCRIPT (1u << 20)
+
+static int mkdir_p(struct ctx *c, const char *path, mode_t mode)
+{
+	char buf[4096];
+	if (snprintf(buf, sizeof(buf), "%s", path) >= (int)sizeof(buf))
+		return fail(c, "mkdir", ENAMETOOLONG, "%s", path);
+	for (char *p = buf + 1;; p++) {
+		if (*p == '/' || !*p) {
+			char saved = *p;
+			*p = 0;
+			if (mkdir(buf, mode) < 0 && errno != EEXIST)
+				return fail(c, "mkdir", errno, "%s", buf);
+			*p = saved;
+			if (!saved)
+				return 0;
+		}
+	}
+}
+
+/*
+ * The mount script: records of NUL-terminated fields.
+ *   mount SOURCE TARGET FSTYPE FLAGS DATA   (empty SOURCE/FSTYPE/DATA = NULL; FLAGS decimal MS_*)
+ *   mkdir PATH                              (mkdir -p, mode 0755)
+ *   touch PATH                              (an empty file to bind a file onto)
+ *   pivot NEWROOT                           (pivot_root(NEWROOT, NEWROOT) and detach the old root below it)
+ * pivot_root changes the root of every process of the namespace that had the old one: the holder's too, so
+ * whoever joins the namespace afterwards starts in NEWROOT.
+ */
+static int mnt_build(struct ctx *c)
+{
+	if (enter_ns(c, "mnt", CLONE_NEWNS) < 0)
+		return -1;
+	char *buf = malloc(MAX_SCRIPT + 1);
+	if (!buf)
+		return fail(c, "malloc", ENOMEM, "mount script");
+	size_t len = 0;
+	for (;;) {
+		ssize_t r = read(0, buf + len, MAX_SCRIPT + 1 - len);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			return fail(c, "read", errno, "mount script");
+		if (r == 0)
+			break;
+		len += (size_t)r;
+		if (len > MAX_SCRIPT)
+			return fail(c, "read", EFBIG, "mount script over %u bytes", MAX_SCRIPT);
+	}
+	char *p = buf, *end = buf + len;
+	const char *f[6];
+	while (p < end) {
+		int nf = 0;
+		const char *op = p;
+		int want = !strcmp(op, "mount") ? 6 : 2;
+		for (; nf < want; nf++) {
+			char *z = memchr(p, 0, (size_t)(end - p));
+			if (!z)
+				return fail(c, "parse", EINVAL, "mount script: truncated %s record", op);
+			f[nf] = p;
+			p = z + 1;
+		}
+		if (!strcmp(op, "mount")) {
+			unsigned long flags = strtoul(f[4], NULL, 10);
+			if (mount(f[1][0] ? f[1] : NULL, f[2], f[3][0] ? f[3] : NULL, flags, f[5][0] ? f[5] : NULL) < 0)
+				return fail(c, "mount", errno, "%s on %s (%s, flags 0x%lx)", f[1], f[2], f[3], flags);
+		} else if (!strcmp(op, "mkdir")) {
+			if (mkdir_p(c, f[1], 0755) < 0)
+				return -1;
+		} else if (!strcmp(op, "touch")) {
+			int fd = open(f[1], O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+			if (fd < 0)
+				return fail(c, "open", errno, "%s", f[1]);
+			close(fd);
+		} else if (!strcmp(op, "pivot")) {
+			if (chdir(f[1]) < 0)
+				return fail(c, "chdir", errno, "%s", f[1]);
+			if (syscall(SYS_pivot_root, ".", ".") < 0)
+				return fail(c, "pivot_root", errno, "%s", f[1]);
+			if (umount2(".", MNT_DETACH) < 0)
+				return fail(c, "umount2", errno, "the old root under %s", f[1]);
+			if (chdir("/") < 0)
+				return fail(c, "chdir", errno, "/");
+		} else
+			return fail(c, "parse", EINVAL, "mount script: unknown op %.16s", op);
+	}
+	free(buf);
+	return 0;
+}
+
 static int usage(void)
 {
-	fprintf(stderr, "usage: godwit-nsutil uts-get PID | uts-set PID NODENAME DOMAINNAME | ipc-dump PID | ipc-restore PID\n");
+	fprintf(stderr, "usage: godwit-nsutil uts-get PID | uts-set PID NODENAME DOMAINNAME | ipc-dump PID | ipc-restore PID | mnt-build PID\n");
 	return 2;
 }
 
@@ -324,6 +419,8 @@ int main(int argc, char **argv)
 		r = ipc_dump(&c);
 	else if (!strcmp(argv[1], "ipc-restore") && argc == 3)
 		r = ipc_restore(&c);
+	else if (!strcmp(argv[1], "mnt-build") && argc == 3)
+		r = mnt_build(&c);
 	else
 		return usage();
 	if (r < 0) {

@@ -31,6 +31,7 @@ __asm__(".pushsection .text\n"
 #define CALL_ALLOW_FAIL (1u << 12)
 
 static int wait_trap(struct rst_ctx *ctx, pid_t tid) {
+  tid = rst_hpid(ctx, tid);
   for (;;) {
     int st;
     pid_t w = waitpid(tid, &st, __WALL);
@@ -60,6 +61,8 @@ int rst_inject(struct rst_ctx *ctx, pid_t tid, uint64_t insn, long nr, const uin
 int rst_inject_ex(struct rst_ctx *ctx, pid_t tid, uint64_t insn, long nr, const uint64_t a[6], int64_t *ret,
                   int singlestep) {
   struct user_regs_struct r;
+  pid_t image_tid = tid;
+  tid = rst_hpid(ctx, tid);
   if (ptrace(PTRACE_GETREGS, tid, 0, &r) < 0) return rst_fail(ctx, errno, "ptrace(GETREGS)", tid);
   r.rip = insn;
   r.rax = (uint64_t)nr;
@@ -68,7 +71,7 @@ int rst_inject_ex(struct rst_ctx *ctx, pid_t tid, uint64_t insn, long nr, const 
   if (ptrace(PTRACE_SETREGS, tid, 0, &r) < 0) return rst_fail(ctx, errno, "ptrace(SETREGS)", tid);
   if (ptrace(singlestep ? PTRACE_SINGLESTEP : PTRACE_CONT, tid, 0, 0) < 0)
     return rst_fail(ctx, errno, singlestep ? "ptrace(SINGLESTEP)" : "ptrace(CONT)", tid);
-  int rc = wait_trap(ctx, tid);
+  int rc = wait_trap(ctx, image_tid);
   if (rc) return rc;
   if (ptrace(PTRACE_GETREGS, tid, 0, &r) < 0) return rst_fail(ctx, errno, "ptrace(GETREGS)", tid);
   *ret = (int64_t)r.rax;
@@ -77,7 +80,7 @@ int rst_inject_ex(struct rst_ctx *ctx, pid_t tid, uint64_t insn, long nr, const 
 
 static int write_remote(struct rst_ctx *ctx, pid_t pid, uint64_t addr, const void *src, size_t len) {
   struct iovec l = {(void *)src, len}, r = {(void *)(uintptr_t)addr, len};
-  ssize_t n = process_vm_writev(pid, &l, 1, &r, 1, 0);
+  ssize_t n = process_vm_writev(rst_hpid(ctx, pid), &l, 1, &r, 1, 0);
   if (n < 0) return rst_fail(ctx, errno, "process_vm_writev", pid);
   if ((size_t)n != len) return rst_fail(ctx, EFAULT, "process_vm_writev", pid);
   return 0;
@@ -211,7 +214,7 @@ int rst_find_syscall(struct rst_ctx *ctx, const uint8_t *p, size_t n, uint64_t *
   uint8_t *b = malloc(len);
   if (!b) return rst_fail(ctx, ENOMEM, "malloc", pid);
   struct iovec l = {b, len}, r = {(void *)(uintptr_t)start, len};
-  ssize_t got = process_vm_readv(pid, &l, 1, &r, 1, 0);
+  ssize_t got = process_vm_readv(rst_hpid(ctx, pid), &l, 1, &r, 1, 0);
   if (got < 0) {
     int e = errno;
     free(b);
@@ -234,7 +237,7 @@ int rst_rseq_unregister(struct rst_ctx *ctx, pid_t tid) {
     uint32_t size, sig, flags, pad;
   } conf;
   memset(&conf, 0, sizeof conf);
-  long r = ptrace(0x420f /* PTRACE_GET_RSEQ_CONFIGURATION */, tid, sizeof conf, &conf);
+  long r = ptrace(0x420f /* PTRACE_GET_RSEQ_CONFIGURATION */, rst_hpid(ctx, tid), sizeof conf, &conf);
   if (r < 0) return rst_fail(ctx, errno, "ptrace(GET_RSEQ_CONFIGURATION)", tid);
   if (!conf.ptr) return 0;
   uint64_t a[6] = {conf.ptr, conf.size, 1 /* RSEQ_FLAG_UNREGISTER */, conf.sig, 0, 0};

@@ -74,9 +74,14 @@ static int op_open(struct rst_ctx *ctx, const uint8_t *p, size_t n, int32_t *fd)
   memcpy(&setpos, p + 8, 4);
   memcpy(&pos, p + 12, 8);
   const char *path = (const char *)p + 20;
-  *fd = open(path, flags | O_CLOEXEC, mode);
+  if (setpos & 2) {
+    /* A file of the host (the image directory), also once we are in a container's mount namespace. */
+    while (*path == '/') path++;
+    *fd = openat(ctx->host_root, *path ? path : ".", flags | O_CLOEXEC, mode);
+  } else
+    *fd = open(path, flags | O_CLOEXEC, mode);
   if (*fd < 0) return rst_fail(ctx, errno, "open", 0);
-  if (setpos && lseek(*fd, (off_t)pos, SEEK_SET) < 0) {
+  if ((setpos & 1) && lseek(*fd, (off_t)pos, SEEK_SET) < 0) {
     int e = errno;
     close(*fd);
     return rst_fail(ctx, e, "lseek", 0);
@@ -91,7 +96,7 @@ static int op_open(struct rst_ctx *ctx, const uint8_t *p, size_t n, int32_t *fd)
 static int host_pids(struct rst_ctx *ctx, int32_t *out) {
   for (uint32_t i = 0; i < ctx->ntasks; i++) {
     out[i] = -1;
-    int pfd = (int)syscall(SYS_pidfd_open, ctx->tasks[i].pid, 0);
+    int pfd = (int)syscall(SYS_pidfd_open, rst_hpid(ctx, ctx->tasks[i].pid), 0);
     if (pfd < 0) return rst_fail(ctx, errno, "pidfd_open", ctx->tasks[i].pid);
     char path[64], buf[1024];
     snprintf(path, sizeof path, "/proc/self/fdinfo/%d", pfd);
@@ -265,7 +270,7 @@ static void serve(struct rst_ctx *ctx) {
       memcpy(&res, p + 4, 4);
       memcpy(&rl.rlim_cur, p + 8, 8);
       memcpy(&rl.rlim_max, p + 16, 8);
-      if (prlimit64(pid, (int)res, &rl, NULL) < 0) rst_fail(ctx, errno, "prlimit64", pid);
+      if (prlimit64(rst_hpid(ctx, pid), (int)res, &rl, NULL) < 0) rst_fail(ctx, errno, "prlimit64", pid);
       break;
     }
     case OP_XSTATE_INFO: {
@@ -280,7 +285,7 @@ static void serve(struct rst_ctx *ctx) {
     case OP_RESUME:
       for (uint32_t k = 0; k < ctx->nthreads; k++) {
         struct rst_thread *th = &ctx->threads[k];
-        if (th->seized && !th->detached && ptrace(PTRACE_DETACH, th->tid, 0, 0) < 0) {
+        if (th->seized && !th->detached && ptrace(PTRACE_DETACH, rst_hpid(ctx, th->tid), 0, 0) < 0) {
           rst_fail(ctx, errno, "ptrace(DETACH)", th->tid);
           break;
         }
@@ -296,6 +301,9 @@ static void serve(struct rst_ctx *ctx) {
       break;
     case OP_KILL:
       rst_tree_kill(ctx);
+      break;
+    case OP_CONTAINER:
+      if (rst_container(ctx, p, n, &i32[0]) == 0) out = (uint8_t *)i32, outlen = 4;
       break;
     default:
       rst_fail(ctx, EOPNOTSUPP, "request", 0);
@@ -325,7 +333,21 @@ int main(int argc, char **argv) {
   memset(&ctx, 0, sizeof ctx);
   ctx.ctl = CTL_FD;
   ctx.bulk = BULK_FD;
+  ctx.keep_pidfd = -1;
+  const char *join[8];
+  int njoin = 0;
+  const char *cgroups[16];
+  int ncg = 0;
   for (int i = 1; i < argc; i++) {
+    /* Container restore: namespaces to join (files under /proc/HOLDER/ns) and cgroup.procs files for the root. */
+    if (!strcmp(argv[i], "--setns") && i + 1 < argc && njoin < 8) {
+      join[njoin++] = argv[++i];
+      continue;
+    }
+    if (!strcmp(argv[i], "--cgroup") && i + 1 < argc && ncg < 16) {
+      cgroups[ncg++] = argv[++i];
+      continue;
+    }
     if (!strcmp(argv[i], "--xcr0")) {
       /* The xsave features this CPU + kernel enable, for the preflight check of an image's xsave state. */
       uint32_t lo, hi;
@@ -349,7 +371,7 @@ int main(int argc, char **argv) {
     if (!strcmp(argv[i], "--bench-uffd") && i + 1 < argc) return rst_bench_uffd(strtoul(argv[i + 1], NULL, 10));
     if (!strcmp(argv[i], "--new-pidns")) ctx.new_pidns = 1;
     else {
-      fprintf(stderr, "godwit-restorer: unknown argument %s (usage: godwit-restorer [--new-pidns], fds 3+4)\n", argv[i]);
+      fprintf(stderr, "godwit-restorer: unknown argument %s (usage: godwit-restorer [--new-pidns] [--setns NSFILE]... [--cgroup PROCSFILE]..., fds 3+4)\n", argv[i]);
       return 2;
     }
   }
@@ -360,6 +382,36 @@ int main(int argc, char **argv) {
   signal(SIGPIPE, SIG_IGN);
   /* Whatever our parent leaked to us must not reach the restored tasks (stubs are forks of us). */
   syscall(SYS_close_range, BULK_FD + 1, ~0U, 0);
+  for (int i = 0; i < ncg; i++) {
+    ctx.cg_fds[i] = open(cgroups[i], O_WRONLY | O_CLOEXEC);
+    if (ctx.cg_fds[i] < 0) {
+      fprintf(stderr, "godwit-restorer: open %s: %s\n", cgroups[i], strerror(errno));
+      return 1;
+    }
+    ctx.ncg = i + 1;
+  }
+  /* The host's root, for the image files (OP_OPEN flag 2) after we joined a container's mount namespace. */
+  ctx.host_root = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
+  if (ctx.host_root < 0) {
+    fprintf(stderr, "godwit-restorer: open /: %s\n", strerror(errno));
+    return 1;
+  }
+  /* Open every namespace first: once in the container's mount namespace, /proc/HOLDER is out of reach. */
+  int nsfd[8];
+  for (int i = 0; i < njoin; i++) {
+    nsfd[i] = open(join[i], O_RDONLY | O_CLOEXEC);
+    if (nsfd[i] < 0) {
+      fprintf(stderr, "godwit-restorer: open %s: %s\n", join[i], strerror(errno));
+      return 1;
+    }
+  }
+  for (int i = 0; i < njoin; i++) {
+    if (setns(nsfd[i], 0) < 0) {
+      fprintf(stderr, "godwit-restorer: setns %s: %s\n", join[i], strerror(errno));
+      return 1;
+    }
+    close(nsfd[i]);
+  }
   if (!ctx.new_pidns) {
     /* Orphans of a half-made tree come back to us, so a failure can reap everything it created. */
     prctl(PR_SET_CHILD_SUBREAPER, 1);

@@ -43,7 +43,7 @@ int rst_uffd(struct rst_ctx *ctx, const uint8_t *p, size_t n) {
   }
   if (t->uffd >= 0) return rst_fail(ctx, EBUSY, "uffd-request", pid);
   if ((n - 12) / 16 < nr) return rst_fail(ctx, EINVAL, "uffd-request", pid);
-  int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+  int pidfd = (int)syscall(SYS_pidfd_open, rst_hpid(ctx, pid), 0);
   if (pidfd < 0) return rst_fail(ctx, errno, "pidfd_open", pid);
   int u = (int)syscall(SYS_pidfd_getfd, pidfd, fd, 0);
   int e = errno;

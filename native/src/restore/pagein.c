@@ -76,6 +76,7 @@ struct pg_unit {
 
 struct pg_job {
   pid_t pid;
+  pid_t hpid; /* the task as we see it (rst_hpid) */
   int fd;
   const uint8_t *map; /* a plain pages file, mapped read-only: pages are copied from the page cache directly */
   size_t map_len;
@@ -200,7 +201,7 @@ static int pvw_flush(struct pg_worker *w) {
   struct pg_job *j = w->job;
   unsigned i = 0;
   while (i < w->n) {
-    ssize_t got = process_vm_writev(j->pid, w->l + i, w->n - i, w->r + i, w->n - i, 0);
+    ssize_t got = process_vm_writev(j->hpid, w->l + i, w->n - i, w->r + i, w->n - i, 0);
     if (got < 0) return job_fail(j, errno, "process_vm_writev", 0, NULL);
     if (got == 0) return job_fail(j, EFAULT, "process_vm_writev", 0, NULL);
     w->copied += (uint64_t)got;
@@ -427,7 +428,7 @@ static int parse(struct rst_ctx *ctx, struct pg_job *j, const uint8_t *p, size_t
     return rst_fail(ctx, EINVAL, "load-pages-request", pid);
   struct rst_task *t = rst_task_find(ctx, pid);
   if (!t) return rst_fail(ctx, ESRCH, "load-pages-request", pid);
-  j->pid = pid, j->fd = fd, j->packed = (int)kind, j->stream_size = size, j->uffd = t->uffd;
+  j->pid = pid, j->hpid = rst_hpid(ctx, pid), j->fd = fd, j->packed = (int)kind, j->stream_size = size, j->uffd = t->uffd;
   j->ranges = calloc(nr ? nr : 1, sizeof *j->ranges);
   j->chunks = calloc(nc ? nc : 1, sizeof *j->chunks);
   if (!j->ranges || !j->chunks) return rst_fail(ctx, ENOMEM, "calloc", pid);

@@ -33,6 +33,7 @@ int rst_setregs(struct rst_ctx *ctx, const uint8_t *p, size_t n) {
   struct rst_thread *th = rst_thread_find(ctx, tid);
   if (!th || !th->seized || th->detached) return rst_fail(ctx, ESRCH, "setregs-request", tid);
   struct iovec iov = {&r, sizeof r};
+  tid = rst_hpid(ctx, tid);
   if (ptrace(PTRACE_SETREGSET, tid, NT_PRSTATUS, &iov) < 0) return rst_fail(ctx, errno, "ptrace(SETREGSET NT_PRSTATUS)", tid);
   if (xlen) {
     struct iovec xi = {(void *)x, xlen};
@@ -47,6 +48,7 @@ int rst_setregs(struct rst_ctx *ctx, const uint8_t *p, size_t n) {
 /* The host's xsave layout as the kernel reports it for one of our stubs (size + the sw_reserved bytes). */
 int rst_xstate_info(struct rst_ctx *ctx, pid_t tid, uint8_t *out, size_t *outlen) {
   struct iovec xi = {out, *outlen};
+  tid = rst_hpid(ctx, tid);
   if (ptrace(PTRACE_GETREGSET, tid, NT_X86_XSTATE, &xi) < 0) return rst_fail(ctx, errno, "ptrace(GETREGSET NT_X86_XSTATE)", tid);
   *outlen = xi.iov_len;
   return 0;

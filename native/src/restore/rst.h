@@ -51,6 +51,7 @@ enum rst_op {
   OP_HOST_PIDS = 21,
   OP_LOCAL = 22,
   OP_LOAD_PAGES = 23,
+  OP_CONTAINER = 24,
 };
 
 /* Error convention shared by every module: functions return -errno and record syscall + pid here. */
@@ -92,12 +93,32 @@ struct rst_ctx {
   uint32_t nthreads;
   int resumed;
   pid_t root;
+  /*
+   * Container restore (OP_CONTAINER): the tree gets a pid namespace of its own nested in ours, so that its
+   * root can be pid 1 there. Every task then has the same pid in both namespaces except the root, which is
+   * root_hpid in ours (we are pid 1 here): rst_hpid() translates. Tasks cannot see us from inside: they
+   * pull their fds through keep_pidfd, a pidfd of us every stub keeps until the TS side closes it.
+   */
+  int nest;
+  pid_t root_hpid;
+  int keep_pidfd;
+  int cg_fds[16]; /* cgroup.procs files the root stub moves itself into before anything else */
+  int ncg;
+  uint8_t *mounts; /* mount records the root stub runs once in its pid namespace (proc and what is on it) */
+  size_t mounts_len;
+  int host_root; /* O_PATH fd of the root we started in */
 };
+
+/* A task's pid as we see it (differs from the image's only for a nested root). */
+static inline pid_t rst_hpid(const struct rst_ctx *ctx, pid_t pid) {
+  return ctx->nest && pid == 1 ? ctx->root_hpid : pid;
+}
 
 /* Records a failure and returns -err, so call sites read `return rst_fail(ctx, errno, "mmap", pid);`. */
 int rst_fail(struct rst_ctx *ctx, int err, const char *syscall, int pid);
 
 /* tree.c */
+int rst_container(struct rst_ctx *ctx, const uint8_t *p, size_t n, int32_t *keep_fd);
 int rst_tree_create(struct rst_ctx *ctx, const uint8_t *p, size_t n);
 void rst_tree_kill(struct rst_ctx *ctx);
 struct rst_task *rst_task_find(struct rst_ctx *ctx, pid_t pid);

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/ptrace.h>
 #include <sys/syscall.h>
@@ -59,13 +60,66 @@ static void report(int fd, pid_t pid, int err, pid_t about) {
   while (n < 0 && errno == EINTR);
 }
 
-static pid_t clone_pid(pid_t want) {
+/*
+ * set_tid for a new task: its pid in its own namespace, and with a nested container namespace also in ours
+ * (the same number, except the root: pid 1 inside, root_hpid here).
+ */
+static void want_tids(const struct rst_ctx *ctx, pid_t want, pid_t tids[2], __u64 *n) {
+  tids[0] = want;
+  tids[1] = rst_hpid(ctx, want);
+  *n = ctx->nest ? 2 : 1;
+}
+
+static pid_t clone_pid(const struct rst_ctx *ctx, pid_t want, int newns) {
   struct clone_args a;
+  pid_t tids[2];
   memset(&a, 0, sizeof a);
   a.exit_signal = SIGCHLD;
-  a.set_tid = (uint64_t)(uintptr_t)&want;
-  a.set_tid_size = 1;
+  if (newns) a.flags = CLONE_NEWPID;
+  want_tids(ctx, want, tids, &a.set_tid_size);
+  a.set_tid = (uint64_t)(uintptr_t)tids;
   return (pid_t)syscall(SYS_clone3, &a, sizeof a);
+}
+
+/* Every fd but the pidfd of the restorer a container's stubs keep (-1: none). */
+static void close_all_but(int keep) {
+  if (keep < 0) {
+    syscall(SYS_close_range, 0, ~0U, 0);
+    return;
+  }
+  if (keep > 0) syscall(SYS_close_range, 0, keep - 1, 0);
+  syscall(SYS_close_range, keep + 1, ~0U, 0);
+}
+
+/*
+ * The container root, first thing in its own pid namespace: join the container's cgroups, then mount what
+ * must belong to this pid namespace (proc, and the masks bound over parts of it). Records: u64 flags, then
+ * source, target, fstype, data as NUL-terminated strings (empty = NULL).
+ */
+static int root_setup(struct rst_ctx *ctx, pid_t *about) {
+  for (int i = 0; i < ctx->ncg; i++) {
+    if (write(ctx->cg_fds[i], "0\n", 2) != 2) return errno ? errno : EIO;
+    close(ctx->cg_fds[i]);
+  }
+  ctx->ncg = 0;
+  const uint8_t *p = ctx->mounts, *end = ctx->mounts + ctx->mounts_len;
+  while (p && p + 8 < end) {
+    uint64_t flags;
+    memcpy(&flags, p, 8);
+    p += 8;
+    const char *f[4];
+    for (int k = 0; k < 4; k++) {
+      const uint8_t *z = memchr(p, 0, (size_t)(end - p));
+      if (!z) return EINVAL;
+      f[k] = (const char *)p;
+      p = z + 1;
+    }
+    if (mount(f[0][0] ? f[0] : NULL, f[1], f[2][0] ? f[2] : NULL, (unsigned long)flags, f[3][0] ? f[3] : NULL) < 0) {
+      *about = 1;
+      return errno;
+    }
+  }
+  return 0;
 }
 
 static void stub_main(struct rst_ctx *ctx, uint32_t idx, int ready) __attribute__((noreturn));
@@ -79,6 +133,14 @@ static void stub_main(struct rst_ctx *ctx, uint32_t idx, int ready) {
   sigprocmask(SIG_SETMASK, &all, NULL);
   /* Dies with its creator until the restore hands it over (cleared by the TS side before resume). */
   prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (idx == 0 && ctx->nest) {
+    pid_t about = t->pid;
+    int e = root_setup(ctx, &about);
+    if (e) {
+      report(ready, t->pid, e, -1);
+      _exit(1);
+    }
+  }
   if (t->sid == t->pid && setsid() < 0) {
     report(ready, t->pid, errno, t->pid);
     _exit(1);
@@ -101,7 +163,7 @@ static void stub_main(struct rst_ctx *ctx, uint32_t idx, int ready) {
   }
   for (uint32_t i = 0; i < ctx->ntasks; i++) {
     if (ctx->tasks[i].ppid != t->pid || i == idx) continue;
-    pid_t c = clone_pid(ctx->tasks[i].pid);
+    pid_t c = clone_pid(ctx, ctx->tasks[i].pid, 0);
     if (c == 0) stub_main(ctx, i, ready);
     if (c < 0) {
       report(ready, t->pid, errno, ctx->tasks[i].pid);
@@ -120,8 +182,9 @@ static void stub_main(struct rst_ctx *ctx, uint32_t idx, int ready) {
     a.flags = CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SIGHAND | CLONE_THREAD | CLONE_SYSVSEM;
     a.stack = (uint64_t)(uintptr_t)stack;
     a.stack_size = STUB_THREAD_STACK;
-    a.set_tid = (uint64_t)(uintptr_t)&want;
-    a.set_tid_size = 1;
+    pid_t tids[2];
+    want_tids(ctx, want, tids, &a.set_tid_size);
+    a.set_tid = (uint64_t)(uintptr_t)tids;
     long r = rst_clone_thread(&a, sizeof a);
     if (r < 0) {
       report(ready, t->pid, (int)-r, want);
@@ -142,7 +205,7 @@ static void stub_main(struct rst_ctx *ctx, uint32_t idx, int ready) {
     _exit(WEXITSTATUS(t->zombie));
   }
   /* Nothing of the restorer may leak into the workload: its fds come back one by one later. */
-  syscall(SYS_close_range, 0, ~0U, 0);
+  close_all_but(ctx->keep_pidfd);
   for (;;) pause();
 }
 
@@ -222,6 +285,7 @@ static int wait_ready(struct rst_ctx *ctx, int ready) {
       struct ready_rec rec;
       ssize_t k = read(ready, &rec, sizeof rec);
       if (k == (ssize_t)sizeof rec) {
+        if (rec.err && rec.about == -1) return rst_fail(ctx, rec.err, "container-root-setup(cgroup/mount)", rec.pid);
         if (rec.err) return rst_fail(ctx, rec.err, rec.about == rec.pid ? "setsid/setpgid" : "clone3", rec.about);
         got++;
         continue;
@@ -249,16 +313,16 @@ static int seize_all(struct rst_ctx *ctx) {
     struct rst_thread *th = &ctx->threads[i];
     if (is_zombie_thread(ctx, th)) continue;
     /* EXITKILL: if the restorer dies half-way, the kernel kills what it created. */
-    if (ptrace(PTRACE_SEIZE, th->tid, 0, PTRACE_O_EXITKILL | PTRACE_O_SUSPEND_SECCOMP) < 0) return rst_fail(ctx, errno, "ptrace(SEIZE)", th->tid);
+    if (ptrace(PTRACE_SEIZE, rst_hpid(ctx, th->tid), 0, PTRACE_O_EXITKILL | PTRACE_O_SUSPEND_SECCOMP) < 0) return rst_fail(ctx, errno, "ptrace(SEIZE)", th->tid);
     th->seized = 1;
-    if (ptrace(PTRACE_INTERRUPT, th->tid, 0, 0) < 0) return rst_fail(ctx, errno, "ptrace(INTERRUPT)", th->tid);
+    if (ptrace(PTRACE_INTERRUPT, rst_hpid(ctx, th->tid), 0, 0) < 0) return rst_fail(ctx, errno, "ptrace(INTERRUPT)", th->tid);
   }
   for (uint32_t i = 0; i < ctx->nthreads; i++) {
     struct rst_thread *th = &ctx->threads[i];
     if (is_zombie_thread(ctx, th)) continue;
     for (;;) {
       int st;
-      pid_t w = waitpid(th->tid, &st, __WALL);
+      pid_t w = waitpid(rst_hpid(ctx, th->tid), &st, __WALL);
       if (w < 0) {
         if (errno == EINTR) continue;
         return rst_fail(ctx, errno, "waitpid", th->tid);
@@ -266,19 +330,53 @@ static int seize_all(struct rst_ctx *ctx) {
       if (!WIFSTOPPED(st)) return rst_fail(ctx, ESRCH, "stub-exited", th->tid);
       if ((st >> 16) == PTRACE_EVENT_STOP) break;
       /* Some other stop (a signal): suppress it and wait for the interrupt stop. */
-      ptrace(PTRACE_CONT, th->tid, 0, 0);
+      ptrace(PTRACE_CONT, rst_hpid(ctx, th->tid), 0, 0);
     }
     int rc = rst_rseq_unregister(ctx, th->tid);
     if (rc) return rc;
     if (th->tid == th->tgid) {
       /* The stub may have been stopped before it closed what it inherited from us: close it all now. */
-      uint64_t a[6] = {0, ~0U, 0, 0, 0, 0};
-      int64_t ret;
-      rc = rst_inject(ctx, th->tid, (uint64_t)(uintptr_t)rst_syscall_insn, __NR_close_range, a, &ret);
+      int keep = ctx->keep_pidfd;
+      uint64_t lo[6] = {0, keep < 0 ? ~0U : (uint64_t)keep - 1, 0, 0, 0, 0};
+      uint64_t hi[6] = {(uint64_t)keep + 1, ~0U, 0, 0, 0, 0};
+      int64_t ret = 0;
+      if (keep != 0) rc = rst_inject(ctx, th->tid, (uint64_t)(uintptr_t)rst_syscall_insn, __NR_close_range, lo, &ret);
+      if (rc) return rc;
+      if (ret < 0) return rst_fail(ctx, (int)-ret, "close_range", th->tid);
+      if (keep >= 0) rc = rst_inject(ctx, th->tid, (uint64_t)(uintptr_t)rst_syscall_insn, __NR_close_range, hi, &ret);
       if (rc) return rc;
       if (ret < 0) return rst_fail(ctx, (int)-ret, "close_range", th->tid);
     }
   }
+  return 0;
+}
+
+/*
+ * i32 nest (1: the tree gets its own pid namespace, its root pid 1 there) | u32 mounts length | mount records
+ * (see root_setup). Answers the fd number of the pidfd of us the stubs keep (-1 without nest).
+ */
+int rst_container(struct rst_ctx *ctx, const uint8_t *p, size_t n, int32_t *keep_fd) {
+  int32_t nest;
+  uint32_t mlen;
+  if (ctx->ntasks || ctx->mounts) return rst_fail(ctx, EBUSY, "container-request", 0);
+  if (n < 8) return rst_fail(ctx, EINVAL, "container-request", 0);
+  memcpy(&nest, p, 4);
+  memcpy(&mlen, p + 4, 4);
+  if (mlen > n - 8) return rst_fail(ctx, EINVAL, "container-request", 0);
+  if (!nest) {
+    *keep_fd = -1;
+    return 0;
+  }
+  if (!ctx->new_pidns) return rst_fail(ctx, EINVAL, "container-request(needs --new-pidns)", 0);
+  ctx->mounts = malloc(mlen ? mlen : 1);
+  if (!ctx->mounts) return rst_fail(ctx, ENOMEM, "malloc", 0);
+  memcpy(ctx->mounts, p + 8, mlen);
+  ctx->mounts_len = mlen;
+  int fd = (int)syscall(SYS_pidfd_open, getpid(), 0);
+  if (fd < 0) return rst_fail(ctx, errno, "pidfd_open(self)", 0);
+  ctx->keep_pidfd = fd;
+  ctx->nest = 1;
+  *keep_fd = fd;
   return 0;
 }
 
@@ -289,7 +387,15 @@ int rst_tree_create(struct rst_ctx *ctx, const uint8_t *p, size_t n) {
   /* The first task is the root; the TS side orders tasks parents-first. */
   int pfd[2];
   if (pipe2(pfd, O_CLOEXEC) < 0) return rst_fail(ctx, errno, "pipe2", 0);
-  pid_t root = clone_pid(ctx->tasks[0].pid);
+  if (ctx->nest) {
+    if (ctx->tasks[0].pid != 1) return rst_fail(ctx, EINVAL, "container-root-not-pid-1", ctx->tasks[0].pid);
+    /* The root's pid here: any pid no task uses (we are 1; the others keep their numbers). */
+    pid_t max = 1;
+    for (uint32_t i = 0; i < ctx->nthreads; i++)
+      if (ctx->threads[i].tid > max) max = ctx->threads[i].tid;
+    ctx->root_hpid = max + 1;
+  }
+  pid_t root = clone_pid(ctx, ctx->tasks[0].pid, ctx->nest);
   if (root == 0) {
     close(pfd[0]);
     stub_main(ctx, 0, pfd[1]);
@@ -308,7 +414,7 @@ int rst_tree_create(struct rst_ctx *ctx, const uint8_t *p, size_t n) {
 
 /* Kills everything this restore created and reaps it: used on any failure before resume. */
 void rst_tree_kill(struct rst_ctx *ctx) {
-  for (uint32_t i = 0; i < ctx->ntasks; i++) kill(ctx->tasks[i].pid, SIGKILL);
+  for (uint32_t i = 0; i < ctx->ntasks; i++) kill(rst_hpid(ctx, ctx->tasks[i].pid), SIGKILL);
   if (ctx->root > 0) kill(ctx->root, SIGKILL);
   /* We are a child subreaper (or PID 1): every orphan of the tree comes back to us to be reaped. */
   for (int tries = 0; tries < 500; tries++) {

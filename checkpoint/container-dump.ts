@@ -1,0 +1,174 @@
+/**
+ * The container part of a dump (the steps dump.ts runs when the target has namespaces of its own):
+ * resolve (runc/crun state, cgroup, or a --pid whose namespaces differ from godwit's), freeze through the
+ * cgroup freezer around the ptrace seize, and, once the tree is collected, its namespaces' content (uts names,
+ * SysV IPC), its mounts with tmpfs contents, its rootfs (shared or diff), its cgroups with their limits, and
+ * container.json: godwit's summary of the container (beside CRIU's layout, which it does not change).
+ */
+import * as fs from 'node:fs';
+import { GodwitError, UsageError } from '../util/errors';
+import { cgroupImage, cgroupMembership, CgroupMember, freezeCgroup, FrozenCgroup } from './cgroups';
+import { resolveCgroup, resolveContainer, Runtime } from './container';
+import { containerMounts, tarTmpfs } from './mounts';
+import { dumpIpc, dumpTimens, dumpUts, ipcImageEntries, nsutilAvailable } from './ns-content';
+import { NamespaceIds, ownNamespaces } from './namespaces';
+import type { ImageSet } from './imageset';
+import { diffRootfs, RootfsMode, RootfsRecord, ROOTFS_DIFF, sharedRootfs } from './rootfs';
+
+export const CONTAINER_JSON = 'container.json';
+
+export interface ContainerOptions {
+  /** runc/crun container id. */
+  container?: string;
+  runtime?: Runtime;
+  /** A cgroup directory (or path inside the hierarchies) holding the tree. */
+  cgroup?: string;
+  /** How the rootfs travels (default shared). */
+  rootfsMode?: RootfsMode;
+  /** diff mode: the pristine base to compare the rootfs with. */
+  rootfsBase?: string;
+}
+
+export interface ContainerDump {
+  pid: number;
+  runtime?: Runtime;
+  id?: string;
+  bundle?: string;
+  statePath?: string;
+  cgroups: CgroupMember[];
+  frozen?: FrozenCgroup;
+  /** Extra files for the image directory (tmpfs tars, rootfs diff, container.json). */
+  files: { name: string; data: Buffer }[];
+  /** ms per part (freeze, namespaces, mounts, rootfs, cgroups) for the benchmark. */
+  timings: Record<string, number>;
+}
+
+export interface ContainerRecord {
+  godwit: 1;
+  runtime?: Runtime;
+  id?: string;
+  bundle?: string;
+  /** Namespace kinds the container owns (the rest were the host's). */
+  ns: string[];
+  uts?: { nodename: string; domainname: string };
+  timens?: { monotonic: [string, string]; boottime: [string, string] };
+  rootfs: RootfsRecord;
+  /** Mount entries (mountpoints-N.img) and which tmpfs images hold contents. */
+  mounts: number;
+  cgroup: boolean;
+  /** runc's state.json at dump time: restore writes it back for the restored init so `runc list` shows it. */
+  runcState?: unknown;
+  /** Mount points that are files (a file bound over a file): restore creates a file there, not a directory. */
+  fileMounts?: string[];
+}
+
+const since = (t0: bigint) => Number(process.hrtime.bigint() - t0) / 1e6;
+
+/**
+ * Decides whether this dump is a container dump, and of what. Returns undefined for a plain process tree
+ * (no --container/--cgroup and a --pid sharing all of godwit's namespaces).
+ */
+export function resolveContainerTarget(o: ContainerOptions & { pid?: number }): ContainerDump | undefined {
+  if (o.container && o.cgroup) throw new UsageError('give one of --container and --cgroup, not both');
+  if (o.container) {
+    const t = resolveContainer(o.container, { runtime: o.runtime });
+    return { pid: t.pid, runtime: t.runtime, id: t.id, bundle: t.bundle, statePath: t.statePath, cgroups: t.cgroups, files: [], timings: {} };
+  }
+  if (o.cgroup) {
+    const t = resolveCgroup(o.cgroup);
+    return { pid: t.pid, cgroups: t.cgroups, files: [], timings: {} };
+  }
+  if (!o.pid) return undefined;
+  let own: string[];
+  try {
+    own = ownNamespaces(o.pid);
+  } catch {
+    return undefined; // resolveTarget reports a missing pid
+  }
+  if (!own.length) return undefined;
+  return { pid: o.pid, cgroups: cgroupMembership(o.pid), files: [], timings: {} };
+}
+
+/** Before the ptrace seize: stop the whole cgroup, so nothing forks or runs while tasks are seized one by one. */
+export async function freezeContainerCgroup(c: ContainerDump): Promise<void> {
+  if (!c.cgroups.some((m) => m.path !== '/' && (m.version === 2 || m.controllers.includes('freezer')))) return;
+  const t0 = process.hrtime.bigint();
+  c.frozen = await freezeCgroup(c.cgroups);
+  // cgroup v1 FROZEN tasks do not report the ptrace stop until thawed: there the freeze only fences the
+  // listing, and the seize (which interrupts every thread) runs after the thaw.
+  if (c.frozen.version === 1) thawContainerCgroup(c);
+  c.timings.freeze = since(t0);
+}
+
+/** After the seize: the tasks stay in their ptrace stops; the freezer must never be left set. */
+export function thawContainerCgroup(c: ContainerDump): void {
+  const f = c.frozen;
+  c.frozen = undefined;
+  f?.thaw();
+}
+
+/** Everything of the container but its processes, into `images` and `c.files`, while the tree is held. */
+export async function dumpContainerState(c: ContainerDump, images: ImageSet, ns: NamespaceIds, o: ContainerOptions): Promise<void> {
+  const pid = c.pid;
+  if (!nsutilAvailable()) throw new GodwitError('godwit-nsutil is missing (make -C native builds it): it reads uts and ipc namespaces');
+  const record: ContainerRecord = { godwit: 1, ns: [...ns.own], rootfs: { mode: 'shared', path: '', digest: '' }, mounts: 0, cgroup: false };
+  if (c.runtime) record.runtime = c.runtime;
+  if (c.id) record.id = c.id;
+  if (c.bundle) record.bundle = c.bundle;
+  if (c.statePath && c.runtime === 'runc') record.runcState = JSON.parse(fs.readFileSync(c.statePath, 'utf8'));
+
+  let t0 = process.hrtime.bigint();
+  if (ns.own.includes('uts')) {
+    record.uts = await dumpUts(pid);
+    images.add('UTSNS', ns.root.uts, { nodename: record.uts.nodename, domainname: record.uts.domainname });
+  }
+  if (ns.own.includes('ipc')) {
+    const ipc = ipcImageEntries(await dumpIpc(pid));
+    for (const e of ipc.shm) images.add('IPCNS_SHM', ns.root.ipc, e.msg, e.extra as Buffer);
+    for (const e of ipc.sem) images.add('IPCNS_SEM', ns.root.ipc, e.msg, e.extra as unknown as Buffer); // the encoder takes the u16 values
+    images.touch('IPCNS_SHM', ns.root.ipc);
+    images.touch('IPCNS_SEM', ns.root.ipc);
+  }
+  if (ns.own.includes('time')) {
+    const t = dumpTimens(pid);
+    record.timens = { monotonic: [String(t.monotonic.tv_sec), String(t.monotonic.tv_nsec)], boottime: [String(t.boottime.tv_sec), String(t.boottime.tv_nsec)] };
+  }
+  c.timings.namespaces = since(t0);
+
+  t0 = process.hrtime.bigint();
+  let rootPath: string | undefined;
+  if (ns.own.includes('mnt')) {
+    const mounts = containerMounts(pid);
+    for (const m of mounts) {
+      images.add('MNTS', ns.root.mnt, m.entry);
+      if (m.tmpfsImage) c.files.push({ name: m.tmpfsImage, data: await tarTmpfs(pid, m) });
+      if (m.kind === 'root') rootPath = m.hostPath;
+      try {
+        if (m.kind !== 'root' && !fs.statSync(`/proc/${pid}/root${m.info.mountPoint}`).isDirectory()) (record.fileMounts ??= []).push(m.info.mountPoint);
+      } catch {
+        /* a mount point that cannot be stat'ed is taken as a directory */
+      }
+    }
+    record.mounts = mounts.length;
+  }
+  c.timings.mounts = since(t0);
+
+  t0 = process.hrtime.bigint();
+  if (rootPath) {
+    if ((o.rootfsMode ?? 'shared') === 'diff') {
+      if (!o.rootfsBase) throw new UsageError('--rootfs diff needs --rootfs-base DIR: the pristine rootfs the container started from');
+      const d = await diffRootfs(rootPath, o.rootfsBase);
+      record.rootfs = d.record;
+      c.files.push({ name: ROOTFS_DIFF, data: d.tar });
+    } else record.rootfs = sharedRootfs(rootPath);
+  } else record.rootfs = { mode: 'shared', path: '/', digest: '' };
+  c.timings.rootfs = since(t0);
+
+  t0 = process.hrtime.bigint();
+  if (c.cgroups.some((m) => m.path !== '/')) {
+    images.add('CGROUP', undefined, cgroupImage(c.cgroups));
+    record.cgroup = true;
+  }
+  c.timings.cgroups = since(t0);
+  c.files.push({ name: CONTAINER_JSON, data: Buffer.from(JSON.stringify(record, null, 2) + '\n') });
+}
