@@ -13,6 +13,7 @@ import { containerMounts, tarTmpfs } from './mounts';
 import { dumpIpc, dumpTimens, dumpUts, ipcImageEntries, nsutilAvailable } from './ns-content';
 import { NamespaceIds, ownNamespaces } from './namespaces';
 import type { ImageSet } from './imageset';
+import { collectNetns, netnsImageFiles } from './net';
 import { diffRootfs, RootfsMode, RootfsRecord, ROOTFS_DIFF, sharedRootfs } from './rootfs';
 
 export const CONTAINER_JSON = 'container.json';
@@ -133,6 +134,7 @@ export async function dumpContainerState(c: ContainerDump, images: ImageSet, ns:
     const t = dumpTimens(pid);
     record.timens = { monotonic: [String(t.monotonic.tv_sec), String(t.monotonic.tv_nsec)], boottime: [String(t.boottime.tv_sec), String(t.boottime.tv_nsec)] };
   }
+  if (ns.own.includes('net')) c.files.push(...netnsImageFiles(await collectNetns(pid), ns.root.net));
   c.timings.namespaces = since(t0);
 
   t0 = process.hrtime.bigint();

@@ -109,6 +109,8 @@ export interface DumpSummary {
   steps: { title: string; ms: number }[];
   /** With --pre-copy: the rounds (bytes copied and time each), and what the frozen window still had to read. */
   preCopy?: PreCopySummary;
+  /** A container dump: ms of its parts (freeze, namespaces, mounts, rootfs, cgroups). */
+  container?: Record<string, number>;
 }
 
 export interface PreCopySummary {
@@ -514,6 +516,7 @@ function summarize(s: DumpState): DumpSummary {
           },
         }
       : {}),
+    ...(s.container ? { container: s.container.timings } : {}),
   };
 }
 

@@ -12,7 +12,7 @@ export interface RestoreCliOptions extends RestoreOptions {
 
 export async function restoreCommand(opts: RestoreCliOptions): Promise<number> {
   const r = await restore(
-    { dir: opts.dir, detach: opts.detach, pidfile: opts.pidfile, newPidns: opts.newPidns },
+    { dir: opts.dir, detach: opts.detach, pidfile: opts.pidfile, newPidns: opts.newPidns, rootfsBase: opts.rootfsBase, rootfsPath: opts.rootfsPath },
     { silent: opts.json || !process.stderr.isTTY },
   );
   const report = {
@@ -22,10 +22,12 @@ export async function restoreCommand(opts: RestoreCliOptions): Promise<number> {
     pageBytes: r.pageBytes,
     timingsMs: r.timings,
     warnings: r.warnings.map((w) => `task ${w.pid}: ${w.message}`),
+    ...(r.runc ? { runc: r.runc } : {}),
   };
   if (opts.json) printJson(report);
   else {
     for (const w of report.warnings) process.stderr.write(`godwit: warning: ${w}\n`);
+    if (r.runc && !r.runc.listed) process.stderr.write(`godwit: note: runc list will not show the container: ${r.runc.why}\n`);
     if (opts.detach) process.stdout.write(`restored: root task ${r.rootPid} (${r.pids.size} tasks) is running\n`);
   }
   return r.exitCode ?? 0;
@@ -39,8 +41,10 @@ export function register(program: Command): void {
     .option('-d, --detach', 'return once the tree runs instead of waiting for the root task to exit')
     .option('--pidfile <file>', "write the root task's PID (in this host's PID namespace) to this file")
     .option('--new-pidns', 'restore into a new PID namespace (when the dumped PIDs are taken on this host)')
+    .option('--rootfs-base <dir>', 'container dumped with --rootfs diff: the base rootfs on this host (default: the path recorded at dump)')
+    .option('--rootfs-path <dir>', 'container with a shared rootfs: where it is on this host (default: the path recorded at dump)')
     .option('--json', 'print the result as JSON')
-    .action(async (o: { dir: string; detach?: boolean; pidfile?: string; newPidns?: boolean; json?: boolean }) => {
+    .action(async (o: RestoreCliOptions) => {
       const code = await restoreCommand(o);
       // The root task's exit status is ours: flush what we printed, then leave with it.
       if (!o.detach) await new Promise<void>((res) => process.stdout.write('', () => res()));

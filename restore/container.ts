@@ -17,6 +17,7 @@ import { readEntries } from './image-files';
 import { buildMounts, planMounts, readonlyRecords, rootTaskRecords } from './mounts';
 import { createFreshNamespaces, FreshNamespaces, FreshNsKind, ipcContentFromImages, restoreIpc, restoreUts } from './ns-content';
 import { prepareRootfs, PreparedRootfs } from './rootfs';
+import { restoreNetns, RestoredNetns, VethHostConfig } from './net';
 
 const run = promisify(execFile);
 type Msg = Record<string, unknown>;
@@ -26,6 +27,8 @@ export interface ContainerRestoreOptions {
   rootfsBase?: string;
   /** shared mode: the rootfs on this host (default: the path recorded at dump). */
   rootfsPath?: string;
+  /** Host end of the container's veth (bridge or peer address; default: left unconfigured in this namespace). */
+  veth?: VethHostConfig;
 }
 
 export interface RestoredContainer {
@@ -33,6 +36,7 @@ export interface RestoredContainer {
   holder?: FreshNamespaces;
   cgroups?: RestoredCgroups;
   rootfs?: PreparedRootfs;
+  net?: RestoredNetns;
   staging?: string;
   /** godwit-restorer arguments: namespaces to join, cgroup.procs files for the root. */
   restorerArgs: string[];
@@ -94,7 +98,12 @@ export async function prepareContainer(dir: string, rec: ContainerRecord, o: Con
         const asEntry = (m: Msg) => ({ msg: m, extra: m.extra });
         await restoreIpc(h, ipcContentFromImages(shm.map(asEntry), sem.map(asEntry)));
       }
-      if (own.has('net')) await run('nsenter', [`--net=/proc/${h}/ns/net`, 'ip', 'link', 'set', 'lo', 'up']);
+      if (own.has('net')) {
+        const nsId = rootNsId(dir, 'net');
+        // Interfaces, addresses and routes as dumped (restore/net.ts); an image without them gets loopback up.
+        if (fs.existsSync(path.join(dir, `netdev-${nsId}.img`))) c.net = await restoreNetns(h, dir, { nsId, ...(o.veth ? { veth: o.veth } : {}) });
+        else await run('nsenter', [`--net=/proc/${h}/ns/net`, 'ip', 'link', 'set', 'lo', 'up']);
+      }
     }
     c.timings.namespaces = since(t0);
 
@@ -136,6 +145,8 @@ export async function releaseContainer(c: RestoredContainer): Promise<void> {
 
 /** Undoes prepareContainer (after the restorer and its tasks are gone). Never throws. */
 export async function teardownContainer(c: RestoredContainer): Promise<void> {
+  await c.net?.cleanup().catch(() => undefined);
+  c.net = undefined;
   await c.holder?.destroy().catch(() => undefined);
   c.holder = undefined;
   if (c.staging) {

@@ -1,4 +1,5 @@
 /** Resource limits (set from outside with prlimit) and credentials (last, per thread, so nothing needs root after). */
+import * as fs from 'node:fs';
 import { RestoreContext } from './context';
 import { Msg } from './image-files';
 import { TaskImage } from './load';
@@ -37,11 +38,57 @@ export function addCredCalls(t: TaskImage, tid: number, b: Batch): void {
   const creds = ((t.cores.get(tid)!.thread_core as Msg | undefined)?.creds as Msg | undefined) ?? null;
   if (!creds) return;
   const ids = ['uid', 'gid', 'euid', 'egid', 'suid', 'sgid'].map((k) => Number(creds[k] ?? 0));
-  if (ids.every((x) => x === 0)) return;
+  if (ids.every((x) => x === 0)) {
+    addCapCalls(creds, b);
+    return;
+  }
   const groups = ((creds.groups as number[] | undefined) ?? []).map(Number);
   const g = Buffer.alloc(4 * Math.max(groups.length, 1));
   groups.forEach((x, i) => g.writeUInt32LE(x >>> 0, 4 * i));
   b.call('setgroups', [groups.length, b.data(g)], 'set supplementary groups');
   b.call('setresgid', [ids[1], ids[3], ids[5]], 'set gids');
   b.call('setresuid', [ids[0], ids[2], ids[4]], 'set uids');
+}
+
+const PR_CAPBSET_DROP = 24;
+const PR_CAP_AMBIENT = 47;
+const PR_CAP_AMBIENT_RAISE = 2;
+const CAP_VERSION_3 = 0x20080522;
+
+function lastCap(): number {
+  try {
+    return Number(fs.readFileSync('/proc/sys/kernel/cap_last_cap', 'utf8').trim());
+  } catch {
+    return 40;
+  }
+}
+
+/**
+ * A root task with fewer capabilities than the restorer's (a container's init: runc drops most of them): the
+ * bounding set, then effective/permitted/inheritable, then ambient, as dumped. Nothing for a task with every
+ * capability (the usual root process), so plain restores pay no extra calls.
+ */
+function addCapCalls(creds: Msg, b: Batch): void {
+  const words = (k: string): number[] => ((creds[k] as number[] | undefined) ?? []).map((x) => Number(x) >>> 0);
+  const bnd = words('cap_bnd');
+  const eff = words('cap_eff');
+  const prm = words('cap_prm');
+  const inh = words('cap_inh');
+  const amb = words('cap_amb');
+  if (bnd.length === 0) return;
+  const last = lastCap();
+  const has = (w: number[], c: number): boolean => ((w[c >> 5] ?? 0) >>> (c & 31)) & 1 ? true : false;
+  const full = (w: number[]): boolean => Array.from({ length: last + 1 }, (_, c) => has(w, c)).every(Boolean);
+  if (full(bnd) && full(eff) && full(prm) && !inh.some(Boolean) && !amb.some(Boolean)) return;
+  for (let c = 0; c <= last; c++) if (!has(bnd, c)) b.call('prctl', [PR_CAPBSET_DROP, c, 0, 0, 0], `drop capability ${c} from the bounding set`);
+  const hdr = Buffer.alloc(8);
+  hdr.writeUInt32LE(CAP_VERSION_3, 0);
+  const data = Buffer.alloc(24);
+  for (let i = 0; i < 2; i++) {
+    data.writeUInt32LE(eff[i] ?? 0, 12 * i);
+    data.writeUInt32LE(prm[i] ?? 0, 12 * i + 4);
+    data.writeUInt32LE(inh[i] ?? 0, 12 * i + 8);
+  }
+  b.call('capset', [b.data(hdr), b.data(data)], 'set capabilities');
+  for (let c = 0; c <= last; c++) if (has(amb, c)) b.call('prctl', [PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, c, 0, 0], `raise ambient capability ${c}`);
 }

@@ -52,6 +52,8 @@ export interface RestoreResult {
   restorer?: Restorer;
   /** A container: whether runc's `list` shows it again, or why not. */
   runc?: { listed: boolean; why?: string };
+  /** A container restored over a rootfs diff: the overlay's upper/work directory (remove it once the container ended). */
+  rootfsLayer?: string;
 }
 
 interface StepState extends RestoreContext {
@@ -257,6 +259,7 @@ export async function restore(opts: RestoreOptions, render: { silent?: boolean }
     pageBytes: s.pageBytes,
     warnings: s.warnings,
     ...(s.runc ? { runc: s.runc } : {}),
+    ...(s.container?.rootfs?.layerDir ? { rootfsLayer: s.container.rootfs.layerDir } : {}),
   };
   if (opts.detach) {
     // The restorer stays as the tree's reaper (the namespace's init with --new-pidns); node does not wait.

@@ -21,6 +21,8 @@ export interface PreparedRootfs {
   remove(): void;
   /** The diff's upper layer directory, kept for as long as the container lives. */
   upper?: string;
+  /** The directory holding upper/ and work/: whoever ends the container removes it. */
+  layerDir?: string;
 }
 
 const MS_BIND = 4096;
@@ -59,7 +61,7 @@ export async function prepareRootfs(rec: RootfsRecord, imageDir: string, opts: {
       // overlayfs whiteout: a 0/0 character device hides the lower entry.
       await run('mknod', [p, 'c', '0', '0']);
     }
-    return { mount: { source: 'overlay', fstype: 'overlay', flags: 0, data: `lowerdir=${base},upperdir=${upper},workdir=${work}` }, remove, upper };
+    return { mount: { source: 'overlay', fstype: 'overlay', flags: 0, data: `lowerdir=${base},upperdir=${upper},workdir=${work}` }, remove, upper, layerDir: top };
   } catch (e) {
     remove();
     throw e;

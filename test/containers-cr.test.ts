@@ -12,6 +12,7 @@ import { dump } from '../checkpoint/dump';
 import { readCgroupLimits, cgroupMembership } from '../checkpoint/cgroups';
 import { cgroupRoots, RunningContainer, runContainer } from '../scenarios/container/bundle';
 import { restore, RestoreResult } from '../restore';
+import { runUnshareContainer, UnshareContainer } from '../scenarios/container/unshare';
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
@@ -21,6 +22,10 @@ function readOr(f: string): string | undefined {
   } catch {
     return undefined;
   }
+}
+
+function caps(pid: number): string[] {
+  return fs.readFileSync(`/proc/${pid}/status`, 'utf8').split('\n').filter((l) => /^Cap(Inh|Prm|Eff|Bnd|Amb):/.test(l));
 }
 
 function nsIno(pid: number, kind: string): string {
@@ -42,8 +47,10 @@ function ourChildren(): number[] {
 
 describe('container checkpoint/restore (runc)', () => {
   let ctr: RunningContainer | undefined;
+  let uc: UnshareContainer | undefined;
   let restored: RestoreResult | undefined;
   let dir: string | undefined;
+  let base: string | undefined;
   afterEach(async () => {
     const root = restored?.rootPid;
     if (root) {
@@ -58,9 +65,14 @@ describe('container checkpoint/restore (runc)', () => {
         clearTimeout(timer);
       }
     }
+    if (restored?.rootfsLayer) fs.rmSync(restored.rootfsLayer, { recursive: true, force: true });
     restored = undefined;
+    if (base) fs.rmSync(base, { recursive: true, force: true });
+    base = undefined;
     await ctr?.destroy(); // runc delete -f (also of the restored container runc lists), cgroups, bundle
     ctr = undefined;
+    await uc?.destroy();
+    uc = undefined;
     if (dir) fs.rmSync(dir, { recursive: true, force: true });
     dir = undefined;
   });
@@ -71,6 +83,7 @@ describe('container checkpoint/restore (runc)', () => {
     const oldPid = ctr.pid;
     const oldNs = Object.fromEntries(['mnt', 'uts', 'ipc', 'net', 'pid'].map((k) => [k, nsIno(oldPid, k)]));
     const limits = readCgroupLimits(cgroupMembership(oldPid));
+    const oldCaps = caps(oldPid);
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'gw-ctr-img-'));
     fs.rmdirSync(dir);
     const sum = await dump({ pid: 0, container: ctr.id, dir });
@@ -96,6 +109,7 @@ describe('container checkpoint/restore (runc)', () => {
     // (Not compared with the dead originals: the kernel recycles namespace inode numbers.)
     for (const k of Object.keys(oldNs)) expect(nsIno(pid, k)).not.toBe(fs.readlinkSync(`/proc/self/ns/${k}`));
     expect(execFileSync('nsenter', ['-t', String(pid), '-u', 'hostname']).toString().trim()).toBe('gw-cr-a');
+    expect(caps(pid)).toEqual(oldCaps); // runc's dropped capabilities stay dropped
     const lo = execFileSync('nsenter', ['-t', String(pid), '-n', 'ip', '-o', 'link', 'show', 'lo']).toString();
     expect(lo).toMatch(/UP/);
     const mounts = fs.readFileSync(`/proc/${pid}/mountinfo`, 'utf8');
@@ -124,5 +138,58 @@ describe('container checkpoint/restore (runc)', () => {
     expect(stagingDirs()).toEqual(staging);
     expect(ourChildren().filter((p) => !children.includes(p))).toEqual([]); // no holder, no restorer left
     for (const root of cgroupRoots()) expect(fs.existsSync(path.join(root, ctr.bundle.cgroupsPath))).toBe(false);
+  });
+
+  it('dumps a container built directly with unshare (--pid) and restores it with its limits', async () => {
+    uc = await runUnshareContainer({ hostname: 'gw-cr-u', memoryLimit: 36 << 20, pidsLimit: 19, memMib: 8 });
+    const limits = readCgroupLimits(cgroupMembership(uc.pid));
+    expect(limits).toMatchObject({ memoryMax: BigInt(36 << 20), pidsMax: 19 });
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'gw-ctr-img-'));
+    fs.rmdirSync(dir);
+    await dump({ pid: uc.pid, dir });
+    expect(JSON.parse(fs.readFileSync(path.join(dir, 'container.json'), 'utf8')).ns).toEqual(['pid', 'net', 'ipc', 'uts', 'mnt']);
+    restored = await restore({ dir, detach: true }, { silent: true });
+    const pid = restored.rootPid;
+    const before = Number(readOr(`/proc/${pid}/root/tmp/count`));
+    await sleep(300);
+    expect(Number(readOr(`/proc/${pid}/root/tmp/count`))).toBeGreaterThan(before);
+    expect(readOr(`/proc/${pid}/root/tmp/result`)).toBeUndefined(); // shm and 8 MiB of memory checked as it counts
+    expect(execFileSync('nsenter', ['-t', String(pid), '-u', 'hostname']).toString().trim()).toBe('gw-cr-u');
+    expect(readCgroupLimits(cgroupMembership(pid))).toEqual(limits);
+    expect(restored.runc).toEqual({ listed: false, why: 'not a runc container' });
+  });
+
+  it('carries the rootfs changes against a pristine base (--rootfs diff) and refuses a different base', async () => {
+    ctr = await runContainer({ hostname: 'gw-cr-d' });
+    base = fs.mkdtempSync(path.join(os.tmpdir(), 'gw-ctr-base-'));
+    execFileSync('cp', ['-a', ctr.bundle.rootfs + '/.', base]);
+    // What the container changed in its rootfs: a new file, a changed one, a deleted one.
+    fs.writeFileSync(path.join(ctr.bundle.rootfs, 'etc/motd'), 'restored with its changes\n');
+    fs.appendFileSync(path.join(ctr.bundle.rootfs, 'etc/passwd'), 'gw:x:1000:1000::/:/bin/sh\n');
+    fs.unlinkSync(path.join(ctr.bundle.rootfs, 'bin/yes'));
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'gw-ctr-img-'));
+    fs.rmdirSync(dir);
+    await dump({ pid: 0, container: ctr.id, dir, rootfsMode: 'diff', rootfsBase: base });
+    const rec = JSON.parse(fs.readFileSync(path.join(dir, 'container.json'), 'utf8'));
+    expect(rec.rootfs).toMatchObject({ mode: 'diff', base, deleted: ['bin/yes'], changed: 2 });
+    for (let i = 0; i < 250 && fs.existsSync(`/run/runc/${ctr.id}`); i++) await sleep(20);
+    // A base that is not the dumped one is refused before anything is made.
+    fs.writeFileSync(path.join(base, 'etc/extra'), 'x');
+    await expect(restore({ dir, detach: true }, { silent: true })).rejects.toThrow(/rootfs base .* is not the one/);
+    fs.unlinkSync(path.join(base, 'etc/extra'));
+    restored = await restore({ dir, detach: true }, { silent: true });
+    const pid = restored.rootPid;
+    expect(restored.rootfsLayer).toBeDefined();
+    expect(readOr(`/proc/${pid}/root/etc/motd`)).toBe('restored with its changes');
+    expect(readOr(`/proc/${pid}/root/etc/passwd`)).toContain('gw:x:1000');
+    expect(fs.existsSync(`/proc/${pid}/root/bin/yes`)).toBe(false);
+    expect(fs.existsSync(`/proc/${pid}/root/bin/true`)).toBe(true);
+    expect(fs.readFileSync(`/proc/${pid}/mountinfo`, 'utf8')).toMatch(/ \/ \S+ .* - overlay /);
+    const before = Number(readOr(`/proc/${pid}/root/tmp/count`));
+    await sleep(300);
+    expect(Number(readOr(`/proc/${pid}/root/tmp/count`))).toBeGreaterThan(before);
+    // The base itself is untouched: the changes live in the overlay's upper layer.
+    expect(fs.existsSync(path.join(base, 'etc/motd'))).toBe(false);
+    expect(fs.existsSync(path.join(base, 'bin/yes'))).toBe(true);
   });
 });

@@ -31,6 +31,8 @@ export interface BundleOptions {
   shmKey?: number;
   shmBytes?: number;
   seed?: number;
+  /** MiB of anonymous memory the workload holds and checks (0: none). */
+  memMib?: number;
   /** Override the container's command (default: the counting workload). */
   args?: string[];
 }
@@ -72,6 +74,7 @@ export async function buildBundle(o: BundleOptions = {}): Promise<Bundle> {
     shmKey: o.shmKey ?? 0x60d817,
     shmBytes: o.shmBytes ?? 256 << 10,
     seed: o.seed ?? 7,
+    memMib: o.memMib ?? 0,
   };
   const dir = await fs.promises.mkdtemp(path.join(os.tmpdir(), 'godwit-bundle-'));
   try {
@@ -104,7 +107,7 @@ function ociConfig(o: Bundle['opts'], cgroupsPath: string, args?: string[]): Oci
     process: {
       terminal: false,
       user: { uid: 0, gid: 0 },
-      args: args ?? ['/bin/ctr-workload', String(o.shmKey), String(o.shmBytes), String(o.seed)],
+      args: args ?? ['/bin/ctr-workload', String(o.shmKey), String(o.shmBytes), String(o.seed), ...(o.memMib ? [String(o.memMib)] : [])],
       env: ['PATH=/bin', 'HOME=/root'],
       cwd: '/',
       noNewPrivileges: true,

@@ -3,12 +3,15 @@
  * It creates a SysV shm segment (key SHM_KEY) filled with a pattern derived from the seed, then counts:
  * every 20 ms it increments a counter, writes it to /tmp/count (a tmpfs in the container) and checks that
  * the segment still holds its pattern; a mismatch writes "FAIL ..." to /tmp/result and exits 1.
- *   ctr-workload SHM_KEY SHM_BYTES SEED
+ * With MIB, it also holds MIB MiB of anonymous memory (a seeded pattern, half of it repeated so zstd has
+ * something to compress) and checks a rotating slice of it on every tick.
+ *   ctr-workload SHM_KEY SHM_BYTES SEED [MIB]
  */
 #define _GNU_SOURCE
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/shm.h>
 #include <time.h>
 #include <unistd.h>
@@ -17,6 +20,17 @@
 static unsigned char pattern(unsigned seed, size_t i)
 {
 	return (unsigned char)((i * 131u + seed * 7u + (i >> 12)) & 0xff);
+}
+
+/* Odd MiBs repeat one byte per 64, even ones are a hash: about half compressible. */
+static unsigned char mem_pattern(unsigned seed, size_t i)
+{
+	if ((i >> 20) & 1)
+		return (unsigned char)((i >> 6) + seed);
+	unsigned x = (unsigned)(i * 2654435761u) ^ seed;
+	x ^= x >> 13;
+	x *= 0x5bd1e995u;
+	return (unsigned char)(x ^ (x >> 15));
 }
 
 static void put(const char *path, const char *text)
@@ -33,8 +47,9 @@ static void put(const char *path, const char *text)
 
 int main(int argc, char **argv)
 {
-	if (argc != 4)
+	if (argc != 4 && argc != 5)
 		return 2;
+	size_t mem_bytes = argc == 5 ? strtoul(argv[4], NULL, 0) << 20 : 0;
 	key_t key = (key_t)strtol(argv[1], NULL, 0);
 	size_t bytes = strtoul(argv[2], NULL, 0);
 	unsigned seed = (unsigned)strtoul(argv[3], NULL, 0);
@@ -60,6 +75,17 @@ int main(int argc, char **argv)
 	}
 	for (size_t i = 0; i < bytes; i++)
 		p[i] = pattern(seed, i);
+	unsigned char *mem = NULL;
+	if (mem_bytes) {
+		mem = mmap(NULL, mem_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (mem == MAP_FAILED) {
+			put("/tmp/result", "FAIL: mmap\n");
+			return 3;
+		}
+		for (size_t i = 0; i < mem_bytes; i++)
+			mem[i] = mem_pattern(seed, i);
+	}
+	size_t cursor = 0;
 	char buf[128];
 	snprintf(buf, sizeof(buf), "shm-id %d\n", id);
 	put("/tmp/ready", buf);
@@ -69,6 +95,13 @@ int main(int argc, char **argv)
 		for (size_t i = 0; i < bytes; i += 4096)
 			if (p[i] != pattern(seed, i)) {
 				snprintf(buf, sizeof(buf), "FAIL: shm byte %zu changed\n", i);
+				put("/tmp/result", buf);
+				return 1;
+			}
+		/* 64 pages of the anonymous memory per tick, wrapping around. */
+		for (int k = 0; mem && k < 64; k++, cursor = (cursor + 4096) % mem_bytes)
+			if (mem[cursor] != mem_pattern(seed, cursor) || mem[cursor + 4095] != mem_pattern(seed, cursor + 4095)) {
+				snprintf(buf, sizeof(buf), "FAIL: memory byte %zu changed\n", cursor);
 				put("/tmp/result", buf);
 				return 1;
 			}

@@ -1,0 +1,174 @@
+/**
+ * The container scenario without a runtime: the same rootfs and workload as the runc bundle, started directly
+ * with unshare(1) in new pid, mnt, uts, ipc and net namespaces (private mount propagation), with its own
+ * hostname, loopback up, tmpfs /tmp and /dev (with a null node), proc, pivot_root into the rootfs, and a cgroup
+ * of its own (/godwit-ctr/ID in every hierarchy this host has: v1 memory/pids limits, v2 memory.max/pids.max
+ * where those controllers are there) — for hosts without runc. `destroy()` (idempotent, also on process exit)
+ * kills the container's init (its pid namespace goes with it), removes the cgroups and the bundle.
+ */
+import { spawn, ChildProcess } from 'child_process';
+import * as fs from 'fs';
+import * as path from 'path';
+import { cgroupHierarchies } from '../../checkpoint/cgroups';
+import { GodwitError } from '../../util/errors';
+import { Bundle, BundleOptions, buildBundle, CGROUP_PARENT } from './bundle';
+
+export interface UnshareContainer {
+  bundle: Bundle;
+  /** The container's init (pid 1 inside), in godwit's pid namespace. */
+  pid: number;
+  /** The cgroup directories made for it. */
+  cgroupDirs: string[];
+  count(): number;
+  failure(): string | undefined;
+  destroy(): Promise<void>;
+}
+
+function readOr(file: string): string | undefined {
+  try {
+    return fs.readFileSync(file, 'utf8').trim();
+  } catch {
+    return undefined;
+  }
+}
+
+const q = (s: string): string => `'${s.replace(/'/g, `'\\''`)}'`;
+
+/** Makes /godwit-ctr/ID in every hierarchy with the bundle's memory and pids limits; returns the leaves. */
+function makeCgroups(b: Bundle): string[] {
+  const dirs: string[] = [];
+  for (const h of cgroupHierarchies()) {
+    if (h.version === 1 && !h.controllers.some((c) => ['memory', 'pids', 'freezer', 'cpu', 'cpuset'].includes(c))) continue;
+    const parent = path.join(h.mount, CGROUP_PARENT);
+    const leaf = path.join(parent, b.id);
+    fs.mkdirSync(leaf, { recursive: true });
+    dirs.push(leaf);
+    const write = (f: string, v: string): void => {
+      if (fs.existsSync(path.join(leaf, f))) fs.writeFileSync(path.join(leaf, f), v);
+    };
+    if (h.controllers.includes('cpuset')) {
+      // A new v1 cpuset starts empty: it takes the parent's cpus and mems (tasks cannot join an empty one).
+      for (const f of ['cpuset.cpus', 'cpuset.mems']) if (!readOr(path.join(parent, f))) fs.writeFileSync(path.join(parent, f), readOr(path.join(h.mount, f)) ?? '');
+      for (const f of ['cpuset.cpus', 'cpuset.mems']) write(f, readOr(path.join(parent, f)) ?? '');
+    }
+    if (h.controllers.includes('memory')) write('memory.limit_in_bytes', String(b.opts.memoryLimit));
+    if (h.controllers.includes('pids')) write('pids.max', String(b.opts.pidsLimit));
+    if (h.version === 2) {
+      write('memory.max', String(b.opts.memoryLimit));
+      write('pids.max', String(b.opts.pidsLimit));
+    }
+  }
+  return dirs;
+}
+
+function removeCgroups(dirs: string[]): void {
+  for (const d of dirs)
+    for (const x of [d, path.dirname(d)]) {
+      try {
+        fs.rmdirSync(x);
+      } catch {
+        /* gone, or still used by another scenario container */
+      }
+    }
+}
+
+const live = new Set<() => void>();
+let hooked = false;
+
+export async function runUnshareContainer(o: BundleOptions & { readyTimeoutMs?: number } = {}): Promise<UnshareContainer> {
+  const bundle = await buildBundle(o);
+  const r = bundle.rootfs;
+  const cfg = bundle.config;
+  let cgroupDirs: string[] = [];
+  let child: ChildProcess | undefined;
+  let initPid = 0;
+  let exited: Promise<void> = Promise.resolve();
+  let destroyed = false;
+  const destroySync = (): void => {
+    if (destroyed) return;
+    destroyed = true;
+    live.delete(destroySync);
+    for (const p of [initPid, child?.pid ?? 0])
+      if (p)
+        try {
+          process.kill(p, 'SIGKILL');
+        } catch {
+          /* gone */
+        }
+    removeCgroups(cgroupDirs);
+    fs.rmSync(bundle.dir, { recursive: true, force: true });
+  };
+  const destroy = async (): Promise<void> => {
+    if (destroyed) return;
+    for (const p of [initPid, child?.pid ?? 0])
+      if (p)
+        try {
+          process.kill(p, 'SIGKILL');
+        } catch {
+          /* gone */
+        }
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([exited, new Promise((res) => (timer = setTimeout(res, 5000)))]);
+    clearTimeout(timer);
+    // The cgroup empties once the killed tasks are reaped: retry the rmdir briefly.
+    for (let i = 0; i < 50 && cgroupDirs.some((d) => fs.existsSync(d)); i++) {
+      removeCgroups(cgroupDirs);
+      await new Promise((res) => setTimeout(res, 20));
+    }
+    destroySync();
+  };
+  live.add(destroySync);
+  if (!hooked) {
+    hooked = true;
+    process.on('exit', () => [...live].forEach((f) => f()));
+  }
+  try {
+    cgroupDirs = makeCgroups(bundle);
+    const args = (cfg.process.args as string[]).map(q).join(' ');
+    const inner = [
+      'set -e',
+      `hostname ${q(bundle.opts.hostname)}`,
+      `mount --bind ${q(r)} ${q(r)}`,
+      `mount -t tmpfs -o nosuid,nodev,size=${bundle.opts.tmpfsBytes} tmpfs ${q(r + '/tmp')}`,
+      `mount -t tmpfs -o nosuid,mode=755 tmpfs ${q(r + '/dev')}`,
+      `mknod -m 666 ${q(r + '/dev/null')} c 1 3`,
+      `mount -t proc proc ${q(r + '/proc')}`,
+      'ip link set lo up',
+      `cd ${q(r)}`,
+      'pivot_root . .',
+      'umount -l .',
+      'cd /',
+      `exec ${args}`,
+    ].join('\n');
+    // The outer shell joins the cgroups before unshare forks the init, so everything of the container is in them.
+    const outer = [...cgroupDirs.map((d) => `echo $$ > ${q(path.join(d, 'cgroup.procs'))}`), `exec unshare --fork --pid --mount --uts --ipc --net --propagation private sh -c ${q(inner)}`].join('\n');
+    const log = fs.openSync(path.join(bundle.dir, 'container.log'), 'a');
+    child = spawn('sh', ['-c', outer], { stdio: ['ignore', log, log], detached: true });
+    fs.closeSync(log);
+    let exit: string | undefined;
+    exited = new Promise<void>((res) => {
+      child!.on('exit', (code, sig) => ((exit = `exited ${code ?? sig}`), res()));
+      child!.on('error', (e) => ((exit = e.message), res()));
+    });
+    const deadline = Date.now() + (o.readyTimeoutMs ?? 10000);
+    for (;;) {
+      if (exit !== undefined) throw new GodwitError(`unshare container ${bundle.id} ${exit} before the workload was ready: ${readOr(path.join(bundle.dir, 'container.log')) ?? ''}`);
+      if (!initPid) initPid = Number((readOr(`/proc/${child.pid}/task/${child.pid}/children`) ?? '').split(' ')[0] || 0);
+      if (initPid && fs.existsSync(`/proc/${initPid}/root/tmp/ready`)) break;
+      if (Date.now() > deadline) throw new GodwitError(`unshare container ${bundle.id}: workload not ready after ${o.readyTimeoutMs ?? 10000} ms: ${readOr(path.join(bundle.dir, 'container.log')) ?? ''}`);
+      await new Promise((res) => setTimeout(res, 20));
+    }
+    const pid = initPid;
+    return {
+      bundle,
+      pid,
+      cgroupDirs,
+      count: () => Number(readOr(`/proc/${pid}/root/tmp/count`) ?? 0),
+      failure: () => readOr(`/proc/${pid}/root/tmp/result`),
+      destroy,
+    };
+  } catch (e) {
+    await destroy();
+    throw e;
+  }
+}
