@@ -1,5 +1,6 @@
 /**
- * Container checkpoint/restore benchmark: the runc container scenario holding N MiB of memory (ctr-workload
+ * Container checkpoint/restore benchmark (the container's parts run side by side, so they overlap; the
+ * "container step" rows are their wall time): the runc container scenario holding N MiB of memory (ctr-workload
  * with MIB) against the plain-process case of the same memory size (mem-counter --mib N), both dumped and
  * restored in the same run. Printed per step as ratios: freeze, namespaces, mounts, rootfs, cgroups, memory,
  * and the whole dump and restore; the container-only parts as a share of the plain dump/restore. Measured
@@ -109,18 +110,22 @@ async function main(): Promise<void> {
       const share = (name: string, b: number, of: number): void => console.log(`  ${name.padEnd(24)}       -   ${ms(b)}      ${f(b / of)} of the plain total`);
       console.log(' dump');
       row('freeze (+cgroup freezer)', step(p.dump, 'freeze'), step(c.dump, 'freeze'));
-      share('namespaces (uts,ipc,net)', ct.namespaces ?? 0, p.dump.totalMs);
+      share('namespaces (uts, ipc)', ct.namespaces ?? 0, p.dump.totalMs);
+      share('net (iproute2)', ct.net ?? 0, p.dump.totalMs);
       share('mounts + tmpfs', ct.mounts ?? 0, p.dump.totalMs);
       share('rootfs (digest)', ct.rootfs ?? 0, p.dump.totalMs);
       share('cgroups', ct.cgroups ?? 0, p.dump.totalMs);
+      share('container step (parallel)', step(c.dump, 'container: namespaces, mounts, rootfs, cgroups'), p.dump.totalMs);
       row('memory (collect+pages)', memoryMs(p.dump), memoryMs(c.dump));
       row('frozen time', p.dump.frozenMs, c.dump.frozenMs);
       row('whole dump', p.dump.totalMs, c.dump.totalMs);
       console.log(' restore');
       share('cgroups', rt['container: cgroups'] ?? 0, p.restoreMs);
-      share('namespaces (+net, ipc)', rt['container: namespaces'] ?? 0, p.restoreMs);
+      share('namespaces (uts, ipc)', rt['container: namespaces'] ?? 0, p.restoreMs);
+      share('net', rt['container: net'] ?? 0, p.restoreMs);
       share('rootfs (digest)', rt['container: rootfs'] ?? 0, p.restoreMs);
       share('mounts + tmpfs', rt['container: mounts'] ?? 0, p.restoreMs);
+      share('container step (all)', rt['container: cgroups, namespaces, rootfs, mounts'] ?? 0, p.restoreMs);
       row('memory', p.restore.timings['rebuild memory'] ?? 0, rt['rebuild memory'] ?? 0);
       row('whole restore', p.restoreMs, c.restoreMs);
     }

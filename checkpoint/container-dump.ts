@@ -63,6 +63,8 @@ export interface ContainerRecord {
   fileMounts?: string[];
 }
 
+type ImageEntryLike = { msg: Record<string, unknown>; extra?: unknown };
+
 const since = (t0: bigint) => Number(process.hrtime.bigint() - t0) / 1e6;
 
 /**
@@ -118,55 +120,66 @@ export async function dumpContainerState(c: ContainerDump, images: ImageSet, ns:
   if (c.bundle) record.bundle = c.bundle;
   if (c.statePath && c.runtime === 'runc') record.runcState = JSON.parse(fs.readFileSync(c.statePath, 'utf8'));
 
-  let t0 = process.hrtime.bigint();
-  if (ns.own.includes('uts')) {
-    record.uts = await dumpUts(pid);
-    images.add('UTSNS', ns.root.uts, { nodename: record.uts.nodename, domainname: record.uts.domainname });
-  }
+  // The parts are independent (each its own child processes or file reads): run them side by side, as the
+  // tree is frozen meanwhile. Each part's own time is kept for the benchmark.
+  const timed = async (name: string, fn: () => Promise<void>): Promise<void> => {
+    const t0 = process.hrtime.bigint();
+    await fn();
+    c.timings[name] = since(t0);
+  };
+  const mounts = ns.own.includes('mnt') ? containerMounts(pid) : [];
+  for (const m of mounts) images.add('MNTS', ns.root.mnt, m.entry);
+  record.mounts = mounts.length;
+  const rootPath = mounts.find((m) => m.kind === 'root')?.hostPath;
+  const shm: ImageEntryLike[] = [];
+  const sem: ImageEntryLike[] = [];
+  await Promise.all([
+    timed('namespaces', async () => {
+      if (ns.own.includes('uts')) record.uts = await dumpUts(pid);
+      if (ns.own.includes('ipc')) {
+        const ipc = ipcImageEntries(await dumpIpc(pid));
+        shm.push(...ipc.shm);
+        sem.push(...ipc.sem);
+      }
+      if (ns.own.includes('time')) {
+        const t = dumpTimens(pid);
+        record.timens = { monotonic: [String(t.monotonic.tv_sec), String(t.monotonic.tv_nsec)], boottime: [String(t.boottime.tv_sec), String(t.boottime.tv_nsec)] };
+      }
+    }),
+    timed('net', async () => {
+      if (ns.own.includes('net')) c.files.push(...netnsImageFiles(await collectNetns(pid), ns.root.net));
+    }),
+    timed('mounts', async () => {
+      const tars = await Promise.all(mounts.map((m) => (m.tmpfsImage ? tarTmpfs(pid, m) : Promise.resolve(undefined))));
+      mounts.forEach((m, k) => {
+        if (m.tmpfsImage) c.files.push({ name: m.tmpfsImage, data: tars[k]! });
+        try {
+          if (m.kind !== 'root' && !fs.statSync(`/proc/${pid}/root${m.info.mountPoint}`).isDirectory()) (record.fileMounts ??= []).push(m.info.mountPoint);
+        } catch {
+          /* a mount point that cannot be stat'ed is taken as a directory */
+        }
+      });
+    }),
+    timed('rootfs', async () => {
+      if (!rootPath) {
+        record.rootfs = { mode: 'shared', path: '/', digest: '' };
+      } else if ((o.rootfsMode ?? 'shared') === 'diff') {
+        if (!o.rootfsBase) throw new UsageError('--rootfs diff needs --rootfs-base DIR: the pristine rootfs the container started from');
+        const d = await diffRootfs(rootPath, o.rootfsBase);
+        record.rootfs = d.record;
+        c.files.push({ name: ROOTFS_DIFF, data: d.tar });
+      } else record.rootfs = sharedRootfs(rootPath);
+    }),
+  ]);
+  if (record.uts) images.add('UTSNS', ns.root.uts, { nodename: record.uts.nodename, domainname: record.uts.domainname });
   if (ns.own.includes('ipc')) {
-    const ipc = ipcImageEntries(await dumpIpc(pid));
-    for (const e of ipc.shm) images.add('IPCNS_SHM', ns.root.ipc, e.msg, e.extra as Buffer);
-    for (const e of ipc.sem) images.add('IPCNS_SEM', ns.root.ipc, e.msg, e.extra as unknown as Buffer); // the encoder takes the u16 values
+    for (const e of shm) images.add('IPCNS_SHM', ns.root.ipc, e.msg, e.extra as Buffer);
+    for (const e of sem) images.add('IPCNS_SEM', ns.root.ipc, e.msg, e.extra as unknown as Buffer); // the encoder takes the u16 values
     images.touch('IPCNS_SHM', ns.root.ipc);
     images.touch('IPCNS_SEM', ns.root.ipc);
   }
-  if (ns.own.includes('time')) {
-    const t = dumpTimens(pid);
-    record.timens = { monotonic: [String(t.monotonic.tv_sec), String(t.monotonic.tv_nsec)], boottime: [String(t.boottime.tv_sec), String(t.boottime.tv_nsec)] };
-  }
-  if (ns.own.includes('net')) c.files.push(...netnsImageFiles(await collectNetns(pid), ns.root.net));
-  c.timings.namespaces = since(t0);
 
-  t0 = process.hrtime.bigint();
-  let rootPath: string | undefined;
-  if (ns.own.includes('mnt')) {
-    const mounts = containerMounts(pid);
-    for (const m of mounts) {
-      images.add('MNTS', ns.root.mnt, m.entry);
-      if (m.tmpfsImage) c.files.push({ name: m.tmpfsImage, data: await tarTmpfs(pid, m) });
-      if (m.kind === 'root') rootPath = m.hostPath;
-      try {
-        if (m.kind !== 'root' && !fs.statSync(`/proc/${pid}/root${m.info.mountPoint}`).isDirectory()) (record.fileMounts ??= []).push(m.info.mountPoint);
-      } catch {
-        /* a mount point that cannot be stat'ed is taken as a directory */
-      }
-    }
-    record.mounts = mounts.length;
-  }
-  c.timings.mounts = since(t0);
-
-  t0 = process.hrtime.bigint();
-  if (rootPath) {
-    if ((o.rootfsMode ?? 'shared') === 'diff') {
-      if (!o.rootfsBase) throw new UsageError('--rootfs diff needs --rootfs-base DIR: the pristine rootfs the container started from');
-      const d = await diffRootfs(rootPath, o.rootfsBase);
-      record.rootfs = d.record;
-      c.files.push({ name: ROOTFS_DIFF, data: d.tar });
-    } else record.rootfs = sharedRootfs(rootPath);
-  } else record.rootfs = { mode: 'shared', path: '/', digest: '' };
-  c.timings.rootfs = since(t0);
-
-  t0 = process.hrtime.bigint();
+  const t0 = process.hrtime.bigint();
   if (c.cgroups.some((m) => m.path !== '/')) {
     images.add('CGROUP', undefined, cgroupImage(c.cgroups));
     record.cgroup = true;

@@ -82,41 +82,50 @@ export async function prepareContainer(dir: string, rec: ContainerRecord, o: Con
     }
     c.timings.cgroups = since(t0);
 
-    t0 = process.hrtime.bigint();
     const own = new Set(rec.ns);
     if (own.has('user')) throw new GodwitError('the container had its own user namespace: restoring one is not supported yet');
-    const kinds = (['mnt', 'uts', 'ipc', 'net', 'cgroup'] as FreshNsKind[]).filter((k) => own.has(k));
     if (own.has('time')) throw new GodwitError('the container had its own time namespace: restoring one is not supported yet');
-    if (kinds.length) {
-      c.holder = await createFreshNamespaces(kinds);
-      const h = c.holder.pid;
-      if (own.has('uts') && rec.uts) await restoreUts(h, rec.uts);
-      if (own.has('ipc')) {
-        const id = rootNsId(dir, 'ipc');
-        const shm = readEntries(dir, `ipcns-shm-${id}.img`) ?? [];
-        const sem = readEntries(dir, `ipcns-sem-${id}.img`) ?? [];
-        const asEntry = (m: Msg) => ({ msg: m, extra: m.extra });
-        await restoreIpc(h, ipcContentFromImages(shm.map(asEntry), sem.map(asEntry)));
-      }
-      if (own.has('net')) {
+    const kinds = (['mnt', 'uts', 'ipc', 'net', 'cgroup'] as FreshNsKind[]).filter((k) => own.has(k));
+    const timed = async (name: string, fn: () => Promise<void>): Promise<void> => {
+      const t = process.hrtime.bigint();
+      await fn();
+      c.timings[name] = (c.timings[name] ?? 0) + since(t);
+    };
+    await timed('namespaces', async () => {
+      if (kinds.length) c.holder = await createFreshNamespaces(kinds);
+    });
+    const h = c.holder?.pid ?? 0;
+    // Independent of each other: namespace content, network, rootfs check side by side.
+    await Promise.all([
+      timed('namespaces', async () => {
+        if (own.has('uts') && rec.uts) await restoreUts(h, rec.uts);
+        if (own.has('ipc')) {
+          const id = rootNsId(dir, 'ipc');
+          const shm = readEntries(dir, `ipcns-shm-${id}.img`) ?? [];
+          const sem = readEntries(dir, `ipcns-sem-${id}.img`) ?? [];
+          const asEntry = (m: Msg) => ({ msg: m, extra: m.extra });
+          await restoreIpc(h, ipcContentFromImages(shm.map(asEntry), sem.map(asEntry)));
+        }
+      }),
+      timed('net', async () => {
+        if (!own.has('net')) return;
         const nsId = rootNsId(dir, 'net');
         // Interfaces, addresses and routes as dumped (restore/net.ts); an image without them gets loopback up.
         if (fs.existsSync(path.join(dir, `netdev-${nsId}.img`))) c.net = await restoreNetns(h, dir, { nsId, ...(o.veth ? { veth: o.veth } : {}) });
         else await run('nsenter', [`--net=/proc/${h}/ns/net`, 'ip', 'link', 'set', 'lo', 'up']);
-      }
-    }
-    c.timings.namespaces = since(t0);
+      }),
+      timed('rootfs', async () => {
+        if (own.has('mnt')) c.rootfs = await prepareRootfs(rec.rootfs, dir, { base: o.rootfsBase, path: o.rootfsPath });
+      }),
+    ]);
 
     t0 = process.hrtime.bigint();
     let rootTask: Buffer = Buffer.alloc(0);
     if (own.has('mnt')) {
-      c.rootfs = await prepareRootfs(rec.rootfs, dir, { base: o.rootfsBase, path: o.rootfsPath });
-      c.timings.rootfs = since(t0);
-      t0 = process.hrtime.bigint();
       const entries = (readEntries(dir, `mountpoints-${rootNsId(dir, 'mnt')}.img`) ?? []) as Msg[];
       if (!entries.length) throw new GodwitError(`${dir}: the container had its own mount namespace but mountpoints-N.img is missing or empty`);
       c.staging = fs.mkdtempSync(path.join(os.tmpdir(), 'godwit-root-'));
-      const plan = planMounts(entries, c.staging, c.rootfs.mount, new Set(rec.fileMounts ?? []));
+      const plan = planMounts(entries, c.staging, c.rootfs!.mount, new Set(rec.fileMounts ?? []));
       await buildMounts(c.holder!.pid, plan, dir, c.staging, readonlyRecords(entries, c.staging));
       rootTask = rootTaskRecords(plan.rootTask);
       c.fileRoot = `/proc/${c.holder!.pid}/root`;
