@@ -154,10 +154,13 @@ export function savedRoutes(buf: Buffer, file: string): SavedRoute[] {
     const a = attrs(m.body, 12, file, m.offset);
     const dstLen = m.body[1];
     const dst = dstLen === 0 && !a.get(RTA_DST) ? 'default' : `${ipText(family, a.get(RTA_DST)) ?? (family === 2 ? '0.0.0.0' : '::')}/${dstLen}`;
-    const table = a.get(RTA_TABLE)?.readUInt32LE(0) ?? m.body[4];
+    const tableAttr = a.get(RTA_TABLE);
+    if (tableAttr && tableAttr.length !== 4) throw new ImageError(file, m.offset, `RTA_TABLE of ${tableAttr.length} bytes (4 expected)`);
+    const table = tableAttr?.readUInt32LE(0) ?? m.body[4];
     const r: SavedRoute = { family: family === 2 ? 'inet' : 'inet6', dst, table, protocol: m.body[5], type: m.body[7], multipath: a.has(RTA_MULTIPATH) };
     const oif = a.get(RTA_OIF);
-    if (oif && oif.length >= 4) r.oif = oif.readUInt32LE(0);
+    if (oif && oif.length !== 4) throw new ImageError(file, m.offset, `RTA_OIF of ${oif.length} bytes (4 expected)`);
+    if (oif) r.oif = oif.readUInt32LE(0);
     const gw = ipText(family, a.get(RTA_GATEWAY));
     if (gw) r.gateway = gw;
     out.push(r);

@@ -6,3 +6,10 @@ all: build/godwit-netutil
 build/godwit-netutil: netutil/gw-netutil.c
 	@mkdir -p build
 	$(CC) $(NETU_CFLAGS) -o $@ $<
+
+# Test tool: puts nftables / iptables state into a namespace (test/net.test.ts checks that godwit refuses it).
+all: build/nf-mktable
+
+build/nf-mktable: test/nf-mktable.c
+	@mkdir -p build
+	$(CC) $(NETU_CFLAGS) -o $@ $<

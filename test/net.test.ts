@@ -5,16 +5,19 @@
  * ifindex too) and pings (198.19.x and 2001:2::/48 only, inside test namespaces) must pass across the restored
  * veth. Failures midway leave no veth behind; what cannot be restored is refused by name.
  */
+import { execFileSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { collectNetns, dumpNetns, nftTables } from '../checkpoint/net';
 import { ipIn, ipJson } from '../checkpoint/net-ip';
 import { decodeImage } from '../images';
-import { savedAddresses, savedRoutes } from '../images/ipdump';
+import { routesForRestore, savedAddresses, savedRoutes } from '../images/ipdump';
+import { ImageError } from '../util/errors';
 import { ImageDirWriter } from '../images/imagedir';
 import { restoreNetns } from '../restore/net';
 import { FreshNamespaces, createFreshNamespaces } from '../restore/ns-content';
+import { runContainer } from '../scenarios/container/bundle';
 import { NetHost, addContainerVeth, createNetHost, pingFrom } from '../scenarios/netns';
 
 jest.setTimeout(60_000);
@@ -64,6 +67,35 @@ async function routeView(ns: number | string): Promise<unknown> {
 async function linkNames(ns: string): Promise<string[]> {
   return (await ipJson<{ ifname: string }>(ns, ['link', 'show'])).map((l) => l.ifname).sort();
 }
+
+describe('iproute2 dumps (images/ipdump.ts)', () => {
+  it('parses real dumps and turns every damage into an ImageError', async () => {
+    const ctr = await freshNet();
+    const src = await host();
+    await addContainerVeth(ctr.pid, src, { subnet: 12, routes: true });
+    const dumps = {
+      addr: (await ipIn(ctr.pid, ['addr', 'save'])).stdout,
+      route: (await ipIn(ctr.pid, ['route', 'save'])).stdout,
+    };
+    expect(savedAddresses(dumps.addr, 'a').map((a) => `${a.local}/${a.prefixlen}`)).toEqual(expect.arrayContaining(['127.0.0.1/8', '::1/128', '198.19.12.2/24', '2001:2:0:12::2/64']));
+    expect(savedRoutes(dumps.route, 'r').find((r) => r.dst === '198.19.112.0/24')).toMatchObject({ gateway: '198.19.12.1', table: 254 });
+    // 3,000 single-byte changes and truncations: a result or an ImageError, nothing else.
+    let rnd = 12345;
+    const next = (n: number): number => ((rnd = (rnd * 1103515245 + 12345) & 0x7fffffff), rnd % n);
+    for (let i = 0; i < 3000; i++) {
+      const base = i % 2 ? dumps.addr : dumps.route;
+      let b = Buffer.from(base);
+      if (i % 3 === 0) b = b.subarray(0, next(b.length));
+      else b[next(b.length)] ^= 1 + next(255);
+      try {
+        if (i % 2) savedAddresses(b, 'f');
+        else savedRoutes(b, 'f'), routesForRestore(b, 'f');
+      } catch (e) {
+        expect(e).toBeInstanceOf(ImageError);
+      }
+    }
+  });
+});
 
 describe('net namespace dump and restore', () => {
   it('round-trips lo + veth (addresses, routes, MTU, MAC) into a fresh namespace behind a bridge, and pings across it', async () => {
@@ -146,6 +178,16 @@ describe('net namespace dump and restore', () => {
     await expect(restoreNetns(fresh.pid, img, { nsId: 5, hostNetns: dst.path, veth: { bridge: 'gwtaken' } })).rejects.toThrow(/gwtaken .* is a vxlan link, not a bridge/);
     await expect(restoreNetns(fresh.pid, img, { nsId: 5, hostNetns: dst.path, veth: { peerAddr: 'x/99' } })).rejects.toThrow(/peer address "x\/99"/);
     await expect(restoreNetns(fresh.pid, img, { nsId: 6, hostNetns: dst.path })).rejects.toThrow(/netdev-6.img is missing/);
+    // A damaged dump is refused before anything is made.
+    const bad = path.join(dir, 'bad');
+    fs.mkdirSync(bad);
+    for (const f of fs.readdirSync(img)) if (f.endsWith('.img')) fs.copyFileSync(path.join(img, f), path.join(bad, f));
+    const route = fs.readFileSync(path.join(bad, 'route-5.img'));
+    fs.writeFileSync(path.join(bad, 'route-5.img'), route.subarray(0, route.length - 7));
+    await expect(restoreNetns(fresh.pid, bad, { nsId: 5, hostNetns: dst.path })).rejects.toThrow(/route-5.img: at offset \d+: netlink message length/);
+    fs.copyFileSync(path.join(bad, 'ifaddr-5.img'), path.join(bad, 'route-5.img'));
+    await expect(restoreNetns(fresh.pid, bad, { nsId: 5, hostNetns: dst.path })).rejects.toThrow(/not an iproute2 route dump: magic 0x47361222 \(an addr dump\)/);
+    expect(await linkNames(dst.path)).toEqual(['gwtaken', 'lo']);
     // Never into the host's own namespace.
     await expect(restoreNetns(dst.path, img, { nsId: 5, hostNetns: dst.path })).rejects.toThrow(/is the host's own namespace/);
     await dst.ip(['link', 'del', 'gwtaken']);
@@ -161,6 +203,27 @@ describe('net namespace dump and restore', () => {
     await fresh.destroy();
     await r.cleanup();
     expect(await linkNames(dst.path)).toEqual(['lo']);
+  });
+
+  it("dumps a runc container's namespace (given a veth by the scenario) and restores it for a new container", async () => {
+    const ctr = await runContainer({ hostname: 'gw-net' });
+    cleanups.push(() => ctr.destroy());
+    const src = await host();
+    await addContainerVeth(ctr.pid, src, { subnet: 11, routes: true });
+    const before = { links: await linkView(ctr.pid), routes: await routeView(ctr.pid) };
+    const dir = tmpDir();
+    const info = await dumpNetns(ctr.pid, plainWriter(dir), { nsId: 2 });
+    expect(info.links.map((l) => l.name)).toEqual(['lo', 'eth0']);
+    await ctr.destroy();
+    const dst = await host({ bridge: 'gwbr1', addrs: ['198.19.11.1/24'] });
+    const fresh = await freshNet();
+    const r = await restoreNetns(fresh.pid, dir, { nsId: 2, hostNetns: dst.path, veth: { bridge: 'gwbr1' } });
+    cleanups.push(() => r.cleanup());
+    expect(r.hostIfname).toMatch(/^gwv[0-9a-f]{8}$/);
+    for (let i = 0; i < 100 && JSON.stringify(await linkView(fresh.pid)) !== JSON.stringify(before.links); i++) await new Promise((res) => setTimeout(res, 50));
+    expect(await linkView(fresh.pid)).toEqual(before.links);
+    expect(await routeView(fresh.pid)).toEqual(before.routes);
+    expect(await pingFrom(dst.path, '198.19.11.2')).toBe(true);
   });
 
   it('refuses what it cannot restore, naming it', async () => {
@@ -185,9 +248,17 @@ describe('net namespace dump and restore', () => {
     await expect(collectNetns(2 ** 22 + 5)).rejects.toThrow(/the process has exited/);
   });
 
-  it('lists nftables tables through godwit-netutil (none in a fresh namespace)', async () => {
+  it('refuses firewall state: nftables tables (through godwit-netutil) and iptables tables', async () => {
+    const mktable = path.join(__dirname, '../../native/build/nf-mktable');
     const ctr = await freshNet();
     expect(await nftTables(ctr.pid)).toEqual([]);
+    await collectNetns(ctr.pid); // lo only: nothing to refuse
+    execFileSync(mktable, [ctr.nsPath('net'), 'nft']);
+    expect(await nftTables(ctr.pid)).toEqual(['inet gwtest']);
+    await expect(collectNetns(ctr.pid)).rejects.toThrow(/nftables table inet gwtest exists/);
+    const ctr2 = await freshNet();
+    execFileSync(mktable, [ctr2.nsPath('net'), 'xt']);
+    await expect(collectNetns(ctr2.nsPath('net'))).rejects.toThrow(/iptables table filter is loaded/);
     await expect(nftTables('/nonexistent/ns')).rejects.toThrow(/open\(\/nonexistent\/ns\)/);
   });
 });
