@@ -59,6 +59,9 @@ interface NetdevEntry {
   address?: Buffer;
 }
 
+/** How long cleanup waits for a host end that is going away with its namespace (netns cleanup runs in a
+ * kernel work queue: milliseconds normally, seconds on a loaded machine). */
+const HOST_END_GONE_MS = 10_000;
 const IFNAME_RE = /^[^\s/:]{1,15}$/;
 const CIDR_RE = /^(\d{1,3}(\.\d{1,3}){3}\/\d{1,2}|[0-9a-fA-F:]+\/\d{1,3})$/;
 
@@ -80,6 +83,22 @@ const hasMessages = (b: Buffer | undefined): b is Buffer => b !== undefined && b
 
 /** Host route text as `ip -json` prints it: /32 and /128 dropped. */
 const routeKey = (dst: string): string => dst.replace(/\/(32|128)$/, '');
+
+/**
+ * The host-end options of `godwit restore` (--veth-host-name NAME, --bridge NAME, --peer-addr CIDR) as a
+ * VethHostConfig; bad combinations are a UsageError (exit code 2).
+ */
+export function vethConfigFromFlags(f: { vethHostName?: string; bridge?: string; peerAddr?: string }): VethHostConfig {
+  if (f.bridge !== undefined && f.peerAddr !== undefined) throw new UsageError('--bridge and --peer-addr exclude each other: the host end joins a bridge or gets an address');
+  if (f.vethHostName !== undefined && !IFNAME_RE.test(f.vethHostName)) throw new UsageError(`--veth-host-name ${JSON.stringify(f.vethHostName)}: 1-15 bytes, no '/', ':' or spaces`);
+  if (f.bridge !== undefined && !IFNAME_RE.test(f.bridge)) throw new UsageError(`--bridge ${JSON.stringify(f.bridge)} is not an interface name`);
+  if (f.peerAddr !== undefined && !CIDR_RE.test(f.peerAddr)) throw new UsageError(`--peer-addr ${JSON.stringify(f.peerAddr)}: give ADDRESS/PREFIX, e.g. 198.18.7.1/24`);
+  const c: VethHostConfig = {};
+  if (f.vethHostName !== undefined) c.hostName = f.vethHostName;
+  if (f.bridge !== undefined) c.bridge = f.bridge;
+  if (f.peerAddr !== undefined) c.peerAddr = f.peerAddr;
+  return c;
+}
 
 /** `ip route restore` seeks in its stdin: it must be a file. A private temp file, removed afterwards. */
 async function withTempFile<T>(data: Buffer, fn: (file: string) => Promise<T>): Promise<T> {
@@ -170,11 +189,24 @@ export async function restoreNetns(target: NetnsRef, imageDir: string, opts: Res
     for (const v of created.splice(0).reverse()) {
       // Deleting the container end removes the pair; if the namespace is already gone, so is the pair.
       if (fs.existsSync(netnsPath(target))) await ipIn(target, ['link', 'del', 'dev', v.name]).catch(() => undefined);
-      try {
-        const left = (await linksIn(hostNs)).some((l) => l.ifname === v.hostName);
-        if (left) await ipIn(hostNs, ['link', 'del', 'dev', v.hostName]);
-      } catch (e) {
-        errors.push(`${v.hostName}: ${(e as Error).message}`);
+      // A namespace that just ended takes its veths down asynchronously (the kernel's netns cleanup work): the
+      // host end may still be listed and vanish under our `ip link del`. Repeat until it is gone.
+      const deadline = Date.now() + HOST_END_GONE_MS;
+      for (;;) {
+        let left: boolean;
+        try {
+          left = (await linksIn(hostNs)).some((l) => l.ifname === v.hostName);
+        } catch (e) {
+          errors.push(`${v.hostName}: ${(e as Error).message}`);
+          break;
+        }
+        if (!left) break;
+        const del = await ipIn(hostNs, ['link', 'del', 'dev', v.hostName]).catch((e: Error) => e);
+        if (del instanceof Error && Date.now() > deadline) {
+          errors.push(`${v.hostName}: ${del.message}`);
+          break;
+        }
+        if (del instanceof Error) await new Promise((r) => setTimeout(r, 20));
       }
     }
     cleaned = errors.length === 0;

@@ -83,8 +83,12 @@ export async function addContainerVeth(ctr: number | string, host: NetHost, opts
     hostAddr4: `198.19.${s}.1`,
     hostAddr6: `2001:2:0:${s}::1`,
     destroy: async () => {
-      const links = (await ipIn(host.path, ['-br', 'link', 'show'])).stdout.toString();
-      if (links.split('\n').some((l) => l.split(/[\s@]/)[0] === hostIfname)) await ipIn(host.path, ['link', 'del', 'dev', hostIfname]);
+      const present = async (): Promise<boolean> =>
+        (await ipIn(host.path, ['-br', 'link', 'show'])).stdout.toString().split('\n').some((l) => l.split(/[\s@]/)[0] === hostIfname);
+      // The pair may be going away on its own (the container's namespace just ended): only a veth still there is an error.
+      if (await present()) await ipIn(host.path, ['link', 'del', 'dev', hostIfname]).catch(async (e) => {
+        if (await present()) throw e;
+      });
     },
   };
   const inCtr = (args: string[]): Promise<unknown> => ipIn(ctrPath, args);

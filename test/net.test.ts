@@ -13,9 +13,10 @@ import { collectNetns, dumpNetns, nftTables } from '../checkpoint/net';
 import { ipIn, ipJson } from '../checkpoint/net-ip';
 import { decodeImage } from '../images';
 import { routesForRestore, savedAddresses, savedRoutes } from '../images/ipdump';
-import { ImageError } from '../util/errors';
+import { ImageError, UsageError } from '../util/errors';
 import { ImageDirWriter } from '../images/imagedir';
-import { restoreNetns } from '../restore/net';
+import { verifyImageDir } from '../images/verify';
+import { restoreNetns, vethConfigFromFlags } from '../restore/net';
 import { FreshNamespaces, createFreshNamespaces } from '../restore/ns-content';
 import { runContainer } from '../scenarios/container/bundle';
 import { NetHost, addContainerVeth, createNetHost, pingFrom } from '../scenarios/netns';
@@ -159,6 +160,9 @@ describe('net namespace dump and restore', () => {
     await dumpNetns(ctr.pid, w, { nsId: 5 });
     await w.finish();
     const img = path.join(dir, 'img');
+    const report = await verifyImageDir(img);
+    expect(report.problems).toEqual([]);
+    expect(report.ok).toBe(true);
     const dst = await host();
 
     for (const step of ['links', 'addresses', 'routes'] as const) {
@@ -224,6 +228,14 @@ describe('net namespace dump and restore', () => {
     expect(await linkView(fresh.pid)).toEqual(before.links);
     expect(await routeView(fresh.pid)).toEqual(before.routes);
     expect(await pingFrom(dst.path, '198.19.11.2')).toBe(true);
+  });
+
+  it('maps the restore flags and refuses bad ones', () => {
+    expect(vethConfigFromFlags({ vethHostName: 'vh0', bridge: 'br0' })).toEqual({ hostName: 'vh0', bridge: 'br0' });
+    expect(vethConfigFromFlags({ peerAddr: '198.18.7.1/24' })).toEqual({ peerAddr: '198.18.7.1/24' });
+    expect(() => vethConfigFromFlags({ bridge: 'br0', peerAddr: '198.18.7.1/24' })).toThrow(UsageError);
+    expect(() => vethConfigFromFlags({ vethHostName: 'a-name-longer-than-15' })).toThrow(/--veth-host-name/);
+    expect(() => vethConfigFromFlags({ peerAddr: '198.18.7.1' })).toThrow(/ADDRESS\/PREFIX/);
   });
 
   it('refuses what it cannot restore, naming it', async () => {
