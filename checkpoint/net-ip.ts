@@ -4,7 +4,7 @@
  * output and are read back by `ip ... restore`, so iproute2 is needed anyway; its `-json` output covers every
  * link attribute we check (kind, peer, master, flags), and it is the tool an operator already trusts.
  */
-import { spawn } from 'child_process';
+import { execFile, spawn } from 'child_process';
 import * as fs from 'fs';
 import { GodwitError } from '../util/errors';
 
@@ -127,4 +127,30 @@ export interface IpLink {
 
 export function linksIn(ns: NetnsRef | undefined): Promise<IpLink[]> {
   return ipJson<IpLink>(ns, ['-details', 'link', 'show']);
+}
+
+/** A sysctl as the namespace sees it (`net/ipv6/conf/eth0/accept_dad`); undefined when it does not exist there. */
+export async function sysctlIn(ns: NetnsRef, key: string): Promise<string | undefined> {
+  return nsTool(ns, ['cat', `/proc/sys/${key}`]).then(
+    (out) => out.trim(),
+    () => undefined,
+  );
+}
+
+/** Writes a sysctl inside the namespace (/proc/sys/net is the opener's namespace: the write runs in it). */
+export async function setSysctlIn(ns: NetnsRef, key: string, value: string): Promise<void> {
+  await nsTool(ns, ['tee', `/proc/sys/${key}`], value + '\n').catch((e: Error) => {
+    throw new GodwitError(`cannot set ${key.replace(/\//g, '.')} = ${value} in net namespace ${netnsPath(ns)}: ${e.message}`, { cause: e });
+  });
+}
+
+function nsTool(ns: NetnsRef, argv: string[], input?: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const child = execFile('nsenter', [`--net=${netnsPath(ns)}`, '--', ...argv], { maxBuffer: 1 << 20, timeout: IP_TIMEOUT_MS }, (err, stdout, stderr) => {
+      if (err) reject(new Error(stderr.trim() || err.message));
+      else resolve(stdout);
+    });
+    child.stdin?.on('error', () => undefined);
+    child.stdin?.end(input ?? '');
+  });
 }

@@ -188,12 +188,20 @@ export async function collectNetns(target: NetnsRef, opts: Omit<DumpNetnsOptions
   if (ino === hostIno)
     throw new GodwitError(`${where} is the host's own (inode ${ino}): the container shares the host network, there is no namespace of its own to dump`);
 
-  const [links, addrs, routes4, routes6, rules6] = await Promise.all([
+  // Everything is read at once (each is its own short `ip` process; this runs while the container is frozen).
+  // The saves are taken before the checks: a refused namespace only wastes them.
+  const [links, addrs, routes4, routes6, rules6, xtables, nft, ifaddr, route, route6, rule] = await Promise.all([
     linksIn(target),
     ipJson<IpAddrJson>(target, ['addr', 'show']),
     ipJson<IpRouteJson>(target, ['-4', 'route', 'show', 'table', 'all']),
     ipJson<IpRouteJson>(target, ['-6', 'route', 'show', 'table', 'all']),
     ipJson<IpRuleJson>(target, ['-6', 'rule', 'show']),
+    tablesLoaded(target),
+    nftTables(target),
+    ipIn(target, ['addr', 'save']).then((r) => r.stdout),
+    ipIn(target, ['route', 'save']).then((r) => r.stdout),
+    ipIn(target, ['-6', 'route', 'save']).then((r) => r.stdout),
+    ipIn(target, ['rule', 'save']).then((r) => r.stdout),
   ]);
   const problems: string[] = [];
   const addrByIndex = new Map<number, string[]>();
@@ -248,17 +256,12 @@ export async function collectNetns(target: NetnsRef, opts: Omit<DumpNetnsOptions
   }
   for (const r of rules6)
     if (!isDefaultRule6(r)) problems.push(`IPv6 policy rule ${JSON.stringify(r)}: only the default IPv6 rules can be restored (there is no image for IPv6 rules)`);
-  for (const t of await tablesLoaded(target))
+  for (const t of xtables)
     problems.push(`${t} is loaded: godwit does not dump firewall rules (iptables-save is not used); remove the table or dump without the container's firewall`);
-  for (const t of await nftTables(target)) problems.push(`nftables table ${t} exists: godwit does not dump nftables rules`);
+  for (const t of nft) problems.push(`nftables table ${t} exists: godwit does not dump nftables rules`);
 
   if (problems.length > 0) throw new GodwitError(`${where} cannot be checkpointed:\n  ${problems.join('\n  ')}`, { code: 'EUNSUPPORTED' });
 
-  // The raw dumps, in CRIU's order (addresses, routes, IPv6 routes, rules).
-  const ifaddr = (await ipIn(target, ['addr', 'save'])).stdout;
-  const route = (await ipIn(target, ['route', 'save'])).stdout;
-  const route6 = (await ipIn(target, ['-6', 'route', 'save'])).stdout;
-  const rule = (await ipIn(target, ['rule', 'save'])).stdout;
   // Parse what we got back, so a defect shows here and not on the target.
   savedAddresses(ifaddr, 'ip addr save');
   savedRoutes(route, 'ip route save');

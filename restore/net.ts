@@ -14,7 +14,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { ND_LOOPBACK, ND_VETH, IFF_ALLMULTI, IFF_MULTICAST, IFF_NOARP, IFF_PROMISC, IFF_UP } from '../checkpoint/net';
-import { NetnsRef, linksIn, ipIn, ipJson, netnsInode, netnsPath } from '../checkpoint/net-ip';
+import { NetnsRef, linksIn, ipIn, ipJson, netnsInode, netnsPath, setSysctlIn, sysctlIn } from '../checkpoint/net-ip';
 import { readImageFile } from '../images';
 import { routesForRestore, savedAddresses, savedRoutes, savedRuleCount } from '../images/ipdump';
 import { GodwitError, UsageError } from '../util/errors';
@@ -214,6 +214,7 @@ export async function restoreNetns(target: NetnsRef, imageDir: string, opts: Res
   };
 
   let step = 'links';
+  const dadRestore: Array<[string, string]> = [];
   try {
     for (const e of entries.filter((x) => x.type === ND_LOOPBACK)) {
       if (e.mtu && e.mtu !== 65536) await ipIn(target, ['link', 'set', 'dev', e.name, 'mtu', String(e.mtu)]);
@@ -233,6 +234,14 @@ export async function restoreNetns(target: NetnsRef, imageDir: string, opts: Res
       if (v.flags & IFF_ALLMULTI) set.push('allmulticast', 'on');
       if (!(v.flags & IFF_MULTICAST)) set.push('multicast', 'off');
       if (set.length > 4) await ipIn(target, set);
+      // The addresses move with the container, they are not new on the link: skip IPv6 duplicate address
+      // detection while they are put back, or they stay "tentative" (unusable, bind() fails) for a second or more.
+      const dadKey = `net/ipv6/conf/${v.name}/accept_dad`;
+      const dad = await sysctlIn(target, dadKey);
+      if (dad !== undefined && dad !== '0') {
+        await setSysctlIn(target, dadKey, '0');
+        dadRestore.push([dadKey, dad]);
+      }
       if (c.bridge !== undefined) await ipIn(hostNs, ['link', 'set', 'dev', c.hostName, 'master', c.bridge]);
       if (c.peerAddr !== undefined) await ipIn(hostNs, ['addr', 'add', c.peerAddr, 'dev', c.hostName]);
       await ipIn(hostNs, ['link', 'set', 'dev', c.hostName, 'up']);
@@ -249,6 +258,7 @@ export async function restoreNetns(target: NetnsRef, imageDir: string, opts: Res
       const missing = savedAddresses(ifaddr, `ifaddr-${nsId}.img`).filter((a) => !have.has(`${a.ifindex} ${a.local}/${a.prefixlen}`));
       if (missing.length > 0) throw new GodwitError(`addresses not restored: ${missing.map((a) => `${a.local}/${a.prefixlen} on ifindex ${a.ifindex}`).join(', ')}`);
     }
+    for (const [key, value] of dadRestore.splice(0)) await setSysctlIn(target, key, value);
     if (opts.failAfter === 'addresses') throw new GodwitError('fault injected after addresses');
 
     step = 'routes';

@@ -112,11 +112,24 @@ export async function addContainerVeth(ctr: number | string, host: NetHost, opts
       await inCtr(['route', 'add', `198.18.${s}.9`, 'dev', ifname, 'scope', 'link']);
       await inCtr(['-6', 'route', 'add', `2001:2:0:${s + 100}::/64`, 'via', v.hostAddr6]);
     }
+    await waitAddressesSettled(ctrPath);
   } catch (e) {
     await v.destroy().catch(() => undefined);
     throw e;
   }
   return v;
+}
+
+/** Waits until no address in the namespace is tentative (IPv6 DAD done), so snapshots of it are stable. */
+export async function waitAddressesSettled(ns: number | string, timeoutMs = 15_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const links = JSON.parse((await ipIn(ns, ['-json', 'addr', 'show'])).stdout.toString() || '[]') as Array<{ ifname: string; addr_info?: Array<{ local: string; tentative?: boolean }> }>;
+    const tentative = links.flatMap((l) => (l.addr_info ?? []).filter((a) => a.tentative).map((a) => `${a.local} on ${l.ifname}`));
+    if (tentative.length === 0) return;
+    if (Date.now() > deadline) throw new Error(`addresses still tentative after ${timeoutMs} ms: ${tentative.join(', ')}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
 }
 
 /** Runs busybox ping (one packet) from inside a namespace; resolves true when an answer came. */

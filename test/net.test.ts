@@ -10,7 +10,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { collectNetns, dumpNetns, nftTables } from '../checkpoint/net';
-import { ipIn, ipJson } from '../checkpoint/net-ip';
+import { ipIn, ipJson, sysctlIn } from '../checkpoint/net-ip';
 import { decodeImage } from '../images';
 import { routesForRestore, savedAddresses, savedRoutes } from '../images/ipdump';
 import { ImageError, UsageError } from '../util/errors';
@@ -133,6 +133,11 @@ describe('net namespace dump and restore', () => {
     const r = await restoreNetns(ctr2.pid, dir, { nsId: 3, hostNetns: dst.path, veth: { hostName: 'gwv-rt', bridge: 'gwbr0' } });
     cleanups.push(() => r.cleanup());
     expect(r.hostIfname).toBe('gwv-rt');
+    // Usable at once: no address waits for duplicate address detection, and the DAD setting is back as it was.
+    const tentative = (await ipJson<{ addr_info: Array<{ local: string; tentative?: boolean }> }>(ctr2.pid, ['addr', 'show'])).flatMap((l) => l.addr_info.filter((a) => a.tentative));
+    expect(tentative).toEqual([]);
+    expect(fs.existsSync(`/proc/${ctr2.pid}/ns/net`)).toBe(true);
+    expect(await sysctlIn(ctr2.pid, 'net/ipv6/conf/eth0/accept_dad')).toBe('1');
     expect(r.hostIfnames).toEqual({ eth0: 'gwv-rt' });
     const master = (await ipJson<{ master?: string }>(dst.path, ['link', 'show', 'dev', 'gwv-rt']))[0].master;
     expect(master).toBe('gwbr0');
