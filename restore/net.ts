@@ -100,6 +100,13 @@ export function vethConfigFromFlags(f: { vethHostName?: string; bridge?: string;
   return c;
 }
 
+/** Waits for every promise; then throws the first failure, if any. */
+async function settled(jobs: Array<Promise<unknown>>): Promise<void> {
+  const r = await Promise.allSettled(jobs);
+  const bad = r.find((x): x is PromiseRejectedResult => x.status === 'rejected');
+  if (bad) throw bad.reason;
+}
+
 /** `ip route restore` seeks in its stdin: it must be a file. A private temp file, removed afterwards. */
 async function withTempFile<T>(data: Buffer, fn: (file: string) => Promise<T>): Promise<T> {
   const dir = await fs.promises.mkdtemp(path.join(os.tmpdir(), 'godwit-route-'));
@@ -168,10 +175,10 @@ export async function restoreNetns(target: NetnsRef, imageDir: string, opts: Res
   const targetIno = netnsInode(target);
   if (targetIno === netnsInode(hostNs) || targetIno === fs.statSync('/proc/self/ns/net').ino)
     throw new GodwitError(`${where} is the host's own namespace: restore needs a fresh net namespace for the container`);
-  const present = (await linksIn(target)).filter((l) => l.link_type !== 'loopback' && !(l.flags.includes('UP') === false && l.linkinfo?.info_kind && /^(tunl0|gre0|gretap0|erspan0|ip_vti0|ip6_vti0|sit0|ip6tnl0|ip6gre0)$/.test(l.ifname)));
+  const [targetLinks, hostLinks] = await Promise.all([linksIn(target), linksIn(hostNs)]);
+  const present = targetLinks.filter((l) => l.link_type !== 'loopback' && !(l.flags.includes('UP') === false && l.linkinfo?.info_kind && /^(tunl0|gre0|gretap0|erspan0|ip_vti0|ip6_vti0|sit0|ip6tnl0|ip6gre0)$/.test(l.ifname)));
   if (present.length > 0)
     throw new GodwitError(`${where} is not fresh: it already has ${present.map((l) => l.ifname).join(', ')} (restore creates the container's links itself)`);
-  const hostLinks = await linksIn(hostNs);
   for (const c of hostCfg.values()) {
     if (hostLinks.some((l) => l.ifname === c.hostName)) throw new GodwitError(`host end name ${c.hostName} is taken in ${netnsPath(hostNs)}: choose another (--veth-host-name)`);
     if (c.bridge !== undefined) {
@@ -216,36 +223,51 @@ export async function restoreNetns(target: NetnsRef, imageDir: string, opts: Res
   let step = 'links';
   const dadRestore: Array<[string, string]> = [];
   try {
-    for (const e of entries.filter((x) => x.type === ND_LOOPBACK)) {
-      if (e.mtu && e.mtu !== 65536) await ipIn(target, ['link', 'set', 'dev', e.name, 'mtu', String(e.mtu)]);
-      if (e.flags & IFF_UP) await ipIn(target, ['link', 'set', 'dev', e.name, 'up']);
-    }
+    // Commands that do not depend on each other run side by side (each is its own short `ip` process, and a
+    // migration waits for all of them); settled() waits for every one before failing, so cleanup never races one.
+    const lo = entries.filter((x) => x.type === ND_LOOPBACK);
+    await settled(
+      lo.map(async (e) => {
+        if (e.mtu && e.mtu !== 65536) await ipIn(target, ['link', 'set', 'dev', e.name, 'mtu', String(e.mtu)]);
+        if (e.flags & IFF_UP) await ipIn(target, ['link', 'set', 'dev', e.name, 'up']);
+      }),
+    );
     for (const v of veths) {
       const c = hostCfg.get(v.name)!;
       const mac = macText(v.address);
       const add = ['link', 'add', v.name, 'index', String(v.ifindex), ...(mac ? ['address', mac] : []), 'mtu', String(v.mtu)];
-      await ipIn(target, [...add, 'type', 'veth', 'peer', 'name', c.hostName, 'netns', netnsPath(hostNs), 'mtu', String(v.mtu)]).catch((e: Error) => {
-        throw new GodwitError(`creating veth ${v.name} (ifindex ${v.ifindex}) with host end ${c.hostName}: ${e.message}`, { cause: e });
-      });
+      try {
+        await ipIn(target, [...add, 'type', 'veth', 'peer', 'name', c.hostName, 'netns', netnsPath(hostNs), 'mtu', String(v.mtu)]);
+      } catch (e) {
+        // An ip killed by its timeout may still have made the pair: then it is ours to remove.
+        if ((await linksIn(target).catch(() => [])).some((l) => l.ifname === v.name)) created.push({ name: v.name, hostName: c.hostName });
+        throw new GodwitError(`creating veth ${v.name} (ifindex ${v.ifindex}) with host end ${c.hostName}: ${(e as Error).message}`, { cause: e });
+      }
       created.push({ name: v.name, hostName: c.hostName });
       const set = ['link', 'set', 'dev', v.name];
       if (v.flags & IFF_NOARP) set.push('arp', 'off');
       if (v.flags & IFF_PROMISC) set.push('promisc', 'on');
       if (v.flags & IFF_ALLMULTI) set.push('allmulticast', 'on');
       if (!(v.flags & IFF_MULTICAST)) set.push('multicast', 'off');
-      if (set.length > 4) await ipIn(target, set);
-      // The addresses move with the container, they are not new on the link: skip IPv6 duplicate address
-      // detection while they are put back, or they stay "tentative" (unusable, bind() fails) for a second or more.
-      const dadKey = `net/ipv6/conf/${v.name}/accept_dad`;
-      const dad = await sysctlIn(target, dadKey);
-      if (dad !== undefined && dad !== '0') {
-        await setSysctlIn(target, dadKey, '0');
-        dadRestore.push([dadKey, dad]);
-      }
-      if (c.bridge !== undefined) await ipIn(hostNs, ['link', 'set', 'dev', c.hostName, 'master', c.bridge]);
-      if (c.peerAddr !== undefined) await ipIn(hostNs, ['addr', 'add', c.peerAddr, 'dev', c.hostName]);
-      await ipIn(hostNs, ['link', 'set', 'dev', c.hostName, 'up']);
-      if (v.flags & IFF_UP) await ipIn(target, ['link', 'set', 'dev', v.name, 'up']);
+      await settled([
+        (async () => {
+          if (set.length > 4) await ipIn(target, set);
+          // The addresses move with the container, they are not new on the link: skip IPv6 duplicate address
+          // detection while they are put back, or they stay "tentative" (bind() refuses them) for a second or more.
+          const dadKey = `net/ipv6/conf/${v.name}/accept_dad`;
+          const dad = await sysctlIn(target, dadKey);
+          if (dad !== undefined && dad !== '0') {
+            await setSysctlIn(target, dadKey, '0');
+            dadRestore.push([dadKey, dad]);
+          }
+          if (v.flags & IFF_UP) await ipIn(target, ['link', 'set', 'dev', v.name, 'up']);
+        })(),
+        (async () => {
+          if (c.bridge !== undefined) await ipIn(hostNs, ['link', 'set', 'dev', c.hostName, 'master', c.bridge]);
+          if (c.peerAddr !== undefined) await ipIn(hostNs, ['addr', 'add', c.peerAddr, 'dev', c.hostName]);
+          await ipIn(hostNs, ['link', 'set', 'dev', c.hostName, 'up']);
+        })(),
+      ]);
     }
     if (opts.failAfter === 'links') throw new GodwitError('fault injected after links');
 
@@ -258,20 +280,24 @@ export async function restoreNetns(target: NetnsRef, imageDir: string, opts: Res
       const missing = savedAddresses(ifaddr, `ifaddr-${nsId}.img`).filter((a) => !have.has(`${a.ifindex} ${a.local}/${a.prefixlen}`));
       if (missing.length > 0) throw new GodwitError(`addresses not restored: ${missing.map((a) => `${a.local}/${a.prefixlen} on ifindex ${a.ifindex}`).join(', ')}`);
     }
-    for (const [key, value] of dadRestore.splice(0)) await setSysctlIn(target, key, value);
     if (opts.failAfter === 'addresses') throw new GodwitError('fault injected after addresses');
 
     step = 'routes';
-    for (const [buf, fam, file] of [
+    const routeJobs = ([
       [route, '-4', `route-${nsId}.img`],
       [route6, '-6', `route6-${nsId}.img`],
-    ] as const) {
-      if (!hasMessages(buf)) continue;
+    ] as const).map(async ([buf, fam, file]) => {
+      if (!hasMessages(buf)) return;
       await withTempFile(routesForRestore(buf, file), (f) => ipIn(target, [fam, 'route', 'restore'], { file: f }));
       const have = new Set((await ipJson<{ dst: string }>(target, [fam, 'route', 'show', 'table', 'main'])).map((r) => routeKey(r.dst)));
       const missing = savedRoutes(buf, file).filter((r) => r.table === 254 && !have.has(routeKey(r.dst)));
       if (missing.length > 0) throw new GodwitError(`routes not restored: ${missing.map((r) => r.dst).join(', ')}`);
-    }
+    });
+    // DAD back to what the namespace had, now that the addresses are in.
+    const dadJob = settled(dadRestore.splice(0).map(([key, value]) => setSysctlIn(target, key, value)));
+    await settled([...routeJobs, dadJob]);
+    // Rules last and alone: between the flush and the restore there are no rules, and a route added meanwhile
+    // would fail its gateway lookup ("Nexthop has invalid gateway").
     if (hasMessages(rule)) {
       // A new namespace starts with the three default rules; the dump has them too: clear them first.
       await ipIn(target, ['-4', 'rule', 'flush']);
