@@ -235,6 +235,21 @@ describe('net namespace dump and restore', () => {
     expect(await pingFrom(dst.path, '198.19.11.2')).toBe(true);
   });
 
+  it('round-trips a namespace with only lo (what runc gives a container)', async () => {
+    const ctr = await freshNet();
+    await ipIn(ctr.pid, ['link', 'set', 'lo', 'up']);
+    const before = { links: await linkView(ctr.pid), routes: await routeView(ctr.pid) };
+    const dir = tmpDir();
+    const info = await dumpNetns(ctr.nsPath('net'), plainWriter(dir), { nsId: 1 });
+    expect(info.links.map((l) => l.name)).toEqual(['lo']);
+    const fresh = await freshNet();
+    const r = await restoreNetns(fresh.pid, dir, { nsId: 1 });
+    expect(r.hostIfname).toBe('');
+    expect(await linkView(fresh.pid)).toEqual(before.links);
+    expect(await routeView(fresh.pid)).toEqual(before.routes);
+    await r.cleanup();
+  });
+
   it('maps the restore flags and refuses bad ones', () => {
     expect(vethConfigFromFlags({ vethHostName: 'vh0', bridge: 'br0' })).toEqual({ hostName: 'vh0', bridge: 'br0' });
     expect(vethConfigFromFlags({ peerAddr: '198.18.7.1/24' })).toEqual({ peerAddr: '198.18.7.1/24' });
