@@ -122,17 +122,21 @@ static int root_setup(struct rst_ctx *ctx, pid_t *about) {
   return 0;
 }
 
-static void stub_main(struct rst_ctx *ctx, uint32_t idx, int ready) __attribute__((noreturn));
+static void stub_main(struct rst_ctx *ctx, uint32_t idx, int ready, pid_t creator) __attribute__((noreturn));
 
-static void stub_main(struct rst_ctx *ctx, uint32_t idx, int ready) {
+static void stub_main(struct rst_ctx *ctx, uint32_t idx, int ready, pid_t creator) {
   struct rst_task *t = &ctx->tasks[idx];
   sigset_t all;
+  /* Dies with its creator until the restore hands it over (cleared by the TS side before resume). Armed first,
+   * then checked: a creator killed between clone3 and here never sends the signal (getppid() is 0 across a new
+   * pid namespace, where the restorer's own death signal covers us). */
+  prctl(PR_SET_PDEATHSIG, SIGKILL);
+  pid_t pp = getppid();
+  if (pp != 0 && pp != creator) _exit(1);
   /* Dispositions the workload did not set must be the defaults, not ours (we ignore SIGPIPE). */
   for (int sig = 1; sig < 65; sig++) signal(sig, SIG_DFL);
   sigfillset(&all);
   sigprocmask(SIG_SETMASK, &all, NULL);
-  /* Dies with its creator until the restore hands it over (cleared by the TS side before resume). */
-  prctl(PR_SET_PDEATHSIG, SIGKILL);
   if (idx == 0 && ctx->nest) {
     pid_t about = t->pid;
     int e = root_setup(ctx, &about);
@@ -163,8 +167,9 @@ static void stub_main(struct rst_ctx *ctx, uint32_t idx, int ready) {
   }
   for (uint32_t i = 0; i < ctx->ntasks; i++) {
     if (ctx->tasks[i].ppid != t->pid || i == idx) continue;
+    pid_t self = getpid();
     pid_t c = clone_pid(ctx, ctx->tasks[i].pid, 0);
-    if (c == 0) stub_main(ctx, i, ready);
+    if (c == 0) stub_main(ctx, i, ready, self);
     if (c < 0) {
       report(ready, t->pid, errno, ctx->tasks[i].pid);
       _exit(1);
@@ -395,10 +400,11 @@ int rst_tree_create(struct rst_ctx *ctx, const uint8_t *p, size_t n) {
       if (ctx->threads[i].tid > max) max = ctx->threads[i].tid;
     ctx->root_hpid = max + 1;
   }
+  pid_t self = getpid();
   pid_t root = clone_pid(ctx, ctx->tasks[0].pid, ctx->nest);
   if (root == 0) {
     close(pfd[0]);
-    stub_main(ctx, 0, pfd[1]);
+    stub_main(ctx, 0, pfd[1], self);
   }
   close(pfd[1]);
   if (root < 0) {
