@@ -200,7 +200,11 @@ test('a process that exits between rounds is dropped from tracking; the others g
       maxRounds: 3,
       convergeBytes: 1,
       onRound: async (r) => {
-        if (r.round === 1) await goes.kill();
+        if (r.round === 1) {
+          await goes.kill();
+          // Give the one that stays time to write (5000 writes/s) before round 2 scans, so the round has work to do.
+          await new Promise((res) => setTimeout(res, 200));
+        }
       },
     });
     expect(rep.rounds.length).toBeGreaterThanOrEqual(2);
