@@ -50,13 +50,14 @@ test('pty snapshot: tty-info for both sides, TTY files, session and foreground g
 test('a terminal whose master is outside the tree is refused before freezing, naming pid, fd and kind', async () => {
   // `script` runs its command on a new pty whose master it keeps: the command's stdio is a "shell job" terminal.
   const dir = fx.imageDir();
-  const child = spawn('script', ['-qfec', 'sleep 30', '/dev/null'], { stdio: 'ignore', detached: true });
+  // `exec` and the subtree walk: script runs $SHELL (or /bin/sh when unset, as under CI), and not every shell execs
+  // a lone command itself, so sleep may be a grandchild of script.
+  const child = spawn('script', ['-qfec', 'exec sleep 30', '/dev/null'], { stdio: 'ignore', detached: true });
   let sleeper = 0;
   try {
-    for (let i = 0; i < 200 && !sleeper; i++) {
+    for (let i = 0; i < 500 && !sleeper; i++) {
       await new Promise((r) => setTimeout(r, 20));
-      const kids = fs.readFileSync(`/proc/${child.pid}/task/${child.pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
-      sleeper = kids.find((k) => fs.readFileSync(`/proc/${k}/comm`, 'utf8').trim() === 'sleep') ?? 0;
+      sleeper = descendants(child.pid!).find((k) => comm(k) === 'sleep') ?? 0;
     }
     expect(sleeper).toBeGreaterThan(0);
     const err = await dump({ pid: sleeper, dir }).catch((e: Error) => e);
@@ -73,3 +74,21 @@ test('a terminal whose master is outside the tree is refused before freezing, na
     }
   }
 });
+
+function comm(pid: number): string {
+  try {
+    return fs.readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
+  } catch {
+    return '';
+  }
+}
+
+function descendants(pid: number): number[] {
+  let kids: number[] = [];
+  try {
+    kids = fs.readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+  } catch {
+    return [];
+  }
+  return kids.flatMap((k) => [k, ...descendants(k)]);
+}
