@@ -7,7 +7,6 @@
  */
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { dump, DumpSummary } from '../checkpoint/dump';
 import { MemReader, readPieces } from '../checkpoint/memreader';
@@ -18,53 +17,23 @@ import { collectPageRanges, scanPageRanges } from '../checkpoint/pageranges';
 import { inspectMappings } from '../checkpoint/memory';
 import { Pagemap } from '../checkpoint/proc/pagemap';
 import { Helper } from '../native/helper';
-import { restore, RestoreResult } from '../restore';
-import { startWorkload, Workload } from '../scenarios/workload';
+import { Workload } from '../scenarios/workload';
 import { GodwitError, SysError } from '../util/errors';
+import { WorkloadFixture } from './helpers/workload-fixture';
 
 jest.setTimeout(180_000);
 
-const live: Workload[] = [];
-const restored: RestoreResult[] = [];
-const dirs: string[] = [];
+const fx = new WorkloadFixture('godwit-precopy-');
 const helpers: Helper[] = [];
 const readers: MemReader[] = [];
 
 afterEach(async () => {
   for (const h of helpers.splice(0)) await h.close().catch(() => undefined);
   for (const r of readers.splice(0)) await r.close().catch(() => undefined);
-  for (const w of live.splice(0)) await w.cleanup().catch(() => undefined);
-  for (const r of restored.splice(0)) {
-    for (const pid of r.pids.values()) {
-      try {
-        process.kill(pid, 'SIGKILL');
-      } catch {
-        /* gone */
-      }
-    }
-    if (r.restorer) {
-      try {
-        process.kill(r.restorer.pid, 'SIGKILL');
-      } catch {
-        /* gone */
-      }
-      await r.restorer.waitExit();
-    }
-  }
-  for (const d of dirs.splice(0)) fs.rmSync(d, { recursive: true, force: true });
+  await fx.cleanup();
 });
 
-function imageDir(): string {
-  const d = fs.mkdtempSync(path.join(os.tmpdir(), 'godwit-precopy-'));
-  dirs.push(d);
-  return path.join(d, 'img');
-}
-
-async function start(args: string[]): Promise<Workload> {
-  const w = await startWorkload('mem-counter', { args });
-  live.push(w);
-  return w;
-}
+const start = (args: string[]): Promise<Workload> => fx.start('mem-counter', args);
 
 /** No trace of tracking: no userfaultfd among the fds, no mapping registered for write-protect, not traced. */
 function untracked(pid: number): void {
@@ -96,7 +65,7 @@ async function stillRunning(w: Workload): Promise<void> {
 test('a workload writing pages all the time: pre-copied in rounds, continues unharmed, restores and verifies', async () => {
   // 1024 dirty pages rewritten at 20,000 pages/s: every round finds the set dirty again.
   const w = await start(['--mib', '48', '--dirty-pages', '1024', '--dirty-rate', '20000']);
-  const dir = imageDir();
+  const dir = fx.imageDir();
   const lines: string[] = [];
   const s: DumpSummary = await dump({
     pid: w.pid,
@@ -124,28 +93,24 @@ test('a workload writing pages all the time: pre-copied in rounds, continues unh
   fs.rmSync(path.join(w.dir, 'result'), { force: true });
   fs.rmSync(path.join(w.dir, 'go'), { force: true });
   fs.writeFileSync(path.join(w.dir, 'log'), logAtDump);
-  const r = await restore({ dir, newPidns: true, detach: true }, { silent: true });
-  restored.push(r);
-  w.setPids(w.pids.map((p) => r.pids.get(p) ?? p));
+  await fx.restore(w, dir);
   expect(await w.verify()).toEqual({ pass: true, detail: 'PASS' });
 });
 
 test('pre-copy into plain CRIU pages, the tree killed after the images are written: restores and verifies', async () => {
   const w = await start(['--mib', '16', '--dirty-pages', '256', '--dirty-rate', '5000']);
-  const dir = imageDir();
+  const dir = fx.imageDir();
   const s = await dump({ pid: w.pid, dir, compress: 'none', preCopy: true });
   expect(s.preCopy!.rounds.length).toBeGreaterThanOrEqual(2);
   expect(w.alivePids()).toEqual([]);
   expect(fs.statSync(path.join(dir, 'pages-1.img')).size).toBe(s.pageBytes);
-  const r = await restore({ dir, newPidns: true, detach: true }, { silent: true });
-  restored.push(r);
-  w.setPids(w.pids.map((p) => r.pids.get(p) ?? p));
+  await fx.restore(w, dir);
   expect(await w.verify()).toEqual({ pass: true, detail: 'PASS' });
 });
 
 test('a failure in the middle of pre-copy: the dump fails, the workload is untracked, running and intact', async () => {
   const w = await start(['--mib', '16', '--dirty-pages', '256', '--dirty-rate', '5000']);
-  const dir = imageDir();
+  const dir = fx.imageDir();
   let sawTracking = false;
   await expect(
     dump({
@@ -246,8 +211,7 @@ test.each([
   ['files', []],
   ['threads', []],
 ] as const)('%s: page ranges from PAGEMAP_SCAN are exactly those read from pagemap', async (name, args) => {
-  const w = await startWorkload(name, { args: [...args] });
-  live.push(w);
+  const w = await fx.start(name, [...args]);
   const h = await Helper.start();
   helpers.push(h);
   await h.seize(w.tids);

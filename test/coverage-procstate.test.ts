@@ -5,9 +5,9 @@
  */
 import * as fs from 'node:fs';
 import { dump } from '../checkpoint/dump';
-import { entries, Fixture } from './coverage-helpers';
+import { entries, WorkloadFixture } from './helpers/workload-fixture';
 
-const fx = new Fixture();
+const fx = new WorkloadFixture('godwit-cov-');
 afterEach(() => fx.cleanup());
 
 test('file-locks: every lock is held again after a restore, by the right owner', async () => {

@@ -2,9 +2,9 @@
  * seccomp: filter chains (per thread, TSYNC-shared, inherited by a child and extended there, with flags), strict
  * mode and no_new_privs through dump + kill + restore and through a --leave-running snapshot.
  */
-import { entries, Fixture, info } from './coverage-helpers';
+import { entries, WorkloadFixture, info } from './helpers/workload-fixture';
 
-const fx = new Fixture();
+const fx = new WorkloadFixture('godwit-cov-');
 afterEach(() => fx.cleanup());
 
 test('seccomp: every thread gets its filters back and strict mode holds (restore into a new PID namespace)', async () => {

@@ -5,9 +5,9 @@
  */
 import * as fs from 'node:fs';
 import { dump } from '../checkpoint/dump';
-import { entries, Fixture, info } from './coverage-helpers';
+import { entries, WorkloadFixture, info } from './helpers/workload-fixture';
 
-const fx = new Fixture();
+const fx = new WorkloadFixture('godwit-cov-');
 afterEach(() => fx.cleanup());
 
 describe('shared memory through dump, kill, restore', () => {

@@ -6,9 +6,9 @@
 import * as fs from 'node:fs';
 import { spawn } from 'node:child_process';
 import { dump } from '../checkpoint/dump';
-import { entries, Fixture, info } from './coverage-helpers';
+import { entries, WorkloadFixture, info } from './helpers/workload-fixture';
 
-const fx = new Fixture();
+const fx = new WorkloadFixture('godwit-cov-');
 afterEach(() => fx.cleanup());
 
 test('pty: the pair, its settings, the session and the foreground group come back (new PID namespace)', async () => {

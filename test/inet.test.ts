@@ -7,75 +7,28 @@
  */
 import * as fs from 'node:fs';
 import * as net from 'node:net';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { dump } from '../checkpoint/dump';
 import { decodeImage, encodeImage } from '../images';
-import { restore, RestoreResult } from '../restore';
-import { startWorkload, Workload, WorkloadName } from '../scenarios/workload';
 import { describeError } from '../util/errors';
+import { entries, WorkloadFixture } from './helpers/workload-fixture';
 
-const live: Workload[] = [];
-const restored: RestoreResult[] = [];
-const dirs: string[] = [];
+const fx = new WorkloadFixture('godwit-inet-');
 const sockets: net.Socket[] = [];
 
 afterEach(async () => {
   for (const s of sockets.splice(0)) s.destroy();
-  for (const w of live.splice(0)) await w.cleanup().catch(() => undefined);
-  for (const r of restored.splice(0)) {
-    for (const pid of r.pids.values()) {
-      try {
-        process.kill(pid, 'SIGKILL');
-      } catch {
-        /* gone */
-      }
-    }
-    if (r.restorer) {
-      try {
-        process.kill(r.restorer.pid, 'SIGKILL');
-      } catch {
-        /* gone */
-      }
-      await r.restorer.waitExit();
-    }
-  }
-  for (const d of dirs.splice(0)) fs.rmSync(d, { recursive: true, force: true });
+  await fx.cleanup();
 });
 
-function imageDir(): string {
-  const d = fs.mkdtempSync(path.join(os.tmpdir(), 'godwit-inet-'));
-  dirs.push(d);
-  return path.join(d, 'img');
-}
-
-async function start(name: WorkloadName, args: string[] = []): Promise<Workload> {
-  const w = await startWorkload(name, { args });
-  live.push(w);
-  return w;
-}
-
-async function cycle(w: Workload, newPidns = true): Promise<{ dir: string; r: RestoreResult }> {
-  const dir = imageDir();
-  await dump({ pid: w.pid, dir });
-  expect(w.alivePids()).toEqual([]);
-  const r = await restore({ dir, newPidns, detach: true }, { silent: true });
-  restored.push(r);
-  w.setPids(w.pids.map((p) => r.pids.get(p) ?? p));
-  return { dir, r };
-}
-
-function files(dir: string): Record<string, unknown>[] {
-  return decodeImage(fs.readFileSync(path.join(dir, 'files.img')), 'files.img').entries.map((e) => e.msg);
-}
-
+const files = (dir: string) => entries(dir, 'files.img');
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 describe('inet-tcp: echo server and client in the tree', () => {
   test.each([['4'], ['6']])('IPv%s: dump --leave-running, the exchange continues unharmed; images as CRIU writes them', async (family) => {
-    const w = await start('inet-tcp', ['--family', family]);
+    const w = await fx.start('inet-tcp', ['--family', family]);
     await sleep(100);
-    const dir = imageDir();
+    const dir = fx.imageDir();
     await dump({ pid: w.pid, dir, leaveRunning: true });
     await sleep(100);
     expect(await w.verify()).toEqual({ pass: true, detail: 'PASS' });
@@ -97,9 +50,9 @@ describe('inet-tcp: echo server and client in the tree', () => {
   });
 
   test.each([['4'], ['6']])('IPv%s: dump, kill, restore into a new PID namespace: no byte lost or duplicated', async (family) => {
-    const w = await start('inet-tcp', ['--family', family]);
+    const w = await fx.start('inet-tcp', ['--family', family]);
     await sleep(100);
-    await cycle(w);
+    await fx.cycle(w);
     await sleep(200);
     expect(await w.verify()).toEqual({ pass: true, detail: 'PASS' });
   });
@@ -107,13 +60,13 @@ describe('inet-tcp: echo server and client in the tree', () => {
 
 describe('inet-udp: bound, connected and never-bound sockets', () => {
   test('dump --leave-running, then dump, kill, restore into the host PID namespace', async () => {
-    const w = await start('inet-udp');
-    const dir = imageDir();
+    const w = await fx.start('inet-udp');
+    const dir = fx.imageDir();
     await dump({ pid: w.pid, dir, leaveRunning: true });
     const isks = files(dir).filter((f) => f.isk).map((f) => f.isk as Record<string, unknown>);
     expect(isks.filter((i) => i.proto === 17)).toHaveLength(5);
     expect(isks.filter((i) => i.proto === 6)).toEqual([expect.objectContaining({ state: 7, src_port: 0, family: 2 })]);
-    await cycle(w, false);
+    await fx.cycle(w, { newPidns: false });
     expect(await w.verify()).toEqual({ pass: true, detail: 'PASS' });
   });
 });
@@ -153,13 +106,13 @@ async function connectOutside(port: number, host = '127.0.0.1'): Promise<net.Soc
 
 describe('a client outside the tree connected to the server inside it', () => {
   test('keeps its connection through dump --leave-running and through dump, kill, restore', async () => {
-    const w = await start('inet-tcp');
+    const w = await fx.start('inet-tcp');
     const client = await connectOutside(Number(w.info.port));
     await echo(client, 'before');
-    await dump({ pid: w.pid, dir: imageDir(), leaveRunning: true });
+    await dump({ pid: w.pid, dir: fx.imageDir(), leaveRunning: true });
     await echo(client, 'after a snapshot');
     // Quiet while the server is gone: a segment to a port without its socket would be answered with a reset.
-    await cycle(w);
+    await fx.cycle(w);
     await echo(client, 'after the restore');
     expect(await w.verify()).toEqual({ pass: true, detail: 'PASS' });
   });
@@ -167,7 +120,7 @@ describe('a client outside the tree connected to the server inside it', () => {
 
 describe('data in flight in every queue', () => {
   test('an outside client stops reading while it sends 2 MiB to the echo server: every byte comes back after dump, kill, restore', async () => {
-    const w = await start('inet-tcp');
+    const w = await fx.start('inet-tcp');
     const client = await connectOutside(Number(w.info.port));
     const total = 2 << 20;
     const data = Buffer.alloc(total);
@@ -181,7 +134,7 @@ describe('data in flight in every queue', () => {
     client.pause(); // the echo backs up: the server's send queue (sent and unsent) and receive queue fill
     client.write(data);
     await sleep(300);
-    const { dir } = await cycle(w);
+    const { dir } = await fx.cycle(w);
     const streams = fs.readdirSync(dir).filter((f) => f.startsWith('tcp-stream-'));
     const queued = streams
       .map((f) => decodeImage(fs.readFileSync(path.join(dir, f)), f).entries[0].msg)
@@ -198,13 +151,13 @@ describe('data in flight in every queue', () => {
 
 describe('failures leave every connection as it was', () => {
   test('a listener with a connection not accepted yet: clear error after the freeze, connections out of repair mode, the exchange goes on', async () => {
-    const w = await start('inet-tcp');
+    const w = await fx.start('inet-tcp');
     await sleep(100);
     process.kill(w.pid, 'SIGSTOP'); // the server cannot accept: the next connection waits in its accept queue
     let resumed = false;
     try {
       const client = await connectOutside(Number(w.info.port));
-      const dir = imageDir();
+      const dir = fx.imageDir();
       const err = await dump({ pid: w.pid, dir, leaveRunning: true }).then(
         () => undefined,
         (e: unknown) => e,
@@ -230,8 +183,8 @@ describe('failures leave every connection as it was', () => {
 
 describe('restore preflight', () => {
   test('a socket bound to an address this host lacks: clear error naming it and the fix, nothing created', async () => {
-    const w = await start('inet-udp');
-    const dir = imageDir();
+    const w = await fx.start('inet-udp');
+    const dir = fx.imageDir();
     await dump({ pid: w.pid, dir, leaveRunning: true, compress: 'none' });
     // The image as it would come from a host that has 198.18.255.254 (a plain CRIU directory: no manifest).
     fs.rmSync(path.join(dir, 'godwit-manifest.json'));
@@ -239,11 +192,8 @@ describe('restore preflight', () => {
     const udp4 = img.entries.find((e) => (e.msg.isk as Record<string, unknown> | undefined)?.family === 2 && (e.msg.isk as Record<string, unknown>).proto === 17)!;
     (udp4.msg.isk as Record<string, unknown>).src_addr = [Buffer.from([198, 18, 255, 254]).readUInt32LE(0)];
     fs.writeFileSync(path.join(dir, 'files.img'), encodeImage('FILES', img.entries));
-    const err = await restore({ dir, newPidns: true, detach: true }, { silent: true }).then(
-      (r) => {
-        restored.push(r);
-        return undefined;
-      },
+    const err = await fx.restore(w, dir).then(
+      () => undefined,
       (e: unknown) => e,
     );
     expect(describeError(err)).toMatch(/address 198\.18\.255\.254, which 1 socket\(s\) of the image are bound to, is not configured on this host: .*ip addr add 198\.18\.255\.254/);
