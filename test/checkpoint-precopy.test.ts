@@ -43,9 +43,9 @@ function untracked(pid: number): void {
   expect(fs.readFileSync(`/proc/${pid}/status`, 'utf8')).toMatch(/^TracerPid:\s+0$/m);
 }
 
-/** The counter page's value (the loop advances it without pause while the workload runs). */
-function counter(w: Workload): bigint {
-  const addr = Number(BigInt(w.info.counter!));
+/** A word of the workload's counter page (struct counter in mem-counter.c): the loop advances it without pause. */
+function counterWord(w: Workload, word: 'value' | 'dirtyWrites'): bigint {
+  const addr = Number(BigInt(w.info.counter!)) + (word === 'value' ? 0 : 16);
   const fd = fs.openSync(`/proc/${w.pid}/mem`, 'r');
   try {
     const b = Buffer.alloc(8);
@@ -56,11 +56,18 @@ function counter(w: Workload): bigint {
   }
 }
 
-async function stillRunning(w: Workload): Promise<void> {
-  const a = counter(w);
-  await new Promise((r) => setTimeout(r, 50));
-  expect(counter(w)).toBeGreaterThan(a);
+/**
+ * Waits until the workload has moved WORD past its value now (a loaded machine may not schedule it for a while);
+ * fails if it does not within 10 s.
+ */
+async function advances(w: Workload, word: 'value' | 'dirtyWrites'): Promise<void> {
+  const a = counterWord(w, word);
+  const deadline = Date.now() + 10_000;
+  while (counterWord(w, word) <= a && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+  expect(counterWord(w, word)).toBeGreaterThan(a);
 }
+
+const stillRunning = (w: Workload): Promise<void> => advances(w, 'value');
 
 test('a workload writing pages all the time: pre-copied in rounds, continues unharmed, restores and verifies', async () => {
   // 1024 dirty pages rewritten at 20,000 pages/s: every round finds the set dirty again.
