@@ -174,8 +174,8 @@ test('a process that exits between rounds is dropped from tracking; the others g
       onRound: async (r) => {
         if (r.round === 1) {
           await goes.kill();
-          // Give the one that stays time to write (5000 writes/s) before round 2 scans, so the round has work to do.
-          await new Promise((res) => setTimeout(res, 200));
+          // The one that stays writes a page after round 1 before round 2 scans, so the round has work to do.
+          await advances(stays, 'dirtyWrites');
         }
       },
     });
