@@ -81,9 +81,12 @@ describe('container namespaces and cgroups round trip', () => {
     await expect(prepareNamespaces(['ipc', 'uts'], { uts: { nodename: 'x', domainname: 'y' }, ipc: { shm: [content.shm[0], content.shm[0]], sem: [] } })).rejects.toThrow(
       /godwit-nsutil ipc-restore .* failed .*shmget\(key 4369 id 0 size 10\).*File exists/,
     );
+    // The namespace holder is this process's own child (setpriv execs unshare, which execs sleep infinity): count
+    // only such children, not the holders of other suites running on the machine at the same time.
     const leftover = fs.readdirSync('/proc').filter((p) => /^\d+$/.test(p) && !before.has(p)).filter((p) => {
       try {
-        return fs.readFileSync(`/proc/${p}/cmdline`, 'utf8').includes('infinity');
+        const ppid = Number(/^PPid:\s+(\d+)$/m.exec(fs.readFileSync(`/proc/${p}/status`, 'utf8'))?.[1]);
+        return ppid === process.pid && fs.readFileSync(`/proc/${p}/cmdline`, 'utf8').includes('infinity');
       } catch {
         return false;
       }
