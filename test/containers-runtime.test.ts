@@ -14,9 +14,14 @@ import { decodeImage, encodeImage } from '../images';
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-async function countAdvances(c: RunningContainer, ms = 200): Promise<boolean> {
+/**
+ * Whether the container's counter moves past its value now within MS: waits for the move (a loaded machine may not
+ * schedule the container at once), so a short MS is the window in which a frozen one must not move.
+ */
+async function countAdvances(c: RunningContainer, ms = 10_000): Promise<boolean> {
   const a = c.count();
-  await sleep(ms);
+  const deadline = Date.now() + ms;
+  while (c.count() <= a && Date.now() < deadline) await sleep(20);
   return c.count() > a;
 }
 
