@@ -4,6 +4,7 @@
  * stops and resumes it (and thaws on a failure in between). Real runc, real cgroups, real namespaces.
  */
 import * as fs from 'fs';
+import * as os from 'os';
 import * as path from 'path';
 import { execFileSync } from 'child_process';
 import { CGROUP_PARENT, RunningContainer, cgroupRoots, runContainer } from '../scenarios/container/bundle';
@@ -113,9 +114,16 @@ describe('container scenario under runc', () => {
   });
 
   it('cleans up a container whose start fails', async () => {
-    const before = fs.readdirSync('/tmp').filter((d) => d.startsWith('godwit-bundle-')).length;
-    await expect(runContainer({ args: ['/bin/no-such-program'] })).rejects.toThrow(/runc run .* exited|not ready|failed/);
-    expect(fs.readdirSync('/tmp').filter((d) => d.startsWith('godwit-bundle-')).length).toBe(before);
-    expect(execFileSync('runc', ['list', '-q']).toString()).not.toMatch(/gwctr-/);
+    // Its own temp root and id: containers of other suites running on this machine come and go meanwhile.
+    const tmpRoot = fs.mkdtempSync(path.join(os.tmpdir(), 'godwit-ctr-fail-'));
+    const id = `gwctr-${process.pid}-fails`;
+    try {
+      await expect(runContainer({ id, tmpRoot, args: ['/bin/no-such-program'] })).rejects.toThrow(/runc run .* exited|not ready|failed/);
+      expect(fs.readdirSync(tmpRoot).filter((d) => d.startsWith('godwit-bundle-'))).toEqual([]);
+      expect(execFileSync('runc', ['list', '-q']).toString().split('\n')).not.toContain(id);
+      for (const root of cgroupRoots()) expect(fs.existsSync(path.join(root, CGROUP_PARENT, id))).toBe(false);
+    } finally {
+      fs.rmSync(tmpRoot, { recursive: true, force: true });
+    }
   });
 });

@@ -35,6 +35,8 @@ export interface BundleOptions {
   memMib?: number;
   /** Override the container's command (default: the counting workload). */
   args?: string[];
+  /** Parent directory of the bundle directory. Default os.tmpdir(). */
+  tmpRoot?: string;
 }
 
 export interface Bundle {
@@ -45,7 +47,7 @@ export interface Bundle {
   config: OciConfig;
   /** cgroupsPath from config.json, absolute (/godwit-ctr/ID). */
   cgroupsPath: string;
-  opts: Required<Omit<BundleOptions, 'args'>>;
+  opts: Required<Omit<BundleOptions, 'args' | 'tmpRoot'>>;
 }
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
@@ -76,7 +78,7 @@ export async function buildBundle(o: BundleOptions = {}): Promise<Bundle> {
     seed: o.seed ?? 7,
     memMib: o.memMib ?? 0,
   };
-  const dir = await fs.promises.mkdtemp(path.join(os.tmpdir(), 'godwit-bundle-'));
+  const dir = await fs.promises.mkdtemp(path.join(o.tmpRoot ?? os.tmpdir(), 'godwit-bundle-'));
   try {
     const rootfs = path.join(dir, 'rootfs');
     for (const d of ['bin', 'proc', 'sys', 'dev', 'tmp', 'etc', 'root']) await fs.promises.mkdir(path.join(rootfs, d), { recursive: true });
