@@ -65,6 +65,17 @@ async function routeView(ns: number | string): Promise<unknown> {
     rules4: await ipJson(ns, ['-4', 'rule', 'show']),
   };
 }
+/**
+ * Waits (up to 5 s) until NS shows BEFORE's links and routes: the veth's carrier comes after its host end is up,
+ * and the kernel adds the IPv6 link-local route only then. The caller then compares them.
+ */
+async function settled(ns: number, before: { links: unknown[]; routes: unknown }): Promise<void> {
+  const want = JSON.stringify(before);
+  for (let i = 0; i < 100; i++) {
+    if (JSON.stringify({ links: await linkView(ns), routes: await routeView(ns) }) === want) return;
+    await new Promise((res) => setTimeout(res, 50));
+  }
+}
 async function linkNames(ns: string): Promise<string[]> {
   return (await ipJson<{ ifname: string }>(ns, ['link', 'show'])).map((l) => l.ifname).sort();
 }
@@ -142,8 +153,7 @@ describe('net namespace dump and restore', () => {
     const master = (await ipJson<{ master?: string }>(dst.path, ['link', 'show', 'dev', 'gwv-rt']))[0].master;
     expect(master).toBe('gwbr0');
 
-    // Wait for the veth's carrier (the host end just came up) before comparing operstate.
-    for (let i = 0; i < 100 && JSON.stringify(await linkView(ctr2.pid)) !== JSON.stringify(before.links); i++) await new Promise((res) => setTimeout(res, 50));
+    await settled(ctr2.pid, before);
     expect(await linkView(ctr2.pid)).toEqual(before.links);
     expect(await routeView(ctr2.pid)).toEqual(before.routes);
     expect(await pingFrom(ctr2.pid, '198.19.7.1')).toBe(true);
@@ -229,7 +239,7 @@ describe('net namespace dump and restore', () => {
     const r = await restoreNetns(fresh.pid, dir, { nsId: 2, hostNetns: dst.path, veth: { bridge: 'gwbr1' } });
     cleanups.push(() => r.cleanup());
     expect(r.hostIfname).toMatch(/^gwv[0-9a-f]{8}$/);
-    for (let i = 0; i < 100 && JSON.stringify(await linkView(fresh.pid)) !== JSON.stringify(before.links); i++) await new Promise((res) => setTimeout(res, 50));
+    await settled(fresh.pid, before);
     expect(await linkView(fresh.pid)).toEqual(before.links);
     expect(await routeView(fresh.pid)).toEqual(before.routes);
     expect(await pingFrom(dst.path, '198.19.11.2')).toBe(true);
