@@ -6,7 +6,6 @@
 #include <fcntl.h>
 #include <string.h>
 #include <sys/ioctl.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "fields.h"
@@ -25,13 +24,7 @@ static int open_target(struct helper *h, int pid, int fd, const char *path)
 			return gw_fail_errno(&h->err, "open", pid, "%s", path);
 		return o;
 	}
-	int pidfd AUTO_CLOSE = (int)syscall(SYS_pidfd_open, pid, 0);
-	if (pidfd < 0)
-		return gw_fail_errno(&h->err, "pidfd_open", pid, "to copy fd %d", fd);
-	int copy = (int)syscall(SYS_pidfd_getfd, pidfd, fd, 0);
-	if (copy < 0)
-		return gw_fail_errno(&h->err, "pidfd_getfd", pid, "fd %d", fd);
-	return copy;
+	return grab_fd(h, pid, fd);
 }
 
 int op_fd_query(struct helper *h, const uint8_t *req, size_t len, struct pb_buf *out)

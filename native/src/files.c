@@ -27,19 +27,26 @@
  * by default), so 16 MiB leaves room for raised buffers while bounding our allocation. */
 #define PEEK_DEFAULT_MAX (16u << 20)
 
-struct fd_req {
-	int pid, fd;
-	uint32_t max_bytes;
-};
+/* Every request on one fd of a task shares field numbers 1-3 (pid, fd, max_bytes): one parser serves them all. */
+_Static_assert(F_PeekSocketReq_pid == F_PeekPipeReq_pid && F_SockOptsReq_pid == F_PeekPipeReq_pid &&
+		       F_InetSockReq_pid == F_PeekPipeReq_pid && F_TcpSock_pid == F_PeekPipeReq_pid &&
+		       F_TcpRepairDumpReq_pid == F_PeekPipeReq_pid,
+	       "fd requests share the pid field number");
+_Static_assert(F_PeekSocketReq_fd == F_PeekPipeReq_fd && F_SockOptsReq_fd == F_PeekPipeReq_fd &&
+		       F_InetSockReq_fd == F_PeekPipeReq_fd && F_TcpSock_fd == F_PeekPipeReq_fd &&
+		       F_TcpRepairDumpReq_fd == F_PeekPipeReq_fd,
+	       "fd requests share the fd field number");
+_Static_assert(F_PeekSocketReq_max_bytes == F_PeekPipeReq_max_bytes &&
+		       F_TcpRepairDumpReq_max_bytes == F_PeekPipeReq_max_bytes,
+	       "fd requests share the max_bytes field number");
 
-static int parse_fd_req(struct helper *h, const uint8_t *req, size_t len, struct fd_req *q, const char *what)
+int parse_fd_req(struct helper *h, const uint8_t *req, size_t len, struct fd_req *q, const char *what)
 {
 	struct pb_reader r = pb_reader(req, len);
 	struct pb_field f;
 	int rc;
 	memset(q, 0, sizeof(*q));
 	q->fd = -1;
-	/* PeekPipeReq, PeekSocketReq and SockOptsReq share field numbers 1-3 (pid, fd, max_bytes). */
 	while ((rc = pb_next(&r, &f)) > 0) {
 		if (f.num == F_PeekPipeReq_pid)
 			q->pid = (int)f.v;
@@ -53,7 +60,6 @@ static int parse_fd_req(struct helper *h, const uint8_t *req, size_t len, struct
 	return 0;
 }
 
-/* Our own fd for fd `fd` of pid. */
 int grab_fd(struct helper *h, int pid, int fd)
 {
 	int pidfd AUTO_CLOSE = (int)syscall(SYS_pidfd_open, pid, 0);

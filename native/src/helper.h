@@ -141,6 +141,15 @@ int op_present_pages(struct helper *h, const uint8_t *req, size_t len, struct pb
 void track_close_all(struct helper *h);
 
 /* ---- files.c: pipes and sockets through pidfd_getfd */
+/* Our own fd (O_CLOEXEC) for fd `fd` of pid. */
+int grab_fd(struct helper *h, int pid, int fd);
+/* pid, fd and max_bytes of a request on one fd of a task (PeekPipeReq, PeekSocketReq, SockOptsReq, InetSockReq,
+ * TcpSock, TcpRepairDumpReq: same field numbers); `what` names the message in the error. */
+struct fd_req {
+	int pid, fd;
+	uint32_t max_bytes;
+};
+int parse_fd_req(struct helper *h, const uint8_t *req, size_t len, struct fd_req *q, const char *what);
 int op_peek_pipe(struct helper *h, const uint8_t *req, size_t len, struct pb_buf *out);
 int op_peek_socket(struct helper *h, const uint8_t *req, size_t len, struct pb_buf *out);
 int op_sock_opts(struct helper *h, const uint8_t *req, size_t len, struct pb_buf *out);
@@ -156,8 +165,6 @@ int op_tcp_repair_dump(struct helper *h, const uint8_t *req, size_t len, struct 
 int op_tcp_repair_off(struct helper *h, const uint8_t *req, size_t len, struct pb_buf *out);
 /* Ends repair mode on every connection still held (shutdown: the tasks must find them as they were). */
 void tcp_repair_all_off(struct helper *h);
-/* Our own fd for fd `fd` of pid (files.c). */
-int grab_fd(struct helper *h, int pid, int fd);
 
 /* Monotonic clock in nanoseconds. */
 uint64_t now_ns(void);

@@ -29,32 +29,6 @@
 #define RCVQ_TRIES 4
 #define MAX_REPAIRED 65536
 
-struct sk_req {
-	int pid, fd;
-	uint32_t max_bytes;
-};
-
-static int parse_sk_req(struct helper *h, const uint8_t *req, size_t len, struct sk_req *q, const char *what)
-{
-	struct pb_reader r = pb_reader(req, len);
-	struct pb_field f;
-	int rc;
-	memset(q, 0, sizeof(*q));
-	q->fd = -1;
-	/* InetSockReq, TcpSock and TcpRepairDumpReq share field numbers 1-3 (pid, fd, max_bytes). */
-	while ((rc = pb_next(&r, &f)) > 0) {
-		if (f.num == F_TcpRepairDumpReq_pid)
-			q->pid = (int)f.v;
-		else if (f.num == F_TcpRepairDumpReq_fd)
-			q->fd = (int)f.v;
-		else if (f.num == F_TcpRepairDumpReq_max_bytes)
-			q->max_bytes = (uint32_t)f.v;
-	}
-	if (rc < 0 || q->pid <= 0 || q->fd < 0)
-		return gw_fail(&h->err, EBADMSG, "decode", q->pid, "malformed %s (pid %d, fd %d)", what, q->pid, q->fd);
-	return 0;
-}
-
 static int get_int(int s, int level, int opt, int *v)
 {
 	socklen_t l = sizeof(*v);
@@ -69,8 +43,8 @@ static int set_int(int s, int level, int opt, int v)
 
 int op_inet_sock(struct helper *h, const uint8_t *req, size_t len, struct pb_buf *out)
 {
-	struct sk_req q;
-	if (parse_sk_req(h, req, len, &q, "InetSockReq"))
+	struct fd_req q;
+	if (parse_fd_req(h, req, len, &q, "InetSockReq"))
 		return -1;
 	int s AUTO_CLOSE = grab_fd(h, q.pid, q.fd);
 	if (s < 0)
@@ -176,8 +150,8 @@ int op_tcp_repair_on(struct helper *h, const uint8_t *req, size_t len, struct pb
 	while ((rc = pb_next(&r, &f)) > 0) {
 		if (f.num != F_TcpRepairOnReq_socks || f.wire != PB_LEN)
 			continue;
-		struct sk_req q;
-		if (parse_sk_req(h, f.data, f.len, &q, "TcpSock"))
+		struct fd_req q;
+		if (parse_fd_req(h, f.data, f.len, &q, "TcpSock"))
 			return -1;
 		/* Stop at the first failure: those already in repair mode stay listed for TcpRepairOff. */
 		if (repair_one(h, q.pid, q.fd))
@@ -209,8 +183,8 @@ static int peek_queue(struct helper *h, int s, int pid, int fd, const char *whic
 
 int op_tcp_repair_dump(struct helper *h, const uint8_t *req, size_t len, struct pb_buf *out)
 {
-	struct sk_req q;
-	if (parse_sk_req(h, req, len, &q, "TcpRepairDumpReq"))
+	struct fd_req q;
+	if (parse_fd_req(h, req, len, &q, "TcpRepairDumpReq"))
 		return -1;
 	struct repaired_sk *rs = repaired_find(h, q.pid, q.fd);
 	if (!rs)

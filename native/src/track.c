@@ -143,14 +143,9 @@ static int make_uffd(struct helper *h, int pid, int tid, int *uffd, int *remote_
 		goto out;
 	}
 	*remote_out = (int)remote;
-	int pidfd AUTO_CLOSE = (int)syscall(SYS_pidfd_open, pid, 0);
-	if (pidfd < 0) {
-		gw_fail_errno(&h->err, "pidfd_open", pid, "to copy its userfaultfd");
-		goto out;
-	}
-	*uffd = (int)syscall(SYS_pidfd_getfd, pidfd, (int)remote, 0);
+	*uffd = grab_fd(h, pid, (int)remote);
 	if (*uffd < 0) {
-		gw_fail_errno(&h->err, "pidfd_getfd", pid, "userfaultfd (fd %d in the target)", (int)remote);
+		gw_note(&h->err, "the userfaultfd injected into the target");
 		goto out;
 	}
 	rc = 0;
