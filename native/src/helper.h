@@ -118,6 +118,8 @@ int op_kill(struct helper *h, const uint8_t *req, size_t len, struct pb_buf *out
 void detach_all(struct helper *h);
 /* The tracee for tid, which must be seized and stopped (else fails with ESRCH naming tid). */
 struct tracee *tracee_stopped(struct helper *h, int tid);
+/* The state letter of /proc/<tid>/stat (R, S, T, t, Z, X, ...), or 0 if the task is gone. */
+char proc_state(int tid);
 
 /* ---- regs.c: per-thread state through ptrace */
 int op_thread_regs(struct helper *h, const uint8_t *req, size_t len, struct pb_buf *out);

@@ -285,17 +285,8 @@ int op_tcp_repair_dump(struct helper *h, const uint8_t *req, size_t len, struct 
  * (leaving it would send FIN or RST from a socket whose only holder is our copy). */
 static int task_alive(int pid)
 {
-	char path[64], buf[512];
-	snprintf(path, sizeof(path), "/proc/%d/stat", pid);
-	int fd AUTO_CLOSE = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return 0;
-	ssize_t n = read(fd, buf, sizeof(buf) - 1);
-	if (n <= 0)
-		return 0;
-	buf[n] = 0;
-	const char *p = strrchr(buf, ')');
-	return p && p[1] == ' ' && p[2] != 'Z' && p[2] != 'X';
+	char st = proc_state(pid);
+	return st && st != 'Z' && st != 'X';
 }
 
 /* Ends repair mode (release = 0) or only drops the copies (release = 1); returns how many failed. Connections of

@@ -73,7 +73,7 @@ static struct tracee *tracee_add(struct helper *h, int tid)
 	return t;
 }
 
-/* "Tgid:" of /proc/<tid>/status, or 0. And the state letter of /proc/<tid>/stat. */
+/* "Tgid:" of /proc/<tid>/status, or 0. */
 static int read_tgid(int tid)
 {
 	char path[64], buf[1024];
@@ -89,7 +89,7 @@ static int read_tgid(int tid)
 	return p ? atoi(p + 6) : 0;
 }
 
-static char read_state(int tid)
+char proc_state(int tid)
 {
 	char path[64], buf[512];
 	snprintf(path, sizeof(path), "/proc/%d/stat", tid);
@@ -228,7 +228,7 @@ int op_seize(struct helper *h, const uint8_t *req, size_t len, struct pb_buf *ou
 				continue;
 			}
 			if (errno == EPERM) {
-				char st = read_state(s->tid);
+				char st = proc_state(s->tid);
 				if (st == 'Z' || st == 'X') {
 					s->status = E_SeizeStatus_ZOMBIE;
 					continue;
