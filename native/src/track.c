@@ -328,6 +328,15 @@ static int scan_pages(struct helper *h, int pid, int pagemap_fd, uint64_t start,
 	return 0;
 }
 
+/* The output buffer of one PAGEMAP_SCAN call (SCAN_VEC regions). */
+static struct gw_page_region *scan_vec(struct helper *h, int pid)
+{
+	struct gw_page_region *vec = malloc(SCAN_VEC * sizeof(*vec));
+	if (!vec)
+		gw_fail(&h->err, ENOMEM, "malloc", pid, "scan buffer");
+	return vec;
+}
+
 /* Written pages of [start, end); with reset they are write-protected again in the same walk. */
 static int scan_range(struct helper *h, struct track *t, uint64_t start, uint64_t end, int reset,
 		      struct gw_page_region *vec, struct pb_buf *outv, uint64_t *pages)
@@ -352,11 +361,9 @@ int op_track_register(struct helper *h, const uint8_t *req, size_t len, struct p
 	struct track *t = track_get(h, q.pid);
 	if (!t)
 		goto out;
-	vec = malloc(SCAN_VEC * sizeof(*vec));
-	if (!vec) {
-		gw_fail(&h->err, ENOMEM, "malloc", q.pid, "scan buffer");
+	vec = scan_vec(h, q.pid);
+	if (!vec)
 		goto out;
-	}
 	for (size_t i = 0; i < q.n; i++) {
 		struct gw_uffdio_register reg = {
 			.range = { q.v[2 * i], q.v[2 * i + 1] - q.v[2 * i] },
@@ -391,11 +398,9 @@ int op_track_scan(struct helper *h, const uint8_t *req, size_t len, struct pb_bu
 	struct track *t = track_get(h, q.pid);
 	if (!t)
 		goto out;
-	vec = malloc(SCAN_VEC * sizeof(*vec));
-	if (!vec) {
-		gw_fail(&h->err, ENOMEM, "malloc", q.pid, "scan buffer");
+	vec = scan_vec(h, q.pid);
+	if (!vec)
 		goto out;
-	}
 	for (size_t i = 0; i < q.n; i++) {
 		size_t mark = regions.len;
 		uint64_t pages_before = pages;
@@ -461,11 +466,9 @@ int op_present_pages(struct helper *h, const uint8_t *req, size_t len, struct pb
 		gw_fail_errno(&h->err, "open", q.pid, "%s", path);
 		goto out;
 	}
-	vec = malloc(SCAN_VEC * sizeof(*vec));
-	if (!vec) {
-		gw_fail(&h->err, ENOMEM, "malloc", q.pid, "scan buffer");
+	vec = scan_vec(h, q.pid);
+	if (!vec)
 		goto out;
-	}
 	/* keep_file (field 4, parsed as q.reset): anonymous mappings, where the only non-anonymous pages are the
 	 * vdso's, which are dumped. */
 	const uint64_t skip = GW_PAGE_IS_PFNZERO | (q.reset ? 0 : GW_PAGE_IS_FILE);
