@@ -59,6 +59,12 @@ static int proc_mem_read(int pid, int *fd, uint64_t addr, uint8_t *dst, size_t l
 	return 0;
 }
 
+static void closep(int *fd)
+{
+	if (*fd >= 0)
+		close(*fd);
+}
+
 static napi_value readv_js(napi_env env, napi_callback_info info)
 {
 	size_t argc = 3;
@@ -88,7 +94,7 @@ static napi_value readv_js(napi_env env, napi_callback_info info)
 
 	struct iovec local[MAX_IOV], remote[MAX_IOV];
 	uint64_t total = 0;
-	int memfd = -1;
+	int memfd __attribute__((cleanup(closep))) = -1; /* opened on the first range that needs it */
 	size_t next = 0;
 	while (next < npieces) {
 		size_t n = 0;
@@ -105,12 +111,8 @@ static napi_value readv_js(napi_env env, napi_callback_info info)
 		size_t i = 0;
 		while (i < n) {
 			ssize_t got = process_vm_readv(pid, &local[i], (unsigned long)(n - i), &remote[i], (unsigned long)(n - i), 0);
-			if (got < 0 && errno != EFAULT && errno != ENOMEM) {
-				int e = errno;
-				if (memfd >= 0)
-					close(memfd);
-				return fail(env, e, "process_vm_readv", pid, (uint64_t)(uintptr_t)remote[i].iov_base);
-			}
+			if (got < 0 && errno != EFAULT && errno != ENOMEM)
+				return fail(env, errno, "process_vm_readv", pid, (uint64_t)(uintptr_t)remote[i].iov_base);
 			size_t adv = got > 0 ? (size_t)got : 0;
 			total += adv;
 			while (i < n && adv >= remote[i].iov_len) {
@@ -122,18 +124,13 @@ static napi_value readv_js(napi_env env, napi_callback_info info)
 			uint64_t a = (uint64_t)(uintptr_t)remote[i].iov_base + adv;
 			size_t rest = remote[i].iov_len - adv;
 			int e = proc_mem_read(pid, &memfd, a, (uint8_t *)local[i].iov_base + adv, rest);
-			if (e) {
-				if (memfd >= 0)
-					close(memfd);
+			if (e)
 				return fail(env, e, "pread(/proc/PID/mem)", pid, a);
-			}
 			total += rest;
 			i++;
 		}
 		next += n;
 	}
-	if (memfd >= 0)
-		close(memfd);
 	napi_value r;
 	napi_create_double(env, (double)total, &r);
 	return r;
