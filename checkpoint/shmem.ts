@@ -16,7 +16,7 @@ import type { FdClass } from './fdkinds';
 import { FD_TYPES, fown, O_CLOEXEC } from './filetable';
 import { mapFilesName } from './proc/maps';
 import type { ProcFdInfo } from './proc/fdinfo';
-import { procPath } from './proc/read';
+import { procPath, toSysError } from './proc/read';
 import { Mapping, VMA_ANON_SHARED, VMA_AREA_MEMFD, VMA_AREA_SYSVIPC } from './vma';
 
 const PAGE = 4096;
@@ -143,12 +143,14 @@ export async function dumpShmem(
   return { bytes, writers };
 }
 
+const objectName = (o: ShmemObject) => (o.kind === 'memfd' ? `memfd:${o.name}` : `${o.shmid}`);
+
 async function copyObject(ctx: CollectContext, o: ShmemObject, w: PageWriter): Promise<number> {
   let fd: number;
   try {
     fd = fs.openSync(o.source, 'r');
   } catch (err) {
-    throw new GodwitError(`pid ${o.pid}: cannot open shared memory object ${o.kind === 'memfd' ? 'memfd:' + o.name : o.shmid} (${o.source})`, { cause: err });
+    throw new GodwitError(`pid ${o.pid}: cannot open shared memory object ${objectName(o)} (${o.source})`, { cause: err });
   }
   const size = Number(o.size);
   const buf = Buffer.alloc(Math.min(READ_CHUNK, Math.max(PAGE, size)));
@@ -162,7 +164,12 @@ async function copyObject(ctx: CollectContext, o: ShmemObject, w: PageWriter): P
   try {
     for (let off = 0; off < size; ) {
       const want = Math.min(buf.length, size - off);
-      const n = fs.readSync(fd, buf, 0, want, off);
+      let n: number;
+      try {
+        n = fs.readSync(fd, buf, 0, want, off);
+      } catch (err) {
+        throw toSysError(err, `read shared memory object ${objectName(o)} at offset ${off} (${o.source})`, o.pid);
+      }
       if (n <= 0) break;
       // A short tail (a size not page-aligned) is padded with zeros: the object's pages are whole.
       const end = Math.ceil(n / PAGE) * PAGE;
@@ -180,8 +187,9 @@ async function copyObject(ctx: CollectContext, o: ShmemObject, w: PageWriter): P
         }
         if ((zero || p + PAGE === end) && pieceStart >= 0) {
           const stop = zero ? p : p + PAGE;
-          // Copy: the writer may keep the bytes after write() returns, and buf is refilled.
-          await w.write(Buffer.from(buf.subarray(pieceStart, stop)));
+          // A view, no copy: write() resolves only once the writer is done with the bytes (PageWriter.write),
+          // and buf is refilled only after that.
+          await w.write(buf.subarray(pieceStart, stop));
           written += stop - pieceStart;
           pieceStart = -1;
         }
