@@ -10,7 +10,6 @@ import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { GodwitError, SysError } from '../util/errors';
 import type { ReadJob, ReadReply } from './memreader-worker';
-import { toSysError } from './proc/read';
 import { readvAddon } from './readv';
 
 /** Reads up to this size are not split between threads: ~1 ms of copying, about a worker round trip. */
@@ -44,12 +43,7 @@ export class MemReader {
     if (!p) return;
     this.pending.delete(r.id);
     if ('bytes' in r) p.resolve(r.bytes);
-    else
-      p.reject(
-        r.error.errno !== undefined
-          ? new SysError({ errno: Math.abs(r.error.errno), syscall: r.error.syscall ?? 'pread', pid: p.pid, path: `/proc/${p.pid}/mem`, what: `read memory at 0x${r.error.addr.toString(16)}` })
-          : new GodwitError(`pid ${p.pid}: memory at 0x${r.error.addr.toString(16)}: ${r.error.message}`),
-      );
+    else p.reject(readError(p.pid, r.error));
   }
 
   private failAll(err: unknown): void {
@@ -102,7 +96,7 @@ export class MemReader {
   private submit(w: Worker, pid: number, sab: SharedArrayBuffer, g: Piece[]): Promise<number> {
     if (g.length === 0) return Promise.resolve(0);
     const id = this.nextId++;
-    const job: ReadJob = { id, pid, sab, pieces: g.flatMap((p) => [p.addr, p.len, p.at]) };
+    const job: ReadJob = { id, pid, sab, triples: toTriples(g) };
     return new Promise<number>((resolve, reject) => {
       this.pending.set(id, { resolve, reject, pid });
       w.ref(); // keep the process alive while a read is in flight
@@ -117,40 +111,73 @@ export class MemReader {
   }
 }
 
-export function readPieces(pid: number, buf: Buffer, pieces: Piece[]): number {
-  if (pieces.length === 0) return 0;
+/** A failed read, as plain data (it crosses from a worker thread): errno and syscall when the kernel refused. */
+export interface ReadFailure {
+  message: string;
+  errno?: number;
+  syscall?: string;
+  /** The address being read. */
+  addr: number;
+}
+
+/** A ReadFailure as the error the caller sees (a SysError naming pid, syscall and address when it has an errno). */
+export function readError(pid: number, f: ReadFailure): Error {
+  const what = `read memory at 0x${f.addr.toString(16)}`;
+  if (f.errno === undefined) return new GodwitError(`pid ${pid}: memory at 0x${f.addr.toString(16)}: ${f.message}`);
+  const syscall = f.syscall ?? 'pread';
+  return new SysError({ errno: Math.abs(f.errno), syscall, pid, ...(syscall === 'process_vm_readv' ? {} : { path: `/proc/${pid}/mem` }), what });
+}
+
+/**
+ * Reads (address, length, offset in buf) triples of `pid`'s memory into buf: process_vm_readv through the addon,
+ * else pread of /proc/PID/mem. The one read routine of this thread and of the worker threads; it never throws.
+ */
+export function readTriples(pid: number, buf: Buffer, triples: Float64Array): { bytes: number } | { error: ReadFailure } {
+  if (triples.length === 0) return { bytes: 0 };
   const addon = readvAddon();
   if (addon) {
     try {
-      return addon.readv(pid, buf, new Float64Array(pieces.flatMap((p) => [p.addr, p.len, p.at])));
+      return { bytes: addon.readv(pid, buf, triples) };
     } catch (err) {
-      const e = err as { errno?: number; syscall?: string; addr?: number; message: string };
-      if (e.errno === undefined) throw err;
-      throw new SysError({ errno: e.errno, syscall: e.syscall ?? 'process_vm_readv', pid, what: `read memory at 0x${(e.addr ?? 0).toString(16)}` });
+      const e = err as { message: string; errno?: number; syscall?: string; addr?: number };
+      return { error: { message: e.message, errno: e.errno, syscall: e.syscall ?? 'process_vm_readv', addr: e.addr ?? triples[0]! } };
     }
   }
-  const memPath = `/proc/${pid}/mem`;
-  let fd: number;
-  try {
-    fd = fs.openSync(memPath, 'r');
-  } catch (err) {
-    throw toSysError(err, `open ${memPath}`, pid);
-  }
+  let fd = -1;
+  let addr = triples[0]!;
   let bytes = 0;
   try {
-    for (const p of pieces) {
-      let got: number;
-      try {
-        got = fs.readSync(fd, buf, p.at, p.len, p.addr);
-      } catch (err) {
-        throw toSysError(err, `read memory 0x${p.addr.toString(16)}-0x${(p.addr + p.len).toString(16)} of pid ${pid}`, pid);
-      }
-      if (got !== p.len)
-        throw new GodwitError(`pid ${pid}: memory at 0x${(p.addr + got).toString(16)} could not be read (${got} of ${p.len} bytes)`);
+    fd = fs.openSync(`/proc/${pid}/mem`, 'r');
+    for (let i = 0; i < triples.length; i += 3) {
+      addr = triples[i]!;
+      const len = triples[i + 1]!;
+      const got = fs.readSync(fd, buf, triples[i + 2]!, len, addr);
+      if (got !== len) return { error: { message: `could not be read (${got} of ${len} bytes)`, addr: addr + got } };
       bytes += got;
     }
+    return { bytes };
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    return { error: { message: e.message, errno: e.errno, syscall: fd < 0 ? 'open' : (e.syscall ?? 'pread'), addr } };
   } finally {
-    fs.closeSync(fd);
+    if (fd >= 0) fs.closeSync(fd);
   }
-  return bytes;
+}
+
+/** Reads every piece in this thread; throws readError() on failure. */
+export function readPieces(pid: number, buf: Buffer, pieces: Piece[]): number {
+  const r = readTriples(pid, buf, toTriples(pieces));
+  if ('error' in r) throw readError(pid, r.error);
+  return r.bytes;
+}
+
+function toTriples(pieces: Piece[]): Float64Array {
+  const t = new Float64Array(pieces.length * 3);
+  let i = 0;
+  for (const p of pieces) {
+    t[i++] = p.addr;
+    t[i++] = p.len;
+    t[i++] = p.at;
+  }
+  return t;
 }
