@@ -116,14 +116,16 @@ export interface ReadFailure {
   message: string;
   errno?: number;
   syscall?: string;
-  /** The address being read. */
+  /** The address being read, and the end of the piece it lies in. */
   addr: number;
+  end: number;
 }
 
-/** A ReadFailure as the error the caller sees (a SysError naming pid, syscall and address when it has an errno). */
+/** A ReadFailure as the error the caller sees (a SysError naming pid, syscall and address range when it has an errno). */
 export function readError(pid: number, f: ReadFailure): Error {
-  const what = `read memory at 0x${f.addr.toString(16)}`;
-  if (f.errno === undefined) return new GodwitError(`pid ${pid}: memory at 0x${f.addr.toString(16)}: ${f.message}`);
+  const range = `0x${f.addr.toString(16)}-0x${f.end.toString(16)}`;
+  if (f.errno === undefined) return new GodwitError(`pid ${pid}: memory ${range}: ${f.message}`);
+  const what = `read memory ${range}`;
   const syscall = f.syscall ?? 'pread';
   return new SysError({ errno: Math.abs(f.errno), syscall, pid, ...(syscall === 'process_vm_readv' ? {} : { path: `/proc/${pid}/mem` }), what });
 }
@@ -140,25 +142,28 @@ export function readTriples(pid: number, buf: Buffer, triples: Float64Array): { 
       return { bytes: addon.readv(pid, buf, triples) };
     } catch (err) {
       const e = err as { message: string; errno?: number; syscall?: string; addr?: number };
-      return { error: { message: e.message, errno: e.errno, syscall: e.syscall ?? 'process_vm_readv', addr: e.addr ?? triples[0]! } };
+      const addr = e.addr ?? triples[0]!;
+      return { error: { message: e.message, errno: e.errno, syscall: e.syscall ?? 'process_vm_readv', addr, end: pieceEnd(triples, addr) } };
     }
   }
   let fd = -1;
   let addr = triples[0]!;
+  let end = addr + triples[1]!;
   let bytes = 0;
   try {
     fd = fs.openSync(`/proc/${pid}/mem`, 'r');
     for (let i = 0; i < triples.length; i += 3) {
       addr = triples[i]!;
       const len = triples[i + 1]!;
+      end = addr + len;
       const got = fs.readSync(fd, buf, triples[i + 2]!, len, addr);
-      if (got !== len) return { error: { message: `could not be read (${got} of ${len} bytes)`, addr: addr + got } };
+      if (got !== len) return { error: { message: `could not be read (${got} of ${len} bytes)`, addr: addr + got, end } };
       bytes += got;
     }
     return { bytes };
   } catch (err) {
     const e = err as NodeJS.ErrnoException;
-    return { error: { message: e.message, errno: e.errno, syscall: fd < 0 ? 'open' : (e.syscall ?? 'pread'), addr } };
+    return { error: { message: e.message, errno: e.errno, syscall: fd < 0 ? 'open' : (e.syscall ?? 'pread'), addr, end } };
   } finally {
     if (fd >= 0) fs.closeSync(fd);
   }
@@ -169,6 +174,12 @@ export function readPieces(pid: number, buf: Buffer, pieces: Piece[]): number {
   const r = readTriples(pid, buf, toTriples(pieces));
   if ('error' in r) throw readError(pid, r.error);
   return r.bytes;
+}
+
+/** The end of the piece `addr` lies in (the addon names the address where it stopped, not its piece). */
+function pieceEnd(triples: Float64Array, addr: number): number {
+  for (let i = 0; i < triples.length; i += 3) if (addr >= triples[i]! && addr < triples[i]! + triples[i + 1]!) return triples[i]! + triples[i + 1]!;
+  return addr;
 }
 
 function toTriples(pieces: Piece[]): Float64Array {

@@ -9,9 +9,7 @@
  * on these machines (0.2-0.5 GB/s), several times slower than copying into memory that is already mapped.
  */
 import * as fs from 'node:fs';
-import { GodwitError } from '../util/errors';
-import { toSysError } from './proc/read';
-import type { MemReader, Piece } from './memreader';
+import { MemReader, Piece, readPieces } from './memreader';
 
 /** 4 MiB slots: a multiple of the container's 256 KiB chunks (so the writer takes them without copying), and
  *  large enough that the per-write bookkeeping stays negligible. */
@@ -104,9 +102,9 @@ export class PageBuffer {
   }
 
   /**
-   * Reads `ranges` of `pid`'s memory straight into the buffer's slots through /proc/PID/mem (one pread per
-   * slot, no pipe and no extra copy) and hands each full slot to `writer`. Resolves once every byte has been
-   * read from the target; `flushed` settles when the writer is done with all of them.
+   * Reads `ranges` of `pid`'s memory straight into the buffer's slots (readPieces: process_vm_readv, else pread
+   * of /proc/PID/mem; one call per slot, no pipe and no extra copy) and hands each full slot to `writer`. Resolves
+   * once every byte has been read from the target; `flushed` settles when the writer is done with all of them.
    */
   async readInto(
     pid: number,
@@ -116,18 +114,14 @@ export class PageBuffer {
   ): Promise<{ bytes: number; flushed: Promise<void> }> {
     const need = ranges.reduce((n, r) => n + r.bytes, 0);
     if (reader && need > 0 && Math.ceil(need / SLOT_SIZE) <= this.free.length) return this.readParallel(pid, ranges, writer, reader, need);
-    const memPath = `/proc/${pid}/mem`;
-    let fd: number;
-    try {
-      fd = fs.openSync(memPath, 'r');
-    } catch (err) {
-      throw toSysError(err, `open ${memPath}`, pid);
-    }
     const inFlight: Promise<void>[] = [];
     let slot = -1;
     let fill = 0;
     let total = 0;
+    let pieces: Piece[] = [];
     const handOver = (): void => {
+      total += readPieces(pid, this.buf, pieces);
+      pieces = [];
       this.held.push({ slot, fill, writer, inFlight });
       slot = -1;
       fill = 0;
@@ -146,28 +140,21 @@ export class PageBuffer {
             fill = 0;
           }
           const n = Math.min(left, SLOT_SIZE - fill);
-          let got: number;
-          try {
-            got = fs.readSync(fd, this.buf, slot * SLOT_SIZE + fill, n, addr);
-          } catch (err) {
-            throw toSysError(err, `read memory 0x${addr.toString(16)}-0x${(addr + n).toString(16)} of pid ${pid}`, pid);
-          }
-          if (got !== n)
-            throw new GodwitError(`pid ${pid}: memory at 0x${(addr + got).toString(16)} could not be read (${got} of ${n} bytes)`);
+          const last = pieces[pieces.length - 1];
+          if (last && last.addr + last.len === addr) last.len += n;
+          else pieces.push({ addr, len: n, at: slot * SLOT_SIZE + fill });
           fill += n;
           addr += n;
           left -= n;
-          total += n;
           if (fill === SLOT_SIZE) handOver();
         }
       }
       if (slot >= 0 && fill > 0) handOver();
       else if (slot >= 0) this.release(slot);
     } catch (err) {
+      if (slot >= 0) this.release(slot);
       this.held = this.held.filter((h) => (h.writer === writer ? (this.release(h.slot), false) : true));
       throw err;
-    } finally {
-      fs.closeSync(fd);
     }
     // Slots stay held until submitHeld(): the caller starts compression once the whole tree has been read.
     const done = this.done.then(() => Promise.all(inFlight)).then(() => undefined);

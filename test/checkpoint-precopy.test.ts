@@ -10,6 +10,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { dump, DumpSummary } from '../checkpoint/dump';
 import { MemReader, readPieces } from '../checkpoint/memreader';
+import { PageBuffer, SLOT_SIZE } from '../checkpoint/pagebuffer';
 import { readvAddon } from '../checkpoint/readv';
 import { PageStore } from '../checkpoint/pagestore';
 import { PreCopy } from '../checkpoint/precopy';
@@ -238,7 +239,7 @@ test.each([
 
 test('the page readers (process_vm_readv addon, in this thread and in workers) read what /proc/PID/mem holds', async () => {
   expect(readvAddon()).not.toBeNull(); // built by make -C native from Node's headers
-  const w = await start(['--mib', '8']);
+  const w = await start(['--mib', '12']); // larger than the smallest page buffer (two slots)
   const [a, l] = w.info.area!.split(' ');
   const start0 = Number(BigInt(a!));
   const len = Number(l);
@@ -271,7 +272,27 @@ test('the page readers (process_vm_readv addon, in this thread and in workers) r
   expect(Buffer.from(sab2).equals(here)).toBe(true);
   // An address nothing is mapped at: a SysError naming it, also from a worker.
   expect(() => readPieces(w.pid, Buffer.from(sab), [{ addr: 4096, len: 4096, at: 0 }])).toThrow(SysError);
+  expect(() => readPieces(w.pid, Buffer.from(sab), [{ addr: 4096, len: 4096, at: 0 }])).toThrow(new RegExp(`0x1000-0x2000: .*failed: E[A-Z]+ \\(pid ${w.pid}`));
   await expect(reader.read(w.pid, sab2, [{ addr: 4096, len: 4 << 20, at: 0 }])).rejects.toThrow(/0x1000/);
+
+  // The page buffer's slot-by-slot path (the process does not fit in its free slots): same bytes, slots reused.
+  const pb = new PageBuffer(2 * SLOT_SIZE);
+  const got: Buffer[] = [];
+  const r = await pb.readInto(w.pid, [{ start: BigInt(start0), bytes: len }], { write: async (d) => void got.push(Buffer.from(d)) });
+  pb.startWriting();
+  await r.flushed;
+  expect(r.bytes).toBe(len);
+  expect(Buffer.concat(got).equals(viaMem)).toBe(true);
+  // A failed read there names pid, address range and errno, and gives its slots back.
+  const bad = pb.readInto(w.pid, [{ start: 4096n, bytes: 4096 }], { write: async () => undefined });
+  await expect(bad).rejects.toThrow(SysError);
+  await expect(bad).rejects.toThrow(new RegExp(`read memory 0x1000-0x2000: .*failed: E[A-Z]+ \\(pid ${w.pid}`));
+  // Both slots free again: the whole read fits, so it goes to the parallel path and nothing is written yet (with a
+  // slot lost, it would take the slot path and hand the first slot to the writer to reuse it).
+  let writes = 0;
+  const again = await pb.readInto(w.pid, [{ start: BigInt(start0), bytes: 2 * SLOT_SIZE }], { write: async () => void writes++ }, reader);
+  expect(again.bytes).toBe(2 * SLOT_SIZE);
+  expect(writes).toBe(0);
 });
 
 /** A small process that registers its own userfaultfd over 1 MiB (write-protect) and waits. */
