@@ -12,6 +12,7 @@ import * as path from 'node:path';
 import { promisify } from 'node:util';
 import { CONTAINER_JSON, ContainerRecord } from '../checkpoint/container-dump';
 import { GodwitError } from '../util/errors';
+import { settled } from '../util/settled';
 import { restoreCgroups, RestoredCgroups } from './cgroups';
 import { readEntries } from './image-files';
 import { buildMounts, planMounts, readonlyRecords, rootTaskRecords } from './mounts';
@@ -95,8 +96,9 @@ export async function prepareContainer(dir: string, rec: ContainerRecord, o: Con
       if (kinds.length) c.holder = await createFreshNamespaces(kinds);
     });
     const h = c.holder?.pid ?? 0;
-    // Independent of each other: namespace content, network, rootfs check side by side.
-    await Promise.all([
+    // Independent of each other: namespace content, network, rootfs check side by side. All settle before a
+    // failure is thrown: the teardown below must not run while another branch is still making its veth/overlay.
+    await settled([
       timed('namespaces', async () => {
         if (own.has('uts') && rec.uts) await restoreUts(h, rec.uts);
         if (own.has('ipc')) {

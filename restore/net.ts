@@ -18,6 +18,7 @@ import { NetnsRef, linksIn, ipIn, ipJson, netnsInode, netnsPath, setSysctlIn, sy
 import { readImageFile } from '../images';
 import { routesForRestore, savedAddresses, savedRoutes, savedRuleCount } from '../images/ipdump';
 import { GodwitError, UsageError } from '../util/errors';
+import { settled } from '../util/settled';
 
 export interface VethHostConfig {
   /** Name of the host end (default `gwv` + 8 hex digits). At most 15 bytes, no '/' or spaces. */
@@ -98,13 +99,6 @@ export function vethConfigFromFlags(f: { vethHostName?: string; bridge?: string;
   if (f.bridge !== undefined) c.bridge = f.bridge;
   if (f.peerAddr !== undefined) c.peerAddr = f.peerAddr;
   return c;
-}
-
-/** Waits for every promise; then throws the first failure, if any. */
-async function settled(jobs: Array<Promise<unknown>>): Promise<void> {
-  const r = await Promise.allSettled(jobs);
-  const bad = r.find((x): x is PromiseRejectedResult => x.status === 'rejected');
-  if (bad) throw bad.reason;
 }
 
 /** `ip route restore` seeks in its stdin: it must be a file. A private temp file, removed afterwards. */
