@@ -229,15 +229,23 @@ async function withUffd<T>(ctx: RestoreContext, t: TaskImage, vmas: Vma[], fn: (
   const done = Buffer.alloc(12);
   done.writeInt32LE(t.pid, 0);
   done.writeInt32LE(-1, 4);
-  try {
-    await ctx.restorer!.request(Op.UFFD, req, `register memory of ${t.pid} with userfaultfd`);
-    return await fn();
-  } finally {
-    await ctx.restorer!.request(Op.UFFD, done, `unregister memory of ${t.pid} from userfaultfd`).catch(() => undefined);
+  const release = async (): Promise<void> => {
+    await ctx.restorer!.request(Op.UFFD, done, `unregister memory of ${t.pid} from userfaultfd`);
     const c = new Batch();
     c.call('close', [Number(ufd)], 'close the userfaultfd');
     await runBatch(ctx.restorer!, t.pid, c);
+  };
+  let result: T;
+  try {
+    await ctx.restorer!.request(Op.UFFD, req, `register memory of ${t.pid} with userfaultfd`);
+    result = await fn();
+  } catch (e) {
+    // The tree is killed after this: the first failure is the one to report, not a release that failed after it.
+    await release().catch(() => undefined);
+    throw e;
   }
+  await release(); // a failed unregister on the way to a running task is an error, with its errno and pid
+  return result;
 }
 
 /** What the page path did for one task. */
