@@ -13,7 +13,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { openPages } from '../images/container-reader';
 import { fileNameFor } from '../images';
-import { GodwitError } from '../util/errors';
+import { GodwitError, SysError } from '../util/errors';
 import type { RestoreContext } from './context';
 import { Msg, readEntries } from './image-files';
 import { liveTasks, TaskImage } from './load';
@@ -179,7 +179,7 @@ async function createAnon(ctx: RestoreContext, shmid: bigint, size: bigint): Pro
   o.call('munmap', [addr, len], `unmap shared object ${shmid} from the restorer`);
   const { results } = await runLocal(ctx.restorer!, o, `shared memory ${shmid}`);
   const fd = Number(results[0]);
-  if (fd < 0) throw new GodwitError(`shared memory ${shmid}: cannot open ${name} in the restorer (errno ${-fd})`);
+  if (fd < 0) throw new SysError({ errno: -fd, syscall: 'openat', path: name, what: `shared memory ${shmid}: open the object in the restorer` });
   ctx.restorerFds.push(fd);
   return fd;
 }
