@@ -3,21 +3,23 @@
  * shared it at dump time maps the same object again:
  *   - shared anonymous memory: an anonymous MAP_SHARED area of the restorer, reopened through
  *     /proc/self/map_files (the fd is the same "/dev/zero (deleted)" shmem file the kernel would have made),
- *     then unmapped from the restorer;
+ *     then unmapped from the restorer; /proc is the host's, reached from the root the restorer started in (in a
+ *     container's mount namespace /proc has no entry for the restorer);
  *   - memfds: memfd_create with the dumped name, size and owner; seals are added once every mapping exists
  *     (F_SEAL_WRITE/FUTURE_WRITE would refuse the writable ones).
  * Content comes from pagemap-shmem-<shmid>.img + pages-<id> (offsets into the object), written with pwrite.
- * Tasks map the object through a pidfd_getfd copy; MEMFD fds are new open file descriptions of it.
+ * Tasks map the object through a pidfd_getfd copy (in a container, through the pidfd of the restorer its stubs
+ * kept); MEMFD fds are new open file descriptions of it, also opened through the host's /proc.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { openPages } from '../images/container-reader';
 import { fileNameFor } from '../images';
-import { GodwitError, SysError } from '../util/errors';
+import { GodwitError } from '../util/errors';
 import type { RestoreContext } from './context';
 import { Msg, readEntries } from './image-files';
 import { liveTasks, TaskImage } from './load';
-import type { Vma } from './memory';
+import { openInRestorer, Vma } from './memory';
 import { Batch, ResultRef, runLocal } from './syscalls';
 
 const VMA_ANON_SHARED = 256;
@@ -32,8 +34,6 @@ const MFD_CLOEXEC = 1;
 const MFD_ALLOW_SEALING = 2;
 const F_SEAL_SEAL = 1;
 const F_ADD_SEALS = 1033;
-const AT_FDCWD = -100;
-const SEEK_SET = 0;
 const PAGE = 4096n;
 const PE_PRESENT = 4;
 /** Bytes per pwrite request into an object: a few round trips per MiB, well under the restorer's request cap. */
@@ -173,14 +173,23 @@ async function createAnon(ctx: RestoreContext, shmid: bigint, size: bigint): Pro
   const m = new Batch();
   m.call('mmap', [0n, len, PROT_RW, MAP_SHARED | MAP_ANONYMOUS, -1, 0], `shared anonymous object ${shmid}`);
   const addr = BigInt.asUintN(64, (await runLocal(ctx.restorer!, m, `shared memory ${shmid}`)).results[0]);
-  const o = new Batch();
+  // Through the host's /proc (opened from the root the restorer started in): in a container's mount namespace
+  // /proc belongs to the tree's pid namespace, where the restorer has no pid and /proc/self does not exist.
   const name = `/proc/self/map_files/${addr.toString(16)}-${(addr + len).toString(16)}`;
-  o.call('openat', [AT_FDCWD, o.str(name), O_RDWR | O_CLOEXEC, 0], `open shared object ${shmid} as a file`, { allowFail: true });
-  o.call('munmap', [addr, len], `unmap shared object ${shmid} from the restorer`);
-  const { results } = await runLocal(ctx.restorer!, o, `shared memory ${shmid}`);
-  const fd = Number(results[0]);
-  if (fd < 0) throw new SysError({ errno: -fd, syscall: 'openat', path: name, what: `shared memory ${shmid}: open the object in the restorer` });
+  const unmap = async (): Promise<void> => {
+    const u = new Batch();
+    u.call('munmap', [addr, len], `unmap shared object ${shmid} from the restorer`);
+    await runLocal(ctx.restorer!, u, `shared memory ${shmid}`);
+  };
+  let fd: number;
+  try {
+    fd = await openInRestorer(ctx, name, O_RDWR, undefined, 0, true);
+  } catch (err) {
+    await unmap().catch(() => undefined); // the failed open is the error to report
+    throw new GodwitError(`shared memory ${shmid}: cannot open the object in the restorer`, { cause: err });
+  }
   ctx.restorerFds.push(fd);
+  await unmap();
   return fd;
 }
 
@@ -236,7 +245,7 @@ async function fillObject(ctx: RestoreContext, shmid: bigint, fd: number, size: 
  */
 export function shmemMapper(ctx: RestoreContext, t: TaskImage, b: Batch) {
   const st = states.get(ctx);
-  let pidfd: ResultRef | undefined;
+  let pidfd: ResultRef | number | undefined;
   const fds = new Map<bigint, ResultRef>();
   return {
     map(v: Vma, prot: number, flags: number, what: string): void {
@@ -247,7 +256,9 @@ export function shmemMapper(ctx: RestoreContext, t: TaskImage, b: Batch) {
       if (!o) throw new GodwitError(`task ${t.pid}: ${what}: shared memory object ${shmid} was not created`);
       let fd = fds.get(shmid);
       if (!fd) {
-        pidfd ??= b.call('pidfd_open', [ctx.restorerPid, 0], 'open a pidfd of the restorer');
+        // In a container's pid namespace the restorer is invisible (pid 1 there is the tree's root): its stubs
+        // kept a pidfd of it, which installFds closes later.
+        pidfd ??= ctx.restorerPidfd ?? b.call('pidfd_open', [ctx.restorerPid, 0], 'open a pidfd of the restorer');
         fd = b.call('pidfd_getfd', [pidfd, o.fd, 0], `fetch shared object ${shmid}`);
         fds.set(shmid, fd);
       }
@@ -255,7 +266,7 @@ export function shmemMapper(ctx: RestoreContext, t: TaskImage, b: Batch) {
     },
     closeAll(): void {
       for (const fd of fds.values()) b.call('close', [fd], 'close a shared object');
-      if (pidfd) b.call('close', [pidfd], 'close the pidfd');
+      if (pidfd !== undefined && pidfd !== ctx.restorerPidfd) b.call('close', [pidfd], 'close the pidfd');
     },
   };
 }
@@ -266,12 +277,11 @@ export async function createMemfdFile(ctx: RestoreContext, id: number, mf: Msg):
   if (!st) throw new GodwitError(`memfd file ${id}: shared memory objects were not created first`);
   const ino = memfdInodeOfFile(ctx, st.inodes, id, `file id ${id}`);
   const o = st.objects.get(BigInt(Number(ino.shmid)))!;
-  const b = new Batch();
+  // The host's /proc, as in createAnon: a container's /proc has no entry for the restorer.
   const flags = Number(mf.flags ?? O_RDWR) & ~O_CLOEXEC;
-  const fd = b.call('openat', [AT_FDCWD, b.str(`/proc/self/fd/${o.fd}`), flags | O_CLOEXEC, 0], `reopen memfd:${o.name} as file ${id}`);
-  b.call('lseek', [fd, BigInt((mf.pos as bigint | undefined) ?? 0n), SEEK_SET], `position of memfd file ${id}`);
-  const { results } = await runLocal(ctx.restorer!, b, `memfd file ${id}`);
-  const out = Number(results[0]);
+  const out = await openInRestorer(ctx, `/proc/self/fd/${o.fd}`, flags, BigInt((mf.pos as bigint | undefined) ?? 0n), 0, true).catch((err) => {
+    throw new GodwitError(`memfd file ${id}: cannot reopen memfd:${o.name} in the restorer`, { cause: err });
+  });
   ctx.restorerFds.push(out);
   return out;
 }

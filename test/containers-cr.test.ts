@@ -159,6 +159,29 @@ describe('container checkpoint/restore (runc)', () => {
     expect(restored.runc).toEqual({ listed: false, why: 'not a runc container' });
   });
 
+  it('restores shared anonymous memory and a memfd in a container (the restorer opens them through the host /proc, tasks fetch them through the kept pidfd)', async () => {
+    const args = ['/bin/ctr-workload', String(0x60d817), String(256 << 10), '7', '2', 'shared'];
+    uc = await runUnshareContainer({ hostname: 'gw-cr-s', args });
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'gw-ctr-img-'));
+    fs.rmdirSync(dir);
+    await dump({ pid: uc.pid, dir });
+    expect(fs.readdirSync(dir).some((f) => /^pagemap-shmem-\d+\.img$/.test(f))).toBe(true);
+    restored = await restore({ dir, detach: true }, { silent: true });
+    const pid = restored.rootPid;
+    // The 2 MiB MAP_SHARED area is back as shared memory (a /dev/zero shmem mapping), not a private one; the
+    // memfd is both mapped and open.
+    const maps = fs.readFileSync(`/proc/${pid}/maps`, 'utf8').split('\n');
+    expect(maps.filter((l) => /^\S+ rw-s .*\/dev\/zero/.test(l))).toHaveLength(1);
+    expect(maps.filter((l) => /^\S+ rw-s .*\/memfd:ctr-shared/.test(l))).toHaveLength(1);
+    expect(fs.readdirSync(`/proc/${pid}/fd`).map((f) => fs.readlinkSync(`/proc/${pid}/fd/${f}`))).toContain('/memfd:ctr-shared (deleted)');
+    // 64 of the 512 pages are checked per tick: 9 ticks check every page; each tick also writes the count
+    // through the memfd mapping and reads it back through its fd.
+    const before = Number(readOr(`/proc/${pid}/root/tmp/count`));
+    for (let i = 0; i < 300 && !(Number(readOr(`/proc/${pid}/root/tmp/count`)) >= before + 9); i++) await sleep(100);
+    expect(Number(readOr(`/proc/${pid}/root/tmp/count`))).toBeGreaterThanOrEqual(before + 9);
+    expect(readOr(`/proc/${pid}/root/tmp/result`)).toBeUndefined(); // the shared memory checked as it counts
+  });
+
   it('carries the rootfs changes against a pristine base (--rootfs diff) and refuses a different base', async () => {
     ctr = await runContainer({ hostname: 'gw-cr-d' });
     base = fs.mkdtempSync(path.join(os.tmpdir(), 'gw-ctr-base-'));

@@ -4,8 +4,10 @@
  * every 20 ms it increments a counter, writes it to /tmp/count (a tmpfs in the container) and checks that
  * the segment still holds its pattern; a mismatch writes "FAIL ..." to /tmp/result and exits 1.
  * With MIB, it also holds MIB MiB of anonymous memory (a seeded pattern, half of it repeated so zstd has
- * something to compress) and checks a rotating slice of it on every tick.
- *   ctr-workload SHM_KEY SHM_BYTES SEED [MIB]
+ * something to compress) and checks a rotating slice of it on every tick; with "shared" after MIB, that memory
+ * is a MAP_SHARED anonymous mapping (a shmem object of its own, restored as one), and a memfd is both mapped and
+ * kept open: every tick writes the count through the mapping and reads it back through the fd (one object).
+ *   ctr-workload SHM_KEY SHM_BYTES SEED [MIB [shared]]
  */
 #define _GNU_SOURCE
 #include <stdio.h>
@@ -47,9 +49,10 @@ static void put(const char *path, const char *text)
 
 int main(int argc, char **argv)
 {
-	if (argc != 4 && argc != 5)
+	if (argc < 4 || argc > 6 || (argc == 6 && strcmp(argv[5], "shared") != 0))
 		return 2;
-	size_t mem_bytes = argc == 5 ? strtoul(argv[4], NULL, 0) << 20 : 0;
+	size_t mem_bytes = argc >= 5 ? strtoul(argv[4], NULL, 0) << 20 : 0;
+	int mem_share = argc == 6 ? MAP_SHARED : MAP_PRIVATE;
 	key_t key = (key_t)strtol(argv[1], NULL, 0);
 	size_t bytes = strtoul(argv[2], NULL, 0);
 	unsigned seed = (unsigned)strtoul(argv[3], NULL, 0);
@@ -77,13 +80,27 @@ int main(int argc, char **argv)
 		p[i] = pattern(seed, i);
 	unsigned char *mem = NULL;
 	if (mem_bytes) {
-		mem = mmap(NULL, mem_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		mem = mmap(NULL, mem_bytes, PROT_READ | PROT_WRITE, mem_share | MAP_ANONYMOUS, -1, 0);
 		if (mem == MAP_FAILED) {
 			put("/tmp/result", "FAIL: mmap\n");
 			return 3;
 		}
 		for (size_t i = 0; i < mem_bytes; i++)
 			mem[i] = mem_pattern(seed, i);
+	}
+	int mfd = -1;
+	volatile unsigned long *mcount = NULL;
+	if (mem_share == MAP_SHARED) {
+		mfd = memfd_create("ctr-shared", MFD_CLOEXEC);
+		if (mfd < 0 || ftruncate(mfd, 4096) < 0) {
+			put("/tmp/result", "FAIL: memfd\n");
+			return 3;
+		}
+		mcount = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, mfd, 0);
+		if (mcount == MAP_FAILED) {
+			put("/tmp/result", "FAIL: mmap memfd\n");
+			return 3;
+		}
 	}
 	size_t cursor = 0;
 	char buf[128];
@@ -105,6 +122,20 @@ int main(int argc, char **argv)
 				put("/tmp/result", buf);
 				return 1;
 			}
+		if (mcount) {
+			unsigned long back = 0;
+			if (*mcount != n - 1) {
+				snprintf(buf, sizeof(buf), "FAIL: memfd holds %lu, not the last count %lu\n", *mcount, n - 1);
+				put("/tmp/result", buf);
+				return 1;
+			}
+			*mcount = n;
+			if (pread(mfd, &back, sizeof(back), 0) != sizeof(back) || back != n) {
+				snprintf(buf, sizeof(buf), "FAIL: memfd fd reads %lu, the mapping holds %lu\n", back, n);
+				put("/tmp/result", buf);
+				return 1;
+			}
+		}
 		struct timespec ts = { 0, 20 * 1000 * 1000 };
 		nanosleep(&ts, NULL);
 	}
