@@ -2,7 +2,7 @@
  * Bookkeeping shared by every test bed on the machine: which /24 of 198.18.0.0/15 each bed uses, and the
  * cleanup that must run when this process ends without destroying its beds.
  *
- * Slots: a bed owns `<tmp>/godwit-hosts/bed-<k>` (mode 0700) and with it the subnet number k, so beds of
+ * Slots: a bed owns `/tmp/godwit-hosts/bed-<k>` (mode 0700) and with it the subnet number k, so beds of
  * parallel test processes never share addresses. The directory holds an `owner` file (pid + start time). A slot
  * whose owner is gone is stale (its processes died with it, see hosts.ts) and is reclaimed. Claiming runs under a
  * lock directory so that two processes never reclaim the same stale slot.
@@ -13,11 +13,12 @@
  */
 import { existsSync, lstatSync, mkdirSync, readFileSync, readdirSync, readlinkSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { GodwitError } from '../util/errors';
 
-export const BEDS_ROOT = join(tmpdir(), 'godwit-hosts');
+// Fixed, not os.tmpdir(): subnets and veth names are machine-wide, so two test runs with different TMPDIRs must
+// still see each other's slots.
+export const BEDS_ROOT = '/tmp/godwit-hosts';
 /** 198.18.0.0/15 holds 512 subnets of /24: one per bed. */
 export const MAX_BEDS = 512;
 const LOCK_WAIT_MS = 5000;
