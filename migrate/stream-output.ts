@@ -80,7 +80,7 @@ export class StreamImageOutput implements ImageOutput {
       // The encoders hand over fresh buffers: wrap, do not copy.
       for (const p of parts) if (p.byteLength) await f.write(Buffer.from(p.buffer, p.byteOffset, p.byteLength));
       const r = await f.end();
-      const rec = { name, size: r.size, crc32: crc32Hex(r.crc >>> 0) };
+      const rec = { name, size: r.size, crc32: crc32Hex(r.crc) };
       this.records.set(name, rec);
       return rec;
     };

@@ -4,7 +4,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { crc32 } from 'node:zlib';
-import { crc32Combine } from '../transport/crc32';
+import { crc32Combine } from '../images/crc32';
 import { localEndpoint, sendImageDir } from '../transport/endpoint';
 import { FrameDecoder, FrameType, Message, PayloadPool, PREAMBLE, PROTOCOL_VERSION, encodeMessage } from '../transport/frames';
 import { closeAllLocal } from '../transport/local';

@@ -16,7 +16,7 @@
  * every field is validated, and any problem is a ProtocolError naming the stream, the byte offset and the frame.
  */
 import { ImageError } from '../util/errors';
-import { crc32, crc32Combine } from './crc32';
+import { crc32, crc32Combine } from '../images/crc32';
 
 export const PREAMBLE = Buffer.from([0x89, 0x47, 0x4f, 0x44, 0x57, 0x49, 0x54, 0x0a]);
 /** Bumped on any incompatible change of the frames below; a peer must speak exactly this version. */

@@ -12,7 +12,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as zstd from 'zstd-napi/binding';
 import { GodwitError, SysError } from '../util/errors';
-import { crc32, crc32Combine } from './crc32';
+import { crc32, crc32Combine } from '../images/crc32';
 import { FrameType, MARKER_NAME, MAX_CHUNK_SIZE, Message, PayloadPool, ProtocolError, RESERVED_PREFIX, TEMP_PREFIX, checkName } from './frames';
 import { handshake } from './handshake';
 import { Channel, ConnectionLostError, MessageReader, MessageWriter, TailBuffer } from './wire';
