@@ -5,6 +5,7 @@
  * streaming dump needs for its pages.
  */
 import type { FileRecord } from '../images/atomic-file';
+import { crc32, crc32Combine, crc32Hex } from '../images/crc32';
 import type { PageSink } from '../images/container-writer';
 import type { FileOptions, ImageSender, StreamFile } from './send';
 
@@ -13,16 +14,33 @@ export function streamPageSink(sender: ImageSender, name: string, opts: FileOpti
   const open = () => (file ??= sender.openFile(name, { compressed: name.endsWith('.gwz'), ...opts }));
   return {
     name,
-    async writev(bufs: Uint8Array[]): Promise<void> {
+    async writev(bufs: Uint8Array[], crcs?: Array<number | undefined>): Promise<void> {
       // The page writer reuses its buffers once this resolves, and the connection may still hold what was
-      // written: copy (memcpy is ~10x faster than the link).
+      // written: copy (memcpy is ~10x faster than the link). The copy also joins each 32-byte chunk header to its
+      // chunk, one Data frame for both instead of a frame (and an SSH packet) of its own, and the workers' crcs
+      // are combined rather than the bytes hashed again.
       const f = open();
-      for (const b of bufs) await f.write(Buffer.from(b));
+      let group: Uint8Array[] = [];
+      let length = 0;
+      let crc = 0;
+      for (let i = 0; i < bufs.length; i++) {
+        const b = bufs[i]!;
+        if (length > 0 && length + b.byteLength > sender.maxChunk) {
+          await f.write(Buffer.concat(group, length), crc);
+          group = [];
+          length = 0;
+          crc = 0;
+        }
+        group.push(b);
+        crc = crc32Combine(crc, crcs?.[i] ?? crc32(b), b.byteLength);
+        length += b.byteLength;
+      }
+      if (length > 0) await f.write(Buffer.concat(group, length), crc);
     },
     async commit(): Promise<FileRecord> {
       const f = open();
       const r = await f.end();
-      return { name, size: r.size, crc32: (r.crc >>> 0).toString(16).padStart(8, '0') };
+      return { name, size: r.size, crc32: crc32Hex(r.crc) };
     },
     async abort(): Promise<void> {
       sender.abort(`the writer of "${name}" gave up`);

@@ -10,7 +10,7 @@ import * as path from 'node:path';
 import { Writable } from 'node:stream';
 import { Compressor } from 'zstd-napi';
 import { GodwitError, SysError } from '../util/errors';
-import { crc32, crc32Combine } from './crc32';
+import { crc32, crc32Combine } from '../images/crc32';
 import { DEFAULT_CHUNK_SIZE, FrameType, MAX_CHUNK_SIZE, Message, checkName } from './frames';
 import { handshake } from './handshake';
 import { Channel, ConnectionLostError, MessageReader, MessageWriter, TailBuffer } from './wire';
@@ -71,7 +71,8 @@ export function isPrecompressedName(name: string): boolean {
 }
 
 export interface StreamFile {
-  write(data: Buffer): Promise<void>;
+  /** `crc`: crc32 of `data` when the producer has it already (the page writer's workers do): not hashed again. */
+  write(data: Buffer, crc?: number): Promise<void>;
   end(): Promise<{ size: number; crc: number }>;
 }
 
@@ -282,7 +283,8 @@ export class ImageSender {
   openFile(name: string, opts: FileOptions = {}): StreamFile {
     const state = this.startFile(name, opts);
     return {
-      write: async (data: Buffer) => {
+      write: async (data: Buffer, crc?: number) => {
+        if (data.length <= this.chunkSize) return this.sendChunk(state, data, crc);
         for (let o = 0; o < data.length; o += this.chunkSize) await this.sendChunk(state, data.subarray(o, o + this.chunkSize));
       },
       end: async () => {
@@ -311,8 +313,13 @@ export class ImageSender {
     return state;
   }
 
-  /** @internal one chunk of a file's content (the buffer must not be reused by the caller). */
-  async sendChunk(state: FileState, raw: Buffer): Promise<void> {
+  /** The most raw bytes one Data frame carries: a StreamFile write of at most this much is one frame. */
+  get maxChunk(): number {
+    return this.chunkSize;
+  }
+
+  /** @internal one chunk of a file's content (the buffer must not be reused by the caller); `knownCrc`: its crc32. */
+  async sendChunk(state: FileState, raw: Buffer, knownCrc?: number): Promise<void> {
     this.check();
     if (state.ended) throw new GodwitError(`"${state.name}": data after its end`);
     if (state.first) {
@@ -333,7 +340,7 @@ export class ImageSender {
         state.tryCompress = false;
       }
     }
-    const rawCrc = crc32(raw);
+    const rawCrc = knownCrc ?? crc32(raw);
     state.crc = crc32Combine(state.crc, rawCrc, raw.length);
     state.size += raw.length;
     if (state.expected !== undefined && state.size > state.expected) {
