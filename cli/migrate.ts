@@ -7,15 +7,11 @@ import type { Command } from 'commander';
 import { describeSummary, migrate, MigrateEvent, MigrateOptions } from '../migrate';
 import { describeError, UsageError } from '../util/errors';
 import { jsonReplacer } from './output';
+import { addSshFlags, SshFlags, targetOptions } from './ssh-flags';
 
-interface MigrateFlags {
+interface MigrateFlags extends SshFlags {
   pid: string;
   to: string;
-  port?: string;
-  identity?: string;
-  knownHosts?: string;
-  fingerprint?: string;
-  godwitPath?: string;
   targetDir?: string;
   newPidns?: boolean;
   keepImages?: boolean;
@@ -37,19 +33,7 @@ function seconds(flag: string, v: string | undefined, min: number, max: number):
 
 export function migrateOptions(f: MigrateFlags): MigrateOptions {
   if (!/^\d+$/.test(f.pid) || Number(f.pid) <= 0) throw new UsageError(`--pid must be a process id (a positive integer), got '${f.pid}'`);
-  const o: MigrateOptions = { pid: Number(f.pid), to: f.to };
-  if (f.port !== undefined) {
-    const p = Number(f.port);
-    if (!Number.isInteger(p) || p < 1 || p > 65535) throw new UsageError(`--port ${f.port}: not a TCP port (1-65535)`);
-    o.port = p;
-  }
-  if (f.identity) o.identity = f.identity;
-  if (f.knownHosts) o.knownHosts = f.knownHosts;
-  if (f.fingerprint) {
-    if (!/^SHA256:[A-Za-z0-9+/]{43}=?$/.test(f.fingerprint)) throw new UsageError(`--fingerprint ${f.fingerprint}: expected SHA256:... as ssh-keygen -lf prints it`);
-    o.fingerprint = f.fingerprint;
-  }
-  if (f.godwitPath) o.godwitPath = f.godwitPath;
+  const o: MigrateOptions = { pid: Number(f.pid), to: f.to, ...targetOptions(f) };
   if (f.targetDir) o.targetDir = f.targetDir;
   if (f.newPidns) o.newPidns = true;
   if (f.keepImages) o.keepImages = true;
@@ -68,16 +52,11 @@ export function migrateOptions(f: MigrateFlags): MigrateOptions {
 }
 
 export function register(program: Command): void {
-  program
+  addSshFlags(program
     .command('migrate')
     .description('move a running process tree to another host over SSH: dump, stream, restore there, then end it here')
     .requiredOption('--pid <pid>', 'root of the process tree to move')
-    .requiredOption('--to <[user@]host[:port]>', 'the target over SSH (godwit must be installed there); "local" for this host')
-    .option('--port <n>', 'SSH port (default 22)')
-    .option('--identity <key>', 'private key file (default: ssh-agent, then ~/.ssh/id_*)')
-    .option('--known-hosts <file>', 'known_hosts file to verify the host key against (default ~/.ssh/known_hosts)')
-    .option('--fingerprint <SHA256:...>', 'pin the host key instead of known_hosts')
-    .option('--godwit-path <cmd>', 'how to start godwit on the target (default: godwit on its PATH)')
+    .requiredOption('--to <[user@]host[:port]>', 'the target over SSH (godwit must be installed there); "local" for this host'))
     .option('--target-dir <dir>', 'image directory on the target, new or empty (default /var/tmp/godwit-migrate-PID-TIME)')
     .option('--new-pidns', 'restore into a new PID namespace on the target (when the PIDs may be taken there)')
     .option('--keep-images', 'keep the images on the target after the workload runs there')

@@ -4,21 +4,16 @@
  */
 import type { Command } from 'commander';
 import { UsageError } from '../util/errors';
-import { Endpoint, localEndpoint, sendImageDir } from '../transport/endpoint';
+import { sendImageDir } from '../transport/endpoint';
 import type { SendProgress, SendResult } from '../transport/send';
-import { sshEndpoint } from '../transport/ssh-endpoint';
-import { parseSshTarget, sshConnect, SshConnectOptions } from '../transport/ssh';
+import { connectTarget, TargetOptions } from '../transport/ssh-endpoint';
 import { printJson } from './output';
+import { addSshFlags, SshFlags, targetOptions } from './ssh-flags';
 
-export interface SendCliOptions {
+export interface SendCliOptions extends TargetOptions {
   dir: string;
   /** "[user@]host:DIR", or "local:DIR" for this machine (no SSH). */
   to: string;
-  port?: number;
-  identity?: string;
-  knownHosts?: string;
-  fingerprint?: string;
-  godwitPath?: string;
   json?: boolean;
 }
 
@@ -31,20 +26,7 @@ export function parseDestination(spec: string): { target: string; dir: string } 
 
 export async function runSend(o: SendCliOptions, onProgress?: (p: SendProgress) => void): Promise<SendResult> {
   const { target, dir } = parseDestination(o.to);
-  let endpoint: Endpoint;
-  if (target === 'local') {
-    endpoint = localEndpoint();
-  } else {
-    const t = parseSshTarget(target);
-    if (t.port !== undefined && o.port !== undefined) throw new UsageError('give the port once: in --to or with --port');
-    const c: SshConnectOptions = { host: t.host, username: t.username ?? 'root' };
-    const port = o.port ?? t.port;
-    if (port !== undefined) c.port = port;
-    if (o.identity) c.privateKeyPath = o.identity;
-    if (o.knownHosts) c.knownHostsFiles = [o.knownHosts];
-    if (o.fingerprint) c.fingerprint = o.fingerprint;
-    endpoint = sshEndpoint(await sshConnect(c), o.godwitPath);
-  }
+  const endpoint = await connectTarget(target, o);
   const ac = new AbortController();
   const onSig = () => ac.abort();
   process.once('SIGINT', onSig);
@@ -59,31 +41,14 @@ export async function runSend(o: SendCliOptions, onProgress?: (p: SendProgress) 
 }
 
 export function register(program: Command): void {
-  program
+  addSshFlags(program
     .command('send')
     .description('stream an image directory to another host over SSH (runs `godwit receive` there)')
     .argument('<dir>', 'image directory to send')
-    .requiredOption('--to <[user@]host:dir>', 'destination: SSH target and a new (or empty) directory there; local:DIR for this host')
-    .option('--port <n>', 'SSH port (default 22)')
-    .option('--identity <key>', 'private key file (default: ssh-agent, then ~/.ssh/id_*)')
-    .option('--known-hosts <file>', 'known_hosts file to verify the host key against (default ~/.ssh/known_hosts)')
-    .option('--fingerprint <SHA256:...>', 'pin the host key instead of known_hosts')
-    .option('--godwit-path <cmd>', 'how to start godwit on the target (default: godwit on its PATH)')
+    .requiredOption('--to <[user@]host:dir>', 'destination: SSH target and a new (or empty) directory there; local:DIR for this host'))
     .option('--json', 'print the result as JSON')
-    .action(async (dir: string, opts: { to: string; port?: string; identity?: string; knownHosts?: string; fingerprint?: string; godwitPath?: string; json?: boolean }) => {
-      const o: SendCliOptions = { dir, to: opts.to };
-      if (opts.port !== undefined) {
-        const p = Number(opts.port);
-        if (!Number.isInteger(p) || p < 1 || p > 65535) throw new UsageError(`--port ${opts.port}: not a TCP port (1-65535)`);
-        o.port = p;
-      }
-      if (opts.identity) o.identity = opts.identity;
-      if (opts.knownHosts) o.knownHosts = opts.knownHosts;
-      if (opts.fingerprint) {
-        if (!/^SHA256:[A-Za-z0-9+/]{43}=?$/.test(opts.fingerprint)) throw new UsageError(`--fingerprint ${opts.fingerprint}: expected SHA256:... as ssh-keygen -lf prints it`);
-        o.fingerprint = opts.fingerprint;
-      }
-      if (opts.godwitPath) o.godwitPath = opts.godwitPath;
+    .action(async (dir: string, opts: SshFlags & { to: string; json?: boolean }) => {
+      const o: SendCliOptions = { dir, to: opts.to, ...targetOptions(opts) };
       if (opts.json) o.json = true;
       const r = await runSend(o);
       if (o.json) printJson(r);

@@ -14,11 +14,10 @@
  */
 import { Listr, ListrTask } from 'listr2';
 import { abortDump, DumpOptions, DumpState, DumpSummary, dumpTasks, finishDump, killTree, newDumpState } from '../checkpoint/dump';
-import { Endpoint, localEndpoint } from '../transport/endpoint';
+import type { Endpoint } from '../transport/endpoint';
 import { InDoubtError, MigrateTimeouts, SourceState, SourceTransaction } from '../transport/migrate-channel';
 import type { SendProgress } from '../transport/send';
-import { sshEndpoint } from '../transport/ssh-endpoint';
-import { parseSshTarget, sshConnect, SshConnectOptions } from '../transport/ssh';
+import { connectTarget, SshTiming, TargetOptions } from '../transport/ssh-endpoint';
 import { GodwitError, UsageError } from '../util/errors';
 import { StreamImageOutput } from './stream-output';
 
@@ -35,21 +34,14 @@ export interface MigrateTimeoutOptions extends MigrateTimeouts {
   idleMs?: number;
 }
 
-export interface MigrateOptions {
+/** port, identity, knownHosts, fingerprint, godwitPath: how to reach the target over SSH (TargetOptions). */
+export interface MigrateOptions extends TargetOptions {
   /** Root of the process tree to move. */
   pid: number;
   /** "[user@]host[:port]" over SSH, or "local" (a child process on this machine, no SSH). Ignored with `endpoint`. */
   to?: string;
   /** Where godwit runs on the target, instead of `to` (containers, tests, a connection made by the caller). */
   endpoint?: Endpoint;
-  port?: number;
-  /** SSH private key (default: ssh-agent, then ~/.ssh/id_*). */
-  identity?: string;
-  knownHosts?: string;
-  /** Pinned host key, SHA256:... */
-  fingerprint?: string;
-  /** How godwit is started on the target (default `godwit` on its PATH). */
-  godwitPath?: string;
   /** Image directory on the target (new or empty; its parent must exist). Default /var/tmp/godwit-migrate-PID-TIME. */
   targetDir?: string;
   /** Restore into a new PID namespace on the target (when the PIDs may be taken there). */
@@ -145,19 +137,11 @@ export function newMigrateState(opts: MigrateOptions): MigrateState {
 async function connect(s: MigrateState): Promise<Endpoint> {
   const o = s.opts;
   if (o.endpoint) return o.endpoint;
-  if (o.to === 'local') return localEndpoint();
-  const t = parseSshTarget(o.to!);
-  if (t.port !== undefined && o.port !== undefined) throw new UsageError('give the port once: in --to or with --port');
-  const c: SshConnectOptions = { host: t.host, username: t.username ?? 'root' };
-  const port = o.port ?? t.port;
-  if (port !== undefined) c.port = port;
-  if (o.identity) c.privateKeyPath = o.identity;
-  if (o.knownHosts) c.knownHostsFiles = [o.knownHosts];
-  if (o.fingerprint) c.fingerprint = o.fingerprint;
-  if (o.timeouts?.connectMs !== undefined) c.connectTimeoutMs = o.timeouts.connectMs;
-  if (o.timeouts?.keepaliveMs !== undefined) c.keepaliveIntervalMs = o.timeouts.keepaliveMs;
-  if (o.timeouts?.keepaliveCountMax !== undefined) c.keepaliveCountMax = o.timeouts.keepaliveCountMax;
-  return sshEndpoint(await sshConnect(c), o.godwitPath);
+  const ssh: SshTiming = {};
+  if (o.timeouts?.connectMs !== undefined) ssh.connectTimeoutMs = o.timeouts.connectMs;
+  if (o.timeouts?.keepaliveMs !== undefined) ssh.keepaliveIntervalMs = o.timeouts.keepaliveMs;
+  if (o.timeouts?.keepaliveCountMax !== undefined) ssh.keepaliveCountMax = o.timeouts.keepaliveCountMax;
+  return connectTarget(o.to!, o, ssh);
 }
 
 function targetArgs(o: MigrateOptions): string[] {
