@@ -4,16 +4,13 @@
  * switching. At 1 MiB (the unprivileged limit, /proc/sys/fs/pipe-max-size), measured over 4 alternating rounds of
  * 271 MB between the test hosts: the stream took 5.2 s instead of 8.6 s, sshd used 0.67 s of CPU instead of 1.13 s.
  *
- * Node has no fcntl(), but a pipe's size belongs to the pipe, not to the descriptor: a child process that inherits
- * the descriptor can set it. perl (Essential on Debian, present on most systems) does that in a few milliseconds.
- * Best effort: without perl, on a non-pipe, or when the kernel refuses (per-user pipe limits), nothing changes.
+ * Node has no fcntl(): F_SETPIPE_SZ goes through godwit's Node-API addon (native/addon/readv.c, pipeSize()).
+ * Best effort: without the addon (not built), on a non-pipe, or when the kernel refuses (per-user pipe limits),
+ * the pipe keeps its size and the stream is only slower.
  */
-import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
+import { loadAddon } from '../native/addon';
 
-/** <linux/fcntl.h>: F_LINUX_SPECIFIC_BASE (1024) + 7 and + 8. */
-const F_SETPIPE_SZ = 1031;
-const F_GETPIPE_SZ = 1032;
 /** Larger than needed buys nothing: a few MiB frames in flight are already covered by the SSH window. */
 const WANTED = 1 << 20;
 
@@ -26,30 +23,17 @@ function pipeMaxSize(): number {
 }
 
 /**
- * Grow the pipe on `fd` (0: stdin) to 1 MiB or the system's limit. Resolves with the pipe's size afterwards, or
- * undefined if fd is not a pipe or the size could not be changed. Never rejects.
+ * Grow the pipe on `fd` (0: stdin) to 1 MiB or the system's limit. Returns the pipe's size afterwards, or
+ * undefined if fd is not a pipe or the size could not be changed. Never throws.
  */
-export function growPipe(fd = 0, bytes = WANTED): Promise<number | undefined> {
+export function growPipe(fd = 0, bytes = WANTED): number | undefined {
   try {
-    if (!fs.fstatSync(fd).isFIFO()) return Promise.resolve(undefined);
+    if (!fs.fstatSync(fd).isFIFO()) return undefined;
+    const addon = loadAddon();
+    if (!addon) return undefined;
+    const max = pipeMaxSize();
+    return addon.pipeSize(fd, max > 0 ? Math.min(bytes, max) : bytes);
   } catch {
-    return Promise.resolve(undefined);
+    return undefined;
   }
-  const max = pipeMaxSize();
-  const size = max > 0 ? Math.min(bytes, max) : bytes;
-  // The child's stdin is our fd: the only descriptor it touches (it never reads from it).
-  const stdio: ['ignore' | number, 'pipe', 'ignore'] = [fd, 'pipe', 'ignore'];
-  return new Promise((resolve) => {
-    let out = '';
-    let child: ReturnType<typeof spawn>;
-    try {
-      child = spawn('perl', ['-e', `fcntl(STDIN, ${F_SETPIPE_SZ}, ${size}) or exit 1; print fcntl(STDIN, ${F_GETPIPE_SZ}, 0)`], { stdio });
-    } catch {
-      resolve(undefined);
-      return;
-    }
-    child.stdout!.on('data', (d: Buffer) => (out += d.toString('latin1')));
-    child.on('error', () => resolve(undefined)); // no perl
-    child.on('close', (code) => resolve(code === 0 && /^\d+$/.test(out) ? Number(out) : undefined));
-  });
 }

@@ -22,9 +22,8 @@ export function stdioChannel(label: string): Channel {
   for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGPIPE'] as const) process.on(sig, onSignal);
   // EPIPE on stdout when the sender is gone: the reader sees the end too; do not crash on it.
   process.stdout.on('error', () => process.stdin.destroy());
-  // The stream arrives through stdin: a 1 MiB pipe instead of 64 KiB (see pipe-size.ts). Not awaited: the
-  // handshake goes on meanwhile.
-  void growPipe(0);
+  // The stream arrives through stdin: a 1 MiB pipe instead of 64 KiB (see pipe-size.ts).
+  growPipe(0);
   return {
     label,
     toPeer: process.stdout,

@@ -8,7 +8,10 @@
  *
  * readv(pid, dst, pieces) -> bytes: dst a Uint8Array (on a SharedArrayBuffer), pieces a Float64Array of
  * (address, length, offset in dst) triples. Throws an Error with .errno and .syscall. Node-API only: the module is
- * context-aware and loads in worker threads. */
+ * context-aware and loads in worker threads.
+ *
+ * pipeSize(fd[, bytes]) -> bytes: F_SETPIPE_SZ (when bytes is given) then F_GETPIPE_SZ on fd; Node has no fcntl()
+ * (transport/pipe-size.ts grows the stdin pipe `godwit receive` reads its stream from). Throws like readv. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -136,10 +139,48 @@ static napi_value readv_js(napi_env env, napi_callback_info info)
 	return r;
 }
 
+static napi_value fail_fd(napi_env env, int err, const char *syscall, int fd)
+{
+	char msg[128];
+	snprintf(msg, sizeof(msg), "%s failed: %s (fd %d)", syscall, strerror(err), fd);
+	napi_value m, e, v;
+	napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &m);
+	napi_create_error(env, NULL, m, &e);
+	napi_create_int32(env, err, &v);
+	napi_set_named_property(env, e, "errno", v);
+	napi_create_string_utf8(env, syscall, NAPI_AUTO_LENGTH, &v);
+	napi_set_named_property(env, e, "syscall", v);
+	napi_throw(env, e);
+	return NULL;
+}
+
+static napi_value pipe_size_js(napi_env env, napi_callback_info info)
+{
+	size_t argc = 2;
+	napi_value argv[2];
+	int32_t fd, bytes = 0;
+	if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 1 ||
+	    napi_get_value_int32(env, argv[0], &fd) != napi_ok ||
+	    (argc > 1 && (napi_get_value_int32(env, argv[1], &bytes) != napi_ok || bytes <= 0))) {
+		napi_throw_type_error(env, NULL, "pipeSize(fd[, bytes > 0])");
+		return NULL;
+	}
+	if (argc > 1 && fcntl(fd, F_SETPIPE_SZ, bytes) < 0)
+		return fail_fd(env, errno, "fcntl(F_SETPIPE_SZ)", fd);
+	int size = fcntl(fd, F_GETPIPE_SZ);
+	if (size < 0)
+		return fail_fd(env, errno, "fcntl(F_GETPIPE_SZ)", fd);
+	napi_value r;
+	napi_create_int32(env, size, &r);
+	return r;
+}
+
 NAPI_MODULE_INIT()
 {
 	napi_value fn;
 	napi_create_function(env, "readv", NAPI_AUTO_LENGTH, readv_js, NULL, &fn);
 	napi_set_named_property(env, exports, "readv", fn);
+	napi_create_function(env, "pipeSize", NAPI_AUTO_LENGTH, pipe_size_js, NULL, &fn);
+	napi_set_named_property(env, exports, "pipeSize", fn);
 	return exports;
 }

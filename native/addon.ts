@@ -1,0 +1,29 @@
+/**
+ * godwit's Node-API addon (native/addon/readv.c, built by `make -C native` as native/build/godwit-readv.node when
+ * Node's headers are there): process_vm_readv for the page readers (checkpoint/readv.ts) and fcntl's pipe size for
+ * the receiving end of a stream (transport/pipe-size.ts). Its own module so that `godwit receive` does not load
+ * the checkpoint code to find it.
+ */
+import * as path from 'node:path';
+
+export interface GodwitAddon {
+  /** Reads (address, length, offset in dst) triples; returns the bytes read. Throws Error with errno, syscall, addr. */
+  readv(pid: number, dst: Uint8Array, pieces: Float64Array): number;
+  /** F_SETPIPE_SZ (when bytes is given), then F_GETPIPE_SZ. Throws Error with errno and syscall. */
+  pipeSize(fd: number, bytes?: number): number;
+}
+
+export const ADDON_PATH = path.resolve(__dirname, '..', '..', 'native', 'build', 'godwit-readv.node');
+
+let loaded: GodwitAddon | null | undefined;
+
+/** The addon, or null when it is not built. Loaded once per thread. */
+export function loadAddon(): GodwitAddon | null {
+  if (loaded !== undefined) return loaded;
+  try {
+    loaded = require(ADDON_PATH) as GodwitAddon;
+  } catch {
+    loaded = null;
+  }
+  return loaded;
+}
