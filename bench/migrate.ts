@@ -1,8 +1,8 @@
 /**
  * `godwit migrate` of a mem-counter workload from host A to host B of a test bed (veth, SSH), for 256 MiB and 1 GiB:
  * downtime (source frozen -> target running), total time, bytes on the wire, and the stream's throughput as a
- * ratio of OpenSSH's own: `ssh B 'cat >/dev/null'` fed the same bytes (the image files the migration sent, kept on
- * the target for this), measured in the same run, alternating the order.
+ * ratio of OpenSSH's own: `ssh -c CIPHER B 'cat >/dev/null'` (bench/openssh.ts, CIPHER = the one ssh2 negotiates)
+ * fed the same bytes (the image files the migration sent, kept on the target for this), right after each migration.
  *
  *   node dist/bench/migrate.js [--mib 256,1024] [--rounds 1]
  *
@@ -15,12 +15,11 @@ import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { PassThrough } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
 import type { MigrateSummary } from '../migrate';
 import { TestBed, withHosts } from '../scenarios/hosts';
 import { findWorkloadPids, startWorkload } from '../scenarios/workload';
 import { describeError } from '../util/errors';
+import { opensshCat, ssh2Cipher } from './openssh';
 
 const CLI = path.resolve(__dirname, '..', 'cli', 'main.js');
 
@@ -58,34 +57,6 @@ async function migrateOnce(bed: TestBed, mib: number, targetDir: string, tmpRoot
   }
 }
 
-/** OpenSSH's client in host A streaming `files` (concatenated) into `cat >/dev/null` on B; seconds from "go" to exit. */
-async function opensshOnce(bed: TestBed, files: string[]): Promise<number> {
-  const argv = bed.sshArgv(bed.target, 'echo go; exec cat >/dev/null');
-  const proc = bed.source.spawn(argv[0]!, argv.slice(1), { stdio: ['pipe', 'pipe', 'pipe'] });
-  let err = '';
-  proc.child.stderr!.on('data', (d: Buffer) => (err += d));
-  let out = '';
-  await new Promise<void>((resolve, reject) => {
-    proc.child.stdout!.on('data', (d: Buffer) => {
-      out += d;
-      if (out.includes('go\n')) resolve();
-    });
-    void proc.exited.then(() => reject(new Error(`ssh ended before "go": ${err}`)));
-  });
-  const t0 = process.hrtime.bigint();
-  const all = new PassThrough({ highWaterMark: 1 << 20 });
-  all.setMaxListeners(0); // one pipeline per file into it
-  const feed = (async () => {
-    for (const f of files) await pipeline(fs.createReadStream(f, { highWaterMark: 1 << 20 }), all, { end: false });
-    all.end();
-  })();
-  await Promise.all([feed, pipeline(all, proc.child.stdin!)]);
-  const exit = await proc.exited;
-  const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
-  if (exit.code !== 0) throw new Error(`ssh cat failed (${exit.code ?? exit.signal}): ${err}`);
-  return seconds;
-}
-
 async function main(): Promise<void> {
   const mibs = (argValue('--mib') ?? '256,1024').split(',').map(Number);
   const rounds = Number(argValue('--rounds') ?? 1);
@@ -96,6 +67,8 @@ async function main(): Promise<void> {
   const work = fs.mkdtempSync(path.join(os.tmpdir(), 'godwit-bench-migrate-'));
   try {
     await withHosts(async (bed) => {
+      const cipher = await ssh2Cipher(bed, bed.target);
+      console.log(`godwit (ssh2) negotiates ${cipher}; OpenSSH is run with -c ${cipher}`);
       for (const mib of mibs) {
         const runs: Round[] = [];
         for (let r = 0; r < rounds; r++) {
@@ -104,7 +77,7 @@ async function main(): Promise<void> {
           // The same bytes the migration put on the wire (its image files, kept on B: the filesystem is shared).
           const files = fs.readdirSync(targetDir).map((n) => path.join(targetDir, n));
           const bytes = files.reduce((n, f) => n + fs.statSync(f).size, 0);
-          const opensshSeconds = await opensshOnce(bed, files);
+          const opensshSeconds = (await opensshCat(bed, bed.target, files, ['-c', cipher])).stream;
           fs.rmSync(targetDir, { recursive: true, force: true });
           runs.push({ summary, opensshSeconds, bytes });
         }
@@ -119,7 +92,7 @@ async function main(): Promise<void> {
         console.log(`  ${mb(s.pageBytes)} MB of memory, ${mb(s.wireBytes)} MB on the wire (${s.files} files), target restore ` +
           `${s.restoreMs.toFixed(0)} ms, commit -> running ${s.commitMs.toFixed(1)} ms`);
         console.log(`  stream: godwit ${mb(ours)} MB/s (${mb(s.wireBytes)} MB in ${(s.transferMs / 1000).toFixed(3)} s), ` +
-          `OpenSSH ssh cat ${mb(theirs)} MB/s (${mb(best.bytes)} MB in ${best.opensshSeconds.toFixed(3)} s): ratio ${(ours / theirs).toFixed(2)}`);
+          `OpenSSH ssh -c ${cipher.replace('@openssh.com', '')} cat ${mb(theirs)} MB/s (${mb(best.bytes)} MB in ${best.opensshSeconds.toFixed(3)} s): ratio ${(ours / theirs).toFixed(2)}`);
         console.log(`  steps (ms): ${s.steps.map((x) => `${x.title} ${x.ms.toFixed(0)}`).join('; ')}`);
         if (rounds > 1) {
           console.log(`  all rounds: ${runs.map((x) => `downtime ${x.summary.downtimeMs.toFixed(0)} ms, ratio ` +

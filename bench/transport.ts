@@ -25,17 +25,12 @@ import * as path from 'node:path';
 import { createPageWriter } from '../images/container-writer';
 import { withHosts, type Host, type TestBed } from '../scenarios/hosts';
 import { describeError } from '../util/errors';
+import { opensshCat, ssh2Cipher, type Timing } from './openssh';
 import { pageData } from './pagedata';
 
 const CLI = path.resolve(__dirname, '..', 'cli', 'main.js');
-const REMOTE = 'echo go; exec cat >/dev/null';
 
 type DataKind = 'container' | 'raw';
-
-interface Timing {
-  stream: number;
-  whole: number;
-}
 
 /** Page data of `mib` MiB as godwit's container or as a plain pages file; returns the file and its size. */
 async function makeImage(dir: string, mib: number, kind: DataKind): Promise<{ file: string; bytes: number }> {
@@ -78,39 +73,6 @@ async function godwitSend(bed: TestBed, to: Host, src: string, dst: string): Pro
   return { stream: res.seconds, whole, wire: res.wireBytes };
 }
 
-/** OpenSSH's client fed the file directly (no Node process in its path): `ssh B 'echo go; exec cat >/dev/null' < FILE`. */
-async function opensshCat(bed: TestBed, to: Host, file: string, options: string[]): Promise<Timing> {
-  const argv = bed.sshArgv(to, REMOTE, options);
-  const fd = fs.openSync(file, 'r');
-  try {
-    const t0 = process.hrtime.bigint();
-    const proc = bed.source.spawn(argv[0]!, argv.slice(1), { stdio: [fd, 'pipe', 'pipe'] });
-    let err = '';
-    proc.child.stderr!.on('data', (d: Buffer) => (err += d));
-    let tGo: bigint | undefined;
-    let out = '';
-    proc.child.stdout!.on('data', (d: Buffer) => {
-      out += d;
-      if (tGo === undefined && out.includes('go\n')) tGo = process.hrtime.bigint();
-    });
-    const exit = await proc.exited;
-    const tEnd = process.hrtime.bigint();
-    if (exit.code !== 0 || tGo === undefined) throw new Error(`ssh cat failed (${exit.code ?? exit.signal}): ${err}`);
-    return { stream: Number(tEnd - tGo) / 1e9, whole: Number(tEnd - t0) / 1e9 };
-  } finally {
-    fs.closeSync(fd);
-  }
-}
-
-/** The cipher ssh2 (godwit's client) negotiates with B's sshd, asked from inside A. */
-async function ssh2Cipher(bed: TestBed, to: Host): Promise<string> {
-  const script = `require(${JSON.stringify(path.resolve(__dirname, '..', 'transport', 'ssh.js'))}).sshConnect(${JSON.stringify({
-    host: to.ssh!.address, port: to.ssh!.port, privateKeyPath: bed.clientKeyPath, knownHostsFiles: [bed.knownHostsPath], agent: false,
-  })}).then(async (c) => { console.log(c.cipher); await c.close(); })`;
-  const r = await bed.source.execOk(process.execPath, ['-e', script]);
-  return r.stdout.trim();
-}
-
 interface Row {
   kind: DataKind;
   mib: number;
@@ -145,9 +107,9 @@ async function main(): Promise<void> {
           const { file, bytes } = await makeImage(src, mib, kind);
           const tools: [string, () => Promise<Timing & { wire?: number }>][] = [
             ['godwit', () => godwitSend(bed, to, src, path.join(work, `dst-${kind}-${mib}`))],
-            ['openssh', () => opensshCat(bed, to, file, ['-c', cipher])],
+            ['openssh', () => opensshCat(bed, to, [file], ['-c', cipher])],
           ];
-          if (withDefault) tools.push(['default', () => opensshCat(bed, to, file, [])]);
+          if (withDefault) tools.push(['default', () => opensshCat(bed, to, [file])]);
           const all: Record<string, Timing[]> = {};
           let wire = 0;
           for (let r = 0; r < rounds; r++) {
