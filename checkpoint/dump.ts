@@ -12,6 +12,7 @@
  */
 import { Listr, ListrTask } from 'listr2';
 import { GodwitError, UsageError } from '../util/errors';
+import { interruptedError } from '../util/interrupt';
 import { Helper } from '../native/helper';
 import { ImageDirWriter } from '../images/imagedir';
 import type { PageWriter } from '../images/container-writer';
@@ -53,6 +54,11 @@ export interface DumpOptions extends ContainerOptions {
   ghostLimit?: number;
   /** How long seizing may wait for all threads to stop, ms (default: the helper's, 5 s). */
   freezeTimeoutMs?: number;
+  /**
+   * Ctrl-C: once aborted, the dump stops before its next step (a step in flight runs to its end: the helper's
+   * requests are not cut half-way) and fails; abortDump() then resumes the tree and removes the images.
+   */
+  signal?: AbortSignal;
   /**
    * How page contents leave the frozen tree: 'procmem' (default) preads /proc/PID/mem straight into the
    * read-ahead buffer; 'helper' streams them through the helper's process_vm_readv and bulk pipe.
@@ -526,6 +532,8 @@ export function dumpTasks(s: DumpState): ListrTask[] {
     title: step.title,
     skip: () => (step.skip ? step.skip(s) : false),
     task: async (_ctx: unknown, task: { output?: string }) => {
+      const signal = s.options.signal;
+      if (signal?.aborted) throw interruptedError(signal, `before "${step.title}"`);
       const t0 = process.hrtime.bigint();
       await step.run(s, (line) => {
         task.output = line;
@@ -547,15 +555,21 @@ export type Renderer = 'default' | 'simple' | 'silent';
 /** Runs the whole dump; the library entry point (cli/dump.ts and tests call this). */
 export async function dump(options: DumpOptions, renderer: Renderer = 'silent'): Promise<DumpSummary> {
   const s = newDumpState(options);
+  // No listr2 SIGINT handler (it exits on the spot): options.signal stops the dump, abortDump cleans up.
   const list = new Listr(dumpTasks(s), {
     renderer,
     exitOnError: true,
+    registerSignalListeners: false,
     rendererOptions: { collapseErrors: false },
   } as never);
   try {
     await list.run();
   } catch (err) {
     await abortDump(s);
+    if (options.signal?.aborted) {
+      throw new GodwitError(`dump of pid ${s.options.pid} stopped: the tree runs on as it was, nothing of the dump is left in ` +
+        options.dir, { cause: interruptedError(options.signal, 'while dumping', err), code: 'EABORTED' });
+    }
     if (err instanceof GodwitError) throw err;
     throw new GodwitError(`dump of pid ${options.pid} failed`, { cause: err });
   }

@@ -1,8 +1,8 @@
 /** `godwit dump --pid PID --dir DIR`: checkpoint a process tree into a CRIU-layout image directory. */
 import type { Command } from 'commander';
-import { Listr } from 'listr2';
 import { UsageError } from '../util/errors';
-import { abortDump, dumpTasks, finishDump, newDumpState, DumpSummary } from '../checkpoint/dump';
+import { dump, DumpOptions, DumpSummary } from '../checkpoint/dump';
+import { catchInterrupt } from '../util/interrupt';
 import { printJson } from './output';
 
 interface DumpFlags {
@@ -81,7 +81,7 @@ export function register(program: Command): void {
       if (f.runtime !== undefined && f.runtime !== 'runc' && f.runtime !== 'crun')
         throw new UsageError(`--runtime must be runc or crun, got '${f.runtime}'`);
       if (f.rootfs !== 'shared' && f.rootfs !== 'diff') throw new UsageError(`--rootfs must be shared or diff, got '${f.rootfs}'`);
-      const s = newDumpState({
+      const opts: DumpOptions = {
         pid: f.pid === undefined ? 0 : parsePid(f.pid),
         container: f.container,
         runtime: f.runtime as 'runc' | 'crun' | undefined,
@@ -93,20 +93,17 @@ export function register(program: Command): void {
         compress: f.compress,
         ghostLimit,
         ...(f.preCopy ? { preCopy: { maxRounds: rounds, convergeBytes: converge! * 2 ** 20 } } : {}),
-      });
+      };
       const renderer = f.quiet || f.json ? 'silent' : process.stderr.isTTY ? 'default' : 'simple';
-      const list = new Listr(dumpTasks(s), {
-        renderer,
-        exitOnError: true,
-        rendererOptions: { collapseErrors: false },
-      } as never);
+      // Ctrl-C stops the dump between steps and cleans up (listr2's own handler would exit at once, leaving the
+      // tree frozen and the images half-written).
+      const interrupt = catchInterrupt();
+      let summary: DumpSummary;
       try {
-        await list.run();
-      } catch (err) {
-        await abortDump(s);
-        throw err;
+        summary = await dump({ ...opts, signal: interrupt.signal }, renderer);
+      } finally {
+        interrupt.release();
       }
-      const summary = await finishDump(s);
       if (f.json) printJson(summary);
       else if (!f.quiet) process.stderr.write(describe(summary) + '\n');
     });

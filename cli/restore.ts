@@ -3,7 +3,8 @@
  * and exits with its exit status (like `criu restore` without -d); with --detach it returns once the tree runs.
  */
 import type { Command } from 'commander';
-import { restore, RestoreOptions } from '../restore';
+import { restore, RestoreOptions, RestoreResult } from '../restore';
+import { catchInterrupt } from '../util/interrupt';
 import { printJson } from './output';
 
 export interface RestoreCliOptions extends RestoreOptions {
@@ -11,10 +12,19 @@ export interface RestoreCliOptions extends RestoreOptions {
 }
 
 export async function restoreCommand(opts: RestoreCliOptions): Promise<number> {
-  const r = await restore(
-    { dir: opts.dir, detach: opts.detach, pidfile: opts.pidfile, newPidns: opts.newPidns, rootfsBase: opts.rootfsBase, rootfsPath: opts.rootfsPath },
-    { silent: opts.json || !process.stderr.isTTY },
-  );
+  // Ctrl-C while restoring: the half-restored tree is killed and godwit exits (listr2's own handler would exit
+  // at once and leave it). Once the tree runs, SIGINT and SIGTERM act as before.
+  const interrupt = catchInterrupt();
+  let r: RestoreResult;
+  try {
+    r = await restore(
+      { dir: opts.dir, detach: opts.detach, pidfile: opts.pidfile, newPidns: opts.newPidns, rootfsBase: opts.rootfsBase,
+        rootfsPath: opts.rootfsPath, signal: interrupt.signal, onRunning: interrupt.release },
+      { silent: opts.json || !process.stderr.isTTY },
+    );
+  } finally {
+    interrupt.release();
+  }
   const report = {
     rootPid: r.rootPid,
     pids: Object.fromEntries(r.pids),

@@ -22,6 +22,13 @@ export interface RestoreOptions {
   rootfsBase?: string;
   /** Container images, shared rootfs: where the rootfs is on this host (default: the path recorded at dump). */
   rootfsPath?: string;
+  /**
+   * Ctrl-C: once aborted before the tree runs, the restore stops where it is (the half-restored tree is killed, a
+   * container's namespaces removed) and fails with code EABORTED. Not looked at once the tree runs.
+   */
+  signal?: AbortSignal;
+  /** Called once the tree runs (before waiting for its root task): a CLI stops catching Ctrl-C there. */
+  onRunning?: () => void;
 }
 
 export interface RestoreContext {

@@ -10,6 +10,7 @@
 import * as fs from 'node:fs';
 import { Listr, ListrTask } from 'listr2';
 import { GodwitError } from '../util/errors';
+import { interruptedError } from '../util/interrupt';
 import { mainCore, newContext, RestoreContext, RestoreOptions } from './context';
 import { addCredCalls, restoreRlimits, Warning } from './creds';
 import { checkImageFiles, ImageIntegrityError } from './checksums';
@@ -245,13 +246,25 @@ export async function restore(opts: RestoreOptions, render: { silent?: boolean }
   const s = newRestoreState(opts);
   // listr2 types the renderer per list; the steps do not depend on it, so one list type serves both.
   const renderer = (render.silent ? 'silent' : 'default') as 'default';
-  const list = new Listr<StepState>(restoreSteps(), { ctx: s, renderer, exitOnError: true });
+  // No listr2 SIGINT handler (it exits on the spot, leaving a half-restored tree): opts.signal stops the restore
+  // where it is instead (abortRestore is safe at any point: the step in flight fails).
+  const list = new Listr<StepState>(restoreSteps(), { ctx: s, renderer, exitOnError: true, registerSignalListeners: false });
+  const signal = opts.signal;
+  const onAbort = () => void abortRestore(s);
+  signal?.addEventListener('abort', onAbort, { once: true });
   try {
     await list.run(s);
   } catch (e) {
     await abortRestore(s);
+    if (signal?.aborted) {
+      throw new GodwitError(`restore of ${opts.dir} stopped: nothing of the tree is left`, {
+        cause: interruptedError(signal, 'while restoring', e), code: 'EABORTED' });
+    }
     throw e;
+  } finally {
+    signal?.removeEventListener('abort', onAbort);
   }
+  opts.onRunning?.();
   const result: RestoreResult = {
     rootPid: s.hostPids.get(s.set!.tasks[0].pid) ?? 0,
     pids: s.hostPids,
