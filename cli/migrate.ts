@@ -6,6 +6,7 @@
 import type { Command } from 'commander';
 import { describeSummary, migrate, MigrateEvent, MigrateOptions } from '../migrate';
 import { describeError, UsageError } from '../util/errors';
+import { catchInterrupt } from '../util/interrupt';
 import { jsonReplacer } from './output';
 import { addSshFlags, SshFlags, targetOptions } from './ssh-flags';
 
@@ -72,11 +73,8 @@ export function register(program: Command): void {
       const emit = (e: MigrateEvent | { event: 'error'; message: string; code?: string }) =>
         process.stdout.write(JSON.stringify(e, jsonReplacer) + '\n');
       if (f.json) o.onEvent = emit;
-      const ac = new AbortController();
-      const onSig = () => ac.abort();
-      process.on('SIGINT', onSig);
-      process.on('SIGTERM', onSig);
-      o.signal = ac.signal;
+      const interrupt = catchInterrupt();
+      o.signal = interrupt.signal;
       const renderer = f.quiet || f.json ? 'silent' : process.stderr.isTTY ? 'default' : 'simple';
       try {
         const r = await migrate(o, renderer);
@@ -85,8 +83,7 @@ export function register(program: Command): void {
         if (f.json) emit({ event: 'error', message: describeError(err), ...(typeof (err as { code?: unknown }).code === 'string' ? { code: (err as { code: string }).code } : {}) });
         throw err;
       } finally {
-        process.off('SIGINT', onSig);
-        process.off('SIGTERM', onSig);
+        interrupt.release();
       }
     });
 }

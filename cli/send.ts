@@ -7,6 +7,7 @@ import { UsageError } from '../util/errors';
 import { sendImageDir } from '../transport/endpoint';
 import type { SendProgress, SendResult } from '../transport/send';
 import { connectTarget, TargetOptions } from '../transport/ssh-endpoint';
+import { catchInterrupt } from '../util/interrupt';
 import { printJson } from './output';
 import { addSshFlags, SshFlags, targetOptions } from './ssh-flags';
 
@@ -27,15 +28,11 @@ export function parseDestination(spec: string): { target: string; dir: string } 
 export async function runSend(o: SendCliOptions, onProgress?: (p: SendProgress) => void): Promise<SendResult> {
   const { target, dir } = parseDestination(o.to);
   const endpoint = await connectTarget(target, o);
-  const ac = new AbortController();
-  const onSig = () => ac.abort();
-  process.once('SIGINT', onSig);
-  process.once('SIGTERM', onSig);
+  const interrupt = catchInterrupt();
   try {
-    return await sendImageDir(endpoint, o.dir, dir, { signal: ac.signal, ...(onProgress ? { onProgress } : {}) });
+    return await sendImageDir(endpoint, o.dir, dir, { signal: interrupt.signal, ...(onProgress ? { onProgress } : {}) });
   } finally {
-    process.off('SIGINT', onSig);
-    process.off('SIGTERM', onSig);
+    interrupt.release();
     endpoint.close();
   }
 }
