@@ -6,7 +6,9 @@ import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 
-const BENCHES = ['container', 'restore', 'checkpoint', 'migrate'];
+// The page path's stages in data-flow order, then the whole operations; native-read and ssh-throughput are
+// finer-grained probes of one stage each, run by hand.
+const BENCHES = ['container', 'dump', 'restore', 'transport', 'migrate', 'container-cr'];
 
 let failed = 0;
 for (const name of BENCHES) {
