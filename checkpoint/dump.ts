@@ -38,6 +38,7 @@ import { bufferSizeFor, PageBuffer } from './pagebuffer';
 import { MemReader } from './memreader';
 import { PageStore } from './pagestore';
 import { FrozenPages, PreCopy, PreCopyOptions, PreCopyReport } from './precopy';
+import { chainPagemap, RoundSent, sendRound } from './precopy-chain';
 import { allThreads, resolveTarget, scanTree, Tree } from './tree';
 import { dumpShmem } from './shmem';
 
@@ -74,6 +75,12 @@ export interface DumpOptions extends ContainerOptions {
    */
   preCopy?: boolean | PreCopyOptions;
   /**
+   * With preCopy: send each round, as it ends, into `output` as an image of a pre-dump chain (pre-1/, pre-2/, ...:
+   * checkpoint/precopy-chain.ts); the final image then carries only the pages changed since their copy and marks
+   * the others PE_PARENT. Needs an output with subdirectories (migrate's stream); a local dump stays one image.
+   */
+  preCopyChain?: boolean;
+  /**
    * Where the images go instead of a new directory `dir` (migrate: an image stream to the target; `dir` then only
    * names it in messages). Must honour the same contract as ImageDirWriter: manifest last, abort removes all.
    */
@@ -95,6 +102,8 @@ export interface ImageOutput {
   abort(): Promise<void>;
   /** Files written so far (sizes for the summary). */
   readonly files: { size: number }[];
+  /** An image directory inside this one with its own manifest (a streamed pre-copy round). */
+  openSubdir?(name: string): ImageOutput;
 }
 
 export interface DumpSummary {
@@ -129,6 +138,10 @@ export interface PreCopySummary {
   untracked: { pid: number; reason: string }[];
   /** Set when pre-copy was asked for but the dump ran without it, with the reason. */
   fallback?: string;
+  /** A streamed pre-copy (preCopyChain): what each round sent while the tree ran. */
+  sent?: RoundSent[];
+  /** A streamed pre-copy: page bytes in the final image (all that was sent after the freeze; the rest is PE_PARENT). */
+  finalPageBytes?: number;
 }
 
 /** The state the steps share; migrate keeps one per dump. */
@@ -154,6 +167,9 @@ export interface DumpState {
   preCopy?: PreCopy;
   preCopyReport?: PreCopyReport;
   preCopyFallback?: string;
+  /** Rounds sent as images of a pre-dump chain (preCopyChain); the final pagemap refers to them when any. */
+  roundsSent: RoundSent[];
+  finalPageBytes: number;
   frozenReadBytes: number;
   pageBytes: bigint;
   /** The helper holds tasks: a failure must detach them. */
@@ -186,6 +202,8 @@ export function newDumpState(o: DumpOptions): DumpState {
     pageWriters: [],
     pagesFlushed: [],
     estimatedPageBytes: 0,
+    roundsSent: [],
+    finalPageBytes: 0,
     frozenReadBytes: 0,
     pageBytes: 0n,
     holding: false,
@@ -268,11 +286,23 @@ export const DUMP_STEPS: DumpStep[] = [
     run: async (s, progress) => {
       const o: PreCopyOptions = typeof s.options.preCopy === 'object' ? s.options.preCopy : {};
       const pids = s.tree!.processes.filter((p) => !p.zombie).map((p) => p.pid);
+      const chain = s.options.preCopyChain ? s.writer! : undefined;
+      if (chain && !chain.openSubdir) throw new GodwitError('a streamed pre-copy (preCopyChain) needs an image output with subdirectories (migrate)');
+      const virtual = s.container && s.ns!.own.includes('pid');
+      const imageId = (pid: number) => (virtual ? namespacePids([pid]).get(pid)! : pid);
       s.preCopy = await PreCopy.start(s.helper!, pids, s.pageStore!, s.memReader!);
-      s.preCopyReport = await s.preCopy.run({
+      const pc = s.preCopy;
+      s.preCopyReport = await pc.run({
         ...o,
         onRound: async (r) => {
-          progress(`round ${r.round}: ${(r.bytes / 2 ** 20).toFixed(1)} MiB in ${r.ms.toFixed(0)} ms`);
+          let line = `round ${r.round}: ${(r.bytes / 2 ** 20).toFixed(1)} MiB in ${r.ms.toFixed(0)} ms`;
+          if (chain) {
+            // Sent before the next round re-reads anything over these copies (and under the transport's credit).
+            const sent = await sendRound(chain, pc, r.round, imageId);
+            s.roundsSent.push(sent);
+            line += `, sent ${(sent.imageBytes / 2 ** 20).toFixed(1)} MiB in ${sent.sendMs.toFixed(0)} ms`;
+          }
+          progress(line);
           await o.onRound?.(r);
         },
       });
@@ -301,7 +331,8 @@ export const DUMP_STEPS: DumpStep[] = [
       s.ctx = newContext(s.helper!, s.tree!, s.options.ghostLimit);
       const r = await collectAll(s.ctx, s.ns!, s.groupStopped!);
       s.plans = r.plans;
-      for (const p of r.plans) if (!p.zombie) addPagemap(s.ctx.images, p);
+      // A streamed pre-copy writes its pagemaps once it knows what is still clean (dumpStoredPages).
+      if (!s.roundsSent.length) for (const p of r.plans) if (!p.zombie) addPagemap(s.ctx.images, p);
     },
   },
   {
@@ -438,12 +469,18 @@ async function dumpStoredPages(s: DumpState): Promise<void> {
     s.pageBytes += BigInt(fp.bytes);
     frozen.push({ plan: p, f: fp, overflow });
   }
-  // Every page is in memory: the tree may go; the pages files are written from the store.
+  // Every page is in memory: the tree may go; the pages files are written from the store. After streamed rounds
+  // only what was read while frozen goes into them: the rest is in the chain (PE_PARENT).
+  const chained = s.roundsSent.length > 0;
   for (const { plan, f, overflow } of frozen) {
     let w = plan.pagesId === 1 ? s.pageWriters[0] : undefined;
     if (!w) s.pageWriters.push((w = await s.writer!.createPageWriter(plan.pagesId)));
     const writer = w;
-    const data = pc.pageData(f, overflow);
+    if (chained) {
+      addPagemap(s.ctx!.images, { ...plan, ranges: chainPagemap(plan.ranges, f.fresh) });
+      s.finalPageBytes += f.fresh.reduce((n, x) => n + x.end - x.start, 0);
+    }
+    const data = pc.pageData(f, overflow, chained ? f.fresh : f.spans);
     const flushed = Promise.all(data.map((b) => writer.write(b))).then(() => undefined);
     flushed.catch(() => undefined); // awaited in 'write images'
     s.pagesFlushed.push(flushed);
@@ -519,6 +556,7 @@ function summarize(s: DumpState): DumpSummary {
             frozenBytes: s.frozenReadBytes,
             untracked: s.preCopyReport?.untracked ?? [],
             ...(s.preCopyFallback ? { fallback: s.preCopyFallback } : {}),
+            ...(s.options.preCopyChain ? { sent: s.roundsSent, finalPageBytes: s.finalPageBytes } : {}),
           },
         }
       : {}),

@@ -75,6 +75,8 @@ export interface FrozenPages {
   /** Page bytes of the process (its pagemap). */
   bytes: number;
   spans: Span[];
+  /** What the frozen window reads (`reads` and `overflow` together): the rest of `spans` is a clean stored copy. */
+  fresh: Span[];
 }
 
 const DEFAULTS = { maxRounds: 8, convergeBytes: 8 << 20, minShrink: 0.8 };
@@ -142,6 +144,8 @@ export class PreCopy {
   private readonly untracked: { pid: number; reason: string }[] = [];
   private storeFull = false;
   private stopped = false;
+  /** What the current round copied, per pid (address order): a streamed round sends exactly these bytes. */
+  private copiedNow = new Map<number, Span[]>();
 
   private constructor(
     private readonly helper: Helper,
@@ -213,6 +217,7 @@ export class PreCopy {
 
   private async round(n: number): Promise<PreCopyRound> {
     const t0 = process.hrtime.bigint();
+    this.copiedNow = new Map();
     let trackNs = 0n;
     let bytes = 0;
     for (const t of [...this.trackers.values()]) {
@@ -282,7 +287,11 @@ export class PreCopy {
     const { pieces, unplaced } = this.store.place(t.pid, spans);
     if (unplaced.length) this.storeFull = true;
     try {
-      return await this.reader.read(t.pid, this.store.sab, pieces);
+      const n = await this.reader.read(t.pid, this.store.sab, pieces);
+      const done = this.copiedNow.get(t.pid) ?? [];
+      for (const p of pieces) pushSpan(done, { start: p.addr, end: p.addr + p.len });
+      this.copiedNow.set(t.pid, done);
+      return n;
     } catch (err) {
       const idx = this.store.index(t.pid);
       for (const p of pieces) idx.remove(p.addr, p.addr + p.len);
@@ -307,9 +316,25 @@ export class PreCopy {
 
   private async drop(t: Tracker, reason: string): Promise<void> {
     this.trackers.delete(t.pid);
+    this.copiedNow.delete(t.pid);
     this.untracked.push({ pid: t.pid, reason });
     this.store.index(t.pid).remove(0, Number.MAX_SAFE_INTEGER);
     await this.helper.trackStop(t.pid).catch(() => undefined);
+  }
+
+  /**
+   * The last round of a tracked process as an image of a pre-dump chain (checkpoint/precopy-chain.ts): `copied`
+   * (address order) is what the round read, `stored` every page the store holds a copy of; stored pages outside
+   * `copied` were copied, unchanged since, in an earlier round. Valid until the next round starts.
+   */
+  roundImage(pid: number): { copied: Span[]; stored: Span[] } {
+    const stored = mergeSpans(this.store.index(pid).extents.map((e) => ({ start: e.addr, end: e.addr + e.len })), []);
+    return { copied: this.copiedNow.get(pid) ?? [], stored };
+  }
+
+  /** The stored bytes of `spans` (sorted, all stored), as Buffers over the store, in address order. */
+  storedData(pid: number, spans: Span[]): Buffer[] {
+    return this.pageData({ pid, reads: [], overflow: [], bytes: 0, spans, fresh: [] });
   }
 
   /**
@@ -334,14 +359,15 @@ export class PreCopy {
     const stored = mergeSpans(idx.extents.map((e) => ({ start: e.addr, end: e.addr + e.len })), []);
     const need = mergeSpans(intersectSpans(spans, dirty), subtractSpans(spans, stored));
     const { pieces, unplaced } = this.store.place(pid, need);
-    return { pid, reads: pieces, overflow: unplaced, bytes: spanBytes(spans), spans };
+    return { pid, reads: pieces, overflow: unplaced, bytes: spanBytes(spans), spans, fresh: need };
   }
 
   /**
    * The page data of a process in pagemap order, as Buffers over the store (and `overflow`, which holds the
    * FrozenPages.overflow bytes back to back); contiguous pieces are merged, so a writer takes them without a copy.
+   * `spans` (sorted, within f.spans): only those bytes (a streamed pre-copy's final image: FrozenPages.fresh).
    */
-  pageData(f: FrozenPages, overflow?: Buffer): Buffer[] {
+  pageData(f: FrozenPages, overflow?: Buffer, spans: Span[] = f.spans): Buffer[] {
     const idx = this.store.index(f.pid);
     const out: Buffer[] = [];
     let run: { buf: Buffer; at: number; len: number } | undefined;
@@ -364,7 +390,7 @@ export class PreCopy {
       return o;
     });
     let oi = 0;
-    for (const s of f.spans) {
+    for (const s of spans) {
       for (const seg of idx.segments(s.start, s.end)) {
         if (seg.at >= 0) {
           add(this.store.buf, seg.at, seg.len);

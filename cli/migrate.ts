@@ -23,6 +23,8 @@ interface MigrateFlags extends SshFlags {
   idleTimeout?: string;
   keepalive?: string;
   preCopy?: boolean;
+  /** --no-pre-copy-stream */
+  preCopyStream?: boolean;
 }
 
 function seconds(flag: string, v: string | undefined, min: number, max: number): number | undefined {
@@ -38,7 +40,7 @@ export function migrateOptions(f: MigrateFlags): MigrateOptions {
   if (f.targetDir) o.targetDir = f.targetDir;
   if (f.newPidns) o.newPidns = true;
   if (f.keepImages) o.keepImages = true;
-  if (f.preCopy) o.dump = { preCopy: true };
+  if (f.preCopy) o.dump = { preCopy: true, ...(f.preCopyStream === false ? { preCopyChain: false } : {}) };
   const t: NonNullable<MigrateOptions['timeouts']> = {};
   const connectMs = seconds('--connect-timeout', f.connectTimeout, 1, 600);
   const restoreMs = seconds('--restore-timeout', f.restoreTimeout, 1, 3600);
@@ -61,7 +63,8 @@ export function register(program: Command): void {
     .option('--target-dir <dir>', 'image directory on the target, new or empty (default /var/tmp/godwit-migrate-PID-TIME)')
     .option('--new-pidns', 'restore into a new PID namespace on the target (when the PIDs may be taken there)')
     .option('--keep-images', 'keep the images on the target after the workload runs there')
-    .option('--pre-copy', "the dump's pre-copy: memory copied in rounds while the tree runs, only what changed read while frozen")
+    .option('--pre-copy', 'memory copied in rounds while the tree runs, each round streamed to the target; only what changed since travels while frozen')
+    .option('--no-pre-copy-stream', 'with --pre-copy: keep the rounds on the source and send every page after the freeze')
     .option('--connect-timeout <s>', 'TCP connect and SSH handshake (default 15)')
     .option('--restore-timeout <s>', 'how long the target may take to restore (default 300)')
     .option('--idle-timeout <s>', 'the target gives up after this long without data from the source (default 60)')

@@ -20,6 +20,7 @@ import type { SendProgress } from '../transport/send';
 import { connectTarget, SshTiming, TargetOptions } from '../transport/ssh-endpoint';
 import { GodwitError, UsageError } from '../util/errors';
 import { StreamImageOutput } from './stream-output';
+import type { RoundSent } from '../checkpoint/precopy-chain';
 
 export { receiveMigration, restoreHeld } from './target';
 export type { ReceiveMigrationOptions } from './target';
@@ -56,10 +57,12 @@ export interface MigrateOptions extends TargetOptions {
   /** Every step, state change and (throttled) progress, as events: `--json` prints them. */
   onEvent?: (e: MigrateEvent) => void;
   /**
-   * Passed to the dump (page reader and read-ahead, ghost file limit, freeze timeout, pre-copy). Pre-copy shortens
-   * only the reading of memory while frozen: the pages are still streamed after the freeze.
+   * Passed to the dump (page reader and read-ahead, ghost file limit, freeze timeout, pre-copy). With pre-copy each
+   * round is streamed to the target while the tree runs (preCopyChain, default true with preCopy), so only what
+   * changed since travels after the freeze; preCopyChain: false keeps the rounds in the source's memory and sends
+   * every page after the freeze (shorter reads while frozen only).
    */
-  dump?: Pick<DumpOptions, 'ghostLimit' | 'freezeTimeoutMs' | 'pageReader' | 'pageBufferMax' | 'preCopy'>;
+  dump?: Pick<DumpOptions, 'ghostLimit' | 'freezeTimeoutMs' | 'pageReader' | 'pageBufferMax' | 'preCopy' | 'preCopyChain'>;
 }
 
 export interface MigrateSummary {
@@ -91,6 +94,11 @@ export interface MigrateSummary {
   wireBytesPerSecond: number;
   /** Bytes of page data read from the tree. */
   pageBytes: number;
+  /**
+   * A streamed pre-copy: the rounds sent while the tree ran, their image bytes in total, the image bytes sent after
+   * the freeze (rawBytes - streamedBytes) and the page bytes among them (only what changed since its copy).
+   */
+  preCopy?: { rounds: RoundSent[]; streamedBytes: number; afterFreezeBytes: number; afterFreezePageBytes: number };
   dump: DumpSummary;
   steps: { title: string; ms: number }[];
 }
@@ -225,6 +233,7 @@ export function migrateTasks(s: MigrateState): ListrTask[] {
           pid: o.pid,
           dir: `${s.label}:${s.targetDir}`,
           ...o.dump,
+          ...(o.dump?.preCopy ? { preCopyChain: o.dump.preCopyChain ?? true } : {}),
           keepFrozen: true,
           output: new StreamImageOutput(s.tx!.sender!, { options: { command: 'migrate', pid: o.pid } }),
         });
@@ -328,11 +337,17 @@ export async function finishMigrate(s: MigrateState): Promise<MigrateSummary> {
     wireBytes: p.wireBytes,
     wireBytesPerSecond: transferMs > 0 ? p.wireBytes / (transferMs / 1000) : 0,
     pageBytes: dump.pageBytes,
+    ...(dump.preCopy?.sent?.length ? { preCopy: preCopySent(dump.preCopy.sent, p.rawBytes, dump.preCopy.finalPageBytes ?? 0) } : {}),
     dump,
     steps: s.steps,
   };
   s.opts.onEvent?.({ event: 'done', summary: s.summary });
   return s.summary;
+}
+
+function preCopySent(rounds: RoundSent[], rawBytes: number, finalPageBytes: number): NonNullable<MigrateSummary['preCopy']> {
+  const streamedBytes = rounds.reduce((n, r) => n + r.imageBytes, 0);
+  return { rounds, streamedBytes, afterFreezeBytes: rawBytes - streamedBytes, afterFreezePageBytes: finalPageBytes };
 }
 
 export type Renderer = 'default' | 'simple' | 'silent';
@@ -354,7 +369,10 @@ export async function migrate(options: MigrateOptions, renderer: Renderer = 'sil
 
 /** One line for people. */
 export function describeSummary(r: MigrateSummary): string {
+  const pc = r.preCopy;
   return `migrated pid ${r.pid} to ${r.target} (root pid ${r.targetRootPid} there): downtime ${r.downtimeMs.toFixed(0)} ms, ` +
     `total ${(r.totalMs / 1000).toFixed(2)} s; ${mb(r.pageBytes)} MB of memory, ${mb(r.wireBytes)} MB on the wire ` +
-    `(${mb(r.wireBytesPerSecond)} MB/s once the pages were read); target restore ${r.restoreMs.toFixed(0)} ms`;
+    `(${mb(r.wireBytesPerSecond)} MB/s once the pages were read); target restore ${r.restoreMs.toFixed(0)} ms` +
+    (pc ? `; pre-copy: ${pc.rounds.length} round(s), ${mb(pc.streamedBytes)} MB sent while running, ` +
+      `${mb(pc.afterFreezeBytes)} MB after the freeze (${mb(pc.afterFreezePageBytes)} MB of changed pages)` : '');
 }

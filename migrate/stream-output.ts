@@ -24,20 +24,38 @@ export interface StreamOutputOptions {
   options?: Record<string, unknown>;
 }
 
+/** What an output and its subdirectories share: one compression pool, one file at a time on the stream. */
+interface Shared {
+  pool?: CompressionPool;
+  /** Small image files go one at a time: the receiver limits how many files may be open at once. */
+  chain: Promise<unknown>;
+}
+
 export class StreamImageOutput implements ImageOutput {
-  private pool: CompressionPool | undefined;
   private readonly records = new Map<string, ManifestFile>();
   private readonly pageWriters = new Set<PageWriter>();
-  /** Small image files go one at a time: the receiver limits how many files may be open at once. */
-  private chain: Promise<unknown> = Promise.resolve();
   private state: 'writing' | 'finished' | 'aborted' = 'writing';
   private readonly level: number;
   private readonly chunkSize: number;
+  private readonly shared: Shared;
 
-  constructor(private readonly sender: ImageSender, private readonly opts: StreamOutputOptions = {}) {
+  /** `prefix`: a subdirectory of the target's directory ("pre-1/"), made by openSubdir(). */
+  constructor(private readonly sender: ImageSender, private readonly opts: StreamOutputOptions = {}, private readonly prefix = '',
+    shared?: Shared) {
     const v = validatePageWriterOptions({ compress: 'zstd', ...opts });
     this.level = v.level;
     this.chunkSize = v.chunkSize;
+    this.shared = shared ?? { chain: Promise.resolve() };
+  }
+
+  /**
+   * An image directory inside this one (a pre-copy round: images/pagechain.ts), with its own manifest written by
+   * its finish(). The receiver makes the directory; the stream's abort removes it with everything else.
+   */
+  openSubdir(name: string): StreamImageOutput {
+    if (!/^[A-Za-z0-9][A-Za-z0-9._-]*$/.test(name)) throw new GodwitError(`image subdirectory ${JSON.stringify(name)}: not a plain name`);
+    this.check(`${name}/`);
+    return new StreamImageOutput(this.sender, this.opts, `${this.prefix}${name}/`, this.shared);
   }
 
   private check(name: string): void {
@@ -48,9 +66,9 @@ export class StreamImageOutput implements ImageOutput {
   async createPageWriter(pagesId: number): Promise<PageWriter> {
     const name = pagesFileName(pagesId, 'zstd');
     this.check(name);
-    this.pool ??= new CompressionPool(this.opts.workers);
-    const w = createSinkPageWriter(streamPageSink(this.sender, name), { compress: 'zstd', level: this.level,
-      chunkSize: this.chunkSize, pool: this.pool });
+    this.shared.pool ??= new CompressionPool(this.opts.workers);
+    const w = createSinkPageWriter(streamPageSink(this.sender, this.prefix + name), { compress: 'zstd', level: this.level,
+      chunkSize: this.chunkSize, pool: this.shared.pool });
     const tracked: PageWriter = {
       name,
       write: (d) => w.write(d),
@@ -76,7 +94,7 @@ export class StreamImageOutput implements ImageOutput {
     this.check(name);
     const parts = Array.isArray(data) ? data : [data];
     const run = async (): Promise<ManifestFile> => {
-      const f = this.sender.openFile(name);
+      const f = this.sender.openFile(this.prefix + name);
       // The encoders hand over fresh buffers: wrap, do not copy.
       for (const p of parts) if (p.byteLength) await f.write(Buffer.from(p.buffer, p.byteOffset, p.byteLength));
       const r = await f.end();
@@ -84,8 +102,8 @@ export class StreamImageOutput implements ImageOutput {
       this.records.set(name, rec);
       return rec;
     };
-    const p = this.chain.then(run, run);
-    this.chain = p.catch(() => undefined);
+    const p = this.shared.chain.then(run, run);
+    this.shared.chain = p.catch(() => undefined);
     return p;
   }
 
@@ -98,8 +116,8 @@ export class StreamImageOutput implements ImageOutput {
     if (this.pageWriters.size > 0) {
       throw new GodwitError(`image stream: ${[...this.pageWriters].map((w) => w.name).join(', ')} not finished before the manifest`);
     }
-    await this.chain;
-    await this.closePool();
+    await this.shared.chain;
+    if (!this.prefix) await this.closePool();
     const manifest: Manifest = {
       format: MANIFEST_FORMAT,
       version: MANIFEST_VERSION,
@@ -107,7 +125,7 @@ export class StreamImageOutput implements ImageOutput {
         ...(this.opts.options ? { options: this.opts.options } : {}), ...extra }),
       files: this.files.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0)),
     };
-    const f = this.sender.openFile(MANIFEST_NAME);
+    const f = this.sender.openFile(this.prefix + MANIFEST_NAME);
     await f.write(encodeManifest(manifest));
     await f.end();
     this.state = 'finished';
@@ -120,12 +138,12 @@ export class StreamImageOutput implements ImageOutput {
     this.state = 'aborted';
     await Promise.allSettled([...this.pageWriters].map((w) => w.abort()));
     this.pageWriters.clear();
-    await this.closePool().catch(() => undefined);
+    if (!this.prefix) await this.closePool().catch(() => undefined);
   }
 
   private async closePool(): Promise<void> {
-    const p = this.pool;
-    this.pool = undefined;
+    const p = this.shared.pool;
+    this.shared.pool = undefined;
     await p?.close();
   }
 }

@@ -17,6 +17,7 @@ import { stdioChannel } from '../transport/stdio';
 import type { Channel } from '../transport/wire';
 import { GodwitError } from '../util/errors';
 import { watchIdle } from './idle';
+import { linkPreDumpChain } from '../images/pagechain';
 
 export interface ReceiveMigrationOptions {
   dir: string;
@@ -133,7 +134,10 @@ export async function receiveMigration(o: ReceiveMigrationOptions): Promise<Rece
     return await migrateTarget({
       dir: o.dir,
       channel: idle.channel,
-      restore: (dir, signal) => restoreHeld(dir, { ...(o.newPidns ? { newPidns: true } : {}) }, signal),
+      restore: async (dir, signal) => {
+        await linkPreDumpChain(dir); // streamed pre-copy rounds (pre-1/, ...): the chain's links are made here
+        return restoreHeld(dir, { ...(o.newPidns ? { newPidns: true } : {}) }, signal);
+      },
       onState,
       ...(o.window !== undefined ? { window: o.window } : {}),
       ...(o.keepImages ? { keepImages: true } : {}),

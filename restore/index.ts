@@ -16,6 +16,7 @@ import { addCredCalls, restoreRlimits, Warning } from './creds';
 import { checkImageFiles, ImageIntegrityError } from './checksums';
 import { closeObjects, installFds, openRegularFiles, restoreFs } from './files';
 import { liveTasks, loadImageSet } from './load';
+import { PageChain } from '../images/pagechain';
 import { createTrampoline, finishMemory, mapVmas, pageRanges, vmasOf, Vma, writePages } from './memory';
 import { createFifos, createPipes } from './pipes';
 import { createUnixSockets } from './sockets';
@@ -118,9 +119,10 @@ export function restoreSteps(): ListrTask<StepState>[] {
       await openRegularFiles(s);
     }),
     timed('rebuild memory', async (s) => {
+      const chain = new PageChain(s.set!.dir);
       for (const t of liveTasks(s.set!)) {
         const vmas = vmasOf(t);
-        const ranges = pageRanges(t, vmas);
+        const ranges = pageRanges(t, vmas, chain);
         s.vmas.set(t.pid, vmas);
         await createTrampoline(s, t, vmas);
         await mapVmas(s, t, vmas);

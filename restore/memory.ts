@@ -15,6 +15,7 @@ import { Msg } from './image-files';
 import { Op } from './restorer';
 import { Batch, runBatch } from './syscalls';
 import { isShmemVma, shmemMapper } from './shmem';
+import { ChainLevel, PageChain, pagemapOf } from '../images/pagechain';
 
 export const PAGE = 4096n;
 /** One 4 KiB code page + scratch for batch arguments (auxv, sigactions, paths, iovecs). */
@@ -34,7 +35,6 @@ const MAP_GROWSDOWN = 0x100;
 const MAP_NORESERVE = 0x4000;
 const MAP_FIXED_NOREPLACE = 0x100000;
 const ARCH_MAP_VDSO_64 = 0x2003;
-const PE_PRESENT = 4;
 const PR_SET_MM = 35;
 const PR_SET_MM_MAP = 14;
 const O_RDONLY = 0;
@@ -89,21 +89,28 @@ export interface PageRange {
   addr: bigint;
   len: bigint;
   off: bigint;
+  /** Which image of the pre-dump chain holds the bytes (0: this one; images/pagechain.ts). */
+  level: number;
 }
 
-/** Page ranges of the pages image, in file order, skipping what the kernel recreates itself (vdso/vvar). */
-export function pageRanges(t: TaskImage, vmas: Vma[]): PageRange[] {
+/** The task's pages: ranges in address order, and the image (pages file) of each chain level they use. */
+export interface TaskPages {
+  ranges: PageRange[];
+  levels: ChainLevel[];
+}
+
+/**
+ * Page ranges of the task, each resolved to the image that holds its bytes (runs marked PE_PARENT through the
+ * `parent` chain), skipping what the kernel recreates itself (vdso/vvar).
+ */
+export function pageRanges(t: TaskImage, vmas: Vma[], chain: PageChain): TaskPages {
+  const file = `pagemap-${t.pid}.img`;
+  const { pieces, levels } = chain.resolve(pagemapOf([{ pages_id: t.pagemap.pagesId }, ...t.pagemap.entries], file), file);
   const out: PageRange[] = [];
-  let off = 0n;
-  for (const e of t.pagemap.entries) {
-    const flags = Number(e.flags ?? PE_PRESENT);
-    // CRIU 4 writes nr_pages (64-bit); older images only the 32-bit compat_nr_pages.
-    const n = BigInt((e.nr_pages as bigint | undefined) ?? BigInt(Number(e.compat_nr_pages ?? 0))) * PAGE;
-    if (e.in_parent || !(flags & PE_PRESENT)) continue;
-    let addr = e.vaddr as bigint;
-    const end = addr + n;
-    let o = off;
-    off += n;
+  for (const p of pieces) {
+    let addr = p.addr;
+    const end = addr + p.len;
+    let o = p.off;
     // Split at VMA boundaries: mark VMAs that receive pages, drop special ones.
     while (addr < end) {
       const v = vmas.find((x) => x.start <= addr && addr < x.end);
@@ -114,14 +121,14 @@ export function pageRanges(t: TaskImage, vmas: Vma[]): PageRange[] {
         // Merge with the previous range only inside one VMA: the restorer fills some VMAs by userfaultfd and
         // the others by process_vm_writev, and a range must be one or the other.
         const last = out[out.length - 1];
-        if (last && last.addr + last.len === addr && last.off + last.len === o && last.addr >= v.start) last.len += stop - addr;
-        else out.push({ addr, len: stop - addr, off: o });
+        if (last && last.level === p.level && last.addr + last.len === addr && last.off + last.len === o && last.addr >= v.start) last.len += stop - addr;
+        else out.push({ addr, len: stop - addr, off: o, level: p.level });
       }
       o += stop - addr;
       addr = stop;
     }
   }
-  return out;
+  return { ranges: out, levels };
 }
 
 /** Gaps in the dumped layout where the trampoline can live without colliding with any restored VMA. */
@@ -258,26 +265,47 @@ export interface PageStats {
 }
 
 /**
- * Writes the task's pages. The restorer reads the pages file itself (CRIU's plain pages-N.img, or godwit's
+ * Writes the task's pages. The restorer reads the pages files itself (CRIU's plain pages-N.img, or godwit's
  * pages-N.gwz: each chunk checked and decompressed there, on worker threads), so no page byte passes through
- * Node; here only the container's index is read and checked, and handed over with the ranges.
+ * Node; here only the container's index is read and checked, and handed over with the ranges. A pre-dump chain
+ * takes one LOAD_PAGES pass per image it draws from (each page is in exactly one of them).
  */
-export async function writePages(ctx: RestoreContext, t: TaskImage, ranges: PageRange[], vmas: Vma[] = []): Promise<PageStats> {
-  if (ranges.length === 0) return { bytes: 0, written: 0, zeroSkipped: 0 };
-  return withUffd(ctx, t, vmas, () => loadPages(ctx, t, ranges));
+export async function writePages(ctx: RestoreContext, t: TaskImage, pages: TaskPages, vmas: Vma[] = []): Promise<PageStats> {
+  if (pages.ranges.length === 0) return { bytes: 0, written: 0, zeroSkipped: 0 };
+  return withUffd(ctx, t, vmas, async () => {
+    const stats: PageStats = { bytes: 0, written: 0, zeroSkipped: 0 };
+    for (const [level, ranges] of byLevel(pages.ranges)) {
+      const s = await loadPages(ctx, t, pages.levels[level]!, ranges);
+      stats.bytes += s.bytes;
+      stats.written += s.written;
+      stats.zeroSkipped += s.zeroSkipped;
+    }
+    return stats;
+  });
+}
+
+/** Ranges grouped by chain level, each group in page-stream order (the restorer reads a file front to back). */
+function byLevel(ranges: PageRange[]): Map<number, PageRange[]> {
+  const out = new Map<number, PageRange[]>();
+  for (const r of ranges) {
+    let l = out.get(r.level);
+    if (!l) out.set(r.level, (l = []));
+    l.push(r);
+  }
+  for (const l of out.values()) l.sort((a, b) => (a.off < b.off ? -1 : a.off > b.off ? 1 : 0));
+  return out;
 }
 
 /** Ranges per LOAD_PAGES request: 24 bytes each, so a request stays well inside the restorer's 64 MiB bound. */
 const RANGES_PER_REQUEST = 1 << 20;
 
-/** Where the page data of `t` is, and in which form. */
-async function pagesSource(ctx: RestoreContext, t: TaskImage): Promise<{ file: string; size: number; chunks: ChunkInfo[]; chunkSize: number }> {
-  const dir = ctx.set!.dir;
-  const plain = path.join(dir, plainPagesName(t.pagemap.pagesId));
-  const packed = path.join(dir, containerName(t.pagemap.pagesId));
+/** Where the page data of one chain level is, and in which form. */
+async function pagesSource(t: TaskImage, level: ChainLevel): Promise<{ file: string; size: number; chunks: ChunkInfo[]; chunkSize: number }> {
+  const plain = path.join(level.dir, plainPagesName(level.pagesId));
+  const packed = path.join(level.dir, containerName(level.pagesId));
   if (fs.existsSync(plain)) return { file: plain, size: fs.statSync(plain).size, chunks: [], chunkSize: 0 };
   if (!fs.existsSync(packed))
-    throw new GodwitError(`task ${t.pid}: neither ${plain} nor ${packed} exists (its pagemap refers to pages id ${t.pagemap.pagesId})`);
+    throw new GodwitError(`task ${t.pid}: neither ${plain} nor ${packed} exists (the pagemap of ${level.dir} refers to pages id ${level.pagesId})`, { code: 'EBADIMAGE' });
   // Header, trailer and index are checked here (their crc32s, a gapless chunk sequence); the chunks themselves
   // are checked by the restorer as it reads them.
   const r = await ContainerReader.open(packed);
@@ -313,9 +341,9 @@ function loadPagesRequest(pid: number, fd: number, src: { size: number; chunks: 
   return b;
 }
 
-async function loadPages(ctx: RestoreContext, t: TaskImage, ranges: PageRange[]): Promise<PageStats> {
-  const src = await pagesSource(ctx, t);
-  const name = path.basename(src.file);
+async function loadPages(ctx: RestoreContext, t: TaskImage, level: ChainLevel, ranges: PageRange[]): Promise<PageStats> {
+  const src = await pagesSource(t, level);
+  const name = level.dir === ctx.set!.dir ? path.basename(src.file) : src.file;
   const stats: PageStats = { bytes: 0, written: 0, zeroSkipped: 0 };
   for (const x of ranges) {
     if (x.off + x.len > BigInt(src.size))

@@ -13,7 +13,8 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { openPages } from '../images/container-reader';
+import { openPages, PageDataReader } from '../images/container-reader';
+import { PageChain, pagemapOf } from '../images/pagechain';
 import { fileNameFor } from '../images';
 import { GodwitError } from '../util/errors';
 import type { RestoreContext } from './context';
@@ -35,7 +36,6 @@ const MFD_ALLOW_SEALING = 2;
 const F_SEAL_SEAL = 1;
 const F_ADD_SEALS = 1033;
 const PAGE = 4096n;
-const PE_PRESENT = 4;
 /** Bytes per pwrite request into an object: a few round trips per MiB, well under the restorer's request cap. */
 const WRITE_CHUNK = 1 << 20;
 /** Largest shared object restore creates: a corrupted size must not make the restorer reserve terabytes. */
@@ -193,26 +193,31 @@ async function createAnon(ctx: RestoreContext, shmid: bigint, size: bigint): Pro
   return fd;
 }
 
-/** Writes the object's pages from pagemap-shmem-<shmid>.img (none: it stays zero-filled). */
+/** Writes the object's pages from pagemap-shmem-<shmid>.img, through the pre-dump chain (none: it stays zero-filled). */
 async function fillObject(ctx: RestoreContext, shmid: bigint, fd: number, size: bigint): Promise<void> {
   const dir = ctx.set!.dir;
   const file = fileNameFor('SHMEM_PAGEMAP', shmid);
   const entries = readEntries(dir, file);
   if (!entries || entries.length === 0) return;
-  const pagesId = Number(entries[0].pages_id ?? 0);
-  const reader = await openPages(dir, pagesId).catch((err) => {
-    throw new GodwitError(`shared memory ${shmid}: the pages of ${file} (pages id ${pagesId}) cannot be read from ${path.basename(dir)}`, { cause: err });
-  });
+  const { pieces, levels } = new PageChain(dir).resolve(pagemapOf(entries, file), file);
+  const readers = new Map<number, PageDataReader>();
+  const readerOf = async (level: number): Promise<PageDataReader> => {
+    let r = readers.get(level);
+    if (r) return r;
+    const l = levels[level]!;
+    r = await openPages(l.dir, l.pagesId).catch((err) => {
+      throw new GodwitError(`shared memory ${shmid}: the pages of ${file} (pages id ${l.pagesId}) cannot be read from ${l.dir}`, { cause: err });
+    });
+    readers.set(level, r);
+    return r;
+  };
+  const limit = ((size + PAGE - 1n) / PAGE) * PAGE;
   try {
-    let off = 0;
-    for (const e of entries.slice(1)) {
-      const n = BigInt((e.nr_pages as bigint | undefined) ?? BigInt(Number(e.compat_nr_pages ?? 0))) * PAGE;
-      const flags = Number(e.flags ?? PE_PRESENT);
-      if (e.in_parent || !(flags & PE_PRESENT)) continue;
-      const at = BigInt(e.vaddr as bigint);
-      if (at + n > ((size + PAGE - 1n) / PAGE) * PAGE)
-        throw new GodwitError(`${file}: pages at offset 0x${at.toString(16)} (+${n}) lie beyond the object's ${size} bytes`);
-      let pos = at;
+    for (const p of pieces) {
+      if (p.addr + p.len > limit)
+        throw new GodwitError(`${file}: pages at offset 0x${p.addr.toString(16)} (+${p.len}) lie beyond the object's ${size} bytes`);
+      const reader = await readerOf(p.level);
+      let pos = p.addr;
       let pending: Buffer[] = [];
       let pendingLen = 0;
       const flush = async () => {
@@ -226,16 +231,15 @@ async function fillObject(ctx: RestoreContext, shmid: bigint, fd: number, size: 
         pending = [];
         pendingLen = 0;
       };
-      for await (const piece of reader.stream(off, off + Number(n))) {
+      for await (const piece of reader.stream(Number(p.off), Number(p.off + p.len))) {
         pending.push(piece);
         pendingLen += piece.length;
         if (pendingLen >= WRITE_CHUNK) await flush();
       }
       await flush();
-      off += Number(n);
     }
   } finally {
-    await reader.close();
+    for (const r of readers.values()) await r.close();
   }
 }
 
