@@ -21,6 +21,7 @@ import { connectTarget, SshTiming, TargetOptions } from '../transport/ssh-endpoi
 import { GodwitError, UsageError } from '../util/errors';
 import { StreamImageOutput } from './stream-output';
 import type { RoundSent } from '../checkpoint/precopy-chain';
+import type { PreCopyOptions } from '../checkpoint/precopy';
 
 export { receiveMigration, restoreHeld } from './target';
 export type { ReceiveMigrationOptions } from './target';
@@ -107,6 +108,8 @@ export type MigrateEvent =
   | { event: 'step'; step: string; status: 'start' | 'done' | 'skipped'; ms?: number }
   | { event: 'state'; state: SourceState }
   | { event: 'progress'; files: number; rawBytes: number; wireBytes: number; seconds: number; wireBytesPerSecond: number }
+  /** A streamed pre-copy round is on the target (sent while the tree runs); rawBytes: image bytes sent so far. */
+  | { event: 'pre-copy round'; round: number; pageBytes: number; imageBytes: number; sendMs: number; rawBytes: number }
   | { event: 'done'; summary: MigrateSummary };
 
 /** The state the steps share (one per migration). */
@@ -181,6 +184,20 @@ function timed<C>(s: MigrateState, t: ListrTask<C>): ListrTask<C> {
 
 const mb = (n: number) => (n / 1e6).toFixed(1);
 
+/** The dump's pre-copy options with a 'pre-copy round' event after each streamed round. */
+function roundEvents(s: MigrateState, pc: true | PreCopyOptions): PreCopyOptions {
+  const o = pc === true ? {} : pc;
+  return {
+    ...o,
+    onRound: async (r) => {
+      const sent = s.dump?.roundsSent.find((x) => x.round === r.round);
+      if (sent) s.opts.onEvent?.({ event: 'pre-copy round', round: sent.round, pageBytes: sent.pageBytes, imageBytes: sent.imageBytes,
+        sendMs: sent.sendMs, rawBytes: s.progress?.rawBytes ?? 0 });
+      await o.onRound?.(r);
+    },
+  };
+}
+
 /** The steps; run them with one Listr (see migrate()) and call abortMigrate() if it fails. */
 export function migrateTasks(s: MigrateState): ListrTask[] {
   const o = s.opts;
@@ -233,7 +250,7 @@ export function migrateTasks(s: MigrateState): ListrTask[] {
           pid: o.pid,
           dir: `${s.label}:${s.targetDir}`,
           ...o.dump,
-          ...(o.dump?.preCopy ? { preCopyChain: o.dump.preCopyChain ?? true } : {}),
+          ...(o.dump?.preCopy ? { preCopy: roundEvents(s, o.dump.preCopy), preCopyChain: o.dump.preCopyChain ?? true } : {}),
           keepFrozen: true,
           output: new StreamImageOutput(s.tx!.sender!, { options: { command: 'migrate', pid: o.pid } }),
         });

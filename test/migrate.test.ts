@@ -178,8 +178,11 @@ async function expectSourceUnharmed(w: Workload): Promise<void> {
   expect(v.detail).toBe('PASS');
 }
 
-/** After a successful migration: the source's processes are gone, the restored ones live in host B. */
-async function expectMigrated(w: Workload, r: Run, targetDir: string): Promise<void> {
+/**
+ * After a successful migration: the source's processes are gone, the restored ones live in host B. `kept`: the
+ * images stay on the target (--keep-images), so only processes are checked for leftovers.
+ */
+async function expectMigrated(w: Workload, r: Run, targetDir: string, kept = false): Promise<void> {
   expect({ code: r.code, error: r.error, stderr: r.code === 0 ? '' : r.stderr }).toEqual({ code: 0, error: undefined, stderr: '' });
   const done = r.events.find((e) => e.event === 'done') as { summary: Record<string, number> } | undefined;
   expect(done).toBeDefined();
@@ -200,7 +203,8 @@ async function expectMigrated(w: Workload, r: Run, targetDir: string): Promise<v
   w.setPids(sourcePids.map((p) => byNsPid.get(p) ?? now[0]!));
   const v = await w.verify();
   expect(v.detail).toBe('PASS');
-  expect(await targetLeftovers(targetDir)).toEqual([]);
+  if (kept) expect(fs.existsSync(path.join(targetDir, 'godwit-manifest.json'))).toBe(true);
+  expect(await targetLeftovers(kept ? path.join(work, 'no-such-dir') : targetDir)).toEqual([]);
 }
 
 describe('godwit migrate between two test hosts', () => {
@@ -235,6 +239,39 @@ describe('godwit migrate between two test hosts', () => {
     expect(states).toEqual(['connecting', 'streaming', 'verifying', 'restoring', 'committing', 'done']);
   }, 60_000);
 });
+
+/**
+ * Migrates a mem-counter while the target's restorer is SIGKILLed as soon as it shows up (while it rebuilds memory):
+ * the source must continue unharmed and the target hold nothing.
+ */
+async function restoreKilledHalfWay(dirName: string, extra: string[]): Promise<void> {
+  const w = await start('mem-counter', ['--mib', '128']);
+  const targetDir = path.join(work, dirName);
+  let killed: string | undefined;
+  const r = await migrateCli(w, ['--target-dir', targetDir, ...extra], (e) => {
+    if (e.event !== 'state' || e.state !== 'restoring') return;
+    // The restorer starts once the files are checked: kill it as soon as it shows up, while it rebuilds memory.
+    void (async () => {
+      for (let i = 0; i < 2000 && !killed; i++) {
+        // The restorer itself (its stubs, forks of it, carry the same name): the child of `godwit receive`.
+        const all = processesIn(bed.target);
+        const receiver = all.find((p) => p.includes(' receive --dir '));
+        const victim = receiver && all.find((p) => p.includes('godwit-restorer') && ppidOf(p) === Number(receiver.split(' ')[0]));
+        if (victim) {
+          killed = victim;
+          process.kill(Number(victim.split(' ')[0]), 'SIGKILL');
+        } else await sleep(2);
+      }
+    })();
+  });
+  if (process.env.GODWIT_TEST_DEBUG) process.stderr.write(`killed: ${killed}\n`);
+  expect(killed).toBeDefined();
+  expect(r.code).toBe(1);
+  expect(r.error).toMatch(/failed; the source was resumed as it was/);
+  expect(r.error).toMatch(/restor/);
+  await expectSourceUnharmed(w);
+  expect(await targetLeftovers(targetDir)).toEqual([]);
+}
 
 describe('migrate faults: the source continues unharmed, the target holds nothing', () => {
   test('the SSH link cut mid-stream', async () => {
@@ -280,34 +317,7 @@ describe('migrate faults: the source continues unharmed, the target holds nothin
     expect(await targetLeftovers(targetDir)).toEqual([]);
   }, 60_000);
 
-  test("the target's restore killed half-way", async () => {
-    const w = await start('mem-counter', ['--mib', '128']);
-    const targetDir = path.join(work, 'img-killed');
-    let killed: string | undefined;
-    const r = await migrateCli(w, ['--target-dir', targetDir], (e) => {
-      if (e.event !== 'state' || e.state !== 'restoring') return;
-      // The restorer starts once the files are checked: kill it as soon as it shows up, while it rebuilds memory.
-      void (async () => {
-        for (let i = 0; i < 2000 && !killed; i++) {
-          // The restorer itself (its stubs, forks of it, carry the same name): the child of `godwit receive`.
-          const all = processesIn(bed.target);
-          const receiver = all.find((p) => p.includes(' receive --dir '));
-          const victim = receiver && all.find((p) => p.includes('godwit-restorer') && ppidOf(p) === Number(receiver.split(' ')[0]));
-          if (victim) {
-            killed = victim;
-            process.kill(Number(victim.split(' ')[0]), 'SIGKILL');
-          } else await sleep(2);
-        }
-      })();
-    });
-    if (process.env.GODWIT_TEST_DEBUG) process.stderr.write(`killed: ${killed}\n`);
-    expect(killed).toBeDefined();
-    expect(r.code).toBe(1);
-    expect(r.error).toMatch(/failed; the source was resumed as it was/);
-    expect(r.error).toMatch(/restor/);
-    await expectSourceUnharmed(w);
-    expect(await targetLeftovers(targetDir)).toEqual([]);
-  }, 60_000);
+  test("the target's restore killed half-way", () => restoreKilledHalfWay('img-killed', []), 60_000);
 
   test('a corrupted chunk', async () => {
     const w = await start('mem-counter', ['--mib', '32']);
@@ -397,4 +407,180 @@ describe('migrate: target problems found before anything is frozen', () => {
     expect(r.error).toMatch(/godwit on root@198\.18\.\d+\.2 does not understand `receive` .* upgrade it/);
     await expectSourceUnharmed(w);
   }, 30_000);
+});
+
+/** Events up to the dump's freeze (the tree ran meanwhile), and whether the freeze started at all. */
+function beforeFreeze(r: Run): { events: Event[]; froze: boolean } {
+  const i = r.events.findIndex((e) => e.event === 'step' && e.step === 'freeze');
+  return { events: i < 0 ? r.events : r.events.slice(0, i), froze: i >= 0 };
+}
+
+interface PreCopySent {
+  rounds: { round: number; pageBytes: number; imageBytes: number }[];
+  streamedBytes: number;
+  afterFreezeBytes: number;
+  afterFreezePageBytes: number;
+}
+
+/** The streamed pre-copy's figures: every round on the target before the freeze, its bytes in the summary. */
+function expectStreamedRounds(r: Run): { sent: PreCopySent; pageBytes: number } {
+  const done = r.events.find((e) => e.event === 'done') as { summary: { preCopy?: PreCopySent; pageBytes: number } };
+  const sent = done.summary.preCopy!;
+  expect(sent).toBeDefined();
+  expect(sent.rounds.length).toBeGreaterThanOrEqual(1);
+  const { events, froze } = beforeFreeze(r);
+  expect(froze).toBe(true);
+  const roundEvents = events.filter((e) => e.event === 'pre-copy round');
+  expect(roundEvents.map((e) => e.round)).toEqual(sent.rounds.map((x) => x.round));
+  // When each round was reported, its files had gone into the stream: the image bytes sent so far cover it.
+  let cumulative = 0;
+  roundEvents.forEach((e, i) => {
+    cumulative += sent.rounds[i]!.imageBytes;
+    expect(Number(e.rawBytes)).toBeGreaterThanOrEqual(cumulative);
+  });
+  expect(sent.streamedBytes).toBe(cumulative);
+  return { sent, pageBytes: done.summary.pageBytes };
+}
+
+describe('migrate --pre-copy: the rounds streamed to the target while the tree runs', () => {
+  test('mem-counter: round 1 carries the memory before the freeze, the frozen window almost nothing', async () => {
+    const w = await start('mem-counter', ['--mib', '48']);
+    const targetDir = path.join(work, 'img-precopy-idle');
+    const r = await migrateCli(w, ['--target-dir', targetDir, '--pre-copy']);
+    await expectMigrated(w, r, targetDir);
+    const { sent, pageBytes } = expectStreamedRounds(r);
+    expect(sent.rounds[0]!.pageBytes).toBeGreaterThanOrEqual(48 << 20);
+    // After the freeze: the counter's page, stacks and the like; the 48 MiB area went before.
+    expect(sent.afterFreezePageBytes).toBeLessThan(2 << 20);
+    expect(sent.afterFreezePageBytes).toBeLessThan(pageBytes / 20);
+    expect(sent.afterFreezeBytes).toBeLessThan(sent.streamedBytes / 10);
+  }, 60_000);
+
+  test('a workload that keeps writing memory: only its dirty pages travel after the freeze; the kept chain restores here, and a broken chain is a clear error', async () => {
+    // 1024 pages rewritten at 20,000 pages/s: every round (and the freeze) finds them written again.
+    const w = await start('mem-counter', ['--mib', '48', '--dirty-pages', '1024', '--dirty-rate', '20000']);
+    const targetDir = path.join(work, 'img-precopy-dirty');
+    const logBefore = fs.readFileSync(path.join(w.dir, 'log'));
+    try {
+      const r = await migrateCli(w, ['--target-dir', targetDir, '--pre-copy', '--keep-images']);
+      await expectMigrated(w, r, targetDir, true);
+      const { sent, pageBytes } = expectStreamedRounds(r);
+      expect(sent.rounds[0]!.pageBytes).toBeGreaterThanOrEqual(48 << 20);
+      // The dirty set (4 MiB) plus a little (counter page, stacks): not the area.
+      expect(sent.afterFreezePageBytes).toBeGreaterThan(0);
+      expect(sent.afterFreezePageBytes).toBeLessThanOrEqual((1024 * 4096) + (2 << 20));
+      expect(sent.afterFreezePageBytes).toBeLessThan(pageBytes / 4);
+
+      // What the target received: the rounds as a pre-dump chain the receiver linked itself.
+      const k = sent.rounds.length;
+      expect(fs.readlinkSync(path.join(targetDir, 'parent'))).toBe(`pre-${k}`);
+      for (let i = 2; i <= k; i++) expect(fs.readlinkSync(path.join(targetDir, `pre-${i}`, 'parent'))).toBe(`../pre-${i - 1}`);
+      expect(fs.existsSync(path.join(targetDir, 'pre-1', 'parent'))).toBe(false);
+
+      // `godwit restore` of the chain (here, in a new PID namespace): the state at the freeze, every page its stamp.
+      fs.rmSync(path.join(w.dir, 'result'), { force: true });
+      fs.rmSync(path.join(w.dir, 'go'), { force: true });
+      fs.writeFileSync(path.join(w.dir, 'log'), logBefore);
+      const restoreCli = (dir: string) => new Promise<{ code: number | null; out: string }>((resolve) => {
+        const c = spawn(NODE, [CLI, 'restore', '--dir', dir, '--new-pidns', '--detach', '--json'], { stdio: ['ignore', 'pipe', 'pipe'] });
+        children.add(c);
+        let out = '';
+        c.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+        c.stderr!.on('data', (d: Buffer) => (out += d.toString()));
+        c.on('close', (code) => {
+          children.delete(c);
+          resolve({ code, out });
+        });
+      });
+      const ok = await restoreCli(targetDir);
+      expect({ code: ok.code, out: ok.code === 0 ? '' : ok.out }).toEqual({ code: 0, out: '' });
+      const pids = findWorkloadPids(w.dir);
+      expect(pids.length).toBe(1);
+      w.setPids(pids);
+      expect((await w.verify()).detail).toBe('PASS');
+      expect(findWorkloadPids(w.dir)).toEqual([]);
+      fs.writeFileSync(path.join(w.dir, 'log'), logBefore);
+
+      // A parent's pages file missing: its manifest names it.
+      const pages = path.join(targetDir, 'pre-1', 'pages-1.gwz');
+      const aside = path.join(work, 'pre-1-pages.gwz');
+      fs.renameSync(pages, aside);
+      let bad = await restoreCli(targetDir);
+      expect(bad.code).toBe(1);
+      expect(bad.out).toMatch(/pre-1 \(parent image\): pages-1\.gwz is listed in the manifest but missing/);
+      // The same in a chain without godwit manifests (as CRIU writes them): found when its pages are needed.
+      const manifest = path.join(targetDir, 'pre-1', 'godwit-manifest.json');
+      fs.renameSync(manifest, `${aside}.json`);
+      bad = await restoreCli(targetDir);
+      expect(bad.code).toBe(1);
+      expect(bad.out).toMatch(/neither \S*pre-1\/pages-1\.img nor \S*pre-1\/pages-1\.gwz exists/);
+      fs.renameSync(aside, pages);
+      fs.renameSync(`${aside}.json`, manifest);
+      // The link to the parent gone.
+      fs.unlinkSync(path.join(targetDir, 'parent'));
+      bad = await restoreCli(targetDir);
+      expect(bad.code).toBe(1);
+      expect(bad.out).toMatch(/marks pages 0x[0-9a-f]+-0x[0-9a-f]+ as in the parent image, but \S+ has no `parent` link/);
+      // Nothing of the failed restores runs.
+      expect(findWorkloadPids(w.dir)).toEqual([]);
+    } finally {
+      fs.rmSync(targetDir, { recursive: true, force: true });
+    }
+  }, 120_000);
+
+  test('the SSH link cut during a round: the source continues, no round is left on the target', async () => {
+    const w = await start('mem-counter', ['--mib', '192']);
+    const targetDir = path.join(work, 'img-precopy-cut');
+    let cut: Promise<void> | undefined;
+    let inRound = false;
+    try {
+      const r = await migrateCli(w, ['--target-dir', targetDir, '--pre-copy', '--keepalive', '0.3', '--idle-timeout', '3'], (e) => {
+        if (e.event === 'step' && e.step === 'pre-copy' && e.status === 'start') inRound = true;
+        if (!cut && inRound && e.event === 'progress' && Number(e.wireBytes) > 4 << 20) cut = bed.target.setLinkUp(false);
+      });
+      expect(cut).toBeDefined();
+      expect(beforeFreeze(r).froze).toBe(false);
+      expect(r.code).toBe(1);
+      expect(r.error).toMatch(/failed; the source was resumed as it was/);
+      expect(r.error).toMatch(/connection lost|stopped answering keepalives/);
+    } finally {
+      await cut;
+      await bed.target.setLinkUp(true);
+    }
+    await expectSourceUnharmed(w);
+    expect(await targetLeftovers(targetDir)).toEqual([]);
+  }, 90_000);
+
+  test("the target's restore of the chain killed half-way: the source continues, the rounds are removed", () =>
+    restoreKilledHalfWay('img-precopy-killed', ['--pre-copy']), 60_000);
+
+  test('Ctrl-C during a round: the source continues untracked, the target removes the rounds', async () => {
+    const w = await start('mem-counter', ['--mib', '128']);
+    const targetDir = path.join(work, 'img-precopy-ctrlc');
+    let interrupted = false;
+    let inRound = false;
+    const r = await migrateCli(w, ['--target-dir', targetDir, '--pre-copy'], (e, child) => {
+      if (e.event === 'step' && e.step === 'pre-copy' && e.status === 'start') inRound = true;
+      if (!interrupted && inRound && e.event === 'progress' && Number(e.wireBytes) > 2 << 20) {
+        interrupted = true;
+        child.kill('SIGINT');
+      }
+    });
+    expect(interrupted).toBe(true);
+    expect(beforeFreeze(r).froze).toBe(false);
+    expect(r.code).toBe(1);
+    expect(r.error).toMatch(/failed; the source was resumed as it was[\s\S]*interrupted/);
+    // Write tracking ended with the migration: no userfaultfd left in the workload, nothing write-protected.
+    const links = fs.readdirSync(`/proc/${w.pid}/fd`).map((f) => {
+      try {
+        return fs.readlinkSync(`/proc/${w.pid}/fd/${f}`);
+      } catch {
+        return '';
+      }
+    });
+    expect(links.filter((l) => l.includes('userfaultfd'))).toEqual([]);
+    expect(safeRead(`/proc/${w.pid}/smaps`).match(/^VmFlags:.*\buw\b.*$/gm) ?? []).toEqual([]);
+    await expectSourceUnharmed(w);
+    expect(await targetLeftovers(targetDir)).toEqual([]);
+  }, 60_000);
 });
