@@ -18,6 +18,7 @@ import { crc32, crc32Hex } from './crc32';
 import { CONTAINER_SUFFIX } from './container-format';
 import { ContainerReader } from './container-reader';
 import { checkImageFiles } from './imagecheck';
+import { PARENT_LINK, ROUND_DIR } from './pagechain';
 import { ImageProvenance, MANIFEST_NAME, Manifest, ManifestFile, readManifest } from './manifest';
 import { VerifyProblem, problemOf } from './verify-problem';
 
@@ -92,7 +93,7 @@ export async function verifyContainer(file: string, problems: VerifyProblem[]): 
   }
 }
 
-export async function verifyImageDir(dir: string): Promise<VerifyReport> {
+export async function verifyImageDir(dir: string, depth = 0): Promise<VerifyReport> {
   const report: VerifyReport = {
     dir,
     ok: false,
@@ -117,8 +118,10 @@ export async function verifyImageDir(dir: string): Promise<VerifyReport> {
     problems.push(problemOf(err, MANIFEST_NAME));
   }
 
-  // Which files there are, against which the manifest lists.
-  const present = new Set(entries.filter((e) => e !== MANIFEST_NAME));
+  // Which files there are, against which the manifest lists. A pre-dump chain's `parent` link and the rounds a
+  // streamed pre-copy left beside the image (pre-N/) are images of their own: verified below, not listed here.
+  const chained = await chainEntries(dir, entries);
+  const present = new Set(entries.filter((e) => e !== MANIFEST_NAME && !chained.has(e)));
   const listed = new Map<string, ManifestFile>((manifest?.files ?? []).map((f) => [f.name, f]));
   if (manifest) {
     for (const name of listed.keys()) {
@@ -175,6 +178,27 @@ export async function verifyImageDir(dir: string): Promise<VerifyReport> {
   // CRIU image files: each decodes; pagemaps agree with the page data.
   report.checked.decoded = await checkImageFiles(dir, [...present].sort(), pagesBytesOf, problems);
 
+  // The parent image of a chain, each against its own manifest (depth bounded by the link chain itself).
+  if (chained.has(PARENT_LINK) && depth < 64) {
+    const parent = await fsp.realpath(path.join(dir, PARENT_LINK)).catch(() => undefined);
+    if (!parent) problems.push({ file: PARENT_LINK, problem: 'the parent link points to nothing: the pre-dump chain is broken' });
+    else {
+      const up = await verifyImageDir(parent, depth + 1);
+      for (const p of up.problems) problems.push({ ...p, file: `${PARENT_LINK}/${p.file}` });
+    }
+  }
+
   report.ok = problems.length === 0;
   return report;
+}
+
+/** The `parent` symlink and pre-N/ round directories of a pre-dump chain among a directory's entries. */
+async function chainEntries(dir: string, entries: string[]): Promise<Set<string>> {
+  const out = new Set<string>();
+  for (const e of entries) {
+    if (e !== PARENT_LINK && !ROUND_DIR.test(e)) continue;
+    const st = await fsp.lstat(path.join(dir, e));
+    if ((e === PARENT_LINK && st.isSymbolicLink()) || (e !== PARENT_LINK && st.isDirectory())) out.add(e);
+  }
+  return out;
 }

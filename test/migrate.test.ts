@@ -5,7 +5,7 @@
  * --migrate` restores the tree for real. Every workload verifies itself on the target; every fault leaves the
  * source running unharmed (it verifies itself too) and nothing on the target.
  */
-import { ChildProcess, spawn } from 'node:child_process';
+import { ChildProcess, spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -476,6 +476,9 @@ describe('migrate --pre-copy: the rounds streamed to the target while the tree r
       expect(fs.readlinkSync(path.join(targetDir, 'parent'))).toBe(`pre-${k}`);
       for (let i = 2; i <= k; i++) expect(fs.readlinkSync(path.join(targetDir, `pre-${i}`, 'parent'))).toBe(`../pre-${i - 1}`);
       expect(fs.existsSync(path.join(targetDir, 'pre-1', 'parent'))).toBe(false);
+      // `godwit verify` checks the whole chain, each image against its own manifest.
+      const verified = spawnSync(NODE, [CLI, 'verify', targetDir], { encoding: 'utf8' });
+      expect({ status: verified.status, out: verified.stdout + verified.stderr }).toEqual({ status: 0, out: expect.stringMatching(/: OK: /) });
 
       // `godwit restore` of the chain (here, in a new PID namespace): the state at the freeze, every page its stamp.
       fs.rmSync(path.join(w.dir, 'result'), { force: true });
