@@ -11,7 +11,18 @@ import { jsonReplacer } from './output';
 import { addSshFlags, SshFlags, targetOptions } from './ssh-flags';
 
 interface MigrateFlags extends SshFlags {
-  pid: string;
+  pid?: string;
+  container?: string;
+  runtime?: string;
+  cgroup?: string;
+  rootfs?: string;
+  rootfsBase?: string;
+  bridge?: string;
+  peerAddr?: string;
+  vethHostName?: string;
+  cgroupRoot?: string;
+  targetRootfsBase?: string;
+  targetRootfsPath?: string;
   to: string;
   targetDir?: string;
   newPidns?: boolean;
@@ -35,12 +46,18 @@ function seconds(flag: string, v: string | undefined, min: number, max: number):
 }
 
 export function migrateOptions(f: MigrateFlags): MigrateOptions {
-  if (!/^\d+$/.test(f.pid) || Number(f.pid) <= 0) throw new UsageError(`--pid must be a process id (a positive integer), got '${f.pid}'`);
-  const o: MigrateOptions = { pid: Number(f.pid), to: f.to, ...targetOptions(f) };
+  if ([f.pid, f.container, f.cgroup].filter((x) => x !== undefined).length !== 1)
+    throw new UsageError('give exactly one of --pid PID, --container ID, --cgroup PATH');
+  if (f.pid !== undefined && (!/^\d+$/.test(f.pid) || Number(f.pid) <= 0)) throw new UsageError(`--pid must be a process id (a positive integer), got '${f.pid}'`);
+  const o: MigrateOptions = { pid: f.pid !== undefined ? Number(f.pid) : 0, to: f.to, ...targetOptions(f) };
+  const d = containerDumpFlags(f);
+  const tg = containerTargetFlags(f);
+  if (tg) o.target = tg;
   if (f.targetDir) o.targetDir = f.targetDir;
   if (f.newPidns) o.newPidns = true;
   if (f.keepImages) o.keepImages = true;
-  if (f.preCopy) o.dump = { preCopy: true, ...(f.preCopyStream === false ? { preCopyChain: false } : {}) };
+  if (f.preCopy) Object.assign(d, { preCopy: true, ...(f.preCopyStream === false ? { preCopyChain: false } : {}) });
+  if (Object.keys(d).length) o.dump = d;
   const t: NonNullable<MigrateOptions['timeouts']> = {};
   const connectMs = seconds('--connect-timeout', f.connectTimeout, 1, 600);
   const restoreMs = seconds('--restore-timeout', f.restoreTimeout, 1, 3600);
@@ -54,12 +71,61 @@ export function migrateOptions(f: MigrateFlags): MigrateOptions {
   return o;
 }
 
+/** --container/--cgroup/--runtime/--rootfs/--rootfs-base as the dump's options. */
+function containerDumpFlags(f: MigrateFlags): NonNullable<MigrateOptions['dump']> {
+  const d: NonNullable<MigrateOptions['dump']> = {};
+  if (f.container !== undefined) d.container = f.container;
+  if (f.cgroup !== undefined) d.cgroup = f.cgroup;
+  if (f.runtime !== undefined) {
+    if (f.runtime !== 'runc' && f.runtime !== 'crun') throw new UsageError(`--runtime must be runc or crun, got '${f.runtime}'`);
+    if (f.container === undefined) throw new UsageError('--runtime goes with --container');
+    d.runtime = f.runtime;
+  }
+  if (f.rootfs !== undefined) {
+    if (f.rootfs !== 'shared' && f.rootfs !== 'diff') throw new UsageError(`--rootfs must be shared or diff, got '${f.rootfs}'`);
+    d.rootfsMode = f.rootfs;
+  }
+  if (f.rootfsBase !== undefined) {
+    if (d.rootfsMode !== 'diff') throw new UsageError('--rootfs-base goes with --rootfs diff');
+    d.rootfsBase = f.rootfsBase;
+  }
+  if (d.rootfsMode === 'diff' && !d.rootfsBase) throw new UsageError('--rootfs diff needs --rootfs-base DIR: the pristine rootfs the container started from');
+  return d;
+}
+
+/** How the target sets a container up: its veth's host end, its cgroup root, where its rootfs is there. */
+function containerTargetFlags(f: MigrateFlags): MigrateOptions['target'] {
+  const tg: NonNullable<MigrateOptions['target']> = {};
+  if (f.bridge !== undefined || f.peerAddr !== undefined || f.vethHostName !== undefined) {
+    if (f.bridge !== undefined && f.peerAddr !== undefined) throw new UsageError('--bridge and --peer-addr exclude each other: the host end joins a bridge or gets an address');
+    tg.veth = {};
+    if (f.bridge !== undefined) tg.veth.bridge = f.bridge;
+    if (f.peerAddr !== undefined) tg.veth.peerAddr = f.peerAddr;
+    if (f.vethHostName !== undefined) tg.veth.hostName = f.vethHostName;
+  }
+  if (f.cgroupRoot !== undefined) tg.cgroupRoot = f.cgroupRoot;
+  if (f.targetRootfsBase !== undefined) tg.rootfsBase = f.targetRootfsBase;
+  if (f.targetRootfsPath !== undefined) tg.rootfsPath = f.targetRootfsPath;
+  return Object.keys(tg).length ? tg : undefined;
+}
+
 export function register(program: Command): void {
   addSshFlags(program
     .command('migrate')
-    .description('move a running process tree to another host over SSH: dump, stream, restore there, then end it here')
-    .requiredOption('--pid <pid>', 'root of the process tree to move')
+    .description('move a running process tree or container to another host over SSH: dump, stream, restore there, then end it here')
+    .option('--pid <pid>', 'root of the process tree to move (a tree with namespaces of its own moves as a container)')
+    .option('--container <id>', 'a container run by runc or crun: found through their state directories')
+    .option('--cgroup <path>', 'the process tree in this cgroup, moved as a container')
     .requiredOption('--to <[user@]host[:port]>', 'the target over SSH (godwit must be installed there); "local" for this host'))
+    .option('--runtime <name>', 'with --container: runc or crun (default: whichever knows the id)')
+    .option('--rootfs <mode>', 'container rootfs: shared (the target has it at the same path, digest checked) or diff (the changes against --rootfs-base travel)')
+    .option('--rootfs-base <dir>', 'with --rootfs diff: the pristine rootfs the container was started from (the target has it too)')
+    .option('--bridge <name>', "container: its veth's host end joins this bridge on the target")
+    .option('--peer-addr <cidr>', "container: its veth's host end gets this address on the target")
+    .option('--veth-host-name <name>', "container: name of its veth's host end on the target")
+    .option('--cgroup-root <path>', 'container: recreate its cgroup path under this cgroup directory on the target')
+    .option('--target-rootfs-base <dir>', 'container with --rootfs diff: where the base is on the target (default: the same path)')
+    .option('--target-rootfs-path <dir>', 'container with a shared rootfs: where it is on the target (default: the same path)')
     .option('--target-dir <dir>', 'image directory on the target, new or empty (default /var/tmp/godwit-migrate-PID-TIME)')
     .option('--new-pidns', 'restore into a new PID namespace on the target (when the PIDs may be taken there)')
     .option('--keep-images', 'keep the images on the target after the workload runs there')

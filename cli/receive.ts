@@ -4,6 +4,7 @@
  */
 import type { Command } from 'commander';
 import { UsageError } from '../util/errors';
+import type { ContainerTargetFlags } from '../migrate/target';
 import { DEFAULT_WINDOW, discardStale, receiveImages } from '../transport/receive';
 import { stdioChannel } from '../transport/stdio';
 
@@ -18,6 +19,8 @@ export interface ReceiveCliOptions {
   newPidns?: boolean;
   keepImages?: boolean;
   idleTimeoutMs?: number;
+  /** With --migrate, a container: how this host sets it up (checked once the migrate code is loaded). */
+  container?: ContainerTargetFlags;
 }
 
 export async function runReceive(o: ReceiveCliOptions): Promise<void> {
@@ -28,11 +31,13 @@ export async function runReceive(o: ReceiveCliOptions): Promise<void> {
   const log = o.quiet ? undefined : (line: string) => process.stderr.write(`godwit receive: ${line}\n`);
   if (o.migrate) {
     // Loaded only here: a plain receive stays light (no restore, no listr2).
-    const { receiveMigration } = await import('../migrate/target');
+    const { containerTargetFlags, receiveMigration } = await import('../migrate/target');
+    const container = o.container ? containerTargetFlags(o.container) : undefined;
     try {
       await receiveMigration({ dir: o.dir, ...(log ? { log } : {}), ...(o.window !== undefined ? { window: o.window } : {}),
         ...(o.newPidns ? { newPidns: true } : {}), ...(o.keepImages ? { keepImages: true } : {}),
-        ...(o.idleTimeoutMs !== undefined ? { idleTimeoutMs: o.idleTimeoutMs } : {}) });
+        ...(o.idleTimeoutMs !== undefined ? { idleTimeoutMs: o.idleTimeoutMs } : {}),
+        ...(container ? { container } : {}) });
     } finally {
       process.stdin.destroy();
     }
@@ -61,8 +66,15 @@ export function register(program: Command): void {
     .option('--new-pidns', 'with --migrate: restore into a new PID namespace')
     .option('--keep-images', 'with --migrate: keep the images once the workload runs')
     .option('--idle-timeout <s>', 'with --migrate: give up after this long without data from the source (default 60)')
+    .option('--bridge <name>', "with --migrate, a container: its veth's host end joins this bridge here")
+    .option('--peer-addr <cidr>', "with --migrate, a container: its veth's host end gets this address here")
+    .option('--veth-host-name <name>', "with --migrate, a container: name of its veth's host end here")
+    .option('--cgroup-root <path>', "with --migrate, a container: recreate its cgroup path under this cgroup directory here")
+    .option('--rootfs-base <dir>', 'with --migrate, a container dumped with --rootfs diff: its base rootfs here')
+    .option('--rootfs-path <dir>', 'with --migrate, a container with a shared rootfs: where it is here')
     .action(async (opts: { dir: string; window?: string; quiet?: boolean; discard?: boolean; migrate?: boolean; newPidns?: boolean;
-      keepImages?: boolean; idleTimeout?: string }) => {
+      keepImages?: boolean; idleTimeout?: string; bridge?: string; peerAddr?: string; vethHostName?: string; cgroupRoot?: string;
+      rootfsBase?: string; rootfsPath?: string }) => {
       const o: ReceiveCliOptions = { dir: opts.dir };
       if (opts.quiet) o.quiet = true;
       if (opts.discard) o.discard = true;
@@ -70,6 +82,11 @@ export function register(program: Command): void {
       if ((opts.newPidns || opts.keepImages || opts.idleTimeout !== undefined) && !opts.migrate) {
         throw new UsageError('--new-pidns, --keep-images and --idle-timeout go with --migrate');
       }
+      const ctrKeys = ['bridge', 'peerAddr', 'vethHostName', 'cgroupRoot', 'rootfsBase', 'rootfsPath'] as const;
+      const ctr: ContainerTargetFlags = {};
+      for (const k of ctrKeys) if (opts[k] !== undefined) ctr[k] = opts[k];
+      if (Object.keys(ctr).length && !opts.migrate) throw new UsageError('--bridge, --peer-addr, --veth-host-name, --cgroup-root, --rootfs-base and --rootfs-path go with --migrate');
+      if (Object.keys(ctr).length) o.container = ctr;
       if (opts.newPidns) o.newPidns = true;
       if (opts.keepImages) o.keepImages = true;
       if (opts.idleTimeout !== undefined) {

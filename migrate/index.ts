@@ -19,11 +19,13 @@ import { InDoubtError, MigrateTimeouts, SourceState, SourceTransaction } from '.
 import type { SendProgress } from '../transport/send';
 import { connectTarget, SshTiming, TargetOptions } from '../transport/ssh-endpoint';
 import { GodwitError, UsageError } from '../util/errors';
+import { endSourceContainer, holdFrozen, MigrateTargetOptions, ownCgroupDirs, targetContainerArgs } from './container';
 import { StreamImageOutput } from './stream-output';
 import type { RoundSent } from '../checkpoint/precopy-chain';
 import type { PreCopyOptions } from '../checkpoint/precopy';
 
 export { receiveMigration, restoreHeld } from './target';
+export type { MigrateTargetOptions } from './container';
 export type { ReceiveMigrationOptions } from './target';
 
 export interface MigrateTimeoutOptions extends MigrateTimeouts {
@@ -38,7 +40,8 @@ export interface MigrateTimeoutOptions extends MigrateTimeouts {
 
 /** port, identity, knownHosts, fingerprint, godwitPath: how to reach the target over SSH (TargetOptions). */
 export interface MigrateOptions extends TargetOptions {
-  /** Root of the process tree to move. */
+  /** Root of the process tree to move (0 with dump.container or dump.cgroup; a tree with namespaces of its own moves
+   *  as a container). */
   pid: number;
   /** "[user@]host[:port]" over SSH, or "local" (a child process on this machine, no SSH). Ignored with `endpoint`. */
   to?: string;
@@ -63,7 +66,10 @@ export interface MigrateOptions extends TargetOptions {
    * changed since travels after the freeze; preCopyChain: false keeps the rounds in the source's memory and sends
    * every page after the freeze (shorter reads while frozen only).
    */
-  dump?: Pick<DumpOptions, 'ghostLimit' | 'freezeTimeoutMs' | 'pageReader' | 'pageBufferMax' | 'preCopy' | 'preCopyChain'>;
+  dump?: Pick<DumpOptions, 'ghostLimit' | 'freezeTimeoutMs' | 'pageReader' | 'pageBufferMax' | 'preCopy' | 'preCopyChain'
+    | 'container' | 'runtime' | 'cgroup' | 'rootfsMode' | 'rootfsBase'>;
+  /** A container: how the target sets it up (veth host end, cgroup root, rootfs location there). */
+  target?: MigrateTargetOptions;
 }
 
 export interface MigrateSummary {
@@ -129,6 +135,8 @@ export interface MigrateState {
   steps: { title: string; ms: number }[];
   /** When each step ended (hrtime). */
   stepEnds: Map<string, bigint>;
+  /** A container: its cgroup directories on the source (removed once the target runs it). */
+  ownCgroups?: string[];
   summary?: MigrateSummary;
 }
 
@@ -137,10 +145,14 @@ const ms = (a: bigint, b: bigint) => Number(b - a) / 1e6;
 const PROGRESS_EVERY_MS = 250;
 
 export function newMigrateState(opts: MigrateOptions): MigrateState {
-  if (!Number.isInteger(opts.pid) || opts.pid <= 0) throw new UsageError(`--pid must be a process id, got ${String(opts.pid)}`);
+  const byName = opts.dump?.container ?? opts.dump?.cgroup;
+  if (byName === undefined && (!Number.isInteger(opts.pid) || opts.pid <= 0)) throw new UsageError(`--pid must be a process id, got ${String(opts.pid)}`);
+  if (byName !== undefined && opts.pid) throw new UsageError('give one of --pid, --container and --cgroup');
   if (!opts.endpoint && !opts.to) throw new UsageError('--to is required: [user@]HOST[:port] of the target');
-  const targetDir = opts.targetDir ?? `/var/tmp/godwit-migrate-${opts.pid}-${Date.now()}`;
+  const what = opts.dump?.container ?? (opts.dump?.cgroup !== undefined ? 'cgroup' : String(opts.pid));
+  const targetDir = opts.targetDir ?? `/var/tmp/godwit-migrate-${what.replace(/[^\w.-]/g, '_')}-${Date.now()}`;
   if (!targetDir.startsWith('/')) throw new UsageError(`--target-dir ${targetDir}: give an absolute path on the target`);
+  targetContainerArgs(opts.target); // refuses a value that cannot travel on the command line, before connecting
   return { opts, targetDir, label: opts.endpoint?.label ?? opts.to!, startedAt: process.hrtime.bigint(), steps: [],
     stepEnds: new Map() };
 }
@@ -160,6 +172,7 @@ function targetArgs(o: MigrateOptions): string[] {
   if (o.newPidns) a.push('--new-pidns');
   if (o.keepImages) a.push('--keep-images');
   if (o.timeouts?.idleMs !== undefined) a.push('--idle-timeout', String(Math.max(1, Math.round(o.timeouts.idleMs / 1000))));
+  a.push(...targetContainerArgs(o.target));
   return a;
 }
 
@@ -228,7 +241,8 @@ export function migrateTasks(s: MigrateState): ListrTask[] {
               if (s.dump) await abortDump(s.dump);
             },
             kill: async () => {
-              await killTree(s.dump!);
+              if (s.dump!.container) await endSourceContainer(s.dump!, killTree, s.ownCgroups ?? []);
+              else await killTree(s.dump!);
             },
           },
           targetArgs: targetArgs(o),
@@ -256,6 +270,15 @@ export function migrateTasks(s: MigrateState): ListrTask[] {
         });
         // 'resume' and 'kill' never run here (keepFrozen: the transaction decides): not shown.
         const steps = dumpTasks(s.dump).filter((t) => t.title !== 'resume' && t.title !== 'kill');
+        steps.push({
+          title: 'container: frozen (cgroup freezer) until the target runs it',
+          skip: () => !s.dump!.container,
+          task: async () => {
+            const d = s.dump!;
+            s.ownCgroups = ownCgroupDirs(d.container!, (d.tree?.processes ?? []).map((p) => p.pid));
+            await holdFrozen(d);
+          },
+        });
         return task.newListr(steps.map((t) => timed(s, t)), { exitOnError: true });
       },
     }),
@@ -338,7 +361,7 @@ export async function finishMigrate(s: MigrateState): Promise<MigrateSummary> {
   const transferMs = pagesRead && s.streamEndedAt ? ms(pagesRead, s.streamEndedAt) : streamMs;
   const running = s.running ?? {};
   s.summary = {
-    pid: s.opts.pid,
+    pid: s.dump!.options.pid,
     target: s.label,
     targetDir: s.targetDir,
     targetRootPid: Number(running.rootPid ?? 0),

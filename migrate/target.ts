@@ -10,12 +10,14 @@ import * as os from 'node:os';
 import { Listr } from 'listr2';
 import { abortRestore, newRestoreState, restoreSteps, resumeHeld } from '../restore';
 import { liveTasks } from '../restore/load';
-import type { RestoreContext } from '../restore/context';
+import type { RestoreContext, RestoreOptions } from '../restore/context';
 import { migrateTarget, RestoredTree, TargetState } from '../transport/migrate-channel';
 import type { ReceiveResult } from '../transport/receive';
 import { stdioChannel } from '../transport/stdio';
 import type { Channel } from '../transport/wire';
-import { GodwitError } from '../util/errors';
+import { GodwitError, UsageError } from '../util/errors';
+import { cgroupRootOf } from '../restore/container';
+import { vethConfigFromFlags } from '../restore/net';
 import { watchIdle } from './idle';
 import { linkPreDumpChain } from '../images/pagechain';
 
@@ -25,6 +27,8 @@ export interface ReceiveMigrationOptions {
   newPidns?: boolean;
   /** Keep the images after the workload runs here (default: removed). */
   keepImages?: boolean;
+  /** A container: how this host sets it up (veth host end, cgroup root, where its rootfs is). */
+  container?: TargetContainerOptions;
   /**
    * Give up when the source sends nothing for this long while this side waits on it (a connection cut without a
    * reset is otherwise never noticed here). Default 60 s: longer than any pause of a healthy source.
@@ -40,10 +44,44 @@ export interface ReceiveMigrationOptions {
 
 export const DEFAULT_IDLE_TIMEOUT_MS = 60_000;
 
+/** This host's configuration for a container restored here (restore's options of the same names). */
+export type TargetContainerOptions = Pick<RestoreOptions, 'veth' | 'cgroupRoot' | 'rootfsBase' | 'rootfsPath'>;
+
+/** `godwit receive --migrate`'s container flags, as given. */
+export interface ContainerTargetFlags {
+  bridge?: string;
+  peerAddr?: string;
+  vethHostName?: string;
+  cgroupRoot?: string;
+  rootfsBase?: string;
+  rootfsPath?: string;
+}
+
+/** The container flags as restore options (UsageError on a bad or conflicting one); undefined when none is given. */
+export function containerTargetFlags(f: ContainerTargetFlags): TargetContainerOptions | undefined {
+  const c: TargetContainerOptions = {};
+  if (f.bridge !== undefined || f.peerAddr !== undefined || f.vethHostName !== undefined) c.veth = vethConfigFromFlags(f);
+  if (f.cgroupRoot !== undefined) {
+    try {
+      c.cgroupRoot = cgroupRootOf(f.cgroupRoot);
+    } catch (e) {
+      throw new UsageError(`--cgroup-root: ${(e as Error).message}`);
+    }
+  }
+  for (const [k, flag] of [['rootfsBase', '--rootfs-base'], ['rootfsPath', '--rootfs-path']] as const) {
+    const v = f[k];
+    if (v === undefined) continue;
+    if (!v.startsWith('/')) throw new UsageError(`${flag} ${JSON.stringify(v)}: give an absolute path on this host`);
+    c[k] = v;
+  }
+  return Object.keys(c).length ? c : undefined;
+}
+
 /** Restores `dir` and holds the tree stopped; `signal` (the source gave up) stops the restore where it is. */
-export async function restoreHeld(dir: string, opts: { newPidns?: boolean }, signal?: AbortSignal): Promise<RestoredTree> {
+export async function restoreHeld(dir: string, opts: { newPidns?: boolean; container?: TargetContainerOptions },
+  signal?: AbortSignal): Promise<RestoredTree> {
   // detach: the restorer is started in its own session and outlives this process as the tree's reaper.
-  const s = newRestoreState({ dir, detach: true, hold: true, ...(opts.newPidns ? { newPidns: true } : {}) });
+  const s = newRestoreState({ dir, detach: true, hold: true, ...(opts.newPidns ? { newPidns: true } : {}), ...opts.container });
   // No listr2 SIGINT handler (it would exit on the spot): a signal ends the stream and the clean-up runs.
   const list = new Listr(restoreSteps(), { ctx: s, renderer: 'silent', exitOnError: true, registerSignalListeners: false });
   const onAbort = () => void abortRestore(s);
@@ -77,7 +115,8 @@ export async function restoreHeld(dir: string, opts: { newPidns?: boolean }, sig
       }
       // The restorer lives on as the tree's reaper (PID 1 of the new namespace with newPidns); node may exit.
       s.restorer!.detach();
-      return { rootPid, pids, resumeMs: Number(process.hrtime.bigint() - t0) / 1e6 };
+      const runc = (s as { runc?: unknown }).runc;
+      return { rootPid, pids, resumeMs: Number(process.hrtime.bigint() - t0) / 1e6, ...(runc ? { runc } : {}) };
     },
     async kill() {
       await abortRestore(s);
@@ -136,7 +175,8 @@ export async function receiveMigration(o: ReceiveMigrationOptions): Promise<Rece
       channel: idle.channel,
       restore: async (dir, signal) => {
         await linkPreDumpChain(dir); // streamed pre-copy rounds (pre-1/, ...): the chain's links are made here
-        return restoreHeld(dir, { ...(o.newPidns ? { newPidns: true } : {}) }, signal);
+        return restoreHeld(dir, { ...(o.newPidns ? { newPidns: true } : {}), ...(o.container ? { container: o.container } : {}) },
+          signal);
       },
       onState,
       ...(o.window !== undefined ? { window: o.window } : {}),

@@ -30,6 +30,8 @@ export interface ContainerRestoreOptions {
   rootfsPath?: string;
   /** Host end of the container's veth (bridge or peer address; default: left unconfigured in this namespace). */
   veth?: VethHostConfig;
+  /** Recreate the dumped cgroup path under this directory of each hierarchy (default: the path as dumped). */
+  cgroupRoot?: string;
 }
 
 export interface RestoredContainer {
@@ -78,7 +80,8 @@ export async function prepareContainer(dir: string, rec: ContainerRecord, o: Con
     if (rec.cgroup) {
       const entry = readEntries(dir, 'cgroup.img')?.[0] as Msg | undefined;
       if (!entry) throw new GodwitError(`${dir}: container.json says the container had cgroups, but cgroup.img is missing`);
-      c.cgroups = restoreCgroups(entry);
+      const root = cgroupRootOf(o.cgroupRoot);
+      c.cgroups = restoreCgroups(entry, root ? { relocate: { from: '/', to: root + '/' } } : {});
       for (const leaf of c.cgroups.leaves.values()) c.restorerArgs.push('--cgroup', path.join(leaf, 'cgroup.procs'));
     }
     c.timings.cgroups = since(t0);
@@ -144,6 +147,15 @@ export async function prepareContainer(dir: string, rec: ContainerRecord, o: Con
     await teardownContainer(c);
     throw e;
   }
+}
+
+/** A cgroup root option as a clean absolute path without a trailing slash ('' for the hierarchy's root). */
+export function cgroupRootOf(root: string | undefined): string {
+  if (root === undefined) return '';
+  const r = root.replace(/\/+$/, '');
+  if (!r.startsWith('/') || r.split('/').some((c) => c === '..' || c === '.'))
+    throw new GodwitError(`cgroup root ${JSON.stringify(root)}: give an absolute path inside the cgroup hierarchies, e.g. /godwit/tenant-a`);
+  return r;
 }
 
 /** After a successful restore: the holder goes (the tree holds the namespaces now), the staging dir too. */
@@ -220,7 +232,7 @@ export const RUNC_ROOT = '/run/runc';
  * Makes `runc list` show the restored container: runc's state.json from the dump, with the restored init's
  * host pid, its start time and its namespace paths. Returns why it did not, or undefined when it did.
  */
-export function writeRuncState(rec: ContainerRecord, initPid: number, root = RUNC_ROOT): string | undefined {
+export function writeRuncState(rec: ContainerRecord, initPid: number, root = RUNC_ROOT, cgroupRoot?: string): string | undefined {
   if (rec.runtime !== 'runc' || !rec.id || !rec.runcState) return rec.runtime === 'crun' ? 'crun containers: godwit does not write crun\'s state (crun cannot run on this host to check it)' : 'not a runc container';
   const dir = path.join(root, rec.id);
   const file = path.join(dir, 'state.json');
@@ -241,6 +253,15 @@ export function writeRuncState(rec: ContainerRecord, initPid: number, root = RUN
   const file2ns: Record<string, string> = { NEWNS: 'mnt', NEWUTS: 'uts', NEWIPC: 'ipc', NEWPID: 'pid', NEWNET: 'net', NEWCGROUP: 'cgroup', NEWUSER: 'user', NEWTIME: 'time' };
   for (const k of Object.keys(paths)) if (file2ns[k]) paths[k] = `/proc/${initPid}/ns/${file2ns[k]}`;
   st.namespace_paths = paths;
+  // Restored under another cgroup root: runc must find the container's cgroups there (runc delete, runc ps).
+  const cgRoot = cgroupRootOf(cgroupRoot);
+  const cg = (st.config as Msg | undefined)?.cgroups as Msg | undefined;
+  if (cgRoot && cg && typeof cg.path === 'string') {
+    const old = cg.path;
+    cg.path = cgRoot + old;
+    const cgPaths = (st.cgroup_paths ?? {}) as Record<string, string>;
+    for (const k of Object.keys(cgPaths)) if (cgPaths[k].endsWith(old)) cgPaths[k] = cgPaths[k].slice(0, -old.length) + cgRoot + old;
+  }
   fs.mkdirSync(dir, { recursive: true, mode: 0o711 });
   fs.writeFileSync(file + '.tmp', JSON.stringify(st));
   fs.renameSync(file + '.tmp', file);

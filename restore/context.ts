@@ -4,6 +4,7 @@ import { Restorer } from './restorer';
 import type { HostXsave } from './threads';
 import type { Warning } from './creds';
 import type { RestoredContainer } from './container';
+import type { VethHostConfig } from './net';
 
 export interface RestoreOptions {
   dir: string;
@@ -29,6 +30,10 @@ export interface RestoreOptions {
   signal?: AbortSignal;
   /** Called once the tree runs (before waiting for its root task): a CLI stops catching Ctrl-C there. */
   onRunning?: () => void;
+  /** Container images: the host end of each veth, as this host's network wants it (bridge or peer address). */
+  veth?: VethHostConfig;
+  /** Container images: recreate the dumped cgroup path under this cgroup directory (e.g. one per tenant). */
+  cgroupRoot?: string;
 }
 
 export interface RestoreContext {

@@ -90,7 +90,8 @@ export function restoreSteps(): ListrTask<StepState>[] {
       if (!rec) return;
       // The tree's own pid namespace nests in the restorer's: its root is pid 1 there, as it was.
       if (rec.ns.includes('pid')) s.opts = { ...s.opts, newPidns: true };
-      s.container = await prepareContainer(s.opts.dir, rec, { rootfsBase: s.opts.rootfsBase, rootfsPath: s.opts.rootfsPath });
+      s.container = await prepareContainer(s.opts.dir, rec, { rootfsBase: s.opts.rootfsBase, rootfsPath: s.opts.rootfsPath,
+        ...(s.opts.veth ? { veth: s.opts.veth } : {}), ...(s.opts.cgroupRoot ? { cgroupRoot: s.opts.cgroupRoot } : {}) });
       s.fileRoot = s.container.fileRoot;
       for (const [k, v] of Object.entries(s.container.timings)) s.timings[`container: ${k}`] = v;
     }),
@@ -189,7 +190,7 @@ export async function resumeHeld(s: RestoreContext): Promise<void> {
   if (s.container) {
     // The tree holds its namespaces now: the holder and staging directory go; runc learns of the container.
     await releaseContainer(s.container);
-    const why = writeRuncState(s.container.record, s.hostPids.get(s.set!.tasks[0].pid) ?? 0);
+    const why = writeRuncState(s.container.record, s.hostPids.get(s.set!.tasks[0].pid) ?? 0, undefined, s.opts.cgroupRoot);
     (s as StepState).runc = { listed: why === undefined, ...(why ? { why } : {}) };
   }
   if (s.opts.pidfile) fs.writeFileSync(s.opts.pidfile, `${s.hostPids.get(s.set!.tasks[0].pid) ?? ''}\n`);

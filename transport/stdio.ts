@@ -12,14 +12,16 @@ export function stdioChannel(label: string): Channel {
   process.stderr.on('error', () => undefined);
   let signalled = false;
   const onSignal = (sig: NodeJS.Signals) => {
-    // Once is enough (and writing about a SIGPIPE to a broken stderr would only raise another).
     if (signalled) return;
     signalled = true;
-    if (sig !== 'SIGPIPE') process.stderr.write(`godwit: ${sig} received: abandoning the stream\n`);
+    process.stderr.write(`godwit: ${sig} received: abandoning the stream\n`);
     process.exitCode = 1;
     process.stdin.destroy();
   };
-  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGPIPE'] as const) process.on(sig, onSignal);
+  // Not SIGPIPE: a listener would un-ignore it for the whole process, and then an EPIPE on any pipe (a child that
+  // exits before reading its stdin: ip, godwit-nsutil during a container restore) destroyed stdin silently, and
+  // the source's Commit was never read. A lost connection shows as EPIPE on stdout ('error' below) or EOF on stdin.
+  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(sig, onSignal);
   // EPIPE on stdout when the sender is gone: the reader sees the end too; do not crash on it.
   process.stdout.on('error', () => process.stdin.destroy());
   // The stream arrives through stdin: a 1 MiB pipe instead of 64 KiB (see pipe-size.ts).
