@@ -1,7 +1,8 @@
 /**
  * godwit's Node-API addon (native/addon/readv.c, built by `make -C native` as native/build/godwit-readv.node when
- * Node's headers are there): process_vm_readv for the page readers (checkpoint/readv.ts) and fcntl's pipe size for
- * the receiving end of a stream (transport/pipe-size.ts). Its own module so that `godwit receive` does not load
+ * Node's headers are there): process_vm_readv for the page readers (checkpoint/readv.ts), fcntl's pipe size for
+ * the receiving end of a stream (transport/pipe-size.ts) and buffer alignment for its O_DIRECT writes
+ * (transport/direct-appender.ts). Its own module so that `godwit receive` does not load
  * the checkpoint code to find it.
  */
 import * as path from 'node:path';
@@ -11,6 +12,8 @@ export interface GodwitAddon {
   readv(pid: number, dst: Uint8Array, pieces: Float64Array): number;
   /** F_SETPIPE_SZ (when bytes is given), then F_GETPIPE_SZ. Throws Error with errno and syscall. */
   pipeSize(fd: number, bytes?: number): number;
+  /** Bytes to skip from view's start to an address that is a multiple of align (a power of two). */
+  alignOffset(view: Uint8Array, align: number): number;
 }
 
 export const ADDON_PATH = path.resolve(__dirname, '..', '..', 'native', 'build', 'godwit-readv.node');

@@ -14,6 +14,7 @@ import * as zstd from 'zstd-napi/binding';
 import { GodwitError, SysError } from '../util/errors';
 import { crc32, crc32Combine } from '../images/crc32';
 import { FrameType, MARKER_NAME, MAX_CHUNK_SIZE, Message, PayloadPool, ProtocolError, RESERVED_PREFIX, TEMP_PREFIX, checkName } from './frames';
+import { BlockPool, FileAppender } from './direct-appender';
 import { handshake } from './handshake';
 import { Channel, ConnectionLostError, MessageReader, MessageWriter, TailBuffer } from './wire';
 
@@ -49,6 +50,8 @@ interface OpenFile {
   tmp: string;
   final: string;
   fh: fs.promises.FileHandle;
+  /** Writes the content: page cache first, O_DIRECT once the file is large (direct-appender.ts). */
+  out: FileAppender;
   size: number;
   crc: number;
   expected?: number;
@@ -75,6 +78,8 @@ export class ImageReceiver {
   private readonly dctx = new zstd.DCtx();
   /** Data payloads and decompressed chunks are assembled in reused buffers, given back once on disk. */
   private readonly pool = new PayloadPool();
+  /** Aligned staging blocks for the O_DIRECT writes of large files. */
+  private readonly blocks = new BlockPool();
   private createdRoot = false;
   private prepared = false;
   private readonly createdDirs: string[] = [];
@@ -294,7 +299,7 @@ export class ImageReceiver {
       throw toSysError(err, 'open', tmp, `create ${m.name}`);
     }
     this.createdFiles.push(tmp);
-    const f: OpenFile = { id: m.id, name: m.name, tmp, final, fh, size: 0, crc: 0, unflushed: 0 };
+    const f: OpenFile = { id: m.id, name: m.name, tmp, final, fh, out: new FileAppender(fh, this.blocks), size: 0, crc: 0, unflushed: 0 };
     if (m.size !== undefined) f.expected = m.size;
     this.open.set(m.id, f);
   }
@@ -316,17 +321,10 @@ export class ImageReceiver {
     if (f.expected !== undefined && f.size + raw.length > f.expected) {
       this.bad(`"${f.name}" is longer than its announced ${f.expected} bytes`);
     }
-    let off = 0;
-    while (off < raw.length) {
-      let written: number;
-      try {
-        ({ bytesWritten: written } = await f.fh.write(raw, off, raw.length - off, null));
-      } catch (err) {
-        const cause = toSysError(err, 'write', f.tmp, `write ${f.name}`);
-        const hint = (err as NodeJS.ErrnoException).code === 'ENOSPC' ? `: the target's disk is full (${this.dir})` : '';
-        throw new GodwitError(`writing "${f.name}" on ${this.hostName()} failed${hint}`, { cause, code: (err as NodeJS.ErrnoException).code ?? 'EIO' });
-      }
-      off += written;
+    try {
+      await f.out.append(raw);
+    } catch (err) {
+      throw this.writeError(f, err);
     }
     // A raw chunk's crc was computed (once) when its frame was checked; a decompressed one is hashed here.
     f.crc = crc32Combine(f.crc, !m.zstd && m.crc !== undefined ? m.crc : crc32(raw), raw.length);
@@ -337,7 +335,7 @@ export class ImageReceiver {
     this.pool.give(m.data);
     if (raw !== m.data) this.pool.give(raw);
     f.unflushed += raw.length;
-    if (f.unflushed >= FLUSH_BEHIND && !f.flushing) {
+    if (f.unflushed >= FLUSH_BEHIND && !f.flushing && !f.out.isDirect) {
       f.unflushed = 0;
       f.flushing = f.fh.datasync().then(
         () => undefined,
@@ -345,6 +343,12 @@ export class ImageReceiver {
       ).finally(() => (f.flushing = undefined));
     }
     await this.grant(credit);
+  }
+
+  private writeError(f: OpenFile, err: unknown): Error {
+    const cause = toSysError(err, 'write', f.tmp, `write ${f.name}`);
+    const hint = (err as NodeJS.ErrnoException).code === 'ENOSPC' ? `: the target's disk is full (${this.dir})` : '';
+    return new GodwitError(`writing "${f.name}" on ${this.hostName()} failed${hint}`, { cause, code: (err as NodeJS.ErrnoException).code ?? 'EIO' });
   }
 
   private hostName(): string {
@@ -358,6 +362,11 @@ export class ImageReceiver {
     if (f.expected !== undefined && f.expected !== f.size) this.bad(`"${f.name}" has ${f.size} bytes, ${f.expected} were announced`);
     if ((m.crc >>> 0) !== (f.crc >>> 0)) {
       this.bad(`"${f.name}" checksum mismatch (crc32 ${hex(f.crc)} received, ${hex(m.crc)} sent): the data was corrupted`);
+    }
+    try {
+      await f.out.finish();
+    } catch (err) {
+      throw this.writeError(f, err);
     }
     await f.flushing;
     try {
@@ -406,6 +415,7 @@ export class ImageReceiver {
   /** Remove everything this stream created (files, subdirectories, and the directory if it made it). */
   async discard(): Promise<void> {
     for (const f of this.open.values()) {
+      await f.out.abandon();
       await f.flushing;
       await f.fh.close().catch(() => undefined);
     }

@@ -10,6 +10,9 @@
  * (address, length, offset in dst) triples. Throws an Error with .errno and .syscall. Node-API only: the module is
  * context-aware and loads in worker threads.
  *
+ * alignOffset(view, align) -> bytes from the view's start to the next address that is a multiple of align (the
+ * receiver's O_DIRECT staging buffers, transport/direct-appender.ts).
+ *
  * pipeSize(fd[, bytes]) -> bytes: F_SETPIPE_SZ (when bytes is given) then F_GETPIPE_SZ on fd; Node has no fcntl()
  * (transport/pipe-size.ts grows the stdin pipe `godwit receive` reads its stream from). Throws like readv. */
 #define _GNU_SOURCE
@@ -175,6 +178,29 @@ static napi_value pipe_size_js(napi_env env, napi_callback_info info)
 	return r;
 }
 
+/* alignOffset(view, align) -> bytes to skip from the view's start to reach an address that is a multiple of align
+ * (a power of two): O_DIRECT writes need aligned memory, and JavaScript cannot see addresses. */
+static napi_value align_offset_js(napi_env env, napi_callback_info info)
+{
+	size_t argc = 2;
+	napi_value argv[2];
+	uint32_t align;
+	napi_typedarray_type type;
+	size_t length;
+	void *data;
+	if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 2 ||
+	    napi_get_typedarray_info(env, argv[0], &type, &length, &data, NULL, NULL) != napi_ok ||
+	    type != napi_uint8_array || napi_get_value_uint32(env, argv[1], &align) != napi_ok || align == 0 ||
+	    (align & (align - 1)) != 0) {
+		napi_throw_type_error(env, NULL, "alignOffset(Uint8Array, power of two)");
+		return NULL;
+	}
+	uintptr_t a = (uintptr_t)data;
+	napi_value r;
+	napi_create_uint32(env, (uint32_t)((align - (a & (align - 1))) & (align - 1)), &r);
+	return r;
+}
+
 NAPI_MODULE_INIT()
 {
 	napi_value fn;
@@ -182,5 +208,7 @@ NAPI_MODULE_INIT()
 	napi_set_named_property(env, exports, "readv", fn);
 	napi_create_function(env, "pipeSize", NAPI_AUTO_LENGTH, pipe_size_js, NULL, &fn);
 	napi_set_named_property(env, exports, "pipeSize", fn);
+	napi_create_function(env, "alignOffset", NAPI_AUTO_LENGTH, align_offset_js, NULL, &fn);
+	napi_set_named_property(env, exports, "alignOffset", fn);
 	return exports;
 }
