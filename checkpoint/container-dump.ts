@@ -10,7 +10,7 @@ import { GodwitError, UsageError } from '../util/errors';
 import { cgroupImage, cgroupMembership, CgroupMember, freezeCgroup, FrozenCgroup } from './cgroups';
 import { resolveCgroup, resolveContainer, Runtime } from './container';
 import { containerMounts, tarTmpfs } from './mounts';
-import { dumpIpc, dumpTimens, dumpUts, ipcImageEntries, nsutilAvailable } from './ns-content';
+import { dumpIpc, dumpTimens, dumpTimensClocks, dumpUts, ipcImageEntries, nsutilAvailable, timespecOf } from './ns-content';
 import { NamespaceIds, ownNamespaces } from './namespaces';
 import type { ImageSet } from './imageset';
 import { collectNetns, netnsImageFiles } from './net';
@@ -133,6 +133,8 @@ export async function dumpContainerState(c: ContainerDump, images: ImageSet, ns:
   const rootPath = mounts.find((m) => m.kind === 'root')?.hostPath;
   const shm: ImageEntryLike[] = [];
   const sem: ImageEntryLike[] = [];
+  const msgq: ImageEntryLike[] = [];
+  let clocks: { monotonic: bigint; boottime: bigint } | undefined;
   await Promise.all([
     timed('namespaces', async () => {
       if (ns.own.includes('uts')) record.uts = await dumpUts(pid);
@@ -140,10 +142,13 @@ export async function dumpContainerState(c: ContainerDump, images: ImageSet, ns:
         const ipc = ipcImageEntries(await dumpIpc(pid));
         shm.push(...ipc.shm);
         sem.push(...ipc.sem);
+        msgq.push(...ipc.msg);
       }
       if (ns.own.includes('time')) {
+        // The image holds the clocks as the container saw them (CRIU's meaning); container.json the offsets too.
+        clocks = await dumpTimensClocks(pid);
         const t = dumpTimens(pid);
-        record.timens = { monotonic: [String(t.monotonic.tv_sec), String(t.monotonic.tv_nsec)], boottime: [String(t.boottime.tv_sec), String(t.boottime.tv_nsec)] };
+        record.timens = { monotonic: [String(BigInt.asIntN(64, t.monotonic.tv_sec)), String(t.monotonic.tv_nsec)], boottime: [String(BigInt.asIntN(64, t.boottime.tv_sec)), String(t.boottime.tv_nsec)] };
       }
     }),
     timed('net', async () => {
@@ -172,11 +177,14 @@ export async function dumpContainerState(c: ContainerDump, images: ImageSet, ns:
     }),
   ]);
   if (record.uts) images.add('UTSNS', ns.root.uts, { nodename: record.uts.nodename, domainname: record.uts.domainname });
+  if (clocks) images.add('TIMENS', ns.root.time, { monotonic: timespecOf(clocks.monotonic), boottime: timespecOf(clocks.boottime) });
   if (ns.own.includes('ipc')) {
     for (const e of shm) images.add('IPCNS_SHM', ns.root.ipc, e.msg, e.extra as Buffer);
     for (const e of sem) images.add('IPCNS_SEM', ns.root.ipc, e.msg, e.extra as unknown as Buffer); // the encoder takes the u16 values
+    for (const e of msgq) images.add('IPCNS_MSG', ns.root.ipc, e.msg, e.extra as unknown as Buffer); // the encoder takes the { msg, data } list
     images.touch('IPCNS_SHM', ns.root.ipc);
     images.touch('IPCNS_SEM', ns.root.ipc);
+    images.touch('IPCNS_MSG', ns.root.ipc);
   }
 
   const t0 = process.hrtime.bigint();

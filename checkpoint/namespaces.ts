@@ -64,6 +64,18 @@ export class NamespaceIds {
       }
       out[k] = this.id(k, ns[k]);
     }
+    // unshare(CLONE_NEWPID / CLONE_NEWTIME) leaves a namespace only the task's future children enter: nothing in
+    // the images could carry it, so a task holding one is refused.
+    for (const k of ['pid', 'time'] as const) {
+      let pending: string | undefined;
+      try {
+        pending = fs.readlinkSync(`/proc/${pid}/ns/${k}_for_children`);
+      } catch {
+        continue; // gone, or a kernel without the link
+      }
+      if (pending !== `${k}:[${ns[k]}]`)
+        throw new GodwitError(`pid ${pid} has unshared a new ${k} namespace its future children would enter (${k}_for_children ${pending}, its own ${k}:[${ns[k]}]): godwit cannot carry a pending namespace (let it fork into it first, or do not unshare)`);
+    }
     return out;
   }
 }

@@ -84,18 +84,31 @@ export interface IpcSem {
   desc: IpcDesc;
   values: number[];
 }
+export interface IpcQueuedMsg {
+  /** The message type (positive; u64 in the image). */
+  mtype: bigint;
+  data: Buffer;
+}
+export interface IpcMsgQueue {
+  desc: IpcDesc;
+  /** The queue's byte limit (msg_qbytes). */
+  qbytes: number;
+  /** Every queued message, oldest first. */
+  messages: IpcQueuedMsg[];
+}
 export interface IpcContent {
   shm: IpcShm[];
   sem: IpcSem[];
+  msg: IpcMsgQueue[];
 }
 
-/** The SysV shm segments (with their bytes) and semaphore sets of PID's ipc namespace. */
+/** The SysV shm segments (with their bytes), semaphore sets and message queues (with every queued message, left in place) of PID's ipc namespace. */
 export async function dumpIpc(pid: number): Promise<IpcContent> {
   return parseIpcStream(await runNsutil(['ipc-dump', String(pid)]));
 }
 
 export function parseIpcStream(buf: Buffer): IpcContent {
-  const out: IpcContent = { shm: [], sem: [] };
+  const out: IpcContent = { shm: [], sem: [], msg: [] };
   let off = 0;
   const line = (): string => {
     const nl = buf.indexOf(10, off);
@@ -116,15 +129,33 @@ export function parseIpcStream(buf: Buffer): IpcContent {
       off += size;
     } else if (f[0] === 'sem') {
       out.sem.push({ desc, values: f.slice(9, 9 + Number(f[8])).map(Number) });
+    } else if (f[0] === 'msg') {
+      const q: IpcMsgQueue = { desc, qbytes: Number(f[8]), messages: [] };
+      const qnum = Number(f[9]);
+      if (!Number.isSafeInteger(qnum) || qnum < 0) throw new GodwitError(`godwit-nsutil ipc stream: msg ${desc.id} has a bad message count ${JSON.stringify(f[9])}`);
+      for (let k = 0; k < qnum; k++) {
+        const [mtype, size] = line().split(' ');
+        const n = Number(size);
+        if (!Number.isSafeInteger(n) || n < 0 || off + n > buf.length) throw new GodwitError(`godwit-nsutil ipc stream: msg ${desc.id} message ${k} truncated`);
+        q.messages.push({ mtype: BigInt(mtype!), data: Buffer.from(buf.subarray(off, off + n)) });
+        off += n;
+      }
+      out.msg.push(q);
     } else throw new GodwitError(`godwit-nsutil ipc stream: unknown record ${JSON.stringify(f[0])}`);
   }
 }
 
-/** Image entries (ImageEntry: msg + payload) for ipcns-shm-N.img and ipcns-sem-N.img. */
-export function ipcImageEntries(c: IpcContent): { shm: ImageEntry[]; sem: ImageEntry[] } {
+/** Image entries (ImageEntry: msg + payload) for ipcns-shm-N.img, ipcns-sem-N.img and ipcns-msg-N.img. */
+export function ipcImageEntries(c: IpcContent): { shm: ImageEntry[]; sem: ImageEntry[]; msg: ImageEntry[] } {
   return {
     shm: c.shm.map((s) => ({ type: 'ipc_shm_entry', msg: { desc: { ...s.desc }, size: BigInt(s.size) }, extra: s.data })),
     sem: c.sem.map((s) => ({ type: 'ipc_sem_entry', msg: { desc: { ...s.desc }, nsems: s.values.length }, extra: s.values })),
+    // CRIU's layout: the queue header, then per message a length-prefixed ipc_msg and its bytes padded to 8.
+    msg: c.msg.map((q) => ({
+      type: 'ipc_msg_entry',
+      msg: { desc: { ...q.desc }, qbytes: q.qbytes, qnum: q.messages.length },
+      extra: q.messages.map((m) => ({ msg: { mtype: m.mtype, msize: m.data.length }, data: m.data })),
+    })),
   };
 }
 
@@ -159,6 +190,21 @@ export function dumpTimens(pid: number): { monotonic: { tv_sec: bigint; tv_nsec:
     else if (clock === 'boottime' || clock === '7') out.boottime = v;
   }
   return out;
+}
+
+/**
+ * CLOCK_MONOTONIC and CLOCK_BOOTTIME (ns) as PID's time namespace shows them now: what CRIU's timens.img holds
+ * (restore sets offsets so the clocks continue from these values; the time in between does not show inside).
+ */
+export async function dumpTimensClocks(pid: number): Promise<{ monotonic: bigint; boottime: bigint }> {
+  const out = (await runNsutil(['time-get', String(pid)])).toString().trim().split(' ');
+  if (out.length !== 2 || !out.every((v) => /^\d+$/.test(v))) throw new GodwitError(`godwit-nsutil time-get ${pid}: unexpected output ${JSON.stringify(out.join(' '))}`);
+  return { monotonic: BigInt(out[0]!), boottime: BigInt(out[1]!) };
+}
+
+/** timespec message of a clock value in ns. */
+export function timespecOf(ns: bigint): { tv_sec: bigint; tv_nsec: bigint } {
+  return { tv_sec: ns / 1000000000n, tv_nsec: ns % 1000000000n };
 }
 
 /** Checks that the helper exists before a dump starts. */

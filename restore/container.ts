@@ -88,7 +88,17 @@ export async function prepareContainer(dir: string, rec: ContainerRecord, o: Con
 
     const own = new Set(rec.ns);
     if (own.has('user')) throw new GodwitError('the container had its own user namespace: restoring one is not supported yet');
-    if (own.has('time')) throw new GodwitError('the container had its own time namespace: restoring one is not supported yet');
+    if (own.has('time')) {
+      // The restorer makes the time namespace itself (offsets can be set only before a task enters it): the
+      // clocks inside continue from the values dumped.
+      const t = readEntries(dir, `timens-${rootNsId(dir, 'time')}.img`)?.[0] as Msg | undefined;
+      if (!t) throw new GodwitError(`${dir}: the container had its own time namespace, but timens-${rootNsId(dir, 'time')}.img is missing`);
+      const ns = (v: unknown): string => {
+        const ts = v as { tv_sec: bigint; tv_nsec: bigint };
+        return String(BigInt(ts.tv_sec) * 1000000000n + BigInt(ts.tv_nsec));
+      };
+      c.restorerArgs.push('--timens', ns(t.monotonic), ns(t.boottime));
+    }
     const kinds = (['mnt', 'uts', 'ipc', 'net', 'cgroup'] as FreshNsKind[]).filter((k) => own.has(k));
     const timed = async (name: string, fn: () => Promise<void>): Promise<void> => {
       const t = process.hrtime.bigint();
@@ -108,8 +118,9 @@ export async function prepareContainer(dir: string, rec: ContainerRecord, o: Con
           const id = rootNsId(dir, 'ipc');
           const shm = readEntries(dir, `ipcns-shm-${id}.img`) ?? [];
           const sem = readEntries(dir, `ipcns-sem-${id}.img`) ?? [];
+          const msg = readEntries(dir, `ipcns-msg-${id}.img`) ?? [];
           const asEntry = (m: Msg) => ({ msg: m, extra: m.extra });
-          await restoreIpc(h, ipcContentFromImages(shm.map(asEntry), sem.map(asEntry)));
+          await restoreIpc(h, ipcContentFromImages(shm.map(asEntry), sem.map(asEntry), msg.map(asEntry)));
         }
       }),
       timed('net', async () => {

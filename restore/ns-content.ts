@@ -1,7 +1,7 @@
 /**
  * Namespaces prepared before a tree is restored: a holder process keeps fresh namespaces alive (the restored
  * tree joins them), and their content is written from inside by godwit-nsutil: uts names, SysV IPC objects with
- * their ids, keys, permissions and contents. `destroy()` (and any failure while preparing) ends the holder, and
+ * their ids, keys, permissions and contents (shm bytes, semaphore values, queued messages in order). `destroy()` (and any failure while preparing) ends the holder, and
  * with it the namespaces.
  */
 import { spawn } from 'child_process';
@@ -77,6 +77,14 @@ export function ipcStream(c: IpcContent): Buffer {
     parts.push(Buffer.from(`${head('shm', s.desc)} ${s.size}\n`), s.data);
   }
   for (const s of c.sem) parts.push(Buffer.from(`${head('sem', s.desc)} ${s.values.length} ${s.values.join(' ')}\n`));
+  for (const q of c.msg ?? []) {
+    parts.push(Buffer.from(`${head('msg', q.desc)} ${q.qbytes} ${q.messages.length}\n`));
+    for (const [k, m] of q.messages.entries()) {
+      // msgsnd refuses a type below 1: an image that says otherwise is refused here, naming the message.
+      if (m.mtype < 1n || m.mtype > 0x7fffffffffffffffn) throw new GodwitError(`msg queue id ${q.desc.id}, message ${k}: type ${m.mtype} is not a positive long`);
+      parts.push(Buffer.from(`${m.mtype} ${m.data.length}\n`), m.data);
+    }
+  }
   parts.push(Buffer.from('end\n'));
   return Buffer.concat(parts);
 }
@@ -86,8 +94,10 @@ export async function restoreIpc(nsPid: number, c: IpcContent): Promise<void> {
   await runNsutil(['ipc-restore', String(nsPid)], ipcStream(c));
 }
 
-/** IpcContent from decoded ipcns-shm / ipcns-sem image entries. */
-export function ipcContentFromImages(shm: Array<{ msg: Record<string, unknown>; extra?: unknown }>, sem: Array<{ msg: Record<string, unknown>; extra?: unknown }>): IpcContent {
+type DecodedEntry = { msg: Record<string, unknown>; extra?: unknown };
+
+/** IpcContent from decoded ipcns-shm / ipcns-sem / ipcns-msg image entries. */
+export function ipcContentFromImages(shm: DecodedEntry[], sem: DecodedEntry[], msg: DecodedEntry[] = []): IpcContent {
   const desc = (m: Record<string, unknown>): IpcContent['shm'][number]['desc'] => {
     const d = m.desc as Record<string, number>;
     return { key: d.key, uid: d.uid, gid: d.gid, cuid: d.cuid, cgid: d.cgid, mode: d.mode, id: d.id };
@@ -95,6 +105,11 @@ export function ipcContentFromImages(shm: Array<{ msg: Record<string, unknown>; 
   return {
     shm: shm.map((e) => ({ desc: desc(e.msg), size: Number(e.msg.size), data: (e.extra as Buffer) ?? Buffer.alloc(0) })),
     sem: sem.map((e) => ({ desc: desc(e.msg), values: (e.extra as number[]) ?? [] })),
+    msg: msg.map((e) => ({
+      desc: desc(e.msg),
+      qbytes: Number(e.msg.qbytes),
+      messages: ((e.extra as Array<{ msg: Record<string, unknown>; data: Buffer }>) ?? []).map((m) => ({ mtype: BigInt(m.msg.mtype as bigint), data: m.data })),
+    })),
   };
 }
 

@@ -70,15 +70,38 @@ describe('container namespaces and cgroups round trip', () => {
         { desc: { key: 0, id: 32769, mode: 0o644, uid: 1234, gid: 99, cuid: 0, cgid: 0 }, size: 5000, data: Buffer.alloc(5000, 0xab) },
       ],
       sem: [{ desc: { key: 0x2222, id: 65538, mode: 0o660, uid: 0, gid: 0, cuid: 0, cgid: 0 }, values: [3, 0, 32767] }],
+      msg: [
+        {
+          desc: { key: 0x3333, id: 98307, mode: 0o620, uid: 7, gid: 8, cuid: 0, cgid: 0 },
+          qbytes: 4000,
+          // Order, types, an empty message and binary bytes with newlines must all survive.
+          messages: [
+            { mtype: 5n, data: Buffer.from('first\nline') },
+            { mtype: 2n, data: Buffer.alloc(0) },
+            { mtype: 0x7fffffffffffffffn, data: Buffer.from([0, 10, 255, 13, 10]) },
+            { mtype: 5n, data: Buffer.alloc(1000, 0x5a) },
+          ],
+        },
+        { desc: { key: 0, id: 1, mode: 0o600, uid: 0, gid: 0, cuid: 0, cgid: 0 }, qbytes: 16384, messages: [] },
+      ],
     };
     await runNsutil(['ipc-restore', String(src.pid)], ipcStream(content));
     const got = await dumpIpc(src.pid);
-    expect(got).toEqual(content);
+    expect(got).toEqual({ ...content, msg: [...content.msg].sort((a, b) => a.desc.id - b.desc.id) });
     expect(parseIpcStream(ipcStream(content))).toEqual(content);
+    // The dump copies messages (MSG_COPY) without taking them: a second dump sees the same queues.
+    expect(await dumpIpc(src.pid)).toEqual(got);
+    // Through CRIU's ipcns-msg image (header, then length-prefixed ipc_msg + bytes padded to 8) and back.
+    const msgImg = encodeImage('IPCNS_MSG', ipcImageEntries(got).msg);
+    const q0 = got.msg.find((q) => q.desc.id === 98307)!;
+    // magic pair + per queue: u32 len + entry, then per message u32 len + ipc_msg + padded bytes.
+    expect(msgImg.indexOf(Buffer.from('first\nline\0\0\0\0\0\0'))).toBeGreaterThan(0);
+    expect(ipcContentFromImages([], [], decodeImage(msgImg, 'ipcns-msg-9.img').entries).msg).toEqual(got.msg);
+    expect(q0.messages.map((m) => m.mtype)).toEqual([5n, 2n, 0x7fffffffffffffffn, 5n]);
 
     // Restoring the same objects again clashes on the first key: the prepared namespaces are gone afterwards.
     const before = new Set(fs.readdirSync('/proc'));
-    await expect(prepareNamespaces(['ipc', 'uts'], { uts: { nodename: 'x', domainname: 'y' }, ipc: { shm: [content.shm[0], content.shm[0]], sem: [] } })).rejects.toThrow(
+    await expect(prepareNamespaces(['ipc', 'uts'], { uts: { nodename: 'x', domainname: 'y' }, ipc: { shm: [content.shm[0], content.shm[0]], sem: [], msg: [] } })).rejects.toThrow(
       /godwit-nsutil ipc-restore .* failed .*shmget\(key 4369 id 0 size 10\).*File exists/,
     );
     // The namespace holder is this process's own child (setpriv execs unshare, which execs sleep infinity): count
@@ -99,6 +122,10 @@ describe('container namespaces and cgroups round trip', () => {
     await expect(runNsutil(['ipc-restore', String(ns.pid)], Buffer.from('shm 1 0 600 0 0 0 0 99999999999\n'))).rejects.toThrow(/over the .* limit/);
     await expect(runNsutil(['ipc-restore', String(ns.pid)], Buffer.from('shm 1 0 600 0 0 0 0 100\nshort'))).rejects.toThrow(/stream ended after 5 of 100 bytes/);
     await expect(runNsutil(['ipc-restore', String(ns.pid)], Buffer.from('bogus'))).rejects.toThrow(/unknown object kind/);
+    await expect(runNsutil(['ipc-restore', String(ns.pid)], Buffer.from('msg 9 3 600 0 0 0 0 16384 2\n1 4\nabcd0 1\n'))).rejects.toThrow(/msg id 3 message 1: type 0 size 1/);
+    await expect(runNsutil(['ipc-restore', String(ns.pid)], Buffer.from('msg 10 4 600 0 0 0 0 16384 1\n1 40\nab'))).rejects.toThrow(/stream ended inside its 40 bytes/);
+    // A byte limit above msgmnb needs CAP_SYS_RESOURCE: the error says which limit and why.
+    await expect(runNsutil(['ipc-restore', String(ns.pid)], Buffer.from('msg 11 5 600 0 0 0 0 99999999 0\nend\n'))).rejects.toThrow(/IPC_SET id 5 qbytes 99999999 \(kernel.msgmnb here is 16384/);
     await expect(runNsutil(['uts-get', '999999999'])).rejects.toThrow(/usage/);
   });
 

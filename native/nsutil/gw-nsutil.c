@@ -8,10 +8,12 @@
  *   godwit-nsutil ipc-dump PID                -> stream (below) on stdout
  *   godwit-nsutil ipc-restore PID             <- stream on stdin, objects recreated with their ids
  *   godwit-nsutil mnt-build PID               <- mount script on stdin, run in PID's mount namespace
+ *   godwit-nsutil time-get PID                -> "MONOTONIC_NS BOOTTIME_NS\n": the clocks as PID's time namespace shows them
  *
  * Stream: one header line per object, then its data; "end\n" last.
  *   shm KEY ID MODE UID GID CUID CGID SIZE\n   followed by SIZE raw bytes (the segment)
  *   sem KEY ID MODE UID GID CUID CGID NSEMS V0 V1 ...\n
+ *   msg KEY ID MODE UID GID CUID CGID QBYTES QNUM\n   then QNUM times "MTYPE SIZE\n" + SIZE raw bytes, in queue order
  * Errors: one line on stderr "godwit-nsutil: SYSCALL(WHAT): pid P: strerror", exit 1; bad usage exit 2.
  */
 #include <errno.h>
@@ -25,15 +27,33 @@
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/msg.h>
 #include <sys/sem.h>
 #include <sys/shm.h>
 #include <sys/utsname.h>
+#include <time.h>
 #include <unistd.h>
 
 /* Largest segment or semaphore set this tool copies: bounds memory on a corrupt stream (1 GiB of shm is
  * far beyond what the container scenarios hold; a bigger one belongs in the page-image path). */
 #define MAX_SHM_BYTES (1ull << 30)
 #define MAX_NSEMS 32000 /* SEMMSL's kernel ceiling */
+/* Largest single queued message copied: msgmax defaults to 8 KiB; a namespace that raised it past 16 MiB
+ * is refused rather than given an unbounded buffer. */
+#define MAX_MSG_BYTES (16u << 20)
+/* Messages per queue: msgmnb (16 KiB by default) bounds a queue's bytes, and a message may be empty, so the
+ * kernel's count is bounded only by msgmnb too; a corrupt stream must not make us loop for ever. */
+#define MAX_QNUM (1u << 20)
+
+#ifndef MSG_COPY
+#define MSG_COPY 040000 /* linux/msg.h: read by index without removing (needs CONFIG_CHECKPOINT_RESTORE) */
+#endif
+
+/* The buffer msgsnd/msgrcv take: the type, then the bytes. */
+struct msg_buf {
+	long mtype;
+	char mtext[];
+};
 
 struct ctx {
 	int pid;
@@ -67,6 +87,23 @@ static int enter_ns(struct ctx *c, const char *kind, int nstype)
 	close(fd);
 	if (r < 0)
 		return fail(c, "setns", e, "%s", path);
+	return 0;
+}
+
+static int read_sysctl(struct ctx *c, const char *name, long *v)
+{
+	char path[96], buf[32];
+	snprintf(path, sizeof(path), "/proc/sys/kernel/%s", name);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return fail(c, "open", errno, "%s", path);
+	ssize_t n = read(fd, buf, sizeof(buf) - 1);
+	int e = errno;
+	close(fd);
+	if (n <= 0)
+		return fail(c, "read", n < 0 ? e : EIO, "%s", path);
+	buf[n] = 0;
+	*v = strtol(buf, NULL, 10);
 	return 0;
 }
 
@@ -174,9 +211,59 @@ static int dump_sem(struct ctx *c)
 	return 0;
 }
 
+/* Every queued message of one queue, copied by index (MSG_COPY) so the queue is left as it was. */
+static int dump_msg_queue(struct ctx *c, int id, unsigned long qnum, struct msg_buf *m, size_t max)
+{
+	for (unsigned long k = 0; k < qnum; k++) {
+		ssize_t n = msgrcv(id, m, max, (long)k, IPC_NOWAIT | MSG_COPY);
+		if (n < 0) {
+			if (errno == ENOSYS)
+				return fail(c, "msgrcv", errno, "MSG_COPY of msg id %d: the kernel lacks CONFIG_CHECKPOINT_RESTORE", id);
+			return fail(c, "msgrcv", errno, "MSG_COPY of message %lu of msg id %d", k, id);
+		}
+		printf("%ld %zd\n", m->mtype, n);
+		if (fwrite(m->mtext, 1, (size_t)n, stdout) != (size_t)n)
+			return fail(c, "write", EIO, "stdout");
+	}
+	return 0;
+}
+
+static int dump_msg(struct ctx *c)
+{
+	struct msginfo info;
+	int max = msgctl(0, MSG_INFO, (struct msqid_ds *)&info);
+	if (max < 0)
+		return fail(c, "msgctl", errno, "MSG_INFO");
+	long msgmax;
+	if (read_sysctl(c, "msgmax", &msgmax) < 0)
+		return -1;
+	if (msgmax < 0 || (unsigned long)msgmax > MAX_MSG_BYTES)
+		return fail(c, "msgrcv", EFBIG, "kernel.msgmax is %ld, over the %u bytes this tool copies", msgmax, MAX_MSG_BYTES);
+	struct msg_buf *m = malloc(sizeof(*m) + (size_t)msgmax + 1);
+	if (!m)
+		return fail(c, "malloc", ENOMEM, "%ld-byte message buffer", msgmax);
+	int rc = 0;
+	for (int i = 0; i <= max && rc == 0; i++) {
+		struct msqid_ds ds;
+		int id = msgctl(i, MSG_STAT, &ds);
+		if (id < 0) {
+			if (errno == EINVAL || errno == EIDRM)
+				continue;
+			rc = fail(c, "msgctl", errno, "MSG_STAT index %d", i);
+			break;
+		}
+		printf("msg");
+		put_perm(&ds.msg_perm, id);
+		printf(" %lu %lu\n", (unsigned long)ds.msg_qbytes, (unsigned long)ds.msg_qnum);
+		rc = dump_msg_queue(c, id, ds.msg_qnum, m, (size_t)msgmax + 1);
+	}
+	free(m);
+	return rc;
+}
+
 static int ipc_dump(struct ctx *c)
 {
-	if (enter_ns(c, "ipc", CLONE_NEWIPC) < 0 || dump_shm(c) < 0 || dump_sem(c) < 0)
+	if (enter_ns(c, "ipc", CLONE_NEWIPC) < 0 || dump_shm(c) < 0 || dump_sem(c) < 0 || dump_msg(c) < 0)
 		return -1;
 	printf("end\n");
 	if (fflush(stdout) != 0)
@@ -272,6 +359,68 @@ out:
 	return rc;
 }
 
+/* One queue with its id, permissions, byte limit and messages in their order. */
+static int restore_msg(struct ctx *c, const struct desc *d, unsigned long qbytes, unsigned long qnum)
+{
+	if (qnum > MAX_QNUM)
+		return fail(c, "read", EINVAL, "msg id %d: %lu messages", d->id, qnum);
+	if (write_sysctl(c, "msg_next_id", d->id) < 0)
+		return -1;
+	int id = msgget(d->key, (int)d->mode | IPC_CREAT | IPC_EXCL);
+	if (id < 0)
+		return fail(c, "msgget", errno, "key %d id %d", d->key, d->id);
+	if (id != d->id)
+		return fail(c, "msgget", EEXIST, "wanted id %d, the kernel gave %d", d->id, id);
+	/* The byte limit first, or a queue that held more than msgmnb could not take its messages back. Raising
+	 * it past msgmnb needs CAP_SYS_RESOURCE, which root here lacks: say so plainly. */
+	struct msqid_ds ds;
+	long mnb;
+	if (read_sysctl(c, "msgmnb", &mnb) < 0)
+		return -1;
+	if (msgctl(id, IPC_STAT, &ds) < 0)
+		return fail(c, "msgctl", errno, "IPC_STAT id %d", id);
+	ds.msg_qbytes = qbytes;
+	set_perm(c, &ds.msg_perm, d);
+	if (msgctl(id, IPC_SET, &ds) < 0)
+		return fail(c, "msgctl", errno, "IPC_SET id %d qbytes %lu (kernel.msgmnb here is %ld; a larger limit needs CAP_SYS_RESOURCE)", id, qbytes, mnb);
+	struct msg_buf *m = NULL;
+	size_t cap = 0;
+	int rc = 0;
+	for (unsigned long k = 0; k < qnum; k++) {
+		long type;
+		size_t size;
+		if (scanf(" %ld %zu", &type, &size) != 2 || getchar() != '\n') {
+			rc = fail(c, "read", EINVAL, "msg id %d: bad header of message %lu", d->id, k);
+			break;
+		}
+		if (type <= 0 || size > MAX_MSG_BYTES) {
+			rc = fail(c, "read", EINVAL, "msg id %d message %lu: type %ld size %zu", d->id, k, type, size);
+			break;
+		}
+		if (size + 1 > cap) {
+			struct msg_buf *n = realloc(m, sizeof(*m) + size + 1);
+			if (!n) {
+				rc = fail(c, "realloc", ENOMEM, "%zu-byte message", size);
+				break;
+			}
+			m = n;
+			cap = size + 1;
+		}
+		m->mtype = type;
+		if (fread(m->mtext, 1, size, stdin) != size) {
+			rc = fail(c, "read", EIO, "msg id %d message %lu: stream ended inside its %zu bytes", d->id, k, size);
+			break;
+		}
+		/* IPC_NOWAIT: a queue that cannot take it (msgmax, qbytes) fails now instead of blocking for ever. */
+		if (msgsnd(id, m, size, IPC_NOWAIT) < 0) {
+			rc = fail(c, "msgsnd", errno, "msg id %d message %lu (type %ld, %zu bytes)", d->id, k, type, size);
+			break;
+		}
+	}
+	free(m);
+	return rc;
+}
+
 static int ipc_restore(struct ctx *c)
 {
 	if (enter_ns(c, "ipc", CLONE_NEWIPC) < 0)
@@ -283,7 +432,7 @@ static int ipc_restore(struct ctx *c)
 			return fail(c, "read", EINVAL, "stream ended without \"end\"");
 		if (!strcmp(kind, "end"))
 			return 0;
-		if (strcmp(kind, "shm") && strcmp(kind, "sem"))
+		if (strcmp(kind, "shm") && strcmp(kind, "sem") && strcmp(kind, "msg"))
 			return fail(c, "read", EINVAL, "unknown object kind \"%s\"", kind);
 		if (scanf(" %d %d %o %u %u %u %u", &d.key, &d.id, &d.mode, &d.uid, &d.gid, &d.cuid, &d.cgid) != 7)
 			return fail(c, "read", EINVAL, "bad %s header", kind);
@@ -292,6 +441,12 @@ static int ipc_restore(struct ctx *c)
 			if (scanf(" %zu", &size) != 1 || getchar() != '\n')
 				return fail(c, "read", EINVAL, "bad shm size for id %d", d.id);
 			if (restore_shm(c, &d, size) < 0)
+				return -1;
+		} else if (!strcmp(kind, "msg")) {
+			unsigned long qbytes, qnum;
+			if (scanf(" %lu %lu", &qbytes, &qnum) != 2 || getchar() != '\n')
+				return fail(c, "read", EINVAL, "bad msg qbytes/qnum for id %d", d.id);
+			if (restore_msg(c, &d, qbytes, qnum) < 0)
 				return -1;
 		} else {
 			unsigned long n;
@@ -394,9 +549,25 @@ static int mnt_build(struct ctx *c)
 	return 0;
 }
 
+#ifndef CLONE_NEWTIME
+#define CLONE_NEWTIME 0x00000080
+#endif
+
+/* The clocks inside PID's time namespace (what CRIU's timens.img holds): setns applies to the caller at once. */
+static int time_get(struct ctx *c)
+{
+	if (enter_ns(c, "time", CLONE_NEWTIME) < 0)
+		return -1;
+	struct timespec m, b;
+	if (clock_gettime(CLOCK_MONOTONIC, &m) < 0 || clock_gettime(CLOCK_BOOTTIME, &b) < 0)
+		return fail(c, "clock_gettime", errno, "time namespace");
+	printf("%lld %lld\n", (long long)m.tv_sec * 1000000000ll + m.tv_nsec, (long long)b.tv_sec * 1000000000ll + b.tv_nsec);
+	return 0;
+}
+
 static int usage(void)
 {
-	fprintf(stderr, "usage: godwit-nsutil uts-get PID | uts-set PID NODENAME DOMAINNAME | ipc-dump PID | ipc-restore PID | mnt-build PID\n");
+	fprintf(stderr, "usage: godwit-nsutil uts-get PID | uts-set PID NODENAME DOMAINNAME | ipc-dump PID | ipc-restore PID | mnt-build PID | time-get PID\n");
 	return 2;
 }
 
@@ -419,6 +590,8 @@ int main(int argc, char **argv)
 		r = ipc_dump(&c);
 	else if (!strcmp(argv[1], "ipc-restore") && argc == 3)
 		r = ipc_restore(&c);
+	else if (!strcmp(argv[1], "time-get") && argc == 3)
+		r = time_get(&c);
 	else if (!strcmp(argv[1], "mnt-build") && argc == 3)
 		r = mnt_build(&c);
 	else

@@ -33,6 +33,8 @@ export interface BundleOptions {
   seed?: number;
   /** MiB of anonymous memory the workload holds and checks (0: none). */
   memMib?: number;
+  /** ctr-workload's FEATURES argument (comma-separated: msg, mono=S, boot=S; see ctr-workload.c); '' for none. */
+  features?: string;
   /** Override the container's command (default: the counting workload). */
   args?: string[];
   /** Parent directory of the bundle directory. Default os.tmpdir(). */
@@ -77,6 +79,7 @@ export async function buildBundle(o: BundleOptions = {}): Promise<Bundle> {
     shmBytes: o.shmBytes ?? 256 << 10,
     seed: o.seed ?? 7,
     memMib: o.memMib ?? 0,
+    features: o.features ?? '',
   };
   const dir = await fs.promises.mkdtemp(path.join(o.tmpRoot ?? os.tmpdir(), 'godwit-bundle-'));
   try {
@@ -109,7 +112,14 @@ function ociConfig(o: Bundle['opts'], cgroupsPath: string, args?: string[]): Oci
     process: {
       terminal: false,
       user: { uid: 0, gid: 0 },
-      args: args ?? ['/bin/ctr-workload', String(o.shmKey), String(o.shmBytes), String(o.seed), ...(o.memMib ? [String(o.memMib)] : [])],
+      args: args ?? [
+        '/bin/ctr-workload',
+        String(o.shmKey),
+        String(o.shmBytes),
+        String(o.seed),
+        ...(o.memMib || o.features ? [String(o.memMib)] : []),
+        ...(o.features ? [o.features] : []),
+      ],
       env: ['PATH=/bin', 'HOME=/root'],
       cwd: '/',
       noNewPrivileges: true,

@@ -3,7 +3,9 @@
  * with unshare(1) in new pid, mnt, uts, ipc and net namespaces (private mount propagation), with its own
  * hostname, loopback up, tmpfs /tmp and /dev (with a null node), proc, pivot_root into the rootfs, and a cgroup
  * of its own (/godwit-ctr/ID in every hierarchy this host has: v1 memory/pids limits, v2 memory.max/pids.max
- * where those controllers are there) — for hosts without runc. `destroy()` (idempotent, also on process exit)
+ * where those controllers are there) — for hosts without runc. With `timens` it also gets a time namespace with
+ * those offsets (the workload checks its clocks never read below them), with `msgQueue` a SysV message queue
+ * with messages in flight (ctr-workload's msg feature). `destroy()` (idempotent, also on process exit)
  * kills the container's init (its pid namespace goes with it), removes the cgroups and the bundle.
  */
 import { spawn, ChildProcess } from 'child_process';
@@ -75,8 +77,17 @@ function removeCgroups(dirs: string[]): void {
 const live = new Set<() => void>();
 let hooked = false;
 
-export async function runUnshareContainer(o: BundleOptions & { readyTimeoutMs?: number } = {}): Promise<UnshareContainer> {
-  const bundle = await buildBundle(o);
+export interface UnshareOptions extends BundleOptions {
+  readyTimeoutMs?: number;
+  /** A time namespace of its own with these CLOCK_MONOTONIC / CLOCK_BOOTTIME offsets (whole seconds, unshare(1)'s unit). */
+  timens?: { monotonic: number; boottime: number };
+  /** A SysV message queue holding messages (checked by the workload on every tick). */
+  msgQueue?: boolean;
+}
+
+export async function runUnshareContainer(o: UnshareOptions = {}): Promise<UnshareContainer> {
+  const features = [o.features, o.msgQueue ? 'msg' : '', o.timens ? `mono=${o.timens.monotonic},boot=${o.timens.boottime}` : ''].filter(Boolean).join(',');
+  const bundle = await buildBundle({ ...o, features });
   const r = bundle.rootfs;
   const cfg = bundle.config;
   let cgroupDirs: string[] = [];
@@ -125,6 +136,8 @@ export async function runUnshareContainer(o: BundleOptions & { readyTimeoutMs?: 
   try {
     cgroupDirs = makeCgroups(bundle);
     const args = (cfg.process.args as string[]).map(q).join(' ');
+    const t = o.timens;
+    const timeFlags = t ? `--time --monotonic ${Math.trunc(t.monotonic)} --boottime ${Math.trunc(t.boottime)} ` : '';
     const inner = [
       'set -e',
       `hostname ${q(bundle.opts.hostname)}`,
@@ -141,7 +154,7 @@ export async function runUnshareContainer(o: BundleOptions & { readyTimeoutMs?: 
       `exec ${args}`,
     ].join('\n');
     // The outer shell joins the cgroups before unshare forks the init, so everything of the container is in them.
-    const outer = [...cgroupDirs.map((d) => `echo $$ > ${q(path.join(d, 'cgroup.procs'))}`), `exec unshare --fork --pid --mount --uts --ipc --net --propagation private sh -c ${q(inner)}`].join('\n');
+    const outer = [...cgroupDirs.map((d) => `echo $$ > ${q(path.join(d, 'cgroup.procs'))}`), `exec unshare --fork --pid --mount --uts --ipc --net ${timeFlags}--propagation private sh -c ${q(inner)}`].join('\n');
     const log = fs.openSync(path.join(bundle.dir, 'container.log'), 'a');
     child = spawn('sh', ['-c', outer], { stdio: ['ignore', log, log], detached: true });
     fs.closeSync(log);

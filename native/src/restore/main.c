@@ -338,10 +338,25 @@ int main(int argc, char **argv) {
   int njoin = 0;
   const char *cgroups[16];
   int ncg = 0;
+  int timens = 0;
+  long long timens_mono = 0, timens_boot = 0;
   for (int i = 1; i < argc; i++) {
     /* Container restore: namespaces to join (files under /proc/HOLDER/ns) and cgroup.procs files for the root. */
     if (!strcmp(argv[i], "--setns") && i + 1 < argc && njoin < 8) {
       join[njoin++] = argv[++i];
+      continue;
+    }
+    /* A time namespace of the container's own: the clocks (ns) it showed at dump time, to continue from. */
+    if (!strcmp(argv[i], "--timens") && i + 2 < argc) {
+      char *e1, *e2;
+      timens_mono = strtoll(argv[i + 1], &e1, 10);
+      timens_boot = strtoll(argv[i + 2], &e2, 10);
+      if (*e1 || *e2 || timens_mono < 0 || timens_boot < 0) {
+        fprintf(stderr, "godwit-restorer: --timens wants two clock values in ns, got %s %s\n", argv[i + 1], argv[i + 2]);
+        return 2;
+      }
+      timens = 1;
+      i += 2;
       continue;
     }
     if (!strcmp(argv[i], "--cgroup") && i + 1 < argc && ncg < 16) {
@@ -371,7 +386,7 @@ int main(int argc, char **argv) {
     if (!strcmp(argv[i], "--bench-uffd") && i + 1 < argc) return rst_bench_uffd(strtoul(argv[i + 1], NULL, 10));
     if (!strcmp(argv[i], "--new-pidns")) ctx.new_pidns = 1;
     else {
-      fprintf(stderr, "godwit-restorer: unknown argument %s (usage: godwit-restorer [--new-pidns] [--setns NSFILE]... [--cgroup PROCSFILE]..., fds 3+4)\n", argv[i]);
+      fprintf(stderr, "godwit-restorer: unknown argument %s (usage: godwit-restorer [--new-pidns] [--setns NSFILE]... [--timens MONO_NS BOOT_NS] [--cgroup PROCSFILE]..., fds 3+4)\n", argv[i]);
       return 2;
     }
   }
@@ -411,6 +426,13 @@ int main(int argc, char **argv) {
       return 1;
     }
     close(nsfd[i]);
+  }
+  if (timens) {
+    char why[200];
+    if (rst_enter_timens(ctx.host_root, timens_mono, timens_boot, why, sizeof why) < 0) {
+      fprintf(stderr, "godwit-restorer: the container's time namespace: %s\n", why);
+      return 1;
+    }
   }
   if (!ctx.new_pidns) {
     /* Orphans of a half-made tree come back to us, so a failure can reap everything it created. */

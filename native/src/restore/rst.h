@@ -119,6 +119,8 @@ int rst_fail(struct rst_ctx *ctx, int err, const char *syscall, int pid);
 
 /* tree.c */
 int rst_container(struct rst_ctx *ctx, const uint8_t *p, size_t n, int32_t *keep_fd);
+/* timens.c: a new time namespace whose clocks read the dumped values now, entered by the caller (before any fork). */
+int rst_enter_timens(int host_root, long long mono_ns, long long boot_ns, char *why, size_t n);
 int rst_tree_create(struct rst_ctx *ctx, const uint8_t *p, size_t n);
 void rst_tree_kill(struct rst_ctx *ctx);
 struct rst_task *rst_task_find(struct rst_ctx *ctx, pid_t pid);
