@@ -10,7 +10,7 @@ import { GodwitError, UsageError } from '../util/errors';
 import { cgroupImage, cgroupMembership, CgroupMember, freezeCgroup, FrozenCgroup } from './cgroups';
 import { resolveCgroup, resolveContainer, Runtime } from './container';
 import { containerMounts, tarTmpfs } from './mounts';
-import { dumpIpc, dumpTimens, dumpTimensClocks, dumpUts, ipcImageEntries, nsutilAvailable, timespecOf } from './ns-content';
+import { dumpIpc, dumpTimens, dumpTimensClocks, dumpUserns, dumpUts, IdExtent, idInside, ipcImageEntries, nsutilAvailable, timespecOf } from './ns-content';
 import { NamespaceIds, ownNamespaces } from './namespaces';
 import type { ImageSet } from './imageset';
 import { collectNetns, netnsImageFiles } from './net';
@@ -53,6 +53,8 @@ export interface ContainerRecord {
   ns: string[];
   uts?: { nodename: string; domainname: string };
   timens?: { monotonic: [string, string]; boottime: [string, string] };
+  /** A user namespace of its own: its id maps (also in userns-N.img). */
+  userns?: { uid_map: IdExtent[]; gid_map: IdExtent[] };
   rootfs: RootfsRecord;
   /** Mount entries (mountpoints-N.img) and which tmpfs images hold contents. */
   mounts: number;
@@ -187,6 +189,12 @@ export async function dumpContainerState(c: ContainerDump, images: ImageSet, ns:
     images.touch('IPCNS_MSG', ns.root.ipc);
   }
 
+  if (ns.own.includes('user')) {
+    record.userns = dumpUserns(pid);
+    images.add('USERNS', ns.root.user, { uid_map: record.userns.uid_map, gid_map: record.userns.gid_map });
+    idsAsInside(images, record.userns);
+  }
+
   const t0 = process.hrtime.bigint();
   if (c.cgroups.some((m) => m.path !== '/')) {
     images.add('CGROUP', undefined, cgroupImage(c.cgroups));
@@ -194,4 +202,33 @@ export async function dumpContainerState(c: ContainerDump, images: ImageSet, ns:
   }
   c.timings.cgroups = since(t0);
   c.files.push({ name: CONTAINER_JSON, data: Buffer.from(JSON.stringify(record, null, 2) + '\n') });
+}
+
+/**
+ * CRIU writes credentials and IPC owners as the container sees them (inside its user namespace); godwit read
+ * them from outside (/proc status, godwit-nsutil from the host's user namespace): map them through the
+ * namespace's id maps, an id without a mapping becoming the overflow id as the kernel shows it.
+ */
+function idsAsInside(images: ImageSet, maps: { uid_map: IdExtent[]; gid_map: IdExtent[] }): void {
+  const uid = (v: unknown): number => idInside(Number(v), maps.uid_map);
+  const gid = (v: unknown): number => idInside(Number(v), maps.gid_map);
+  for (const img of images.images) {
+    // creds_entry: in each thread's core (thread_core.creds), or a creds-N.img of older layouts.
+    const creds = (m: Record<string, unknown> | undefined): void => {
+      if (!m) return;
+      for (const f of ['uid', 'euid', 'suid', 'fsuid']) if (m[f] !== undefined) m[f] = uid(m[f]);
+      for (const f of ['gid', 'egid', 'sgid', 'fsgid']) if (m[f] !== undefined) m[f] = gid(m[f]);
+      if (Array.isArray(m.groups)) m.groups = (m.groups as number[]).map(gid);
+    };
+    if (img.kind === 'CREDS') for (const { msg: m } of img.entries) creds(m);
+    if (img.kind === 'CORE') for (const { msg: m } of img.entries) creds((m.thread_core as Record<string, unknown> | undefined)?.creds as Record<string, unknown> | undefined);
+    if (img.kind === 'IPCNS_SHM' || img.kind === 'IPCNS_SEM' || img.kind === 'IPCNS_MSG')
+      for (const { msg: m } of img.entries) {
+        const d = m.desc as Record<string, number>;
+        d.uid = uid(d.uid);
+        d.cuid = uid(d.cuid);
+        d.gid = gid(d.gid);
+        d.cgid = gid(d.cgid);
+      }
+  }
 }

@@ -13,8 +13,8 @@ import type { ImageSet } from './imageset';
 /** CRIU's numbering order for the root ids (pid, net, ipc, uts, time, mnt, user, cgroup). */
 const ORDER: NsKind[] = ['pid', 'net', 'ipc', 'uts', 'time', 'mnt', 'user', 'cgroup'];
 
-/** Namespace kinds a container may own; a user namespace of its own is refused (id-mapped restore is not done). */
-export const CONTAINER_NS: NsKind[] = ['pid', 'net', 'ipc', 'uts', 'time', 'mnt', 'cgroup'];
+/** Namespace kinds a container may own (and godwit restores). */
+export const CONTAINER_NS: NsKind[] = ['pid', 'net', 'ipc', 'uts', 'time', 'mnt', 'user', 'cgroup'];
 
 export class NamespaceIds {
   private ids = new Map<string, number>();

@@ -179,6 +179,21 @@ export function dumpUserns(pid: number): { uid_map: IdExtent[]; gid_map: IdExten
   return { uid_map: parse('uid_map'), gid_map: parse('gid_map') };
 }
 
+/** The kernel's overflowuid/overflowgid: what an id without a mapping reads as inside a user namespace. */
+export const OVERFLOW_ID = 65534;
+
+/** An id as seen from godwit (the parent namespace) -> the same id inside the namespace of `map`. */
+export function idInside(id: number, map: IdExtent[]): number {
+  for (const e of map) if (id >= e.lower_first && id - e.lower_first < e.count) return e.first + (id - e.lower_first);
+  return OVERFLOW_ID;
+}
+
+/** An id inside the namespace of `map` -> the same id as godwit (the parent namespace) sees it. */
+export function idOutside(id: number, map: IdExtent[]): number {
+  for (const e of map) if (id >= e.first && id - e.first < e.count) return e.lower_first + (id - e.first);
+  return OVERFLOW_ID;
+}
+
 /** timens_entry: PID's time namespace offsets (zero outside a time namespace). */
 export function dumpTimens(pid: number): { monotonic: { tv_sec: bigint; tv_nsec: bigint }; boottime: { tv_sec: bigint; tv_nsec: bigint } } {
   const out = { monotonic: { tv_sec: 0n, tv_nsec: 0n }, boottime: { tv_sec: 0n, tv_nsec: 0n } };

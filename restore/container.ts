@@ -16,7 +16,8 @@ import { settled } from '../util/settled';
 import { restoreCgroups, RestoredCgroups } from './cgroups';
 import { readEntries } from './image-files';
 import { buildMounts, planMounts, readonlyRecords, rootTaskRecords } from './mounts';
-import { createFreshNamespaces, FreshNamespaces, FreshNsKind, ipcContentFromImages, restoreIpc, restoreUts } from './ns-content';
+import { IdExtent, IpcDesc, idOutside } from '../checkpoint/ns-content';
+import { createFreshNamespaces, FreshNamespaces, FreshNsKind, IdMaps, ipcContentFromImages, restoreIpc, restoreUts } from './ns-content';
 import { prepareRootfs, PreparedRootfs } from './rootfs';
 import { restoreNetns, RestoredNetns, VethHostConfig } from './net';
 
@@ -73,8 +74,21 @@ function rootNsId(dir: string, kind: string): number {
   return Number(ids[`${kind}_ns_id`] ?? 0);
 }
 
+function descOutside(d: IpcDesc, m: IdMaps): IpcDesc {
+  return { ...d, uid: idOutside(d.uid, m.uid_map), cuid: idOutside(d.cuid, m.uid_map), gid: idOutside(d.gid, m.gid_map), cgid: idOutside(d.cgid, m.gid_map) };
+}
+
 export async function prepareContainer(dir: string, rec: ContainerRecord, o: ContainerRestoreOptions = {}): Promise<RestoredContainer> {
   const c: RestoredContainer = { record: rec, restorerArgs: [], containerRequest: Buffer.alloc(8), timings: {} };
+  // A user namespace of its own: its id maps, read before anything is made (a missing image is refused here).
+  let userns: IdMaps | undefined;
+  if (rec.ns.includes('user')) {
+    const file = `userns-${rootNsId(dir, 'user')}.img`;
+    const e = readEntries(dir, file)?.[0] as Msg | undefined;
+    if (!e) throw new GodwitError(`${dir}: the container had its own user namespace, but ${file} (its id maps) is missing`);
+    userns = { uid_map: (e.uid_map as IdExtent[] | undefined) ?? [], gid_map: (e.gid_map as IdExtent[] | undefined) ?? [] };
+    if (!userns.uid_map.length || !userns.gid_map.length) throw new GodwitError(`${dir}/${file}: the user namespace has no uid or gid map`);
+  }
   try {
     let t0 = process.hrtime.bigint();
     if (rec.cgroup) {
@@ -87,7 +101,6 @@ export async function prepareContainer(dir: string, rec: ContainerRecord, o: Con
     c.timings.cgroups = since(t0);
 
     const own = new Set(rec.ns);
-    if (own.has('user')) throw new GodwitError('the container had its own user namespace: restoring one is not supported yet');
     if (own.has('time')) {
       // The restorer makes the time namespace itself (offsets can be set only before a task enters it): the
       // clocks inside continue from the values dumped.
@@ -99,14 +112,16 @@ export async function prepareContainer(dir: string, rec: ContainerRecord, o: Con
       };
       c.restorerArgs.push('--timens', ns(t.monotonic), ns(t.boottime));
     }
-    const kinds = (['mnt', 'uts', 'ipc', 'net', 'cgroup'] as FreshNsKind[]).filter((k) => own.has(k));
+    // The user namespace first: one unshare makes it and the others owned by it, and the restorer joins it first
+    // (it must own the pid and time namespaces the restorer makes next).
+    const kinds = (['user', 'mnt', 'uts', 'ipc', 'net', 'cgroup'] as FreshNsKind[]).filter((k) => own.has(k));
     const timed = async (name: string, fn: () => Promise<void>): Promise<void> => {
       const t = process.hrtime.bigint();
       await fn();
       c.timings[name] = (c.timings[name] ?? 0) + since(t);
     };
     await timed('namespaces', async () => {
-      if (kinds.length) c.holder = await createFreshNamespaces(kinds);
+      if (kinds.length) c.holder = await createFreshNamespaces(kinds, userns ? { userns } : {});
     });
     const h = c.holder?.pid ?? 0;
     // Independent of each other: namespace content, network, rootfs check side by side. All settle before a
@@ -120,7 +135,10 @@ export async function prepareContainer(dir: string, rec: ContainerRecord, o: Con
           const sem = readEntries(dir, `ipcns-sem-${id}.img`) ?? [];
           const msg = readEntries(dir, `ipcns-msg-${id}.img`) ?? [];
           const asEntry = (m: Msg) => ({ msg: m, extra: m.extra });
-          await restoreIpc(h, ipcContentFromImages(shm.map(asEntry), sem.map(asEntry), msg.map(asEntry)));
+          const ipc = ipcContentFromImages(shm.map(asEntry), sem.map(asEntry), msg.map(asEntry));
+          // The images hold owners as seen inside the user namespace; godwit-nsutil sets them from outside.
+          if (userns) for (const o of [...ipc.shm, ...ipc.sem, ...ipc.msg]) o.desc = descOutside(o.desc, userns);
+          await restoreIpc(h, ipc);
         }
       }),
       timed('net', async () => {
@@ -141,7 +159,7 @@ export async function prepareContainer(dir: string, rec: ContainerRecord, o: Con
       const entries = (readEntries(dir, `mountpoints-${rootNsId(dir, 'mnt')}.img`) ?? []) as Msg[];
       if (!entries.length) throw new GodwitError(`${dir}: the container had its own mount namespace but mountpoints-N.img is missing or empty`);
       c.staging = fs.mkdtempSync(path.join(os.tmpdir(), 'godwit-root-'));
-      const plan = planMounts(entries, c.staging, c.rootfs!.mount, new Set(rec.fileMounts ?? []));
+      const plan = planMounts(entries, c.staging, c.rootfs!.mount, new Set(rec.fileMounts ?? []), { procPlaceholder: !!userns });
       await buildMounts(c.holder!.pid, plan, dir, c.staging, readonlyRecords(entries, c.staging));
       rootTask = rootTaskRecords(plan.rootTask);
       c.fileRoot = `/proc/${c.holder!.pid}/root`;

@@ -33,12 +33,16 @@ export async function restoreRlimits(ctx: RestoreContext, t: TaskImage, warnings
   }
 }
 
-/** Credentials differ from the restorer's (root, full caps)? Then switch, per thread. */
-export function addCredCalls(t: TaskImage, tid: number, b: Batch): void {
+/**
+ * Credentials differ from the restorer's (root, full caps)? Then switch, per thread. `always`: switch even to
+ * ids 0 — inside a container's own user namespace the restorer's uid (the host's root) has no mapping, and ids
+ * 0 mean the namespace's root, a different host id.
+ */
+export function addCredCalls(t: TaskImage, tid: number, b: Batch, o: { always?: boolean } = {}): void {
   const creds = ((t.cores.get(tid)!.thread_core as Msg | undefined)?.creds as Msg | undefined) ?? null;
   if (!creds) return;
   const ids = ['uid', 'gid', 'euid', 'egid', 'suid', 'sgid'].map((k) => Number(creds[k] ?? 0));
-  if (ids.every((x) => x === 0)) {
+  if (ids.every((x) => x === 0) && !o.always) {
     addCapCalls(creds, b);
     return;
   }
@@ -48,7 +52,17 @@ export function addCredCalls(t: TaskImage, tid: number, b: Batch): void {
   b.call('setgroups', [groups.length, b.data(g)], 'set supplementary groups');
   b.call('setresgid', [ids[1], ids[3], ids[5]], 'set gids');
   b.call('setresuid', [ids[0], ids[2], ids[4]], 'set uids');
+  if (o.always) {
+    // Root of a user namespace keeps every capability through that switch: drop what the task had dropped.
+    if (ids.every((x) => x === 0)) addCapCalls(creds, b);
+    // The uid switch made the task non-dumpable, and its memory belongs to the host's user namespace (the
+    // restorer's exec made it there): the restorer, capable only inside the container's user namespace now,
+    // could not touch it any more. A task dumped as dumpable is made so again (restore/prctl.ts keeps a 0).
+    if (Number(t.mm.dumpable ?? 1) !== 0) b.call('prctl', [PR_SET_DUMPABLE, 1, 0, 0, 0], 'be dumpable again after the uid switch');
+  }
 }
+
+const PR_SET_DUMPABLE = 4;
 
 const PR_CAPBSET_DROP = 24;
 const PR_CAP_AMBIENT = 47;

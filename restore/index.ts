@@ -160,7 +160,7 @@ export function restoreSteps(): ListrTask<StepState>[] {
         for (const tid of [...t.threads.filter((x) => x !== t.pid), t.pid])
           await restoreThreadState(s, t, tid, (bb) => {
             addSeccompCalls(s, t, tid, bb); // before the creds change: see restore/seccomp.ts
-            addCredCalls(t, tid, bb);
+            addCredCalls(t, tid, bb, { always: !!s.container?.record.ns.includes('user') });
           });
       }
     }),

@@ -19,6 +19,14 @@ const MS_RDONLY = 1;
 const MS_REMOUNT = 32;
 const MS_BIND = 4096;
 const MS_REC = 16384;
+/**
+ * godwit's own flag on a root-task record (beyond every MS_* bit): a placeholder proc sits on the target; make
+ * the new proc detached (fsmount), drop the placeholder, move the new one in. In a mount namespace owned by a user
+ * namespace the kernel allows a new proc only while a proc is fully visible in it (mount_too_revealing), which
+ * after pivot_root none is: the placeholder, a bind of the host's /proc made before the pivot, is that proc.
+ */
+export const MNT_REPLACE_PLACEHOLDER = 2 ** 40;
+
 /** Per-mount flags a bind remount carries over. */
 const PER_MOUNT = 1 | 2 | 4 | 8 | 0x400 | 0x800 | 0x200000 | 0x1000000;
 
@@ -54,7 +62,13 @@ function bindSource(m: Msg, earlier: Msg[]): string | undefined {
   return undefined;
 }
 
-export function planMounts(entries: Msg[], staging: string, root: { source: string; fstype: string; flags: number; data: string }, fileTargets: Set<string>): MountPlan {
+export function planMounts(
+  entries: Msg[],
+  staging: string,
+  root: { source: string; fstype: string; flags: number; data: string },
+  fileTargets: Set<string>,
+  o: { procPlaceholder?: boolean } = {},
+): MountPlan {
   const parts: Buffer[] = [];
   const unpack: MountPlan['unpack'] = [];
   const rootTask: MountOp[] = [];
@@ -78,7 +92,12 @@ export function planMounts(entries: Msg[], staging: string, root: { source: stri
       // proc and what sits on it: made by the root task (container paths, inside its new root).
       if (Number(m.fstype) === 1 && !isBind) {
         procPoints.push(mp);
-        rootTask.push({ source: 'proc', target: mp, fstype: 'proc', flags: flags & PER_MOUNT & ~MS_RDONLY, data: '' });
+        let f = flags & PER_MOUNT & ~MS_RDONLY;
+        if (o.procPlaceholder) {
+          parts.push(rec(['mkdir', path.join(staging, mp)]), rec(['mount', '/proc', path.join(staging, mp), '', String(MS_BIND), '']));
+          f += MNT_REPLACE_PLACEHOLDER;
+        }
+        rootTask.push({ source: 'proc', target: mp, fstype: 'proc', flags: f, data: '' });
       } else {
         if (!src) throw new GodwitError(`mount ${mp} (${fs}) inside a proc mount is not a bind: cannot restore it`);
         rootTask.push({ source: src, target: mp, fstype: '', flags: MS_BIND, data: '' });

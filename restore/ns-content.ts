@@ -1,17 +1,23 @@
 /**
- * Namespaces prepared before a tree is restored: a holder process keeps fresh namespaces alive (the restored
- * tree joins them), and their content is written from inside by godwit-nsutil: uts names, SysV IPC objects with
- * their ids, keys, permissions and contents (shm bytes, semaphore values, queued messages in order). `destroy()` (and any failure while preparing) ends the holder, and
- * with it the namespaces.
+ * Namespaces prepared before a tree is restored: a holder process keeps fresh namespaces alive (a user namespace
+ * first, owning the others, its id maps written from here); the restored tree joins them. Their content is written
+ * from inside by godwit-nsutil: uts names, SysV IPC objects with their ids, keys, permissions and contents (shm
+ * bytes, semaphore values, queued messages in order). `destroy()` (and any failure while preparing) ends the
+ * holder, and with it the namespaces.
  */
 import { spawn } from 'child_process';
 import * as fs from 'fs';
-import { IpcContent, UtsContent, runNsutil } from '../checkpoint/ns-content';
+import { IdExtent, IpcContent, UtsContent, runNsutil } from '../checkpoint/ns-content';
 import { GodwitError } from '../util/errors';
 
-export type FreshNsKind = 'ipc' | 'uts' | 'net' | 'mnt' | 'cgroup';
+export type FreshNsKind = 'user' | 'ipc' | 'uts' | 'net' | 'mnt' | 'cgroup';
 
-const UNSHARE_FLAG: Record<FreshNsKind, string> = { ipc: '--ipc', uts: '--uts', net: '--net', mnt: '--mount', cgroup: '--cgroup' };
+const UNSHARE_FLAG: Record<FreshNsKind, string> = { user: '--user', ipc: '--ipc', uts: '--uts', net: '--net', mnt: '--mount', cgroup: '--cgroup' };
+
+export interface IdMaps {
+  uid_map: IdExtent[];
+  gid_map: IdExtent[];
+}
 
 export interface FreshNamespaces {
   /** The holder: its /proc/PID/ns/* are the fresh namespaces. */
@@ -21,8 +27,13 @@ export interface FreshNamespaces {
   destroy(): Promise<void>;
 }
 
-/** Starts a holder in new namespaces of the given kinds; it dies with godwit (parent-death signal). */
-export async function createFreshNamespaces(kinds: FreshNsKind[]): Promise<FreshNamespaces> {
+/**
+ * Starts a holder in new namespaces of the given kinds; it dies with godwit (parent-death signal). With 'user',
+ * one unshare(2) makes the user namespace first and the others owned by it; its id maps (`userns`) are written
+ * from here (godwit is root in the parent namespace) once the holder is in it.
+ */
+export async function createFreshNamespaces(kinds: FreshNsKind[], o: { userns?: IdMaps } = {}): Promise<FreshNamespaces> {
+  if (kinds.includes('user') !== !!o.userns) throw new GodwitError('a fresh user namespace needs its id maps, and id maps need a user namespace');
   // unshare(1) without --fork unshares and then execs sleep: the holder is the spawned pid itself.
   const child = spawn('setpriv', ['--pdeathsig', 'KILL', 'unshare', ...kinds.map((k) => UNSHARE_FLAG[k]), 'sleep', 'infinity'], { stdio: 'ignore' });
   const pid = child.pid;
@@ -42,19 +53,33 @@ export async function createFreshNamespaces(kinds: FreshNsKind[]): Promise<Fresh
   };
   try {
     const own = fs.readlinkSync('/proc/self/ns/uts');
+    const ownUser = fs.readlinkSync('/proc/self/ns/user');
     const deadline = Date.now() + 5000;
     // Ready when the holder runs sleep (after unshare), seen as its own namespaces differing from ours.
     for (;;) {
       if (exitedYet) throw new GodwitError(`namespace holder ${pid} exited before it was ready (unshare ${kinds.join(',')} refused?)`);
       let ready = false;
       try {
-        ready = fs.readFileSync(`/proc/${pid}/comm`, 'utf8').trim() === 'sleep' && (!kinds.includes('uts') || fs.readlinkSync(`/proc/${pid}/ns/uts`) !== own);
+        ready =
+          fs.readFileSync(`/proc/${pid}/comm`, 'utf8').trim() === 'sleep' &&
+          (!kinds.includes('uts') || fs.readlinkSync(`/proc/${pid}/ns/uts`) !== own) &&
+          (!kinds.includes('user') || fs.readlinkSync(`/proc/${pid}/ns/user`) !== ownUser);
       } catch {
         /* between execs */
       }
       if (ready) break;
       if (Date.now() > deadline) throw new GodwitError(`namespace holder ${pid} not ready after 5 s`);
       await new Promise((r) => setTimeout(r, 2));
+    }
+    if (o.userns) {
+      const text = (m: IdExtent[]): string => m.map((e) => `${e.first} ${e.lower_first} ${e.count}\n`).join('');
+      for (const [file, m] of [['uid_map', o.userns.uid_map], ['gid_map', o.userns.gid_map]] as const) {
+        try {
+          fs.writeFileSync(`/proc/${pid}/${file}`, text(m));
+        } catch (e) {
+          throw new GodwitError(`cannot write the restored user namespace's ${file} (${text(m).trim().replace(/\n/g, ', ')}): ${(e as Error).message}`, { cause: e });
+        }
+      }
     }
   } catch (e) {
     await destroy();

@@ -285,15 +285,43 @@ static int set_perm(struct ctx *c, struct ipc_perm *p, const struct desc *d)
 	return 0;
 }
 
+/*
+ * The kernel records the creator (cuid/cgid) from the caller's effective ids at *get() time, and IPC_SET cannot
+ * change them: the object is made with the creator's ids as our effective ones, then we are root again (the
+ * real and saved uid stay 0, so switching back is allowed).
+ */
+static int become_creator(struct ctx *c, const struct desc *d)
+{
+	if (setresgid(-1, d->cgid, -1) < 0)
+		return fail(c, "setresgid", errno, "creator gid %u", d->cgid);
+	if (setresuid(-1, d->cuid, -1) < 0)
+		return fail(c, "setresuid", errno, "creator uid %u", d->cuid);
+	return 0;
+}
+
+static int back_to_root(struct ctx *c)
+{
+	if (setresuid(-1, 0, -1) < 0)
+		return fail(c, "setresuid", errno, "back to uid 0");
+	if (setresgid(-1, 0, -1) < 0)
+		return fail(c, "setresgid", errno, "back to gid 0");
+	return 0;
+}
+
 static int restore_shm(struct ctx *c, const struct desc *d, size_t size)
 {
 	if (size > MAX_SHM_BYTES)
 		return fail(c, "read", EFBIG, "shm id %d: %zu bytes is over the %llu limit", d->id, size, MAX_SHM_BYTES);
 	if (write_sysctl(c, "shm_next_id", d->id) < 0)
 		return -1;
+	if (become_creator(c, d) < 0)
+		return -1;
 	int id = shmget(d->key, size, d->mode | IPC_CREAT | IPC_EXCL);
+	int e = errno;
+	if (back_to_root(c) < 0)
+		return -1;
 	if (id < 0)
-		return fail(c, "shmget", errno, "key %d id %d size %zu", d->key, d->id, size);
+		return fail(c, "shmget", e, "key %d id %d size %zu", d->key, d->id, size);
 	if (id != d->id)
 		return fail(c, "shmget", EEXIST, "wanted id %d, the kernel gave %d", d->id, id);
 	char *p = shmat(id, NULL, 0);
@@ -330,9 +358,14 @@ static int restore_sem(struct ctx *c, const struct desc *d, unsigned long nsems)
 	}
 	if (write_sysctl(c, "sem_next_id", d->id) < 0)
 		goto out;
+	if (become_creator(c, d) < 0)
+		goto out;
 	int id = semget(d->key, nsems, d->mode | IPC_CREAT | IPC_EXCL);
+	int e = errno;
+	if (back_to_root(c) < 0)
+		goto out;
 	if (id < 0) {
-		fail(c, "semget", errno, "key %d id %d", d->key, d->id);
+		fail(c, "semget", e, "key %d id %d", d->key, d->id);
 		goto out;
 	}
 	if (id != d->id) {
@@ -366,9 +399,14 @@ static int restore_msg(struct ctx *c, const struct desc *d, unsigned long qbytes
 		return fail(c, "read", EINVAL, "msg id %d: %lu messages", d->id, qnum);
 	if (write_sysctl(c, "msg_next_id", d->id) < 0)
 		return -1;
+	if (become_creator(c, d) < 0)
+		return -1;
 	int id = msgget(d->key, (int)d->mode | IPC_CREAT | IPC_EXCL);
+	int e = errno;
+	if (back_to_root(c) < 0)
+		return -1;
 	if (id < 0)
-		return fail(c, "msgget", errno, "key %d id %d", d->key, d->id);
+		return fail(c, "msgget", e, "key %d id %d", d->key, d->id);
 	if (id != d->id)
 		return fail(c, "msgget", EEXIST, "wanted id %d, the kernel gave %d", d->id, id);
 	/* The byte limit first, or a queue that held more than msgmnb could not take its messages back. Raising

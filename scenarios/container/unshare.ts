@@ -74,6 +74,43 @@ function removeCgroups(dirs: string[]): void {
     }
 }
 
+interface UsernsHolder {
+  pid: number;
+  kill(): void;
+}
+
+/** A user namespace held by `sleep`, with uid and gid maps 0 -> outside for count ids written from here. */
+async function makeUserns(un: { outside: number; count: number }): Promise<UsernsHolder> {
+  const h = spawn('setpriv', ['--pdeathsig', 'KILL', 'unshare', '--user', 'sleep', 'infinity'], { stdio: 'ignore' });
+  let gone = false;
+  h.once('exit', () => (gone = true));
+  const kill = (): void => {
+    if (!gone) h.kill('SIGKILL');
+  };
+  try {
+    const ours = fs.readlinkSync('/proc/self/ns/user');
+    const deadline = Date.now() + 5000;
+    for (;;) {
+      if (gone || h.pid === undefined) throw new GodwitError('the user namespace holder (unshare --user) exited at once');
+      let ready = false;
+      try {
+        ready = readOr(`/proc/${h.pid}/comm`) === 'sleep' && fs.readlinkSync(`/proc/${h.pid}/ns/user`) !== ours;
+      } catch {
+        /* between execs */
+      }
+      if (ready) break;
+      if (Date.now() > deadline) throw new GodwitError('the user namespace holder was not ready after 5 s');
+      await new Promise((res) => setTimeout(res, 5));
+    }
+    fs.writeFileSync(`/proc/${h.pid}/uid_map`, `0 ${un.outside} ${un.count}\n`);
+    fs.writeFileSync(`/proc/${h.pid}/gid_map`, `0 ${un.outside} ${un.count}\n`);
+    return { pid: h.pid, kill };
+  } catch (e) {
+    kill();
+    throw e;
+  }
+}
+
 const live = new Set<() => void>();
 let hooked = false;
 
@@ -83,6 +120,12 @@ export interface UnshareOptions extends BundleOptions {
   timens?: { monotonic: number; boottime: number };
   /** A SysV message queue holding messages (checked by the workload on every tick). */
   msgQueue?: boolean;
+  /**
+   * A user namespace of its own: ids 0..count-1 inside are `outside`.. on the host (uid and gid). There is no
+   * newuidmap here: a holder makes the namespace, its maps are written from outside, and the container is
+   * started through `nsenter --user` (which becomes root inside) so that it owns every other namespace.
+   */
+  userns?: { outside: number; count: number };
 }
 
 export async function runUnshareContainer(o: UnshareOptions = {}): Promise<UnshareContainer> {
@@ -93,12 +136,14 @@ export async function runUnshareContainer(o: UnshareOptions = {}): Promise<Unsha
   let cgroupDirs: string[] = [];
   let child: ChildProcess | undefined;
   let initPid = 0;
+  let usernsHolder: UsernsHolder | undefined;
   let exited: Promise<void> = Promise.resolve();
   let destroyed = false;
   const destroySync = (): void => {
     if (destroyed) return;
     destroyed = true;
     live.delete(destroySync);
+    usernsHolder?.kill();
     for (const p of [initPid, child?.pid ?? 0])
       if (p)
         try {
@@ -111,6 +156,7 @@ export async function runUnshareContainer(o: UnshareOptions = {}): Promise<Unsha
   };
   const destroy = async (): Promise<void> => {
     if (destroyed) return;
+    usernsHolder?.kill();
     for (const p of [initPid, child?.pid ?? 0])
       if (p)
         try {
@@ -135,16 +181,20 @@ export async function runUnshareContainer(o: UnshareOptions = {}): Promise<Unsha
   }
   try {
     cgroupDirs = makeCgroups(bundle);
+    // The container's root is an unprivileged id on the host: it must be able to walk into the bundle.
+    if (o.userns) fs.chmodSync(bundle.dir, 0o711);
     const args = (cfg.process.args as string[]).map(q).join(' ');
     const t = o.timens;
     const timeFlags = t ? `--time --monotonic ${Math.trunc(t.monotonic)} --boottime ${Math.trunc(t.boottime)} ` : '';
+    const un = o.userns;
     const inner = [
       'set -e',
       `hostname ${q(bundle.opts.hostname)}`,
       `mount --bind ${q(r)} ${q(r)}`,
       `mount -t tmpfs -o nosuid,nodev,size=${bundle.opts.tmpfsBytes} tmpfs ${q(r + '/tmp')}`,
       `mount -t tmpfs -o nosuid,mode=755 tmpfs ${q(r + '/dev')}`,
-      `mknod -m 666 ${q(r + '/dev/null')} c 1 3`,
+      // A user namespace may not make device nodes: the host's /dev/null is bound instead.
+      un ? `touch ${q(r + '/dev/null')} && mount --bind /dev/null ${q(r + '/dev/null')}` : `mknod -m 666 ${q(r + '/dev/null')} c 1 3`,
       `mount -t proc proc ${q(r + '/proc')}`,
       'ip link set lo up',
       `cd ${q(r)}`,
@@ -154,7 +204,9 @@ export async function runUnshareContainer(o: UnshareOptions = {}): Promise<Unsha
       `exec ${args}`,
     ].join('\n');
     // The outer shell joins the cgroups before unshare forks the init, so everything of the container is in them.
-    const outer = [...cgroupDirs.map((d) => `echo $$ > ${q(path.join(d, 'cgroup.procs'))}`), `exec unshare --fork --pid --mount --uts --ipc --net ${timeFlags}--propagation private sh -c ${q(inner)}`].join('\n');
+    if (un) usernsHolder = await makeUserns(un);
+    const enter = usernsHolder ? `nsenter --user=/proc/${usernsHolder.pid}/ns/user ` : '';
+    const outer = [...cgroupDirs.map((d) => `echo $$ > ${q(path.join(d, 'cgroup.procs'))}`), `exec ${enter}unshare --fork --pid --mount --uts --ipc --net ${timeFlags}--propagation private sh -c ${q(inner)}`].join('\n');
     const log = fs.openSync(path.join(bundle.dir, 'container.log'), 'a');
     child = spawn('sh', ['-c', outer], { stdio: ['ignore', log, log], detached: true });
     fs.closeSync(log);
@@ -172,6 +224,8 @@ export async function runUnshareContainer(o: UnshareOptions = {}): Promise<Unsha
       await new Promise((res) => setTimeout(res, 20));
     }
     const pid = initPid;
+    // The container's tasks hold its user namespace now.
+    usernsHolder?.kill();
     return {
       bundle,
       pid,

@@ -91,6 +91,31 @@ static void close_all_but(int keep) {
   syscall(SYS_close_range, keep + 1, ~0U, 0);
 }
 
+/* restore/mounts.ts MNT_REPLACE_PLACEHOLDER: the target holds a placeholder of the same kind (a bind of the host's
+ * proc, there so that the kernel lets a user namespace's mount namespace have a new proc at all). */
+#define RST_MNT_REPLACE (1ull << 40)
+
+/* A new FSTYPE made detached, then swapped for the placeholder on TARGET; returns 0 or an errno. */
+static int mount_replacing(const char *fstype, const char *target, unsigned long flags) {
+  int fs = fsopen(fstype, FSOPEN_CLOEXEC);
+  if (fs < 0) return errno;
+  if (fsconfig(fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0) {
+    int e = errno;
+    close(fs);
+    return e;
+  }
+  unsigned attr = (flags & MS_NOSUID ? MOUNT_ATTR_NOSUID : 0) | (flags & MS_NODEV ? MOUNT_ATTR_NODEV : 0) |
+                  (flags & MS_NOEXEC ? MOUNT_ATTR_NOEXEC : 0) | (flags & MS_RDONLY ? MOUNT_ATTR_RDONLY : 0);
+  int m = fsmount(fs, FSMOUNT_CLOEXEC, attr);
+  int e = errno;
+  close(fs);
+  if (m < 0) return e;
+  int r = umount2(target, MNT_DETACH) < 0 ? errno : 0;
+  if (!r && move_mount(m, "", AT_FDCWD, target, MOVE_MOUNT_F_EMPTY_PATH) < 0) r = errno;
+  close(m);
+  return r;
+}
+
 /*
  * The container root, first thing in its own pid namespace: join the container's cgroups, then mount what
  * must belong to this pid namespace (proc, and the masks bound over parts of it). Records: u64 flags, then
@@ -113,6 +138,14 @@ static int root_setup(struct rst_ctx *ctx, pid_t *about) {
       if (!z) return EINVAL;
       f[k] = (const char *)p;
       p = z + 1;
+    }
+    if (flags & RST_MNT_REPLACE) {
+      int e = mount_replacing(f[2], f[1], (unsigned long)(flags & ~RST_MNT_REPLACE));
+      if (e) {
+        *about = 1;
+        return e;
+      }
+      continue;
     }
     if (mount(f[0][0] ? f[0] : NULL, f[1], f[2][0] ? f[2] : NULL, (unsigned long)flags, f[3][0] ? f[3] : NULL) < 0) {
       *about = 1;
@@ -318,7 +351,11 @@ static int seize_all(struct rst_ctx *ctx) {
     struct rst_thread *th = &ctx->threads[i];
     if (is_zombie_thread(ctx, th)) continue;
     /* EXITKILL: if the restorer dies half-way, the kernel kills what it created. */
-    if (ptrace(PTRACE_SEIZE, rst_hpid(ctx, th->tid), 0, PTRACE_O_EXITKILL | PTRACE_O_SUSPEND_SECCOMP) < 0) return rst_fail(ctx, errno, "ptrace(SEIZE)", th->tid);
+    /* PTRACE_O_SUSPEND_SECCOMP needs CAP_SYS_ADMIN in the host's user namespace: inside a container's own user
+     * namespace it is EPERM, and the tasks are seized without it (their filters are installed last anyway). */
+    if (ptrace(PTRACE_SEIZE, rst_hpid(ctx, th->tid), 0, PTRACE_O_EXITKILL | PTRACE_O_SUSPEND_SECCOMP) < 0 &&
+        (errno != EPERM || ptrace(PTRACE_SEIZE, rst_hpid(ctx, th->tid), 0, PTRACE_O_EXITKILL) < 0))
+      return rst_fail(ctx, errno, "ptrace(SEIZE)", th->tid);
     th->seized = 1;
     if (ptrace(PTRACE_INTERRUPT, rst_hpid(ctx, th->tid), 0, 0) < 0) return rst_fail(ctx, errno, "ptrace(INTERRUPT)", th->tid);
   }

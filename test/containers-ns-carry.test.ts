@@ -5,8 +5,11 @@
  * (copied in order) and that its clocks never read below the offsets nor go back. The test checks from outside
  * the queue contents (ids, permissions, byte limit, each message), the new time namespace's offsets from /proc,
  * and that receiving drains the queue in its order. Pending namespaces are refused before anything is frozen.
+ * A container with a user namespace of its own (ids 0.. inside are 200000.. outside): its id maps go into
+ * userns-N.img (credentials and IPC owners as seen inside), and the restore makes a user namespace with the same
+ * maps that owns every other namespace of the container, its tasks root inside it (host id 200000).
  */
-import { spawn } from 'child_process';
+import { execFileSync, spawn } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
@@ -46,7 +49,19 @@ async function waitFor(what: string, fn: () => boolean, ms = 10000): Promise<voi
   }
 }
 
-describe('container message queues and time namespace', () => {
+function nsId(pid: number, kind: string): string {
+  return fs.readlinkSync(`/proc/${pid}/ns/${kind}`);
+}
+
+/** The user namespace owning each of PID's other namespaces (lsns's ONS column: util-linux asks NS_GET_USERNS). */
+function owners(pid: number): Record<string, string> {
+  const out = JSON.parse(execFileSync('lsns', ['-J', '-p', String(pid), '-o', 'NS,TYPE,ONS']).toString()) as { namespaces: Array<{ ns: number; type: string; ons: number }> };
+  const r: Record<string, string> = {};
+  for (const n of out.namespaces) if (['mnt', 'uts', 'ipc', 'net', 'pid', 'time'].includes(n.type)) r[n.type] = `user:[${n.ons}]`;
+  return r;
+}
+
+describe('container message queues, time and user namespaces', () => {
   let uc: UnshareContainer | undefined;
   let restored: RestoreResult | undefined;
   let dir: string | undefined;
@@ -162,5 +177,59 @@ describe('container message queues and time namespace', () => {
     const st = fs.readFileSync(`/proc/${p.pid}/status`, 'utf8');
     expect(st).toMatch(/^TracerPid:\s+0$/m);
     expect(st).toMatch(/^State:\s+S/m);
+  });
+
+  it('carries a user namespace: same id maps, owning the other namespaces (time included), credentials and IPC owners mapped', async () => {
+    uc = await runUnshareContainer({ hostname: 'gw-userns', msgQueue: true, userns: { outside: 200000, count: 65536 }, timens: { monotonic: MONO, boottime: BOOT } });
+    const pid0 = uc.pid;
+    expect(readOr(`/proc/${pid0}/uid_map`)!.split(/\s+/)).toEqual(['0', '200000', '65536']);
+    expect(fs.readFileSync(`/proc/${pid0}/status`, 'utf8')).toMatch(/^Uid:\s+200000\s+200000\s+200000\s+200000$/m);
+    const before = await dumpIpc(pid0);
+    expect(before.msg[0]!.desc).toMatchObject({ uid: 200000, gid: 200000, cuid: 200000, cgid: 200000 });
+    const ownersBefore = owners(pid0);
+    // Sanity: the scenario's namespaces are owned by its user namespace.
+    const u0 = nsId(pid0, 'user');
+    expect(ownersBefore).toEqual({ mnt: u0, uts: u0, ipc: u0, net: u0, pid: u0, time: u0 });
+
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'gw-ctr-img-'));
+    fs.rmdirSync(dir);
+    await dump({ pid: pid0, dir });
+    await waitFor('the dumped container to go', () => !fs.existsSync(`/proc/${pid0}`));
+    const rec = JSON.parse(fs.readFileSync(path.join(dir, 'container.json'), 'utf8'));
+    expect(rec.ns).toEqual(['pid', 'net', 'ipc', 'uts', 'time', 'mnt', 'user']);
+    const files = fs.readdirSync(dir);
+    const usernsFile = files.find((f) => /^userns-\d+\.img$/.test(f))!;
+    const ext = [{ first: 0, lower_first: 200000, count: 65536 }];
+    expect(decodeImage(fs.readFileSync(path.join(dir, usernsFile)), usernsFile).entries[0]!.msg).toEqual({ uid_map: ext, gid_map: ext });
+    // Credentials and IPC owners as the container sees them (CRIU's view): root inside, not 200000.
+    const core = decodeImage(fs.readFileSync(path.join(dir, 'core-1.img')), 'core-1.img').entries[0]!.msg as { thread_core: { creds: unknown } };
+    expect(core.thread_core.creds).toMatchObject({ uid: 0, gid: 0, euid: 0, egid: 0, suid: 0, sgid: 0, fsuid: 0, fsgid: 0 });
+    const msgFile = files.find((f) => /^ipcns-msg-\d+\.img$/.test(f))!;
+    expect(decodeImage(fs.readFileSync(path.join(dir, msgFile)), msgFile).entries[0]!.msg).toMatchObject({ qnum: 6, desc: { uid: 0, gid: 0, cuid: 0, cgid: 0 } });
+
+    restored = await restore({ dir, detach: true }, { silent: true });
+    const pid = restored.rootPid;
+    // A fresh user namespace with the same maps, owning every other namespace of the container.
+    expect(nsId(pid, 'user')).not.toBe(nsId(process.pid, 'user'));
+    expect(readOr(`/proc/${pid}/uid_map`)!.split(/\s+/)).toEqual(['0', '200000', '65536']);
+    expect(readOr(`/proc/${pid}/gid_map`)!.split(/\s+/)).toEqual(['0', '200000', '65536']);
+    expect(owners(pid)).toEqual(Object.fromEntries(Object.keys(ownersBefore).map((k) => [k, nsId(pid, 'user')])));
+    const st = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
+    expect(st).toMatch(/^Uid:\s+200000\s+200000\s+200000\s+200000$/m);
+    expect(st).toMatch(/^Gid:\s+200000\s+200000\s+200000\s+200000$/m);
+    expect(offsets(pid).monotonic).toBeGreaterThan(0n); // its time namespace, made inside the user namespace
+    // Root inside keeps every capability in its namespace.
+    expect(st).toMatch(/^CapEff:\s+000001ffffffffff$/m);
+    // The queue with its owners as before, the workload going on and draining it in order.
+    expect((await dumpIpc(pid)).msg).toEqual(before.msg);
+    const count = Number(readOr(`/proc/${pid}/root/tmp/count`));
+    await waitFor('the restored workload to count on', () => Number(readOr(`/proc/${pid}/root/tmp/count`)) > count + 3);
+    expect(readOr(`/proc/${pid}/root/tmp/result`)).toBeUndefined();
+    // Files it writes now belong to its root, host id 200000.
+    expect(fs.statSync(`/proc/${pid}/root/tmp/count`).uid).toBe(200000);
+    fs.writeFileSync(`/proc/${pid}/root/tmp/drain`, '');
+    await waitFor('the workload to drain its queue', () => readOr(`/proc/${pid}/root/tmp/drained`) !== undefined || readOr(`/proc/${pid}/root/tmp/result`) !== undefined);
+    expect(readOr(`/proc/${pid}/root/tmp/result`)).toBeUndefined();
+    expect(readOr(`/proc/${pid}/root/tmp/drained`)).toBe('drained 6');
   });
 });
