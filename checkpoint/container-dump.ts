@@ -10,7 +10,7 @@ import { GodwitError, UsageError } from '../util/errors';
 import { cgroupImage, cgroupMembership, CgroupMember, freezeCgroup, FrozenCgroup } from './cgroups';
 import { resolveCgroup, resolveContainer, Runtime } from './container';
 import { containerMounts, tarTmpfs } from './mounts';
-import { dumpIpc, dumpTimens, dumpTimensClocks, dumpUserns, dumpUts, IdExtent, idInside, ipcImageEntries, nsutilAvailable, timespecOf } from './ns-content';
+import { dumpIpc, dumpIpcVars, dumpTimens, dumpTimensClocks, dumpUserns, dumpUts, IdExtent, idInside, ipcImageEntries, ipcVarEntry, nsutilAvailable, timespecOf } from './ns-content';
 import { NamespaceIds, ownNamespaces } from './namespaces';
 import type { ImageSet } from './imageset';
 import { collectNetns, netnsImageFiles } from './net';
@@ -136,6 +136,7 @@ export async function dumpContainerState(c: ContainerDump, images: ImageSet, ns:
   const shm: ImageEntryLike[] = [];
   const sem: ImageEntryLike[] = [];
   const msgq: ImageEntryLike[] = [];
+  let ipcVars: Record<string, unknown> | undefined;
   let clocks: { monotonic: bigint; boottime: bigint } | undefined;
   await Promise.all([
     timed('namespaces', async () => {
@@ -145,6 +146,7 @@ export async function dumpContainerState(c: ContainerDump, images: ImageSet, ns:
         shm.push(...ipc.shm);
         sem.push(...ipc.sem);
         msgq.push(...ipc.msg);
+        ipcVars = ipcVarEntry(await dumpIpcVars(pid));
       }
       if (ns.own.includes('time')) {
         // The image holds the clocks as the container saw them (CRIU's meaning); container.json the offsets too.
@@ -184,6 +186,7 @@ export async function dumpContainerState(c: ContainerDump, images: ImageSet, ns:
     for (const e of shm) images.add('IPCNS_SHM', ns.root.ipc, e.msg, e.extra as Buffer);
     for (const e of sem) images.add('IPCNS_SEM', ns.root.ipc, e.msg, e.extra as unknown as Buffer); // the encoder takes the u16 values
     for (const e of msgq) images.add('IPCNS_MSG', ns.root.ipc, e.msg, e.extra as unknown as Buffer); // the encoder takes the { msg, data } list
+    if (ipcVars) images.add('IPC_VAR', ns.root.ipc, ipcVars);
     images.touch('IPCNS_SHM', ns.root.ipc);
     images.touch('IPCNS_SEM', ns.root.ipc);
     images.touch('IPCNS_MSG', ns.root.ipc);

@@ -159,6 +159,45 @@ export function ipcImageEntries(c: IpcContent): { shm: ImageEntry[]; sem: ImageE
   };
 }
 
+/** The ipc namespace's sysctls by /proc/sys path (kernel/msgmnb, fs/mqueue/msg_max, ...), values as text. */
+export async function dumpIpcVars(pid: number): Promise<Record<string, string>> {
+  const out: Record<string, string> = {};
+  for (const l of (await runNsutil(['ipc-vars-get', String(pid)], undefined, { maxBytes: 1 << 16 })).toString().split('\n')) {
+    const [name, ...v] = l.trim().split(/\s+/);
+    if (name) out[name] = v.join(' ');
+  }
+  return out;
+}
+
+/** ipc_var_entry (CRIU's ipcns-var-N.img) of those sysctls. */
+export function ipcVarEntry(v: Record<string, string>): Record<string, unknown> {
+  const n = (k: string): number => {
+    const x = Number(v[k]);
+    if (!Number.isSafeInteger(x) || x < 0) throw new GodwitError(`ipc namespace sysctl ${k} = ${JSON.stringify(v[k])}: not a number godwit can carry`);
+    return x;
+  };
+  const big = (k: string): bigint => {
+    if (!/^\d+$/.test(v[k] ?? '')) throw new GodwitError(`ipc namespace sysctl ${k} = ${JSON.stringify(v[k])}: not a number godwit can carry`);
+    return BigInt(v[k]!);
+  };
+  return {
+    sem_ctls: (v['kernel/sem'] ?? '').split(' ').filter(Boolean).map(Number),
+    msg_ctlmax: n('kernel/msgmax'),
+    msg_ctlmnb: n('kernel/msgmnb'),
+    msg_ctlmni: n('kernel/msgmni'),
+    auto_msgmni: n('kernel/auto_msgmni'),
+    shm_ctlmax: big('kernel/shmmax'),
+    shm_ctlall: big('kernel/shmall'),
+    shm_ctlmni: n('kernel/shmmni'),
+    shm_rmid_forced: n('kernel/shm_rmid_forced'),
+    mq_queues_max: n('fs/mqueue/queues_max'),
+    mq_msg_max: n('fs/mqueue/msg_max'),
+    mq_msgsize_max: n('fs/mqueue/msgsize_max'),
+    mq_msg_default: n('fs/mqueue/msg_default'),
+    mq_msgsize_default: n('fs/mqueue/msgsize_default'),
+  };
+}
+
 export interface IdExtent {
   first: number;
   lower_first: number;

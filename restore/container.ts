@@ -17,7 +17,7 @@ import { restoreCgroups, RestoredCgroups } from './cgroups';
 import { readEntries } from './image-files';
 import { buildMounts, planMounts, readonlyRecords, rootTaskRecords } from './mounts';
 import { IdExtent, IpcDesc, idOutside } from '../checkpoint/ns-content';
-import { createFreshNamespaces, FreshNamespaces, FreshNsKind, IdMaps, ipcContentFromImages, restoreIpc, restoreUts } from './ns-content';
+import { createFreshNamespaces, FreshNamespaces, FreshNsKind, IdMaps, ipcContentFromImages, restoreIpc, restoreIpcVars, restoreUts } from './ns-content';
 import { prepareRootfs, PreparedRootfs } from './rootfs';
 import { restoreNetns, RestoredNetns, VethHostConfig } from './net';
 
@@ -134,6 +134,9 @@ export async function prepareContainer(dir: string, rec: ContainerRecord, o: Con
           const shm = readEntries(dir, `ipcns-shm-${id}.img`) ?? [];
           const sem = readEntries(dir, `ipcns-sem-${id}.img`) ?? [];
           const msg = readEntries(dir, `ipcns-msg-${id}.img`) ?? [];
+          // The namespace's limits first: a queue's byte limit above the default msgmnb needs it raised.
+          const vars = readEntries(dir, `ipcns-var-${id}.img`)?.[0];
+          if (vars) await restoreIpcVars(h, vars);
           const asEntry = (m: Msg) => ({ msg: m, extra: m.extra });
           const ipc = ipcContentFromImages(shm.map(asEntry), sem.map(asEntry), msg.map(asEntry));
           // The images hold owners as seen inside the user namespace; godwit-nsutil sets them from outside.

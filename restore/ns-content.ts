@@ -114,6 +114,34 @@ export function ipcStream(c: IpcContent): Buffer {
   return Buffer.concat(parts);
 }
 
+/** The sysctl lines godwit-nsutil ipc-vars-set takes, from an ipc_var_entry (absent optional fields are left alone). */
+export function ipcVarLines(e: Record<string, unknown>): string {
+  const pairs: Array<[string, unknown]> = [
+    ['kernel/msgmax', e.msg_ctlmax],
+    ['kernel/msgmnb', e.msg_ctlmnb],
+    ['kernel/msgmni', e.msg_ctlmni],
+    ['kernel/auto_msgmni', e.auto_msgmni],
+    ['kernel/shmmax', e.shm_ctlmax],
+    ['kernel/shmall', e.shm_ctlall],
+    ['kernel/shmmni', e.shm_ctlmni],
+    ['kernel/shm_rmid_forced', e.shm_rmid_forced],
+    ['fs/mqueue/queues_max', e.mq_queues_max],
+    ['fs/mqueue/msg_max', e.mq_msg_max],
+    ['fs/mqueue/msgsize_max', e.mq_msgsize_max],
+    ['fs/mqueue/msg_default', e.mq_msg_default],
+    ['fs/mqueue/msgsize_default', e.mq_msgsize_default],
+  ];
+  const sem = (e.sem_ctls as number[] | undefined) ?? [];
+  if (sem.length && sem.length !== 4) throw new GodwitError(`ipc_var_entry: sem_ctls has ${sem.length} values, not 4 (semmsl semmns semopm semmni)`);
+  if (sem.length) pairs.unshift(['kernel/sem', sem.join(' ')]);
+  return pairs.filter(([, v]) => v !== undefined).map(([k, v]) => `${k} ${String(v)}\n`).join('');
+}
+
+/** Sets nsPid's ipc namespace sysctls (before its objects: a queue's byte limit may need a raised msgmnb). */
+export async function restoreIpcVars(nsPid: number, e: Record<string, unknown>): Promise<void> {
+  await runNsutil(['ipc-vars-set', String(nsPid)], Buffer.from(ipcVarLines(e)));
+}
+
 /** Recreates the IPC objects inside nsPid's ipc namespace, with their original ids. */
 export async function restoreIpc(nsPid: number, c: IpcContent): Promise<void> {
   await runNsutil(['ipc-restore', String(nsPid)], ipcStream(c));

@@ -14,7 +14,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { dump } from '../checkpoint/dump';
-import { dumpIpc } from '../checkpoint/ns-content';
+import { dumpIpc, dumpIpcVars, runNsutil } from '../checkpoint/ns-content';
 import { decodeImage } from '../images';
 import { restore, RestoreResult } from '../restore';
 import { runUnshareContainer, UnshareContainer } from '../scenarios/container/unshare';
@@ -106,6 +106,10 @@ describe('container message queues, time and user namespaces', () => {
     expect(q.messages).toHaveLength(6);
     expect(q.messages[2]!.data.length).toBe(0);
     expect((await dumpIpc(pid0)).msg).toEqual(before.msg); // dumping does not consume
+    // Namespace limits of its own (ipcns-var-N.img) come back too.
+    await runNsutil(['ipc-vars-set', String(pid0)], Buffer.from('kernel/msgmnb 65536\nkernel/msgmax 9000\nfs/mqueue/msg_max 30\n'));
+    const varsBefore = await dumpIpcVars(pid0);
+    expect(varsBefore).toMatchObject({ 'kernel/msgmnb': '65536', 'kernel/msgmax': '9000', 'fs/mqueue/msg_max': '30' });
 
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'gw-ctr-img-'));
     fs.rmdirSync(dir);
@@ -145,6 +149,7 @@ describe('container message queues, time and user namespaces', () => {
     // The queue is back with its id, permissions, byte limit and every message in order.
     const again = await dumpIpc(pid);
     expect(again.msg).toEqual(before.msg);
+    expect(await dumpIpcVars(pid)).toEqual(varsBefore);
 
     // The workload goes on: it counts, its clocks are checked on every tick, its queue copied and checked.
     const count = Number(readOr(`/proc/${pid}/root/tmp/count`));

@@ -8,9 +8,9 @@ import * as fs from 'fs';
 import { spawn } from 'child_process';
 import { RunningContainer, runContainer } from '../scenarios/container/bundle';
 import { cgroupImage, cgroupMembership, readCgroupLimits } from '../checkpoint/cgroups';
-import { dumpIpc, dumpTimens, dumpUserns, dumpUts, ipcImageEntries, namespaceOwnership, parseIpcStream, runNsutil } from '../checkpoint/ns-content';
+import { dumpIpc, dumpIpcVars, dumpTimens, dumpUserns, dumpUts, ipcImageEntries, ipcVarEntry, namespaceOwnership, parseIpcStream, runNsutil } from '../checkpoint/ns-content';
 import { restoreCgroups } from '../restore/cgroups';
-import { FreshNamespaces, createFreshNamespaces, ipcContentFromImages, ipcStream, prepareNamespaces } from '../restore/ns-content';
+import { FreshNamespaces, createFreshNamespaces, ipcContentFromImages, ipcStream, prepareNamespaces, restoreIpc, restoreIpcVars } from '../restore/ns-content';
 import { decodeImage, encodeImage } from '../images';
 
 function pattern(seed: number, i: number): number {
@@ -115,6 +115,29 @@ describe('container namespaces and cgroups round trip', () => {
       }
     });
     expect(leftover).toEqual([]);
+  });
+
+  it('carries the ipc namespace sysctls (ipcns-var), so a queue above the default byte limit comes back', async () => {
+    const src = await createFreshNamespaces(['ipc']);
+    cleanups.push(() => src.destroy());
+    const vars = 'kernel/sem 250 32000 32 128\nkernel/msgmnb 65536\nkernel/msgmax 16384\nkernel/shmmni 1000\nfs/mqueue/msg_max 20\n';
+    await runNsutil(['ipc-vars-set', String(src.pid)], Buffer.from(vars));
+    const q = { desc: { key: 0x4444, id: 7, mode: 0o600, uid: 0, gid: 0, cuid: 0, cgid: 0 }, qbytes: 40000, messages: [{ mtype: 3n, data: Buffer.alloc(12000, 0x33) }] };
+    await runNsutil(['ipc-restore', String(src.pid)], ipcStream({ shm: [], sem: [], msg: [q] }));
+    const got = await dumpIpcVars(src.pid);
+    expect(got).toMatchObject({ 'kernel/sem': '250 32000 32 128', 'kernel/msgmnb': '65536', 'kernel/msgmax': '16384', 'kernel/shmmni': '1000', 'fs/mqueue/msg_max': '20' });
+    // Through CRIU's ipcns-var image into a fresh namespace: the limits first, then the queue fits again.
+    const entry = decodeImage(encodeImage('IPC_VAR', [ipcVarEntry(got)]), 'ipcns-var-9.img').entries[0].msg;
+    expect(entry).toMatchObject({ sem_ctls: [250, 32000, 32, 128], msg_ctlmnb: 65536, msg_ctlmax: 16384, shm_ctlmni: 1000, mq_msg_max: 20 });
+    ns = await createFreshNamespaces(['ipc']);
+    await expect(restoreIpc(ns.pid, { shm: [], sem: [], msg: [q] })).rejects.toThrow(/qbytes 40000 \(kernel.msgmnb here is 16384/);
+    await restoreIpcVars(ns.pid, entry);
+    expect(await dumpIpcVars(ns.pid)).toEqual(got);
+    await restoreIpc(ns.pid, { shm: [], sem: [], msg: [{ ...q, desc: { ...q.desc, key: 0x4445, id: 9 } }] });
+    expect((await dumpIpc(ns.pid)).msg.find((m) => m.desc.key === 0x4445)).toMatchObject({ qbytes: 40000, messages: [{ mtype: 3n }] });
+    // Only ipc namespace sysctls go through this path.
+    await expect(runNsutil(['ipc-vars-set', String(ns.pid)], Buffer.from('kernel/hostname evil\n'))).rejects.toThrow(/kernel\/hostname is not an ipc namespace sysctl/);
+    await expect(runNsutil(['ipc-vars-set', String(ns.pid)], Buffer.from('kernel/msgmnb -5\n'))).rejects.toThrow(/write\(\/proc\/sys\/kernel\/msgmnb = -5\)/);
   });
 
   it('refuses a corrupt ipc stream with a clear error', async () => {

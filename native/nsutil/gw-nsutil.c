@@ -9,6 +9,8 @@
  *   godwit-nsutil ipc-restore PID             <- stream on stdin, objects recreated with their ids
  *   godwit-nsutil mnt-build PID               <- mount script on stdin, run in PID's mount namespace
  *   godwit-nsutil time-get PID                -> "MONOTONIC_NS BOOTTIME_NS\n": the clocks as PID's time namespace shows them
+ *   godwit-nsutil ipc-vars-get PID            -> "NAME VALUE...\n" per IPC sysctl of PID's ipc namespace
+ *   godwit-nsutil ipc-vars-set PID            <- the same lines on stdin, written into PID's ipc namespace
  *
  * Stream: one header line per object, then its data; "end\n" last.
  *   shm KEY ID MODE UID GID CUID CGID SIZE\n   followed by SIZE raw bytes (the segment)
@@ -23,6 +25,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/nsfs.h>
+#include <sys/ioctl.h>
 #include <sys/ipc.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
@@ -603,9 +607,110 @@ static int time_get(struct ctx *c)
 	return 0;
 }
 
+/*
+ * The ipc namespace's sysctls (CRIU's ipc_var_entry): /proc/sys shows the ones of the reader's ipc namespace, so
+ * after setns the host's /proc/sys is the target's. Paths are relative to /proc/sys.
+ */
+static const char *const ipc_vars[] = {
+	"kernel/sem", "kernel/msgmax", "kernel/msgmnb", "kernel/msgmni", "kernel/auto_msgmni", "kernel/shmmax",
+	"kernel/shmall", "kernel/shmmni", "kernel/shm_rmid_forced", "fs/mqueue/queues_max", "fs/mqueue/msg_max",
+	"fs/mqueue/msgsize_max", "fs/mqueue/msg_default", "fs/mqueue/msgsize_default",
+};
+#define N_IPC_VARS (sizeof(ipc_vars) / sizeof(ipc_vars[0]))
+
+static int ipc_vars_get(struct ctx *c)
+{
+	if (enter_ns(c, "ipc", CLONE_NEWIPC) < 0)
+		return -1;
+	for (size_t i = 0; i < N_IPC_VARS; i++) {
+		char path[64], buf[128];
+		snprintf(path, sizeof(path), "/proc/sys/%s", ipc_vars[i]);
+		int fd = open(path, O_RDONLY | O_CLOEXEC);
+		if (fd < 0)
+			return fail(c, "open", errno, "%s", path);
+		ssize_t n = read(fd, buf, sizeof(buf) - 1);
+		int e = errno;
+		close(fd);
+		if (n <= 0)
+			return fail(c, "read", n < 0 ? e : EIO, "%s", path);
+		buf[n] = 0;
+		for (char *q = buf; *q; q++)
+			if (*q == '\t' || *q == '\n')
+				*q = ' ';
+		printf("%s %s\n", ipc_vars[i], buf);
+	}
+	return 0;
+}
+
+/*
+ * The ipc sysctls of a namespace owned by a user namespace are writable by that namespace's root only (the
+ * kernel's ipc_permissions gives everyone else, the host's root included, the "other" bits): join the owning
+ * user namespace and become its root first, then the ipc namespace.
+ */
+static int enter_ipc_as_owner(struct ctx *c)
+{
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%d/ns/ipc", c->pid);
+	int ipc = open(path, O_RDONLY | O_CLOEXEC);
+	if (ipc < 0)
+		return fail(c, "open", errno, "%s", path);
+	int rc = 0;
+	int user = ioctl(ipc, NS_GET_USERNS);
+	struct stat theirs, ours;
+	if (user < 0)
+		rc = fail(c, "ioctl", errno, "NS_GET_USERNS of %s", path);
+	else if (fstat(user, &theirs) < 0 || stat("/proc/self/ns/user", &ours) < 0)
+		rc = fail(c, "stat", errno, "user namespaces");
+	else if (theirs.st_ino != ours.st_ino || theirs.st_dev != ours.st_dev) {
+		if (setns(user, CLONE_NEWUSER) < 0)
+			rc = fail(c, "setns", errno, "the user namespace owning %s", path);
+		else if (setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0)
+			rc = fail(c, "setresuid", errno, "root of the user namespace owning %s (no mapping for 0?)", path);
+	}
+	if (user >= 0)
+		close(user);
+	if (rc == 0 && setns(ipc, CLONE_NEWIPC) < 0)
+		rc = fail(c, "setns", errno, "%s", path);
+	close(ipc);
+	return rc;
+}
+
+/* Lines "NAME VALUE..." for names of ipc_vars only (nothing else can be written through this). */
+static int ipc_vars_set(struct ctx *c)
+{
+	if (enter_ipc_as_owner(c) < 0)
+		return -1;
+	char line[256];
+	while (fgets(line, sizeof(line), stdin)) {
+		char *sp = strchr(line, ' ');
+		if (!sp)
+			return fail(c, "parse", EINVAL, "ipc vars: line without a value");
+		*sp = 0;
+		size_t i = 0;
+		while (i < N_IPC_VARS && strcmp(ipc_vars[i], line))
+			i++;
+		if (i == N_IPC_VARS)
+			return fail(c, "parse", EINVAL, "ipc vars: %.64s is not an ipc namespace sysctl", line);
+		char path[64];
+		snprintf(path, sizeof(path), "/proc/sys/%s", ipc_vars[i]);
+		int fd = open(path, O_WRONLY | O_CLOEXEC);
+		if (fd < 0)
+			return fail(c, "open", errno, "%s", path);
+		size_t len = strlen(sp + 1);
+		ssize_t w = write(fd, sp + 1, len);
+		int e = errno;
+		close(fd);
+		if (w != (ssize_t)len) {
+			sp[1 + strcspn(sp + 1, "\n")] = 0;
+			return fail(c, "write", w < 0 ? e : EIO, "%s = %s", path, sp + 1);
+		}
+	}
+	return 0;
+}
+
 static int usage(void)
 {
-	fprintf(stderr, "usage: godwit-nsutil uts-get PID | uts-set PID NODENAME DOMAINNAME | ipc-dump PID | ipc-restore PID | mnt-build PID | time-get PID\n");
+	fprintf(stderr, "usage: godwit-nsutil uts-get PID | uts-set PID NODENAME DOMAINNAME | ipc-dump PID | ipc-restore PID | mnt-build PID | time-get PID | ipc-vars-get PID | ipc-vars-set PID\n");
 	return 2;
 }
 
@@ -628,6 +733,10 @@ int main(int argc, char **argv)
 		r = ipc_dump(&c);
 	else if (!strcmp(argv[1], "ipc-restore") && argc == 3)
 		r = ipc_restore(&c);
+	else if (!strcmp(argv[1], "ipc-vars-get") && argc == 3)
+		r = ipc_vars_get(&c);
+	else if (!strcmp(argv[1], "ipc-vars-set") && argc == 3)
+		r = ipc_vars_set(&c);
 	else if (!strcmp(argv[1], "time-get") && argc == 3)
 		r = time_get(&c);
 	else if (!strcmp(argv[1], "mnt-build") && argc == 3)
