@@ -36,7 +36,7 @@ import { preflight } from './preflight';
 import { addPagemap, pageRangesBytes, readProcessPages } from './pages';
 import { bufferSizeFor, PageBuffer } from './pagebuffer';
 import { MemReader } from './memreader';
-import { PageStore } from './pagestore';
+import { PageStore, spanBytes } from './pagestore';
 import { FrozenPages, PreCopy, PreCopyOptions, PreCopyReport } from './precopy';
 import { chainPagemap, RoundSent, sendRound } from './precopy-chain';
 import { allThreads, resolveTarget, scanTree, Tree } from './tree';
@@ -454,7 +454,7 @@ async function dumpStoredPages(s: DumpState): Promise<void> {
     const fp = await pc.frozenPages(p.pid, p.ranges);
     s.frozenReadBytes += await s.memReader!.read(p.pid, store.sab, fp.reads);
     let overflow: Buffer | undefined;
-    const ovBytes = fp.overflow.reduce((n, x) => n + x.end - x.start, 0);
+    const ovBytes = spanBytes(fp.overflow);
     if (ovBytes) {
       const sab = new SharedArrayBuffer(ovBytes);
       let at = 0;
@@ -478,7 +478,7 @@ async function dumpStoredPages(s: DumpState): Promise<void> {
     const writer = w;
     if (chained) {
       addPagemap(s.ctx!.images, { ...plan, ranges: chainPagemap(plan.ranges, f.fresh) });
-      s.finalPageBytes += f.fresh.reduce((n, x) => n + x.end - x.start, 0);
+      s.finalPageBytes += spanBytes(f.fresh);
     }
     const data = pc.pageData(f, overflow, chained ? f.fresh : f.spans);
     const flushed = Promise.all(data.map((b) => writer.write(b))).then(() => undefined);

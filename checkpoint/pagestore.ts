@@ -180,6 +180,9 @@ export function pushSpan(list: Span[], s: Span): void {
   else list.push(s);
 }
 
+/** Bytes the spans cover. */
+export const spanBytes = (l: Span[]): number => l.reduce((n, s) => n + s.end - s.start, 0);
+
 /** a minus b; both sorted and non-overlapping. */
 export function subtractSpans(a: Span[], b: Span[]): Span[] {
   const out: Span[] = [];

@@ -24,7 +24,7 @@ import type { ImageOutput } from './dump';
 import type { PageRange } from './pageranges';
 import type { PreCopy } from './precopy';
 import { PAGE_SIZE } from './proc/pagemap';
-import { Span, subtractSpans } from './pagestore';
+import { Span, spanBytes, subtractSpans } from './pagestore';
 
 /** What one streamed round sent. */
 export interface RoundSent {
@@ -36,8 +36,6 @@ export interface RoundSent {
   /** Writing and sending the round's files (the next round waits for it). */
   sendMs: number;
 }
-
-const spanBytes = (l: Span[]) => l.reduce((n, s) => n + s.end - s.start, 0);
 
 /** pagemap-ID.img: pages_id, then runs in address order. */
 export function encodePagemap(imageId: number, pagesId: number, runs: { start: number; end: number; flags: number }[]): Buffer[] {

@@ -27,7 +27,7 @@ import * as fs from 'node:fs';
 import type { Helper } from '../native/helper';
 import { GodwitError, SysError } from '../util/errors';
 import type { MemReader, Piece } from './memreader';
-import { PageStore, Span, intersectSpans, pushSpan, subtractSpans } from './pagestore';
+import { PageStore, Span, intersectSpans, pushSpan, spanBytes, subtractSpans } from './pagestore';
 import { collectPageRanges, PageRange } from './pageranges';
 import { parseSmaps, ProcVma } from './proc/maps';
 import { readProcText } from './proc/read';
@@ -136,7 +136,6 @@ function exited(pid: number): boolean {
   }
 }
 
-const spanBytes = (l: Span[]) => l.reduce((n, s) => n + s.end - s.start, 0);
 const isGone = (err: unknown) => err instanceof SysError ? err.errno === 3 /* ESRCH */ || err.errno === 2 /* ENOENT */ : (err as NodeJS.ErrnoException)?.code === 'ENOENT';
 
 export class PreCopy {

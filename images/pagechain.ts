@@ -15,7 +15,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { GodwitError } from '../util/errors';
 import { decodeImage } from './framing';
-import { Pagemap, PageRun } from './pagemap';
+import { Pagemap, PageRun, PE_PARENT } from './pagemap';
 
 /** Name of the link to the parent image, as CRIU's --prev-images-dir makes it. */
 export const PARENT_LINK = 'parent';
@@ -122,7 +122,7 @@ export class PageChain {
         if (r.vaddr > pos) break; // a gap: reported below
         const e = r.end < b ? r.end : b;
         if (r.pagesOffset !== undefined) push(level, pos, e, BigInt(r.pagesOffset) + (pos - r.vaddr));
-        else if (r.flags & 1 /* PE_PARENT */) inParent(level + 1, pos, e);
+        else if (r.flags & PE_PARENT) inParent(level + 1, pos, e);
         else throw new GodwitError(`${m.file}: pages ${hex(pos)}-${hex(e)} are lazy there (no bytes in the image), but its child image needs them`, { code: 'EBADIMAGE' });
         pos = e;
       }
@@ -131,7 +131,7 @@ export class PageChain {
     };
     for (const r of pm.runs) {
       if (r.pagesOffset !== undefined) push(0, r.vaddr, r.end, BigInt(r.pagesOffset));
-      else if (r.flags & 1 /* PE_PARENT */) inParent(1, r.vaddr, r.end);
+      else if (r.flags & PE_PARENT) inParent(1, r.vaddr, r.end);
     }
     return { pieces, levels };
   }
