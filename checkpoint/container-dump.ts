@@ -10,7 +10,7 @@ import { GodwitError, UsageError } from '../util/errors';
 import { cgroupImage, cgroupMembership, CgroupMember, freezeCgroup, FrozenCgroup } from './cgroups';
 import { resolveCgroup, resolveContainer, Runtime } from './container';
 import { containerMounts, tarTmpfs } from './mounts';
-import { dumpIpc, dumpIpcVars, dumpTimens, dumpTimensClocks, dumpUserns, dumpUts, IdExtent, idInside, ipcImageEntries, ipcVarEntry, nsutilAvailable, timespecOf } from './ns-content';
+import { dumpIpc, dumpIpcVars, dumpTimens, dumpTimensClocks, dumpUserns, dumpUts, IdExtent, idInside, ipcImageEntries, ipcVarEntry, listPosixQueues, nsutilAvailable, timespecOf } from './ns-content';
 import { NamespaceIds, ownNamespaces } from './namespaces';
 import type { ImageSet } from './imageset';
 import { collectNetns, netnsImageFiles } from './net';
@@ -92,6 +92,21 @@ export function resolveContainerTarget(o: ContainerOptions & { pid?: number }): 
   }
   if (!own.length) return undefined;
   return { pid: o.pid, cgroups: cgroupMembership(o.pid), files: [], timings: {} };
+}
+
+/**
+ * Before anything is frozen: what the container holds that godwit cannot carry. POSIX message queues (their
+ * contents are not dumped: the mqueue filesystem would come back empty) are refused, named.
+ */
+export async function containerPreflight(c: ContainerDump, ns: NamespaceIds): Promise<void> {
+  if (!ns.own.includes('ipc')) return;
+  if (!nsutilAvailable()) throw new GodwitError('godwit-nsutil is missing (make -C native builds it): it reads the container\'s ipc namespace');
+  const mq = await listPosixQueues(c.pid);
+  if (mq.length)
+    throw new GodwitError(
+      `cannot checkpoint container pid ${c.pid} (nothing was frozen): its ipc namespace holds POSIX message queue${mq.length > 1 ? 's' : ''} ${mq.map((q) => '/' + q).join(', ')}, whose contents godwit does not carry yet (SysV queues it does): remove them (mq_unlink) or use SysV message queues`,
+      { code: 'EUNSUPPORTED' },
+    );
 }
 
 /** Before the ptrace seize: stop the whole cgroup, so nothing forks or runs while tasks are seized one by one. */

@@ -25,6 +25,7 @@ import { freezeTree } from './freeze';
 import { unlockConnections } from './inet';
 import { NamespaceIds, namespacePids, virtualizePids } from './namespaces';
 import {
+  containerPreflight,
   ContainerDump,
   ContainerOptions,
   dumpContainerState,
@@ -254,6 +255,7 @@ export const DUMP_STEPS: DumpStep[] = [
     title: 'preflight',
     run: async (s) => {
       s.estimatedPageBytes = preflight(s.tree!, s.ns!).estimatedPageBytes;
+      if (s.container) await containerPreflight(s.container, s.ns!);
     },
   },
   {

@@ -159,6 +159,11 @@ export function ipcImageEntries(c: IpcContent): { shm: ImageEntry[]; sem: ImageE
   };
 }
 
+/** The POSIX message queues of PID's ipc namespace (their names), mounted or not. */
+export async function listPosixQueues(pid: number): Promise<string[]> {
+  return (await runNsutil(['mq-list', String(pid)], undefined, { maxBytes: 1 << 20 })).toString().split('\n').filter(Boolean);
+}
+
 /** The ipc namespace's sysctls by /proc/sys path (kernel/msgmnb, fs/mqueue/msg_max, ...), values as text. */
 export async function dumpIpcVars(pid: number): Promise<Record<string, string>> {
   const out: Record<string, string> = {};

@@ -184,6 +184,21 @@ describe('container message queues, time and user namespaces', () => {
     expect(st).toMatch(/^State:\s+S/m);
   });
 
+  it('refuses, before freezing, a container whose ipc namespace holds POSIX message queues', async () => {
+    uc = await runUnshareContainer({ hostname: 'gw-mq' });
+    // /usr/bin/python3 (Debian's) opens a queue inside the container's ipc namespace; the queue outlives it.
+    const mq = "import ctypes; rt = ctypes.CDLL('librt.so.1'); fd = rt.mq_open(b'/gw-posix-q', 0o102, 0o600, None); assert fd >= 0";
+    execFileSync('nsenter', [`--ipc=/proc/${uc.pid}/ns/ipc`, '/usr/bin/python3', '-c', mq]);
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'gw-ctr-img-'));
+    fs.rmdirSync(dir);
+    await expect(dump({ pid: uc.pid, dir })).rejects.toThrow(/nothing was frozen.*POSIX message queue \/gw-posix-q/);
+    expect(fs.existsSync(dir)).toBe(false);
+    const st = fs.readFileSync(`/proc/${uc.pid}/status`, 'utf8');
+    expect(st).toMatch(/^TracerPid:\s+0$/m);
+    const count = uc.count();
+    await waitFor('the container to count on', () => uc!.count() > count);
+  });
+
   it('carries a user namespace: same id maps, owning the other namespaces (time included), credentials and IPC owners mapped', async () => {
     uc = await runUnshareContainer({ hostname: 'gw-userns', msgQueue: true, userns: { outside: 200000, count: 65536 }, timens: { monotonic: MONO, boottime: BOOT } });
     const pid0 = uc.pid;

@@ -11,6 +11,7 @@
  *   godwit-nsutil time-get PID                -> "MONOTONIC_NS BOOTTIME_NS\n": the clocks as PID's time namespace shows them
  *   godwit-nsutil ipc-vars-get PID            -> "NAME VALUE...\n" per IPC sysctl of PID's ipc namespace
  *   godwit-nsutil ipc-vars-set PID            <- the same lines on stdin, written into PID's ipc namespace
+ *   godwit-nsutil mq-list PID                 -> the names of the POSIX message queues of PID's ipc namespace
  *
  * Stream: one header line per object, then its data; "end\n" last.
  *   shm KEY ID MODE UID GID CUID CGID SIZE\n   followed by SIZE raw bytes (the segment)
@@ -31,6 +32,7 @@
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <dirent.h>
 #include <sys/msg.h>
 #include <sys/sem.h>
 #include <sys/shm.h>
@@ -708,9 +710,37 @@ static int ipc_vars_set(struct ctx *c)
 	return 0;
 }
 
+/*
+ * POSIX message queues live in the ipc namespace whether or not anything mounts an mqueue filesystem: mount a
+ * fresh one (it shows the mounter's ipc namespace) in a private mount namespace of our own, and list it.
+ */
+static int mq_list(struct ctx *c)
+{
+	if (enter_ns(c, "ipc", CLONE_NEWIPC) < 0)
+		return -1;
+	if (unshare(CLONE_NEWNS) < 0)
+		return fail(c, "unshare", errno, "CLONE_NEWNS");
+	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
+		return fail(c, "mount", errno, "/ private");
+	/* Over /tmp, in our private mount namespace only: nothing is created, and the mount goes with us. */
+	const char *dir = "/tmp";
+	int rc = 0;
+	if (mount("mqueue", dir, "mqueue", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
+		rc = fail(c, "mount", errno, "mqueue on %s", dir);
+	DIR *d = rc ? NULL : opendir(dir);
+	if (!rc && !d)
+		rc = fail(c, "opendir", errno, "%s", dir);
+	for (struct dirent *e; d && (e = readdir(d));)
+		if (e->d_name[0] != '.')
+			printf("%s\n", e->d_name);
+	if (d)
+		closedir(d);
+	return rc;
+}
+
 static int usage(void)
 {
-	fprintf(stderr, "usage: godwit-nsutil uts-get PID | uts-set PID NODENAME DOMAINNAME | ipc-dump PID | ipc-restore PID | mnt-build PID | time-get PID | ipc-vars-get PID | ipc-vars-set PID\n");
+	fprintf(stderr, "usage: godwit-nsutil uts-get PID | uts-set PID NODENAME DOMAINNAME | ipc-dump PID | ipc-restore PID | mnt-build PID | time-get PID | ipc-vars-get PID | ipc-vars-set PID | mq-list PID\n");
 	return 2;
 }
 
@@ -733,6 +763,8 @@ int main(int argc, char **argv)
 		r = ipc_dump(&c);
 	else if (!strcmp(argv[1], "ipc-restore") && argc == 3)
 		r = ipc_restore(&c);
+	else if (!strcmp(argv[1], "mq-list") && argc == 3)
+		r = mq_list(&c);
 	else if (!strcmp(argv[1], "ipc-vars-get") && argc == 3)
 		r = ipc_vars_get(&c);
 	else if (!strcmp(argv[1], "ipc-vars-set") && argc == 3)
