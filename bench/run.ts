@@ -8,7 +8,7 @@ import * as path from 'node:path';
 
 // The page path's stages in data-flow order, then the whole operations; native-read and ssh-throughput are
 // finer-grained probes of one stage each, run by hand.
-const BENCHES = ['container', 'dump', 'restore', 'transport', 'migrate', 'container-cr'];
+const BENCHES = ['container', 'dump', 'restore', 'transport', 'migrate', 'container-cr', 'container-migrate'];
 
 let failed = 0;
 for (const name of BENCHES) {

@@ -92,6 +92,8 @@ export interface MigrateSummary {
   transferMs: number;
   /** The target's restore, as it measured it, and Commit -> Running. */
   restoreMs: number;
+  /** The target's restore steps, ms each (a container's parts as `container: cgroups`, `container: net`, ...). */
+  targetTimingsMs: Record<string, number>;
   commitMs: number;
   files: number;
   /** Image bytes sent (compressed pages counted as compressed), and bytes on the wire (frames included). */
@@ -371,6 +373,7 @@ export async function finishMigrate(s: MigrateState): Promise<MigrateSummary> {
     streamMs,
     transferMs,
     restoreMs: Number(s.ready?.restoreMs ?? 0),
+    targetTimingsMs: (s.ready?.timingsMs ?? {}) as Record<string, number>,
     commitMs: tx.commitAt && tx.runningAt ? ms(tx.commitAt, tx.runningAt) : 0,
     files: p.files,
     rawBytes: p.rawBytes,
