@@ -397,6 +397,31 @@ describe('a failed container migration: the source runs on unharmed, host B hold
   }, 90_000);
 });
 
+describe('a container migration in doubt: never running on both hosts', () => {
+  test('every answer after Ready lost: B runs the container, the source stays stopped', async () => {
+    uc = await runUnshareContainer({ hostname: 'gw-mig-d', memMib: 4 });
+    const src = uc.pid;
+    const targetDir = path.join(work, 'img-doubt');
+    const args = { pid: src, host: bed.target.address, identity: bed.clientKeyPath, knownHosts: bed.knownHostsPath,
+      godwitPath: `${NODE} ${CLI}`, targetDir, fault: 'drop-after-ready', runningMs: 3000, target: { cgroupRoot } };
+    const r = await runInSource([NODE, RUN_FIXTURE, JSON.stringify(args)]);
+    expect(r.code).toBe(1);
+    expect(r.error).toMatch(/may be running the workload/);
+    expect(r.error).toMatch(/are stopped \(SIGSTOP\)/);
+    // The source container: alive, every thread stopped, its count no longer moving.
+    expect(threadStates(src).length).toBeGreaterThan(0);
+    for (const st of threadStates(src)) expect(st).toBe('T');
+    const held = count(src);
+    await sleep(300);
+    expect(count(src)).toBe(held);
+    // Host B runs it (the Commit went out): counting on there.
+    const restored = processesIn(bed.target).map((l) => Number(l.split(' ')[0]))
+      .find((p) => safeRead(`/proc/${p}/cmdline`).startsWith('/bin/ctr-workload'));
+    expect(restored).toBeDefined();
+    await expectCounting(restored!);
+  }, 90_000);
+});
+
 describe('godwit migrate/receive: container flags that cannot work are refused before anything starts', () => {
   const cli = (args: string[]) => {
     const r = require('node:child_process').spawnSync(NODE, [CLI, ...args], { encoding: 'utf8', input: '' }) as { status: number; stderr: string };
