@@ -518,8 +518,15 @@ export function bedLeftovers(res: BedResources): string[] {
     return t !== undefined && (res.startTimes?.[pid] === undefined || res.startTimes[pid] === t);
   };
   for (const pid of res.pids) {
-    if (!ours(pid)) continue;
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // One read for the start time and the name: a process may end between two reads (it is then not left over).
+    let stat: string;
+    try {
+      stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    } catch {
+      continue;
+    }
+    const t = stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
+    if (res.startTimes?.[pid] !== undefined && res.startTimes[pid] !== t) continue;
     left.push(`process ${pid} (${stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'))})`);
   }
   // Only namespaces whose holder still lives are ours for sure: once freed, the kernel gives their inode numbers
