@@ -136,8 +136,8 @@ function processesIn(host: Host): string[] {
   return out;
 }
 
-function ppidOf(entry: string): number {
-  return Number(/^PPid:\s+(\d+)/m.exec(safeRead(`/proc/${entry.split(' ')[0]}/status`))?.[1] ?? 0);
+function childrenOf(pid: number): number[] {
+  return safeRead(`/proc/${pid}/task/${pid}/children`).trim().split(/\s+/).filter(Boolean).map(Number);
 }
 
 function safeRead(f: string): string {
@@ -252,15 +252,16 @@ async function restoreKilledHalfWay(dirName: string, extra: string[]): Promise<v
     if (e.event !== 'state' || e.state !== 'restoring') return;
     // The restorer starts once the files are checked: kill it as soon as it shows up, while it rebuilds memory.
     void (async () => {
-      for (let i = 0; i < 2000 && !killed; i++) {
-        // The restorer itself (its stubs, forks of it, carry the same name): the child of `godwit receive`.
-        const all = processesIn(bed.target);
-        const receiver = all.find((p) => p.includes(' receive --dir '));
-        const victim = receiver && all.find((p) => p.includes('godwit-restorer') && ppidOf(p) === Number(receiver.split(' ')[0]));
+      // The restorer itself (its stubs, forks of it, carry the same name): the child of `godwit receive`. Once the
+      // receiver is known only its children are read: a scan of all of /proc per look let a fast restore finish first.
+      let receiver = 0;
+      for (let i = 0; i < 4000 && !killed; i++) {
+        if (!receiver) receiver = Number(processesIn(bed.target).find((p) => p.includes(' receive --dir '))?.split(' ')[0] ?? 0);
+        const victim = receiver ? childrenOf(receiver).find((c) => safeRead(`/proc/${c}/cmdline`).includes('godwit-restorer')) : undefined;
         if (victim) {
-          killed = victim;
-          process.kill(Number(victim.split(' ')[0]), 'SIGKILL');
-        } else await sleep(2);
+          killed = `${victim} godwit-restorer`;
+          process.kill(victim, 'SIGKILL');
+        } else await sleep(receiver ? 0 : 2);
       }
     })();
   });
