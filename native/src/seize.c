@@ -424,38 +424,57 @@ int op_kill(struct helper *h, const uint8_t *req, size_t len, struct pb_buf *out
 		if (kill(pids[i], SIGKILL) && errno != ESRCH)
 			return gw_fail_errno(&h->err, "kill", pids[i], "SIGKILL");
 
-	/* Reap our tracees of those processes: other threads first, the leader last, because a killed leader's
-	 * exit is reported only once the rest of its group is reaped. */
+	/* Reap our tracees of those processes in whatever order they die. A fixed order deadlocks: a killed leader
+	 * is reported only once the rest of its group is reaped, and a pid namespace's init (or the last thread of
+	 * its group) does not finish exiting before every other task of the namespace, our traced zombies
+	 * included, is reaped. So sweep them all without blocking, and wait for the next SIGCHLD in between. */
 	uint64_t deadline = now_ns() + (uint64_t)timeout_ms * 1000000u;
-	for (int leaders = 0; leaders < 2; leaders++) {
+	for (;;) {
+		int left = 0, progress = 0, stuck = 0;
 		for (size_t i = 0; i < h->tr.n;) {
 			struct tracee *t = &h->tr.v[i];
 			int mine = 0;
 			for (size_t k = 0; k < n; k++)
 				mine |= t->tgid == pids[k];
-			if (!mine || (t->tid == t->tgid) != leaders) {
+			if (!mine) {
 				i++;
 				continue;
 			}
 			int tid = t->tid, status = 0;
-			for (;;) {
-				uint64_t now = now_ns();
-				int ms = now < deadline ? (int)((deadline - now) / 1000000) : 0;
-				int w = wait_tid(h, tid, &status, ms);
-				if (w <= 0) {
-					if (w < 0 && errno == ECHILD)
-						break; /* already reaped or not ours any more */
-					return gw_fail(&h->err, ETIMEDOUT, "waitpid", tid,
-						       "thread %d did not exit within %u ms of SIGKILL", tid, timeout_ms);
-				}
-				if (WIFEXITED(status) || WIFSIGNALED(status))
-					break;
+			pid_t w = waitpid(tid, &status, __WALL | WNOHANG);
+			if (w < 0 && errno == EINTR) {
+				left++;
+				i++;
+				continue;
+			}
+			if (w == tid && WIFSTOPPED(status)) {
 				/* A stop on its way out (e.g. a stale interrupt): let it go on dying. */
 				ptrace(PTRACE_CONT, tid, 0, 0);
+				progress = 1;
 			}
-			pb_int(out, F_KillResp_reaped, tid);
-			tracee_remove(h, tid); /* moves the last entry to i: do not advance */
+			if (w < 0 || (w == tid && (WIFEXITED(status) || WIFSIGNALED(status)))) {
+				/* Exited, or (ECHILD) already reaped or not ours any more. */
+				pb_int(out, F_KillResp_reaped, tid);
+				tracee_remove(h, tid); /* moves the last entry to i: do not advance */
+				progress = 1;
+				continue;
+			}
+			left++;
+			stuck = tid;
+			i++;
 		}
+		if (!left)
+			return 0;
+		if (progress)
+			continue;
+		uint64_t now = now_ns();
+		if (now >= deadline)
+			return gw_fail(&h->err, ETIMEDOUT, "waitpid", stuck,
+				       "thread %d did not exit within %u ms of SIGKILL", stuck, timeout_ms);
+		struct pollfd pf = { h->sig_fd, POLLIN, 0 };
+		/* A SIGCHLD wakes us; the cap only bounds a missed wake-up. */
+		int ms = (int)((deadline - now + 999999) / 1000000);
+		if (poll(&pf, 1, ms > 50 ? 50 : (ms > 0 ? ms : 1)) > 0)
+			ctl_drain_signals(h);
 	}
-	return 0;
 }
