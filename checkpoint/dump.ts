@@ -394,7 +394,9 @@ export const DUMP_STEPS: DumpStep[] = [
       // The tree runs again (or is about to be killed): tracking ends before anything else.
       await stopPreCopy(s);
       // A container's tasks are recorded with their pids inside its pid namespace (its root is 1 there).
-      if (s.container && s.ns!.own.includes('pid')) virtualizePids(s.ctx!.images, namespacePids(allThreads(s.tree!)));
+      // Zombies too: their pstree entry and core image carry their pid (they are not in allThreads).
+      if (s.container && s.ns!.own.includes('pid'))
+        virtualizePids(s.ctx!.images, namespacePids([...allThreads(s.tree!), ...s.tree!.processes.filter((p) => p.zombie).map((p) => p.pid)]));
       const images = s.ctx!.images.images;
       for (const f of s.container?.files ?? []) await s.writer!.writeFile(f.name, f.data);
       await Promise.all(

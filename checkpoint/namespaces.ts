@@ -151,5 +151,18 @@ export function virtualizePids(images: ImageSet, map: Map<number, number>): void
         m.sid = map.get(Number(m.sid)) ?? 0;
         m.threads = (m.threads as number[]).map((t) => v(t, 'pstree thread'));
       }
+    // Pids inside entries: the lock owner, a timer's SIGEV_THREAD_ID target, a terminal's session and group.
+    if (img.kind === 'FILE_LOCKS') for (const e of img.entries) e.msg.pid = v(e.msg.pid, 'file lock owner');
+    if (img.kind === 'CORE')
+      for (const e of img.entries) {
+        const posix = ((e.msg.tc as Record<string, Record<string, unknown>> | undefined)?.timers?.posix ?? []) as Record<string, unknown>[];
+        for (const t of posix) if (t.notify_thread_id !== undefined) t.notify_thread_id = v(t.notify_thread_id, `posix timer ${String(t.it_id)} target thread`);
+      }
+    if (img.kind === 'TTY_INFO')
+      for (const e of img.entries) {
+        // A session or group outside the tree is 0, as the tree sees it.
+        if (e.msg.sid !== undefined) e.msg.sid = map.get(Number(e.msg.sid)) ?? 0;
+        if (e.msg.pgrp !== undefined) e.msg.pgrp = map.get(Number(e.msg.pgrp)) ?? 0;
+      }
   }
 }
