@@ -30,7 +30,9 @@ export async function createTree(ctx: RestoreContext, trailer?: Buffer): Promise
 /** Process groups led by another task: joined once every task exists. */
 export async function joinProcessGroups(ctx: RestoreContext): Promise<void> {
   for (const t of ctx.set!.tasks) {
-    if (t.pgid === t.pid || t.sid === t.pid || t.zombie !== undefined) continue;
+    // pgid 0: a group led from outside the tree (a container's tree in its creator's group, which its pid
+    // namespace cannot name): the task stays in the group it was forked into, the restorer's.
+    if (t.pgid === t.pid || t.sid === t.pid || t.pgid === 0 || t.zombie !== undefined) continue;
     const b = new Batch();
     b.call('setpgid', [0, t.pgid], `join process group ${t.pgid}`);
     await runBatch(ctx.restorer!, t.pid, b);
