@@ -6,7 +6,7 @@
 import { GodwitError } from '../util/errors';
 import { RestoreContext } from './context';
 import { Msg } from './image-files';
-import { Batch, runLocal } from './syscalls';
+import { Batch, hostPath, runLocal } from './syscalls';
 
 const O_NONBLOCK = 0o4000;
 const EFD_SEMAPHORE = 1;
@@ -93,7 +93,8 @@ export async function createInotify(ctx: RestoreContext, id: number, e: Msg): Pr
     try {
       for (let tries = 0; ; tries++) {
         const a = new Batch();
-        a.call('inotify_add_watch', [fd, a.str(`/proc/self/fd/${target}`), mask], `watch inode ${w.i_ino}`);
+        // inotify_add_watch takes only a path: the O_PATH fd through the restorer's /proc/self/fd, the host's.
+        a.call('inotify_add_watch', [fd, a.str(hostPath(`/proc/self/fd/${target}`)), mask], `watch inode ${w.i_ino}`);
         const got = Number((await runLocal(ctx.restorer!, a, `inotify ${id}`)).results[0]);
         if (got === Number(w.wd)) break;
         if (got > Number(w.wd) || tries > MAX_WD_SKIP)

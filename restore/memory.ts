@@ -13,7 +13,7 @@ import { RestoreContext } from './context';
 import { ImageSet, TaskImage } from './load';
 import { Msg } from './image-files';
 import { Op } from './restorer';
-import { Batch, runBatch } from './syscalls';
+import { Batch, hostPath, runBatch } from './syscalls';
 import { isShmemVma, shmemMapper } from './shmem';
 import { ChainLevel, PageChain, pagemapOf } from '../images/pagechain';
 
@@ -372,13 +372,16 @@ async function loadPages(ctx: RestoreContext, t: TaskImage, level: ChainLevel, r
   return stats;
 }
 
-/** `host`: a file of this host (the image directory), opened from the root the restorer started in. */
+/**
+ * FILE as the restored tree sees it, or with `host` as this host sees it (the image directory, the restorer's
+ * /proc/self): hostPath(), resolved from the root the restorer started in, also inside a container.
+ */
 export async function openInRestorer(ctx: RestoreContext, file: string, flags: number, pos?: bigint, mode = 0, host = false): Promise<number> {
-  const p = Buffer.from((host ? path.resolve(file) : file) + '\0');
+  const p = Buffer.from((host ? hostPath(path.resolve(file)) : file) + '\0');
   const b = Buffer.alloc(20 + p.length);
   b.writeInt32LE(flags, 0);
   b.writeUInt32LE(mode, 4);
-  b.writeUInt32LE((pos !== undefined ? 1 : 0) | (host ? 2 : 0), 8);
+  b.writeUInt32LE(pos !== undefined ? 1 : 0, 8);
   b.writeBigUInt64LE(pos ?? 0n, 12);
   p.copy(b, 20);
   const out = await ctx.restorer!.request(Op.OPEN, b, `open ${file}`);

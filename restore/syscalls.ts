@@ -22,6 +22,17 @@ export const NR = {
 } as const;
 export type SyscallName = keyof typeof NR;
 
+/**
+ * PATH as the host sees it, for a call run in the restorer itself (runLocal): its cwd stays the root it
+ * started in (native/src/restore/main.c), so the relative path resolves there, also once the restorer has
+ * joined a container's mount namespace, where "/" and /proc are the container's and its /proc/self does not
+ * exist. Absolute paths in a batch remain the restored tree's view. Meaningless in a batch run in a task.
+ */
+export function hostPath(p: string): string {
+  const rel = p.replace(/^\/+/, '');
+  return rel || '.';
+}
+
 export interface ScratchRef {
   scratch: number;
 }

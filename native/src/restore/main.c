@@ -74,12 +74,10 @@ static int op_open(struct rst_ctx *ctx, const uint8_t *p, size_t n, int32_t *fd)
   memcpy(&setpos, p + 8, 4);
   memcpy(&pos, p + 12, 8);
   const char *path = (const char *)p + 20;
-  if (setpos & 2) {
-    /* A file of the host (the image directory), also once we are in a container's mount namespace. */
-    while (*path == '/') path++;
-    *fd = openat(ctx->host_root, *path ? path : ".", flags | O_CLOEXEC, mode);
-  } else
-    *fd = open(path, flags | O_CLOEXEC, mode);
+  /* A file of the host (the image directory, our /proc/self) comes as a relative path: our cwd is the root
+   * we started in (main()). Bit 2 used to ask for that: a stale caller must fail, not open the tree's view. */
+  if (setpos & ~1u) return rst_fail(ctx, EINVAL, "open-request", 0);
+  *fd = open(path, flags | O_CLOEXEC, mode);
   if (*fd < 0) return rst_fail(ctx, errno, "open", 0);
   if ((setpos & 1) && lseek(*fd, (off_t)pos, SEEK_SET) < 0) {
     int e = errno;
@@ -99,7 +97,7 @@ static int host_pids(struct rst_ctx *ctx, int32_t *out) {
     int pfd = (int)syscall(SYS_pidfd_open, rst_hpid(ctx, ctx->tasks[i].pid), 0);
     if (pfd < 0) return rst_fail(ctx, errno, "pidfd_open", ctx->tasks[i].pid);
     char path[64], buf[1024];
-    snprintf(path, sizeof path, "/proc/self/fdinfo/%d", pfd);
+    snprintf(path, sizeof path, "proc/self/fdinfo/%d", pfd); /* the host's /proc: relative to our cwd */
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     ssize_t n = fd < 0 ? -1 : read(fd, buf, sizeof buf - 1);
     if (fd >= 0) close(fd);
@@ -405,7 +403,7 @@ int main(int argc, char **argv) {
     }
     ctx.ncg = i + 1;
   }
-  /* The host's root, for the image files (OP_OPEN flag 2) after we joined a container's mount namespace. */
+  /* The host's root: our cwd for good once the namespaces are joined (below), the base of every host path. */
   ctx.host_root = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
   if (ctx.host_root < 0) {
     fprintf(stderr, "godwit-restorer: open /: %s\n", strerror(errno));
@@ -433,6 +431,14 @@ int main(int argc, char **argv) {
       fprintf(stderr, "godwit-restorer: the container's time namespace: %s\n", why);
       return 1;
     }
+  }
+  /* Our cwd is the root we started in, for good (setns into a mount namespace moved it to that namespace's
+   * root): a relative path is a path as the host sees it — the image directory, the host's /proc and our own
+   * /proc/self there — while an absolute one is the restored tree's view ("/" and /proc are a container's).
+   * restore/syscalls.ts hostPath() makes such paths, for OP_OPEN and for calls run here (runLocal). */
+  if (fchdir(ctx.host_root) < 0) {
+    fprintf(stderr, "godwit-restorer: fchdir to the root we started in: %s\n", strerror(errno));
+    return 1;
   }
   if (!ctx.new_pidns) {
     /* Orphans of a half-made tree come back to us, so a failure can reap everything it created. */

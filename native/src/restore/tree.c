@@ -170,6 +170,12 @@ static void stub_main(struct rst_ctx *ctx, uint32_t idx, int ready, pid_t creato
   for (int sig = 1; sig < 65; sig++) signal(sig, SIG_DFL);
   sigfillset(&all);
   sigprocmask(SIG_SETMASK, &all, NULL);
+  /* The restorer's cwd is the host's root (main.c): a container's task must not start out holding it. Its
+   * own cwd is set later, like every task's. */
+  if (chdir("/") < 0) {
+    report(ready, t->pid, errno, t->pid);
+    _exit(1);
+  }
   if (idx == 0 && ctx->nest) {
     pid_t about = t->pid;
     int e = root_setup(ctx, &about);
