@@ -146,13 +146,13 @@ function killPids(pids: number[], dir: string): void {
   }
 }
 
-interface ReadyFile {
+export interface ReadyFile {
   pids: number[];
   verifySignal: number;
   info: Record<string, string>;
 }
 
-function parseReady(text: string, file: string): ReadyFile {
+export function parseReady(text: string, file: string): ReadyFile {
   const info: Record<string, string> = {};
   let pids: number[] | undefined;
   let verifySignal: number | undefined;

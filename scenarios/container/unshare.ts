@@ -36,13 +36,13 @@ function readOr(file: string): string | undefined {
 
 const q = (s: string): string => `'${s.replace(/'/g, `'\\''`)}'`;
 
-/** Makes /godwit-ctr/ID in every hierarchy with the bundle's memory and pids limits; returns the leaves. */
-function makeCgroups(b: Bundle): string[] {
+/** Makes /godwit-ctr/ID in every hierarchy with memory and pids limits; returns the leaves. */
+export function makeCgroups(id: string, limits: { memoryLimit: number; pidsLimit: number }): string[] {
   const dirs: string[] = [];
   for (const h of cgroupHierarchies()) {
     if (h.version === 1 && !h.controllers.some((c) => ['memory', 'pids', 'freezer', 'cpu', 'cpuset'].includes(c))) continue;
     const parent = path.join(h.mount, CGROUP_PARENT);
-    const leaf = path.join(parent, b.id);
+    const leaf = path.join(parent, id);
     fs.mkdirSync(leaf, { recursive: true });
     dirs.push(leaf);
     const write = (f: string, v: string): void => {
@@ -53,17 +53,17 @@ function makeCgroups(b: Bundle): string[] {
       for (const f of ['cpuset.cpus', 'cpuset.mems']) if (!readOr(path.join(parent, f))) fs.writeFileSync(path.join(parent, f), readOr(path.join(h.mount, f)) ?? '');
       for (const f of ['cpuset.cpus', 'cpuset.mems']) write(f, readOr(path.join(parent, f)) ?? '');
     }
-    if (h.controllers.includes('memory')) write('memory.limit_in_bytes', String(b.opts.memoryLimit));
-    if (h.controllers.includes('pids')) write('pids.max', String(b.opts.pidsLimit));
+    if (h.controllers.includes('memory')) write('memory.limit_in_bytes', String(limits.memoryLimit));
+    if (h.controllers.includes('pids')) write('pids.max', String(limits.pidsLimit));
     if (h.version === 2) {
-      write('memory.max', String(b.opts.memoryLimit));
-      write('pids.max', String(b.opts.pidsLimit));
+      write('memory.max', String(limits.memoryLimit));
+      write('pids.max', String(limits.pidsLimit));
     }
   }
   return dirs;
 }
 
-function removeCgroups(dirs: string[]): void {
+export function removeCgroups(dirs: string[]): void {
   for (const d of dirs)
     for (const x of [d, path.dirname(d)]) {
       try {
@@ -180,7 +180,7 @@ export async function runUnshareContainer(o: UnshareOptions = {}): Promise<Unsha
     process.on('exit', () => [...live].forEach((f) => f()));
   }
   try {
-    cgroupDirs = makeCgroups(bundle);
+    cgroupDirs = makeCgroups(bundle.id, bundle.opts);
     // The container's root is an unprivileged id on the host: it must be able to walk into the bundle.
     if (o.userns) fs.chmodSync(bundle.dir, 0o711);
     const args = (cfg.process.args as string[]).map(q).join(' ');

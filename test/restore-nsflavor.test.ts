@@ -1,0 +1,90 @@
+/**
+ * zdtm's "ns flavor" for every scenario workload: each one runs as the init of fresh pid, mnt, net, ipc and uts
+ * namespaces with its own /proc (scenarios/container/nsflavor.ts), is dumped by `godwit dump --pid` (the
+ * container path: namespaces, mounts, cgroup), killed, restored (its pid namespace again, nested in the
+ * restorer's), and verifies its own state. The restorer works from the host while the tree's /proc and pids
+ * are the container's: every object it opens "as the host sees it" is exercised here.
+ */
+import { dump } from '../checkpoint/dump';
+import { restore, RestoreResult } from '../restore';
+import { NsWorkload, startNsWorkload } from '../scenarios/container/nsflavor';
+import { WorkloadName } from '../scenarios/workload';
+import { WorkloadFixture } from './helpers/workload-fixture';
+
+const fx = new WorkloadFixture('godwit-nsf-img-');
+let live: NsWorkload[] = [];
+let restored: RestoreResult[] = [];
+
+afterEach(async () => {
+  let first: unknown;
+  for (const r of restored.splice(0)) {
+    for (const pid of r.pids.values())
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        /* gone */
+      }
+    if (r.restorer) {
+      try {
+        process.kill(r.restorer.pid, 'SIGKILL');
+      } catch {
+        /* gone */
+      }
+      await r.restorer.waitExit().catch((e) => (first ??= e));
+    }
+  }
+  for (const n of live.splice(0)) await n.destroy().catch((e) => (first ??= e));
+  await fx.cleanup().catch((e) => (first ??= e));
+  if (first) throw first;
+});
+
+async function cycle(name: WorkloadName, args: string[] = []): Promise<{ n: NsWorkload; r: RestoreResult }> {
+  const n = await startNsWorkload(name, { args });
+  live.push(n);
+  const w = n.workload;
+  const dir = fx.imageDir();
+  await dump({ pid: w.pid, dir, compress: 'zstd' });
+  expect(w.alivePids()).toEqual([]);
+  const r = await restore({ dir, detach: true }, { silent: true });
+  restored.push(r);
+  n.restored(r.pids);
+  return { n, r };
+}
+
+const WORKLOADS: [WorkloadName, string[]][] = [
+  ['mem-counter', ['--mib', '16']],
+  ['threads', []],
+  ['pipe-tree', []],
+  ['signals', []],
+  ['timers', []],
+  ['files', []],
+  ['unix-sockets', []],
+  ['eventfd-epoll', []],
+  ['shared-mem', []],
+  ['inet-tcp', []],
+  ['inet-udp', []],
+  ['shmem-more', []],
+  ['shmem-more', ['--sysv', '1']],
+  ['seccomp', []],
+  ['file-locks', []],
+  ['proc-state', []],
+  ['maps', []],
+];
+
+describe('ns flavor: init of its own pid+mnt+net+ipc+uts namespaces, dumped, killed, restored, verifies itself', () => {
+  test.each(WORKLOADS)('%s %j', async (name, args) => {
+    const { n, r } = await cycle(name, args);
+    // Still the init of a pid namespace of its own, not the host's.
+    expect(r.pids.get(n.nsPids[0]!)).toBe(n.workload.pid);
+    expect(n.nsPids[0]).toBe(1);
+    expect(await n.workload.verify()).toEqual({ pass: true, detail: 'PASS' });
+  });
+
+  test("pty: a pty of the container's own devpts instance is refused before anything is frozen", async () => {
+    const n = await startNsWorkload('pty');
+    live.push(n);
+    await expect(dump({ pid: n.workload.pid, dir: fx.imageDir() })).rejects.toThrow(/of another devpts instance/);
+    // Nothing was frozen or killed: it still runs and its state is intact.
+    expect(await n.workload.verify()).toEqual({ pass: true, detail: 'PASS' });
+  });
+});
