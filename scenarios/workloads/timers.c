@@ -1,6 +1,7 @@
 /*
  * timers: interval timers (ITIMER_REAL, ITIMER_VIRTUAL), POSIX timers (an armed monotonic one with a sigevent
- * value, a long realtime one, a disarmed one) and a timerfd.
+ * value, a long realtime one, a long one aimed at the main thread by SIGEV_THREAD_ID — its tid must be the one
+ * the task's pid namespace knows —, a disarmed one) and a timerfd.
  * Verify: every interval reads back exactly, every remaining time lies within its interval, the clocks did not go
  * backwards, and over a measured span each timer fires as often as its interval says, with the sigevent value
  * intact. Expirations are counted by the kernel for the POSIX timer (1 + si_overrun per signal) and the timerfd,
@@ -107,6 +108,8 @@ static timer_t make_timer(struct zt *z, clockid_t clock, int notify, int sig, lo
 {
 	struct sigevent ev = { .sigev_notify = notify, .sigev_signo = sig };
 	ev.sigev_value.sival_int = TIMER_VALUE;
+	if (notify & SIGEV_THREAD_ID)
+		ev._sigev_un._tid = gettid();
 	timer_t t;
 	if (timer_create(clock, &ev, &t) < 0)
 		zt_setup_failed(z, "timer_create", "POSIX timer");
@@ -144,6 +147,7 @@ int main(int argc, char **argv)
 	timer_t t_posix = make_timer(&z, CLOCK_MONOTONIC, SIGEV_SIGNAL, SIGRTMIN + 1, POSIX_NS, POSIX_NS);
 	timer_t t_long = make_timer(&z, CLOCK_REALTIME, SIGEV_SIGNAL, SIGRTMIN + 3, LONG_NS, LONG_NS);
 	timer_t t_off = make_timer(&z, CLOCK_BOOTTIME, SIGEV_NONE, 0, 0, 0);
+	timer_t t_tid = make_timer(&z, CLOCK_MONOTONIC, SIGEV_THREAD_ID, SIGRTMIN + 3, LONG_NS, LONG_NS);
 	int tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
 	struct itimerspec tfd_spec = { .it_value = ns_ts(TFD_NS), .it_interval = ns_ts(TFD_NS) };
 	if (tfd < 0 || timerfd_settime(tfd, 0, &tfd_spec, NULL) < 0)
@@ -175,8 +179,9 @@ int main(int argc, char **argv)
 		{ "POSIX timer (monotonic)", t_posix, POSIX_NS },
 		{ "POSIX timer (realtime, long)", t_long, LONG_NS },
 		{ "POSIX timer (disarmed)", t_off, 0 },
+		{ "POSIX timer (thread id, long)", t_tid, LONG_NS },
 	};
-	for (int i = 0; i < 3; i++) {
+	for (int i = 0; i < 4; i++) {
 		if (timer_gettime(posix[i].t, &its) < 0)
 			zt_fail_sys(&z, "timer_gettime", posix[i].what);
 		else
