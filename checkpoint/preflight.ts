@@ -12,7 +12,7 @@ import { isNoEntry, listProcNumbers } from './proc/read';
 import { readStatus } from './proc/status';
 import type { Tree } from './tree';
 import { readFdInfo } from './proc/fdinfo';
-import { hostDevpts, ptyOf } from './tty';
+import { devptsOf, ptyOf } from './tty';
 
 export interface Problem {
   pid: number;
@@ -87,7 +87,9 @@ export function inspectTree(tree: Tree, ns: NamespaceIds): PreflightResult {
       throw err;
     }
   }
-  const devpts = hostDevpts();
+  // The devpts the tree's root sees at /dev/pts: a container's own instance (restored as a fresh devpts with its
+  // mounts) or the host's.
+  const devpts = devptsOf(tree.root);
   for (const s of slaves) {
     if (s.dev !== devpts)
       problems.push({ pid: s.pid, where: `fd ${s.fd}`, kind: `pty ${s.link} of another devpts instance (not supported yet)` });

@@ -6,7 +6,7 @@
  * frozen.
  *
  * Refused, with the pid and fd: a slave whose master is outside the tree (a shell's terminal: the process is a
- * "shell job"), ptys of another devpts instance, /dev/tty, consoles, virtual and serial terminals, and a pty
+ * "shell job"), ptys of a devpts instance other than the tree's /dev/pts, /dev/tty, consoles, virtual and serial terminals, and a pty
  * holding unread bytes (in-flight terminal data is not carried yet).
  */
 import * as fs from 'node:fs';
@@ -57,10 +57,13 @@ export function ttyInfoId(index: number, side: PtySide): number {
 }
 
 
-/** The devpts instance of this host's /dev/pts (its st_dev), or undefined if there is none. */
-export function hostDevpts(): bigint | undefined {
+/**
+ * The devpts instance (st_dev) at /dev/pts as task PID sees it (a container's own, or this host's), or undefined
+ * if there is none.
+ */
+export function devptsOf(pid: number): bigint | undefined {
   try {
-    return fs.statSync('/dev/pts', { bigint: true }).dev;
+    return fs.statSync(`/proc/${pid}/root/dev/pts`, { bigint: true }).dev;
   } catch {
     return undefined;
   }

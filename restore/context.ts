@@ -1,4 +1,5 @@
 /** State shared by the restore steps of one operation. */
+import * as path from 'node:path';
 import { ImageSet, TaskImage } from './load';
 import { Restorer } from './restorer';
 import type { HostXsave } from './threads';
@@ -61,6 +62,14 @@ export interface RestoreContext {
   restorerPidfd?: number;
   /** Where the tree's files are seen from here (a container's new root), for preflight. */
   fileRoot?: string;
+}
+
+/**
+ * PATH as the restored tree sees it, for Node's own looks at it (exists, stat) before the restorer acts on it:
+ * through a container's new root while one is restored (its tmpfs, /dev/pts and the like are not the host's).
+ */
+export function treePath(ctx: RestoreContext, p: string): string {
+  return ctx.fileRoot ? path.join(ctx.fileRoot, p) : p;
 }
 
 export function newContext(opts: RestoreOptions): RestoreContext {

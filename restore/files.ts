@@ -5,7 +5,7 @@
  */
 import * as fs from 'node:fs';
 import { GodwitError } from '../util/errors';
-import { RestoreContext } from './context';
+import { RestoreContext, treePath } from './context';
 import { Msg } from './image-files';
 import { TaskImage } from './load';
 import { closeInRestorer, openInRestorer } from './memory';
@@ -81,7 +81,7 @@ async function openGhost(ctx: RestoreContext, id: number, name: string, flags: n
   const g = entries[0];
   const content = (g.extra as Buffer | undefined) ?? Buffer.alloc(0);
   const base = name.replace(/ \(deleted\)$/, '');
-  const where = fs.existsSync(base) ? `${base}.godwit-ghost-${process.pid}-${id}` : base;
+  const where = fs.existsSync(treePath(ctx, base)) ? `${base}.godwit-ghost-${process.pid}-${id}` : base;
   const w = await openInRestorer(ctx, where, O_RDWR | O_CREAT | O_EXCL, undefined, Number(g.mode ?? 0o600) & 0o7777);
   try {
     for (let off = 0; off < content.length; off += 1 << 20) {
@@ -183,7 +183,7 @@ const AT_REMOVEDIR = 0x200;
  * "PATH (deleted)" as before.
  */
 function addDeletedCwd(ctx: RestoreContext, b: Batch, t: TaskImage, cwd: string, ghostId: number): void {
-  const dir = fs.existsSync(cwd) ? `${cwd}.godwit-cwd-${process.pid}-${t.pid}` : cwd;
+  const dir = fs.existsSync(treePath(ctx, cwd)) ? `${cwd}.godwit-cwd-${process.pid}-${t.pid}` : cwd;
   const g = (readEntries(ctx.set!.dir, fileNameFor('GHOST_FILE', ghostId)) ?? [])[0];
   b.call('mkdirat', [AT_FDCWD, b.str(dir), Number(g?.mode ?? 0o700) & 0o7777], `make the removed working directory ${dir} again (ghost ${ghostId})`);
   b.call('chdir', [b.str(dir)], `chdir to ${dir}`);

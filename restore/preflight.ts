@@ -5,9 +5,8 @@
  */
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as path from 'node:path';
 import { GodwitError } from '../util/errors';
-import { RestoreContext } from './context';
+import { RestoreContext, treePath } from './context';
 import { FD_TYPE, neededFiles, statOrNull, SUPPORTED_FD_TYPES } from './files';
 import { Msg } from './image-files';
 import { unsupportedVma, vmasOf, VMA } from './memory';
@@ -97,7 +96,7 @@ export function preflight(ctx: RestoreContext): void {
   }
   // Files that mappings, fds, cwd/root need: present and, where dump recorded it, same size and mode.
   for (const f of neededFiles(ctx)) {
-    const st = statOrNull(ctx.fileRoot ? path.join(ctx.fileRoot, f.path) : f.path);
+    const st = statOrNull(treePath(ctx, f.path));
     if (!st) {
       problems.push(`${f.path} (${f.why}) does not exist on this host: restore needs the same file at the same path`);
       continue;

@@ -6,7 +6,7 @@
  */
 import * as fs from 'node:fs';
 import { GodwitError } from '../util/errors';
-import { RestoreContext } from './context';
+import { RestoreContext, treePath } from './context';
 import { Msg } from './image-files';
 import { Batch, runLocal } from './syscalls';
 
@@ -58,7 +58,7 @@ async function bindTo(ctx: RestoreContext, s: Sock): Promise<void> {
   if (s.name.length && s.name[0] !== 0) {
     // A socket file left by the dumped process (it is still bound there) must go before binding again.
     const p = s.name.toString();
-    if (fs.existsSync(p) && fs.statSync(p).isSocket()) b.call('unlinkat', [AT_FDCWD, b.str(p), 0], `remove the stale socket file ${p}`);
+    if (fs.existsSync(treePath(ctx, p)) && fs.statSync(treePath(ctx, p)).isSocket()) b.call('unlinkat', [AT_FDCWD, b.str(p), 0], `remove the stale socket file ${p}`);
   }
   b.call('bind', [s.fd!, b.data(sockaddr(s.name)), sockaddr(s.name).length], `bind unix socket ${s.ino} to ${printable(s.name)}`);
   await local(ctx, b, 'unix socket');

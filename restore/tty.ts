@@ -8,7 +8,7 @@
  */
 import * as fs from 'node:fs';
 import { GodwitError } from '../util/errors';
-import type { RestoreContext } from './context';
+import { RestoreContext, treePath } from './context';
 import { Msg, readEntries } from './image-files';
 import { liveTasks, TaskImage } from './load';
 import { Batch, runBatch, runLocal } from './syscalls';
@@ -79,7 +79,7 @@ export function ttyProblems(ctx: RestoreContext): string[] {
         const index = indexOf(infoOf(ctx, f.tty as Msg, `task ${t.pid} fd ${fdi.fd}`));
         if (seen.has(index)) continue;
         seen.add(index);
-        if (fs.existsSync(`/dev/pts/${index}`))
+        if (fs.existsSync(treePath(ctx, `/dev/pts/${index}`)))
           problems.push(`task ${t.pid} fd ${fdi.fd}: pty ${index} is in use on this host (/dev/pts/${index} exists): end what holds it, the restored tree needs the same index`);
       } catch (err) {
         problems.push((err as Error).message);
