@@ -4,7 +4,7 @@
  */
 import * as fs from 'node:fs';
 import { GodwitError } from '../util/errors';
-import { classifyFd, SocketTables } from './fdkinds';
+import { classifyFd, kernelDev, SocketTables } from './fdkinds';
 import { unsupportedInetState } from './inet';
 import { estimatePageBytes, inspectMappings } from './memory';
 import { NamespaceIds } from './namespaces';
@@ -37,6 +37,7 @@ export function inspectTree(tree: Tree, ns: NamespaceIds): PreflightResult {
   const sockets = new SocketTables();
   const masters = new Set<number>();
   const slaves: { pid: number; fd: number; index: number; link: string; dev: bigint }[] = [];
+  let rootDev: number | undefined;
   for (const p of tree.processes) {
     if (p.zombie) continue;
     try {
@@ -64,6 +65,18 @@ export function inspectTree(tree: Tree, ns: NamespaceIds): PreflightResult {
             if (!pty) problems.push({ pid: p.pid, where: `fd ${fd}`, kind: `terminal ${c.link} (not a Unix98 pty)` });
             else if (pty.side === 'master') masters.add(pty.index);
             else slaves.push({ pid: p.pid, fd, index: pty.index, link: c.link, dev: c.proc.stat.dev });
+          }
+          if (c.kind === 'inotify') {
+            // Restore finds a watched inode by its file handle, opened on the root filesystem the tree sees:
+            // one on another filesystem (a tmpfs, say) would only fail there, after the tree was killed.
+            rootDev ??= kernelDev(fs.statSync(`/proc/${tree.root}/root`, { bigint: true }).dev);
+            for (const w of readFdInfo(p.pid, fd).inotify)
+              if (w.sdev !== rootDev)
+                problems.push({
+                  pid: p.pid,
+                  where: `fd ${fd}`,
+                  kind: `inotify watch ${w.wd} on inode ${w.ino} of device ${w.sdev >>> 20}:${w.sdev & 0xfffff}, not the tree's root filesystem (a tmpfs, another mount): restore finds watched inodes by file handle on the root filesystem only (not supported yet)`,
+                });
           }
           if (c.kind === 'inet') {
             const bad = unsupportedInetState(c.what, sockets.inetState(p.pid, Number(c.proc.stat.ino)) ?? 7);

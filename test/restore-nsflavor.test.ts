@@ -81,4 +81,11 @@ describe('ns flavor: init of its own pid+mnt+net+ipc+uts namespaces, dumped, kil
     expect(await n.workload.verify()).toEqual({ pass: true, detail: 'PASS' });
   });
 
+  test("an inotify watch on the container's tmpfs is refused before anything is frozen, the workload runs on", async () => {
+    const n = await startNsWorkload('eventfd-epoll', { args: ['--watch-dev', '1'] });
+    live.push(n);
+    await expect(dump({ pid: n.workload.pid, dir: fx.imageDir() })).rejects.toThrow(/inotify watch 1 on inode \d+ of device 0:\d+, not the tree's root filesystem/);
+    expect(n.workload.alivePids()).toEqual(n.workload.pids);
+    expect(await n.workload.verify()).toEqual({ pass: true, detail: 'PASS' });
+  });
 });

@@ -2,7 +2,8 @@
  * eventfd-epoll: an eventfd holding a count, a semaphore eventfd, an epoll set watching them plus a pipe (edge
  * triggered), a socket, an empty pipe and a signalfd (one-shot and level entries too), a signalfd with pending
  * signals, and an inotify watch (its first event read at setup: queued inotify events are not part of a checkpoint,
- * the kernel has no way to queue them again, as in CRIU).
+ * the kernel has no way to queue them again, as in CRIU). --watch-dev 1: the watched directory is
+ * /dev/godwit-watched instead of DIR/watched (in the ns flavor a tmpfs of the container's own).
  * Verify: epoll_wait reports exactly the same ready set with the same data twice in a row (edge-triggered and
  * one-shot entries only the first time), counts read back, the signalfd mask and its queued signals in order,
  * and the inotify watch reports a new event.
@@ -125,10 +126,11 @@ static void check_inotify(struct zt *z, int in, const char *name)
 		zt_fail(z, "inotify (fd %d): more than the one event for '%s' was queued", in, name);
 }
 
-static void touch(struct zt *z, const char *name)
+static void touch(struct zt *z, const char *dir, const char *name)
 {
 	char path[PATH_MAX];
-	zt_path(z, path, sizeof(path), name);
+	if (snprintf(path, sizeof(path), "%s/%s", dir, name) >= (int)sizeof(path))
+		zt_setup_failed(z, "snprintf", dir);
 	int fd = open(path, O_CREAT | O_WRONLY | O_CLOEXEC, 0644);
 	if (fd >= 0)
 		close(fd);
@@ -139,7 +141,8 @@ static void touch(struct zt *z, const char *name)
 int main(int argc, char **argv)
 {
 	struct zt z;
-	zt_setup(&z, argc, argv, NULL, 0, SIGUSR2);
+	struct zt_opt opts[] = { { "watch-dev", 0, 0, 1, "watch /dev/godwit-watched instead of DIR/watched" } };
+	zt_setup(&z, argc, argv, opts, 1, SIGUSR2);
 
 	int efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC), sem = eventfd(SEM_COUNT, EFD_SEMAPHORE | EFD_NONBLOCK | EFD_CLOEXEC);
 	uint64_t add_count = EFD_COUNT;
@@ -176,11 +179,14 @@ int main(int argc, char **argv)
 	add(&z, ep, sfd, EPOLLIN, D_SFD);
 
 	char watched[PATH_MAX];
-	zt_path(&z, watched, sizeof(watched), "watched");
+	if (opts[0].value)
+		snprintf(watched, sizeof(watched), "/dev/godwit-watched");
+	else
+		zt_path(&z, watched, sizeof(watched), "watched");
 	int in = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
 	if (in < 0 || mkdir(watched, 0755) < 0 || inotify_add_watch(in, watched, IN_CREATE | IN_DELETE) < 0)
 		zt_setup_failed(&z, "inotify", watched);
-	touch(&z, "watched/first");
+	touch(&z, watched, "first");
 	check_inotify(&z, in, "first");
 
 	zt_info(&z, "eventfd", "%d", efd);
@@ -218,7 +224,7 @@ int main(int argc, char **argv)
 			sfd, si[0].ssi_signo, si[1].ssi_signo, si[1].ssi_int, si[1].ssi_code, si[1].ssi_pid, SIGUSR1, RT3,
 			RT_VALUE);
 
-	touch(&z, "watched/second");
+	touch(&z, watched, "second");
 	check_inotify(&z, in, "second");
 	return zt_finish(&z);
 }
