@@ -5,6 +5,7 @@
  * restorer's), and verifies its own state. The restorer works from the host while the tree's /proc and pids
  * are the container's: every object it opens "as the host sees it" is exercised here.
  */
+import * as fs from 'node:fs';
 import { dump } from '../checkpoint/dump';
 import { restore, RestoreResult } from '../restore';
 import { NsWorkload, startNsWorkload } from '../scenarios/container/nsflavor';
@@ -51,6 +52,12 @@ async function cycle(name: WorkloadName, args: string[] = []): Promise<{ n: NsWo
   return { n, r };
 }
 
+/** PID's pid in its innermost pid namespace (NSpid's last field). */
+function nsPidOf(pid: number): number {
+  const m = /^NSpid:\s*(.*)$/m.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return Number((m?.[1] ?? '').trim().split(/\s+/).pop());
+}
+
 const WORKLOADS: [WorkloadName, string[]][] = [
   ['mem-counter', ['--mib', '16']],
   ['threads', []],
@@ -74,9 +81,11 @@ const WORKLOADS: [WorkloadName, string[]][] = [
 
 describe('ns flavor: init of its own pid+mnt+net+ipc+uts namespaces, dumped, killed, restored, verifies itself', () => {
   test.each(WORKLOADS)('%s %j', async (name, args) => {
-    const { n, r } = await cycle(name, args);
-    // Still the init of a pid namespace of its own, not the host's.
-    expect(r.pids.get(n.nsPids[0]!)).toBe(n.workload.pid);
+    const { n } = await cycle(name, args);
+    // The restored root is again pid 1 of a pid namespace of its own, and the rest keep their pids there.
+    const root = n.workload.pid;
+    expect(fs.readlinkSync(`/proc/${root}/ns/pid`)).not.toBe(fs.readlinkSync('/proc/self/ns/pid'));
+    expect(n.workload.pids.map(nsPidOf)).toEqual(n.nsPids);
     expect(n.nsPids[0]).toBe(1);
     expect(await n.workload.verify()).toEqual({ pass: true, detail: 'PASS' });
   });

@@ -138,7 +138,12 @@ export async function startNsWorkload(name: WorkloadName, o: { args?: string[]; 
     const setupLog = () => `${fs.readFileSync(path.join(base, 'setup.log'), 'utf8')}${fs.existsSync(path.join(state, 'log')) ? fs.readFileSync(path.join(state, 'log'), 'utf8') : ''}`;
     for (;;) {
       if (exited !== undefined) throw new GodwitError(`ns-flavor ${name}: ${exited} before it was ready: ${setupLog()}`);
-      if (!init) init = Number((fs.readFileSync(`/proc/${child.pid}/task/${child.pid}/children`, 'utf8').split(' ')[0] || 0));
+      if (!init)
+        try {
+          init = Number(fs.readFileSync(`/proc/${child.pid}/task/${child.pid}/children`, 'utf8').split(' ')[0] || 0);
+        } catch {
+          /* unshare exited meanwhile: reported at the next look */
+        }
       if (fs.existsSync(path.join(state, 'ready'))) break;
       if (Date.now() > deadline) throw new GodwitError(`ns-flavor ${name}: not ready after ${timeout} ms: ${setupLog()}`);
       await sleep(10);
