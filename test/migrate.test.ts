@@ -248,23 +248,25 @@ async function restoreKilledHalfWay(dirName: string, extra: string[]): Promise<v
   const w = await start('mem-counter', ['--mib', '128']);
   const targetDir = path.join(work, dirName);
   let killed: string | undefined;
+  let over = false;
   const r = await migrateCli(w, ['--target-dir', targetDir, ...extra], (e) => {
-    if (e.event !== 'state' || e.state !== 'restoring') return;
-    // The restorer starts once the files are checked: kill it as soon as it shows up, while it rebuilds memory.
+    if (e.event !== 'state' || e.state !== 'streaming') return;
+    // The restorer starts once the files are checked: kill it as soon as it shows up. The watch starts with the
+    // stream (the receiver runs by then), so it is already polling when a fast restore begins.
     void (async () => {
       // The restorer itself (its stubs, forks of it, carry the same name): the child of `godwit receive`. Once the
       // receiver is known only its children are read: a scan of all of /proc per look let a fast restore finish first.
       let receiver = 0;
-      for (let i = 0; i < 4000 && !killed; i++) {
+      while (!killed && !over) {
         if (!receiver) receiver = Number(processesIn(bed.target).find((p) => p.includes(' receive --dir '))?.split(' ')[0] ?? 0);
         const victim = receiver ? childrenOf(receiver).find((c) => safeRead(`/proc/${c}/cmdline`).includes('godwit-restorer')) : undefined;
         if (victim) {
           killed = `${victim} godwit-restorer`;
           process.kill(victim, 'SIGKILL');
-        } else await sleep(receiver ? 0 : 2);
+        } else await sleep(receiver ? 1 : 5);
       }
     })();
-  });
+  }).finally(() => (over = true));
   if (process.env.GODWIT_TEST_DEBUG) process.stderr.write(`killed: ${killed}\n`);
   expect(killed).toBeDefined();
   expect(r.code).toBe(1);
