@@ -140,6 +140,8 @@ async function main(): Promise<void> {
               `ratio ${(ours / theirs).toFixed(2)}`);
           }
           console.log(`  steps (ms): ${s.steps.map((x) => `${x.title} ${x.ms.toFixed(0)}`).join('; ')}`);
+          const tgt = Object.entries(s.targetTimingsMs);
+          if (tgt.length) console.log(`  target's restore steps (ms): ${tgt.map(([k, v]) => `${k} ${Number(v).toFixed(0)}`).join('; ')}`);
           if (rounds > 1) console.log(`  all rounds: downtime ${runs.map((x) => `${x.summary.downtimeMs.toFixed(0)} ms`).join(', ')}`);
         }
         // CRIU: dump and restore as the issue gives them for this machine, the raw pages copied at OpenSSH's rate.

@@ -208,4 +208,13 @@ describe('FileAppender (the receiver writes large files with O_DIRECT)', () => {
     }
     for (const [i, f] of files.entries()) expect(fs.readFileSync(path.join(work, `c${i}`)).equals(f.content)).toBe(true);
   });
+
+  test("a pool of 0 direct files (a migration's target, which restores at once) keeps every file in the page cache", async () => {
+    const content = randomBytes((9 << 20) + 7);
+    const file = path.join(work, 'buffered');
+    const { a, directSeen } = await appendAll(file, content, new BlockPool(0));
+    expect(directSeen).toBe(false);
+    expect(a.size).toBe(content.length);
+    expect(fs.readFileSync(file).equals(content)).toBe(true);
+  });
 });

@@ -31,9 +31,12 @@ export class BlockPool {
   private directFiles = 0;
   private readonly alignOffset = loadAddon()?.alignOffset;
 
-  /** A slot for one more direct file, or false (no addon, or MAX_DIRECT_FILES in use). */
+  /** @param maxDirect files written with O_DIRECT at once; 0 keeps every file in the page cache. */
+  constructor(private readonly maxDirect = MAX_DIRECT_FILES) {}
+
+  /** A slot for one more direct file, or false (no addon, or maxDirect in use). */
   claim(): boolean {
-    if (!this.alignOffset || this.directFiles >= MAX_DIRECT_FILES) return false;
+    if (!this.alignOffset || this.directFiles >= this.maxDirect) return false;
     this.directFiles++;
     return true;
   }
@@ -51,7 +54,7 @@ export class BlockPool {
   }
 
   give(b: Buffer): void {
-    if (this.free.length < 2 * MAX_DIRECT_FILES) this.free.push(b);
+    if (this.free.length < 2 * this.maxDirect) this.free.push(b);
   }
 }
 

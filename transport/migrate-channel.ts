@@ -317,7 +317,9 @@ export interface MigrateTargetOptions {
 export type TargetState = 'receiving' | 'restoring' | 'ready' | 'running' | 'discarded';
 
 export async function migrateTarget(opts: MigrateTargetOptions & { onState?: (s: TargetState) => void }): Promise<ReceiveResult> {
-  const r = new ImageReceiver({ dir: opts.dir, channel: opts.channel, window: opts.window ?? DEFAULT_WINDOW, ...(opts.log ? { log: opts.log } : {}) });
+  // Buffered writes: the restore that follows reads these files while the workload is down (see directIo).
+  const r = new ImageReceiver({ dir: opts.dir, channel: opts.channel, window: opts.window ?? DEFAULT_WINDOW, directIo: false,
+    ...(opts.log ? { log: opts.log } : {}) });
   const set = (s: TargetState) => opts.onState?.(s);
   let tree: RestoredTree | undefined;
   const giveUp = new AbortController();

@@ -34,6 +34,12 @@ export interface ReceiveOptions {
   channel: Channel;
   window?: number;
   log?: (line: string) => void;
+  /**
+   * Large files bypass the page cache (O_DIRECT, default true): less CPU while receiving an image to keep. A
+   * migration's target restores the files at once and would read them back from disk in its downtime, so it
+   * passes false (measured: 1 GiB streamed pre-copy, target memory rebuild 2.3-2.5 s direct, 1.5-1.8 s buffered).
+   */
+  directIo?: boolean;
 }
 
 export interface ReceiveResult {
@@ -79,7 +85,7 @@ export class ImageReceiver {
   /** Data payloads and decompressed chunks are assembled in reused buffers, given back once on disk. */
   private readonly pool = new PayloadPool();
   /** Aligned staging blocks for the O_DIRECT writes of large files. */
-  private readonly blocks = new BlockPool();
+  private readonly blocks: BlockPool;
   private createdRoot = false;
   private prepared = false;
   private readonly createdDirs: string[] = [];
@@ -105,6 +111,7 @@ export class ImageReceiver {
   constructor(private readonly opts: ReceiveOptions) {
     this.dir = path.resolve(opts.dir);
     this.window = opts.window ?? DEFAULT_WINDOW;
+    this.blocks = opts.directIo === false ? new BlockPool(0) : new BlockPool();
     this.label = opts.channel.label;
     this.reader = new MessageReader(opts.channel.fromPeer, `stream from ${opts.channel.label}`, 'sender', this.pool);
     this.writer = new MessageWriter(opts.channel.toPeer, opts.channel.label);
