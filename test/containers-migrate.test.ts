@@ -17,6 +17,7 @@ import { createHosts, Host, TestBed } from '../scenarios/hosts';
 import { runContainer, RunningContainer } from '../scenarios/container/bundle';
 import { runUnshareContainer, UnshareContainer } from '../scenarios/container/unshare';
 import { addContainerVeth, NetHost, pingFrom } from '../scenarios/netns';
+import { nsInode, ppidOf, processesIn, safeRead, threadStates } from './helpers/host-procs';
 
 const CLI = path.resolve(__dirname, '..', 'cli', 'main.js');
 const RUN_FIXTURE = path.resolve(__dirname, 'fixtures', 'migrate-run.js');
@@ -34,48 +35,7 @@ let ctr: RunningContainer | undefined;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-function safeRead(f: string): string {
-  try {
-    return fs.readFileSync(f, 'utf8');
-  } catch {
-    return '';
-  }
-}
-
-function nsInode(pid: number | string, kind: string): string | undefined {
-  try {
-    return fs.readlinkSync(`/proc/${pid}/ns/${kind}`);
-  } catch {
-    return undefined;
-  }
-}
-
 const nspid = (pid: number): number[] => (/^NSpid:\s+(.*)$/m.exec(safeRead(`/proc/${pid}/status`))?.[1] ?? '').trim().split(/\s+/).filter(Boolean).map(Number);
-const ppidOf = (pid: number): number => Number(/^PPid:\s+(\d+)/m.exec(safeRead(`/proc/${pid}/status`))?.[1] ?? 0);
-
-/** Processes in host's PID namespace or in namespaces nested in it, but its init and sshd. */
-function processesIn(host: Host): string[] {
-  const hostNs = nsInode(host.initPid, 'pid');
-  const out: string[] = [];
-  for (const e of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(e)) continue;
-    const pid = Number(e);
-    if (pid === host.initPid || pid === host.ssh?.pid) continue;
-    if (/^State:\s+Z/m.test(safeRead(`/proc/${pid}/status`))) continue;
-    let p = pid;
-    let inside = false;
-    for (let i = 0; i < 8 && p > 1; i++, p = ppidOf(p)) {
-      const ns = nsInode(p, 'pid');
-      if (ns === hostNs) {
-        inside = true;
-        break;
-      }
-      if (ns === undefined || ns === nsInode('self', 'pid')) break;
-    }
-    if (inside) out.push(`${pid} ${safeRead(`/proc/${pid}/cmdline`).split('\0').join(' ').trim()}`);
-  }
-  return out;
-}
 
 /** The cgroup directories under host B's cgroup root, in every hierarchy (deepest first). */
 function targetCgroupDirs(): string[] {
@@ -245,17 +205,6 @@ async function expectCounting(pid: number): Promise<void> {
   }
   expect(after).toBeGreaterThan(before);
   expect(safeRead(`/proc/${pid}/root/tmp/result`)).toBe('');
-}
-
-function threadStates(pid: number): string[] {
-  try {
-    return fs.readdirSync(`/proc/${pid}/task`).map((tid) => {
-      const s = fs.readFileSync(`/proc/${pid}/task/${tid}/stat`, 'latin1');
-      return s.slice(s.lastIndexOf(')') + 2, s.lastIndexOf(')') + 3);
-    });
-  } catch {
-    return [];
-  }
 }
 
 /** The source container after a failed migration: alive, not stopped, not frozen, still counting and checking. */

@@ -9,8 +9,9 @@ import { ChildProcess, spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { createHosts, Host, TestBed } from '../scenarios/hosts';
+import { createHosts, TestBed } from '../scenarios/hosts';
 import { findWorkloadPids, startWorkload, Workload, WorkloadName } from '../scenarios/workload';
+import { childrenOf, nsInode, processesIn, safeRead, threadStates } from './helpers/host-procs';
 
 const CLI = path.resolve(__dirname, '..', 'cli', 'main.js');
 const RUN_FIXTURE = path.resolve(__dirname, 'fixtures', 'migrate-run.js');
@@ -99,55 +100,6 @@ function migrateCli(w: Workload, extra: string[] = [], onEvent?: (e: Event, chil
   return runInSource([NODE, CLI, 'migrate', '--pid', String(w.pid), ...sshArgs(), '--json', ...extra], onEvent);
 }
 
-function nsInode(pid: number | string, kind: string): string | undefined {
-  try {
-    return fs.readlinkSync(`/proc/${pid}/ns/${kind}`);
-  } catch {
-    return undefined;
-  }
-}
-
-/**
- * Processes of host other than its init and sshd's listener: those in its PID namespace, and those in namespaces
- * nested in it (a restorer with --new-pidns and its tree), found through their parents.
- */
-function processesIn(host: Host): string[] {
-  const hostNs = nsInode(host.initPid, 'pid');
-  const out: string[] = [];
-  const ppid = (pid: number) => Number(/^PPid:\s+(\d+)/m.exec(safeRead(`/proc/${pid}/status`))?.[1] ?? 0);
-  for (const e of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(e)) continue;
-    const pid = Number(e);
-    if (pid === host.initPid || pid === host.ssh?.pid) continue;
-    if (/^State:\s+Z/m.test(safeRead(`/proc/${pid}/status`))) continue;
-    let p = pid;
-    let inside = false;
-    for (let i = 0; i < 8 && p > 1; i++, p = ppid(p)) {
-      const ns = nsInode(p, 'pid');
-      if (ns === hostNs) {
-        inside = true;
-        break;
-      }
-      if (ns === undefined || ns === nsInode('self', 'pid')) break;
-    }
-    if (!inside) continue;
-    out.push(`${pid} ${safeRead(`/proc/${pid}/cmdline`).split('\0').join(' ').trim()}`);
-  }
-  return out;
-}
-
-function childrenOf(pid: number): number[] {
-  return safeRead(`/proc/${pid}/task/${pid}/children`).trim().split(/\s+/).filter(Boolean).map(Number);
-}
-
-function safeRead(f: string): string {
-  try {
-    return fs.readFileSync(f, 'utf8');
-  } catch {
-    return '';
-  }
-}
-
 /** Waits until the target holds no process of ours and `targetDir` is gone; returns what is left. */
 async function targetLeftovers(targetDir: string, ms = 20_000): Promise<string[]> {
   const deadline = Date.now() + ms;
@@ -155,18 +107,6 @@ async function targetLeftovers(targetDir: string, ms = 20_000): Promise<string[]
     const left = [...processesIn(bed.target), ...(fs.existsSync(targetDir) ? [`directory ${targetDir}: ${fs.readdirSync(targetDir).join(" ")}`] : [])];
     if (left.length === 0 || Date.now() > deadline) return left;
     await sleep(100);
-  }
-}
-
-/** /proc state letter of every thread of pid. */
-function threadStates(pid: number): string[] {
-  try {
-    return fs.readdirSync(`/proc/${pid}/task`).map((tid) => {
-      const s = fs.readFileSync(`/proc/${pid}/task/${tid}/stat`, 'latin1');
-      return s.slice(s.lastIndexOf(')') + 2, s.lastIndexOf(')') + 3);
-    });
-  } catch {
-    return [];
   }
 }
 

@@ -1,0 +1,68 @@
+/**
+ * /proc readings shared by the migration tests: which processes a test host holds (its leftovers), and the state
+ * of a source's threads. Each read tolerates a process that ends meanwhile.
+ */
+import * as fs from 'node:fs';
+import type { Host } from '../../scenarios/hosts';
+
+/** The file's text, or '' when it (or its process) is gone. */
+export function safeRead(f: string): string {
+  try {
+    return fs.readFileSync(f, 'utf8');
+  } catch {
+    return '';
+  }
+}
+
+export function nsInode(pid: number | string, kind: string): string | undefined {
+  try {
+    return fs.readlinkSync(`/proc/${pid}/ns/${kind}`);
+  } catch {
+    return undefined;
+  }
+}
+
+export const ppidOf = (pid: number): number => Number(/^PPid:\s+(\d+)/m.exec(safeRead(`/proc/${pid}/status`))?.[1] ?? 0);
+
+export function childrenOf(pid: number): number[] {
+  return safeRead(`/proc/${pid}/task/${pid}/children`).trim().split(/\s+/).filter(Boolean).map(Number);
+}
+
+/**
+ * Processes of host other than its init and sshd's listener, as "PID cmdline": those in its PID namespace, and
+ * those in namespaces nested in it (a restorer with --new-pidns and its tree), found through their parents.
+ */
+export function processesIn(host: Host): string[] {
+  const hostNs = nsInode(host.initPid, 'pid');
+  const self = nsInode('self', 'pid');
+  const out: string[] = [];
+  for (const e of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(e)) continue;
+    const pid = Number(e);
+    if (pid === host.initPid || pid === host.ssh?.pid) continue;
+    if (/^State:\s+Z/m.test(safeRead(`/proc/${pid}/status`))) continue;
+    let inside = false;
+    for (let i = 0, p = pid; i < 8 && p > 1; i++, p = ppidOf(p)) {
+      const ns = nsInode(p, 'pid');
+      if (ns === hostNs) {
+        inside = true;
+        break;
+      }
+      if (ns === undefined || ns === self) break;
+    }
+    if (inside) out.push(`${pid} ${safeRead(`/proc/${pid}/cmdline`).split('\0').join(' ').trim()}`);
+  }
+  return out;
+}
+
+/** /proc state letter of every thread of pid ([] once it is gone). */
+export function threadStates(pid: number): string[] {
+  try {
+    return fs.readdirSync(`/proc/${pid}/task`).map((tid) => {
+      const s = fs.readFileSync(`/proc/${pid}/task/${tid}/stat`, 'latin1');
+      return s.slice(s.lastIndexOf(')') + 2, s.lastIndexOf(')') + 3);
+    });
+  } catch {
+    return [];
+  }
+}
