@@ -96,19 +96,27 @@ static int enter_ns(struct ctx *c, const char *kind, int nstype)
 	return 0;
 }
 
-static int read_sysctl(struct ctx *c, const char *name, long *v)
+/* A small /proc file's text, NUL-terminated in buf (an empty read is EIO: these files always hold a value). */
+static int read_small(struct ctx *c, const char *path, char *buf, size_t size)
 {
-	char path[96], buf[32];
-	snprintf(path, sizeof(path), "/proc/sys/kernel/%s", name);
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return fail(c, "open", errno, "%s", path);
-	ssize_t n = read(fd, buf, sizeof(buf) - 1);
+	ssize_t n = read(fd, buf, size - 1);
 	int e = errno;
 	close(fd);
 	if (n <= 0)
 		return fail(c, "read", n < 0 ? e : EIO, "%s", path);
 	buf[n] = 0;
+	return 0;
+}
+
+static int read_sysctl(struct ctx *c, const char *name, long *v)
+{
+	char path[96], buf[32];
+	snprintf(path, sizeof(path), "/proc/sys/kernel/%s", name);
+	if (read_small(c, path, buf, sizeof(buf)) < 0)
+		return -1;
 	*v = strtol(buf, NULL, 10);
 	return 0;
 }
@@ -627,15 +635,8 @@ static int ipc_vars_get(struct ctx *c)
 	for (size_t i = 0; i < N_IPC_VARS; i++) {
 		char path[64], buf[128];
 		snprintf(path, sizeof(path), "/proc/sys/%s", ipc_vars[i]);
-		int fd = open(path, O_RDONLY | O_CLOEXEC);
-		if (fd < 0)
-			return fail(c, "open", errno, "%s", path);
-		ssize_t n = read(fd, buf, sizeof(buf) - 1);
-		int e = errno;
-		close(fd);
-		if (n <= 0)
-			return fail(c, "read", n < 0 ? e : EIO, "%s", path);
-		buf[n] = 0;
+		if (read_small(c, path, buf, sizeof(buf)) < 0)
+			return -1;
 		for (char *q = buf; *q; q++)
 			if (*q == '\t' || *q == '\n')
 				*q = ' ';
