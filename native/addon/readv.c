@@ -27,11 +27,9 @@
 
 #define MAX_IOV 1024 /* UIO_MAXIOV */
 
-static napi_value fail(napi_env env, int err, const char *syscall, int pid, uint64_t addr)
+/* Throws an Error shaped like Node's errno errors (errno, syscall) with one more numeric property when key is set. */
+static napi_value throw_sys(napi_env env, int err, const char *syscall, const char *msg, const char *key, double val)
 {
-	char msg[160];
-	snprintf(msg, sizeof(msg), "%s failed: %s (pid %d, address 0x%llx)", syscall, strerror(err), pid,
-		 (unsigned long long)addr);
 	napi_value m, e, v;
 	napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &m);
 	napi_create_error(env, NULL, m, &e);
@@ -39,10 +37,20 @@ static napi_value fail(napi_env env, int err, const char *syscall, int pid, uint
 	napi_set_named_property(env, e, "errno", v);
 	napi_create_string_utf8(env, syscall, NAPI_AUTO_LENGTH, &v);
 	napi_set_named_property(env, e, "syscall", v);
-	napi_create_double(env, (double)addr, &v);
-	napi_set_named_property(env, e, "addr", v);
+	if (key) {
+		napi_create_double(env, val, &v);
+		napi_set_named_property(env, e, key, v);
+	}
 	napi_throw(env, e);
 	return NULL;
+}
+
+static napi_value fail(napi_env env, int err, const char *syscall, int pid, uint64_t addr)
+{
+	char msg[160];
+	snprintf(msg, sizeof(msg), "%s failed: %s (pid %d, address 0x%llx)", syscall, strerror(err), pid,
+		 (unsigned long long)addr);
+	return throw_sys(env, err, syscall, msg, "addr", (double)addr);
 }
 
 static int proc_mem_read(int pid, int *fd, uint64_t addr, uint8_t *dst, size_t len)
@@ -146,15 +154,7 @@ static napi_value fail_fd(napi_env env, int err, const char *syscall, int fd)
 {
 	char msg[128];
 	snprintf(msg, sizeof(msg), "%s failed: %s (fd %d)", syscall, strerror(err), fd);
-	napi_value m, e, v;
-	napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &m);
-	napi_create_error(env, NULL, m, &e);
-	napi_create_int32(env, err, &v);
-	napi_set_named_property(env, e, "errno", v);
-	napi_create_string_utf8(env, syscall, NAPI_AUTO_LENGTH, &v);
-	napi_set_named_property(env, e, "syscall", v);
-	napi_throw(env, e);
-	return NULL;
+	return throw_sys(env, err, syscall, msg, NULL, 0);
 }
 
 static napi_value pipe_size_js(napi_env env, napi_callback_info info)
