@@ -7,7 +7,7 @@
  * (processes, cgroups, veth, runc state). A migration that fails (a corrupted chunk, the target's restorer killed)
  * leaves the source container running unharmed and nothing on host B.
  */
-import { ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { ChildProcess, execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -18,6 +18,7 @@ import { runContainer, RunningContainer } from '../scenarios/container/bundle';
 import { runUnshareContainer, UnshareContainer } from '../scenarios/container/unshare';
 import { addContainerVeth, NetHost, pingFrom } from '../scenarios/netns';
 import { nsInode, ppidOf, processesIn, safeRead, threadStates } from './helpers/host-procs';
+import { Run, runInHost } from './helpers/run-in-host';
 
 const CLI = path.resolve(__dirname, '..', 'cli', 'main.js');
 const RUN_FIXTURE = path.resolve(__dirname, 'fixtures', 'migrate-run.js');
@@ -129,45 +130,8 @@ afterAll(async () => {
   if (work) fs.rmSync(work, { recursive: true, force: true });
 });
 
-interface Run {
-  code: number | null;
-  events: Array<Record<string, unknown>>;
-  stderr: string;
-  error?: string;
-}
-
-/** Runs argv in host A's network namespace; `onEvent` sees each JSON line of its stdout as it comes. */
-function runInSource(argv: string[], onEvent?: (e: Record<string, unknown>) => void): Promise<Run> {
-  const child = spawn('setpriv', ['--pdeathsig', 'KILL', 'nsenter', `--net=${bed.source.nsPath('net')}`, ...argv],
-    { stdio: ['ignore', 'pipe', 'pipe'] });
-  children.add(child);
-  const events: Array<Record<string, unknown>> = [];
-  let stderr = '';
-  let buf = '';
-  child.stdout!.on('data', (d: Buffer) => {
-    buf += d.toString();
-    for (let i = buf.indexOf('\n'); i >= 0; i = buf.indexOf('\n')) {
-      const line = buf.slice(0, i);
-      buf = buf.slice(i + 1);
-      if (!line.trim()) continue;
-      let e: Record<string, unknown>;
-      try {
-        e = JSON.parse(line) as Record<string, unknown>;
-      } catch {
-        e = { event: 'text', line };
-      }
-      events.push(e);
-      onEvent?.(e);
-    }
-  });
-  child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
-  return new Promise((resolve) => child.on('close', (code) => {
-    children.delete(child);
-    if (process.env.GODWIT_TEST_DEBUG) process.stderr.write(`${argv.join(' ')}\n=> ${code}\n${events.map((e) => JSON.stringify(e)).join('\n')}\n${stderr}\n`);
-    const err = events.find((e) => e.event === 'error');
-    resolve({ code, events, stderr, ...(err ? { error: String(err.message) } : {}) });
-  }));
-}
+const runInSource = (argv: string[], onEvent?: (e: Record<string, unknown>) => void): Promise<Run> =>
+  runInHost(bed.source, argv, children, onEvent);
 
 function migrateCli(what: string[], targetDir: string, extra: string[] = [], onEvent?: (e: Record<string, unknown>) => void): Promise<Run> {
   return runInSource([NODE, CLI, 'migrate', ...what, '--to', `root@${bed.target.address}`, '--identity', bed.clientKeyPath,

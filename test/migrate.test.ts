@@ -12,6 +12,7 @@ import * as path from 'node:path';
 import { createHosts, TestBed } from '../scenarios/hosts';
 import { findWorkloadPids, startWorkload, Workload, WorkloadName } from '../scenarios/workload';
 import { childrenOf, nsInode, processesIn, safeRead, threadStates } from './helpers/host-procs';
+import { Run, RunEvent, runInHost } from './helpers/run-in-host';
 
 const CLI = path.resolve(__dirname, '..', 'cli', 'main.js');
 const RUN_FIXTURE = path.resolve(__dirname, 'fixtures', 'migrate-run.js');
@@ -49,47 +50,11 @@ async function start(name: WorkloadName, args: string[] = []): Promise<Workload>
   return w;
 }
 
-interface Run {
-  code: number | null;
-  events: Array<Record<string, unknown>>;
-  stderr: string;
-  error?: string;
-}
-
-type Event = Record<string, unknown>;
+type Event = RunEvent;
 
 /** Runs argv in host A's network namespace; `onEvent` sees each JSON line of its stdout as it comes. */
-function runInSource(argv: string[], onEvent?: (e: Event, child: ChildProcess) => void): Promise<Run> {
-  const child = spawn('setpriv', ['--pdeathsig', 'KILL', 'nsenter', `--net=${bed.source.nsPath('net')}`, ...argv],
-    { stdio: ['ignore', 'pipe', 'pipe'] });
-  children.add(child);
-  const events: Event[] = [];
-  let stderr = '';
-  let buf = '';
-  child.stdout!.on('data', (d: Buffer) => {
-    buf += d.toString();
-    for (let i = buf.indexOf('\n'); i >= 0; i = buf.indexOf('\n')) {
-      const line = buf.slice(0, i);
-      buf = buf.slice(i + 1);
-      if (!line.trim()) continue;
-      let e: Event;
-      try {
-        e = JSON.parse(line) as Event;
-      } catch {
-        e = { event: 'text', line };
-      }
-      events.push(e);
-      onEvent?.(e, child);
-    }
-  });
-  child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
-  return new Promise((resolve) => child.on('close', (code) => {
-    children.delete(child);
-    if (process.env.GODWIT_TEST_DEBUG) process.stderr.write(`${argv.join(' ')}\n=> ${code}\n${events.map((e) => JSON.stringify(e)).join('\n')}\n${stderr}\n`);
-    const err = events.find((e) => e.event === 'error');
-    resolve({ code, events, stderr, ...(err ? { error: String(err.message) } : {}) });
-  }));
-}
+const runInSource = (argv: string[], onEvent?: (e: Event, child: ChildProcess) => void): Promise<Run> =>
+  runInHost(bed.source, argv, children, onEvent);
 
 function sshArgs(): string[] {
   return ['--to', `root@${bed.target.address}`, '--identity', bed.clientKeyPath, '--known-hosts', bed.knownHostsPath,
