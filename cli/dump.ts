@@ -4,14 +4,9 @@ import { UsageError } from '../util/errors';
 import { dump, DumpOptions, DumpSummary } from '../checkpoint/dump';
 import { catchInterrupt } from '../util/interrupt';
 import { printJson } from './output';
+import { TreeFlags, treeSelection } from './tree-flags';
 
-interface DumpFlags {
-  pid?: string;
-  container?: string;
-  runtime?: string;
-  cgroup?: string;
-  rootfs?: string;
-  rootfsBase?: string;
+interface DumpFlags extends TreeFlags {
   dir: string;
   leaveRunning?: boolean;
   compress: string;
@@ -21,11 +16,6 @@ interface DumpFlags {
   preCopy?: boolean;
   preCopyRounds?: string;
   preCopyConverge?: string;
-}
-
-function parsePid(s: string): number {
-  if (!/^\d+$/.test(s)) throw new UsageError(`--pid must be a process id (a positive integer), got '${s}'`);
-  return Number(s);
 }
 
 function describe(s: DumpSummary): string {
@@ -57,7 +47,7 @@ export function register(program: Command): void {
     .option('--container <id>', 'a container run by runc or crun: found through their state directories')
     .option('--runtime <name>', 'with --container: runc or crun (default: whichever knows the id)')
     .option('--cgroup <path>', 'the process tree in this cgroup (a directory under /sys/fs/cgroup or a path inside the hierarchies)')
-    .option('--rootfs <mode>', 'container rootfs: shared (left in place, digest checked on restore) or diff (changes against --rootfs-base travel)', 'shared')
+    .option('--rootfs <mode>', 'container rootfs: shared (left in place, digest checked on restore; the default) or diff (changes against --rootfs-base travel)')
     .option('--rootfs-base <dir>', 'with --rootfs diff: the pristine rootfs the container was started from')
     .requiredOption('--dir <dir>', 'image directory to create (must not exist or be empty)')
     .option('--leave-running', 'resume the tree after dumping (a snapshot); default: kill it once the images are safe')
@@ -76,18 +66,8 @@ export function register(program: Command): void {
         throw new UsageError(`--ghost-limit must be a number of bytes, got '${f.ghostLimit}'`);
       const rounds = positiveInt(f.preCopyRounds, '--pre-copy-rounds');
       const converge = positiveInt(f.preCopyConverge, '--pre-copy-converge');
-      if ([f.pid, f.container, f.cgroup].filter((x) => x !== undefined).length !== 1)
-        throw new UsageError('give exactly one of --pid PID, --container ID, --cgroup PATH');
-      if (f.runtime !== undefined && f.runtime !== 'runc' && f.runtime !== 'crun')
-        throw new UsageError(`--runtime must be runc or crun, got '${f.runtime}'`);
-      if (f.rootfs !== 'shared' && f.rootfs !== 'diff') throw new UsageError(`--rootfs must be shared or diff, got '${f.rootfs}'`);
       const opts: DumpOptions = {
-        pid: f.pid === undefined ? 0 : parsePid(f.pid),
-        container: f.container,
-        runtime: f.runtime as 'runc' | 'crun' | undefined,
-        cgroup: f.cgroup,
-        rootfsMode: f.rootfs as 'shared' | 'diff',
-        rootfsBase: f.rootfsBase,
+        ...treeSelection(f),
         dir: f.dir,
         leaveRunning: !!f.leaveRunning,
         compress: f.compress,

@@ -9,14 +9,9 @@ import { describeError, UsageError } from '../util/errors';
 import { catchInterrupt } from '../util/interrupt';
 import { jsonReplacer } from './output';
 import { addSshFlags, SshFlags, targetOptions } from './ssh-flags';
+import { TreeFlags, treeSelection } from './tree-flags';
 
-interface MigrateFlags extends SshFlags {
-  pid?: string;
-  container?: string;
-  runtime?: string;
-  cgroup?: string;
-  rootfs?: string;
-  rootfsBase?: string;
+interface MigrateFlags extends SshFlags, TreeFlags {
   bridge?: string;
   peerAddr?: string;
   vethHostName?: string;
@@ -46,11 +41,8 @@ function seconds(flag: string, v: string | undefined, min: number, max: number):
 }
 
 export function migrateOptions(f: MigrateFlags): MigrateOptions {
-  if ([f.pid, f.container, f.cgroup].filter((x) => x !== undefined).length !== 1)
-    throw new UsageError('give exactly one of --pid PID, --container ID, --cgroup PATH');
-  if (f.pid !== undefined && (!/^\d+$/.test(f.pid) || Number(f.pid) <= 0)) throw new UsageError(`--pid must be a process id (a positive integer), got '${f.pid}'`);
-  const o: MigrateOptions = { pid: f.pid !== undefined ? Number(f.pid) : 0, to: f.to, ...targetOptions(f) };
-  const d = containerDumpFlags(f);
+  const { pid, ...d } = treeSelection(f);
+  const o: MigrateOptions = { pid, to: f.to, ...targetOptions(f) };
   const tg = containerTargetFlags(f);
   if (tg) o.target = tg;
   if (f.targetDir) o.targetDir = f.targetDir;
@@ -69,28 +61,6 @@ export function migrateOptions(f: MigrateFlags): MigrateOptions {
   if (keepaliveMs !== undefined) t.keepaliveMs = keepaliveMs;
   if (Object.keys(t).length) o.timeouts = t;
   return o;
-}
-
-/** --container/--cgroup/--runtime/--rootfs/--rootfs-base as the dump's options. */
-function containerDumpFlags(f: MigrateFlags): NonNullable<MigrateOptions['dump']> {
-  const d: NonNullable<MigrateOptions['dump']> = {};
-  if (f.container !== undefined) d.container = f.container;
-  if (f.cgroup !== undefined) d.cgroup = f.cgroup;
-  if (f.runtime !== undefined) {
-    if (f.runtime !== 'runc' && f.runtime !== 'crun') throw new UsageError(`--runtime must be runc or crun, got '${f.runtime}'`);
-    if (f.container === undefined) throw new UsageError('--runtime goes with --container');
-    d.runtime = f.runtime;
-  }
-  if (f.rootfs !== undefined) {
-    if (f.rootfs !== 'shared' && f.rootfs !== 'diff') throw new UsageError(`--rootfs must be shared or diff, got '${f.rootfs}'`);
-    d.rootfsMode = f.rootfs;
-  }
-  if (f.rootfsBase !== undefined) {
-    if (d.rootfsMode !== 'diff') throw new UsageError('--rootfs-base goes with --rootfs diff');
-    d.rootfsBase = f.rootfsBase;
-  }
-  if (d.rootfsMode === 'diff' && !d.rootfsBase) throw new UsageError('--rootfs diff needs --rootfs-base DIR: the pristine rootfs the container started from');
-  return d;
 }
 
 /** How the target sets a container up: its veth's host end, its cgroup root, where its rootfs is there. */
