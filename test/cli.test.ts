@@ -59,6 +59,24 @@ describe('godwit CLI', () => {
     const r = run('--no-such-flag');
     expect(r.status).toBe(2);
   });
+
+  test('dump and migrate refuse the same bad choice of tree (one parser), exit 2 before touching anything', () => {
+    const cases: Array<[string[], RegExp]> = [
+      [['--pid', '1', '--cgroup', '/x'], /exactly one of --pid PID, --container ID, --cgroup PATH/],
+      [['--pid', 'abc'], /--pid must be a process id/],
+      [['--pid', '1', '--runtime', 'runc'], /--runtime goes with --container/],
+      [['--container', 'x', '--runtime', 'docker'], /--runtime must be runc or crun/],
+      [['--container', 'x', '--rootfs', 'diff'], /--rootfs diff needs --rootfs-base/],
+      [['--container', 'x', '--rootfs-base', '/b'], /--rootfs-base goes with --rootfs diff/],
+    ];
+    for (const [flags, why] of cases) {
+      for (const cmd of [['dump', '--dir', '/nonexistent/godwit-cli-test'], ['migrate', '--to', 'local']]) {
+        const r = run(...cmd, ...flags);
+        expect({ cmd: cmd[0], flags, status: r.status }).toEqual({ cmd: cmd[0], flags, status: 2 });
+        expect(r.stderr).toMatch(why);
+      }
+    }
+  });
 });
 
 describe('errors', () => {
