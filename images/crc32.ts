@@ -7,12 +7,20 @@
  * polynomial-multiplication form (x^(8·len) mod P), a few microseconds per call whatever the length.
  */
 import * as zlib from 'node:zlib';
+import { loadAddon } from '../native/addon';
 
 /** Reflected IEEE polynomial. */
 const POLY = 0xedb88320;
 
+/** godwit's addon folds with carry-less multiplication (native/addon/crc32.c): 2.5-4x zlib's speed here, and every
+ *  byte of a stream is hashed on both ends. zlib's where the addon is not built or the CPU lacks PCLMULQDQ. */
+const folding = loadAddon()?.crc32;
+
+/** The crc of the bytes hashed so far (`previous`) continued over `data`. */
 export function crc32(data: Uint8Array, previous = 0): number {
-  return zlib.crc32(data, previous) >>> 0;
+  // zlib answers 0 for no bytes whatever `previous` is; the crc of nothing more is `previous`.
+  if (data.length === 0) return previous >>> 0;
+  return folding ? folding(data, previous >>> 0) : zlib.crc32(data, previous) >>> 0;
 }
 
 /** a·b mod P over GF(2), both in reflected bit order (bit 31 is x^0). */

@@ -4,7 +4,7 @@
  * switching. At 1 MiB (the unprivileged limit, /proc/sys/fs/pipe-max-size), measured over 4 alternating rounds of
  * 271 MB between the test hosts: the stream took 5.2 s instead of 8.6 s, sshd used 0.67 s of CPU instead of 1.13 s.
  *
- * Node has no fcntl(): F_SETPIPE_SZ goes through godwit's Node-API addon (native/addon/readv.c, pipeSize()).
+ * Node has no fcntl(): F_SETPIPE_SZ goes through godwit's Node-API addon (native/addon/stream.c, pipeSize()).
  * Best effort: without the addon (not built), on a non-pipe, or when the kernel refuses (per-user pipe limits),
  * the pipe keeps its size and the stream is only slower.
  */

@@ -1,5 +1,5 @@
-/* godwit-readv.node: process_vm_readv for the dump's page readers (checkpoint/memreader.ts), straight into the
- * page store's shared memory from Node's own threads.
+/* process_vm_readv for the dump's page readers (checkpoint/memreader.ts), straight into the page store's shared
+ * memory from Node's own threads.
  *
  * /proc/PID/mem reads one range per system call and copies through a bounce page per page; process_vm_readv takes
  * up to 1024 remote ranges per call and copies them directly (DESIGN: ~5 GB/s against 2.8 GB/s). Going through the
@@ -7,50 +7,26 @@
  * /proc/PID/mem, which may read what the process itself cannot.
  *
  * readv(pid, dst, pieces) -> bytes: dst a Uint8Array (on a SharedArrayBuffer), pieces a Float64Array of
- * (address, length, offset in dst) triples. Throws an Error with .errno and .syscall. Node-API only: the module is
- * context-aware and loads in worker threads.
- *
- * alignOffset(view, align) -> bytes from the view's start to the next address that is a multiple of align (the
- * receiver's O_DIRECT staging buffers, transport/direct-appender.ts).
- *
- * pipeSize(fd[, bytes]) -> bytes: F_SETPIPE_SZ (when bytes is given) then F_GETPIPE_SZ on fd; Node has no fcntl()
- * (transport/pipe-size.ts grows the stdin pipe `godwit receive` reads its stream from). Throws like readv. */
+ * (address, length, offset in dst) triples. Throws an Error with .errno, .syscall and .addr. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
-#include <node_api.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
-#define MAX_IOV 1024 /* UIO_MAXIOV */
+#include "addon.h"
 
-/* Throws an Error shaped like Node's errno errors (errno, syscall) with one more numeric property when key is set. */
-static napi_value throw_sys(napi_env env, int err, const char *syscall, const char *msg, const char *key, double val)
-{
-	napi_value m, e, v;
-	napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &m);
-	napi_create_error(env, NULL, m, &e);
-	napi_create_int32(env, err, &v);
-	napi_set_named_property(env, e, "errno", v);
-	napi_create_string_utf8(env, syscall, NAPI_AUTO_LENGTH, &v);
-	napi_set_named_property(env, e, "syscall", v);
-	if (key) {
-		napi_create_double(env, val, &v);
-		napi_set_named_property(env, e, key, v);
-	}
-	napi_throw(env, e);
-	return NULL;
-}
+#define MAX_IOV 1024 /* UIO_MAXIOV */
 
 static napi_value fail(napi_env env, int err, const char *syscall, int pid, uint64_t addr)
 {
 	char msg[160];
 	snprintf(msg, sizeof(msg), "%s failed: %s (pid %d, address 0x%llx)", syscall, strerror(err), pid,
 		 (unsigned long long)addr);
-	return throw_sys(env, err, syscall, msg, "addr", (double)addr);
+	return gw_throw_sys(env, err, syscall, msg, "addr", (double)addr);
 }
 
 static int proc_mem_read(int pid, int *fd, uint64_t addr, uint8_t *dst, size_t len)
@@ -79,7 +55,7 @@ static void closep(int *fd)
 		close(*fd);
 }
 
-static napi_value readv_js(napi_env env, napi_callback_info info)
+napi_value gw_readv_js(napi_env env, napi_callback_info info)
 {
 	size_t argc = 3;
 	napi_value argv[3];
@@ -148,67 +124,4 @@ static napi_value readv_js(napi_env env, napi_callback_info info)
 	napi_value r;
 	napi_create_double(env, (double)total, &r);
 	return r;
-}
-
-static napi_value fail_fd(napi_env env, int err, const char *syscall, int fd)
-{
-	char msg[128];
-	snprintf(msg, sizeof(msg), "%s failed: %s (fd %d)", syscall, strerror(err), fd);
-	return throw_sys(env, err, syscall, msg, NULL, 0);
-}
-
-static napi_value pipe_size_js(napi_env env, napi_callback_info info)
-{
-	size_t argc = 2;
-	napi_value argv[2];
-	int32_t fd, bytes = 0;
-	if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 1 ||
-	    napi_get_value_int32(env, argv[0], &fd) != napi_ok ||
-	    (argc > 1 && (napi_get_value_int32(env, argv[1], &bytes) != napi_ok || bytes <= 0))) {
-		napi_throw_type_error(env, NULL, "pipeSize(fd[, bytes > 0])");
-		return NULL;
-	}
-	if (argc > 1 && fcntl(fd, F_SETPIPE_SZ, bytes) < 0)
-		return fail_fd(env, errno, "fcntl(F_SETPIPE_SZ)", fd);
-	int size = fcntl(fd, F_GETPIPE_SZ);
-	if (size < 0)
-		return fail_fd(env, errno, "fcntl(F_GETPIPE_SZ)", fd);
-	napi_value r;
-	napi_create_int32(env, size, &r);
-	return r;
-}
-
-/* alignOffset(view, align) -> bytes to skip from the view's start to reach an address that is a multiple of align
- * (a power of two): O_DIRECT writes need aligned memory, and JavaScript cannot see addresses. */
-static napi_value align_offset_js(napi_env env, napi_callback_info info)
-{
-	size_t argc = 2;
-	napi_value argv[2];
-	uint32_t align;
-	napi_typedarray_type type;
-	size_t length;
-	void *data;
-	if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 2 ||
-	    napi_get_typedarray_info(env, argv[0], &type, &length, &data, NULL, NULL) != napi_ok ||
-	    type != napi_uint8_array || napi_get_value_uint32(env, argv[1], &align) != napi_ok || align == 0 ||
-	    (align & (align - 1)) != 0) {
-		napi_throw_type_error(env, NULL, "alignOffset(Uint8Array, power of two)");
-		return NULL;
-	}
-	uintptr_t a = (uintptr_t)data;
-	napi_value r;
-	napi_create_uint32(env, (uint32_t)((align - (a & (align - 1))) & (align - 1)), &r);
-	return r;
-}
-
-NAPI_MODULE_INIT()
-{
-	napi_value fn;
-	napi_create_function(env, "readv", NAPI_AUTO_LENGTH, readv_js, NULL, &fn);
-	napi_set_named_property(env, exports, "readv", fn);
-	napi_create_function(env, "pipeSize", NAPI_AUTO_LENGTH, pipe_size_js, NULL, &fn);
-	napi_set_named_property(env, exports, "pipeSize", fn);
-	napi_create_function(env, "alignOffset", NAPI_AUTO_LENGTH, align_offset_js, NULL, &fn);
-	napi_set_named_property(env, exports, "alignOffset", fn);
-	return exports;
 }

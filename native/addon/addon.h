@@ -1,0 +1,23 @@
+/* The functions of godwit's Node-API addon (module.c registers them). */
+#ifndef GW_ADDON_H
+#define GW_ADDON_H
+
+#include <node_api.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Throws an Error shaped like Node's errno errors (errno, syscall), with one more numeric property when key is set;
+ * returns NULL for the caller to return. */
+napi_value gw_throw_sys(napi_env env, int err, const char *syscall, const char *msg, const char *key, double val);
+
+napi_value gw_readv_js(napi_env env, napi_callback_info info);
+napi_value gw_pipe_size_js(napi_env env, napi_callback_info info);
+napi_value gw_align_offset_js(napi_env env, napi_callback_info info);
+napi_value gw_crc32_js(napi_env env, napi_callback_info info);
+
+/* Whether this CPU has what the folding crc32 needs (PCLMULQDQ, SSE4.1). */
+int gw_crc32_accelerated(void);
+/* zlib's crc32(previous, p, n): the crc of the bytes so far continued over p[0..n). */
+uint32_t gw_crc32(uint32_t previous, const uint8_t *p, size_t n);
+
+#endif

@@ -1,0 +1,109 @@
+/* CRC-32 (IEEE 802.3, reflected: the one zlib computes) by folding with carry-less multiplication.
+ *
+ * Every byte of an image stream is hashed twice, once by the sender and once by the receiver (transport/frames.ts),
+ * and zlib's table-driven crc32 runs at 4.5 GB/s here: 0.15-0.19 s of each side's CPU per 542 MB, with both cores
+ * already busy with the stream. Folding 64 bytes at a time with PCLMULQDQ (Intel's "Fast CRC Computation for Generic
+ * Polynomials Using PCLMULQDQ", Gopal et al., 2009) does the same work several times faster.
+ *
+ * The fold constants are x^(k) mod P for the distances this loop folds across, bit-reflected, as that paper and
+ * every implementation of it derive them; P' and mu are the polynomial and its Barrett quotient. test/crc32.test.ts
+ * checks the result against zlib's for every length up to a few hundred bytes and every alignment. */
+#define _GNU_SOURCE
+#include <immintrin.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "addon.h"
+
+/* One byte at a time, for what is left after the 16-byte folds and for short buffers (frame headers). */
+static uint32_t crc32_bytes(uint32_t crc, const uint8_t *p, size_t n)
+{
+	while (n--) {
+		crc ^= *p++;
+		for (int k = 0; k < 8; k++)
+			crc = (crc >> 1) ^ (0xedb88320u & (0u - (crc & 1)));
+	}
+	return crc;
+}
+
+__attribute__((target("pclmul,sse4.1"))) static inline __m128i fold16(__m128i x, __m128i k, __m128i next)
+{
+	__m128i lo = _mm_clmulepi64_si128(x, k, 0x00);
+	__m128i hi = _mm_clmulepi64_si128(x, k, 0x11);
+	return _mm_xor_si128(_mm_xor_si128(lo, hi), next);
+}
+
+#define LOAD(p) _mm_loadu_si128((const __m128i *)(const void *)(p))
+
+/* crc (the register, not inverted) over n bytes; n >= 64 and a multiple of 16. */
+__attribute__((target("pclmul,sse4.1"))) static uint32_t crc32_fold(uint32_t crc, const uint8_t *p, size_t n)
+{
+	const __m128i k1k2 = _mm_set_epi64x(0x1c6e41596, 0x154442bd4); /* 4 x 128 bits ahead */
+	const __m128i k3k4 = _mm_set_epi64x(0x0ccaa009e, 0x1751997d0); /* 128 bits ahead */
+	const __m128i k5 = _mm_set_epi64x(0, 0x163cd6124);              /* 64 -> 32 bits */
+	const __m128i poly = _mm_set_epi64x(0x1f7011641, 0x1db710641);  /* mu, P' */
+	const __m128i low32 = _mm_setr_epi32(-1, 0, -1, 0);
+
+	/* Four independent 128-bit lanes keep the multiplier busy: each fold depends only on its own lane. */
+	__m128i x1 = _mm_xor_si128(LOAD(p), _mm_cvtsi32_si128((int)crc));
+	__m128i x2 = LOAD(p + 16), x3 = LOAD(p + 32), x4 = LOAD(p + 48);
+	for (p += 64, n -= 64; n >= 64; p += 64, n -= 64) {
+		x1 = fold16(x1, k1k2, LOAD(p));
+		x2 = fold16(x2, k1k2, LOAD(p + 16));
+		x3 = fold16(x3, k1k2, LOAD(p + 32));
+		x4 = fold16(x4, k1k2, LOAD(p + 48));
+	}
+	x1 = fold16(x1, k3k4, x2);
+	x1 = fold16(x1, k3k4, x3);
+	x1 = fold16(x1, k3k4, x4);
+	for (; n >= 16; p += 16, n -= 16)
+		x1 = fold16(x1, k3k4, LOAD(p));
+
+	/* 128 -> 64 bits (appending 32 zero bits), then 64 -> 32. */
+	x1 = _mm_xor_si128(_mm_srli_si128(x1, 8), _mm_clmulepi64_si128(x1, k3k4, 0x10));
+	__m128i t = _mm_srli_si128(x1, 4);
+	x1 = _mm_xor_si128(_mm_clmulepi64_si128(_mm_and_si128(x1, low32), k5, 0x00), t);
+
+	/* Barrett reduction to the 32-bit remainder. */
+	t = _mm_and_si128(_mm_clmulepi64_si128(_mm_and_si128(x1, low32), poly, 0x10), low32);
+	t = _mm_clmulepi64_si128(t, poly, 0x00);
+	return (uint32_t)_mm_extract_epi32(_mm_xor_si128(x1, t), 1);
+}
+
+int gw_crc32_accelerated(void)
+{
+	__builtin_cpu_init();
+	return __builtin_cpu_supports("pclmul") && __builtin_cpu_supports("sse4.1");
+}
+
+uint32_t gw_crc32(uint32_t previous, const uint8_t *p, size_t n)
+{
+	uint32_t crc = ~previous;
+	if (n >= 64) {
+		size_t bulk = n & ~(size_t)15;
+		crc = crc32_fold(crc, p, bulk);
+		p += bulk;
+		n -= bulk;
+	}
+	return ~crc32_bytes(crc, p, n);
+}
+
+/* crc32(view, previous = 0) -> uint32, as zlib.crc32(view, previous). */
+napi_value gw_crc32_js(napi_env env, napi_callback_info info)
+{
+	size_t argc = 2;
+	napi_value argv[2];
+	napi_typedarray_type type;
+	size_t length;
+	void *data;
+	uint32_t previous = 0;
+	if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 1 ||
+	    napi_get_typedarray_info(env, argv[0], &type, &length, &data, NULL, NULL) != napi_ok ||
+	    type != napi_uint8_array || (argc > 1 && napi_get_value_uint32(env, argv[1], &previous) != napi_ok)) {
+		napi_throw_type_error(env, NULL, "crc32(Uint8Array[, previous crc])");
+		return NULL;
+	}
+	napi_value r;
+	napi_create_uint32(env, gw_crc32(previous, data, length), &r);
+	return r;
+}

@@ -1,0 +1,45 @@
+/* godwit.node: godwit's Node-API addon, for what Node itself cannot do or does slowly on the hot paths.
+ *
+ *   readv.c    process_vm_readv for the dump's page readers
+ *   stream.c   pipe sizes and buffer alignment for the receiving end of a stream
+ *   crc32.c    CRC-32 by carry-less multiplication for the stream's frames
+ *
+ * Node-API only and context-aware: it loads in worker threads too (the page readers and compressors run there). */
+#define _GNU_SOURCE
+#include "addon.h"
+
+/* Throws an Error shaped like Node's errno errors (errno, syscall) with one more numeric property when key is set. */
+napi_value gw_throw_sys(napi_env env, int err, const char *syscall, const char *msg, const char *key, double val)
+{
+	napi_value m, e, v;
+	napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &m);
+	napi_create_error(env, NULL, m, &e);
+	napi_create_int32(env, err, &v);
+	napi_set_named_property(env, e, "errno", v);
+	napi_create_string_utf8(env, syscall, NAPI_AUTO_LENGTH, &v);
+	napi_set_named_property(env, e, "syscall", v);
+	if (key) {
+		napi_create_double(env, val, &v);
+		napi_set_named_property(env, e, key, v);
+	}
+	napi_throw(env, e);
+	return NULL;
+}
+
+static void export_fn(napi_env env, napi_value exports, const char *name, napi_callback fn)
+{
+	napi_value f;
+	napi_create_function(env, name, NAPI_AUTO_LENGTH, fn, NULL, &f);
+	napi_set_named_property(env, exports, name, f);
+}
+
+NAPI_MODULE_INIT()
+{
+	export_fn(env, exports, "readv", gw_readv_js);
+	export_fn(env, exports, "pipeSize", gw_pipe_size_js);
+	export_fn(env, exports, "alignOffset", gw_align_offset_js);
+	/* Absent where the CPU cannot fold (no PCLMULQDQ): callers fall back to zlib's crc32. */
+	if (gw_crc32_accelerated())
+		export_fn(env, exports, "crc32", gw_crc32_js);
+	return exports;
+}

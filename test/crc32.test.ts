@@ -1,0 +1,59 @@
+/**
+ * images/crc32's crc32 must be zlib's crc32 bit for bit: the stream's frames, the manifest's file checksums and CRIU
+ * tooling that reads them all assume it. The folding code (native/addon/crc32.c) has separate paths for the 64-byte
+ * lanes, the 16-byte folds, the byte tail and short buffers, so every length across those boundaries is checked, at
+ * every alignment, with continued crcs.
+ */
+import { randomBytes } from 'node:crypto';
+import * as zlib from 'node:zlib';
+import { loadAddon } from '../native/addon';
+import { crc32 } from '../images/crc32';
+
+const PREVIOUS = [0, 1, 0x80000000, 0xffffffff, 0x12345678];
+
+describe('crc32', () => {
+  test('the addon has the folding crc32 on this machine (PCLMULQDQ)', () => {
+    expect(typeof loadAddon()?.crc32).toBe('function');
+  });
+
+  test('equals zlib for every length 1..700 at every alignment and with continued crcs', () => {
+    const data = randomBytes(700 + 16);
+    let checked = 0;
+    for (let len = 1; len <= 700; len++) {
+      for (let align = 0; align < 16; align++) {
+        const view = data.subarray(align, align + len);
+        for (const prev of PREVIOUS) {
+          const want = zlib.crc32(view, prev) >>> 0;
+          if (crc32(view, prev) !== want) throw new Error(`length ${len}, alignment ${align}, previous ${prev}: ${crc32(view, prev)} != ${want}`);
+          checked++;
+        }
+      }
+    }
+    expect(checked).toBe(700 * 16 * PREVIOUS.length);
+  });
+
+  test('equals zlib on large buffers and on all-zero and all-ones data', () => {
+    for (const buf of [randomBytes(4 << 20), Buffer.alloc(1 << 20), Buffer.alloc((1 << 20) + 13, 0xff)]) {
+      expect(crc32(buf)).toBe(zlib.crc32(buf) >>> 0);
+      expect(crc32(buf, 0xdeadbeef)).toBe(zlib.crc32(buf, 0xdeadbeef) >>> 0);
+    }
+  });
+
+  test('hashing in pieces equals hashing at once', () => {
+    const buf = randomBytes(100_003);
+    let c = 0;
+    for (let o = 0; o < buf.length; o += 4099) c = crc32(buf.subarray(o, o + 4099), c);
+    expect(c).toBe(zlib.crc32(buf) >>> 0);
+  });
+
+  test('no bytes continue nothing: the previous crc comes back', () => {
+    expect(crc32(Buffer.alloc(0), 0x12345678)).toBe(0x12345678);
+    expect(crc32(Buffer.alloc(0))).toBe(0);
+  });
+
+  test('bad arguments are a type error naming the signature, not a crash', () => {
+    const fn = loadAddon()!.crc32!;
+    expect(() => fn('text' as unknown as Uint8Array)).toThrow(/^crc32\(Uint8Array/);
+    expect(() => fn(new Uint16Array(4) as unknown as Uint8Array)).toThrow(/^crc32\(Uint8Array/);
+  });
+});
