@@ -156,10 +156,10 @@ describe('ssh2 client against the bed sshd', () => {
     const [r] = await probe([{ op: 'stream', conn: conn(), command: 'sha256sum', bytes: 32 << 20, chunk: 1 << 20 }]);
     expect(r!.ok).toBe(true);
     const out = (r as unknown as { result: { code: number; stdout: string; localSha256: string; waits: number; maxBuffered: number;
-      cipher: string; paddingPooled: boolean } }).result;
+      cipher: string; packetsPooled: boolean } }).result;
     expect(out.code).toBe(0);
-    // AES-GCM with ssh2's binding here: the packets were padded from the pool (transport/ssh-padding.ts).
-    expect({ cipher: out.cipher, pooled: out.paddingPooled }).toEqual({ cipher: 'aes128-gcm@openssh.com', pooled: true });
+    // AES-GCM with ssh2's binding here: the packets were padded from the pool (transport/ssh-packets.ts).
+    expect({ cipher: out.cipher, pooled: out.packetsPooled }).toEqual({ cipher: 'aes128-gcm@openssh.com', pooled: true });
     expect(out.stdout.split(' ')[0]).toBe(out.localSha256);
     // The sender had to wait for 'drain', and never had more than the channel's 2 MiB high-water mark plus one
     // chunk queued.

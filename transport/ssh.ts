@@ -16,7 +16,7 @@ import { join } from 'node:path';
 import type { Socket } from 'node:net';
 import type { Readable } from 'node:stream';
 import { GodwitError } from '../util/errors';
-import { poolPadding } from './ssh-padding';
+import { poolPackets } from './ssh-packets';
 import {
   checkHostKey,
   fingerprintSha256,
@@ -343,8 +343,8 @@ export class SshConnection {
   private closedFlag = false;
   /** Call before writing: the socket's writes until the end of this tick go out as one. */
   private readonly batch: () => void;
-  /** Whether the packets' random padding comes from a pool (transport/ssh-padding.ts), not a CSPRNG call each. */
-  readonly paddingPooled: boolean;
+  /** Whether packets are padded and allocated from pools (transport/ssh-packets.ts), not a CSPRNG call and a Buffer each. */
+  readonly packetsPooled: boolean;
   private lostError: SshError | undefined;
   private readonly closedPromise: Promise<void>;
   private readonly lossListeners = new Set<(err: SshError) => void>();
@@ -361,7 +361,7 @@ export class SshConnection {
   ) {
     // ssh2 keeps its socket in a private field; should that change, writes are simply not batched.
     this.batch = batchSocketWrites((client as unknown as { _sock?: Socket })._sock);
-    this.paddingPooled = poolPadding(client);
+    this.packetsPooled = poolPackets(client);
     // Errors after 'ready' (keepalive timeout, reset) end the connection: remember them for the channels.
     client.on('error', (err: Error & { level?: string }) => {
       this.lostError ??= new SshError(host, port, err.level === 'client-timeout'

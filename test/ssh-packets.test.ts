@@ -1,13 +1,13 @@
 /**
- * transport/ssh-padding.ts replaces ssh2's AES-GCM packet allocation: the packets must be laid out exactly as ssh2
+ * transport/ssh-packets.ts replaces ssh2's AES-GCM packet allocation: the packets must be laid out exactly as ssh2
  * lays them out (a wrong length or padding length breaks the connection, or worse, only for some payload sizes),
  * and the padding must be fresh random bytes, never repeated. Checked on ssh2's own cipher object; the connection
  * over the bed's sshd is covered in test/ssh (32 MiB through sha256sum with pooled padding).
  */
 import { randomBytes } from 'node:crypto';
-import { POOLED, poolPadding } from '../transport/ssh-padding';
+import { POOLED, poolPackets } from '../transport/ssh-packets';
 
-// ssh2's internals, as transport/ssh-padding.ts finds them on a connection.
+// ssh2's internals, as transport/ssh-packets.ts finds them on a connection.
 // eslint-disable-next-line @typescript-eslint/no-var-requires
 const { createCipher, CIPHER_INFO } = require('ssh2/lib/protocol/crypto.js') as {
   createCipher: (config: object) => { allocPacket(n: number): Buffer; constructor: { name: string } };
@@ -19,7 +19,7 @@ function gcmCipher(): { allocPacket(n: number): Buffer; constructor: { name: str
     cipherKey: randomBytes(16), cipherIV: randomBytes(12), macInfo: {}, macKey: null } });
 }
 
-describe('pooled packet padding', () => {
+describe('pooled packet padding and slab allocation', () => {
   test('ssh2 has its AES-GCM binding here, so the pool applies', () => {
     expect(gcmCipher().constructor.name).toBe('AESGCMCipherBinding');
   });
@@ -27,7 +27,7 @@ describe('pooled packet padding', () => {
   test('packets are laid out as ssh2 lays them out, for every payload length across two blocks and large ones', () => {
     const original = gcmCipher();
     const protocol: Record<string, unknown> = { _cipher: gcmCipher() };
-    expect(poolPadding({ _protocol: protocol })).toBe(true);
+    expect(poolPackets({ _protocol: protocol })).toBe(true);
     const pooled = protocol._cipher as { allocPacket(n: number): Buffer };
     for (const n of [...Array(64).keys(), 1000, 32768, 32777, 35000]) {
       const a = original.allocPacket(n);
@@ -39,7 +39,7 @@ describe('pooled packet padding', () => {
 
   test('padding bytes are random and not reused across packets', () => {
     const protocol: Record<string, unknown> = { _cipher: gcmCipher() };
-    poolPadding({ _protocol: protocol });
+    poolPackets({ _protocol: protocol });
     const c = protocol._cipher as { allocPacket(n: number): Buffer };
     const seen = new Set<string>();
     // 20,000 packets go through several refills of the 64 KiB pool.
@@ -52,13 +52,25 @@ describe('pooled packet padding', () => {
     expect(seen.size).toBe(20_000);
   });
 
+  test('packets cut from one slab do not overlap, and a large one gets memory of its own', () => {
+    const protocol: Record<string, unknown> = { _cipher: gcmCipher() };
+    poolPackets({ _protocol: protocol });
+    const c = protocol._cipher as { allocPacket(n: number): Buffer };
+    const packets = Array.from({ length: 100 }, (_, i) => c.allocPacket(1000 + i));
+    packets.forEach((p, i) => p.fill(i));
+    packets.forEach((p, i) => expect(p.every((b) => b === i)).toBe(true));
+    expect(new Set(packets.map((p) => p.buffer)).size).toBeLessThan(10);
+    const big = c.allocPacket(400_000);
+    expect(big.buffer).not.toBe(packets[packets.length - 1]!.buffer);
+  });
+
   test('a cipher installed later (a rekey) is pooled too; other ciphers and shapes are left alone', () => {
     const protocol: Record<string, unknown> = { _cipher: { allocPacket: (n: number) => Buffer.alloc(n) } };
-    expect(poolPadding({ _protocol: protocol })).toBe(false);
+    expect(poolPackets({ _protocol: protocol })).toBe(false);
     const next = gcmCipher();
     protocol._cipher = next;
     expect((protocol._cipher as Record<symbol, unknown>)[POOLED]).toBe(true);
-    expect(poolPadding({})).toBe(false);
-    expect(poolPadding(undefined)).toBe(false);
+    expect(poolPackets({})).toBe(false);
+    expect(poolPackets(undefined)).toBe(false);
   });
 });
