@@ -56,7 +56,10 @@ describe('transport frames', () => {
     const whole = decodeAll(bytes, 'sender', (n) => n);
     const bytewise = decodeAll(bytes, 'sender', () => 1);
     expect(whole.map((m) => m.type)).toEqual([1, 2, 3, 3, 4, 2, 4, 5, 7, 6]);
-    expect(bytewise).toEqual(whole);
+    // Data read a byte at a time comes in parts; joined, it is the same data.
+    const joined = (ms: Message[]) => ms.map((m) => (m.type === FrameType.Data ? { ...m, data: m.data, parts: undefined } : m));
+    expect(bytewise.filter((m) => m.type === FrameType.Data).every((m) => (m as { parts?: Buffer[] }).parts !== undefined)).toBe(true);
+    expect(joined(bytewise)).toEqual(joined(whole));
     const begin = whole[1] as Extract<Message, { type: FrameType.FileBegin }>;
     expect(begin).toMatchObject({ id: 1, mode: 0o600, size: 8000, name: 'dir/pages-1.img' });
     expect((whole[5] as { size?: number }).size).toBeUndefined();
@@ -74,6 +77,33 @@ describe('transport frames', () => {
     ];
     const rb = Buffer.concat([PREAMBLE, ...back.flatMap((m) => encodeMessage(m))]);
     expect(decodeAll(rb, 'receiver', () => 5)).toEqual(back);
+  });
+
+  test('data spread over many reads stays in its pieces, uncopied, with its crc computed once over them', () => {
+    const raw = randomBytes(200_000);
+    const bytes = Buffer.concat([PREAMBLE, ...encodeMessage({ type: FrameType.Data, id: 7, rawLength: raw.length, zstd: false, data: raw })]);
+    const reads: Buffer[] = [];
+    const d = new FrameDecoder('test stream', 'sender');
+    for (let off = 0; off < bytes.length; off += 65536) {
+      const chunk = Buffer.from(bytes.subarray(off, off + 65536));
+      reads.push(chunk);
+      d.push(chunk);
+    }
+    const m = d.next() as Extract<Message, { type: FrameType.Data }>;
+    expect(m.parts!.length).toBeGreaterThan(3);
+    // Views of the chunks as they were pushed, not copies.
+    expect(m.parts!.every((p) => reads.some((r) => r.buffer === p.buffer))).toBe(true);
+    expect(Buffer.concat(m.parts!).equals(raw)).toBe(true);
+    expect(m.data.equals(raw)).toBe(true);
+    expect(m.crc).toBe(crc32(raw) >>> 0);
+    expect(d.pending).toBe(0);
+  });
+
+  test('a flipped byte in a middle piece of spread data is a checksum error', () => {
+    const raw = randomBytes(200_000);
+    const bytes = Buffer.concat([PREAMBLE, ...encodeMessage({ type: FrameType.Data, id: 7, rawLength: raw.length, zstd: false, data: raw })]);
+    bytes[100_000] ^= 0x40;
+    expect(() => decodeAll(bytes, 'sender', () => 65536)).toThrow(/payload checksum mismatch/);
   });
 
   test('direction is enforced: a receiver cannot send file data, a sender cannot grant credit', () => {

@@ -157,7 +157,20 @@ describe('FileAppender (the receiver writes large files with O_DIRECT)', () => {
     fs.rmSync(work, { recursive: true, force: true });
   });
 
-  /** Appends `content` in pieces of random sizes (a few bytes to 1.5 MiB) through one appender; returns it. */
+  /** A piece as the decoder may hand it over: whole, or in parts of random sizes (empty ones included). */
+  function inParts(piece: Buffer): Buffer | Buffer[] {
+    if (Math.random() < 0.5) return piece;
+    const parts: Buffer[] = [];
+    for (let o = 0; o < piece.length; ) {
+      const n = Math.random() < 0.1 ? 0 : Math.min(piece.length - o, 1 + Math.floor(Math.random() * 70_000));
+      parts.push(piece.subarray(o, o + n));
+      o += n;
+    }
+    return parts;
+  }
+
+  /** Appends `content` in pieces of random sizes (a few bytes to 1.5 MiB), each whole or in parts, through one
+   *  appender; returns it. */
   async function appendAll(file: string, content: Buffer, pool: BlockPool): Promise<{ a: FileAppender; directSeen: boolean }> {
     const fh = await fs.promises.open(file, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL, 0o600);
     const a = new FileAppender(fh, pool);
@@ -165,7 +178,7 @@ describe('FileAppender (the receiver writes large files with O_DIRECT)', () => {
     try {
       for (let o = 0; o < content.length; ) {
         const n = Math.min(content.length - o, Math.random() < 0.3 ? 1 + Math.floor(Math.random() * 5000) : Math.floor(Math.random() * (3 << 19)) + 1);
-        await a.append(content.subarray(o, o + n));
+        await a.append(inParts(content.subarray(o, o + n)));
         directSeen ||= a.isDirect;
         o += n;
       }

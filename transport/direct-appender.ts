@@ -59,8 +59,8 @@ export class BlockPool {
 }
 
 /**
- * Appends to the file open as `fh` (empty, written only through this appender). append() resolves once `data`
- * may be reused; finish() leaves every byte written (not synced); abandon() on a failure path.
+ * Appends to the file open as `fh` (empty, written only through this appender). append() resolves once its
+ * buffers may be reused; finish() leaves every byte written (not synced); abandon() on a failure path.
  * Errors are Node's errno errors (the caller names the file).
  */
 export class FileAppender {
@@ -81,27 +81,35 @@ export class FileAppender {
     return !!this.direct;
   }
 
-  async append(data: Buffer): Promise<void> {
-    let off = 0;
+  /** Appends `data`, one buffer or pieces in order (a frame as it arrived); resolves once they may be reused. */
+  async append(data: Buffer | readonly Buffer[]): Promise<void> {
+    const parts: readonly Buffer[] = Buffer.isBuffer(data) ? [data] : data;
+    let length = 0;
+    for (const p of parts) length += p.length;
+    let skip = 0;
     if (!this.direct) {
       // The page cache holds the file up to an aligned offset inside `data`; staging blocks start there.
       const gap = alignUp(this.size) - this.size;
-      if (this.direct === null || this.size + data.length <= SWITCH_AT || gap >= data.length || !(await this.switchToDirect())) {
-        await this.writeBuffered(data, 0, data.length);
+      if (this.direct === null || this.size + length <= SWITCH_AT || gap >= length || !(await this.switchToDirect())) {
+        await this.writeBuffered(parts, length);
         return;
       }
-      off = gap;
-      await this.writeBuffered(data, 0, off);
+      skip = gap;
+      await this.writeBuffered(parts, gap);
       this.blockPos = this.size;
     }
-    while (off < data.length) {
-      this.block ??= this.pool.take();
-      const n = Math.min(BLOCK - this.fill, data.length - off);
-      data.copy(this.block, this.fill, off, off + n);
-      this.fill += n;
-      off += n;
-      this.size += n;
-      if (this.fill === BLOCK) await this.writeBlock();
+    for (const p of parts) {
+      let off = Math.min(skip, p.length);
+      skip -= off;
+      while (off < p.length) {
+        this.block ??= this.pool.take();
+        const n = Math.min(BLOCK - this.fill, p.length - off);
+        p.copy(this.block, this.fill, off, off + n);
+        this.fill += n;
+        off += n;
+        this.size += n;
+        if (this.fill === BLOCK) await this.writeBlock();
+      }
     }
   }
 
@@ -132,11 +140,24 @@ export class FileAppender {
     await d?.close();
   }
 
-  private async writeBuffered(data: Buffer, from: number, to: number): Promise<void> {
-    while (from < to) {
-      const { bytesWritten } = await this.fh.write(data, from, to - from, this.size);
-      from += bytesWritten;
+  /** The first `bytes` of parts, through the page cache: one writev for a frame's pieces. */
+  private async writeBuffered(parts: readonly Buffer[], bytes: number): Promise<void> {
+    let views: Buffer[] = [];
+    for (let i = 0, left = bytes; left > 0 && i < parts.length; i++) {
+      const p = parts[i]!.subarray(0, left);
+      if (p.length > 0) views.push(p);
+      left -= p.length;
+    }
+    while (views.length > 0) {
+      const { bytesWritten } = views.length === 1
+        ? await this.fh.write(views[0]!, 0, views[0]!.length, this.size)
+        : await this.fh.writev(views, this.size);
+      if (bytesWritten === 0) throw Object.assign(new Error('write wrote nothing'), { code: 'EIO', errno: 5, syscall: 'write' });
       this.size += bytesWritten;
+      // A short write (a full disk reports ENOSPC on the next call): go on after what was written.
+      let done = bytesWritten;
+      while (views.length > 0 && done >= views[0]!.length) done -= views.shift()!.length;
+      if (done > 0) views = [views[0]!.subarray(done), ...views.slice(1)];
     }
   }
 

@@ -95,8 +95,9 @@ export type Message =
   | { type: FrameType.Abort; reason: string }
   | { type: FrameType.FileBegin; id: number; mode: number; size?: number; name: string }
   /** `crc`: crc32 of `data` when known (the decoder sets it, having checked the frame; the encoder uses it rather
-   *  than hashing the data again): lets each end hash each byte once. */
-  | { type: FrameType.Data; id: number; rawLength: number; zstd: boolean; data: Buffer; crc?: number }
+   *  than hashing the data again): lets each end hash each byte once. `parts`: set by the decoder when the data
+   *  arrived in several reads: its pieces, in order, uncopied (`data` then joins them, a copy, on first use). */
+  | { type: FrameType.Data; id: number; rawLength: number; zstd: boolean; data: Buffer; crc?: number; parts?: Buffer[] }
   | { type: FrameType.FileEnd; id: number; size: number; crc: number }
   | { type: FrameType.End; files: number; bytes: number }
   | { type: FrameType.Commit }
@@ -278,7 +279,10 @@ const POOL_GRAIN = 64 << 10;
 export interface RawFrame {
   type: FrameType;
   flags: number;
+  /** The whole payload; for a Data frame with `parts`, only its 8-byte prefix. */
   payload: Buffer;
+  /** Data frames read in pieces: the data after the prefix, as the pieces it arrived in (never copied). */
+  parts?: Buffer[];
   /** Byte offset of the frame's header in the stream (preamble included). */
   offset: number;
   /** 0-based index of the frame in the stream. */
@@ -355,6 +359,26 @@ export class FrameDecoder {
     }
   }
 
+  /** The first n buffered bytes as views of the chunks they arrived in, consumed. */
+  private slices(n: number): Buffer[] {
+    const out: Buffer[] = [];
+    this.buffered -= n;
+    this.consumed += n;
+    while (n > 0) {
+      const first = this.chunks[0]!;
+      if (first.length <= n) {
+        out.push(first);
+        this.chunks.shift();
+        n -= first.length;
+      } else {
+        out.push(first.subarray(0, n));
+        this.chunks[0] = first.subarray(n);
+        n = 0;
+      }
+    }
+    return out;
+  }
+
   /** The next raw frame, checked for type, direction, size and checksums; undefined if incomplete. */
   nextFrame(): RawFrame | undefined {
     if (this.failed) throw this.failed;
@@ -387,23 +411,37 @@ export class FrameDecoder {
     }
     if (this.buffered < HEADER_SIZE + length) return undefined;
     this.skip(HEADER_SIZE);
-    const payload = length === 0 ? Buffer.alloc(0) : this.peek(length, true);
-    // A slice of a pushed chunk must not pin that chunk's memory beyond this frame's life only when the caller
-    // keeps it; data frames are written out and dropped, so slicing is fine.
-    this.skip(length);
+    let payload: Buffer;
+    let parts: Buffer[] | undefined;
     let sum: number;
     let dataCrc: number | undefined;
-    if (type === FrameType.Data && length >= 8) {
-      dataCrc = crc32(payload.subarray(8));
-      sum = crc32Combine(crc32(payload.subarray(0, 8)), dataCrc, length - 8);
+    if (type === FrameType.Data && length > 8 && this.chunks[0]!.length < length) {
+      // Data spread over several reads (a pipe delivers 64 KiB at a time): leave it in the pieces it came in; the
+      // receiver writes them as they are, and assembling would copy every byte of the stream once more.
+      payload = this.peek(8);
+      this.skip(8);
+      parts = this.slices(length - 8);
+      dataCrc = 0;
+      for (const part of parts) dataCrc = crc32(part, dataCrc);
+      sum = crc32Combine(crc32(payload), dataCrc, length - 8);
     } else {
-      sum = crc32(payload);
+      payload = length === 0 ? Buffer.alloc(0) : this.peek(length, true);
+      // A slice of a pushed chunk must not pin that chunk's memory beyond this frame's life only when the caller
+      // keeps it; data frames are written out and dropped, so slicing is fine.
+      this.skip(length);
+      if (type === FrameType.Data && length >= 8) {
+        dataCrc = crc32(payload.subarray(8));
+        sum = crc32Combine(crc32(payload.subarray(0, 8)), dataCrc, length - 8);
+      } else {
+        sum = crc32(payload);
+      }
     }
     if (sum !== h.readUInt32LE(8)) {
       this.fail(at, `frame ${this.frames} (${FrameType[type]}): payload checksum mismatch (the stream is corrupted)`);
     }
     const f: RawFrame = { type, flags, payload, offset: at, index: this.frames++ };
     if (dataCrc !== undefined) f.dataCrc = dataCrc;
+    if (parts) f.parts = parts;
     return f;
   }
 
@@ -427,6 +465,19 @@ export class FrameDecoder {
 }
 
 class FieldError extends Error {}
+
+const EMPTY = Buffer.alloc(0);
+
+function partsLength(parts: readonly Buffer[]): number {
+  let n = 0;
+  for (const p of parts) n += p.length;
+  return n;
+}
+
+/** The data bytes a Data message carries on the wire (compressed, if it is), without joining its parts. */
+export function dataBytes(m: { data: Buffer; parts?: Buffer[] }): number {
+  return m.parts ? partsLength(m.parts) : m.data.length;
+}
 
 function need(p: Buffer, n: number, exact = true): void {
   if (exact ? p.length !== n : p.length < n) {
@@ -495,10 +546,17 @@ function parsePayload(f: RawFrame): Message {
       const zstd = (f.flags & DATA_ZSTD) !== 0;
       if (f.flags & ~DATA_ZSTD) throw new FieldError(`unknown data flags 0x${f.flags.toString(16)}`);
       if (rawLength > MAX_CHUNK_SIZE) throw new FieldError(`chunk of ${rawLength} raw bytes exceeds ${MAX_CHUNK_SIZE}`);
-      if (!zstd && rawLength !== p.length - 8) {
-        throw new FieldError(`raw chunk says ${rawLength} bytes but carries ${p.length - 8}`);
+      const carried = f.parts ? partsLength(f.parts) : p.length - 8;
+      if (!zstd && rawLength !== carried) throw new FieldError(`raw chunk says ${rawLength} bytes but carries ${carried}`);
+      const m: Message = { type: f.type, id: p.readUInt32LE(0), rawLength, zstd, data: EMPTY };
+      if (f.parts) {
+        const parts = f.parts;
+        let joined: Buffer | undefined;
+        Object.defineProperty(m, 'data', { enumerable: true, get: () => (joined ??= Buffer.concat(parts)) });
+        m.parts = parts;
+      } else {
+        m.data = p.subarray(8);
       }
-      const m: Message = { type: f.type, id: p.readUInt32LE(0), rawLength, zstd, data: p.subarray(8) };
       if (f.dataCrc !== undefined) m.crc = f.dataCrc;
       return m;
     }

@@ -13,7 +13,7 @@ import * as path from 'node:path';
 import * as zstd from 'zstd-napi/binding';
 import { GodwitError, SysError } from '../util/errors';
 import { crc32, crc32Combine } from '../images/crc32';
-import { FrameType, MARKER_NAME, MAX_CHUNK_SIZE, Message, PayloadPool, ProtocolError, RESERVED_PREFIX, TEMP_PREFIX, checkName } from './frames';
+import { FrameType, MARKER_NAME, MAX_CHUNK_SIZE, Message, PayloadPool, ProtocolError, RESERVED_PREFIX, TEMP_PREFIX, checkName, dataBytes } from './frames';
 import { BlockPool, FileAppender } from './direct-appender';
 import { handshake } from './handshake';
 import { Channel, ConnectionLostError, MessageReader, MessageWriter, TailBuffer } from './wire';
@@ -182,12 +182,13 @@ export class ImageReceiver {
         if (m.type === FrameType.Data) {
           // A sender may have sent at most the window plus every credit we returned: more is a broken or
           // hostile sender, which would otherwise make this queue grow without bound.
-          this.received += 8 + m.data.length;
+          const bytes = dataBytes(m);
+          this.received += 8 + bytes;
           if (this.received > this.window + this.granted) {
             throw new ProtocolError(`stream from ${this.label}`, this.reader.offset,
               `the sender exceeded its flow-control window (${this.received - this.granted} bytes in flight, window ${this.window})`);
           }
-          this.wireBytes += 24 + m.data.length;
+          this.wireBytes += 24 + bytes;
         }
         this.queue.push(m);
         this.wakeConsumer?.();
@@ -314,18 +315,24 @@ export class ImageReceiver {
   private async data(m: Extract<Message, { type: FrameType.Data }>): Promise<void> {
     const f = this.open.get(m.id);
     if (!f) this.bad(`data for file id ${m.id}, which is not open`);
-    let raw = m.data;
+    const wire = dataBytes(m);
+    // Raw data is written in the pieces it arrived in; only compressed data is joined (zstd wants it whole).
+    let raw: Buffer | Buffer[] = m.parts ?? m.data;
+    let input: Buffer | undefined;
+    let decompressed: Buffer | undefined;
     if (m.zstd) {
-      raw = this.pool.take(m.rawLength);
+      input = m.parts ? joinInto(this.pool.take(wire), m.parts) : m.data;
+      decompressed = this.pool.take(m.rawLength);
       let n: number;
       try {
-        n = this.dctx.decompress(raw, m.data);
+        n = this.dctx.decompress(decompressed, input);
       } catch (err) {
         this.bad(`a chunk of "${f.name}" at file offset ${f.size} does not decompress: ${(err as Error).message}`);
       }
       if (n !== m.rawLength) this.bad(`a chunk of "${f.name}" decompressed to ${n} bytes, ${m.rawLength} announced`);
+      raw = decompressed;
     }
-    if (f.expected !== undefined && f.size + raw.length > f.expected) {
+    if (f.expected !== undefined && f.size + m.rawLength > f.expected) {
       this.bad(`"${f.name}" is longer than its announced ${f.expected} bytes`);
     }
     try {
@@ -334,14 +341,15 @@ export class ImageReceiver {
       throw this.writeError(f, err);
     }
     // A raw chunk's crc was computed (once) when its frame was checked; a decompressed one is hashed here.
-    f.crc = crc32Combine(f.crc, !m.zstd && m.crc !== undefined ? m.crc : crc32(raw), raw.length);
-    f.size += raw.length;
-    this.bytes += raw.length;
-    const credit = 8 + m.data.length;
-    // Both are on disk now (the page cache): their buffers serve the next frames.
-    this.pool.give(m.data);
-    if (raw !== m.data) this.pool.give(raw);
-    f.unflushed += raw.length;
+    f.crc = crc32Combine(f.crc, decompressed ? crc32(decompressed) : m.crc ?? crcOf(raw), m.rawLength);
+    f.size += m.rawLength;
+    this.bytes += m.rawLength;
+    const credit = 8 + wire;
+    // On disk now (the page cache): pooled buffers serve the next frames.
+    if (input) this.pool.give(input);
+    else if (!m.parts) this.pool.give(m.data);
+    if (decompressed) this.pool.give(decompressed);
+    f.unflushed += m.rawLength;
     if (f.unflushed >= FLUSH_BEHIND && !f.flushing && !f.out.isDirect) {
       f.unflushed = 0;
       f.flushing = f.fh.datasync().then(
@@ -491,6 +499,20 @@ export async function discardStale(dir: string): Promise<DiscardOutcome> {
     for (const e of await fs.promises.readdir(dir)) await fs.promises.rm(path.join(dir, e), { recursive: true, force: true });
   }
   return 'removed';
+}
+
+/** parts copied one after another into dst (which has room for them all); returns the filled view. */
+function joinInto(dst: Buffer, parts: readonly Buffer[]): Buffer {
+  let at = 0;
+  for (const p of parts) at += p.copy(dst, at);
+  return dst.subarray(0, at);
+}
+
+function crcOf(data: Buffer | readonly Buffer[]): number {
+  if (Buffer.isBuffer(data)) return crc32(data);
+  let c = 0;
+  for (const p of data) c = crc32(p, c);
+  return c;
 }
 
 function hex(n: number): string {
