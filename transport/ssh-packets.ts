@@ -37,7 +37,9 @@ class RandomPool {
       randomFillSync(this.buf);
       this.used = 0;
     }
-    this.buf.copy(dst, at, this.used, this.used + n);
+    // 4-19 bytes: a loop is ~3x faster here than Buffer.copy, whose cost is mostly fixed per call.
+    const src = this.buf;
+    for (let i = 0, from = this.used; i < n; i++) dst[at + i] = src[from + i]!;
     this.used += n;
   }
 }
