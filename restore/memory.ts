@@ -216,6 +216,12 @@ export async function mapVmas(ctx: RestoreContext, t: TaskImage, vmas: Vma[]): P
  */
 const UFFD_MIN_BYTES = 1n << 20n;
 const O_NONBLOCK = 0o4000;
+/**
+ * Only faults from user mode are reported. Without it, userfaultfd(2) needs CAP_SYS_PTRACE in the initial user
+ * namespace (vm.unprivileged_userfaultfd is 0), which a task restored into a user namespace of its own lacks: EPERM.
+ * Nothing here relies on kernel-mode faults: the ranges are filled by UFFDIO_COPY and unregistered before the task runs.
+ */
+const UFFD_USER_MODE_ONLY = 1;
 
 async function withUffd<T>(ctx: RestoreContext, t: TaskImage, vmas: Vma[], fn: () => Promise<T>): Promise<T> {
   const regions = vmas.filter(
@@ -223,7 +229,7 @@ async function withUffd<T>(ctx: RestoreContext, t: TaskImage, vmas: Vma[], fn: (
   );
   if (!regions.length) return fn();
   const b = new Batch();
-  b.call('userfaultfd', [O_CLOEXEC | O_NONBLOCK], 'create a userfaultfd to fill memory with');
+  b.call('userfaultfd', [O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY], 'create a userfaultfd to fill memory with');
   const [ufd] = await runBatch(ctx.restorer!, t.pid, b);
   const req = Buffer.alloc(12 + 16 * regions.length);
   req.writeInt32LE(t.pid, 0);

@@ -266,6 +266,35 @@ describe('godwit migrate of a container between two test hosts', () => {
   }, 120_000);
 });
 
+describe('godwit migrate --pre-copy of a container with its own user and time namespaces', () => {
+  test('rounds streamed while it runs; on host B the same id maps, its clocks and message queue, counting on', async () => {
+    uc = await runUnshareContainer({ hostname: 'gw-mig-pre', msgQueue: true, userns: { outside: 300000, count: 65536 },
+      timens: { monotonic: 5000, boottime: 7000 }, memMib: 24 });
+    const src = uc.pid;
+    expect(safeRead(`/proc/${src}/uid_map`).trim().split(/\s+/)).toEqual(['0', '300000', '65536']);
+    const targetDir = path.join(work, 'img-precopy');
+    const r = await migrateCli(['--pid', String(src)], targetDir, ['--pre-copy']);
+    expect({ code: r.code, error: r.error }).toEqual({ code: 0, error: undefined });
+    const sum = doneSummary(r)! as { targetRootPid: number; preCopy?: { rounds: unknown[]; streamedBytes: number } };
+    // The rounds went to B while the container ran: at least its 24 MiB of memory before the freeze.
+    expect(sum.preCopy?.rounds.length).toBeGreaterThan(0);
+    expect(sum.preCopy!.streamedBytes).toBeGreaterThan(4 << 20);
+    expect(fs.existsSync(`/proc/${src}`) && !/^State:\s+Z/m.test(safeRead(`/proc/${src}/status`))).toBe(false);
+
+    const pid = restoredRoot(Number(sum.targetRootPid));
+    // It checks its message queue and memory on every tick (result stays empty) and counts on.
+    await expectCounting(pid);
+    expect(execFileSync('nsenter', ['-t', String(pid), '-u', 'hostname']).toString().trim()).toBe('gw-mig-pre');
+    expect(safeRead(`/proc/${pid}/uid_map`).trim().split(/\s+/)).toEqual(['0', '300000', '65536']);
+    expect(safeRead(`/proc/${pid}/gid_map`).trim().split(/\s+/)).toEqual(['0', '300000', '65536']);
+    expect(safeRead(`/proc/${pid}/status`)).toMatch(/^Uid:\s+300000\s+300000\s+300000\s+300000$/m);
+    expect(nsInode(pid, 'time')).not.toBe(nsInode(bed.target.initPid, 'time'));
+    expect(nsInode(pid, 'user')).not.toBe(nsInode(bed.target.initPid, 'user'));
+    expect(execFileSync('nsenter', ['-t', String(pid), '-U', '-i', 'ipcs', '-q']).toString()).toMatch(/0x[0-9a-f]+\s+\d+\s+\S+\s+\d+\s+\d+\s+6\b/);
+    expect(fs.existsSync(targetDir)).toBe(false);
+  }, 180_000);
+});
+
 describe('a failed container migration: the source runs on unharmed, host B holds nothing', () => {
   test('a corrupted chunk', async () => {
     uc = await runUnshareContainer({ hostname: 'gw-mig-c', memMib: 8 });
