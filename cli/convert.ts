@@ -1,6 +1,7 @@
 /** `godwit convert DIR --to criu|godwit [--out DIR2]`: between CRIU's plain pages and godwit's containers. */
 import { Command, Option } from 'commander';
 import { UsageError } from '../util/errors';
+import * as path from 'node:path';
 import { convertImageDir } from '../images/convert';
 import { formatBytes } from './format';
 import { printJson } from './output';
@@ -26,13 +27,17 @@ export function register(program: Command): void {
     .action(async (dir: string, o: { to: 'criu' | 'godwit'; out?: string; level?: number; chunkSize?: number; json?: boolean }) => {
       const r = await convertImageDir(dir, { to: o.to, out: o.out, level: o.level, chunkSize: o.chunkSize });
       if (o.json) {
-        printJson({ from: r.from, to: r.to, layout: r.layout, converted: r.converted, copied: r.copied });
+        const brief = (x: typeof r) => ({ from: x.from, to: x.to, layout: x.layout, converted: x.converted, copied: x.copied });
+        printJson({ ...brief(r), ...(r.rounds ? { rounds: r.rounds.map(brief) } : {}) });
         return;
       }
-      for (const c of r.converted) {
-        process.stdout.write(`${c.from} -> ${c.to}: ${formatBytes(c.pagesBytes)} of pages in ${formatBytes(c.size)}\n`);
+      const rounds = r.rounds ?? [];
+      const all = [r, ...rounds].flatMap((x) => x.converted.map((c) => ({ ...c, dir: x === r ? '' : `${path.basename(x.from)}/` })));
+      for (const c of all) {
+        process.stdout.write(`${c.dir}${c.from} -> ${c.dir}${c.to}: ${formatBytes(c.pagesBytes)} of pages in ${formatBytes(c.size)}\n`);
       }
-      if (r.converted.length === 0) process.stdout.write(`no pages file needed converting (already ${r.layout} layout)\n`);
+      if (all.length === 0) process.stdout.write(`no pages file needed converting (already ${r.layout} layout)\n`);
+      if (rounds.length) process.stdout.write(`a pre-dump chain: ${rounds.length} round(s) converted with the image\n`);
       process.stdout.write(`${r.to}: ${r.layout} layout, manifest written${r.copied ? `, ${r.copied} other files copied` : ''}\n`);
     });
 }

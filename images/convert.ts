@@ -10,6 +10,10 @@
  * In place (no --out): new pages files are written beside the old ones (temporary name, fsync, rename), then the
  * manifest is replaced atomically, then the old pages files are removed; an interruption at any point leaves a
  * directory whose manifest describes complete files.
+ *
+ * A pre-dump chain (a migration's kept image: pre-1/, pre-2/, ... linked by `parent`, images/pagechain.ts) is
+ * converted round by round, each an image directory of its own; with --out the `parent` links are made again
+ * as they were (relative, so the copy is a chain of its own).
  */
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
@@ -21,6 +25,7 @@ import { containerName, plainPagesName } from './container-format';
 import { openPagesFile } from './container-reader';
 import { Compression, PagesFileRecord, allocPageBuffer, createPageWriter, validatePageWriterOptions } from './container-writer';
 import { ImageDirWriter, fsyncDir, provenance } from './imagedir';
+import { PARENT_LINK, ROUND_DIR } from './pagechain';
 import { ImageProvenance, MANIFEST_FORMAT, MANIFEST_NAME, MANIFEST_VERSION, Manifest, ManifestFile, ManifestMissing, encodeManifest, readManifest } from './manifest';
 
 export interface ConvertOptions {
@@ -39,6 +44,8 @@ export interface ConvertReport {
   converted: Array<{ from: string; to: string; pagesBytes: number; size: number }>;
   copied: number;
   manifest: Manifest;
+  /** The pre-dump chain's rounds (pre-1/, ...), each converted as an image directory of its own. */
+  rounds?: ConvertReport[];
 }
 
 const COPY_PIECE = 1 << 20;
@@ -132,7 +139,41 @@ async function convertPages(src: string, want: ManifestFile | undefined, to: Com
   }
 }
 
+/** The pre-copy rounds beside an image (pre-1/, pre-2/, ...), in round order. */
+async function roundDirs(dir: string): Promise<string[]> {
+  const out: Array<[number, string]> = [];
+  for (const e of await fsp.readdir(dir, { withFileTypes: true })) {
+    const m = ROUND_DIR.exec(e.name);
+    if (m && e.isDirectory()) out.push([Number(m[1]), e.name]);
+  }
+  return out.sort((a, b) => a[0] - b[0]).map(([, name]) => name);
+}
+
+/** The image and the rounds of its pre-dump chain, if it has one; with --out, the `parent` links made again. */
 export async function convertImageDir(dir: string, opts: ConvertOptions): Promise<ConvertReport> {
+  const report = await convertOneDir(dir, opts);
+  const rounds = await roundDirs(dir);
+  if (rounds.length === 0) return report;
+  report.rounds = [];
+  for (const name of rounds) {
+    report.rounds.push(await convertOneDir(path.join(dir, name), { ...opts, ...(opts.out !== undefined ? { out: path.join(opts.out, name) } : {}) }));
+  }
+  if (opts.out !== undefined) {
+    for (const rel of ['', ...rounds]) {
+      const link = await fsp.readlink(path.join(dir, rel, PARENT_LINK)).catch((err: NodeJS.ErrnoException) => {
+        if (err.code === 'ENOENT') return undefined; // the first round has no parent
+        throw toSysError(err, 'readlink', path.join(dir, rel, PARENT_LINK));
+      });
+      if (link === undefined) continue;
+      if (path.isAbsolute(link)) throw new ImageError(path.join(dir, rel, PARENT_LINK), 0, `points outside the chain (${link}): not copying it`);
+      await fsp.symlink(link, path.join(opts.out, rel, PARENT_LINK));
+    }
+    await fsyncDir(opts.out);
+  }
+  return report;
+}
+
+async function convertOneDir(dir: string, opts: ConvertOptions): Promise<ConvertReport> {
   if (opts.to !== 'criu' && opts.to !== 'godwit') throw new UsageError(`--to must be criu or godwit, got ${JSON.stringify(opts.to)}`);
   const compress: Compression = opts.to === 'criu' ? 'none' : 'zstd';
   const po = validatePageWriterOptions({ compress, level: opts.level, chunkSize: opts.chunkSize });

@@ -412,6 +412,32 @@ describe('migrate --pre-copy: the rounds streamed to the target while the tree r
       expect(findWorkloadPids(w.dir)).toEqual([]);
       fs.writeFileSync(path.join(w.dir, 'log'), logBefore);
 
+      // `godwit convert --to criu` of the chain: every round in CRIU's plain layout, linked as before; it restores.
+      const plain = path.join(work, 'img-precopy-plain');
+      const conv = spawnSync(NODE, [CLI, 'convert', targetDir, '--to', 'criu', '--out', plain, '--json'], { encoding: 'utf8' });
+      expect({ status: conv.status, err: conv.stderr }).toEqual({ status: 0, err: '' });
+      expect((JSON.parse(conv.stdout) as { rounds: unknown[] }).rounds.length).toBe(k);
+      expect(fs.readlinkSync(path.join(plain, 'parent'))).toBe(`pre-${k}`);
+      for (let i = 1; i <= k; i++) {
+        const pagesFiles = fs.readdirSync(path.join(plain, `pre-${i}`)).filter((f) => /^pages-\d+\.(img|gwz)$/.test(f));
+        expect(pagesFiles.length).toBeGreaterThan(0);
+        expect(pagesFiles.every((f) => f.endsWith('.img'))).toBe(true);
+        if (i > 1) expect(fs.readlinkSync(path.join(plain, `pre-${i}`, 'parent'))).toBe(`../pre-${i - 1}`);
+      }
+      fs.rmSync(path.join(w.dir, 'result'), { force: true });
+      fs.rmSync(path.join(w.dir, 'go'), { force: true });
+      const okPlain = await restoreCli(plain);
+      expect({ code: okPlain.code, out: okPlain.code === 0 ? '' : okPlain.out }).toEqual({ code: 0, out: '' });
+      w.setPids(findWorkloadPids(w.dir));
+      expect((await w.verify()).detail).toBe('PASS');
+      fs.writeFileSync(path.join(w.dir, 'log'), logBefore);
+      // And back in place: every round's pages packed again, the chain still whole for `godwit verify`.
+      expect(spawnSync(NODE, [CLI, 'convert', plain, '--to', 'godwit'], { encoding: 'utf8' }).status).toBe(0);
+      for (let i = 1; i <= k; i++) expect(fs.readdirSync(path.join(plain, `pre-${i}`)).some((f) => f.endsWith('.img') && f.startsWith('pages-'))).toBe(false);
+      const reverified = spawnSync(NODE, [CLI, 'verify', plain], { encoding: 'utf8' });
+      expect({ status: reverified.status, out: reverified.stdout + reverified.stderr }).toEqual({ status: 0, out: expect.stringMatching(/: OK: /) });
+      fs.rmSync(plain, { recursive: true, force: true });
+
       // A parent's pages file missing: its manifest names it.
       const pages = path.join(targetDir, 'pre-1', 'pages-1.gwz');
       const aside = path.join(work, 'pre-1-pages.gwz');
