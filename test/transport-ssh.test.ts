@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { createHosts, TestBed } from '../scenarios/hosts';
@@ -41,6 +42,21 @@ describe('godwit send between two test hosts over sshd', () => {
     expect(Object.keys(got).sort()).toEqual(Object.keys(files).sort());
     for (const [n, d] of Object.entries(files)) expect([n, got[n]!.equals(d)]).toEqual([n, true]);
     expect(fs.statSync(dst).mode & 0o777).toBe(0o700);
+  });
+
+  test('a large incompressible file arrives byte for byte: read buffers are reused only once ssh2 has taken them', async () => {
+    // 24 chunks of random bytes through sshd's 2 MiB window: ssh2 holds chunks while it waits for window, and a
+    // buffer reused too early would arrive with another chunk's bytes (a crc mismatch on the target).
+    const big = path.join(work, 'big');
+    fs.mkdirSync(big);
+    const data = randomBytes(24 << 20);
+    fs.writeFileSync(path.join(big, 'pages-9.gwz'), data);
+    const dst = path.join(work, 'big-dst');
+    const ssh = bed!.target.ssh!;
+    const r = await bed!.source.exec(process.execPath, [CLI, 'send', big, '--to', `root@${ssh.address}:${dst}`, '--port', String(ssh.port),
+      '--identity', bed!.clientKeyPath, '--known-hosts', bed!.knownHostsPath, '--godwit-path', `${process.execPath} ${CLI}`, '--json'], { timeoutMs: 60_000 });
+    expect({ code: r.code, err: r.stderr }).toEqual({ code: 0, err: '' });
+    expect(fs.readFileSync(path.join(dst, 'pages-9.gwz')).equals(data)).toBe(true);
   });
 
   test('the pinned fingerprint must match: a wrong one is refused before anything moves', async () => {

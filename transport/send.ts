@@ -64,6 +64,8 @@ export interface FileOptions {
 const WORTH_IT = 0.97;
 const MISSES_BEFORE_GIVING_UP = 4;
 const ZSTD_MAGIC = 0xfd2fb528;
+/** Read buffers sendFile keeps for reuse: the one being read, the one being sent, and one the connection holds. */
+const READ_BUFFERS = 3;
 const PRECOMPRESSED_MAGICS = [Buffer.from('GWZPAGES', 'latin1')];
 /** Files known to hold compressed data by their name (godwit's page container). */
 export function isPrecompressedName(name: string): boolean {
@@ -160,10 +162,10 @@ export class ImageSender {
    * Write a message; if the connection is gone, the receiver has usually said why just before it closed (a
    * checksum error, a full disk): wait briefly for its last words and report those rather than "closed".
    */
-  private async write(m: Message): Promise<void> {
+  private async write(m: Message, consumed?: () => void): Promise<void> {
     this.check();
     try {
-      await this.writer.send(m);
+      await this.writer.send(m, consumed);
     } catch (err) {
       await Promise.race([this.loopDone, new Promise((r) => setTimeout(r, 3000).unref())]);
       if (this.failure instanceof RemoteError) throw this.failure;
@@ -318,8 +320,11 @@ export class ImageSender {
     return this.chunkSize;
   }
 
-  /** @internal one chunk of a file's content (the buffer must not be reused by the caller); `knownCrc`: its crc32. */
-  async sendChunk(state: FileState, raw: Buffer, knownCrc?: number): Promise<void> {
+  /**
+   * @internal one chunk of a file's content; `knownCrc`: its crc32. The caller must not reuse `raw` until
+   * `released` runs (if given: once the connection has taken it or no longer needs it; never on a failed stream).
+   */
+  async sendChunk(state: FileState, raw: Buffer, knownCrc?: number, released?: () => void): Promise<void> {
     this.check();
     if (state.ended) throw new GodwitError(`"${state.name}": data after its end`);
     if (state.first) {
@@ -346,10 +351,11 @@ export class ImageSender {
     if (state.expected !== undefined && state.size > state.expected) {
       throw new GodwitError(`"${state.name}" grew beyond its announced size of ${state.expected} bytes while it was sent`);
     }
+    if (zstd) released?.(); // the frame carries the compressed copy
     await this.acquire(8 + data.length);
     const m: Message = { type: FrameType.Data, id: state.id, rawLength: raw.length, zstd, data };
     if (!zstd) m.crc = rawCrc; // the frame's checksum reuses the file's: each byte is hashed once
-    await this.write(m);
+    await this.write(m, zstd ? undefined : released);
     this.progress.rawBytes += raw.length;
     this.progress.wireBytes += 16 + 8 + data.length;
     this.opts.onProgress?.(this.progress);
@@ -383,9 +389,11 @@ export class ImageSender {
       const st = await fh.stat();
       if (!st.isFile()) throw new GodwitError(`${file} is not a regular file: image directories hold regular files only`);
       const state = this.startFile(name, { ...opts, size: st.size, mode: st.mode & 0o7777 });
+      // Read buffers are reused once the connection has taken their bytes (ssh2 copies them into its packets);
+      // one still queued there is never touched. Fresh 1 MiB buffers were faulted in page by page, every chunk.
+      const spare: Buffer[] = [];
       const readChunk = async (): Promise<Buffer> => {
-        // A fresh buffer per chunk: the previous one may still sit in the connection's queue.
-        const buf = Buffer.allocUnsafe(this.chunkSize);
+        const buf = spare.pop() ?? Buffer.allocUnsafe(this.chunkSize);
         let got = 0;
         while (got < buf.length) {
           const { bytesRead } = await fh.read(buf, got, buf.length - got, null).catch((err) => {
@@ -403,7 +411,10 @@ export class ImageSender {
         if (chunk.length === 0) break;
         next = chunk.length === this.chunkSize ? readChunk() : Promise.resolve(Buffer.alloc(0));
         next.catch(() => undefined);
-        await this.sendChunk(state, chunk);
+        const whole = Buffer.from(chunk.buffer, chunk.byteOffset, this.chunkSize);
+        await this.sendChunk(state, chunk, undefined, () => {
+          if (spare.length < READ_BUFFERS) spare.push(whole);
+        });
       }
       await this.endFile(state);
     } finally {

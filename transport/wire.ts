@@ -139,14 +139,19 @@ export class MessageWriter {
     this.output.write(PREAMBLE);
   }
 
-  /** Queue one message; resolves once the output can take more (backpressure). */
-  async send(m: Message): Promise<void> {
+  /**
+   * Queue one message; resolves once the output can take more (backpressure). `consumed` runs once the output
+   * has taken the frame's last buffer (an SSH channel: copied into its packets), so that buffer may be reused.
+   */
+  async send(m: Message, consumed?: () => void): Promise<void> {
     this.check();
     // All buffers of a frame go out in one synchronous run, so concurrent senders never interleave a frame.
     const bufs = coalesce(encodeMessage(m));
     this.output.cork();
     let ok = true;
-    for (const b of bufs) ok = this.output.write(b) && ok;
+    bufs.forEach((b, i) => {
+      ok = (i === bufs.length - 1 && consumed ? this.output.write(b, () => consumed()) : this.output.write(b)) && ok;
+    });
     this.output.uncork();
     while (!ok && this.output.writableNeedDrain) {
       this.check();
