@@ -17,7 +17,7 @@ import { createHosts, Host, TestBed } from '../scenarios/hosts';
 import { runContainer, RunningContainer } from '../scenarios/container/bundle';
 import { runUnshareContainer, UnshareContainer } from '../scenarios/container/unshare';
 import { addContainerVeth, NetHost, pingFrom } from '../scenarios/netns';
-import { nsInode, ppidOf, processesIn, safeRead, threadStates } from './helpers/host-procs';
+import { childrenOf, nsInode, processesIn, safeRead, threadStates } from './helpers/host-procs';
 import { Run, runInHost } from './helpers/run-in-host';
 
 const CLI = path.resolve(__dirname, '..', 'cli', 'main.js');
@@ -317,20 +317,23 @@ describe('a failed container migration: the source runs on unharmed, host B hold
     await addContainerVeth(uc.pid, sourceNetHost(), { subnet: SUBNET });
     const targetDir = path.join(work, 'img-killed');
     let killed: string | undefined;
+    let over = false;
     const r = await migrateCli(['--pid', String(uc.pid)], targetDir, ['--bridge', BRIDGE], (e) => {
-      if (e.event !== 'state' || e.state !== 'restoring') return;
+      if (e.event !== 'state' || e.state !== 'streaming') return;
+      // As in test/migrate: watch from the start of the stream, and once the receiver is known read only its
+      // children (a scan of all of /proc per look let a fast restore finish first).
       void (async () => {
-        for (let i = 0; i < 4000 && !killed; i++) {
-          const all = processesIn(bed.target);
-          const receiver = all.find((p) => p.includes(' receive --dir '));
-          const victim = receiver && all.find((p) => p.includes('godwit-restorer') && ppidOf(Number(p.split(' ')[0])) === Number(receiver.split(' ')[0]));
+        let receiver = 0;
+        while (!killed && !over) {
+          if (!receiver) receiver = Number(processesIn(bed.target).find((p) => p.includes(' receive --dir '))?.split(' ')[0] ?? 0);
+          const victim = receiver ? childrenOf(receiver).find((c) => safeRead(`/proc/${c}/cmdline`).includes('godwit-restorer')) : undefined;
           if (victim) {
-            killed = victim;
-            process.kill(Number(victim.split(' ')[0]), 'SIGKILL');
-          } else await sleep(2);
+            killed = `${victim} godwit-restorer`;
+            process.kill(victim, 'SIGKILL');
+          } else await sleep(receiver ? 1 : 5);
         }
       })();
-    });
+    }).finally(() => (over = true));
     expect(killed).toBeDefined();
     expect(r.code).toBe(1);
     expect(r.error).toMatch(/failed; the source was resumed as it was/);
