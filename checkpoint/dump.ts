@@ -185,7 +185,8 @@ export interface DumpState {
 export interface DumpStep {
   title: string;
   /** Skipped when this returns true. */
-  skip?: (s: DumpState) => boolean;
+  /** Why the step does not run for this dump (shown in place of the work), or false when it runs. */
+  skip?: (s: DumpState) => string | false;
   /** `progress` shows a line under the step (listr2 task output). */
   run: (s: DumpState, progress: (line: string) => void) => Promise<void>;
 }
@@ -284,7 +285,7 @@ export const DUMP_STEPS: DumpStep[] = [
   },
   {
     title: 'pre-copy',
-    skip: (s) => !s.pageStore,
+    skip: (s) => !s.pageStore && 'no --pre-copy',
     run: async (s, progress) => {
       const o: PreCopyOptions = typeof s.options.preCopy === 'object' ? s.options.preCopy : {};
       const pids = s.tree!.processes.filter((p) => !p.zombie).map((p) => p.pid);
@@ -339,7 +340,7 @@ export const DUMP_STEPS: DumpStep[] = [
   },
   {
     title: 'container: namespaces, mounts, rootfs, cgroups',
-    skip: (s) => !s.container,
+    skip: (s) => !s.container && 'not a container',
     run: async (s) => {
       await dumpContainerState(s.container!, s.ctx!.images, s.ns!, s.options);
     },
@@ -372,7 +373,7 @@ export const DUMP_STEPS: DumpStep[] = [
   {
     // Shared memory objects (shared anonymous, memfd) once each, however many processes map them; still frozen.
     title: 'dump shared memory',
-    skip: (s) => !s.ctx || s.ctx.shmem.size === 0,
+    skip: (s) => (!s.ctx || s.ctx.shmem.size === 0) && 'no shared memory',
     run: async (s) => {
       const first = Math.max(0, ...s.plans!.map((p) => p.pagesId)) + 1;
       const r = await dumpShmem(s.ctx!, s.ctx!.shmem, first, async (id) => {
@@ -385,7 +386,7 @@ export const DUMP_STEPS: DumpStep[] = [
   },
   {
     title: 'resume',
-    skip: (s) => !s.options.leaveRunning || !!s.options.keepFrozen,
+    skip: (s) => (!s.options.leaveRunning || !!s.options.keepFrozen) && (s.options.keepFrozen ? 'kept frozen' : 'no --leave-running: the tree is killed'),
     run: resumeTree,
   },
   {
@@ -424,7 +425,7 @@ export const DUMP_STEPS: DumpStep[] = [
   },
   {
     title: 'kill',
-    skip: (s) => s.options.leaveRunning || !!s.options.keepFrozen,
+    skip: (s) => (s.options.leaveRunning || !!s.options.keepFrozen) && (s.options.keepFrozen ? 'kept frozen' : '--leave-running: the tree runs on'),
     run: killTree,
   },
 ];

@@ -274,7 +274,7 @@ export function migrateTasks(s: MigrateState): ListrTask[] {
         const steps = dumpTasks(s.dump).filter((t) => t.title !== 'resume' && t.title !== 'kill');
         steps.push({
           title: 'container: frozen (cgroup freezer) until the target runs it',
-          skip: () => !s.dump!.container,
+          skip: () => !s.dump!.container && 'not a container',
           task: async () => {
             const d = s.dump!;
             s.ownCgroups = ownCgroupDirs(d.container!, (d.tree?.processes ?? []).map((p) => p.pid));
