@@ -91,6 +91,7 @@ async function openGhost(ctx: RestoreContext, id: number, name: string, flags: n
       piece.copy(b, 4);
       await ctx.restorer!.request(Op.WRITE_FD, b, `write the content of deleted file ${name}`);
     }
+    await setGhostAttrs(ctx, w, name, g);
     return await openInRestorer(ctx, where, flags, (reg.pos as bigint | undefined) ?? 0n);
   } finally {
     await closeInRestorer(ctx, [w]);
@@ -98,6 +99,29 @@ async function openGhost(ctx: RestoreContext, id: number, name: string, flags: n
     u.call('unlinkat', [AT_FDCWD, u.str(where), 0], `delete ${where} again`);
     await runLocal(ctx.restorer!, u, 'ghost file');
   }
+}
+
+/**
+ * The deleted file's owner, mode and times as they were (zdtm unlink_fstat00 checks them through fstat): the
+ * restorer created it as root with its umask; chown before chmod (chown clears set-id bits), times last (the
+ * content write moved mtime).
+ */
+async function setGhostAttrs(ctx: RestoreContext, fd: number, name: string, g: Msg): Promise<void> {
+  const b = new Batch();
+  if (g.uid !== undefined && g.gid !== undefined) b.call('fchown', [fd, Number(g.uid), Number(g.gid)], `give deleted file ${name} its owner ${g.uid}:${g.gid}`);
+  if (g.mode !== undefined) b.call('fchmod', [fd, Number(g.mode) & 0o7777], `give deleted file ${name} its mode`);
+  const at = g.atim as Msg | undefined;
+  const mt = g.mtim as Msg | undefined;
+  if (at && mt) {
+    const ts = Buffer.alloc(32);
+    ts.writeBigInt64LE(BigInt(at.tv_sec as bigint), 0);
+    ts.writeBigInt64LE(BigInt(at.tv_usec as bigint) * 1000n, 8);
+    ts.writeBigInt64LE(BigInt(mt.tv_sec as bigint), 16);
+    ts.writeBigInt64LE(BigInt(mt.tv_usec as bigint) * 1000n, 24);
+    // utimensat(fd, NULL, times, 0) is futimens(fd, times)
+    b.call('utimensat', [fd, 0, b.data(ts), 0], `give deleted file ${name} its times`);
+  }
+  if (b.length) await runLocal(ctx.restorer!, b, 'ghost file attributes');
 }
 
 async function createAnonObject(ctx: RestoreContext, id: number, type: string, f: Msg): Promise<number | null> {

@@ -2,6 +2,7 @@
  * files: regular files open at offsets with different flags (read-only + O_NONBLOCK, read-write with a dup
  * sharing its offset, O_APPEND, O_CLOEXEC opened relative to the cwd), a deleted file still open with contents,
  * a file mapped shared and one mapped private (both written through memory), cwd in a subdirectory, a umask.
+ * The deleted file has an owner, mode and mtime of its own (zdtm unlink_fstat00 checks them after restore).
  * Verify: per fd its flags (F_GETFL, F_GETFD), offset, path, link count and the file's bytes; the dup still shares
  * its offset, O_APPEND still appends; the shared mapping still writes through to the file and the private one does
  * not; cwd and umask.
@@ -27,6 +28,7 @@ struct ofile {
 	unsigned char *want;	/* expected contents */
 	size_t len;
 	int deleted;
+	struct stat attrs;	/* deleted file: owner, mode, mtime it must keep */
 	char link[PATH_MAX];	/* readlink of /proc/self/fd/N at setup */
 };
 
@@ -104,6 +106,12 @@ static void check_file(struct zt *z, const struct ofile *f)
 	if (f->deleted != (st.st_nlink == 0))
 		zt_fail(z, "fd %d (%s) has %lu links, expected %s", f->fd, f->name, (unsigned long)st.st_nlink,
 			f->deleted ? "0 (deleted)" : "1");
+	if (f->deleted && (st.st_uid != f->attrs.st_uid || st.st_gid != f->attrs.st_gid ||
+			   (st.st_mode & 07777) != (f->attrs.st_mode & 07777) ||
+			   st.st_mtim.tv_sec != f->attrs.st_mtim.tv_sec))
+		zt_fail(z, "fd %d (%s) is %u:%u mode 0%o mtime %lld, expected %u:%u mode 0%o mtime %lld", f->fd, f->name,
+			st.st_uid, st.st_gid, st.st_mode & 07777, (long long)st.st_mtim.tv_sec, f->attrs.st_uid,
+			f->attrs.st_gid, f->attrs.st_mode & 07777, (long long)f->attrs.st_mtim.tv_sec);
 	if ((size_t)st.st_size != f->len) {
 		zt_fail(z, "fd %d (%s) file size is %lld, expected %zu", f->fd, f->name, (long long)st.st_size, f->len);
 		return;
@@ -192,6 +200,11 @@ int main(int argc, char **argv)
 	open_file(&z, &f[2], p_app, O_WRONLY | O_APPEND, 300, 3, 0);
 	open_file(&z, &f[3], p_del, O_RDWR | O_CLOEXEC, 8292, 4, 4000);
 	open_file(&z, &f[4], "here.txt", O_RDWR | O_CLOEXEC, 64, 7, 3);	/* relative: lands in the cwd */
+	/* Attributes a restore must carry: not root's, not what umask gives, an old mtime. */
+	struct timespec old_times[2] = { { 1000000000, 0 }, { 1100000000, 0 } };
+	if (fchown(f[3].fd, 4242, 4343) < 0 || fchmod(f[3].fd, 0604) < 0 || futimens(f[3].fd, old_times) < 0 ||
+	    fstat(f[3].fd, &f[3].attrs) < 0)
+		zt_setup_failed(&z, "fchown/fchmod/futimens", p_del);
 	if (unlink(p_del) < 0)
 		zt_setup_failed(&z, "unlink", p_del);
 	f[3].deleted = 1;
