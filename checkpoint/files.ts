@@ -9,7 +9,7 @@ import type { CollectContext } from './context';
 import { classifyFd, FdClass } from './fdkinds';
 import { readFdInfo, ProcFdInfo } from './proc/fdinfo';
 import { listProcNumbers, procPath } from './proc/read';
-import { FD_TYPES, O_CLOEXEC } from './filetable';
+import { FD_TYPES, O_CLOEXEC, setFown } from './filetable';
 import { kernelDev } from './fdkinds';
 import { dumpFifoFd, dumpPipeFd } from './pipes';
 import { dumpUnixFd, UnixFd } from './sockets';
@@ -105,6 +105,7 @@ export async function dumpFiles(ctx: CollectContext, pid: number, filesId: numbe
         break;
     }
     rec.fileId = fileId;
+    await dumpFown(ctx, pid, c.fd, fileId);
     ctx.images.add('FDINFO', filesId, {
       id: fileId,
       flags: info.flags & O_CLOEXEC ? FD_CLOEXEC : 0,
@@ -114,6 +115,16 @@ export async function dumpFiles(ctx: CollectContext, pid: number, filesId: numbe
     out.push(rec);
   }
   return out;
+}
+
+/**
+ * The fd's SIGIO/SIGURG owner (F_SETOWN/F_SETOWN_EX), its signal (F_SETSIG) and the credentials F_SETOWN
+ * recorded: none of it is in /proc, so the helper asks the kernel (one request per fd, while frozen).
+ */
+async function dumpFown(ctx: CollectContext, pid: number, fd: number, fileId: number): Promise<void> {
+  const o = await ctx.helper.fdOwner(pid, fd);
+  if (o.pid === 0 && o.signum === 0) return;
+  setFown(ctx.files, fileId, { uid: o.uid, euid: o.euid, signum: o.signum, pid_type: o.type, pid: o.pid });
 }
 
 function dumpRegularFd(ctx: CollectContext, pid: number, c: FdClass, info: ProcFdInfo): number {

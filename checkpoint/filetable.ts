@@ -31,6 +31,16 @@ export function fown(): Entry {
   return { uid: 0, euid: 0, signum: 0, pid_type: 0, pid: 0 };
 }
 
+/**
+ * Sets the fown of file `id` (every kind keeps it in its sub-entry: reg, pipe, usk, ...): the SIGIO/SIGURG owner
+ * an F_SETOWN gave the open file description.
+ */
+export function setFown(files: FileTable, id: number, f: Entry): void {
+  const e = files.entries.find((x) => x.id === id);
+  if (!e) return;
+  for (const v of Object.values(e)) if (v && typeof v === 'object' && 'fown' in (v as Entry)) (v as Entry).fown = f;
+}
+
 /** Open flags as images store them: without O_CLOEXEC (that is an fd flag, in fdinfo). */
 export const O_CLOEXEC = 0o2000000;
 export const O_ACCMODE = 3;

@@ -158,6 +158,13 @@ export function virtualizePids(images: ImageSet, map: Map<number, number>): void
         const posix = ((e.msg.tc as Record<string, Record<string, unknown>> | undefined)?.timers?.posix ?? []) as Record<string, unknown>[];
         for (const t of posix) if (t.notify_thread_id !== undefined) t.notify_thread_id = v(t.notify_thread_id, `posix timer ${String(t.it_id)} target thread`);
       }
+    // An fd's SIGIO owner: a process or group outside the container cannot be named inside it (0: no owner).
+    if (img.kind === 'FILES')
+      for (const e of img.entries)
+        for (const sub of Object.values(e.msg)) {
+          const f = (sub as Record<string, Record<string, unknown>> | undefined)?.fown;
+          if (f && Number(f.pid)) f.pid = map.get(Number(f.pid)) ?? 0;
+        }
     if (img.kind === 'TTY_INFO')
       for (const e of img.entries) {
         // A session or group outside the tree is 0, as the tree sees it.

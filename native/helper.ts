@@ -662,6 +662,17 @@ export class Helper {
     return { result: num(r.result), data: buf(r.data) };
   }
 
+  /**
+   * The owner of fd `fd` of `pid` for SIGIO/SIGURG: F_GETOWN_EX type and pid (as this helper's pid namespace
+   * sees it), F_GETSIG signal, and the uid/euid recorded by F_SETOWN (`uids` false when the kernel cannot tell:
+   * no F_GETOWNER_UIDS).
+   */
+  async fdOwner(pid: number, fd: number): Promise<{ type: number; pid: number; signum: number; uid: number; euid: number; uids: boolean }> {
+    const r = await this.call('fdQuery', { pid, fd, path: '', kind: 2, cmd: 0, arg: 0, argLen: 0 }, `owner of fd ${fd} of pid ${pid}`);
+    const d = buf(r.data);
+    return { type: d.readInt32LE(0), pid: d.readInt32LE(4), signum: d.readInt32LE(8), uid: d.readUInt32LE(12), euid: d.readUInt32LE(16), uids: num(r.result) === 1 };
+  }
+
   /** Per-process state through injected syscalls, in one round trip (all tids seized and stopped). */
   async dumpProcess(pid: number, tids: number[], posixTimers: number[] = []): Promise<ProcessState> {
     const r = await this.call('dumpProcess', { pid, tids, posixTimers }, `read the state of process ${pid}`);

@@ -177,8 +177,48 @@ export async function installFds(ctx: RestoreContext, t: TaskImage): Promise<voi
     b.call('dup3', [x.ref, x.fd, x.flags & FD_CLOEXEC ? O_CLOEXEC : 0], `install fd ${x.fd}`);
     b.call('close', [x.ref], `close parked fd ${x.fd}`);
   }
+  addFownCalls(ctx, t, b);
   b.call('close', [hi], 'close the pidfd');
   await runBatch(ctx.restorer!, t.pid, b);
+}
+
+const F_SETOWN_EX = 15;
+const F_SETSIG = 10;
+const F_SETFL = 4;
+const O_ASYNC = 0o20000;
+// What F_SETFL can change (O_NOATIME left out: EPERM unless the caller owns the file).
+const SETFL_MASK = 0o2000 /* O_APPEND */ | 0o4000 /* O_NONBLOCK */ | O_ASYNC | 0o40000 /* O_DIRECT */;
+
+/**
+ * SIGIO/SIGURG: O_ASYNC and the owner (fown). O_ASYNC is set again with F_SETFL (the object makers create most
+ * kinds without it, and open() never arms it); the owner is set from inside the task so the pid means what it
+ * meant in its pid namespace. F_SETOWN records the caller's uid/euid, which decide later whether the signal may
+ * be sent: the task takes them for the call and goes back to root (its own credentials are restored at the end).
+ */
+function addFownCalls(ctx: RestoreContext, t: TaskImage, b: Batch): void {
+  const done = new Set<number>();
+  for (const fdi of t.fds) {
+    if (done.has(Number(fdi.id))) continue;
+    done.add(Number(fdi.id));
+    const entry = ctx.set!.files.get(Number(fdi.id));
+    let sub: Msg | undefined;
+    for (const v of Object.values(entry ?? {})) if (v && typeof v === 'object' && 'fown' in (v as Msg)) sub = v as Msg;
+    if (!sub) continue;
+    const fown = sub.fown as Msg;
+    const fd = Number(fdi.fd);
+    const flags = Number(sub.flags ?? 0);
+    if (flags & O_ASYNC) b.call('fcntl', [fd, F_SETFL, flags & SETFL_MASK], `set O_ASYNC on fd ${fd}`);
+    const signum = Number(fown.signum ?? 0), pid = Number(fown.pid ?? 0);
+    if (signum) b.call('fcntl', [fd, F_SETSIG, signum], `set the SIGIO signal of fd ${fd}`);
+    if (!pid) continue;
+    const uid = Number(fown.uid ?? 0), euid = Number(fown.euid ?? 0);
+    if (uid || euid) b.call('setresuid', [uid, euid, -1], `take uid ${uid}/euid ${euid} to set the owner of fd ${fd}`);
+    const ex = Buffer.alloc(8);
+    ex.writeInt32LE(Number(fown.pid_type ?? 0), 0);
+    ex.writeInt32LE(pid, 4);
+    b.call('fcntl', [fd, F_SETOWN_EX, b.data(ex)], `make pid ${pid} the owner of fd ${fd}`);
+    if (uid || euid) b.call('setresuid', [0, 0, -1], `back to root after setting the owner of fd ${fd}`);
+  }
 }
 
 /** cwd, root and umask. */

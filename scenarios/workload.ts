@@ -31,6 +31,7 @@ export const WORKLOAD_NAMES = [
   'file-locks',
   'proc-state',
   'maps',
+  'fown',
 ] as const;
 export type WorkloadName = (typeof WORKLOAD_NAMES)[number];
 

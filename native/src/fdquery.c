@@ -14,7 +14,30 @@
 /* Largest output buffer an ioctl may fill (termios, winsize and friends are far smaller). */
 #define FDQ_MAX_ARG 4096
 
-enum { FDQ_FCNTL = 0, FDQ_IOCTL = 1 };
+enum { FDQ_FCNTL = 0, FDQ_IOCTL = 1, FDQ_FOWN = 2 };
+
+#ifndef F_GETOWNER_UIDS
+#define F_GETOWNER_UIDS 17
+#endif
+
+/* The fd's owner for SIGIO/SIGURG (F_GETOWN_EX), its signal (F_GETSIG) and the credentials recorded when the
+ * owner was set (F_GETOWNER_UIDS; EINVAL without CONFIG_CHECKPOINT_RESTORE: result 0 then, uids left 0), as five
+ * int32: owner type, owner pid, signal, uid, euid. Three fcntls in one request: it runs for every fd, frozen. */
+static long query_fown(int t, unsigned char *buf)
+{
+	struct f_owner_ex ex = { 0, 0 };
+	int32_t v[5] = { 0, 0, 0, 0, 0 };
+	uint32_t uids[2] = { 0, 0 };
+	if (fcntl(t, F_GETOWN_EX, &ex) < 0)
+		return -1;
+	int sig = fcntl(t, F_GETSIG);
+	if (sig < 0)
+		return -1;
+	long have_uids = fcntl(t, F_GETOWNER_UIDS, uids) == 0;
+	v[0] = ex.type, v[1] = ex.pid, v[2] = sig, v[3] = (int32_t)uids[0], v[4] = (int32_t)uids[1];
+	memcpy(buf, v, sizeof v);
+	return have_uids;
+}
 
 static int open_target(struct helper *h, int pid, int fd, const char *path)
 {
@@ -52,7 +75,7 @@ int op_fd_query(struct helper *h, const uint8_t *req, size_t len, struct pb_buf 
 		else if (f.num == F_FdQueryReq_arg_len)
 			arg_len = (uint32_t)f.v;
 	}
-	if (rc < 0 || pid <= 0 || (fd < 0 && !path[0]) || arg_len > FDQ_MAX_ARG || (kind != FDQ_FCNTL && kind != FDQ_IOCTL))
+	if (rc < 0 || pid <= 0 || (fd < 0 && !path[0]) || arg_len > FDQ_MAX_ARG || (kind != FDQ_FCNTL && kind != FDQ_IOCTL && kind != FDQ_FOWN))
 		return gw_fail(&h->err, EBADMSG, "decode", pid, "malformed FdQueryReq (pid %d, fd %d, arg_len %u)", pid, fd,
 			       arg_len);
 	int t AUTO_CLOSE = open_target(h, pid, fd, path);
@@ -61,12 +84,15 @@ int op_fd_query(struct helper *h, const uint8_t *req, size_t len, struct pb_buf 
 	unsigned char buf[FDQ_MAX_ARG];
 	memset(buf, 0, sizeof(buf));
 	long res;
-	if (kind == FDQ_FCNTL)
+	if (kind == FDQ_FOWN) {
+		res = query_fown(t, buf);
+		arg_len = 20;
+	} else if (kind == FDQ_FCNTL)
 		res = fcntl(t, (int)cmd, (unsigned long)arg);
 	else
 		res = ioctl(t, (unsigned long)cmd, arg_len ? (void *)buf : (void *)(uintptr_t)arg);
 	if (res < 0)
-		return gw_fail_errno(&h->err, kind == FDQ_FCNTL ? "fcntl" : "ioctl", pid, "fd %d%s%s command 0x%llx", fd,
+		return gw_fail_errno(&h->err, kind == FDQ_IOCTL ? "ioctl" : "fcntl", pid, "fd %d%s%s command 0x%llx", fd,
 				     path[0] ? " " : "", path, (unsigned long long)cmd);
 	pb_int(out, F_FdQueryResp_result, res);
 	if (arg_len)
