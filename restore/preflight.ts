@@ -84,6 +84,73 @@ export async function waitDyingPids(ctx: RestoreContext): Promise<void> {
   }
 }
 
+/**
+ * A PID that no task holds any more can still be taken: a live process outside the dump may use it as its
+ * process group or session id (a child that left the tree before the dump), and clone3 then fails with EEXIST.
+ */
+function groupHolders(pids: number[]): string[] {
+  const want = new Set(pids);
+  const out = new Map<number, string>();
+  for (const name of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    let stat: string;
+    try {
+      stat = fs.readFileSync(`/proc/${name}/stat`, 'latin1');
+    } catch {
+      continue; // gone meanwhile
+    }
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    for (const [i, what] of [[2, 'process group'], [3, 'session']] as const) {
+      const id = Number(f[i]);
+      if (want.has(id) && !out.has(id) && Number(name) !== id)
+        out.set(id, `PID ${id} is still the ${what} id of process ${name} ("${comm(Number(name))}"), which is not part of the dump: restore with --new-pidns, or end that process`);
+    }
+  }
+  return [...out.values()];
+}
+
+/**
+ * A task is in its parent's session, or leads its own, or is in the session its parent was born into (a parent
+ * that called setsid() after forking it): restore/tree.c forks such children before the parent's setsid().
+ * `need` is the session a task must be born into (undefined: any), as tree.c's born_need(). Any other session
+ * would need helper tasks that exist only to hand it down (CRIU's), which restore lacks.
+ */
+function sessionProblems(tasks: { pid: number; ppid: number; sid: number }[]): string[] {
+  const byPid = new Map(tasks.map((t) => [t.pid, t]));
+  const kids = new Map<number, typeof tasks>();
+  for (const t of tasks) if (byPid.has(t.ppid) && t.ppid !== t.pid) kids.set(t.ppid, [...(kids.get(t.ppid) ?? []), t]);
+  const needMemo = new Map<number, number | undefined>();
+  const need = (t: (typeof tasks)[number]): number | undefined => {
+    if (needMemo.has(t.pid)) return needMemo.get(t.pid);
+    let n: number | undefined;
+    if (t.sid !== t.pid) n = t.sid || undefined; // 0: a session led from outside a container's namespace
+    else
+      for (const c of kids.get(t.pid) ?? []) {
+        const m = need(c);
+        if (m !== undefined && m !== t.sid) {
+          n = m;
+          break;
+        }
+      }
+    needMemo.set(t.pid, n);
+    return n;
+  };
+  const born = new Map<number, number | undefined>(); // the session a task is in right after its fork
+  const out: string[] = [];
+  for (const t of tasks) {
+    const p = byPid.get(t.ppid);
+    if (!p || p === t) continue; // the root: born in the restorer's session
+    const n = need(t);
+    const early = p.sid === p.pid && n !== undefined && n !== p.sid;
+    const b = early ? born.get(p.pid) : p.sid;
+    born.set(t.pid, b);
+    // undefined: the restorer's session (the root's parent is outside the tree); nothing to check against
+    if (n === undefined || n === b || b === undefined) continue;
+    out.push(`task ${t.pid} must start in session ${n}, which its parent ${p.pid} (session ${p.sid}) cannot hand down to it: restoring it needs helper tasks, not supported yet`);
+  }
+  return out;
+}
+
 export function preflight(ctx: RestoreContext): void {
   const set = ctx.set!;
   const problems: string[] = [];
@@ -94,6 +161,8 @@ export function preflight(ctx: RestoreContext): void {
         if (fs.existsSync(`/proc/${tid}`))
           problems.push(`PID ${tid} (${t.pid === tid ? 'task' : 'thread of task ' + t.pid}) is in use on this host by "${comm(tid)}": restore with --new-pidns, or end that process`);
   }
+  if (!ctx.opts.newPidns) problems.push(...groupHolders(set.tasks.flatMap((t) => t.threads)));
+  problems.push(...sessionProblems(set.tasks));
   // Files that mappings, fds, cwd/root need: present and, where dump recorded it, same size and mode.
   for (const f of neededFiles(ctx)) {
     const st = statOrNull(treePath(ctx, f.path));

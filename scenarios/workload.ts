@@ -32,6 +32,7 @@ export const WORKLOAD_NAMES = [
   'proc-state',
   'maps',
   'fown',
+  'sessions',
 ] as const;
 export type WorkloadName = (typeof WORKLOAD_NAMES)[number];
 

@@ -2,7 +2,10 @@
  * State that CRIU's own conformance tests (zdtm static) found godwit losing, each reproduced by a workload of
  * ours: dump + kill + restore (and a --leave-running snapshot), then the workload checks itself.
  */
-import { entries, WorkloadFixture } from './helpers/workload-fixture';
+import * as fs from 'node:fs';
+import { dump } from '../checkpoint/dump';
+import { restore } from '../restore';
+import { entries, info, WorkloadFixture } from './helpers/workload-fixture';
 
 const fx = new WorkloadFixture('godwit-covz-');
 afterEach(() => fx.cleanup());
@@ -29,3 +32,35 @@ test('fown snapshot: files.img carries each owner once, the workload keeps runni
   expect(owned).toHaveLength(2);
   expect(await w.verify()).toEqual({ pass: true, detail: 'PASS' });
 });
+
+test('sessions: a child left in the session its parent had before setsid() (two levels down too) keeps it', async () => {
+  const w = await fx.start('sessions');
+  await fx.cycle(w);
+  expect(await w.verify()).toEqual({ pass: true, detail: 'PASS' });
+});
+
+test('sessions in the host PID namespace: a process outside the dump holding the root PID as its session is named', async () => {
+  const w = await fx.start('sessions', ['--orphan', '1']);
+  const orphan = Number(info(w, 'orphan')[0]);
+  try {
+    const dir = fx.imageDir();
+    await dump({ pid: w.pid, dir });
+    const err = await restore({ dir, newPidns: false, detach: true }, { silent: true }).catch((e: Error) => e);
+    expect((err as Error).message).toContain(`PID ${w.pid} is still the process group id of process ${orphan} ("sessions")`);
+    expect((err as Error).message).toContain('restore with --new-pidns, or end that process');
+    process.kill(orphan, 'SIGKILL');
+    await waitGone(orphan);
+    await fx.restore(w, dir, { newPidns: false });
+    expect(await w.verify()).toEqual({ pass: true, detail: 'PASS' });
+  } finally {
+    try {
+      process.kill(orphan, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  }
+});
+
+async function waitGone(pid: number): Promise<void> {
+  for (let i = 0; i < 500 && fs.existsSync(`/proc/${pid}`); i++) await new Promise((r) => setTimeout(r, 10));
+}

@@ -157,6 +157,43 @@ static int root_setup(struct rst_ctx *ctx, pid_t *about) {
 
 static void stub_main(struct rst_ctx *ctx, uint32_t idx, int ready, pid_t creator) __attribute__((noreturn));
 
+/* The session task i must be born into (0: any will do): its own if it does not lead one; if it does, the one
+ * some descendant kept from before its setsid(). restore/preflight.ts computes the same and refuses trees where
+ * the parent cannot be born there either (they would need CRIU's helper tasks). */
+static pid_t born_need(struct rst_ctx *ctx, uint32_t i) {
+  struct rst_task *t = &ctx->tasks[i];
+  if (t->sid != t->pid) return t->sid;
+  for (uint32_t k = 0; k < ctx->ntasks; k++) {
+    if (k == i || ctx->tasks[k].ppid != t->pid) continue;
+    pid_t n = born_need(ctx, k);
+    if (n && n != t->sid) return n;
+  }
+  return 0;
+}
+
+/* Child k of session leader `parent` must be forked before the parent's setsid(): it needs the old session. */
+static int keeps_old_session(struct rst_ctx *ctx, const struct rst_task *parent, uint32_t k) {
+  if (parent->sid != parent->pid) return 0;
+  pid_t n = born_need(ctx, k);
+  return n && n != parent->sid;
+}
+
+/* Forks the children of task idx (early: those that keep the old session, before setsid; else the others). */
+static void fork_children(struct rst_ctx *ctx, uint32_t idx, int ready, int early) {
+  struct rst_task *t = &ctx->tasks[idx];
+  for (uint32_t i = 0; i < ctx->ntasks; i++) {
+    if (ctx->tasks[i].ppid != t->pid || i == idx) continue;
+    if (keeps_old_session(ctx, t, i) != early) continue;
+    pid_t self = getpid();
+    pid_t c = clone_pid(ctx, ctx->tasks[i].pid, 0);
+    if (c == 0) stub_main(ctx, i, ready, self);
+    if (c < 0) {
+      report(ready, t->pid, errno, ctx->tasks[i].pid);
+      _exit(1);
+    }
+  }
+}
+
 static void stub_main(struct rst_ctx *ctx, uint32_t idx, int ready, pid_t creator) {
   struct rst_task *t = &ctx->tasks[idx];
   sigset_t all;
@@ -184,6 +221,9 @@ static void stub_main(struct rst_ctx *ctx, uint32_t idx, int ready, pid_t creato
       _exit(1);
     }
   }
+  /* Children that stayed in the session this task was born into (it called setsid() after forking them) are
+   * forked before our own setsid(). */
+  if (t->sid == t->pid) fork_children(ctx, idx, ready, 1);
   if (t->sid == t->pid && setsid() < 0) {
     report(ready, t->pid, errno, t->pid);
     _exit(1);
@@ -204,16 +244,7 @@ static void stub_main(struct rst_ctx *ctx, uint32_t idx, int ready, pid_t creato
     report(ready, t->pid, errno, t->pid);
     _exit(1);
   }
-  for (uint32_t i = 0; i < ctx->ntasks; i++) {
-    if (ctx->tasks[i].ppid != t->pid || i == idx) continue;
-    pid_t self = getpid();
-    pid_t c = clone_pid(ctx, ctx->tasks[i].pid, 0);
-    if (c == 0) stub_main(ctx, i, ready, self);
-    if (c < 0) {
-      report(ready, t->pid, errno, ctx->tasks[i].pid);
-      _exit(1);
-    }
-  }
+  fork_children(ctx, idx, ready, 0);
   for (uint32_t k = 1; k < t->nthreads; k++) {
     pid_t want = ctx->threads[t->first_thread + k].tid;
     void *stack = mmap(NULL, STUB_THREAD_STACK, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
