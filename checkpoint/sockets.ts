@@ -1,14 +1,19 @@
 /**
  * Unix sockets: socketpairs, listening and connected sockets whose peers are in the dumped tree, with the
  * data queued for reading (sk-queues.img, one packet entry per datagram, one for a stream's whole queue).
- * What cannot be restored faithfully is refused with the pid and fd: peers outside the tree, unaccepted
- * connections, fds in flight (SCM_RIGHTS).
+ * Connections not accepted yet are kept as their own entries (dumpEmbryo). What cannot be restored faithfully
+ * is refused with the pid and fd: peers outside the tree, unaccepted connections with queued data, fds in flight
+ * (SCM_RIGHTS).
  */
+import * as fs from 'node:fs';
 import { GodwitError } from '../util/errors';
 import type { CollectContext } from './context';
 import type { FdClass } from './fdkinds';
 import type { ProcFdInfo } from './proc/fdinfo';
+import type { UnixSock } from '../native/helper';
 import { FD_TYPES, fown, O_CLOEXEC } from './filetable';
+
+const O_RDWR = 2;
 
 export interface UnixFd {
   pid: number;
@@ -16,9 +21,16 @@ export interface UnixFd {
   inode: number;
   fileId: number;
   peer: number;
+  /** A listener: its address and how many connections wait in its queue. */
+  listenName?: Buffer;
+  pending?: number;
+  /** A client whose connection the listener at this address has not accepted yet. */
+  unacceptedBy?: Buffer;
 }
 
 const TCP_LISTEN = 10;
+const TCP_ESTABLISHED = 1;
+const SOCK_DGRAM = 2;
 const SK_SHUTDOWN = ['NONE', 'READ', 'WRITE', 'BOTH'];
 
 export async function dumpUnixFd(
@@ -38,9 +50,15 @@ export async function dumpUnixFd(
   const where = `unix socket fd ${c.fd} of pid ${pid} (inode ${inode})`;
   const [diag] = await ctx.helper.unixDiag([BigInt(inode)], pid);
   if (!diag) throw new GodwitError(`${where}: the kernel's socket diag does not know it`);
-  if (diag.pendingConnections.length)
+  // Connected to a connection its listener has not accepted yet (that one has no inode: peer 0, unlike a
+  // socket whose peer is gone, which is shut down both ways): its address is the listener's.
+  const embryoOf =
+    diag.type !== SOCK_DGRAM && diag.state === TCP_ESTABLISHED && !diag.peerInode && !diag.shutdown
+      ? unixName((await ctx.helper.peerName(pid, c.fd)).subarray(2))
+      : undefined;
+  if (embryoOf?.length && diag.wqlen > 0)
     throw new GodwitError(
-      `${where}: listening socket with ${diag.pendingConnections.length} unaccepted connection(s): not supported yet; let the application accept them first`,
+      `${where}: it sent ${diag.wqlen} byte(s) into a connection ${printable(embryoOf)} has not accepted yet, which cannot be read without accepting it: not supported yet; let the application accept it first`,
     );
   const opts = await ctx.helper.sockOpts(pid, c.fd);
   const queue = diag.state === TCP_LISTEN ? { packets: [], truncated: false } : await ctx.helper.peekSocket(pid, c.fd);
@@ -82,13 +100,65 @@ export async function dumpUnixFd(
       name: unixName(diag.name),
     };
     if (diag.shutdown) usk.shutdown = Math.min(diag.shutdown, 3);
+    const perms = socketFilePerms(pid, diag);
+    if (perms) usk.file_perms = perms;
     return { type: FD_TYPES.UNIXSK, id, usk };
   });
   ctx.unixSeen.set(inode, id);
   for (const p of queue.packets) ctx.images.add('SK_QUEUES', undefined, { id_for: id, length: p.data.length }, p.data);
-  seenFds.push({ pid, fd: c.fd, inode, fileId: id, peer: Number(diag.peerInode) });
+  const self: UnixFd = { pid, fd: c.fd, inode, fileId: id, peer: Number(diag.peerInode) };
+  if (diag.state === TCP_LISTEN) Object.assign(self, { listenName: unixName(diag.name), pending: diag.pendingConnections.length });
+  if (embryoOf?.length) {
+    dumpEmbryo(ctx, diag, embryoOf);
+    self.unacceptedBy = embryoOf;
+  }
+  seenFds.push(self);
   return id;
 }
+
+/**
+ * The mode and owner of the file a socket is bound to (bind() makes it with the umask, root-owned at restore):
+ * read through the task's root, only while the file there is still this socket's (same inode as diag says).
+ */
+function socketFilePerms(pid: number, diag: UnixSock): { mode: number; uid: number; gid: number } | undefined {
+  const name = unixName(diag.name);
+  if (!name.length || name[0] === 0 || !diag.vfsIno) return undefined;
+  try {
+    const st = fs.lstatSync(`/proc/${pid}/root${name.toString().startsWith('/') ? '' : '/'}${name.toString()}`, { bigint: true });
+    if (!st.isSocket() || st.ino !== diag.vfsIno) return undefined;
+    return { mode: Number(st.mode), uid: Number(st.uid), gid: Number(st.gid) };
+  } catch {
+    return undefined; // removed since bind(): nothing to carry
+  }
+}
+
+/**
+ * A connection waiting in a listener's queue (connect() done, accept() not yet): a socket no fd holds and with no
+ * inode, named as its listener, whose peer is the connecting socket `client`. It gets a files.img entry of its
+ * own (ino 0) that no fdinfo refers to, which is how restore knows to connect the client to the listener again
+ * and leave the connection unaccepted. checkUnixPeers matches these with the listeners' pending counts.
+ */
+function dumpEmbryo(ctx: CollectContext, client: UnixSock, name: Buffer): void {
+  ctx.files.add(undefined, (id) => ({
+    type: FD_TYPES.UNIXSK,
+    id,
+    usk: {
+      id,
+      ino: 0,
+      type: client.type,
+      state: TCP_ESTABLISHED,
+      flags: O_RDWR,
+      uflags: 0,
+      backlog: 0,
+      peer: Number(client.inode),
+      fown: fown(),
+      opts: { so_sndbuf: 0, so_rcvbuf: 0, so_snd_tmo_sec: 0n, so_snd_tmo_usec: 0n, so_rcv_tmo_sec: 0n, so_rcv_tmo_usec: 0n },
+      name,
+    },
+  }));
+}
+
+const printable = (n: Buffer) => (n.length && n[0] === 0 ? `@${n.subarray(1).toString()}` : n.toString());
 
 /**
  * A path name as the kernel reports it may end with the NUL that bind() was given; CRIU stores the path
@@ -105,6 +175,27 @@ export function unixName(name: Buffer): Buffer {
 /** After all processes: every connected socket's peer must be a socket of the tree. */
 export function checkUnixPeers(fds: UnixFd[]): void {
   const inodes = new Set(fds.map((u) => u.inode));
+  // Unaccepted connections: every one a listener of the tree holds must come from a socket of the tree, and
+  // every such socket must be waiting on a listener of the tree.
+  const clients = new Map<string, number>();
+  for (const u of fds) if (u.unacceptedBy) clients.set(u.unacceptedBy.toString('latin1'), (clients.get(u.unacceptedBy.toString('latin1')) ?? 0) + 1);
+  const seen = new Set<number>();
+  for (const u of fds) {
+    if (u.pending === undefined || seen.has(u.inode)) continue;
+    seen.add(u.inode);
+    const ours = clients.get(u.listenName!.toString('latin1')) ?? 0;
+    clients.delete(u.listenName!.toString('latin1'));
+    if (ours !== u.pending)
+      throw new GodwitError(
+        `unix socket fd ${u.fd} of pid ${u.pid} (inode ${u.inode}, listening on ${printable(u.listenName!)}) holds ${u.pending} unaccepted connection(s), ${u.pending - ours} of them from outside the dumped tree: not supported (dump the connecting processes too, or let the application accept them first)`,
+      );
+  }
+  for (const name of clients.keys()) {
+    const u = fds.find((x) => x.unacceptedBy?.toString('latin1') === name)!;
+    throw new GodwitError(
+      `unix socket fd ${u.fd} of pid ${u.pid} (inode ${u.inode}) waits to be accepted by ${printable(u.unacceptedBy!)}, a listener outside the dumped tree: not supported (dump its process too)`,
+    );
+  }
   for (const u of fds) {
     if (u.peer && !inodes.has(u.peer))
       throw new GodwitError(

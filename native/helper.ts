@@ -673,6 +673,12 @@ export class Helper {
     return { type: d.readInt32LE(0), pid: d.readInt32LE(4), signum: d.readInt32LE(8), uid: d.readUInt32LE(12), euid: d.readUInt32LE(16), uids: num(r.result) === 1 };
   }
 
+  /** getpeername() of socket fd `fd` of `pid`: the peer's address (a sockaddr, its length as returned). */
+  async peerName(pid: number, fd: number): Promise<Buffer> {
+    const r = await this.call('fdQuery', { pid, fd, path: '', kind: 3, cmd: 0, arg: 0, argLen: 0 }, `peer address of socket fd ${fd} of pid ${pid}`);
+    return buf(r.data);
+  }
+
   /** Per-process state through injected syscalls, in one round trip (all tids seized and stopped). */
   async dumpProcess(pid: number, tids: number[], posixTimers: number[] = []): Promise<ProcessState> {
     const r = await this.call('dumpProcess', { pid, tids, posixTimers }, `read the state of process ${pid}`);

@@ -21,6 +21,7 @@ const F_SETFL = 4;
 const O_NONBLOCK = 0o4000;
 const AT_FDCWD = -100;
 const MSG_DONTWAIT = 0x40;
+const AT_SYMLINK_NOFOLLOW = 0x100;
 
 interface Sock {
   fileId: number;
@@ -61,7 +62,37 @@ async function bindTo(ctx: RestoreContext, s: Sock): Promise<void> {
     if (fs.existsSync(treePath(ctx, p)) && fs.statSync(treePath(ctx, p)).isSocket()) b.call('unlinkat', [AT_FDCWD, b.str(p), 0], `remove the stale socket file ${p}`);
   }
   b.call('bind', [s.fd!, b.data(sockaddr(s.name)), sockaddr(s.name).length], `bind unix socket ${s.ino} to ${printable(s.name)}`);
+  const perms = s.e.file_perms as Msg | undefined;
+  if (perms && s.name.length && s.name[0] !== 0) {
+    // bind() made the file with the restorer's umask and owner: give it the dumped ones (owner first: chown
+    // clears set-id bits)
+    const p = s.name.toString();
+    b.call('fchownat', [AT_FDCWD, b.str(p), Number(perms.uid), Number(perms.gid), AT_SYMLINK_NOFOLLOW], `give socket file ${p} its owner`);
+    b.call('fchmodat', [AT_FDCWD, b.str(p), Number(perms.mode) & 0o7777], `give socket file ${p} its mode`);
+  }
   await local(ctx, b, 'unix socket');
+}
+
+/**
+ * Connections a listener had not accepted (checkpoint/sockets.ts dumpEmbryo): entries no fd refers to, in
+ * queue order. Each one's peer connects to the listener again and the connection is left in its queue; the
+ * entry is marked made (fd -1) so nothing else creates it.
+ */
+async function connectEmbryos(ctx: RestoreContext, socks: Sock[], byIno: Map<number, Sock>, listeners: Sock[]): Promise<void> {
+  const used = new Set(ctx.set!.tasks.flatMap((t) => t.fds.map((f) => Number(f.id))));
+  for (const e of socks) {
+    if (used.has(e.fileId) || e.ino !== 0) continue;
+    const listener = listeners.find((l) => l.name.length && l.name.equals(e.name) && l.type === e.type);
+    const client = byIno.get(e.peer);
+    if (!listener || !client || client.fd !== undefined)
+      throw new GodwitError(`unix socket ${e.ino} is held by no fd and is not a connection waiting on a listener of the image: the image is inconsistent`);
+    await newSocket(ctx, client);
+    if (client.name.length) await bindTo(ctx, client);
+    const b = new Batch();
+    b.call('connect', [client.fd!, b.data(sockaddr(listener.name)), sockaddr(listener.name).length], `connect socket ${client.ino} to ${printable(listener.name)} (left unaccepted)`);
+    await local(ctx, b, 'unix socket');
+    e.fd = -1;
+  }
 }
 
 const printable = (n: Buffer) => (n.length && n[0] === 0 ? `@${n.subarray(1).toString()}` : n.toString());
@@ -82,7 +113,7 @@ export async function createUnixSockets(ctx: RestoreContext): Promise<void> {
     });
   }
   if (!socks.length) return;
-  const byIno = new Map(socks.map((s) => [s.ino, s]));
+  const byIno = new Map(socks.filter((s) => s.ino).map((s) => [s.ino, s])); // ino 0: unaccepted connections
   const listeners = socks.filter((s) => Number(s.e.state) === TCP_LISTEN);
   for (const l of listeners) {
     await newSocket(ctx, l);
@@ -93,7 +124,7 @@ export async function createUnixSockets(ctx: RestoreContext): Promise<void> {
   }
   // Connected pairs (each the other's peer).
   for (const s of socks) {
-    if (s.fd !== undefined) continue;
+    if (s.fd !== undefined || !s.ino) continue; // ino 0: an unaccepted connection (connectEmbryos)
     const p = byIno.get(s.peer);
     if (!p || p.peer !== s.ino || p.fd !== undefined) continue;
     const listener = listeners.find((l) => l.name.length && (l.name.equals(s.name) || l.name.equals(p.name)) && l.type === s.type);
@@ -118,6 +149,8 @@ export async function createUnixSockets(ctx: RestoreContext): Promise<void> {
       if (s.name.length || p.name.length) ctx.warnings.push({ pid: 0, message: `unix sockets ${s.ino}/${p.ino}: recreated as a socketpair, their names are lost` });
     }
   }
+  // After the accepted pairs (each accept takes the oldest waiting connection), the ones left waiting.
+  await connectEmbryos(ctx, socks, byIno, listeners);
   // The rest: bound ones first (datagram receivers), then those connected to a bound one.
   for (const s of socks.filter((x) => x.fd === undefined && x.name.length)) {
     await newSocket(ctx, s);
@@ -134,6 +167,7 @@ export async function createUnixSockets(ctx: RestoreContext): Promise<void> {
     }
   }
   for (const s of socks) {
+    if (s.fd! < 0) continue; // an unaccepted connection: only its peer exists
     const o = (s.e.opts as Msg | undefined) ?? {};
     const b = new Batch();
     for (const [opt, v] of [[SO_SNDBUFFORCE, o.so_sndbuf], [SO_RCVBUFFORCE, o.so_rcvbuf]] as const) {
@@ -162,6 +196,7 @@ export async function createUnixSockets(ctx: RestoreContext): Promise<void> {
     await local(ctx, b, 'unix socket queue');
   }
   for (const s of socks) {
+    if (s.fd! < 0) continue;
     const b = new Batch();
     const flags = Number(s.e.flags ?? 0);
     if (flags & O_NONBLOCK) b.call('fcntl', [s.fd!, F_SETFL, O_NONBLOCK], `make socket ${s.ino} non-blocking`);

@@ -33,6 +33,7 @@ export const WORKLOAD_NAMES = [
   'maps',
   'fown',
   'sessions',
+  'unix-pending',
 ] as const;
 export type WorkloadName = (typeof WORKLOAD_NAMES)[number];
 

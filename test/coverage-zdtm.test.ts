@@ -61,6 +61,26 @@ test('sessions in the host PID namespace: a process outside the dump holding the
   }
 });
 
+test('unix-pending: connections a listener has not accepted wait in its queue again, in order; its file keeps mode and owner', async () => {
+  const w = await fx.start('unix-pending');
+  await fx.cycle(w);
+  expect(await w.verify()).toEqual({ pass: true, detail: 'PASS' });
+});
+
+test('unix-pending snapshot: the waiting connections are entries no fd holds, the workload keeps running unharmed', async () => {
+  const w = await fx.start('unix-pending');
+  const { dir } = await fx.snapshot(w);
+  const usk = entries(dir, 'files.img')
+    .map((e) => e.usk as Record<string, unknown> | undefined)
+    .filter((u): u is Record<string, unknown> => !!u);
+  const waiting = usk.filter((u) => Number(u.ino) === 0);
+  expect(waiting).toHaveLength(2);
+  const listener = usk.find((u) => Number(u.state) === 10)!;
+  expect(listener.file_perms).toEqual({ mode: 0o140640, uid: 4242, gid: 4343 });
+  for (const e of waiting) expect(Buffer.from(e.name as Uint8Array).equals(Buffer.from(listener.name as Uint8Array))).toBe(true);
+  expect(await w.verify()).toEqual({ pass: true, detail: 'PASS' });
+});
+
 async function waitGone(pid: number): Promise<void> {
   for (let i = 0; i < 500 && fs.existsSync(`/proc/${pid}`); i++) await new Promise((r) => setTimeout(r, 10));
 }

@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "fields.h"
@@ -14,7 +15,7 @@
 /* Largest output buffer an ioctl may fill (termios, winsize and friends are far smaller). */
 #define FDQ_MAX_ARG 4096
 
-enum { FDQ_FCNTL = 0, FDQ_IOCTL = 1, FDQ_FOWN = 2 };
+enum { FDQ_FCNTL = 0, FDQ_IOCTL = 1, FDQ_FOWN = 2, FDQ_PEERNAME = 3 };
 
 #ifndef F_GETOWNER_UIDS
 #define F_GETOWNER_UIDS 17
@@ -75,7 +76,7 @@ int op_fd_query(struct helper *h, const uint8_t *req, size_t len, struct pb_buf 
 		else if (f.num == F_FdQueryReq_arg_len)
 			arg_len = (uint32_t)f.v;
 	}
-	if (rc < 0 || pid <= 0 || (fd < 0 && !path[0]) || arg_len > FDQ_MAX_ARG || (kind != FDQ_FCNTL && kind != FDQ_IOCTL && kind != FDQ_FOWN))
+	if (rc < 0 || pid <= 0 || (fd < 0 && !path[0]) || arg_len > FDQ_MAX_ARG || (kind < FDQ_FCNTL || kind > FDQ_PEERNAME))
 		return gw_fail(&h->err, EBADMSG, "decode", pid, "malformed FdQueryReq (pid %d, fd %d, arg_len %u)", pid, fd,
 			       arg_len);
 	int t AUTO_CLOSE = open_target(h, pid, fd, path);
@@ -87,12 +88,19 @@ int op_fd_query(struct helper *h, const uint8_t *req, size_t len, struct pb_buf 
 	if (kind == FDQ_FOWN) {
 		res = query_fown(t, buf);
 		arg_len = 20;
+	} else if (kind == FDQ_PEERNAME) {
+		/* A socket's peer address (a unix socket connected to a connection its listener has not accepted: the
+		 * peer has no inode for socket diag to name, only the listener's address). Result: its length. */
+		socklen_t alen = sizeof(struct sockaddr_storage);
+		res = getpeername(t, (struct sockaddr *)buf, &alen);
+		if (res == 0)
+			res = alen, arg_len = alen;
 	} else if (kind == FDQ_FCNTL)
 		res = fcntl(t, (int)cmd, (unsigned long)arg);
 	else
 		res = ioctl(t, (unsigned long)cmd, arg_len ? (void *)buf : (void *)(uintptr_t)arg);
 	if (res < 0)
-		return gw_fail_errno(&h->err, kind == FDQ_IOCTL ? "ioctl" : "fcntl", pid, "fd %d%s%s command 0x%llx", fd,
+		return gw_fail_errno(&h->err, kind == FDQ_IOCTL ? "ioctl" : kind == FDQ_PEERNAME ? "getpeername" : "fcntl", pid, "fd %d%s%s command 0x%llx", fd,
 				     path[0] ? " " : "", path, (unsigned long long)cmd);
 	pb_int(out, F_FdQueryResp_result, res);
 	if (arg_len)
