@@ -11,6 +11,7 @@ import { openInRestorer } from './memory';
 
 const O_ACCMODE = 3;
 const O_WRONLY = 1;
+const O_CLOEXEC = 0o2000000;
 const F_SETFL = 4;
 const F_SETPIPE_SZ = 1031;
 const SETFL_MASK = 0o2000 /* O_APPEND */ | 0o4000 /* O_NONBLOCK */ | 0o20000 /* O_ASYNC */ | 0o40000 /* O_DIRECT */;
@@ -51,10 +52,19 @@ export async function createPipes(ctx: RestoreContext): Promise<void> {
     const rd = out.readInt32LE(0);
     const wr = out.readInt32LE(4);
     ctx.restorerFds.push(rd, wr);
+    const taken = new Set<number>();
     for (const f of files) {
       const p = f.pipe as Msg;
       const flags = Number(p.flags ?? 0);
-      const fd = (flags & O_ACCMODE) === O_WRONLY ? wr : rd;
+      const end = (flags & O_ACCMODE) === O_WRONLY ? wr : rd;
+      let fd = end;
+      if (taken.has(end)) {
+        // Another open file description of the same end (an open of /proc/PID/fd/N, as zdtm pipe01 makes): its
+        // own, so that its flags stay its own.
+        fd = await openInRestorer(ctx, `/proc/self/fd/${end}`, (flags & O_ACCMODE) | O_CLOEXEC, undefined, 0, true);
+        ctx.restorerFds.push(fd);
+      }
+      taken.add(end);
       ctx.objects.set(Number(f.id), fd);
       if (flags & SETFL_MASK) await fcntl(ctx, fd, F_SETFL, flags & SETFL_MASK, `set flags of pipe ${pipeId}`);
     }

@@ -10,7 +10,7 @@ import { entries, info, WorkloadFixture } from './helpers/workload-fixture';
 const fx = new WorkloadFixture('godwit-covz-');
 afterEach(() => fx.cleanup());
 
-test('fown: SIGIO owners (process, process group), their signal and recorded credentials come back and still signal', async () => {
+test('fown: SIGIO owners (process, process group), their signal and recorded credentials come back and still signal; two descriptions of a pipe end keep their own flags', async () => {
   const w = await fx.start('fown');
   await fx.cycle(w);
   expect(await w.verify()).toEqual({ pass: true, detail: 'PASS' });

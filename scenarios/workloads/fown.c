@@ -2,9 +2,11 @@
  * fown: file descriptions with a SIGIO owner (zdtm file_fown). A pipe owned by this process (F_SETOWN, set
  * while euid is 1, so the owner's recorded credentials are uid 0 / euid 1) with F_SETSIG SIGIO and O_ASYNC; a
  * socketpair end owned by the process group (F_SETOWN_EX F_OWNER_PGRP) signalling SIGRTMIN+1; a pipe with no
- * owner at all.
+ * owner at all, whose write end is non-blocking while a second open file description of that end (an open of
+ * /proc/self/fd/N, zdtm pipe01) is not.
  * Verify: F_GETOWN_EX, F_GETSIG and F_GETOWNER_UIDS as they were, and the signals still arrive: a write into
- * the pipe raises SIGIO, data on the socket raises SIGRTMIN+1, in this process.
+ * the pipe raises SIGIO, data on the socket raises SIGRTMIN+1, in this process. Each description of the
+ * unowned pipe's write end keeps its own flags.
  */
 #include "zdtm.h"
 
@@ -95,6 +97,11 @@ int main(int argc, char **argv)
 	    fcntl(sk[0], F_SETFL, fcntl(sk[0], F_GETFL) | O_ASYNC) < 0)
 		zt_setup_failed(&z, "fcntl(F_SETOWN_EX/F_SETSIG/O_ASYNC)", "socket");
 
+	char self_fd[64];
+	snprintf(self_fd, sizeof(self_fd), "/proc/self/fd/%d", q[1]);
+	int q2 = open(self_fd, O_WRONLY | O_CLOEXEC);
+	if (q2 < 0 || fcntl(q[1], F_SETFL, O_NONBLOCK) < 0)
+		zt_setup_failed(&z, "open/fcntl", "second description of a pipe's write end");
 	struct owned o[3] = {
 		{ "pipe owned by the process", p[0], SIGIO, F_OWNER_PID, getpid(), 0, 1 },
 		{ "socket owned by the group", sk[0], SIGRTMIN + 1, F_OWNER_PGRP, getpgrp(), 0, 0 },
@@ -108,6 +115,9 @@ int main(int argc, char **argv)
 
 	for (int i = 0; i < 3; i++)
 		check_owner(&z, &o[i]);
+	if (!(fcntl(q[1], F_GETFL) & O_NONBLOCK) || (fcntl(q2, F_GETFL) & O_NONBLOCK))
+		zt_fail(&z, "pipe write end descriptions: flags 0%o and 0%o, expected O_NONBLOCK on the first only",
+			fcntl(q[1], F_GETFL), fcntl(q2, F_GETFL));
 	int before = n_sigio;
 	if (write(p[1], "x", 1) != 1)
 		zt_fail_sys(&z, "write", "owned pipe");
