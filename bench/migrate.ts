@@ -141,8 +141,10 @@ async function main(): Promise<void> {
           }
           console.log(`  steps (ms): ${s.steps.map((x) => `${x.title} ${x.ms.toFixed(0)}`).join('; ')}`);
           const tgt = Object.entries(s.targetTimingsMs);
-          if (tgt.length) console.log(`  target's restore steps (ms): ${tgt.map(([k, v]) => `${k} ${Number(v).toFixed(0)}`).join('; ')}`);
-          if (rounds > 1) console.log(`  all rounds: downtime ${runs.map((x) => `${x.summary.downtimeMs.toFixed(0)} ms`).join(', ')}`);
+          if (tgt.length) console.log(`  target's restore steps (ms): ${tgt.map(([k, v]) => `${k} ${Number(v).toFixed(0)}`).join('; ')}; ` +
+            `memory faulted in beforehand (reserve) ${mb(s.targetReserve?.heldBytes ?? 0)} of ${mb(s.targetReserve?.bytes ?? 0)} MB`);
+          if (rounds > 1) console.log(`  all rounds: downtime ${runs.map((x) => `${x.summary.downtimeMs.toFixed(0)} ms`).join(', ')}; ` +
+            `target's rebuild memory ${runs.map((x) => `${Number(x.summary.targetTimingsMs['rebuild memory'] ?? 0).toFixed(0)} ms`).join(', ')}`);
         }
         // CRIU: dump and restore as the issue gives them for this machine, the raw pages copied at OpenSSH's rate.
         const gib = mib / 1024;

@@ -21,6 +21,7 @@ import { connectTarget, SshTiming, TargetOptions } from '../transport/ssh-endpoi
 import { GodwitError, UsageError } from '../util/errors';
 import { endSourceContainer, holdFrozen, MigrateTargetOptions, ownCgroupDirs, targetContainerArgs } from './container';
 import { StreamImageOutput } from './stream-output';
+import { treeMemoryBytes } from './memory-hint';
 import type { RoundSent } from '../checkpoint/precopy-chain';
 import type { PreCopyOptions } from '../checkpoint/precopy';
 
@@ -94,6 +95,11 @@ export interface MigrateSummary {
   restoreMs: number;
   /** The target's restore steps, ms each (a container's parts as `container: cgroups`, `container: net`, ...). */
   targetTimingsMs: Record<string, number>;
+  /**
+   * The target's reserve (migrate/reserve.ts): bytes it set out to hold for the restore (the tree's memory, capped by
+   * what the target can spare) and what it had faulted in when the restore started. Absent: none was made.
+   */
+  targetReserve?: { bytes: number; heldBytes: number };
   commitMs: number;
   files: number;
   /** Image bytes sent (compressed pages counted as compressed), and bytes on the wire (frames included). */
@@ -174,6 +180,9 @@ function targetArgs(o: MigrateOptions): string[] {
   if (o.newPidns) a.push('--new-pidns');
   if (o.keepImages) a.push('--keep-images');
   if (o.timeouts?.idleMs !== undefined) a.push('--idle-timeout', String(Math.max(1, Math.round(o.timeouts.idleMs / 1000))));
+  // The target faults this much memory in while the stream runs, so its restore does not pay for it in the downtime.
+  const mem = treeMemoryBytes(o);
+  if (mem) a.push('--reserve-memory', String(mem));
   a.push(...targetContainerArgs(o.target));
   return a;
 }
@@ -374,6 +383,7 @@ export async function finishMigrate(s: MigrateState): Promise<MigrateSummary> {
     transferMs,
     restoreMs: Number(s.ready?.restoreMs ?? 0),
     targetTimingsMs: (s.ready?.timingsMs ?? {}) as Record<string, number>,
+    ...(s.ready?.reserve ? { targetReserve: s.ready.reserve as { bytes: number; heldBytes: number } } : {}),
     commitMs: tx.commitAt && tx.runningAt ? ms(tx.commitAt, tx.runningAt) : 0,
     files: p.files,
     rawBytes: p.rawBytes,

@@ -20,6 +20,7 @@ import { cgroupRootOf } from '../restore/container';
 import { vethConfigFromFlags } from '../restore/net';
 import { watchIdle } from './idle';
 import { linkPreDumpChain } from '../images/pagechain';
+import { MemoryReserve } from './reserve';
 
 export interface ReceiveMigrationOptions {
   dir: string;
@@ -34,6 +35,11 @@ export interface ReceiveMigrationOptions {
    * reset is otherwise never noticed here). Default 60 s: longer than any pause of a healthy source.
    */
   idleTimeoutMs?: number;
+  /**
+   * The workload's memory as the source saw it before the dump: held here while the stream runs and freed as the
+   * restore starts, so the restore's pages land in memory the host has already faulted in (migrate/reserve.ts).
+   */
+  reserveBytes?: number;
   /** How long the restored tree is held waiting for Commit (default 10 min). */
   commitTimeoutMs?: number;
   window?: number;
@@ -166,6 +172,7 @@ function killRestored(s: RestoreContext): void {
 export async function receiveMigration(o: ReceiveMigrationOptions): Promise<ReceiveResult> {
   const raw = o.channel ?? stdioChannel('the source');
   const idle = watchIdle(raw, o.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS);
+  const reserve = o.reserveBytes ? MemoryReserve.start(o.reserveBytes, o.log) : undefined;
   const onState = (st: TargetState) => {
     // While restoring, the source is silent by design (it waits for Ready).
     if (st === 'restoring') idle.pause();
@@ -177,9 +184,12 @@ export async function receiveMigration(o: ReceiveMigrationOptions): Promise<Rece
       dir: o.dir,
       channel: idle.channel,
       restore: async (dir, signal) => {
+        await reserve?.release(); // the restore's pages come from the memory it frees
         await linkPreDumpChain(dir); // streamed pre-copy rounds (pre-1/, ...): the chain's links are made here
-        return restoreHeld(dir, { ...(o.newPidns ? { newPidns: true } : {}), ...(o.container ? { container: o.container } : {}) },
+        const tree = await restoreHeld(dir, { ...(o.newPidns ? { newPidns: true } : {}), ...(o.container ? { container: o.container } : {}) },
           signal);
+        if (reserve) tree.info.reserve = { bytes: reserve.bytes, heldBytes: reserve.heldAtRelease ?? 0 };
+        return tree;
       },
       onState,
       ...(o.window !== undefined ? { window: o.window } : {}),
@@ -189,5 +199,6 @@ export async function receiveMigration(o: ReceiveMigrationOptions): Promise<Rece
     });
   } finally {
     idle.stop();
+    await reserve?.release();
   }
 }

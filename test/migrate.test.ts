@@ -362,6 +362,13 @@ describe('migrate --pre-copy: the rounds streamed to the target while the tree r
     expect(sent.afterFreezePageBytes).toBeLessThan(2 << 20);
     expect(sent.afterFreezePageBytes).toBeLessThan(pageBytes / 20);
     expect(sent.afterFreezeBytes).toBeLessThan(sent.streamedBytes / 10);
+    // The target held the tree's memory (as the source measured it before the dump) for the restore, and let it go
+    // before it (expectMigrated: no process of ours is left on host B).
+    const reserve = (r.events.find((e) => e.event === 'done') as { summary: { targetReserve?: { bytes: number; heldBytes: number } } })
+      .summary.targetReserve;
+    expect(reserve).toBeDefined();
+    expect(reserve!.bytes).toBeGreaterThanOrEqual(48 << 20);
+    expect(reserve!.heldBytes).toBeLessThanOrEqual(reserve!.bytes);
   }, 60_000);
 
   test('a workload that keeps writing memory: only its dirty pages travel after the freeze; the kept chain restores here, and a broken chain is a clear error', async () => {

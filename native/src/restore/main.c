@@ -382,6 +382,7 @@ int main(int argc, char **argv) {
     }
     if (!strcmp(argv[i], "--bench-writev") && i + 1 < argc) return rst_bench_writev(strtoul(argv[i + 1], NULL, 10));
     if (!strcmp(argv[i], "--bench-uffd") && i + 1 < argc) return rst_bench_uffd(strtoul(argv[i + 1], NULL, 10));
+    if (!strcmp(argv[i], "--reserve") && i + 1 < argc) return rst_reserve(strtoul(argv[i + 1], NULL, 10));
     if (!strcmp(argv[i], "--new-pidns")) ctx.new_pidns = 1;
     else {
       fprintf(stderr, "godwit-restorer: unknown argument %s (usage: godwit-restorer [--new-pidns] [--setns NSFILE]... [--timens MONO_NS BOOT_NS] [--cgroup PROCSFILE]..., fds 3+4)\n", argv[i]);

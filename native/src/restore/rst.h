@@ -153,5 +153,7 @@ int rst_xstate_info(struct rst_ctx *ctx, pid_t tid, uint8_t *out, size_t *outlen
 /* bench.c: the limits bench/restore.ts measures restore against (fresh memory of another process) */
 int rst_bench_writev(unsigned long mib);
 int rst_bench_uffd(unsigned long mib);
+/* --reserve MIB (reserve.c): fault in and hold memory for a migration's restore until stdin closes. */
+int rst_reserve(unsigned long mib);
 
 #endif
