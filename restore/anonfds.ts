@@ -85,10 +85,18 @@ export async function createInotify(ctx: RestoreContext, id: number, e: Msg): Pr
     const mnt = o.call('openat', [AT_FDCWD, o.str('/'), O_DIRECTORY | O_CLOEXEC, 0], 'open the root mount');
     o.call('open_by_handle_at', [mnt, o.data(h), O_PATH | O_CLOEXEC], `find the inode watched by inotify ${id} wd ${w.wd}`);
     o.call('close', [mnt], 'close the root mount');
-    const { results } = await runLocal(ctx.restorer!, o, `inotify ${id}`).catch((err) => {
-      throw new GodwitError(`inotify ${id}: the inode of watch ${w.wd} (inode ${w.i_ino}) is no longer on this host's root filesystem`, { cause: err });
-    });
-    const target = Number(results[1]);
+    // A watched file deleted while open (zdtm inotify00) came back from its ghost image, as a new inode its
+    // handle cannot name: the watch goes on that file.
+    const ghost = ctx.ghostFds.get(`${w.s_dev}:${w.i_ino}`);
+    const target =
+      ghost ??
+      Number(
+        (
+          await runLocal(ctx.restorer!, o, `inotify ${id}`).catch((err) => {
+            throw new GodwitError(`inotify ${id}: the inode of watch ${w.wd} (inode ${w.i_ino}) is no longer on this host's root filesystem`, { cause: err });
+          })
+        ).results[1],
+      );
     const mask = Number(w.mask ?? 0) & 0x7fffffff;
     try {
       for (let tries = 0; ; tries++) {
@@ -105,9 +113,11 @@ export async function createInotify(ctx: RestoreContext, id: number, e: Msg): Pr
         await runLocal(ctx.restorer!, r, `inotify ${id}`);
       }
     } finally {
-      const c = new Batch();
-      c.call('close', [target], 'close the watched inode');
-      await runLocal(ctx.restorer!, c, `inotify ${id}`);
+      if (ghost === undefined) {
+        const c = new Batch();
+        c.call('close', [target], 'close the watched inode');
+        await runLocal(ctx.restorer!, c, `inotify ${id}`);
+      }
     }
   }
   return fd;

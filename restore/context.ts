@@ -49,6 +49,8 @@ export interface RestoreContext {
   objects: Map<number, number>;
   /** Restorer fds to close once every task has its copies. */
   restorerFds: number[];
+  /** Deleted files made again from their ghost image: the dumped "s_dev:ino" -> the restorer's fd of it. */
+  ghostFds: Map<string, number>;
   /** Size of the xsave area of this host, read from a stub. */
   xstateSize: number;
   hostXsave?: HostXsave;
@@ -79,6 +81,7 @@ export function newContext(opts: RestoreOptions): RestoreContext {
     trampolines: new Map(),
     objects: new Map(),
     restorerFds: [],
+    ghostFds: new Map(),
     xstateSize: 0,
     warnings: [],
     hostPids: new Map(),

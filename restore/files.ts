@@ -37,6 +37,8 @@ export const SUPPORTED_FD_TYPES = new Set(['REG', 'PIPE', 'EVENTFD', 'SIGNALFD',
 /** Creates, in the restorer, every file object the tree's fds refer to (one per files.img id). */
 export async function openRegularFiles(ctx: RestoreContext): Promise<void> {
   const set = ctx.set!;
+  // inotify last: a watch on a deleted file finds it among the ghosts made by then.
+  for (const late of [false, true])
   for (const t of set.tasks)
     for (const fdi of t.fds) {
       const id = Number(fdi.id);
@@ -45,6 +47,7 @@ export async function openRegularFiles(ctx: RestoreContext): Promise<void> {
       if (!f) throw new GodwitError(`task ${t.pid}: fd ${fdi.fd} refers to file id ${id}, missing from files.img`);
       const type = FD_TYPE[Number(f.type)] ?? `type ${f.type}`;
       if (type === 'PIPE' || type === 'UNIXSK' || type === 'FIFO' || type === 'INETSK') continue; // pipes.ts, sockets.ts, inet.ts
+      if ((type === 'INOTIFY') !== late) continue;
       const made = await createAnonObject(ctx, id, type, f);
       if (made !== null) {
         ctx.objects.set(id, made);
@@ -92,7 +95,9 @@ async function openGhost(ctx: RestoreContext, id: number, name: string, flags: n
       await ctx.restorer!.request(Op.WRITE_FD, b, `write the content of deleted file ${name}`);
     }
     await setGhostAttrs(ctx, w, name, g);
-    return await openInRestorer(ctx, where, flags, (reg.pos as bigint | undefined) ?? 0n);
+    const fd = await openInRestorer(ctx, where, flags, (reg.pos as bigint | undefined) ?? 0n);
+    ctx.ghostFds.set(`${g.dev}:${g.ino}`, fd);
+    return fd;
   } finally {
     await closeInRestorer(ctx, [w]);
     const u = new Batch();

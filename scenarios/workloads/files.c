@@ -2,7 +2,8 @@
  * files: regular files open at offsets with different flags (read-only + O_NONBLOCK, read-write with a dup
  * sharing its offset, O_APPEND, O_CLOEXEC opened relative to the cwd), a deleted file still open with contents,
  * a file mapped shared and one mapped private (both written through memory), cwd in a subdirectory, a umask.
- * The deleted file has an owner, mode and mtime of its own (zdtm unlink_fstat00 checks them after restore).
+ * The deleted file has an owner, mode and mtime of its own (zdtm unlink_fstat00 checks them after restore) and an
+ * inotify watch made before it was deleted (zdtm inotify00): a chmod of it must still raise IN_ATTRIB there.
  * Verify: per fd its flags (F_GETFL, F_GETFD), offset, path, link count and the file's bytes; the dup still shares
  * its offset, O_APPEND still appends; the shared mapping still writes through to the file and the private one does
  * not; cwd and umask.
@@ -14,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/inotify.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -205,8 +207,15 @@ int main(int argc, char **argv)
 	if (fchown(f[3].fd, 4242, 4343) < 0 || fchmod(f[3].fd, 0604) < 0 || futimens(f[3].fd, old_times) < 0 ||
 	    fstat(f[3].fd, &f[3].attrs) < 0)
 		zt_setup_failed(&z, "fchown/fchmod/futimens", p_del);
+	int ify = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+	int wd = ify < 0 ? -1 : inotify_add_watch(ify, p_del, IN_ATTRIB);
+	if (wd < 0)
+		zt_setup_failed(&z, "inotify_init1/inotify_add_watch", p_del);
 	if (unlink(p_del) < 0)
 		zt_setup_failed(&z, "unlink", p_del);
+	char evbuf[4096] __attribute__((aligned(8)));
+	while (read(ify, evbuf, sizeof(evbuf)) > 0)
+		;	/* the unlink's own IN_ATTRIB */
 	f[3].deleted = 1;
 	fd_link(f[3].fd, f[3].link, sizeof(f[3].link));
 	f[5] = f[1];
@@ -269,5 +278,14 @@ int main(int argc, char **argv)
 	check_file_bytes(&z, "shared.dat after a write to the mapping", p_shared, want_shared, 3 * PAGE);
 	private[PAGE + 7] ^= 0xff;
 	check_file_bytes(&z, "private.dat after a write to the private mapping", p_private, private_file, 2 * PAGE);
+	/* The watch on the deleted file still sees it. */
+	while (read(ify, evbuf, sizeof(evbuf)) > 0)
+		;
+	if (fchmod(f[3].fd, f[3].attrs.st_mode & 07777) < 0)
+		zt_fail_sys(&z, "fchmod", "deleted.dat");
+	ssize_t n = read(ify, evbuf, sizeof(evbuf));
+	const struct inotify_event *ev = (const void *)evbuf;
+	if (n < (ssize_t)sizeof(*ev) || ev->wd != wd || !(ev->mask & IN_ATTRIB))
+		zt_fail(&z, "inotify watch %d on deleted.dat: no IN_ATTRIB after a chmod (read %zd)", wd, n);
 	return zt_finish(&z);
 }
