@@ -38,6 +38,21 @@ export async function restoreRlimits(ctx: RestoreContext, t: TaskImage, warnings
  * ids 0 — inside a container's own user namespace the restorer's uid (the host's root) has no mapping, and ids
  * 0 mean the namespace's root, a different host id.
  */
+/**
+ * The thread's scheduling policy, real-time priority and nice value (zdtm sched_policy00, sched_prio00): the stub
+ * has the restorer's. Set from inside the thread (pid 0 is the calling thread for both calls) before its
+ * credentials drop, which could take CAP_SYS_NICE away.
+ */
+export function addSchedCalls(t: TaskImage, tid: number, b: Batch): void {
+  const tc = t.cores.get(tid)!.thread_core as Msg | undefined;
+  if (!tc || tc.sched_policy === undefined) return;
+  const policy = Number(tc.sched_policy);
+  const param = Buffer.alloc(4);
+  param.writeInt32LE(Number(tc.sched_prio ?? 0));
+  b.call('sched_setscheduler', [0, policy, b.data(param)], `set scheduling policy ${policy} (priority ${tc.sched_prio ?? 0}) of thread ${tid}`);
+  b.call('setpriority', [0 /* PRIO_PROCESS */, 0, Number(tc.sched_nice ?? 0)], `set nice ${tc.sched_nice ?? 0} of thread ${tid}`);
+}
+
 export function addCredCalls(t: TaskImage, tid: number, b: Batch, o: { always?: boolean } = {}): void {
   const creds = ((t.cores.get(tid)!.thread_core as Msg | undefined)?.creds as Msg | undefined) ?? null;
   if (!creds) return;

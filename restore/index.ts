@@ -12,7 +12,7 @@ import { Listr, ListrTask } from 'listr2';
 import { GodwitError } from '../util/errors';
 import { interruptedError } from '../util/interrupt';
 import { mainCore, newContext, RestoreContext, RestoreOptions } from './context';
-import { addCredCalls, restoreRlimits, Warning } from './creds';
+import { addSchedCalls, addCredCalls, restoreRlimits, Warning } from './creds';
 import { checkImageFiles, ImageIntegrityError } from './checksums';
 import { closeObjects, installFds, openRegularFiles, restoreFs } from './files';
 import { liveTasks, loadImageSet } from './load';
@@ -159,6 +159,7 @@ export function restoreSteps(): ListrTask<StepState>[] {
         // Other threads first: the main thread's creds change last.
         for (const tid of [...t.threads.filter((x) => x !== t.pid), t.pid])
           await restoreThreadState(s, t, tid, (bb) => {
+            addSchedCalls(t, tid, bb); // before the creds change: RT policies and negative nice need CAP_SYS_NICE
             addSeccompCalls(s, t, tid, bb); // before the creds change: see restore/seccomp.ts
             addCredCalls(t, tid, bb, { always: !!s.container?.record.ns.includes('user') });
           });

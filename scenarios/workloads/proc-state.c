@@ -3,7 +3,8 @@
  * child_subreaper*, personality, rlimits00, umask00, thread names):
  *   - main: child subreaper, not dumpable, oom_score_adj 321, personality ADDR_NO_RANDOMIZE, RLIMIT_NOFILE
  *     200/300, umask 027, name "gw-proc-main"; a thread named "gw-proc-thr";
- *   - child C: parent-death signal SIGUSR1, name "gw-proc-child".
+ *   - child C: parent-death signal SIGUSR1, name "gw-proc-child", nice -3;
+ *   - main nice 1, its thread SCHED_BATCH (zdtm sched_policy00, sched_prio00);
  *   - main's working directory was removed (it reads "DIR/gone (deleted)");
  * Verify: each value read back; the subreaper flag also by behaviour (an orphan made now is re-parented to
  * main); C checks its own.
@@ -19,6 +20,7 @@
 #include <string.h>
 #include <sys/personality.h>
 #include <sys/prctl.h>
+#include <sched.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -47,15 +49,30 @@ static void check_comm(struct zt *z, const char *who, const char *want)
 
 static volatile int thread_go;
 static char thread_name[32];
+static int thread_policy = -1, thread_policy_after = -1;
 
 static void *thread_fn(void *arg)
 {
 	(void)arg;
 	prctl(PR_SET_NAME, "gw-proc-thr");
+	struct sched_param sp = { 0 };
+	if (sched_setscheduler(0, SCHED_BATCH, &sp) == 0)
+		thread_policy = SCHED_BATCH;
 	while (!thread_go)
 		zt_sleep_ns(1000000);
 	prctl(PR_GET_NAME, thread_name);
+	thread_policy_after = sched_getscheduler(0);
 	return NULL;
+}
+
+/* The calling thread's policy and nice are `policy` and `nice`. */
+static void check_sched(struct zt *z, const char *who, int policy, int nice)
+{
+	int p = sched_getscheduler(0);
+	errno = 0;
+	int n = getpriority(PRIO_PROCESS, 0);
+	if (p != policy || n != nice)
+		zt_fail(z, "%s: scheduling policy %d nice %d, expected policy %d nice %d", who, p, n, policy, nice);
 }
 
 int main(int argc, char **argv)
@@ -76,7 +93,8 @@ int main(int argc, char **argv)
 		exit(0);
 	}
 	if (child == 0) {
-		if (prctl(PR_SET_PDEATHSIG, SIGUSR1) || prctl(PR_SET_NAME, "gw-proc-child"))
+		if (prctl(PR_SET_PDEATHSIG, SIGUSR1) || prctl(PR_SET_NAME, "gw-proc-child") ||
+		    setpriority(PRIO_PROCESS, 0, -3))
 			exit(3);
 		while (!zt_signalled())
 			zt_sleep_ns(1000000);
@@ -84,10 +102,13 @@ int main(int argc, char **argv)
 		if (prctl(PR_GET_PDEATHSIG, &sig) || sig != SIGUSR1)
 			zt_fail(&z, "child: parent-death signal %d, expected %d", sig, SIGUSR1);
 		check_comm(&z, "child", "gw-proc-child");
+		check_sched(&z, "child", SCHED_OTHER, -3);
 		exit(zt_finish_part(&z, "child"));
 	}
 	if (prctl(PR_SET_CHILD_SUBREAPER, 1) || prctl(PR_SET_NAME, "gw-proc-main"))
 		zt_setup_failed(&z, "prctl", "subreaper/name");
+	if (setpriority(PRIO_PROCESS, 0, 1))
+		zt_setup_failed(&z, "setpriority", "main nice 1");
 	int fd = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
 	if (fd < 0 || dprintf(fd, "%d\n", OOM_ADJ) < 0)
 		zt_setup_failed(&z, "write", "oom_score_adj");
@@ -153,10 +174,14 @@ int main(int argc, char **argv)
 		zt_fail(&z, "cwd is '%s', expected '%s'", cwd, want);
 	else if (stat(".", &cst) || !S_ISDIR(cst.st_mode) || (cst.st_mode & 07777) != 0750)
 		zt_fail(&z, "cwd: not the removed directory with mode 0750 (mode 0%o)", cst.st_mode);
+	check_sched(&z, "main", SCHED_OTHER, 1);
 	thread_go = 1;
 	pthread_join(th, NULL);
 	if (strcmp(thread_name, "gw-proc-thr"))
 		zt_fail(&z, "thread: name '%s', expected 'gw-proc-thr'", thread_name);
+	if (thread_policy != SCHED_BATCH || thread_policy_after != SCHED_BATCH)
+		zt_fail(&z, "thread: scheduling policy %d, expected SCHED_BATCH (%d; set at setup: %d)", thread_policy_after,
+			SCHED_BATCH, thread_policy);
 
 	/* Subreaper by behaviour: X forks Y and exits; Y must be re-parented to main, not to init. */
 	int p[2];
