@@ -15,7 +15,7 @@ import { mainCore, newContext, RestoreContext, RestoreOptions } from './context'
 import { addSchedCalls, addCredCalls, restoreRlimits, Warning } from './creds';
 import { checkImageFiles, ImageIntegrityError } from './checksums';
 import { closeObjects, installFds, openRegularFiles, restoreFs } from './files';
-import { liveTasks, loadImageSet } from './load';
+import { liveTasks, loadImageSet, TASK_STOPPED } from './load';
 import { PageChain } from '../images/pagechain';
 import { createTrampoline, finishMemory, mapVmas, pageRanges, vmasOf, Vma, writePages } from './memory';
 import { createFifos, createPipes } from './pipes';
@@ -186,6 +186,16 @@ export function restoreSteps(): ListrTask<StepState>[] {
 /** Lets a tree restored with `hold` run (detaching every thread at once). */
 export async function resumeHeld(s: RestoreContext): Promise<void> {
   if (s.resumed) return;
+  // Tasks dumped in a job-control stop (zdtm stopped*): SIGSTOP queued while every thread is still held, so
+  // each one takes it on its way out of the ptrace stop, before running a single instruction of its own; the
+  // stop is then reported to its parent as the original was.
+  for (const t of liveTasks(s.set!)) {
+    const tc = (t.cores.get(t.pid)!.tc as { task_state?: number } | undefined) ?? {};
+    if (Number(tc.task_state ?? 0) !== TASK_STOPPED) continue;
+    const host = s.hostPids.get(t.pid);
+    if (!host) throw new GodwitError(`task ${t.pid} was dumped stopped, but its pid on this host is unknown: cannot stop it again`);
+    process.kill(host, 'SIGSTOP');
+  }
   await s.restorer!.request(Op.RESUME, Buffer.alloc(0), 'resume the tree');
   s.resumed = true;
   if (s.container) {

@@ -31,6 +31,7 @@ export interface TaskImage {
 
 /** CRIU's task states (core tc.task_state). */
 export const TASK_ALIVE = 1;
+export const TASK_STOPPED = 3;
 export const TASK_ZOMBIE = 6;
 
 export interface ImageSet {

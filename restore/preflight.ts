@@ -12,7 +12,7 @@ import { Msg } from './image-files';
 import { unsupportedVma, vmasOf, VMA } from './memory';
 import { inetProblems } from './inet';
 import { restorerPath } from './restorer';
-import { TASK_ALIVE } from './load';
+import { TASK_ALIVE, TASK_STOPPED } from './load';
 import { HostXsave } from './threads';
 import { shmemProblems } from './shmem';
 import { seccompProblems } from './seccomp';
@@ -188,8 +188,8 @@ export function preflight(ctx: RestoreContext): void {
     }
     const tc = (t.cores.get(t.pid)!.tc as Msg | undefined) ?? {};
     if (t.zombie !== undefined) continue;
-    if (tc.task_state !== undefined && Number(tc.task_state) !== TASK_ALIVE)
-      problems.push(`task ${t.pid} was dumped in state ${tc.task_state} (not alive, not a zombie), which restore does not support`);
+    if (tc.task_state !== undefined && Number(tc.task_state) !== TASK_ALIVE && Number(tc.task_state) !== TASK_STOPPED)
+      problems.push(`task ${t.pid} was dumped in state ${tc.task_state} (not alive, stopped or a zombie), which restore does not support`);
     const vmas = vmasOf(t);
     for (const v of vmas) {
       const why = unsupportedVma(v, !!ctx.container?.record.ns.includes('ipc'));

@@ -34,6 +34,7 @@ export const WORKLOAD_NAMES = [
   'fown',
   'sessions',
   'unix-pending',
+  'stopped',
 ] as const;
 export type WorkloadName = (typeof WORKLOAD_NAMES)[number];
 

@@ -81,6 +81,19 @@ test('unix-pending snapshot: the waiting connections are entries no fd holds, th
   expect(await w.verify()).toEqual({ pass: true, detail: 'PASS' });
 });
 
+test('stopped: a child in a job-control stop comes back stopped (its parent sees the stop), runs on SIGCONT', async () => {
+  const w = await fx.start('stopped');
+  await fx.cycle(w);
+  expect(await w.verify()).toEqual({ pass: true, detail: 'PASS' });
+});
+
+test('stopped, host PID namespace and a snapshot: stays stopped through --leave-running and a restore', async () => {
+  const w = await fx.start('stopped');
+  await fx.snapshot(w);
+  await fx.cycle(w, { newPidns: false });
+  expect(await w.verify()).toEqual({ pass: true, detail: 'PASS' });
+});
+
 async function waitGone(pid: number): Promise<void> {
   for (let i = 0; i < 500 && fs.existsSync(`/proc/${pid}`); i++) await new Promise((r) => setTimeout(r, 10));
 }

@@ -48,7 +48,8 @@ describe('scenario workloads, untouched', () => {
 
   // A checkpoint stops the workload for a while: that alone must not upset any checker (timers keep counting,
   // sleeps are cut short, a busy loop misses its clock).
-  test.each(WORKLOAD_NAMES)('%s verifies PASS after being stopped for 300 ms', async (name) => {
+  // Not 'stopped': its child's job-control stop is the state it checks, and the SIGCONT here would end it.
+  test.each(WORKLOAD_NAMES.filter((n) => n !== 'stopped'))('%s verifies PASS after being stopped for 300 ms', async (name) => {
     w = await startWorkload(name);
     signalAll(w.pids, 'SIGSTOP');
     await new Promise((r) => setTimeout(r, 300));
