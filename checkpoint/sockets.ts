@@ -30,6 +30,7 @@ export interface UnixFd {
 
 const TCP_LISTEN = 10;
 const TCP_ESTABLISHED = 1;
+const TCP_CLOSE = 7;
 const SOCK_DGRAM = 2;
 const SK_SHUTDOWN = ['NONE', 'READ', 'WRITE', 'BOTH'];
 
@@ -61,7 +62,9 @@ export async function dumpUnixFd(
       `${where}: it sent ${diag.wqlen} byte(s) into a connection ${printable(embryoOf)} has not accepted yet, which cannot be read without accepting it: not supported yet; let the application accept it first`,
     );
   const opts = await ctx.helper.sockOpts(pid, c.fd);
-  const queue = diag.state === TCP_LISTEN ? { packets: [], truncated: false } : await ctx.helper.peekSocket(pid, c.fd);
+  // A listener's queue holds connections, not data; an unconnected stream socket has none (recvmsg: EINVAL).
+  const noQueue = diag.state === TCP_LISTEN || (diag.type !== SOCK_DGRAM && diag.state === TCP_CLOSE);
+  const queue = noQueue ? { packets: [], truncated: false } : await ctx.helper.peekSocket(pid, c.fd);
   if (queue.truncated) throw new GodwitError(`${where}: its receive queue is larger than the helper can peek`);
   const passed = queue.packets.reduce((n, p) => n + p.passedFds, 0);
   if (passed) throw new GodwitError(`${where}: ${passed} fd(s) in flight (SCM_RIGHTS) in its queue cannot be dumped`);

@@ -126,7 +126,7 @@ export async function createUnixSockets(ctx: RestoreContext): Promise<void> {
   for (const s of socks) {
     if (s.fd !== undefined || !s.ino) continue; // ino 0: an unaccepted connection (connectEmbryos)
     const p = byIno.get(s.peer);
-    if (!p || p.peer !== s.ino || p.fd !== undefined) continue;
+    if (!p || p === s || p.peer !== s.ino || p.fd !== undefined) continue; // p === s: connected to itself, below
     const listener = listeners.find((l) => l.name.length && (l.name.equals(s.name) || l.name.equals(p.name)) && l.type === s.type);
     if (listener && s.type !== 2 /* SOCK_DGRAM */) {
       const [accepted, client] = listener.name.equals(s.name) ? [s, p] : [p, s];
@@ -155,6 +155,12 @@ export async function createUnixSockets(ctx: RestoreContext): Promise<void> {
   for (const s of socks.filter((x) => x.fd === undefined && x.name.length)) {
     await newSocket(ctx, s);
     await bindTo(ctx, s);
+    if (s.peer === s.ino) {
+      // A datagram socket connected to its own name (zdtm sockets_dgram): it sends to itself.
+      const b = new Batch();
+      b.call('connect', [s.fd!, b.data(sockaddr(s.name)), sockaddr(s.name).length], `connect socket ${s.ino} to itself`);
+      await local(ctx, b, 'unix socket');
+    }
   }
   for (const s of socks.filter((x) => x.fd === undefined)) {
     await newSocket(ctx, s);

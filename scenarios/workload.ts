@@ -35,6 +35,7 @@ export const WORKLOAD_NAMES = [
   'sessions',
   'unix-pending',
   'stopped',
+  'unix-odd',
 ] as const;
 export type WorkloadName = (typeof WORKLOAD_NAMES)[number];
 

@@ -94,6 +94,18 @@ test('stopped, host PID namespace and a snapshot: stays stopped through --leave-
   expect(await w.verify()).toEqual({ pass: true, detail: 'PASS' });
 });
 
+test('unix-odd: a datagram socket connected to itself and an unconnected bound stream socket come back working', async () => {
+  const w = await fx.start('unix-odd');
+  await fx.cycle(w);
+  expect(await w.verify()).toEqual({ pass: true, detail: 'PASS' });
+});
+
+test('unix-odd snapshot: dumping them leaves the workload unharmed', async () => {
+  const w = await fx.start('unix-odd');
+  await fx.snapshot(w);
+  expect(await w.verify()).toEqual({ pass: true, detail: 'PASS' });
+});
+
 async function waitGone(pid: number): Promise<void> {
   for (let i = 0; i < 500 && fs.existsSync(`/proc/${pid}`); i++) await new Promise((r) => setTimeout(r, 10));
 }
