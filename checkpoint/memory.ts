@@ -13,6 +13,7 @@ import { procPath } from './proc/read';
 import type { ProcStat } from './proc/stat';
 import { buildMappings, Mapping } from './vma';
 import { collectPageRanges, PageRange, PageStats, scanPageRanges } from './pageranges';
+import { setSharedPages } from './memreader';
 
 /**
  * Processes with at least this much private memory (smaps' anonymous + swapped) get their page ranges from
@@ -55,7 +56,9 @@ export async function collectMemory(ctx: CollectContext, pid: number, stat: Proc
   }
   let ranges: PageRange[] | undefined;
   let stats: PageStats | undefined;
-  if (estimatePageBytes(mappings) >= SCAN_MIN_BYTES) {
+  // PAGEMAP_SCAN cannot tell shared pages from exclusive ones: in a tree of several processes (where fork leaves
+  // pages shared) the pagemap is read instead, so that shared pages are known (memreader.ts setSharedPages).
+  if (estimatePageBytes(mappings) >= SCAN_MIN_BYTES && ctx.tree.processes.length === 1) {
     try {
       ({ ranges, stats } = await scanPageRanges(pid, mappings, (p, r, keepFile) => ctx.helper.presentPages(p, r, keepFile)));
     } catch (err) {
@@ -72,6 +75,7 @@ export async function collectMemory(ctx: CollectContext, pid: number, stat: Proc
       pagemap.close();
     }
   }
+  setSharedPages(pid, (stats.pagesShared ?? 0) > 0);
   const brk = mappings.find((m) => m.proc.path === '[heap]')?.proc.end ?? stat.startBrk;
   const mm: Record<string, unknown> = {
     mm_start_code: stat.startCode,

@@ -13,10 +13,12 @@ export interface ReadJob {
   sab: SharedArrayBuffer;
   /** [address, length, offset in sab] triples, flattened. */
   triples: Float64Array;
+  /** pread of /proc/PID/mem even with the addon (the process shares pages: see memreader.ts sharedPages). */
+  viaMem?: boolean;
 }
 
 export type ReadReply = { id: number; bytes: number } | { id: number; error: ReadFailure };
 
 parentPort!.on('message', (job: ReadJob) => {
-  parentPort!.postMessage({ id: job.id, ...readTriples(job.pid, Buffer.from(job.sab), job.triples) } satisfies ReadReply);
+  parentPort!.postMessage({ id: job.id, ...readTriples(job.pid, Buffer.from(job.sab), job.triples, job.viaMem) } satisfies ReadReply);
 });

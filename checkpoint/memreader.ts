@@ -12,6 +12,20 @@ import { GodwitError, SysError } from '../util/errors';
 import type { ReadJob, ReadReply } from './memreader-worker';
 import { readvAddon } from './readv';
 
+/**
+ * Processes with pages another process maps too (copy-on-write after fork, KSM), read through /proc/PID/mem:
+ * process_vm_readv pins the pages it reads, and pinning a shared anonymous page makes the kernel give the target
+ * a copy of it (GUP unshare, since Linux 5.19), so a dump would un-share the tree's memory (zdtm cow00; a
+ * --leave-running snapshot of N forked workers could multiply their memory by N). /proc/PID/mem does not pin.
+ */
+const sharedPages = new Set<number>();
+
+/** Records whether `pid` has pages it shares with another process (from its pagemap, checkpoint/pageranges.ts). */
+export function setSharedPages(pid: number, shared: boolean): void {
+  if (shared) sharedPages.add(pid);
+  else sharedPages.delete(pid);
+}
+
 /** Reads up to this size are not split between threads: ~1 ms of copying, about a worker round trip. */
 const SMALL_READ = 2 << 20;
 
@@ -96,7 +110,7 @@ export class MemReader {
   private submit(w: Worker, pid: number, sab: SharedArrayBuffer, g: Piece[]): Promise<number> {
     if (g.length === 0) return Promise.resolve(0);
     const id = this.nextId++;
-    const job: ReadJob = { id, pid, sab, triples: toTriples(g) };
+    const job: ReadJob = { id, pid, sab, triples: toTriples(g), viaMem: sharedPages.has(pid) };
     return new Promise<number>((resolve, reject) => {
       this.pending.set(id, { resolve, reject, pid });
       w.ref(); // keep the process alive while a read is in flight
@@ -132,11 +146,11 @@ export function readError(pid: number, f: ReadFailure): Error {
 
 /**
  * Reads (address, length, offset in buf) triples of `pid`'s memory into buf: process_vm_readv through the addon,
- * else pread of /proc/PID/mem. The one read routine of this thread and of the worker threads; it never throws.
+ * else (or `viaMem`: shared pages) pread of /proc/PID/mem. The one read routine of this thread and of the worker threads; it never throws.
  */
-export function readTriples(pid: number, buf: Buffer, triples: Float64Array): { bytes: number } | { error: ReadFailure } {
+export function readTriples(pid: number, buf: Buffer, triples: Float64Array, viaMem = false): { bytes: number } | { error: ReadFailure } {
   if (triples.length === 0) return { bytes: 0 };
-  const addon = readvAddon();
+  const addon = viaMem ? undefined : readvAddon();
   if (addon) {
     try {
       return { bytes: addon.readv(pid, buf, triples) };
@@ -171,7 +185,7 @@ export function readTriples(pid: number, buf: Buffer, triples: Float64Array): { 
 
 /** Reads every piece in this thread; throws readError() on failure. */
 export function readPieces(pid: number, buf: Buffer, pieces: Piece[]): number {
-  const r = readTriples(pid, buf, toTriples(pieces));
+  const r = readTriples(pid, buf, toTriples(pieces), sharedPages.has(pid));
   if ('error' in r) throw readError(pid, r.error);
   return r.bytes;
 }

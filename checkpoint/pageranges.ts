@@ -34,6 +34,8 @@ export interface PageStats {
   pagesDumped: number;
   pagesSkippedZero: number;
   pagesSkippedFile: number;
+  /** Dumped pages mapped by another process too (copy-on-write after fork, KSM): see memreader.ts sharedPages. */
+  pagesShared?: number;
 }
 
 /** KPF_ZERO_PAGE in /proc/kpageflags (include/uapi/linux/kernel-page-flags.h). */
@@ -70,7 +72,7 @@ export function collectPageRanges(pagemap: Pagemap, mappings: Mapping[]): { rang
   let probes = 0;
   const probed = new Set<number>();
   const ranges: PageRange[] = [];
-  const stats: PageStats = { pagesScanned: 0, pagesDumped: 0, pagesSkippedZero: 0, pagesSkippedFile: 0 };
+  const stats: PageStats = { pagesScanned: 0, pagesDumped: 0, pagesSkippedZero: 0, pagesSkippedFile: 0, pagesShared: 0 };
   let cur: PageRange | undefined;
   let curEnd = -1; // end address of cur, as a number (user addresses fit in 2^53)
   // Bits of the high 32-bit word of a pagemap entry: tested as numbers, BigInt per page would cost ~10x.
@@ -119,6 +121,7 @@ export function collectPageRanges(pagemap: Pagemap, mappings: Mapping[]): { rang
       }
       const addr = start + i * PAGE_SIZE;
       stats.pagesDumped++;
+      if (!(hi & (HI_EXCLUSIVE | HI_SWAP))) stats.pagesShared!++;
       if (cur && cur.flags === flags && curEnd === addr) cur.nrPages++;
       else ranges.push((cur = { start: BigInt(addr), nrPages: 1, flags }));
       curEnd = addr + PAGE_SIZE;

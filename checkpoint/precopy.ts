@@ -29,6 +29,7 @@ import { GodwitError, SysError } from '../util/errors';
 import type { MemReader, Piece } from './memreader';
 import { PageStore, Span, intersectSpans, pushSpan, spanBytes, subtractSpans } from './pagestore';
 import { collectPageRanges, PageRange } from './pageranges';
+import { setSharedPages } from './memreader';
 import { parseSmaps, ProcVma } from './proc/maps';
 import { readProcText } from './proc/read';
 import { Pagemap, PAGE_SIZE } from './proc/pagemap';
@@ -273,7 +274,10 @@ export class PreCopy {
     }
     const pm = Pagemap.open(pid);
     try {
-      return rangesToSpans(collectPageRanges(pm, buildMappings(pid, parts)).ranges);
+      const { ranges, stats } = collectPageRanges(pm, buildMappings(pid, parts));
+      // Copy-on-write pages shared with another process are read without un-sharing them (memreader.ts).
+      if (stats.pagesShared) setSharedPages(pid, true);
+      return rangesToSpans(ranges);
     } finally {
       pm.close();
     }

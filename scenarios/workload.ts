@@ -36,6 +36,7 @@ export const WORKLOAD_NAMES = [
   'unix-pending',
   'stopped',
   'unix-odd',
+  'cow',
 ] as const;
 export type WorkloadName = (typeof WORKLOAD_NAMES)[number];
 

@@ -106,6 +106,13 @@ test('unix-odd snapshot: dumping them leaves the workload unharmed', async () =>
   expect(await w.verify()).toEqual({ pass: true, detail: 'PASS' });
 });
 
+test('cow: a --leave-running snapshot leaves memory shared copy-on-write between a parent and its child', async () => {
+  const w = await fx.start('cow');
+  const { summary } = await fx.snapshot(w);
+  expect(summary.pages).toBeGreaterThan(0);
+  expect(await w.verify()).toEqual({ pass: true, detail: 'PASS' });
+});
+
 async function waitGone(pid: number): Promise<void> {
   for (let i = 0; i < 500 && fs.existsSync(`/proc/${pid}`); i++) await new Promise((r) => setTimeout(r, 10));
 }
