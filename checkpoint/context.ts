@@ -20,6 +20,11 @@ export interface CollectContext {
   unixSeen: Map<number, number>;
   /** TCP/UDP sockets seen and connections in repair mode (checkpoint/inet.ts). */
   inet: InetDumpState;
+  /**
+   * fds seen per description key (same object, flags, position): kcmp tells separate opens with the same state
+   * apart (files.ts describe).
+   */
+  holders: Map<string, { pid: number; fd: number; key: string }[]>;
   /** Ghost files written so far, by the deleted file's dev:ino -> ghost id. */
   ghosts: Map<string, number>;
   /** Largest deleted-file content carried in the image (bytes): bigger ones are refused with a clear error. */
@@ -40,6 +45,7 @@ export function newContext(helper: Helper, tree: Tree, ghostLimit: number): Coll
     pipesSeen: new Set(),
     unixSeen: new Map(),
     inet: newInetState(),
+    holders: new Map(),
     ghosts: new Map(),
     ghostLimit,
     shmem: new ShmemTable(),

@@ -9,7 +9,7 @@ import type { CollectContext } from './context';
 import { classifyFd, FdClass } from './fdkinds';
 import { readFdInfo, ProcFdInfo } from './proc/fdinfo';
 import { listProcNumbers, procPath } from './proc/read';
-import { FD_TYPES, O_CLOEXEC, setFown } from './filetable';
+import { describe, FD_TYPES, O_CLOEXEC, setFown } from './filetable';
 import { kernelDev } from './fdkinds';
 import { dumpFifoFd, dumpPipeFd } from './pipes';
 import { dumpUnixFd, UnixFd } from './sockets';
@@ -64,7 +64,7 @@ export async function dumpFiles(ctx: CollectContext, pid: number, filesId: numbe
     const rec: FdRecord = { fd: c.fd, kind: c.kind, fileId: 0 };
     switch (c.kind) {
       case 'reg':
-        fileId = dumpRegularFd(ctx, pid, c, info);
+        fileId = await dumpRegularFd(ctx, pid, c, info);
         rec.path = c.link;
         rec.pos = info.pos;
         dumpFileLocks(ctx, pid, c.fd, `file ${fileId}`);
@@ -127,12 +127,14 @@ async function dumpFown(ctx: CollectContext, pid: number, fd: number, fileId: nu
   setFown(ctx.files, fileId, { uid: o.uid, euid: o.euid, signum: o.signum, pid_type: o.type, pid: o.pid });
 }
 
-function dumpRegularFd(ctx: CollectContext, pid: number, c: FdClass, info: ProcFdInfo): number {
+async function dumpRegularFd(ctx: CollectContext, pid: number, c: FdClass, info: ProcFdInfo): Promise<number> {
   let path = c.link;
   const deleted = path.endsWith(' (deleted)') && c.proc.stat.nlink === 0n;
   if (deleted) path = path.slice(0, -' (deleted)'.length);
   const flags = info.flags & ~O_CLOEXEC;
-  const id = ctx.files.regular(path, c.proc.stat, flags, info.pos);
+  const st = c.proc.stat;
+  const key = await describe(ctx, pid, c.fd, `reg:${st.dev}:${st.ino}:${flags}:${info.pos}:${path}`);
+  const id = ctx.files.regular(path, st, flags, info.pos, key);
   if (deleted) dumpGhost(ctx, pid, c, id, path);
   return id;
 }

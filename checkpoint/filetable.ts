@@ -8,6 +8,7 @@
  */
 import type * as fs from 'node:fs';
 import { readBuildId } from './elf';
+import type { CollectContext } from './context';
 
 export type Entry = Record<string, unknown>;
 
@@ -80,4 +81,22 @@ export class FileTable {
       return { type: FD_TYPES.REG, id, reg };
     });
   }
+}
+
+/**
+ * The key of fd `fd`'s open file description: `base` (object, flags, position: what /proc shows) when it is the
+ * description of an fd seen with that key before (dup()ed or inherited; kcmp KCMP_FILE asks the kernel), else a
+ * key of its own: two opens of one file at the same offset are two descriptions (zdtm file_shared), whose offsets
+ * go separate ways after restore.
+ */
+export async function describe(ctx: CollectContext, pid: number, fd: number, base: string): Promise<string> {
+  const seen = ctx.holders.get(base);
+  if (!seen) {
+    ctx.holders.set(base, [{ pid, fd, key: base }]);
+    return base;
+  }
+  for (const h of seen) if (await ctx.helper.sameFile(pid, fd, h.pid, h.fd)) return h.key;
+  const key = `${base}#${seen.length}`;
+  seen.push({ pid, fd, key });
+  return key;
 }

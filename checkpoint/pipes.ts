@@ -6,12 +6,12 @@ import { GodwitError } from '../util/errors';
 import type { CollectContext } from './context';
 import type { FdClass } from './fdkinds';
 import type { ProcFdInfo } from './proc/fdinfo';
-import { FD_TYPES, fown, O_CLOEXEC } from './filetable';
+import { describe, FD_TYPES, fown, O_CLOEXEC } from './filetable';
 
 export async function dumpPipeFd(ctx: CollectContext, pid: number, c: FdClass, info: ProcFdInfo): Promise<number> {
   const ino = Number(c.proc.stat.ino);
   const flags = info.flags & ~O_CLOEXEC;
-  const id = ctx.files.add(`pipe:${ino}:${flags}`, (id) => ({
+  const id = ctx.files.add(await describe(ctx, pid, c.fd, `pipe:${ino}:${flags}`), (id) => ({
     type: FD_TYPES.PIPE,
     id,
     pipe: { id, pipe_id: ino, flags, fown: fown() },
@@ -25,7 +25,7 @@ export async function dumpFifoFd(ctx: CollectContext, pid: number, c: FdClass, i
   const flags = info.flags & ~O_CLOEXEC;
   // The FIFO's path is a regular-file entry; restore opens it by name (O_RDWR first so it does not block).
   const regf = ctx.files.regular(c.link.replace(/ \(deleted\)$/, ''), c.proc.stat, flags, 0n);
-  const id = ctx.files.add(`fifo:${ino}:${flags}`, (id) => ({
+  const id = ctx.files.add(await describe(ctx, pid, c.fd, `fifo:${ino}:${flags}`), (id) => ({
     type: FD_TYPES.FIFO,
     id,
     fifo: { id, pipe_id: ino, regf_id: regf },

@@ -679,6 +679,12 @@ export class Helper {
     return buf(r.data);
   }
 
+  /** Are fd `fd` of `pid` and fd `otherFd` of `otherPid` the same open file description (kcmp KCMP_FILE)? */
+  async sameFile(pid: number, fd: number, otherPid: number, otherFd: number): Promise<boolean> {
+    const r = await this.call('fdQuery', { pid, fd, path: '', kind: 4, cmd: otherPid, arg: otherFd, argLen: 0 }, `compare fd ${fd} of pid ${pid} with fd ${otherFd} of pid ${otherPid}`);
+    return num(r.result) === 0;
+  }
+
   /** Per-process state through injected syscalls, in one round trip (all tids seized and stopped). */
   async dumpProcess(pid: number, tids: number[], posixTimers: number[] = []): Promise<ProcessState> {
     const r = await this.call('dumpProcess', { pid, tids, posixTimers }, `read the state of process ${pid}`);

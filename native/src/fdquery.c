@@ -7,6 +7,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "fields.h"
@@ -15,7 +16,11 @@
 /* Largest output buffer an ioctl may fill (termios, winsize and friends are far smaller). */
 #define FDQ_MAX_ARG 4096
 
-enum { FDQ_FCNTL = 0, FDQ_IOCTL = 1, FDQ_FOWN = 2, FDQ_PEERNAME = 3 };
+enum { FDQ_FCNTL = 0, FDQ_IOCTL = 1, FDQ_FOWN = 2, FDQ_PEERNAME = 3, FDQ_SAME_FILE = 4 };
+
+#ifndef KCMP_FILE
+#define KCMP_FILE 0
+#endif
 
 #ifndef F_GETOWNER_UIDS
 #define F_GETOWNER_UIDS 17
@@ -76,9 +81,19 @@ int op_fd_query(struct helper *h, const uint8_t *req, size_t len, struct pb_buf 
 		else if (f.num == F_FdQueryReq_arg_len)
 			arg_len = (uint32_t)f.v;
 	}
-	if (rc < 0 || pid <= 0 || (fd < 0 && !path[0]) || arg_len > FDQ_MAX_ARG || (kind < FDQ_FCNTL || kind > FDQ_PEERNAME))
+	if (rc < 0 || pid <= 0 || (fd < 0 && !path[0]) || arg_len > FDQ_MAX_ARG || (kind < FDQ_FCNTL || kind > FDQ_SAME_FILE))
 		return gw_fail(&h->err, EBADMSG, "decode", pid, "malformed FdQueryReq (pid %d, fd %d, arg_len %u)", pid, fd,
 			       arg_len);
+	if (kind == FDQ_SAME_FILE) {
+		/* Is fd `fd` of `pid` the same open file description as fd `arg` of pid `cmd`? kcmp: 0 when it is
+		 * (nothing to grab: it compares the two tasks' fd tables). */
+		long k = syscall(SYS_kcmp, pid, (pid_t)cmd, KCMP_FILE, (unsigned long)fd, (unsigned long)arg);
+		if (k < 0)
+			return gw_fail_errno(&h->err, "kcmp", pid, "fd %d against fd %llu of pid %llu", fd,
+					     (unsigned long long)arg, (unsigned long long)cmd);
+		pb_int(out, F_FdQueryResp_result, k);
+		return 0;
+	}
 	int t AUTO_CLOSE = open_target(h, pid, fd, path);
 	if (t < 0)
 		return -1;

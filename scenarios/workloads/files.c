@@ -4,6 +4,8 @@
  * a file mapped shared and one mapped private (both written through memory), cwd in a subdirectory, a umask.
  * The deleted file has an owner, mode and mtime of its own (zdtm unlink_fstat00 checks them after restore) and an
  * inotify watch made before it was deleted (zdtm inotify00): a chmod of it must still raise IN_ATTRIB there.
+ * One file is opened twice with the same flags, both at offset 0 (zdtm file_shared): two descriptions whose
+ * offsets must stay apart.
  * Verify: per fd its flags (F_GETFL, F_GETFD), offset, path, link count and the file's bytes; the dup still shares
  * its offset, O_APPEND still appends; the shared mapping still writes through to the file and the private one does
  * not; cwd and umask.
@@ -207,6 +209,14 @@ int main(int argc, char **argv)
 	if (fchown(f[3].fd, 4242, 4343) < 0 || fchmod(f[3].fd, 0604) < 0 || futimens(f[3].fd, old_times) < 0 ||
 	    fstat(f[3].fd, &f[3].attrs) < 0)
 		zt_setup_failed(&z, "fchown/fchmod/futimens", p_del);
+	char p_twice[PATH_MAX];
+	zt_path(&z, p_twice, sizeof(p_twice), "files/twice.dat");
+	int tw = open(p_twice, O_RDWR | O_CREAT | O_CLOEXEC, 0640);
+	if (tw < 0 || write(tw, "0123456789", 10) != 10 || close(tw) < 0)
+		zt_setup_failed(&z, "open/write", p_twice);
+	int twice[2] = { open(p_twice, O_RDONLY | O_CLOEXEC), open(p_twice, O_RDONLY | O_CLOEXEC) };
+	if (twice[0] < 0 || twice[1] < 0)
+		zt_setup_failed(&z, "open", p_twice);
 	int ify = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
 	int wd = ify < 0 ? -1 : inotify_add_watch(ify, p_del, IN_ATTRIB);
 	if (wd < 0)
@@ -278,6 +288,10 @@ int main(int argc, char **argv)
 	check_file_bytes(&z, "shared.dat after a write to the mapping", p_shared, want_shared, 3 * PAGE);
 	private[PAGE + 7] ^= 0xff;
 	check_file_bytes(&z, "private.dat after a write to the private mapping", p_private, private_file, 2 * PAGE);
+	/* Two opens, two offsets. */
+	if (lseek(twice[0], 0, SEEK_CUR) != 0 || lseek(twice[1], 0, SEEK_CUR) != 0 || lseek(twice[0], 7, SEEK_SET) != 7 ||
+	    lseek(twice[1], 0, SEEK_CUR) != 0)
+		zt_fail(&z, "twice.dat: its two opens share an offset now (fds %d and %d)", twice[0], twice[1]);
 	/* The watch on the deleted file still sees it. */
 	while (read(ify, evbuf, sizeof(evbuf)) > 0)
 		;
