@@ -84,10 +84,11 @@ export function containerTargetFlags(f: ContainerTargetFlags): TargetContainerOp
 }
 
 /** Restores `dir` and holds the tree stopped; `signal` (the source gave up) stops the restore where it is. */
-export async function restoreHeld(dir: string, opts: { newPidns?: boolean; container?: TargetContainerOptions },
+export async function restoreHeld(dir: string, opts: { newPidns?: boolean; container?: TargetContainerOptions; memoryReady?: Promise<unknown> },
   signal?: AbortSignal): Promise<RestoredTree> {
   // detach: the restorer is started in its own session and outlives this process as the tree's reaper.
-  const s = newRestoreState({ dir, detach: true, hold: true, ...(opts.newPidns ? { newPidns: true } : {}), ...opts.container });
+  const s = newRestoreState({ dir, detach: true, hold: true, ...(opts.newPidns ? { newPidns: true } : {}), ...opts.container,
+    ...(opts.memoryReady ? { memoryReady: opts.memoryReady } : {}) });
   // No listr2 SIGINT handler (it would exit on the spot): a signal ends the stream and the clean-up runs.
   const list = new Listr(restoreSteps(), { ctx: s, renderer: 'silent', exitOnError: true, registerSignalListeners: false });
   const onAbort = () => void abortRestore(s);
@@ -184,10 +185,12 @@ export async function receiveMigration(o: ReceiveMigrationOptions): Promise<Rece
       dir: o.dir,
       channel: idle.channel,
       restore: async (dir, signal) => {
-        await reserve?.release(); // the restore's pages come from the memory it frees
+        // The restore's pages come from the memory the reserve frees: freeing 1 GiB takes ~0.1 s, while the steps
+        // before the pages run (reading the images, the restorer, the tree).
+        const memoryReady = reserve?.release();
         await linkPreDumpChain(dir); // streamed pre-copy rounds (pre-1/, ...): the chain's links are made here
-        const tree = await restoreHeld(dir, { ...(o.newPidns ? { newPidns: true } : {}), ...(o.container ? { container: o.container } : {}) },
-          signal);
+        const tree = await restoreHeld(dir, { ...(o.newPidns ? { newPidns: true } : {}), ...(o.container ? { container: o.container } : {}),
+          ...(memoryReady ? { memoryReady } : {}) }, signal);
         if (reserve) tree.info.reserve = { bytes: reserve.bytes, heldBytes: reserve.heldAtRelease ?? 0 };
         return tree;
       },

@@ -20,6 +20,11 @@ export interface RestoreOptions {
    * ptrace stop) until resumeHeld() lets it run, or abortRestore() kills it (migrate waits for the source's commit).
    */
   hold?: boolean;
+  /**
+   * Awaited before the first page is written: memory being freed for the restore's pages (a migration target's
+   * reserve, migrate/reserve.ts), freed while the steps before run.
+   */
+  memoryReady?: Promise<unknown>;
   /** Container images, diff rootfs: the base rootfs on this host (default: the path recorded at dump). */
   rootfsBase?: string;
   /** Container images, shared rootfs: where the rootfs is on this host (default: the path recorded at dump). */

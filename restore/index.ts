@@ -120,6 +120,7 @@ export function restoreSteps(): ListrTask<StepState>[] {
       await openRegularFiles(s);
     }),
     timed('rebuild memory', async (s) => {
+      await s.opts.memoryReady;
       const chain = new PageChain(s.set!.dir);
       for (const t of liveTasks(s.set!)) {
         const vmas = vmasOf(t);
