@@ -70,6 +70,24 @@ function zeroStats(): PageStats {
   return { pagesScanned: 0, pagesDumped: 0, pagesSkippedZero: 0, pagesSkippedFile: 0 };
 }
 
+const SHARED_WHAT = { vm: 'memory (CLONE_VM)', files: 'fd table (CLONE_FILES)', fs: 'cwd, root and umask (CLONE_FS)' } as const;
+
+/**
+ * A process clone()d with CLONE_VM, CLONE_FILES or CLONE_FS shares that with its parent: restore makes every
+ * process its own, so each would come back with a private copy and stop seeing the other's changes (an fd
+ * one closes stays open in the other). Refused, naming both, rather than restored wrong; /proc cannot tell,
+ * kcmp can.
+ */
+async function refuseSharedWithParent(ctx: CollectContext, p: TreeProcess): Promise<void> {
+  const parent = ctx.tree.processes.find((x) => x.pid === p.ppid && !x.zombie);
+  if (!parent) return;
+  for (const what of ['vm', 'files', 'fs'] as const)
+    if (await ctx.helper.sharesWith(p.pid, parent.pid, what))
+      throw new GodwitError(
+        `pid ${p.pid} shares its ${SHARED_WHAT[what]} with its parent ${parent.pid}: godwit restores each process with its own (not supported yet)`,
+      );
+}
+
 async function collectProcess(
   ctx: CollectContext,
   ns: NamespaceIds,
@@ -80,6 +98,7 @@ async function collectProcess(
   unixFds: UnixFd[],
 ): Promise<ProcessPlan> {
   const pid = p.pid;
+  await refuseSharedWithParent(ctx, p);
   const stat = readStat(pid); // again: the values while frozen
   const posix = readTimers(pid);
   const regs = await ctx.helper.threadRegs(p.threads);

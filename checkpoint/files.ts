@@ -147,17 +147,18 @@ function dumpGhost(ctx: CollectContext, pid: number, c: FdClass, fileId: number,
   const key = `${st.dev}:${st.ino}`;
   let ghostId = ctx.ghosts.get(key);
   if (ghostId === undefined) {
-    if ((st.mode & 0o170000n) !== 0o100000n)
-      throw new GodwitError(`pid ${pid} fd ${c.fd}: deleted ${path} is not a regular file: cannot be checkpointed yet`);
+    const dir = (st.mode & 0o170000n) === 0o040000n; // an open removed directory (zdtm rmdir_open): made again, empty
+    if ((st.mode & 0o170000n) !== 0o100000n && !dir)
+      throw new GodwitError(`pid ${pid} fd ${c.fd}: deleted ${path} is neither a regular file nor a directory: cannot be checkpointed yet`);
     if (st.size > BigInt(ctx.ghostLimit))
       throw new GodwitError(
         `pid ${pid} fd ${c.fd}: deleted file ${path} holds ${st.size} bytes, more than the ghost limit of ${ctx.ghostLimit}; raise --ghost-limit`,
       );
     ghostId = ctx.ghosts.size + 1;
     ctx.ghosts.set(key, ghostId);
-    const size = Number(st.size);
+    const size = dir ? 0 : Number(st.size);
     const content = Buffer.alloc(size);
-    const fd = fs.openSync(procPath(pid, `fd/${c.fd}`), 'r');
+    const fd = dir ? -1 : fs.openSync(procPath(pid, `fd/${c.fd}`), 'r');
     try {
       for (let off = 0; off < size; ) {
         const n = fs.readSync(fd, content, off, Math.min(GHOST_CHUNK, size - off), off);
@@ -165,7 +166,7 @@ function dumpGhost(ctx: CollectContext, pid: number, c: FdClass, fileId: number,
         off += n;
       }
     } finally {
-      fs.closeSync(fd);
+      if (fd >= 0) fs.closeSync(fd);
     }
     const tv = (ns: bigint) => ({ tv_sec: ns / 1000000000n, tv_usec: (ns % 1000000000n) / 1000n });
     ctx.images.add(
@@ -179,7 +180,7 @@ function dumpGhost(ctx: CollectContext, pid: number, c: FdClass, fileId: number,
         ino: st.ino,
         atim: tv(st.atimeNs),
         mtim: tv(st.mtimeNs),
-        size: st.size,
+        size: BigInt(size),
       },
       content,
     );

@@ -16,7 +16,9 @@ function dirEntry(ctx: CollectContext, pid: number, which: 'cwd' | 'root'): numb
       // A removed working directory (zdtm cwd01/cwd02): CRIU's ghost directory, made again and removed at restore.
       path = path.slice(0, -' (deleted)'.length);
       const id = ctx.files.regular(path, st, 0, 0n, `deleted-dir:${st.dev}:${st.ino}`);
-      const key = `dir:${st.dev}:${st.ino}`;
+      // The ghost is shared with an open fd of the same removed directory (files.ts dumpGhost, same key), so
+      // restore makes one directory for both (zdtm cwd02).
+      const key = `${st.dev}:${st.ino}`;
       let ghostId = ctx.ghosts.get(key);
       if (ghostId === undefined) {
         ghostId = ctx.ghosts.size + 1;
@@ -26,6 +28,10 @@ function dirEntry(ctx: CollectContext, pid: number, which: 'cwd' | 'root'): numb
           uid: Number(st.uid), gid: Number(st.gid), mode: Number(st.mode), dev: kernelDev(st.dev), ino: st.ino,
           atim: tv(st.atimeNs), mtim: tv(st.mtimeNs), size: 0n,
         }, Buffer.alloc(0));
+      }
+      const remapped = `cwd-remap:${id}`; // once per file entry, however many tasks have it as cwd
+      if (!ctx.ghosts.has(remapped)) {
+        ctx.ghosts.set(remapped, -1);
         ctx.images.add('REMAP_FPATH', undefined, { orig_id: id, remap_id: ghostId, remap_type: 1 });
       }
       return id;

@@ -51,8 +51,29 @@ export function resolveTarget(pid: number): ProcStat {
       `pid ${pid} (${st.comm}) is ${who}: dumping it would freeze the dumper; start the target from another shell`,
     );
   }
-  if (st.state === 'Z') throw new UsageError(`pid ${pid} (${st.comm}) is a zombie: there is nothing left to checkpoint`);
+  if (st.state === 'Z') {
+    refuseDeadLeader(pid, st.comm);
+    throw new UsageError(`pid ${pid} (${st.comm}) is a zombie: there is nothing left to checkpoint`);
+  }
   return st;
+}
+
+/**
+ * A process whose main thread has exited (pthread_exit in main, zdtm pthread02) shows as a zombie while its
+ * other threads run on: not a zombie to dump as one (its threads would be lost), and a thread group without
+ * its leader cannot be made again. Refused by name.
+ */
+function refuseDeadLeader(pid: number, comm: string): void {
+  let live: number[] = [];
+  try {
+    live = readTasks(pid).filter((t) => t !== pid);
+  } catch {
+    return; // gone meanwhile
+  }
+  if (live.length)
+    throw new GodwitError(
+      `pid ${pid} (${comm}): its main thread has exited while thread(s) ${live.slice(0, 8).join(', ')} still run: a thread group without its leader cannot be restored (not supported)`,
+    );
 }
 
 /** pid, its parent, ... up to pid 1. */
@@ -96,6 +117,7 @@ export function scanTree(root: number): Tree {
       if (isNoEntry(err) && pid !== root) continue;
       throw new GodwitError(`cannot read process ${pid} of the tree rooted at ${root}`, { cause: err });
     }
+    if (stat.state === 'Z') refuseDeadLeader(pid, stat.comm);
     if (threads.length === 0) threads = [pid];
     threads = [pid, ...threads.filter((t) => t !== pid)];
     const children: number[] = [];

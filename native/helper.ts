@@ -252,6 +252,11 @@ export interface SockOpts {
   boundName: Buffer;
   peerName: Buffer;
   fileFlags: number;
+  /** SO_RCVLOWAT (0: not reported), SO_DONTROUTE, SO_NO_CHECK, SO_OOBINLINE. */
+  rcvlowat: number;
+  dontroute: boolean;
+  noCheck: boolean;
+  oobinline: boolean;
 }
 
 /** A page sink: called with consecutive chunks of the requested ranges' bytes; may return a promise (backpressure). */
@@ -674,6 +679,18 @@ export class Helper {
   }
 
   /** getpeername() of socket fd `fd` of `pid`: the peer's address (a sockaddr, its length as returned). */
+
+
+  /**
+   * Whether `pid` and `pid2` share their memory, fd table or fs (cwd, root, umask), as clone() with CLONE_VM,
+   * CLONE_FILES or CLONE_FS leaves two processes (kcmp).
+   */
+  async sharesWith(pid: number, pid2: number, what: 'vm' | 'files' | 'fs'): Promise<boolean> {
+    const type = { vm: 1, files: 2, fs: 3 }[what]; // KCMP_VM, KCMP_FILES, KCMP_FS
+    const r = await this.call('fdQuery', { pid, fd: 0, path: '', kind: 5, cmd: pid2, arg: type, argLen: 0 }, `does pid ${pid} share its ${what} with pid ${pid2}`);
+    return num(r.result) === 0;
+  }
+
   async peerName(pid: number, fd: number): Promise<Buffer> {
     const r = await this.call('fdQuery', { pid, fd, path: '', kind: 3, cmd: 0, arg: 0, argLen: 0 }, `peer address of socket fd ${fd} of pid ${pid}`);
     return buf(r.data);
@@ -971,6 +988,10 @@ export class Helper {
       boundName: buf(r.boundName),
       peerName: buf(r.peerName),
       fileFlags: num(r.fileFlags),
+      rcvlowat: num(r.rcvlowat),
+      dontroute: !!r.dontroute,
+      noCheck: !!r.noCheck,
+      oobinline: !!r.oobinline,
     };
   }
 

@@ -57,14 +57,19 @@ export function addCredCalls(t: TaskImage, tid: number, b: Batch, o: { always?: 
   const creds = ((t.cores.get(tid)!.thread_core as Msg | undefined)?.creds as Msg | undefined) ?? null;
   if (!creds) return;
   const ids = ['uid', 'gid', 'euid', 'egid', 'suid', 'sgid'].map((k) => Number(creds[k] ?? 0));
+  const groups = ((creds.groups as number[] | undefined) ?? []).map(Number);
+  const setGroups = () => {
+    const g = Buffer.alloc(4 * Math.max(groups.length, 1));
+    groups.forEach((x, i) => g.writeUInt32LE(x >>> 0, 4 * i));
+    b.call('setgroups', [groups.length, b.data(g)], 'set supplementary groups');
+  };
   if (ids.every((x) => x === 0) && !o.always) {
+    // A root task keeps the restorer's ids, but not its supplementary groups (zdtm groups): those are the task's.
+    if (groups.length || restorerHasGroups()) setGroups();
     addCapCalls(creds, b);
     return;
   }
-  const groups = ((creds.groups as number[] | undefined) ?? []).map(Number);
-  const g = Buffer.alloc(4 * Math.max(groups.length, 1));
-  groups.forEach((x, i) => g.writeUInt32LE(x >>> 0, 4 * i));
-  b.call('setgroups', [groups.length, b.data(g)], 'set supplementary groups');
+  setGroups();
   b.call('setresgid', [ids[1], ids[3], ids[5]], 'set gids');
   b.call('setresuid', [ids[0], ids[2], ids[4]], 'set uids');
   if (o.always) {
@@ -78,6 +83,11 @@ export function addCredCalls(t: TaskImage, tid: number, b: Batch, o: { always?: 
 }
 
 const PR_SET_DUMPABLE = 4;
+
+/** The restorer runs with godwit's supplementary groups (it is our child). */
+function restorerHasGroups(): boolean {
+  return (process.getgroups?.() ?? []).length > 0;
+}
 
 const PR_CAPBSET_DROP = 24;
 const PR_CAP_AMBIENT = 47;

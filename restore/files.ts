@@ -68,6 +68,8 @@ export async function openRegularFiles(ctx: RestoreContext): Promise<void> {
 }
 
 const REMAP_GHOST = 1;
+/** Per restore: ghost image id -> the restorer's fd of the file made from it. */
+const ghostKeepers = new WeakMap<RestoreContext, Map<number, number>>();
 const O_RDWR = 2;
 const AT_FDCWD = -100;
 
@@ -82,28 +84,87 @@ async function openGhost(ctx: RestoreContext, id: number, name: string, flags: n
   const entries = readEntries(ctx.set!.dir, ghostFile);
   if (!entries || !entries.length) throw new GodwitError(`${ghostFile} is missing: the content of deleted file ${name} is not in the image`);
   const g = entries[0];
+  const pos = (reg.pos as bigint | undefined) ?? 0n;
+  // Two opens of one deleted file (zdtm write_read10) are two file ids with one ghost: the inode is made once
+  // and kept open, and every further open goes through it.
+  const keepers = ghostKeepers.get(ctx) ?? new Map<number, number>();
+  ghostKeepers.set(ctx, keepers);
+  const remapId = Number(remap.remap_id);
+  const kept = keepers.get(remapId);
+  if (kept !== undefined) return openInRestorer(ctx, `/proc/self/fd/${kept}`, flags, pos, 0, true);
   const content = (g.extra as Buffer | undefined) ?? Buffer.alloc(0);
   const base = name.replace(/ \(deleted\)$/, '');
   const where = fs.existsSync(treePath(ctx, base)) ? `${base}.godwit-ghost-${process.pid}-${id}` : base;
+  if ((Number(g.mode ?? 0) & 0o170000) === 0o040000) {
+    const dir = await openGhostDir(ctx, where, flags, reg, g);
+    keepers.set(remapId, dir);
+    return dir;
+  }
   const w = await openInRestorer(ctx, where, O_RDWR | O_CREAT | O_EXCL, undefined, Number(g.mode ?? 0o600) & 0o7777);
+  let keep = false;
   try {
-    for (let off = 0; off < content.length; off += 1 << 20) {
-      const piece = content.subarray(off, off + (1 << 20));
-      const b = Buffer.alloc(4 + piece.length);
-      b.writeInt32LE(w, 0);
-      piece.copy(b, 4);
-      await ctx.restorer!.request(Op.WRITE_FD, b, `write the content of deleted file ${name}`);
-    }
+    await writeSparse(ctx, w, content, `deleted file ${name}`);
     await setGhostAttrs(ctx, w, name, g);
-    const fd = await openInRestorer(ctx, where, flags, (reg.pos as bigint | undefined) ?? 0n);
+    const fd = await openInRestorer(ctx, where, flags, pos);
     ctx.ghostFds.set(`${g.dev}:${g.ino}`, fd);
+    keep = true;
+    keepers.set(remapId, w);
+    ctx.restorerFds.push(w);
     return fd;
   } finally {
-    await closeInRestorer(ctx, [w]);
+    if (!keep) await closeInRestorer(ctx, [w]);
     const u = new Batch();
     u.call('unlinkat', [AT_FDCWD, u.str(where), 0], `delete ${where} again`);
     await runLocal(ctx.restorer!, u, 'ghost file');
   }
+}
+
+/** An open directory removed before the dump: made again (empty), opened as it was, removed again. */
+async function openGhostDir(ctx: RestoreContext, where: string, flags: number, reg: Msg, g: Msg): Promise<number> {
+  const mk = new Batch();
+  mk.call('mkdirat', [AT_FDCWD, mk.str(where), Number(g.mode ?? 0o700) & 0o7777], `make the removed directory ${where} again`);
+  await runLocal(ctx.restorer!, mk, 'removed directory');
+  try {
+    const fd = await openInRestorer(ctx, where, flags, (reg.pos as bigint | undefined) ?? 0n);
+    await setGhostAttrs(ctx, fd, where, g);
+    return fd;
+  } finally {
+    const u = new Batch();
+    u.call('unlinkat', [AT_FDCWD, u.str(where), AT_REMOVEDIR], `remove ${where} again`);
+    await runLocal(ctx.restorer!, u, 'removed directory');
+  }
+}
+
+const HOLE_BLOCK = 4096; // the block size of the filesystems ghosts land on: a zero block stays a hole
+const WRITE_PIECE = 1 << 20; // bytes per restorer request
+
+/**
+ * The ghost's content into fd `w`: only its non-zero blocks are written, then the file is cut to its size, so the
+ * holes of a sparse file (zdtm ghost_holes*) are holes again, not zeros taking disk space and SEEK_HOLE lying.
+ */
+async function writeSparse(ctx: RestoreContext, w: number, content: Buffer, what: string): Promise<void> {
+  const zero = Buffer.alloc(HOLE_BLOCK);
+  const isZero = (at: number) => content.subarray(at, at + HOLE_BLOCK).equals(zero.subarray(0, Math.min(HOLE_BLOCK, content.length - at)));
+  for (let at = 0; at < content.length; ) {
+    if (isZero(at)) {
+      at += HOLE_BLOCK;
+      continue;
+    }
+    let end = at + HOLE_BLOCK;
+    while (end < content.length && end - at < WRITE_PIECE && !isZero(end)) end += HOLE_BLOCK;
+    end = Math.min(end, content.length);
+    const seek = new Batch();
+    seek.call('lseek', [w, at, 0 /* SEEK_SET */], `seek in ${what}`);
+    await runLocal(ctx.restorer!, seek, what);
+    const b = Buffer.alloc(4 + end - at);
+    b.writeInt32LE(w, 0);
+    content.copy(b, 4, at, end);
+    await ctx.restorer!.request(Op.WRITE_FD, b, `write the content of ${what}`);
+    at = end;
+  }
+  const cut = new Batch();
+  cut.call('ftruncate', [w, content.length], `give ${what} its size`);
+  await runLocal(ctx.restorer!, cut, what);
 }
 
 /**
@@ -252,6 +313,12 @@ const AT_REMOVEDIR = 0x200;
  * "PATH (deleted)" as before.
  */
 function addDeletedCwd(ctx: RestoreContext, b: Batch, t: TaskImage, cwd: string, ghostId: number): void {
+  // The task also holds the removed directory open (zdtm cwd02): enter that one, not a second copy.
+  const held = t.fds.find((f) => Number(ctx.set!.remaps.get(Number(f.id))?.remap_id) === ghostId);
+  if (held) {
+    b.call('fchdir', [Number(held.fd)], `enter the removed working directory ${cwd} through fd ${held.fd}`);
+    return;
+  }
   const dir = fs.existsSync(treePath(ctx, cwd)) ? `${cwd}.godwit-cwd-${process.pid}-${t.pid}` : cwd;
   const g = (readEntries(ctx.set!.dir, fileNameFor('GHOST_FILE', ghostId)) ?? [])[0];
   b.call('mkdirat', [AT_FDCWD, b.str(dir), Number(g?.mode ?? 0o700) & 0o7777], `make the removed working directory ${dir} again (ghost ${ghostId})`);

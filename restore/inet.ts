@@ -17,6 +17,7 @@ import { GodwitError } from '../util/errors';
 import type { RestoreContext } from './context';
 import { readEntries, Msg } from './image-files';
 import { Batch, runLocal } from './syscalls';
+import { addCommonSockOpts } from './sockopts';
 
 const AF_INET = 2;
 const AF_INET6 = 10;
@@ -30,7 +31,6 @@ const SOL_SOCKET = 1;
 const SO_REUSEADDR = 2;
 const SO_BROADCAST = 6;
 const SO_KEEPALIVE = 9;
-const SO_PRIORITY = 12;
 const SO_LINGER = 13;
 const SO_REUSEPORT = 15;
 const SO_RCVTIMEO_OLD = 20;
@@ -38,7 +38,6 @@ const SO_SNDTIMEO_OLD = 21;
 const SO_BINDTODEVICE = 25;
 const SO_SNDBUFFORCE = 32;
 const SO_RCVBUFFORCE = 33;
-const SO_MARK = 36;
 const IPPROTO_IP = 0;
 const IP_FREEBIND = 15;
 const IPPROTO_IPV6 = 41;
@@ -334,8 +333,7 @@ async function finish(ctx: RestoreContext, s: InetSock): Promise<void> {
   setInt(b, fd, SOL_SOCKET, SO_REUSEADDR, o.reuseaddr ? 1 : 0, `SO_REUSEADDR of ${name}`);
   if (o.so_keepalive) setInt(b, fd, SOL_SOCKET, SO_KEEPALIVE, 1, `SO_KEEPALIVE on ${name}`);
   if (o.so_broadcast) setInt(b, fd, SOL_SOCKET, SO_BROADCAST, 1, `SO_BROADCAST on ${name}`);
-  if (o.so_priority) setInt(b, fd, SOL_SOCKET, SO_PRIORITY, Number(o.so_priority), `SO_PRIORITY of ${name}`);
-  if (o.so_mark) setInt(b, fd, SOL_SOCKET, SO_MARK, Number(o.so_mark), `SO_MARK of ${name}`);
+  addCommonSockOpts(b, fd, o, name);
   if (o.so_linger) {
     const l = Buffer.alloc(8);
     l.writeInt32LE(1, 0);

@@ -7,7 +7,12 @@ import { GodwitError } from '../util/errors';
 import { RestoreContext } from './context';
 import { Msg } from './image-files';
 import { Op } from './restorer';
+import * as fs from 'node:fs';
+import { fileNameFor } from '../images';
+import { treePath } from './context';
+import { readEntries } from './image-files';
 import { openInRestorer } from './memory';
+import { Batch, runLocal } from './syscalls';
 
 const O_ACCMODE = 3;
 const O_WRONLY = 1;
@@ -90,15 +95,24 @@ const O_NONBLOCK = 0o4000;
 export async function createFifos(ctx: RestoreContext): Promise<void> {
   const set = ctx.set!;
   const keepers = new Map<number, number>();
+  // An unlinked FIFO: its first path entry carries the ghost (each open's flags make a path entry of their own).
+  const ghosts = new Map<number, Msg>();
+  for (const f of set.files.values()) {
+    const fifo = f.fifo as Msg | undefined;
+    const remap = fifo && set.remaps.get(Number(fifo.regf_id));
+    if (remap) ghosts.set(Number(fifo.pipe_id), remap);
+  }
   for (const f of set.files.values()) {
     const fifo = f.fifo as Msg | undefined;
     if (!fifo) continue;
     const reg = set.files.get(Number(fifo.regf_id))?.reg as Msg | undefined;
     if (!reg) throw new GodwitError(`FIFO file id ${f.id}: its path entry ${fifo.regf_id} is missing from files.img`);
-    const p = reg.name as string;
     const pipeId = Number(fifo.pipe_id);
+    const ghost = ghosts.get(pipeId);
+    // An unlinked FIFO is reopened through the keeper (its path is gone once the keeper holds it).
+    let p = reg.name as string;
     if (!keepers.has(pipeId)) {
-      const k = await openInRestorer(ctx, p, O_RDWR | O_NONBLOCK);
+      const k = ghost ? await openGhostFifo(ctx, p, ghost) : await openInRestorer(ctx, p, O_RDWR | O_NONBLOCK);
       keepers.set(pipeId, k);
       ctx.restorerFds.push(k);
       const data = set.fifoData.get(pipeId);
@@ -110,10 +124,42 @@ export async function createFifos(ctx: RestoreContext): Promise<void> {
         await ctx.restorer!.request(Op.WRITE_FD, b, `refill FIFO ${p} with ${data.length} bytes`);
       }
     }
+    if (ghost) p = `/proc/self/fd/${keepers.get(pipeId)}`;
     const flags = Number(reg.flags ?? 0);
-    const fd = await openInRestorer(ctx, p, (flags & O_ACCMODE) | O_NONBLOCK);
+    const fd = await openInRestorer(ctx, p, (flags & O_ACCMODE) | O_NONBLOCK, undefined, 0, !!ghost);
     ctx.restorerFds.push(fd);
     await fcntl(ctx, fd, F_SETFL, flags & SETFL_MASK, `set flags of FIFO ${p}`);
     ctx.objects.set(Number(f.id), fd);
   }
 }
+
+const AT_FDCWD = -100;
+
+/**
+ * A FIFO that was unlinked while open (a ghost in the image): made again with its mode at its old path (a
+ * temporary name beside it if that is taken now), opened read-write, unlinked; its owner comes back too.
+ */
+async function openGhostFifo(ctx: RestoreContext, name: string, remap: Msg): Promise<number> {
+  if (Number(remap.remap_type ?? 1) !== 1) throw new GodwitError(`FIFO ${name}: remap type ${remap.remap_type} is not supported yet`);
+  const ghostFile = fileNameFor('GHOST_FILE', Number(remap.remap_id));
+  const g = (readEntries(ctx.set!.dir, ghostFile) ?? [])[0];
+  if (!g) throw new GodwitError(`${ghostFile} is missing: the unlinked FIFO ${name} is not in the image`);
+  const where = fs.existsSync(treePath(ctx, name)) ? `${name}.godwit-ghost-${process.pid}-${remap.remap_id}` : name;
+  const mk = new Batch();
+  mk.call('mknodat', [AT_FDCWD, mk.str(where), S_IFIFO | (Number(g.mode ?? 0o600) & 0o7777), 0], `make the unlinked FIFO ${where} again`);
+  await runLocal(ctx.restorer!, mk, 'unlinked FIFO');
+  try {
+    const k = await openInRestorer(ctx, where, O_RDWR | O_NONBLOCK);
+    const b = new Batch();
+    if (g.uid !== undefined && g.gid !== undefined) b.call('fchown', [k, Number(g.uid), Number(g.gid)], `give FIFO ${name} its owner`);
+    b.call('fchmod', [k, Number(g.mode ?? 0o600) & 0o7777], `give FIFO ${name} its mode`);
+    await runLocal(ctx.restorer!, b, 'unlinked FIFO');
+    return k;
+  } finally {
+    const u = new Batch();
+    u.call('unlinkat', [AT_FDCWD, u.str(where), 0], `unlink FIFO ${where} again`);
+    await runLocal(ctx.restorer!, u, 'unlinked FIFO');
+  }
+}
+
+const S_IFIFO = 0o010000;

@@ -2,8 +2,10 @@
  * Per-process settings CRIU keeps in core/mm and godwit dumps, set in the task's per-process batch: the child
  * subreaper flag (tc.child_subreaper), the dumpable flag (mm.dumpable: 0 or 1; 2, "suid_dumpable", cannot be
  * set by prctl and stays 1), and oom_score_adj (written to /proc/self/oom_score_adj inside the task: lowering it
- * needs CAP_SYS_RESOURCE, so a refusal is a warning, not a failure).
+ * needs CAP_SYS_RESOURCE, so a refusal is a warning, not a failure), and the audit login uid (tc.loginuid,
+ * written to /proc/self/loginuid inside the task: only a task may set its own; a refusal is a warning too).
  */
+import * as fs from 'node:fs';
 import type { RestoreContext } from './context';
 import { mainCore } from './context';
 import type { Msg } from './image-files';
@@ -20,6 +22,17 @@ export interface PrctlCalls {
   /** Index of the oom_score_adj write in the batch, to check its result. */
   oomWrite?: ResultRef;
   oomValue?: number;
+  loginuidWrite?: ResultRef;
+  loginuid?: number;
+}
+
+/** The login uid the restorer's tasks inherit (godwit's own); undefined without audit support. */
+function inheritedLoginuid(): number | undefined {
+  try {
+    return Number(fs.readFileSync('/proc/self/loginuid', 'utf8').trim());
+  } catch {
+    return undefined;
+  }
 }
 
 export function addPrctlCalls(t: TaskImage, b: Batch): PrctlCalls {
@@ -34,6 +47,15 @@ export function addPrctlCalls(t: TaskImage, b: Batch): PrctlCalls {
     out.oomValue = oom;
     b.call('close', [fd], 'close oom_score_adj');
   }
+  const inherited = inheritedLoginuid();
+  if (tc.loginuid !== undefined && inherited !== undefined && Number(tc.loginuid) >>> 0 !== inherited >>> 0) {
+    const uid = Number(tc.loginuid) >>> 0;
+    const fd = b.call('openat', [AT_FDCWD, b.str('/proc/self/loginuid'), O_WRONLY | O_CLOEXEC, 0], 'open /proc/self/loginuid');
+    const text = Buffer.from(`${uid}`);
+    out.loginuidWrite = b.call('write', [fd, b.data(text), text.length], `set loginuid ${uid}`, { allowFail: true });
+    out.loginuid = uid;
+    b.call('close', [fd], 'close loginuid');
+  }
   // Last: with dumpable 0, /proc/PID of the task belongs to root (the restorer still is).
   const dumpable = t.mm.dumpable;
   if (dumpable !== undefined && Number(dumpable) === 0) b.call('prctl', [PR_SET_DUMPABLE, 0, 0, 0, 0], 'set dumpable 0');
@@ -43,4 +65,9 @@ export function addPrctlCalls(t: TaskImage, b: Batch): PrctlCalls {
 export function checkPrctlResults(ctx: RestoreContext, t: TaskImage, calls: PrctlCalls, results: bigint[]): void {
   if (calls.oomWrite && results[calls.oomWrite.result] < 0n)
     ctx.warnings.push({ pid: t.pid, message: `oom_score_adj kept at this host's value, not ${calls.oomValue} (lowering it needs CAP_SYS_RESOURCE)` });
+  if (calls.loginuidWrite && results[calls.loginuidWrite.result] < 0n)
+    ctx.warnings.push({
+      pid: t.pid,
+      message: `loginuid kept at godwit's, not ${calls.loginuid} (error ${-results[calls.loginuidWrite.result]}: changing a set one needs CAP_AUDIT_CONTROL and a mutable loginuid)`,
+    });
 }

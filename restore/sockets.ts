@@ -9,11 +9,14 @@ import { GodwitError } from '../util/errors';
 import { RestoreContext, treePath } from './context';
 import { Msg } from './image-files';
 import { Batch, runLocal } from './syscalls';
+import { addCommonSockOpts } from './sockopts';
 
 const AF_UNIX = 1;
 const SOCK_STREAM = 1;
+const SOCK_DGRAM = 2;
 const SOCK_CLOEXEC = 0o2000000;
 const TCP_LISTEN = 10;
+const TCP_ESTABLISHED = 1;
 const SOL_SOCKET = 1;
 const SO_SNDBUFFORCE = 32;
 const SO_RCVBUFFORCE = 33;
@@ -151,19 +154,29 @@ export async function createUnixSockets(ctx: RestoreContext): Promise<void> {
   }
   // After the accepted pairs (each accept takes the oldest waiting connection), the ones left waiting.
   await connectEmbryos(ctx, socks, byIno, listeners);
-  // The rest: bound ones first (datagram receivers), then those connected to a bound one.
-  for (const s of socks.filter((x) => x.fd === undefined && x.name.length)) {
+  // The rest: bound ones first (datagram receivers), then each connected to its bound peer (a bound socket
+  // may be connected too: to another one's name, or to its own).
+  const rest = socks.filter((x) => x.fd === undefined);
+  for (const s of rest.filter((x) => x.name.length)) {
     await newSocket(ctx, s);
     await bindTo(ctx, s);
-    if (s.peer === s.ino) {
-      // A datagram socket connected to its own name (zdtm sockets_dgram): it sends to itself.
-      const b = new Batch();
-      b.call('connect', [s.fd!, b.data(sockaddr(s.name)), sockaddr(s.name).length], `connect socket ${s.ino} to itself`);
-      await local(ctx, b, 'unix socket');
-    }
   }
-  for (const s of socks.filter((x) => x.fd === undefined)) {
-    await newSocket(ctx, s);
+  // A stream connection whose peer was closed with data still queued for this end (zdtm sockets02): one end
+  // of a new pair, the other end sends that data and is closed after, so reads get it, then end of file.
+  const queued = new Set(set.skQueues.map((q) => Number(q.id_for)));
+  const gonePeer = new Map<Sock, number>();
+  for (const s of rest) {
+    if (s.fd !== undefined || s.peer || s.type === SOCK_DGRAM || Number(s.e.state) !== TCP_ESTABLISHED || !queued.has(s.fileId)) continue;
+    const b = new Batch();
+    const fds = Buffer.alloc(8);
+    b.call('socketpair', [AF_UNIX, s.type | SOCK_CLOEXEC, 0, b.data(fds)], `a pair for socket ${s.ino}, whose peer was closed`);
+    const { scratch } = await runLocal(ctx.restorer!, b, 'unix socket');
+    s.fd = scratch.readInt32LE(0);
+    ctx.restorerFds.push(s.fd);
+    gonePeer.set(s, scratch.readInt32LE(4));
+  }
+  for (const s of rest) {
+    if (s.fd === undefined) await newSocket(ctx, s);
     const p = byIno.get(s.peer);
     if (s.peer && !p) throw new GodwitError(`unix socket ${s.ino} is connected to socket ${s.peer}, which is not in the image (outside the dumped tree)`);
     if (p) {
@@ -182,6 +195,7 @@ export async function createUnixSockets(ctx: RestoreContext): Promise<void> {
       val.writeInt32LE(Math.floor(Number(v) / 2)); // the kernel doubles what it is given
       b.call('setsockopt', [s.fd!, SOL_SOCKET, opt, b.data(val), 4], `set buffer size of socket ${s.ino}`);
     }
+    addCommonSockOpts(b, s.fd!, o, `unix socket ${s.ino}`);
     await local(ctx, b, 'unix socket');
   }
   // Queued data, sent again by whoever can reach the receiver.
@@ -192,7 +206,9 @@ export async function createUnixSockets(ctx: RestoreContext): Promise<void> {
     const data = (q.extra as Buffer | undefined) ?? Buffer.alloc(0);
     const sender = byIno.get(rcv.peer)?.peer === rcv.ino ? byIno.get(rcv.peer) : socks.find((x) => x.peer === rcv.ino);
     const b = new Batch();
-    if (sender) b.call('sendto', [sender.fd!, b.data(data), data.length, MSG_DONTWAIT, 0, 0], `requeue ${data.length} bytes for socket ${rcv.ino}`);
+    const stand = gonePeer.get(rcv);
+    if (stand !== undefined) b.call('sendto', [stand, b.data(data), data.length, MSG_DONTWAIT, 0, 0], `requeue ${data.length} bytes for socket ${rcv.ino}`);
+    else if (sender) b.call('sendto', [sender.fd!, b.data(data), data.length, MSG_DONTWAIT, 0, 0], `requeue ${data.length} bytes for socket ${rcv.ino}`);
     else {
       if (!rcv.name.length) throw new GodwitError(`unix socket ${rcv.ino} has queued data but neither a peer nor a name to send it to`);
       const t = b.call('socket', [AF_UNIX, rcv.type | SOCK_CLOEXEC, 0], 'a socket to requeue data with');
@@ -200,6 +216,11 @@ export async function createUnixSockets(ctx: RestoreContext): Promise<void> {
       b.call('close', [t], 'close it');
     }
     await local(ctx, b, 'unix socket queue');
+  }
+  for (const [s, stand] of gonePeer) {
+    const b = new Batch();
+    b.call('close', [stand], `close the stand-in peer of socket ${s.ino}`);
+    await local(ctx, b, 'unix socket');
   }
   for (const s of socks) {
     if (s.fd! < 0) continue;

@@ -37,6 +37,10 @@ export const WORKLOAD_NAMES = [
   'stopped',
   'unix-odd',
   'cow',
+  'fd-sharing',
+  'ghosts',
+  'sockopts',
+  'dead-leader',
 ] as const;
 export type WorkloadName = (typeof WORKLOAD_NAMES)[number];
 

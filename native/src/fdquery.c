@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <linux/kcmp.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -16,7 +17,7 @@
 /* Largest output buffer an ioctl may fill (termios, winsize and friends are far smaller). */
 #define FDQ_MAX_ARG 4096
 
-enum { FDQ_FCNTL = 0, FDQ_IOCTL = 1, FDQ_FOWN = 2, FDQ_PEERNAME = 3, FDQ_SAME_FILE = 4 };
+enum { FDQ_FCNTL = 0, FDQ_IOCTL = 1, FDQ_FOWN = 2, FDQ_PEERNAME = 3, FDQ_SAME_FILE = 4, FDQ_SHARES = 5 };
 
 #ifndef KCMP_FILE
 #define KCMP_FILE 0
@@ -81,7 +82,7 @@ int op_fd_query(struct helper *h, const uint8_t *req, size_t len, struct pb_buf 
 		else if (f.num == F_FdQueryReq_arg_len)
 			arg_len = (uint32_t)f.v;
 	}
-	if (rc < 0 || pid <= 0 || (fd < 0 && !path[0]) || arg_len > FDQ_MAX_ARG || (kind < FDQ_FCNTL || kind > FDQ_SAME_FILE))
+	if (rc < 0 || pid <= 0 || (fd < 0 && !path[0]) || arg_len > FDQ_MAX_ARG || (kind < FDQ_FCNTL || kind > FDQ_SHARES))
 		return gw_fail(&h->err, EBADMSG, "decode", pid, "malformed FdQueryReq (pid %d, fd %d, arg_len %u)", pid, fd,
 			       arg_len);
 	if (kind == FDQ_SAME_FILE) {
@@ -92,6 +93,18 @@ int op_fd_query(struct helper *h, const uint8_t *req, size_t len, struct pb_buf 
 			return gw_fail_errno(&h->err, "kcmp", pid, "fd %d against fd %llu of pid %llu", fd,
 					     (unsigned long long)arg, (unsigned long long)cmd);
 		pb_int(out, F_FdQueryResp_result, k);
+		return 0;
+	}
+	if (kind == FDQ_SHARES) {
+		/* Whether `pid` and pid `cmd` share one memory (KCMP_VM), fd table (KCMP_FILES) or fs_struct (KCMP_FS),
+		 * the type being `arg`: clone() without CLONE_THREAD can share them. Result 0: shared. */
+		if (arg != KCMP_VM && arg != KCMP_FILES && arg != KCMP_FS)
+			return gw_fail(&h->err, EINVAL, "decode", pid, "FdQueryReq kcmp type %llu is not VM, FILES or FS",
+				       (unsigned long long)arg);
+		long same = syscall(SYS_kcmp, pid, (pid_t)cmd, (int)arg, 0, 0);
+		if (same < 0)
+			return gw_fail_errno(&h->err, "kcmp", pid, "type %d against pid %d", (int)arg, (int)cmd);
+		pb_int(out, F_FdQueryResp_result, same);
 		return 0;
 	}
 	int t AUTO_CLOSE = open_target(h, pid, fd, path);

@@ -284,6 +284,10 @@
 #define F_SockOptsResp_bound_name 20
 #define F_SockOptsResp_peer_name 21
 #define F_SockOptsResp_file_flags 23
+#define F_SockOptsResp_rcvlowat 24
+#define F_SockOptsResp_dontroute 25
+#define F_SockOptsResp_no_check 26
+#define F_SockOptsResp_oobinline 27
 
 /* message InetSockReq */
 #define F_InetSockReq_pid 1

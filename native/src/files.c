@@ -297,6 +297,10 @@ int op_sock_opts(struct helper *h, const uint8_t *req, size_t len, struct pb_buf
 		{ SO_PRIORITY, F_SockOptsResp_priority, "SO_PRIORITY" },
 		{ SO_MARK, F_SockOptsResp_mark, "SO_MARK" },
 		{ SO_PEEK_OFF, F_SockOptsResp_peek_off, "SO_PEEK_OFF" },
+		{ SO_RCVLOWAT, F_SockOptsResp_rcvlowat, "SO_RCVLOWAT" },
+		{ SO_DONTROUTE, F_SockOptsResp_dontroute, "SO_DONTROUTE" },
+		{ SO_NO_CHECK, F_SockOptsResp_no_check, "SO_NO_CHECK" },
+		{ SO_OOBINLINE, F_SockOptsResp_oobinline, "SO_OOBINLINE" },
 	};
 	for (size_t i = 0; i < sizeof(ints) / sizeof(ints[0]); i++) {
 		if (get_int(s, SOL_SOCKET, ints[i].opt, &v)) {
@@ -305,6 +309,9 @@ int op_sock_opts(struct helper *h, const uint8_t *req, size_t len, struct pb_buf
 				continue;
 			return gw_fail_errno(&h->err, "getsockopt", q.pid, "%s of fd %d", ints[i].name, q.fd);
 		}
+		/* Repair mode forces SO_REUSEADDR: the application's value is the one seen before. */
+		if (ints[i].opt == SO_REUSEADDR && repaired_reuseaddr(h, q.pid, q.fd) >= 0)
+			v = repaired_reuseaddr(h, q.pid, q.fd);
 		pb_int(out, ints[i].field, v);
 	}
 	struct timeval tv;

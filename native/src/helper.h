@@ -30,6 +30,7 @@ struct tracees {
  * (pidfd_getfd), kept so that repair mode can be ended even if the task is gone. */
 struct repaired_sk {
 	int pid, fd, copy;
+	int reuseaddr; /* SO_REUSEADDR before repair mode, which leaving repair mode clears */
 };
 
 struct repaired_sks {
@@ -165,6 +166,8 @@ int op_inet_sock(struct helper *h, const uint8_t *req, size_t len, struct pb_buf
 int op_tcp_repair_on(struct helper *h, const uint8_t *req, size_t len, struct pb_buf *out);
 int op_tcp_repair_dump(struct helper *h, const uint8_t *req, size_t len, struct pb_buf *out);
 int op_tcp_repair_off(struct helper *h, const uint8_t *req, size_t len, struct pb_buf *out);
+/* SO_REUSEADDR of a connection before repair mode forced it; -1 if fd `fd` of `pid` is not in repair mode. */
+int repaired_reuseaddr(struct helper *h, int pid, int fd);
 /* Ends repair mode on every connection still held (shutdown: the tasks must find them as they were). */
 void tcp_repair_all_off(struct helper *h);
 

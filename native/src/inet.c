@@ -112,6 +112,12 @@ static struct repaired_sk *repaired_find(struct helper *h, int pid, int fd)
 	return NULL;
 }
 
+int repaired_reuseaddr(struct helper *h, int pid, int fd)
+{
+	struct repaired_sk *rs = repaired_find(h, pid, fd);
+	return rs ? rs->reuseaddr : -1;
+}
+
 /* Repair mode on for one connection; the copy is recorded only once it is in repair mode. */
 static int repair_one(struct helper *h, int pid, int fd)
 {
@@ -130,12 +136,19 @@ static int repair_one(struct helper *h, int pid, int fd)
 	int s = grab_fd(h, pid, fd);
 	if (s < 0)
 		return -1;
+	int reuse = 0;
+	socklen_t rl = sizeof(reuse);
+	if (getsockopt(s, SOL_SOCKET, SO_REUSEADDR, &reuse, &rl)) {
+		int e = errno;
+		close(s);
+		return gw_fail(&h->err, e, "getsockopt(SO_REUSEADDR)", pid, "fd %d", fd);
+	}
 	if (set_int(s, IPPROTO_TCP, TCP_REPAIR, TCP_REPAIR_ON)) {
 		int e = errno;
 		close(s);
 		return gw_fail(&h->err, e, "setsockopt(TCP_REPAIR)", pid, "fd %d", fd);
 	}
-	h->repaired.v[h->repaired.n++] = (struct repaired_sk){ pid, fd, s };
+	h->repaired.v[h->repaired.n++] = (struct repaired_sk){ pid, fd, s, reuse };
 	if (set_int(s, IPPROTO_TCP, TCP_REPAIR_QUEUE, TCP_SEND_QUEUE))
 		return gw_fail_errno(&h->err, "setsockopt(TCP_REPAIR_QUEUE)", pid, "fd %d", fd);
 	return 0;
@@ -300,9 +313,11 @@ static unsigned repair_off_all(struct helper *h, int release)
 			/* Queue selection back to none, then repair off (the kernel sends a window probe, which tells the
 			 * peer the window as it is now). */
 			set_int(rs->copy, IPPROTO_TCP, TCP_REPAIR_QUEUE, TCP_NO_QUEUE);
-			if (set_int(rs->copy, IPPROTO_TCP, TCP_REPAIR, TCP_REPAIR_OFF)) {
+			/* Leaving repair mode resets SO_REUSEADDR (zdtm socket-tcp with --leave-running): set it back. */
+			if (set_int(rs->copy, IPPROTO_TCP, TCP_REPAIR, TCP_REPAIR_OFF) ||
+			    set_int(rs->copy, SOL_SOCKET, SO_REUSEADDR, rs->reuseaddr)) {
 				if (!failed)
-					gw_fail_errno(&h->err, "setsockopt(TCP_REPAIR, OFF)", rs->pid, "fd %d", rs->fd);
+					gw_fail_errno(&h->err, "setsockopt(TCP_REPAIR off, SO_REUSEADDR)", rs->pid, "fd %d", rs->fd);
 				failed++;
 			}
 		}

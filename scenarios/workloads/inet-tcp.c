@@ -239,6 +239,10 @@ static void check_listener(struct zt *z, struct server *sv, uint16_t port)
 	l = sizeof(v);
 	if (getsockopt(sv->conn, IPPROTO_TCP, TCP_NODELAY, &v, &l) || !v)
 		zt_fail(z, "connection: TCP_NODELAY is off");
+	/* Inherited from the listener; leaving TCP repair mode clears it (zdtm socket-tcp after --leave-running). */
+	l = sizeof(v);
+	if (getsockopt(sv->conn, SOL_SOCKET, SO_REUSEADDR, &v, &l) || !v)
+		zt_fail(z, "connection: SO_REUSEADDR is off");
 	/* A new connection: accepted, and data both ways. */
 	int c = connect_to(sv->family, port);
 	if (c < 0) {

@@ -1,0 +1,151 @@
+/*
+ * fd-sharing: which fds are one open file description and which are not, when /proc cannot tell them apart
+ * (zdtm file_shared, sockets_dgram).
+ * - DIR/data opened twice at the same flags and position (a, c) plus a dup of the first (b); a child inherits
+ *   all three. Two opens that look alike must stay two descriptions, and the dup and the inherited fds one.
+ * - unix datagram sockets: one bound to a name and connected to itself; one bound and connected to another
+ *   bound socket that is not connected back (so not a pair); a stream socket whose peer was closed with bytes
+ *   still queued for it (zdtm sockets02).
+ * Verify: the parent moves a to 1000 and c to 500; it and the child see b at 1000 and c at 500. A datagram sent
+ * on the self-connected socket comes back on it; one sent on the other reaches its peer, named by getpeername;
+ * the half-closed stream socket reads its bytes, then end of file.
+ * --share 1: one more child, clone()d with CLONE_FILES (--share 2: CLONE_FS), which dump must refuse.
+ * --stale-epoll 1: an epoll holding an item added under fd 700, a dup of a pipe's read end closed since (the
+ *   item lives on while the pipe does, zdtm epoll01), which dump must refuse.
+ */
+#include "zdtm.h"
+
+#include <fcntl.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+struct fds {
+	int a, b, c;
+};
+
+static void check_offsets(struct zt *z, const char *who, const struct fds *f)
+{
+	off_t a = lseek(f->a, 0, SEEK_CUR), b = lseek(f->b, 0, SEEK_CUR), c = lseek(f->c, 0, SEEK_CUR);
+	if (a != 1000 || b != 1000 || c != 500)
+		zt_fail(z, "%s: offsets of the first open, its dup and the second open are %lld %lld %lld, expected 1000 1000 500",
+			who, (long long)a, (long long)b, (long long)c);
+}
+
+/* An abstract name (no path length limit to meet), unique to this run. */
+static socklen_t abstract_addr(struct sockaddr_un *a, const char *tag)
+{
+	memset(a, 0, sizeof(*a));
+	a->sun_family = AF_UNIX;
+	int n = snprintf(a->sun_path + 1, sizeof(a->sun_path) - 1, "godwit-fd-sharing-%d-%s", (int)getpid(), tag);
+	return (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + n);
+}
+
+static void check_dgram(struct zt *z, int self_sk, int from, int to, const struct sockaddr_un *to_addr, socklen_t to_len)
+{
+	char buf[32] = "";
+	if (send(self_sk, "self", 4, 0) != 4)
+		zt_fail_sys(z, "send", "self-connected socket");
+	else if (recv(self_sk, buf, sizeof(buf), MSG_DONTWAIT) != 4 || memcmp(buf, "self", 4))
+		zt_fail(z, "a datagram sent on the self-connected socket did not come back on it");
+	struct sockaddr_un peer;
+	socklen_t plen = sizeof(peer);
+	if (getpeername(from, (struct sockaddr *)&peer, &plen) < 0)
+		zt_fail_sys(z, "getpeername", "bound socket connected to another");
+	else if (plen != to_len || memcmp(&peer, to_addr, to_len))
+		zt_fail(z, "the bound socket connected to another has another peer now");
+	if (send(from, "other", 5, 0) != 5)
+		zt_fail_sys(z, "send", "bound socket connected to another");
+	else if (recv(to, buf, sizeof(buf), MSG_DONTWAIT) != 5 || memcmp(buf, "other", 5))
+		zt_fail(z, "a datagram sent on the bound socket connected to another did not reach it");
+}
+
+/* A clone()d child sharing the fd table or fs with us: it only waits to be ended. */
+static int sharer(void *arg)
+{
+	(void)arg;
+	for (;;)
+		pause();
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	struct zt z;
+	struct zt_opt opts[] = { { "share", 0, 0, 2, "1: a child clone()d with CLONE_FILES, 2: with CLONE_FS" },
+				 { "stale-epoll", 0, 0, 1, "an epoll item under an fd number closed since" } };
+	zt_setup(&z, argc, argv, opts, 2, SIGUSR2);
+	if (opts[1].value) {
+		int p[2], ep = epoll_create1(EPOLL_CLOEXEC);
+		struct epoll_event ev = { .events = EPOLLIN, .data = { .u64 = 7 } };
+		if (ep < 0 || pipe2(p, O_CLOEXEC) < 0 || dup2(p[0], 700) != 700 || epoll_ctl(ep, EPOLL_CTL_ADD, 700, &ev) < 0 || close(700) < 0)
+			zt_setup_failed(&z, "epoll/pipe/dup2", "stale epoll item");
+	}
+	char path[PATH_MAX];
+	zt_path(&z, path, sizeof(path), "data");
+	struct fds f;
+	f.a = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+	f.c = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+	f.b = dup(f.a);
+	if (f.a < 0 || f.b < 0 || f.c < 0)
+		zt_setup_failed(&z, "open/dup", path);
+
+	struct sockaddr_un self_addr, from_addr, to_addr;
+	socklen_t self_len = abstract_addr(&self_addr, "self"), from_len = abstract_addr(&from_addr, "from");
+	socklen_t to_len = abstract_addr(&to_addr, "to");
+	int self_sk = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	int from = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0), to = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (self_sk < 0 || from < 0 || to < 0)
+		zt_setup_failed(&z, "socket", "datagram sockets");
+	if (bind(self_sk, (struct sockaddr *)&self_addr, self_len) || connect(self_sk, (struct sockaddr *)&self_addr, self_len))
+		zt_setup_failed(&z, "bind/connect", "self-connected socket");
+	if (bind(to, (struct sockaddr *)&to_addr, to_len) || bind(from, (struct sockaddr *)&from_addr, from_len) ||
+	    connect(from, (struct sockaddr *)&to_addr, to_len))
+		zt_setup_failed(&z, "bind/connect", "bound socket connected to another");
+
+	int half[2];
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, half) < 0 || write(half[1], "left", 4) != 4 || close(half[1]) < 0)
+		zt_setup_failed(&z, "socketpair/write/close", "half-closed stream socket");
+
+	pid_t child = fork();
+	if (child < 0)
+		zt_setup_failed(&z, "fork", "child");
+	if (child == 0) {
+		while (!zt_signalled())
+			zt_sleep_ns(1000000);
+		check_offsets(&z, "child", &f);
+		exit(zt_finish_part(&z, "child"));
+	}
+	static char stack[64 * 1024] __attribute__((aligned(16)));
+	pid_t shared = 0;
+	if (opts[0].value) {
+		shared = clone(sharer, stack + sizeof(stack), (opts[0].value == 1 ? CLONE_FILES : CLONE_FS) | SIGCHLD, NULL);
+		if (shared < 0)
+			zt_setup_failed(&z, "clone", "sharing child");
+		zt_info(&z, "sharer", "%d", (int)shared);
+	}
+	pid_t pids[] = { getpid(), child, shared };
+	zt_ready(&z, pids, shared ? 3 : 2);
+	zt_wait_sleeping(&z);
+
+	if (lseek(f.a, 1000, SEEK_SET) != 1000 || lseek(f.c, 500, SEEK_SET) != 500)
+		zt_fail_sys(&z, "lseek", path);
+	check_offsets(&z, "parent", &f);
+	kill(child, SIGUSR2);
+	zt_collect_part(&z, "child", child);
+	check_dgram(&z, self_sk, from, to, &to_addr, to_len);
+	char left[8] = "";
+	if (recv(half[0], left, sizeof(left), MSG_DONTWAIT) != 4 || memcmp(left, "left", 4) || recv(half[0], left, sizeof(left), MSG_DONTWAIT) != 0)
+		zt_fail(&z, "half-closed stream socket: not its 4 queued bytes, then end of file");
+	if (shared) {
+		kill(shared, SIGKILL);
+		waitpid(shared, NULL, 0);
+	}
+	return zt_finish(&z);
+}
