@@ -200,7 +200,10 @@ describe('container message queues, time and user namespaces', () => {
   });
 
   it('carries a user namespace: same id maps, owning the other namespaces (time included), credentials and IPC owners mapped', async () => {
-    uc = await runUnshareContainer({ hostname: 'gw-userns', msgQueue: true, userns: { outside: 200000, count: 65536 }, timens: { monotonic: MONO, boottime: BOOT } });
+    // 8 MiB of checked memory: restored by userfaultfd, which a task inside a user namespace may only create
+    // for user-mode faults (UFFD_USER_MODE_ONLY; restore/memory.ts).
+    uc = await runUnshareContainer({ hostname: 'gw-userns', msgQueue: true, userns: { outside: 200000, count: 65536 }, timens: { monotonic: MONO, boottime: BOOT },
+      memMib: 8 });
     const pid0 = uc.pid;
     expect(readOr(`/proc/${pid0}/uid_map`)!.split(/\s+/)).toEqual(['0', '200000', '65536']);
     expect(fs.readFileSync(`/proc/${pid0}/status`, 'utf8')).toMatch(/^Uid:\s+200000\s+200000\s+200000\s+200000$/m);
