@@ -10,7 +10,7 @@ import { classifyFd, FdClass } from './fdkinds';
 import { readFdInfo, ProcFdInfo } from './proc/fdinfo';
 import { listProcNumbers, procPath } from './proc/read';
 import { describe, FD_TYPES, O_CLOEXEC, setFown } from './filetable';
-import { kernelDev } from './fdkinds';
+import { ghostFor, remapToGhost } from './ghosts';
 import { dumpFifoFd, dumpPipeFd } from './pipes';
 import { dumpUnixFd, UnixFd } from './sockets';
 import { dumpInetFd } from './inet';
@@ -144,9 +144,7 @@ const GHOST_CHUNK = 1 << 20;
 /** CRIU's ghost file: the deleted file's attributes and whole content; remap-fpath.img points the file at it. */
 function dumpGhost(ctx: CollectContext, pid: number, c: FdClass, fileId: number, path: string): void {
   const st = c.proc.stat;
-  const key = `${st.dev}:${st.ino}`;
-  let ghostId = ctx.ghosts.get(key);
-  if (ghostId === undefined) {
+  const ghostId = ghostFor(ctx, st, () => {
     const dir = (st.mode & 0o170000n) === 0o040000n; // an open removed directory (zdtm rmdir_open): made again, empty
     if ((st.mode & 0o170000n) !== 0o100000n && !dir)
       throw new GodwitError(`pid ${pid} fd ${c.fd}: deleted ${path} is neither a regular file nor a directory: cannot be checkpointed yet`);
@@ -154,8 +152,6 @@ function dumpGhost(ctx: CollectContext, pid: number, c: FdClass, fileId: number,
       throw new GodwitError(
         `pid ${pid} fd ${c.fd}: deleted file ${path} holds ${st.size} bytes, more than the ghost limit of ${ctx.ghostLimit}; raise --ghost-limit`,
       );
-    ghostId = ctx.ghosts.size + 1;
-    ctx.ghosts.set(key, ghostId);
     const size = dir ? 0 : Number(st.size);
     const content = Buffer.alloc(size);
     const fd = dir ? -1 : fs.openSync(procPath(pid, `fd/${c.fd}`), 'r');
@@ -168,22 +164,7 @@ function dumpGhost(ctx: CollectContext, pid: number, c: FdClass, fileId: number,
     } finally {
       if (fd >= 0) fs.closeSync(fd);
     }
-    const tv = (ns: bigint) => ({ tv_sec: ns / 1000000000n, tv_usec: (ns % 1000000000n) / 1000n });
-    ctx.images.add(
-      'GHOST_FILE',
-      ghostId,
-      {
-        uid: Number(st.uid),
-        gid: Number(st.gid),
-        mode: Number(st.mode),
-        dev: kernelDev(st.dev),
-        ino: st.ino,
-        atim: tv(st.atimeNs),
-        mtim: tv(st.mtimeNs),
-        size: BigInt(size),
-      },
-      content,
-    );
-  }
-  ctx.images.add('REMAP_FPATH', undefined, { orig_id: fileId, remap_id: ghostId, remap_type: 1 });
+    return content;
+  });
+  remapToGhost(ctx, fileId, ghostId);
 }

@@ -3,7 +3,7 @@ import * as fs from 'node:fs';
 import { GodwitError } from '../util/errors';
 import type { CollectContext } from './context';
 import { procPath } from './proc/read';
-import { kernelDev } from './fdkinds';
+import { ghostFor, remapToGhost } from './ghosts';
 import type { ProcStatus } from './proc/status';
 
 function dirEntry(ctx: CollectContext, pid: number, which: 'cwd' | 'root'): number {
@@ -16,24 +16,10 @@ function dirEntry(ctx: CollectContext, pid: number, which: 'cwd' | 'root'): numb
       // A removed working directory (zdtm cwd01/cwd02): CRIU's ghost directory, made again and removed at restore.
       path = path.slice(0, -' (deleted)'.length);
       const id = ctx.files.regular(path, st, 0, 0n, `deleted-dir:${st.dev}:${st.ino}`);
-      // The ghost is shared with an open fd of the same removed directory (files.ts dumpGhost, same key), so
+      // The ghost is shared with an open fd of the same removed directory (ghostFor: one per inode), so
       // restore makes one directory for both (zdtm cwd02).
-      const key = `${st.dev}:${st.ino}`;
-      let ghostId = ctx.ghosts.get(key);
-      if (ghostId === undefined) {
-        ghostId = ctx.ghosts.size + 1;
-        ctx.ghosts.set(key, ghostId);
-        const tv = (ns: bigint) => ({ tv_sec: ns / 1000000000n, tv_usec: (ns % 1000000000n) / 1000n });
-        ctx.images.add('GHOST_FILE', ghostId, {
-          uid: Number(st.uid), gid: Number(st.gid), mode: Number(st.mode), dev: kernelDev(st.dev), ino: st.ino,
-          atim: tv(st.atimeNs), mtim: tv(st.mtimeNs), size: 0n,
-        }, Buffer.alloc(0));
-      }
-      const remapped = `cwd-remap:${id}`; // once per file entry, however many tasks have it as cwd
-      if (!ctx.ghosts.has(remapped)) {
-        ctx.ghosts.set(remapped, -1);
-        ctx.images.add('REMAP_FPATH', undefined, { orig_id: id, remap_id: ghostId, remap_type: 1 });
-      }
+      const ghostId = ghostFor(ctx, st, () => Buffer.alloc(0));
+      remapToGhost(ctx, id, ghostId); // once per file entry, however many tasks have it as cwd
       return id;
     }
     path = path || '/';

@@ -7,7 +7,7 @@ import type { CollectContext } from './context';
 import type { FdClass } from './fdkinds';
 import type { ProcFdInfo } from './proc/fdinfo';
 import { describe, FD_TYPES, fown, O_CLOEXEC } from './filetable';
-import { kernelDev } from './fdkinds';
+import { ghostFor, remapToGhost } from './ghosts';
 
 export async function dumpPipeFd(ctx: CollectContext, pid: number, c: FdClass, info: ProcFdInfo): Promise<number> {
   const ino = Number(c.proc.stat.ino);
@@ -42,17 +42,8 @@ export async function dumpFifoFd(ctx: CollectContext, pid: number, c: FdClass, i
  * but the FIFO's mode and owner tells restore to make it again (mknod), open it and unlink it.
  */
 function ghostFifo(ctx: CollectContext, c: FdClass, regf: number): void {
-  const st = c.proc.stat;
-  const key = `fifo:${st.dev}:${st.ino}`;
-  if (ctx.ghosts.has(key)) return;
-  const ghostId = ctx.ghosts.size + 1;
-  ctx.ghosts.set(key, ghostId);
-  const tv = (ns: bigint) => ({ tv_sec: ns / 1000000000n, tv_usec: (ns % 1000000000n) / 1000n });
-  ctx.images.add('GHOST_FILE', ghostId, {
-    uid: Number(st.uid), gid: Number(st.gid), mode: Number(st.mode), dev: kernelDev(st.dev), ino: st.ino,
-    atim: tv(st.atimeNs), mtim: tv(st.mtimeNs), size: 0n,
-  }, Buffer.alloc(0));
-  ctx.images.add('REMAP_FPATH', undefined, { orig_id: regf, remap_id: ghostId, remap_type: 1 });
+  const ghostId = ghostFor(ctx, c.proc.stat, () => Buffer.alloc(0));
+  remapToGhost(ctx, regf, ghostId);
 }
 
 async function pipeData(ctx: CollectContext, kind: string, pid: number, fd: number, ino: number): Promise<void> {
