@@ -12,6 +12,7 @@ import { dump } from '../checkpoint/dump';
 import { readCgroupLimits, cgroupMembership } from '../checkpoint/cgroups';
 import { cgroupRoots, RunningContainer, runContainer } from '../scenarios/container/bundle';
 import { restore, RestoreResult } from '../restore';
+import { endRestoredRoot } from './helpers/restored';
 import { runUnshareContainer, UnshareContainer } from '../scenarios/container/unshare';
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -52,19 +53,7 @@ describe('container checkpoint/restore (runc)', () => {
   let dir: string | undefined;
   let base: string | undefined;
   afterEach(async () => {
-    const root = restored?.rootPid;
-    if (root) {
-      try {
-        process.kill(root, 'SIGKILL');
-      } catch {
-        /* gone */
-      }
-      if (restored?.restorer) {
-        let timer: NodeJS.Timeout | undefined;
-        await Promise.race([restored.restorer.waitExit(), new Promise((r) => (timer = setTimeout(r, 5000)))]);
-        clearTimeout(timer);
-      }
-    }
+    await endRestoredRoot(restored);
     if (restored?.rootfsLayer) fs.rmSync(restored.rootfsLayer, { recursive: true, force: true });
     restored = undefined;
     if (base) fs.rmSync(base, { recursive: true, force: true });

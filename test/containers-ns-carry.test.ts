@@ -17,6 +17,7 @@ import { dump } from '../checkpoint/dump';
 import { dumpIpc, dumpIpcVars, runNsutil } from '../checkpoint/ns-content';
 import { decodeImage } from '../images';
 import { restore, RestoreResult } from '../restore';
+import { endRestoredRoot } from './helpers/restored';
 import { runUnshareContainer, UnshareContainer } from '../scenarios/container/unshare';
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -67,19 +68,7 @@ describe('container message queues, time and user namespaces', () => {
   let dir: string | undefined;
   const kills: number[] = [];
   afterEach(async () => {
-    const root = restored?.rootPid;
-    if (root) {
-      try {
-        process.kill(root, 'SIGKILL');
-      } catch {
-        /* gone */
-      }
-      if (restored?.restorer) {
-        let timer: NodeJS.Timeout | undefined;
-        await Promise.race([restored.restorer.waitExit(), new Promise((r) => (timer = setTimeout(r, 5000)))]);
-        clearTimeout(timer);
-      }
-    }
+    await endRestoredRoot(restored);
     restored = undefined;
     for (const p of kills.splice(0))
       try {
