@@ -14,10 +14,9 @@ import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { cgroupHierarchies } from '../checkpoint/cgroups';
 import { ipIn } from '../checkpoint/net-ip';
 import type { MigrateSummary } from '../migrate';
-import { runUnshareContainer } from '../scenarios/container/unshare';
+import { removeCgroupTree, runUnshareContainer } from '../scenarios/container/unshare';
 import { TestBed, withHosts } from '../scenarios/hosts';
 import { addContainerVeth, NetHost } from '../scenarios/netns';
 import { findWorkloadPids, startWorkload } from '../scenarios/workload';
@@ -141,27 +140,6 @@ async function containerRun(bed: TestBed, mib: number, work: string, k: number, 
     for (let i = 0; i < 100 && removeCgroupTree(cgroupRoot); i++) await sleep(50);
     await uc.destroy();
   }
-}
-
-/** Removes cgroupRoot's directories in every hierarchy; true while some are still busy. */
-function removeCgroupTree(root: string): boolean {
-  let busy = false;
-  const walk = (d: string) => {
-    let kids: fs.Dirent[] = [];
-    try {
-      kids = fs.readdirSync(d, { withFileTypes: true });
-    } catch {
-      return;
-    }
-    for (const k of kids) if (k.isDirectory()) walk(path.join(d, k.name));
-    try {
-      fs.rmdirSync(d);
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') busy = true;
-    }
-  };
-  for (const h of cgroupHierarchies()) walk(path.join(h.mount, root));
-  return busy;
 }
 
 const step = (s: MigrateSummary, title: string): number => s.steps.find((x) => x.title === title)?.ms ?? 0;

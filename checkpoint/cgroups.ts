@@ -54,6 +54,24 @@ function unescapeMount(s: string): string {
   return s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
 }
 
+/** The directories of cgroup `root` and every cgroup below it, in every hierarchy, deepest first (the order
+ *  rmdir needs). */
+export function cgroupTreeDirs(root: string, hierarchies = cgroupHierarchies()): string[] {
+  const out: string[] = [];
+  const walk = (d: string): void => {
+    let kids: fs.Dirent[];
+    try {
+      kids = fs.readdirSync(d, { withFileTypes: true });
+    } catch {
+      return; // not there in this hierarchy
+    }
+    for (const k of kids) if (k.isDirectory()) walk(path.join(d, k.name));
+    out.push(d);
+  };
+  for (const h of hierarchies) walk(path.join(h.mount, root));
+  return out;
+}
+
 /** Where PID is in every hierarchy that this host has mounted. */
 export function cgroupMembership(pid: number, hierarchies = cgroupHierarchies()): CgroupMember[] {
   const out: CgroupMember[] = [];

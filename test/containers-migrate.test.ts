@@ -11,11 +11,11 @@ import { ChildProcess, execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { cgroupHierarchies, cgroupMembership, CgroupLimits, freezerState, readCgroupLimits } from '../checkpoint/cgroups';
+import { cgroupHierarchies, cgroupMembership, CgroupLimits, cgroupTreeDirs, freezerState, readCgroupLimits } from '../checkpoint/cgroups';
 import { ipIn } from '../checkpoint/net-ip';
 import { createHosts, Host, TestBed } from '../scenarios/hosts';
 import { runContainer, RunningContainer } from '../scenarios/container/bundle';
-import { runUnshareContainer, UnshareContainer } from '../scenarios/container/unshare';
+import { removeCgroupTree, runUnshareContainer, UnshareContainer } from '../scenarios/container/unshare';
 import { addContainerVeth, NetHost, pingFrom } from '../scenarios/netns';
 import { childrenOf, nsInode, processesIn, safeRead, threadStates } from './helpers/host-procs';
 import { Run, runInHost } from './helpers/run-in-host';
@@ -39,21 +39,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const nspid = (pid: number): number[] => (/^NSpid:\s+(.*)$/m.exec(safeRead(`/proc/${pid}/status`))?.[1] ?? '').trim().split(/\s+/).filter(Boolean).map(Number);
 
 /** The cgroup directories under host B's cgroup root, in every hierarchy (deepest first). */
-function targetCgroupDirs(): string[] {
-  const out: string[] = [];
-  const walk = (d: string) => {
-    let kids: fs.Dirent[] = [];
-    try {
-      kids = fs.readdirSync(d, { withFileTypes: true });
-    } catch {
-      return;
-    }
-    for (const k of kids) if (k.isDirectory()) walk(path.join(d, k.name));
-    out.push(d);
-  };
-  for (const h of cgroupHierarchies()) if (fs.existsSync(path.join(h.mount, cgroupRoot))) walk(path.join(h.mount, cgroupRoot));
-  return out;
-}
+const targetCgroupDirs = (): string[] => cgroupTreeDirs(cgroupRoot);
 
 /** Links in a host's net namespace other than lo, the bed's own link and the bridge. */
 async function extraLinks(host: Host): Promise<string[]> {
@@ -87,18 +73,7 @@ async function clearTarget(): Promise<void> {
     }
     await sleep(50);
   }
-  for (let i = 0; i < 100; i++) {
-    let busy = false;
-    for (const d of targetCgroupDirs()) {
-      try {
-        fs.rmdirSync(d);
-      } catch (e) {
-        if ((e as NodeJS.ErrnoException).code !== 'ENOENT') busy = true;
-      }
-    }
-    if (!busy) break;
-    await sleep(50);
-  }
+  for (let i = 0; i < 100 && removeCgroupTree(cgroupRoot); i++) await sleep(50);
   await bed.target.exec('rm', ['-rf', '/run/runc']);
 }
 

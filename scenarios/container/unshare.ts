@@ -11,7 +11,7 @@
 import { spawn, ChildProcess } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
-import { cgroupHierarchies } from '../../checkpoint/cgroups';
+import { cgroupHierarchies, cgroupTreeDirs } from '../../checkpoint/cgroups';
 import { GodwitError } from '../../util/errors';
 import { Bundle, BundleOptions, buildBundle, CGROUP_PARENT } from './bundle';
 
@@ -61,6 +61,20 @@ export function makeCgroups(id: string, limits: { memoryLimit: number; pidsLimit
     }
   }
   return dirs;
+}
+
+/** Removes cgroup `root` and everything below it in every hierarchy; true while some directory is still busy
+ *  (a task not yet gone): call again after a moment. */
+export function removeCgroupTree(root: string): boolean {
+  let busy = false;
+  for (const d of cgroupTreeDirs(root)) {
+    try {
+      fs.rmdirSync(d);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') busy = true;
+    }
+  }
+  return busy;
 }
 
 export function removeCgroups(dirs: string[]): void {
