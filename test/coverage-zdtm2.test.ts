@@ -5,6 +5,7 @@
 import * as fs from 'node:fs';
 import { dump } from '../checkpoint/dump';
 import { readStatus } from '../checkpoint/proc/status';
+import { describeError } from '../util/errors';
 import { entries, info, WorkloadFixture } from './helpers/workload-fixture';
 
 const fx = new WorkloadFixture('godwit-covz2-');
@@ -32,7 +33,7 @@ test.each([
   const sharer = Number(info(w, 'sharer')[0]);
   const err = await dump({ pid: w.pid, dir: fx.imageDir() }).catch((e: Error) => e);
   expect(err).toBeInstanceOf(Error);
-  expect(causes(err as Error)).toContain(`pid ${sharer} shares its ${what} with its parent ${w.pid}`);
+  expect(describeError(err)).toContain(`pid ${sharer} shares its ${what} with its parent ${w.pid}`);
   expect(readStatus(sharer).state).not.toBe('T');
   expect(await w.verify()).toEqual({ pass: true, detail: 'PASS' });
 });
@@ -61,12 +62,6 @@ test('sockopts: SOL_SOCKET options of never-connected TCP and unix sockets, a ro
   expect(await w.verify()).toEqual({ pass: true, detail: 'PASS' });
 });
 
-function causes(e: Error): string {
-  const out: string[] = [];
-  for (let c: unknown = e; c instanceof Error; c = (c as Error & { cause?: unknown }).cause) out.push(c.message);
-  return out.join(' / ');
-}
-
 test.each([
   ['0', 'the root'],
   ['1', 'a child of the root'],
@@ -75,7 +70,7 @@ test.each([
   const pid = child === '1' ? Number(info(w, 'child')[0]) : w.pid;
   const err = await dump({ pid: w.pid, dir: fx.imageDir() }).catch((e: Error) => e);
   expect(err).toBeInstanceOf(Error);
-  const m = causes(err as Error).match(new RegExp(`pid ${pid} \\(dead-leader\\): its main thread has exited while thread\\(s\\) (\\d+) still run`));
+  const m = describeError(err).match(new RegExp(`pid ${pid} \\(dead-leader\\): its main thread has exited while thread\\(s\\) (\\d+) still run`));
   expect(m).not.toBeNull();
   // Nothing was frozen: the surviving thread runs on (the harness cannot verify a root whose leader is a zombie).
   expect(readStatus(pid, Number(m![1])).state).not.toBe('T');
@@ -93,6 +88,6 @@ test('fd sharing --stale-epoll: an epoll item under an fd number closed since is
   const w = await fx.start('fd-sharing', ['--stale-epoll', '1']);
   const err = await dump({ pid: w.pid, dir: fx.imageDir() }).catch((e: Error) => e);
   expect(err).toBeInstanceOf(Error);
-  expect(causes(err as Error)).toContain('epoll watches a file under fd number 700, which is closed now');
+  expect(describeError(err)).toContain('epoll watches a file under fd number 700, which is closed now');
   expect(await w.verify()).toEqual({ pass: true, detail: 'PASS' });
 });
