@@ -174,33 +174,39 @@ export async function dumpIpcVars(pid: number): Promise<Record<string, string>> 
   return out;
 }
 
+/** ipc_var_entry's fields (CRIU's ipcns-var-N.img) and the /proc/sys files they hold, both ways; `u64`: a bigint
+ *  field. kernel/sem (sem_ctls, four numbers in one file) is handled on its own. */
+export const IPC_SYSCTLS: ReadonlyArray<readonly [field: string, sysctl: string, u64?: true]> = [
+  ['msg_ctlmax', 'kernel/msgmax'],
+  ['msg_ctlmnb', 'kernel/msgmnb'],
+  ['msg_ctlmni', 'kernel/msgmni'],
+  ['auto_msgmni', 'kernel/auto_msgmni'],
+  ['shm_ctlmax', 'kernel/shmmax', true],
+  ['shm_ctlall', 'kernel/shmall', true],
+  ['shm_ctlmni', 'kernel/shmmni'],
+  ['shm_rmid_forced', 'kernel/shm_rmid_forced'],
+  ['mq_queues_max', 'fs/mqueue/queues_max'],
+  ['mq_msg_max', 'fs/mqueue/msg_max'],
+  ['mq_msgsize_max', 'fs/mqueue/msgsize_max'],
+  ['mq_msg_default', 'fs/mqueue/msg_default'],
+  ['mq_msgsize_default', 'fs/mqueue/msgsize_default'],
+];
+
 /** ipc_var_entry (CRIU's ipcns-var-N.img) of those sysctls. */
 export function ipcVarEntry(v: Record<string, string>): Record<string, unknown> {
-  const n = (k: string): number => {
-    const x = Number(v[k]);
-    if (!Number.isSafeInteger(x) || x < 0) throw new GodwitError(`ipc namespace sysctl ${k} = ${JSON.stringify(v[k])}: not a number godwit can carry`);
-    return x;
-  };
-  const big = (k: string): bigint => {
-    if (!/^\d+$/.test(v[k] ?? '')) throw new GodwitError(`ipc namespace sysctl ${k} = ${JSON.stringify(v[k])}: not a number godwit can carry`);
-    return BigInt(v[k]!);
-  };
-  return {
-    sem_ctls: (v['kernel/sem'] ?? '').split(' ').filter(Boolean).map(Number),
-    msg_ctlmax: n('kernel/msgmax'),
-    msg_ctlmnb: n('kernel/msgmnb'),
-    msg_ctlmni: n('kernel/msgmni'),
-    auto_msgmni: n('kernel/auto_msgmni'),
-    shm_ctlmax: big('kernel/shmmax'),
-    shm_ctlall: big('kernel/shmall'),
-    shm_ctlmni: n('kernel/shmmni'),
-    shm_rmid_forced: n('kernel/shm_rmid_forced'),
-    mq_queues_max: n('fs/mqueue/queues_max'),
-    mq_msg_max: n('fs/mqueue/msg_max'),
-    mq_msgsize_max: n('fs/mqueue/msgsize_max'),
-    mq_msg_default: n('fs/mqueue/msg_default'),
-    mq_msgsize_default: n('fs/mqueue/msgsize_default'),
-  };
+  const bad = (k: string) => new GodwitError(`ipc namespace sysctl ${k} = ${JSON.stringify(v[k])}: not a number godwit can carry`);
+  const entry: Record<string, unknown> = { sem_ctls: (v['kernel/sem'] ?? '').split(' ').filter(Boolean).map(Number) };
+  for (const [field, k, u64] of IPC_SYSCTLS) {
+    if (u64) {
+      if (!/^\d+$/.test(v[k] ?? '')) throw bad(k);
+      entry[field] = BigInt(v[k]!);
+    } else {
+      const x = Number(v[k]);
+      if (!Number.isSafeInteger(x) || x < 0) throw bad(k);
+      entry[field] = x;
+    }
+  }
+  return entry;
 }
 
 export interface IdExtent {

@@ -7,7 +7,7 @@
  */
 import { spawn } from 'child_process';
 import * as fs from 'fs';
-import { IdExtent, IpcContent, UtsContent, runNsutil } from '../checkpoint/ns-content';
+import { IdExtent, IPC_SYSCTLS, IpcContent, UtsContent, runNsutil } from '../checkpoint/ns-content';
 import { GodwitError } from '../util/errors';
 
 export type FreshNsKind = 'user' | 'ipc' | 'uts' | 'net' | 'mnt' | 'cgroup';
@@ -116,21 +116,7 @@ export function ipcStream(c: IpcContent): Buffer {
 
 /** The sysctl lines godwit-nsutil ipc-vars-set takes, from an ipc_var_entry (absent optional fields are left alone). */
 export function ipcVarLines(e: Record<string, unknown>): string {
-  const pairs: Array<[string, unknown]> = [
-    ['kernel/msgmax', e.msg_ctlmax],
-    ['kernel/msgmnb', e.msg_ctlmnb],
-    ['kernel/msgmni', e.msg_ctlmni],
-    ['kernel/auto_msgmni', e.auto_msgmni],
-    ['kernel/shmmax', e.shm_ctlmax],
-    ['kernel/shmall', e.shm_ctlall],
-    ['kernel/shmmni', e.shm_ctlmni],
-    ['kernel/shm_rmid_forced', e.shm_rmid_forced],
-    ['fs/mqueue/queues_max', e.mq_queues_max],
-    ['fs/mqueue/msg_max', e.mq_msg_max],
-    ['fs/mqueue/msgsize_max', e.mq_msgsize_max],
-    ['fs/mqueue/msg_default', e.mq_msg_default],
-    ['fs/mqueue/msgsize_default', e.mq_msgsize_default],
-  ];
+  const pairs: Array<[string, unknown]> = IPC_SYSCTLS.map(([field, sysctl]) => [sysctl, e[field]]);
   const sem = (e.sem_ctls as number[] | undefined) ?? [];
   if (sem.length && sem.length !== 4) throw new GodwitError(`ipc_var_entry: sem_ctls has ${sem.length} values, not 4 (semmsl semmns semopm semmni)`);
   if (sem.length) pairs.unshift(['kernel/sem', sem.join(' ')]);
