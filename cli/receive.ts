@@ -6,7 +6,7 @@ import type { Command } from 'commander';
 import { UsageError } from '../util/errors';
 import type { ContainerTargetFlags } from '../migrate/target';
 import { DEFAULT_WINDOW, discardStale, receiveImages } from '../transport/receive';
-import { stdioChannel } from '../transport/stdio';
+import { closeStdin, stdioChannel } from '../transport/stdio';
 
 export interface ReceiveCliOptions {
   dir: string;
@@ -42,7 +42,7 @@ export async function runReceive(o: ReceiveCliOptions): Promise<void> {
         ...(o.reserveBytes ? { reserveBytes: o.reserveBytes } : {}),
         ...(container ? { container } : {}) });
     } finally {
-      process.stdin.destroy();
+      closeStdin();
     }
     return;
   }
@@ -53,7 +53,7 @@ export async function runReceive(o: ReceiveCliOptions): Promise<void> {
   } finally {
     // stdin (the connection) keeps the process alive: let go of it so that exiting closes stdout, which is
     // how the sender sees that we are done.
-    process.stdin.destroy();
+    closeStdin();
   }
 }
 

@@ -16,6 +16,33 @@ export interface GodwitAddon {
   alignOffset(view: Uint8Array, align: number): number;
   /** zlib.crc32(view, previous) by carry-less multiplication; absent when the CPU has no PCLMULQDQ. */
   crc32?(view: Uint8Array, previous?: number): number;
+  /** The receiving end's frame pump (native/addon/pump.c); absent with crc32. `counters` (off-heap): data bytes
+   *  taken, credit bytes taken (8 + data per frame), frames taken; the pump adds to them. */
+  Pump?: new (counters: Float64Array) => NativePump;
+}
+
+/** Splits a stream into frames and writes the raw data frames of registered files itself (native/addon/pump.c). */
+export interface NativePump {
+  /** Take file id's data frames from now on: written to fd, or through directFd (O_DIRECT, -1: none); expected
+   *  size or -1. Throws (EMFILE) when the pump has files enough. */
+  open(id: number, fd: number, directFd: number, expected: number): void;
+  /** Bytes of file id parsed in JavaScript, appended in order; false (nothing written) past the expected size. */
+  write(id: number, data: Uint8Array): boolean;
+  /** Every byte of file id written (not synced), the file cut to its size; throws a write error (with fileId). */
+  finish(id: number): { size: number; crc: number };
+  /** Failure path: waits for file id's writes and forgets it. */
+  drop(id: number): void;
+  /** [bytes consumed, Buffer, stream offset, ...]: the bytes for JavaScript, each with its offset; null when the
+   *  chunk was consumed whole and nothing passed on. `fast`: the consumer has nothing pending, so frames may be
+   *  taken; a frame to take while not fast stops the feed (consumed < length): feed the rest again once idle.
+   *  Throws (code EPROTO, offset) on a taken frame's bad checksum. */
+  feed(chunk: Uint8Array, fast: boolean): [number, ...Array<Buffer | number>] | null;
+  /** Whether the stream is between frames (an end here is clean). */
+  atBoundary(): boolean;
+  /** Stream offset of the next byte. */
+  offset(): number;
+  /** Waits for every write, stops the writer thread; any later call throws. */
+  close(): void;
 }
 
 export const ADDON_PATH = path.resolve(__dirname, '..', '..', 'native', 'build', 'godwit.node');

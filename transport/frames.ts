@@ -292,6 +292,13 @@ export interface RawFrame {
 }
 
 /**
+ * Stream offsets of chunks that do not follow on from the previous one: the native frame pump
+ * (transport/pipe-reader.ts) passes on whole frames and keeps the data frames it wrote itself, so the decoder sets
+ * its offset from the chunk's own when a frame starts there.
+ */
+export const frameOffsets = new WeakMap<Buffer, number>();
+
+/**
  * Incremental parser of one direction of the stream. push() bytes as they come; next() returns a complete,
  * validated message or undefined when more bytes are needed. Never holds more than one frame's bytes plus
  * whatever was pushed beyond it (the caller bounds that with flow control).
@@ -303,6 +310,8 @@ export class FrameDecoder {
   private frames = 0;
   private sawPreamble = false;
   private failed: ProtocolError | undefined;
+  /** Pushed chunks with a stream offset of their own (frameOffsets), in order. */
+  private marks: Array<{ chunk: Buffer; at: number }> = [];
 
   /** `stream` names the stream in errors; `from` is the role of the peer that writes it; payloads that must be
    *  assembled from several pushed chunks are copied into buffers from `pool` when one is given. */
@@ -320,8 +329,15 @@ export class FrameDecoder {
 
   push(chunk: Buffer): void {
     if (chunk.length === 0) return;
+    const at = frameOffsets.get(chunk);
+    if (at !== undefined) this.marks.push({ chunk, at });
     this.chunks.push(chunk);
     this.buffered += chunk.length;
+  }
+
+  /** The first chunk is being consumed: a frame that starts later in it is not at the chunk's own offset. */
+  private unmark(first: Buffer): void {
+    if (this.marks.length > 0 && this.marks[0]!.chunk === first) this.marks.shift();
   }
 
   private fail(offset: number, problem: string): never {
@@ -349,6 +365,7 @@ export class FrameDecoder {
     this.consumed += n;
     while (n > 0) {
       const first = this.chunks[0]!;
+      this.unmark(first);
       if (first.length <= n) {
         this.chunks.shift();
         n -= first.length;
@@ -366,6 +383,7 @@ export class FrameDecoder {
     this.consumed += n;
     while (n > 0) {
       const first = this.chunks[0]!;
+      this.unmark(first);
       if (first.length <= n) {
         out.push(first);
         this.chunks.shift();
@@ -393,6 +411,8 @@ export class FrameDecoder {
       this.sawPreamble = true;
     }
     if (this.buffered < HEADER_SIZE) return undefined;
+    // A chunk that starts where this frame starts says where that is in the stream.
+    if (this.marks.length > 0 && this.marks[0]!.chunk === this.chunks[0]) this.consumed = this.marks.shift()!.at;
     const at = this.consumed;
     const h = this.peek(HEADER_SIZE);
     if (crc32(h.subarray(0, 12)) !== h.readUInt32LE(12)) {

@@ -10,11 +10,13 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import type { Readable } from 'node:stream';
 import * as zstd from 'zstd-napi/binding';
 import { GodwitError, SysError } from '../util/errors';
 import { crc32, crc32Combine } from '../images/crc32';
 import { FrameType, MARKER_NAME, MAX_CHUNK_SIZE, Message, PayloadPool, ProtocolError, RESERVED_PREFIX, TEMP_PREFIX, checkName, dataBytes } from './frames';
 import { BlockPool, FileAppender } from './direct-appender';
+import type { PipeReader } from './pipe-reader';
 import { handshake } from './handshake';
 import { Channel, ConnectionLostError, MessageReader, MessageWriter, TailBuffer } from './wire';
 
@@ -28,6 +30,11 @@ const MAX_OPEN_FILES = 64;
  *  stream goes on, and the fsync before Complete finds little left to do (it had to write the whole file). */
 const FLUSH_BEHIND = 32 << 20;
 const MAX_FILES = 1_000_000;
+/** Files of at least this announced size (or of no announced size) go to the native frame pump when there is one:
+ *  smaller ones are few bytes and a file opened and finished by the pump costs a few syscalls more. */
+const PUMP_MIN_SIZE = 4 << 20;
+/** O_DIRECT (through the pump, or FileAppender's switch) pays off from this announced size on. */
+const DIRECT_MIN_SIZE = 4 << 20;
 
 export interface ReceiveOptions {
   dir: string;
@@ -56,8 +63,12 @@ interface OpenFile {
   tmp: string;
   final: string;
   fh: fs.promises.FileHandle;
-  /** Writes the content: page cache first, O_DIRECT once the file is large (direct-appender.ts). */
-  out: FileAppender;
+  /** Writes the content: page cache first, O_DIRECT once the file is large (direct-appender.ts); unset when the
+   *  native pump writes it (its size and crc are then the pump's until endFile). */
+  out?: FileAppender;
+  /** The pump writes it; with directFh, through O_DIRECT. */
+  pumped?: boolean;
+  directFh?: fs.promises.FileHandle;
   size: number;
   crc: number;
   expected?: number;
@@ -106,6 +117,11 @@ export class ImageReceiver {
   private pumpError: Error | undefined;
   private wakeConsumer: (() => void) | undefined;
   private wakePump: (() => void) | undefined;
+  /** The consumer waits for a message (it has processed every one before). */
+  private consumerWaiting = false;
+  /** The native frame pump under the channel, if any (pipe-reader.ts). */
+  private readonly pipe: PipeReader | undefined;
+  private pumpedFiles = 0;
   private readonly label: string;
 
   constructor(private readonly opts: ReceiveOptions) {
@@ -115,6 +131,40 @@ export class ImageReceiver {
     this.label = opts.channel.label;
     this.reader = new MessageReader(opts.channel.fromPeer, `stream from ${opts.channel.label}`, 'sender', this.pool);
     this.writer = new MessageWriter(opts.channel.toPeer, opts.channel.label);
+    this.pipe = opts.channel.pipe;
+    if (this.pipe) {
+      this.pipe.idle = () => this.idle();
+      this.pipe.onTaken = (data, credit, frames) => this.taken(data, credit, frames);
+    }
+  }
+
+  /** Nothing read is waiting to be processed: the pump may write data frames itself (they come next in order). */
+  private idle(): boolean {
+    const input = this.opts.channel.fromPeer as Readable & { writableLength?: number };
+    return this.consumerWaiting && this.queue.length === 0 && this.reader.pending === 0 &&
+      input.readableLength === 0 && !input.writableLength && this.pipe!.readableLength === 0;
+  }
+
+  /** The pump wrote data frames of pumped files: the same accounting as data() does for one. */
+  private taken(data: number, credit: number, frames: number): void {
+    this.received += credit;
+    this.wireBytes += credit + 16 * frames;
+    this.bytes += data;
+    if (this.received > this.window + this.granted) {
+      this.pumpError ??= new ProtocolError(`stream from ${this.label}`, this.reader.offset,
+        `the sender exceeded its flow-control window (${this.received - this.granted} bytes in flight, window ${this.window})`);
+      this.wakeConsumer?.();
+      return;
+    }
+    this.owed += credit;
+    // Only in quarter windows: the sender has three quarters left meanwhile, and a Credit frame per read would be
+    // a packet back through both sshd and ssh2 for every 256 KiB.
+    if (this.owed >= Math.min(this.window / 4, this.window - (8 + MAX_CHUNK_SIZE))) {
+      this.returnCredit().catch((err) => {
+        this.pumpError ??= err instanceof Error ? err : new Error(String(err));
+        this.wakeConsumer?.();
+      });
+    }
   }
 
   private log(line: string): void {
@@ -209,7 +259,18 @@ export class ImageReceiver {
       }
       if (this.pumpError) throw this.pumpError;
       if (this.pumpDone) return undefined;
-      await new Promise<void>((r) => (this.wakeConsumer = r));
+      this.consumerWaiting = true;
+      // Idle now: the pump may go on with what it held back for us.
+      this.pipe?.kick();
+      if (this.queue.length > 0 || this.pumpError || this.pumpDone) {
+        this.consumerWaiting = false;
+        continue;
+      }
+      try {
+        await new Promise<void>((r) => (this.wakeConsumer = r));
+      } finally {
+        this.consumerWaiting = false;
+      }
       this.wakeConsumer = undefined;
     }
   }
@@ -307,9 +368,31 @@ export class ImageReceiver {
       throw toSysError(err, 'open', tmp, `create ${m.name}`);
     }
     this.createdFiles.push(tmp);
-    const f: OpenFile = { id: m.id, name: m.name, tmp, final, fh, out: new FileAppender(fh, this.blocks), size: 0, crc: 0, unflushed: 0 };
+    const f: OpenFile = { id: m.id, name: m.name, tmp, final, fh, size: 0, crc: 0, unflushed: 0 };
     if (m.size !== undefined) f.expected = m.size;
     this.open.set(m.id, f);
+    if (!(await this.toPump(f))) f.out = new FileAppender(fh, this.blocks);
+  }
+
+  /** Gives a large file (or one of unknown size) to the native pump, if there is one with room; false if not. */
+  private async toPump(f: OpenFile): Promise<boolean> {
+    const pump = this.pipe?.pump;
+    if (!pump || this.pumpedFiles >= 2 || (f.expected !== undefined && f.expected < PUMP_MIN_SIZE)) return false;
+    // O_DIRECT only for a file known to be large (a small one would wait for a padded write of its own).
+    if (this.opts.directIo !== false && f.expected !== undefined && f.expected >= DIRECT_MIN_SIZE) {
+      // The same inode again, through /proc/self/fd (never a path someone could swap); EINVAL: no O_DIRECT here.
+      f.directFh = await fs.promises.open(`/proc/self/fd/${f.fh.fd}`, fs.constants.O_WRONLY | fs.constants.O_DIRECT).catch(() => undefined);
+    }
+    try {
+      pump.open(f.id, f.fh.fd, f.directFh?.fd ?? -1, f.expected ?? -1);
+    } catch {
+      await f.directFh?.close();
+      delete f.directFh;
+      return false;
+    }
+    f.pumped = true;
+    this.pumpedFiles++;
+    return true;
   }
 
   private async data(m: Extract<Message, { type: FrameType.Data }>): Promise<void> {
@@ -335,14 +418,26 @@ export class ImageReceiver {
     if (f.expected !== undefined && f.size + m.rawLength > f.expected) {
       this.bad(`"${f.name}" is longer than its announced ${f.expected} bytes`);
     }
-    try {
-      await f.out.append(raw);
-    } catch (err) {
-      throw this.writeError(f, err);
+    if (f.pumped) {
+      // In order behind what the pump took itself; the pump keeps the file's size and crc.
+      try {
+        for (const piece of Buffer.isBuffer(raw) ? [raw] : raw) {
+          if (!this.pipe!.pump.write(f.id, piece)) this.bad(`"${f.name}" is longer than its announced ${f.expected} bytes`);
+        }
+      } catch (err) {
+        if (err instanceof ProtocolError) throw err;
+        throw this.writeError(f, err);
+      }
+    } else {
+      try {
+        await f.out!.append(raw);
+      } catch (err) {
+        throw this.writeError(f, err);
+      }
+      // A raw chunk's crc was computed (once) when its frame was checked; a decompressed one is hashed here.
+      f.crc = crc32Combine(f.crc, decompressed ? crc32(decompressed) : m.crc ?? crcOf(raw), m.rawLength);
+      f.size += m.rawLength;
     }
-    // A raw chunk's crc was computed (once) when its frame was checked; a decompressed one is hashed here.
-    f.crc = crc32Combine(f.crc, decompressed ? crc32(decompressed) : m.crc ?? crcOf(raw), m.rawLength);
-    f.size += m.rawLength;
     this.bytes += m.rawLength;
     const credit = 8 + wire;
     // On disk now (the page cache): pooled buffers serve the next frames.
@@ -350,7 +445,7 @@ export class ImageReceiver {
     else if (!m.parts) this.pool.give(m.data);
     if (decompressed) this.pool.give(decompressed);
     f.unflushed += m.rawLength;
-    if (f.unflushed >= FLUSH_BEHIND && !f.flushing && !f.out.isDirect) {
+    if (f.out && f.unflushed >= FLUSH_BEHIND && !f.flushing && !f.out.isDirect) {
       f.unflushed = 0;
       f.flushing = f.fh.datasync().then(
         () => undefined,
@@ -373,13 +468,29 @@ export class ImageReceiver {
   private async endFile(m: Extract<Message, { type: FrameType.FileEnd }>): Promise<void> {
     const f = this.open.get(m.id);
     if (!f) this.bad(`end of file id ${m.id}, which is not open`);
+    if (f.pumped) {
+      // Every byte of it written (the pump's last block included): its size and crc, for the checks below.
+      let done: { size: number; crc: number };
+      try {
+        done = this.pipe!.pump.finish(f.id);
+      } catch (err) {
+        throw this.writeError(f, err);
+      } finally {
+        f.pumped = false;
+        this.pumpedFiles--;
+      }
+      f.size = done.size;
+      f.crc = done.crc;
+      await f.directFh?.close();
+      delete f.directFh;
+    }
     if (m.size !== f.size) this.bad(`"${f.name}" ended with ${f.size} bytes received, the sender says ${m.size}`);
     if (f.expected !== undefined && f.expected !== f.size) this.bad(`"${f.name}" has ${f.size} bytes, ${f.expected} were announced`);
     if ((m.crc >>> 0) !== (f.crc >>> 0)) {
       this.bad(`"${f.name}" checksum mismatch (crc32 ${hex(f.crc)} received, ${hex(m.crc)} sent): the data was corrupted`);
     }
     try {
-      await f.out.finish();
+      await f.out?.finish();
     } catch (err) {
       throw this.writeError(f, err);
     }
@@ -430,7 +541,17 @@ export class ImageReceiver {
   /** Remove everything this stream created (files, subdirectories, and the directory if it made it). */
   async discard(): Promise<void> {
     for (const f of this.open.values()) {
-      await f.out.abandon();
+      if (f.pumped) {
+        try {
+          this.pipe!.pump.drop(f.id);
+        } catch {
+          // the pump is closed already (the input was torn down): nothing of this file is written any more
+        }
+        f.pumped = false;
+        this.pumpedFiles--;
+      }
+      await f.directFh?.close().catch(() => undefined);
+      await f.out?.abandon();
       await f.flushing;
       await f.fh.close().catch(() => undefined);
     }

@@ -5,7 +5,8 @@
  */
 import type { Readable, Writable } from 'node:stream';
 import { GodwitError } from '../util/errors';
-import { encodeMessage, FrameDecoder, Message, PayloadPool, PREAMBLE, Role } from './frames';
+import { encodeMessage, FrameDecoder, Message, PayloadPool, PREAMBLE, ProtocolError, Role } from './frames';
+import type { PipeReader } from './pipe-reader';
 
 /** One end of a connection to a peer: the bytes to it, the bytes from it, and (for a remote command) its
  *  stderr and exit status. */
@@ -20,6 +21,8 @@ export interface Channel {
   exited?: Promise<{ code: number | null; signal: string | null }>;
   /** Tear the connection down now (the peer sees EOF or a hang-up). Idempotent. */
   close(): void;
+  /** fromPeer's bytes come through the native frame pump (transport/pipe-reader.ts): the receiver gives it files. */
+  pipe?: PipeReader;
 }
 
 /** The connection to the peer is gone (EOF, reset, process exit) before the protocol said it was done. */
@@ -75,6 +78,11 @@ export class MessageReader {
     return this.decoder.offset;
   }
 
+  /** Bytes read but not yet parsed into messages. */
+  get pending(): number {
+    return this.decoder.pending;
+  }
+
   /** Whether the peer ever sent a byte (to tell "nothing answered" from "the answer was cut"). */
   get sawBytes(): boolean {
     return this.decoder.offset > 0 || this.decoder.pending > 0;
@@ -89,7 +97,12 @@ export class MessageReader {
         this.input.resume();
       }
       if (m) return m;
-      if (this.error) throw new ConnectionLostError(`reading from ${this.decoder.stream} failed`, { cause: this.error });
+      if (this.error) {
+        // The native frame pump found a frame it took corrupted: the same error the decoder would give.
+        const e = this.error as Error & { code?: string; offset?: number };
+        if (e.code === 'EPROTO' && typeof e.offset === 'number') throw new ProtocolError(this.decoder.stream, e.offset, e.message);
+        throw new ConnectionLostError(`reading from ${this.decoder.stream} failed`, { cause: this.error });
+      }
       if (this.ended || this.input.destroyed || this.input.readableEnded) {
         this.ended = true;
         if (this.decoder.pending > 0) {

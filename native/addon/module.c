@@ -3,12 +3,16 @@
  *   readv.c    process_vm_readv for the dump's page readers
  *   stream.c   pipe sizes and buffer alignment for the receiving end of a stream
  *   crc32.c    CRC-32 by carry-less multiplication for the stream's frames
+ *   pump.c     the receiving end's frame pump: data frames of large files to disk without JavaScript
  *
  * Node-API only and context-aware: it loads in worker threads too (the page readers and compressors run there). */
 #define _GNU_SOURCE
+#include <string.h>
+
 #include "addon.h"
 
-/* Throws an Error shaped like Node's errno errors (errno, syscall) with one more numeric property when key is set. */
+/* Throws an Error shaped like Node's errno errors (code, errno, syscall) with one more numeric property when key is
+ * set. errno is positive, as in godwit's SysError. */
 napi_value gw_throw_sys(napi_env env, int err, const char *syscall, const char *msg, const char *key, double val)
 {
 	napi_value m, e, v;
@@ -16,6 +20,11 @@ napi_value gw_throw_sys(napi_env env, int err, const char *syscall, const char *
 	napi_create_error(env, NULL, m, &e);
 	napi_create_int32(env, err, &v);
 	napi_set_named_property(env, e, "errno", v);
+	const char *name = strerrorname_np(err);
+	if (name) {
+		napi_create_string_utf8(env, name, NAPI_AUTO_LENGTH, &v);
+		napi_set_named_property(env, e, "code", v);
+	}
 	napi_create_string_utf8(env, syscall, NAPI_AUTO_LENGTH, &v);
 	napi_set_named_property(env, e, "syscall", v);
 	if (key) {
@@ -39,7 +48,12 @@ NAPI_MODULE_INIT()
 	export_fn(env, exports, "pipeSize", gw_pipe_size_js);
 	export_fn(env, exports, "alignOffset", gw_align_offset_js);
 	/* Absent where the CPU cannot fold (no PCLMULQDQ): callers fall back to zlib's crc32. */
-	if (gw_crc32_accelerated())
+	if (gw_crc32_accelerated()) {
 		export_fn(env, exports, "crc32", gw_crc32_js);
+		/* The pump hashes with the folding crc32 too; without it the receiver stays in JavaScript. */
+		napi_value pump = gw_pump_class(env);
+		if (pump)
+			napi_set_named_property(env, exports, "Pump", pump);
+	}
 	return exports;
 }
