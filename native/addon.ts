@@ -16,6 +16,9 @@ export interface GodwitAddon {
   alignOffset(view: Uint8Array, align: number): number;
   /** zlib.crc32(view, previous) by carry-less multiplication; absent when the CPU has no PCLMULQDQ. */
   crc32?(view: Uint8Array, previous?: number): number;
+  /** pread()s into buffer from position until it is full or the file ends, and hashes what it read (crc32), in
+   *  libuv's threadpool; absent with crc32. Rejects with an Error with code, errno and syscall. */
+  readCrc?(fd: number, buffer: Uint8Array, position: number): Promise<{ bytes: number; crc: number }>;
   /** The receiving end's frame pump (native/addon/pump.c); absent with crc32. `counters` (off-heap): data bytes
    *  taken, credit bytes taken (8 + data per frame), frames taken; the pump adds to them. */
   Pump?: new (counters: Float64Array) => NativePump;

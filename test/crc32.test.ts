@@ -57,3 +57,40 @@ describe('crc32', () => {
     expect(() => fn(new Uint16Array(4) as unknown as Uint8Array)).toThrow(/^crc32\(Uint8Array/);
   });
 });
+
+describe('readCrc: the sender reads and hashes in the threadpool', () => {
+  const readCrc = loadAddon()!.readCrc!;
+
+  test('reads from the position until the buffer is full or the file ends, and hashes exactly that', async () => {
+    const fs = await import('node:fs');
+    const os = await import('node:os');
+    const path = await import('node:path');
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'godwit-readcrc-'));
+    try {
+      const data = randomBytes(3_000_000);
+      fs.writeFileSync(path.join(dir, 'f'), data);
+      const fd = fs.openSync(path.join(dir, 'f'), 'r');
+      try {
+        const buf = Buffer.alloc(1 << 20);
+        for (const pos of [0, 12345, 2_500_000, 3_000_000]) {
+          const r = await readCrc(fd, buf, pos);
+          const want = data.subarray(pos, pos + buf.length);
+          expect(r).toEqual({ bytes: want.length, crc: zlib.crc32(want) >>> 0 });
+          expect(buf.subarray(0, r.bytes).equals(want)).toBe(true);
+        }
+      } finally {
+        fs.closeSync(fd);
+      }
+      // A failed read rejects like Node's errno errors.
+      const wfd = fs.openSync(path.join(dir, 'w'), 'w');
+      try {
+        await expect(readCrc(wfd, Buffer.alloc(10), 0)).rejects.toMatchObject({ code: 'EBADF', errno: 9, syscall: 'pread' });
+      } finally {
+        fs.closeSync(wfd);
+      }
+      expect(() => readCrc(-1, Buffer.alloc(1), 0)).toThrow(/^readCrc\(fd/);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});

@@ -9,6 +9,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Writable } from 'node:stream';
 import { Compressor } from 'zstd-napi';
+import { loadAddon } from '../native/addon';
 import { GodwitError, SysError } from '../util/errors';
 import { crc32, crc32Combine } from '../images/crc32';
 import { DEFAULT_CHUNK_SIZE, FrameType, MAX_CHUNK_SIZE, Message, checkName } from './frames';
@@ -384,7 +385,7 @@ export class ImageSender {
     } catch (err) {
       throw sysError(err, 'open', file, `open ${name} to send it`);
     }
-    let next: Promise<Buffer> | undefined;
+    let next: Promise<{ chunk: Buffer; crc?: number }> | undefined;
     try {
       const st = await fh.stat();
       if (!st.isFile()) throw new GodwitError(`${file} is not a regular file: image directories hold regular files only`);
@@ -392,8 +393,19 @@ export class ImageSender {
       // Read buffers are reused once the connection has taken their bytes (ssh2 copies them into its packets);
       // one still queued there is never touched. Fresh 1 MiB buffers were faulted in page by page, every chunk.
       const spare: Buffer[] = [];
-      const readChunk = async (): Promise<Buffer> => {
+      // With the addon, each chunk is read and hashed in the threadpool (readCrc): the main thread runs ssh2 and
+      // is the stream's bottleneck.
+      const readCrc = loadAddon()?.readCrc;
+      let position = 0;
+      const readChunk = async (): Promise<{ chunk: Buffer; crc?: number }> => {
         const buf = spare.pop() ?? Buffer.allocUnsafe(this.chunkSize);
+        if (readCrc) {
+          const { bytes, crc } = await readCrc(fh.fd, buf, position).catch((err) => {
+            throw sysError(err, 'pread', file, `read ${name}`);
+          });
+          position += bytes;
+          return { chunk: buf.subarray(0, bytes), crc };
+        }
         let got = 0;
         while (got < buf.length) {
           const { bytesRead } = await fh.read(buf, got, buf.length - got, null).catch((err) => {
@@ -402,17 +414,18 @@ export class ImageSender {
           if (bytesRead === 0) break;
           got += bytesRead;
         }
-        return buf.subarray(0, got);
+        return { chunk: buf.subarray(0, got) };
       };
       // One chunk of read-ahead: the next read runs while this chunk waits for the connection.
       next = readChunk();
       for (;;) {
-        const chunk: Buffer = await next;
+        const read: { chunk: Buffer; crc?: number } = await next;
+        const { chunk, crc } = read;
         if (chunk.length === 0) break;
-        next = chunk.length === this.chunkSize ? readChunk() : Promise.resolve(Buffer.alloc(0));
+        next = chunk.length === this.chunkSize ? readChunk() : Promise.resolve({ chunk: Buffer.alloc(0) });
         next.catch(() => undefined);
         const whole = Buffer.from(chunk.buffer, chunk.byteOffset, this.chunkSize);
-        await this.sendChunk(state, chunk, undefined, () => {
+        await this.sendChunk(state, chunk, crc, () => {
           if (spare.length < READ_BUFFERS) spare.push(whole);
         });
       }

@@ -14,6 +14,7 @@ napi_value gw_readv_js(napi_env env, napi_callback_info info);
 napi_value gw_pipe_size_js(napi_env env, napi_callback_info info);
 napi_value gw_align_offset_js(napi_env env, napi_callback_info info);
 napi_value gw_crc32_js(napi_env env, napi_callback_info info);
+napi_value gw_read_crc_js(napi_env env, napi_callback_info info);
 /* The Pump class (pump.c), or NULL if it could not be defined. */
 napi_value gw_pump_class(napi_env env);
 

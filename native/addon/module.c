@@ -1,7 +1,7 @@
 /* godwit.node: godwit's Node-API addon, for what Node itself cannot do or does slowly on the hot paths.
  *
  *   readv.c    process_vm_readv for the dump's page readers
- *   stream.c   pipe sizes and buffer alignment for the receiving end of a stream
+ *   stream.c   pipe sizes and buffer alignment for the receiving end of a stream; reads hashed off the main thread
  *   crc32.c    CRC-32 by carry-less multiplication for the stream's frames
  *   pump.c     the receiving end's frame pump: data frames of large files to disk without JavaScript
  *
@@ -50,6 +50,7 @@ NAPI_MODULE_INIT()
 	/* Absent where the CPU cannot fold (no PCLMULQDQ): callers fall back to zlib's crc32. */
 	if (gw_crc32_accelerated()) {
 		export_fn(env, exports, "crc32", gw_crc32_js);
+		export_fn(env, exports, "readCrc", gw_read_crc_js);
 		/* The pump hashes with the folding crc32 too; without it the receiver stays in JavaScript. */
 		napi_value pump = gw_pump_class(env);
 		if (pump)
