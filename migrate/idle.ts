@@ -42,6 +42,8 @@ export function watchIdle(inner: Channel, ms: number): IdleWatch {
     timer.unref();
   }
   inner.fromPeer.on('error', (err) => tap.destroy(err));
+  // Through the native frame pump most bytes never reach the tap: its reads count as well.
+  inner.pipe?.on('bytes', arm);
   inner.fromPeer.pipe(tap);
   arm();
   return {

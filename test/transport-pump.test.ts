@@ -6,12 +6,16 @@
  * passed on, never a crash. `godwit receive` end to end (through the pump) is covered by test/transport-send and
  * every migrate test.
  */
+import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { PassThrough } from 'node:stream';
 import { loadAddon, type NativePump } from '../native/addon';
 import { crc32 } from '../images/crc32';
 import { encodeMessage, FrameDecoder, FrameType, frameOffsets, type Message, PREAMBLE, ProtocolError } from '../transport/frames';
+import { watchIdle } from '../migrate/idle';
+import { PipeReader } from '../transport/pipe-reader';
 import { tempDir } from './transport-helpers';
 
 const Pump = loadAddon()?.Pump;
@@ -295,5 +299,117 @@ describe('native frame pump', () => {
       else expect(passed + r.credit + 16 * r.frames).toBeLessThan(bytes.length);
       for (const g of r.given) expect(g.buf.equals(bytes.subarray(g.at, g.at + g.buf.length))).toBe(true);
     }
+  });
+});
+
+describe('PipeReader: a pipe read through the pump', () => {
+  let dir: string;
+  beforeEach(() => {
+    dir = tempDir('pipereader');
+  });
+  afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+  /** A FIFO of 1 MiB: the reader's end (what `godwit receive` has as stdin) and a writer's. The test writes from
+   *  the reader's own thread: each write must fit in the pipe (the writes below are at most 100 KB and the reader
+   *  drains between them), or it would block the reader out. */
+  function fifo(): { rd: number; wr: number } {
+    const p = path.join(dir, 'fifo');
+    execFileSync('mkfifo', [p]);
+    const rd = fs.openSync(p, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
+    const wr = fs.openSync(p, fs.constants.O_WRONLY);
+    loadAddon()!.pipeSize(wr, 1 << 20);
+    return { rd, wr };
+  }
+
+  test('frames held back while the consumer is busy go on at kick(); every read says so; the end is clean', async () => {
+    const { rd, wr } = fifo();
+    const reader = new PipeReader(rd, Pump!);
+    const content = randomBytes(2 << 20);
+    const out = fs.openSync(path.join(dir, 'out'), 'w+');
+    const events: string[] = [];
+    let bytesSeen = 0;
+    let taken = 0;
+    let busy = true;
+    reader.idle = () => !busy;
+    reader.onTaken = (_d, _c, frames) => (taken += frames);
+    reader.on('bytes', (n: number) => (bytesSeen += n));
+    reader.on('data', (b: Buffer) => events.push(`data ${b.length}`));
+    const ended = new Promise<void>((resolve, reject) => {
+      reader.on('end', resolve);
+      reader.on('error', reject);
+    });
+    reader.pump.open(1, out, -1, content.length);
+    const bytes = wire([...dataFrames(1, content, 1 << 20), { type: FrameType.Commit }]);
+    fs.writeSync(wr, bytes.subarray(0, 64 << 10));
+    // Busy: the preamble comes through, the first data frame waits.
+    await new Promise((r) => setTimeout(r, 100));
+    expect(events).toEqual(['data 8']);
+    expect(taken).toBe(0);
+    busy = false;
+    reader.kick();
+    const writer = (async () => {
+      for (let at = 64 << 10; at < bytes.length; at += 100_000) {
+        fs.writeSync(wr, bytes.subarray(at, at + 100_000));
+        await new Promise((r) => setTimeout(r, 2));
+      }
+      fs.closeSync(wr);
+    })();
+    reader.resume();
+    await writer;
+    await ended;
+    expect(taken).toBe(2);
+    expect(events).toEqual(['data 8', 'data 16']);
+    expect(bytesSeen).toBe(bytes.length);
+    expect(reader.pump.finish(1)).toEqual({ size: content.length, crc: crc32(content) });
+    expect(fs.readFileSync(path.join(dir, 'out')).equals(content)).toBe(true);
+    reader.release();
+    expect(() => reader.pump.offset()).toThrow(/closed/);
+    fs.closeSync(out);
+  });
+
+  test('an end in the middle of a frame is an error saying where', async () => {
+    const { rd, wr } = fifo();
+    const reader = new PipeReader(rd, Pump!);
+    reader.idle = () => true;
+    const out = fs.openSync(path.join(dir, 'cut'), 'w+');
+    reader.pump.open(1, out, -1, -1);
+    const bytes = wire(dataFrames(1, randomBytes(100_000), 100_000));
+    fs.writeSync(wr, bytes.subarray(0, 50_000));
+    fs.closeSync(wr);
+    const failed = new Promise((_r, reject) => reader.on('error', reject));
+    reader.resume();
+    // The data frame waits behind the preamble passed on with it, until the consumer is idle again.
+    setTimeout(() => reader.kick(), 50);
+    await expect(failed).rejects.toThrow(/ended in the middle of a frame at offset 50000/);
+    reader.release();
+    fs.closeSync(out);
+  });
+
+  test("an idle watchdog counts the pump's reads, which never show as data", async () => {
+    const { rd, wr } = fifo();
+    const reader = new PipeReader(rd, Pump!);
+    reader.idle = () => true;
+    const out = fs.openSync(path.join(dir, 'idle'), 'w+');
+    reader.pump.open(1, out, -1, -1);
+    const watch = watchIdle({ label: 'the source', toPeer: new PassThrough(), fromPeer: reader, pipe: reader, close: () => reader.destroy() }, 300);
+    let failed: unknown;
+    watch.channel.fromPeer.on('error', (e) => (failed = e));
+    watch.channel.fromPeer.resume();
+    fs.writeSync(wr, PREAMBLE);
+    // 1.2 s of data frames every 100 ms: all taken by the pump, and the watchdog (300 ms) must not fire.
+    for (let i = 0; i < 12; i++) {
+      fs.writeSync(wr, wire(dataFrames(1, randomBytes(10_000), 10_000)).subarray(PREAMBLE.length));
+      await new Promise((r) => setTimeout(r, 100));
+      reader.kick(); // the consumer, idle (only the first frame waits: behind the preamble)
+    }
+    expect(failed).toBeUndefined();
+    expect(reader.pump.finish(1).size).toBe(120_000);
+    // Then silence: it fires.
+    await new Promise((r) => setTimeout(r, 600));
+    expect(String(failed)).toMatch(/nothing came from the source/);
+    watch.stop();
+    reader.release();
+    fs.closeSync(wr);
+    fs.closeSync(out);
   });
 });

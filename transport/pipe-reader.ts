@@ -12,7 +12,7 @@
  * to take while the consumer is busy stops the read there: the rest waits (the socket paused) until the consumer,
  * idle again, calls kick(). What the pump took is reported through `onTaken` (for credit and byte counts); each
  * file's size and crc come from finish(). A chunk carries its stream offset in frameOffsets (for error messages
- * that say where).
+ * that say where). Every read emits 'bytes' (its length): what the pump takes never shows as 'data'.
  */
 import * as fs from 'node:fs';
 import * as net from 'node:net';
@@ -63,24 +63,28 @@ export class PipeReader extends Readable {
     const rest = this.rest;
     if (!rest || this.destroyed || !this.idle()) return;
     this.rest = undefined;
-    if (this.onRead(rest) && !this.rest) this.socket.resume();
+    if (this.onRead(rest, false) && !this.rest) this.socket.resume();
   }
 
+  /** The stream ends (or fails) before its consumer is done with the files: the pump stays until release(). */
   override _destroy(err: Error | null, cb: (err?: Error | null) => void): void {
     this.socket.destroy();
-    this.closePump();
     cb(err);
   }
 
-  private closePump(): void {
+  /** Done with it all: stop reading, and stop the pump's writer thread (files still open are abandoned). */
+  release(): void {
+    this.destroy();
     if (this.pumpClosed) return;
     this.pumpClosed = true;
     this.pump.close();
   }
 
   /** false pauses the socket until _read() asks for more. */
-  private onRead(chunk: Buffer): boolean {
+  private onRead(chunk: Buffer, fresh = true): boolean {
     if (this.destroyed) return false;
+    // Bytes arrived, whoever ends up with them (an idle watchdog listens: the pump's data never reaches 'data').
+    if (fresh) this.emit('bytes', chunk.length);
     const c = this.counters;
     c[0] = c[1] = c[2] = 0;
     let out: Array<Buffer | number> | null;

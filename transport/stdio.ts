@@ -24,9 +24,10 @@ function stdin(): { stream: Readable; pipe?: PipeReader } {
   return input;
 }
 
-/** Let go of stdin (it keeps the process alive), if it was opened; never opens it. */
+/** Let go of stdin (it keeps the process alive) and of the frame pump, if it was opened; never opens it. */
 export function closeStdin(): void {
-  input?.stream.destroy();
+  if (input?.pipe) input.pipe.release();
+  else input?.stream.destroy();
 }
 
 export function stdioChannel(label: string): Channel {
