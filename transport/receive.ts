@@ -7,6 +7,11 @@
  * so no path component can be a planted symlink); files are opened O_CREAT|O_EXCL|O_NOFOLLOW 0600 under a
  * temporary name, checked (size, crc32), fsynced and then linked to their final name (link never replaces
  * anything). On any failure everything this stream created is removed.
+ *
+ * Speed: when the channel comes through the native frame pump (pipe-reader.ts, `godwit receive` on a pipe), large
+ * files are given to it at FileBegin and it writes their raw data frames itself while this receiver is idle; the
+ * receiver still parses every other frame, checks every file at FileEnd with the pump's size and crc, and returns
+ * credit for what the pump took (taken()).
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
