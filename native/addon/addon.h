@@ -8,6 +8,8 @@
 
 /* Throws an Error shaped like Node's errno errors (errno, syscall), with one more numeric property when key is set;
  * returns NULL for the caller to return. */
+/* The same Error, made but not thrown (to reject a promise with). */
+napi_value gw_sys_error(napi_env env, int err, const char *syscall, const char *msg, const char *key, double val);
 napi_value gw_throw_sys(napi_env env, int err, const char *syscall, const char *msg, const char *key, double val);
 
 napi_value gw_readv_js(napi_env env, napi_callback_info info);

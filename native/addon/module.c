@@ -11,9 +11,9 @@
 
 #include "addon.h"
 
-/* Throws an Error shaped like Node's errno errors (code, errno, syscall) with one more numeric property when key is
- * set. errno is positive, as in godwit's SysError. */
-napi_value gw_throw_sys(napi_env env, int err, const char *syscall, const char *msg, const char *key, double val)
+/* An Error shaped like Node's errno errors (code, errno, syscall), with one more numeric property when key is set.
+ * errno is positive, as in godwit's SysError. */
+napi_value gw_sys_error(napi_env env, int err, const char *syscall, const char *msg, const char *key, double val)
 {
 	napi_value m, e, v;
 	napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &m);
@@ -31,7 +31,12 @@ napi_value gw_throw_sys(napi_env env, int err, const char *syscall, const char *
 		napi_create_double(env, val, &v);
 		napi_set_named_property(env, e, key, v);
 	}
-	napi_throw(env, e);
+	return e;
+}
+
+napi_value gw_throw_sys(napi_env env, int err, const char *syscall, const char *msg, const char *key, double val)
+{
+	napi_throw(env, gw_sys_error(env, err, syscall, msg, key, val));
 	return NULL;
 }
 

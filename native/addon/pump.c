@@ -354,6 +354,29 @@ static struct pump *this_pump(napi_env env, napi_callback_info info, size_t *arg
 	return data;
 }
 
+/* The call's pump and the open file its one argument (an id) names: 0, with *fp NULL if no such file is open (an
+ * ENOENT error thrown too when `must` is set); -1 with an exception pending on a bad call. */
+static int file_arg(napi_env env, napi_callback_info info, const char *usage, bool must, struct pump **ppp, struct file **fp)
+{
+	size_t argc = 1;
+	napi_value argv[1];
+	struct pump *pp = this_pump(env, info, &argc, argv);
+	if (!pp)
+		return -1;
+	uint32_t id;
+	if (argc < 1 || napi_get_value_uint32(env, argv[0], &id) != napi_ok) {
+		napi_throw_type_error(env, NULL, usage);
+		return -1;
+	}
+	*ppp = pp;
+	*fp = find(pp, id);
+	if (!*fp && must) {
+		napi_throw_error(env, "ENOENT", "file id is not open in the pump");
+		return -1;
+	}
+	return 0;
+}
+
 /* new Pump(counters: Float64Array(3)) */
 static napi_value pump_new(napi_env env, napi_callback_info info)
 {
@@ -467,21 +490,10 @@ static napi_value pump_write(napi_env env, napi_callback_info info)
  * block was padded; the id is forgotten. */
 static napi_value pump_finish(napi_env env, napi_callback_info info)
 {
-	size_t argc = 1;
-	napi_value argv[1];
-	struct pump *pp = this_pump(env, info, &argc, argv);
-	if (!pp)
+	struct pump *pp;
+	struct file *f;
+	if (file_arg(env, info, "finish(id)", true, &pp, &f) < 0)
 		return NULL;
-	uint32_t id;
-	if (argc < 1 || napi_get_value_uint32(env, argv[0], &id) != napi_ok) {
-		napi_throw_type_error(env, NULL, "finish(id)");
-		return NULL;
-	}
-	struct file *f = find(pp, id);
-	if (!f) {
-		napi_throw_error(env, "ENOENT", "file id is not open in the pump");
-		return NULL;
-	}
 	drain_file(pp, f);
 	if (!f->err && f->direct >= 0 && (f->size & (ALIGN - 1)) && ftruncate(f->fd, (off_t)f->size) < 0) {
 		f->err = errno;
@@ -502,21 +514,12 @@ static napi_value pump_finish(napi_env env, napi_callback_info info)
 /* drop(id): a failure path: wait for the file's writes, forget it (its errors no longer matter). */
 static napi_value pump_drop(napi_env env, napi_callback_info info)
 {
-	size_t argc = 1;
-	napi_value argv[1];
-	struct pump *pp = this_pump(env, info, &argc, argv);
-	if (!pp)
-		return NULL;
-	uint32_t id;
-	if (argc < 1 || napi_get_value_uint32(env, argv[0], &id) != napi_ok) {
-		napi_throw_type_error(env, NULL, "drop(id)");
-		return NULL;
-	}
-	struct file *f = find(pp, id);
-	if (f) {
-		drain_file(pp, f);
-		f->used = false;
-	}
+	struct pump *pp;
+	struct file *f;
+	if (file_arg(env, info, "drop(id)", false, &pp, &f) < 0 || !f)
+		return NULL; /* a bad call throws; an id not open is dropped already */
+	drain_file(pp, f);
+	f->used = false;
 	return NULL;
 }
 

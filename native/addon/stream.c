@@ -113,18 +113,7 @@ static void read_crc_complete(napi_env env, napi_status status, void *data)
 		int err = status != napi_ok ? ECANCELED : r->err;
 		char msg[128];
 		snprintf(msg, sizeof(msg), "pread failed: %s (fd %d)", strerror(err), r->fd);
-		napi_value m, e;
-		napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &m);
-		napi_create_error(env, NULL, m, &e);
-		napi_create_int32(env, err, &v);
-		napi_set_named_property(env, e, "errno", v);
-		const char *name = strerrorname_np(err);
-		if (name) {
-			napi_create_string_utf8(env, name, NAPI_AUTO_LENGTH, &v);
-			napi_set_named_property(env, e, "code", v);
-		}
-		napi_create_string_utf8(env, "pread", NAPI_AUTO_LENGTH, &v);
-		napi_set_named_property(env, e, "syscall", v);
+		napi_value e = gw_sys_error(env, err, "pread", msg, NULL, 0);
 		napi_reject_deferred(env, r->deferred, e);
 	} else {
 		napi_create_object(env, &res);
