@@ -95,7 +95,12 @@ export class PipeReader extends Readable {
       return false;
     }
     if (c[2]! > 0) this.onTaken?.(c[0]!, c[1]!, c[2]!);
-    if (!out) return true;
+    if (out === null) return true;
+    if (!Array.isArray(out)) {
+      // Never silently: bytes the pump consumed and did not hand over would be lost.
+      this.destroy(new Error('the frame pump returned nothing for a read'));
+      return false;
+    }
     let more = true;
     for (let i = 1; i < out.length; i += 2) {
       const b = out[i] as Buffer;

@@ -544,15 +544,25 @@ static void free_given(napi_env env, void *data, void *hint)
 	free(data);
 }
 
-/* Appends bytes to the result array as a Buffer: `own` is malloc'ed memory that the Buffer takes over; else a copy. */
+/* Appends bytes to the result array as a Buffer: `own` is malloc'ed memory that the Buffer takes over (or, where
+ * the runtime allows no external buffers, copies and frees); else a copy. false with an exception pending. */
 static bool emit(napi_env env, napi_value out, uint32_t *n, const uint8_t *p, size_t len, uint8_t *own, uint64_t at)
 {
 	napi_value b, o;
-	if (own ? napi_create_external_buffer(env, len, own, free_given, NULL, &b) != napi_ok
-		: napi_create_buffer_copy(env, len, p, NULL, &b) != napi_ok)
+	bool made = own && napi_create_external_buffer(env, len, own, free_given, NULL, &b) == napi_ok;
+	if (!made) {
+		made = napi_create_buffer_copy(env, len, own ? own : p, NULL, &b) == napi_ok;
+		free(own);
+	}
+	if (!made || napi_create_double(env, (double)at, &o) != napi_ok || napi_set_element(env, out, (*n)++, b) != napi_ok ||
+	    napi_set_element(env, out, (*n)++, o) != napi_ok) {
+		bool pending = false;
+		napi_is_exception_pending(env, &pending);
+		if (!pending)
+			gw_throw_sys(env, ENOMEM, "napi_create_buffer", "cannot hand a frame to JavaScript", NULL, 0);
 		return false;
-	napi_create_double(env, (double)at, &o);
-	return napi_set_element(env, out, (*n)++, b) == napi_ok && napi_set_element(env, out, (*n)++, o) == napi_ok;
+	}
+	return true;
 }
 
 /* feed(chunk, fast) -> [consumed, buffer, offset, buffer, offset, ...]: the bytes for JavaScript, each with its
@@ -583,7 +593,7 @@ static napi_value pump_feed(napi_env env, napi_callback_info info)
 #define EMIT(ptr, len, own, at)                                                                   \
 	do {                                                                                      \
 		if (!out && napi_create_array(env, &out) != napi_ok)                              \
-			return NULL;                                                              \
+			return gw_throw_sys(env, ENOMEM, "napi_create_array", "cannot hand frames over", NULL, 0); \
 		if (!emit(env, out, &outn, ptr, len, own, at))                                    \
 			return NULL;                                                              \
 		fast = false;                                                                     \
@@ -721,7 +731,7 @@ stop:
 	napi_value consumed;
 	if ((!out && napi_create_array(env, &out) != napi_ok) || napi_create_double(env, (double)(total - n), &consumed) != napi_ok ||
 	    napi_set_element(env, out, 0, consumed) != napi_ok)
-		return NULL;
+		return gw_throw_sys(env, ENOMEM, "napi_create_array", "cannot hand frames over", NULL, 0);
 	return out;
 }
 
