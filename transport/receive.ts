@@ -38,6 +38,8 @@ const MAX_FILES = 1_000_000;
 /** Files of at least this announced size (or of no announced size) go to the native frame pump when there is one:
  *  smaller ones are few bytes and a file opened and finished by the pump costs a few syscalls more. */
 const PUMP_MIN_SIZE = 4 << 20;
+/** Files the pump writes at once (native/addon/pump.c MAX_FILES): a stream sends one large file at a time. */
+const PUMP_FILES = 2;
 /** O_DIRECT (through the pump, or FileAppender's switch) pays off from this announced size on. */
 const DIRECT_MIN_SIZE = 4 << 20;
 
@@ -382,7 +384,7 @@ export class ImageReceiver {
   /** Gives a large file (or one of unknown size) to the native pump, if there is one with room; false if not. */
   private async toPump(f: OpenFile): Promise<boolean> {
     const pump = this.pipe?.pump;
-    if (!pump || this.pumpedFiles >= 2 || (f.expected !== undefined && f.expected < PUMP_MIN_SIZE)) return false;
+    if (!pump || this.pumpedFiles >= PUMP_FILES || (f.expected !== undefined && f.expected < PUMP_MIN_SIZE)) return false;
     // O_DIRECT only for a file known to be large (a small one would wait for a padded write of its own).
     if (this.opts.directIo !== false && f.expected !== undefined && f.expected >= DIRECT_MIN_SIZE) {
       // The same inode again, through /proc/self/fd (never a path someone could swap); EINVAL: no O_DIRECT here.
