@@ -35,6 +35,8 @@ export class PipeReader extends Readable {
   /** What the pump left of the last read (a frame to take once the consumer is idle); the socket is paused. */
   private rest: Buffer | undefined;
   private pumpClosed = false;
+  /** The socket saw its end; the stream ends once what the pump left is fed too. */
+  private inputEnded = false;
 
   constructor(fd: number, Pump: new (counters: Float64Array) => NativePump) {
     super({ highWaterMark: READ_BYTES });
@@ -44,12 +46,8 @@ export class PipeReader extends Readable {
     // Node takes onread in the constructor too (its types list it for connect() only).
     this.socket = new net.Socket({ fd, readable: true, writable: false, onread } as net.SocketConstructorOpts);
     this.socket.on('end', () => {
-      if (this.destroyed) return;
-      if (!this.pump.atBoundary()) {
-        this.destroy(new ConnectionLostError(`the stream ended in the middle of a frame at offset ${this.pump.offset()}`));
-        return;
-      }
-      this.push(null);
+      this.inputEnded = true;
+      if (!this.rest) this.finishInput();
     });
     this.socket.on('error', (err) => this.destroy(err));
   }
@@ -63,7 +61,20 @@ export class PipeReader extends Readable {
     const rest = this.rest;
     if (!rest || this.destroyed || !this.idle()) return;
     this.rest = undefined;
-    if (this.onRead(rest, false) && !this.rest) this.socket.resume();
+    const more = this.onRead(rest, false);
+    if (this.rest) return;
+    if (this.inputEnded) this.finishInput();
+    else if (more) this.socket.resume();
+  }
+
+  /** Everything read is fed: a clean end between frames, or an error saying where the stream was cut. */
+  private finishInput(): void {
+    if (this.destroyed) return;
+    if (!this.pump.atBoundary()) {
+      this.destroy(new ConnectionLostError(`the stream ended in the middle of a frame at offset ${this.pump.offset()}`));
+      return;
+    }
+    this.push(null);
   }
 
   /** The stream ends (or fails) before its consumer is done with the files: the pump stays until release(). */
