@@ -1,12 +1,14 @@
 /**
  * images/crc32's crc32 must be zlib's crc32 bit for bit: the stream's frames, the manifest's file checksums and CRIU
- * tooling that reads them all assume it. The folding code (native/addon/crc32.c) has separate paths for the 64-byte
- * lanes, the 16-byte folds, the byte tail and short buffers, so every length across those boundaries is checked, at
- * every alignment, with continued crcs.
+ * tooling that reads them all assume it. The folding code (native/addon/crc32.c) has separate paths for the 512-bit
+ * lanes (VPCLMULQDQ, 256 bytes and up), the 64-byte lanes, the 16-byte folds, the byte tail and short buffers, so
+ * every length across those boundaries is checked, at every alignment, with continued crcs; the 128-bit path for
+ * long buffers too, in a process told not to use the 512-bit one.
  */
+import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import * as zlib from 'node:zlib';
-import { loadAddon } from '../native/addon';
+import { ADDON_PATH, loadAddon } from '../native/addon';
 import { crc32 } from '../images/crc32';
 
 const PREVIOUS = [0, 1, 0x80000000, 0xffffffff, 0x12345678];
@@ -16,10 +18,10 @@ describe('crc32', () => {
     expect(typeof loadAddon()?.crc32).toBe('function');
   });
 
-  test('equals zlib for every length 1..700 at every alignment and with continued crcs', () => {
-    const data = randomBytes(700 + 16);
+  test('equals zlib for every length 1..1100 at every alignment and with continued crcs', () => {
+    const data = randomBytes(1100 + 16);
     let checked = 0;
-    for (let len = 1; len <= 700; len++) {
+    for (let len = 1; len <= 1100; len++) {
       for (let align = 0; align < 16; align++) {
         const view = data.subarray(align, align + len);
         for (const prev of PREVIOUS) {
@@ -29,7 +31,17 @@ describe('crc32', () => {
         }
       }
     }
-    expect(checked).toBe(700 * 16 * PREVIOUS.length);
+    expect(checked).toBe(1100 * 16 * PREVIOUS.length);
+  });
+
+  test('the 128-bit path (CPUs without VPCLMULQDQ) equals zlib on long buffers too', () => {
+    const script = `const zlib = require('zlib'); const c = require(${JSON.stringify(ADDON_PATH)}).crc32;
+      const d = require('crypto').randomBytes(1 << 16); let bad = 0;
+      for (let len = 200; len <= 1100; len += 7) for (let a = 0; a < 16; a += 5) { const v = d.subarray(a, a + len);
+        if (c(v, 0x1234) !== (zlib.crc32(v, 0x1234) >>> 0)) bad++; }
+      if (c(d, 9) !== (zlib.crc32(d, 9) >>> 0)) bad++; console.log(bad);`;
+    const out = execFileSync(process.execPath, ['-e', script], { env: { ...process.env, GODWIT_CRC_NARROW: '1' } }).toString().trim();
+    expect(out).toBe('0');
   });
 
   test('equals zlib on large buffers and on all-zero and all-ones data', () => {

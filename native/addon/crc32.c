@@ -12,6 +12,7 @@
 #include <immintrin.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 
 #include "addon.h"
 
@@ -70,16 +71,87 @@ __attribute__((target("pclmul,sse4.1"))) static uint32_t crc32_fold(uint32_t crc
 	return (uint32_t)_mm_extract_epi32(_mm_xor_si128(x1, t), 1);
 }
 
+/* 512-bit lanes (VPCLMULQDQ, AVX-512): four zmm accumulators fold 256 bytes per step, about three times the 128-bit
+ * loop's speed here; every byte of a stream is hashed on both ends. The fold constant for 4 x 512 bits ahead is
+ * x^(2048+32) and x^(2048-32) mod P, bit-reflected, derived as the ones above. The four accumulators are folded into
+ * one (512 bits ahead, the 128-bit loop's k1k2), its four 128-bit lanes into one (128 bits ahead, k3k4), and the
+ * rest goes the 128-bit way. */
+#define ZMM_TARGET __attribute__((target("pclmul,sse4.1,avx512f,vpclmulqdq")))
+
+ZMM_TARGET static inline __m512i fold64(__m512i x, __m512i k, __m512i next)
+{
+	__m512i lo = _mm512_clmulepi64_epi128(x, k, 0x00);
+	__m512i hi = _mm512_clmulepi64_epi128(x, k, 0x11);
+	return _mm512_xor_si512(_mm512_xor_si512(lo, hi), next);
+}
+
+#define LOAD512(p) _mm512_loadu_si512((const void *)(p))
+
+/* crc (the register, not inverted) over n bytes; n >= 256 and a multiple of 16. */
+ZMM_TARGET static uint32_t crc32_fold512(uint32_t crc, const uint8_t *p, size_t n)
+{
+	const __m512i k2048 = _mm512_set4_epi64(0x1322d1430, 0x11542778a, 0x1322d1430, 0x11542778a);
+	const __m512i k512 = _mm512_set4_epi64(0x1c6e41596, 0x154442bd4, 0x1c6e41596, 0x154442bd4);
+	const __m128i k3k4 = _mm_set_epi64x(0x0ccaa009e, 0x1751997d0);
+	const __m128i k5 = _mm_set_epi64x(0, 0x163cd6124);
+	const __m128i poly = _mm_set_epi64x(0x1f7011641, 0x1db710641);
+	const __m128i low32 = _mm_setr_epi32(-1, 0, -1, 0);
+
+	__m512i z0 = _mm512_xor_si512(LOAD512(p), _mm512_zextsi128_si512(_mm_cvtsi32_si128((int)crc)));
+	__m512i z1 = LOAD512(p + 64), z2 = LOAD512(p + 128), z3 = LOAD512(p + 192);
+	for (p += 256, n -= 256; n >= 256; p += 256, n -= 256) {
+		z0 = fold64(z0, k2048, LOAD512(p));
+		z1 = fold64(z1, k2048, LOAD512(p + 64));
+		z2 = fold64(z2, k2048, LOAD512(p + 128));
+		z3 = fold64(z3, k2048, LOAD512(p + 192));
+	}
+	z1 = fold64(z0, k512, z1);
+	z2 = fold64(z1, k512, z2);
+	z3 = fold64(z2, k512, z3);
+
+	__m128i x1 = _mm512_extracti32x4_epi32(z3, 0);
+	x1 = fold16(x1, k3k4, _mm512_extracti32x4_epi32(z3, 1));
+	x1 = fold16(x1, k3k4, _mm512_extracti32x4_epi32(z3, 2));
+	x1 = fold16(x1, k3k4, _mm512_extracti32x4_epi32(z3, 3));
+	for (; n >= 16; p += 16, n -= 16)
+		x1 = fold16(x1, k3k4, LOAD(p));
+
+	/* 128 -> 64 bits (appending 32 zero bits), then 64 -> 32, then Barrett: as crc32_fold. */
+	x1 = _mm_xor_si128(_mm_srli_si128(x1, 8), _mm_clmulepi64_si128(x1, k3k4, 0x10));
+	__m128i t = _mm_srli_si128(x1, 4);
+	x1 = _mm_xor_si128(_mm_clmulepi64_si128(_mm_and_si128(x1, low32), k5, 0x00), t);
+	t = _mm_and_si128(_mm_clmulepi64_si128(_mm_and_si128(x1, low32), poly, 0x10), low32);
+	t = _mm_clmulepi64_si128(t, poly, 0x00);
+	return (uint32_t)_mm_extract_epi32(_mm_xor_si128(x1, t), 1);
+}
+
 int gw_crc32_accelerated(void)
 {
 	__builtin_cpu_init();
 	return __builtin_cpu_supports("pclmul") && __builtin_cpu_supports("sse4.1");
 }
 
+/* 1: the 512-bit loop may run; 0: not; -1: not asked yet (the answer is the same from every thread). */
+static int wide = -1;
+
+static int wide_accelerated(void)
+{
+	if (wide < 0) {
+		__builtin_cpu_init();
+		wide = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("vpclmulqdq") && getenv("GODWIT_CRC_NARROW") == NULL;
+	}
+	return wide;
+}
+
 uint32_t gw_crc32(uint32_t previous, const uint8_t *p, size_t n)
 {
 	uint32_t crc = ~previous;
-	if (n >= 64) {
+	if (n >= 256 && wide_accelerated()) {
+		size_t bulk = n & ~(size_t)15;
+		crc = crc32_fold512(crc, p, bulk);
+		p += bulk;
+		n -= bulk;
+	} else if (n >= 64) {
 		size_t bulk = n & ~(size_t)15;
 		crc = crc32_fold(crc, p, bulk);
 		p += bulk;
