@@ -3,6 +3,7 @@
 #define GW_ADDON_H
 
 #include <node_api.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -11,6 +12,9 @@
 /* The same Error, made but not thrown (to reject a promise with). */
 napi_value gw_sys_error(napi_env env, int err, const char *syscall, const char *msg, const char *key, double val);
 napi_value gw_throw_sys(napi_env env, int err, const char *syscall, const char *msg, const char *key, double val);
+
+/* v as a Uint8Array's bytes (a Buffer is one); false if it is anything else. */
+bool gw_bytes_arg(napi_env env, napi_value v, uint8_t **data, size_t *len);
 
 napi_value gw_readv_js(napi_env env, napi_callback_info info);
 napi_value gw_pipe_size_js(napi_env env, napi_callback_info info);

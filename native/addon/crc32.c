@@ -158,13 +158,11 @@ napi_value gw_crc32_js(napi_env env, napi_callback_info info)
 {
 	size_t argc = 2;
 	napi_value argv[2];
-	napi_typedarray_type type;
 	size_t length;
-	void *data;
+	uint8_t *data;
 	uint32_t previous = 0;
-	if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 1 ||
-	    napi_get_typedarray_info(env, argv[0], &type, &length, &data, NULL, NULL) != napi_ok ||
-	    type != napi_uint8_array || (argc > 1 && napi_get_value_uint32(env, argv[1], &previous) != napi_ok)) {
+	if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 1 || !gw_bytes_arg(env, argv[0], &data, &length) ||
+	    (argc > 1 && napi_get_value_uint32(env, argv[1], &previous) != napi_ok)) {
 		napi_throw_type_error(env, NULL, "crc32(Uint8Array[, previous crc])");
 		return NULL;
 	}

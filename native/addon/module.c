@@ -40,6 +40,16 @@ napi_value gw_throw_sys(napi_env env, int err, const char *syscall, const char *
 	return NULL;
 }
 
+bool gw_bytes_arg(napi_env env, napi_value v, uint8_t **data, size_t *len)
+{
+	napi_typedarray_type type;
+	void *p;
+	if (napi_get_typedarray_info(env, v, &type, len, &p, NULL, NULL) != napi_ok || type != napi_uint8_array)
+		return false;
+	*data = p;
+	return true;
+}
+
 static void export_fn(napi_env env, napi_value exports, const char *name, napi_callback fn)
 {
 	napi_value f;

@@ -278,6 +278,15 @@ static struct file *find(struct pump *pp, uint32_t id)
 	return NULL;
 }
 
+/* find(), throwing ENOENT for an id that is not open. */
+static struct file *open_file(napi_env env, struct pump *pp, uint32_t id)
+{
+	struct file *f = find(pp, id);
+	if (!f)
+		napi_throw_error(env, "ENOENT", "file id is not open in the pump");
+	return f;
+}
+
 static void pump_free(struct pump *pp)
 {
 	if (pp->started) {
@@ -369,12 +378,8 @@ static int file_arg(napi_env env, napi_callback_info info, const char *usage, bo
 		return -1;
 	}
 	*ppp = pp;
-	*fp = find(pp, id);
-	if (!*fp && must) {
-		napi_throw_error(env, "ENOENT", "file id is not open in the pump");
-		return -1;
-	}
-	return 0;
+	*fp = must ? open_file(env, pp, id) : find(pp, id);
+	return must && !*fp ? -1 : 0;
 }
 
 /* new Pump(counters: Float64Array(3)) */
@@ -463,19 +468,15 @@ static napi_value pump_write(napi_env env, napi_callback_info info)
 	if (!pp)
 		return NULL;
 	uint32_t id;
-	napi_typedarray_type type;
 	size_t length;
-	void *data;
-	if (argc < 2 || napi_get_value_uint32(env, argv[0], &id) != napi_ok ||
-	    napi_get_typedarray_info(env, argv[1], &type, &length, &data, NULL, NULL) != napi_ok || type != napi_uint8_array) {
+	uint8_t *data;
+	if (argc < 2 || napi_get_value_uint32(env, argv[0], &id) != napi_ok || !gw_bytes_arg(env, argv[1], &data, &length)) {
 		napi_throw_type_error(env, NULL, "write(id, Uint8Array)");
 		return NULL;
 	}
-	struct file *f = find(pp, id);
-	if (!f) {
-		napi_throw_error(env, "ENOENT", "file id is not open in the pump");
+	struct file *f = open_file(env, pp, id);
+	if (!f)
 		return NULL;
-	}
 	if (file_error(pp, f))
 		return throw_write(env, f);
 	bool ok = f->expected < 0 || f->size + length <= (uint64_t)f->expected;
@@ -577,12 +578,10 @@ static napi_value pump_feed(napi_env env, napi_callback_info info)
 	struct pump *pp = this_pump(env, info, &argc, argv);
 	if (!pp)
 		return NULL;
-	napi_typedarray_type type;
 	size_t n;
-	void *data;
+	uint8_t *data;
 	bool fast = false;
-	if (argc < 2 || napi_get_typedarray_info(env, argv[0], &type, &n, &data, NULL, NULL) != napi_ok ||
-	    type != napi_uint8_array || napi_get_value_bool(env, argv[1], &fast) != napi_ok) {
+	if (argc < 2 || !gw_bytes_arg(env, argv[0], &data, &n) || napi_get_value_bool(env, argv[1], &fast) != napi_ok) {
 		napi_throw_type_error(env, NULL, "feed(Uint8Array, fast)");
 		return NULL;
 	}

@@ -54,12 +54,10 @@ napi_value gw_align_offset_js(napi_env env, napi_callback_info info)
 	size_t argc = 2;
 	napi_value argv[2];
 	uint32_t align;
-	napi_typedarray_type type;
 	size_t length;
-	void *data;
-	if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 2 ||
-	    napi_get_typedarray_info(env, argv[0], &type, &length, &data, NULL, NULL) != napi_ok ||
-	    type != napi_uint8_array || napi_get_value_uint32(env, argv[1], &align) != napi_ok || align == 0 ||
+	uint8_t *data;
+	if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 2 || !gw_bytes_arg(env, argv[0], &data, &length) ||
+	    napi_get_value_uint32(env, argv[1], &align) != napi_ok || align == 0 ||
 	    (align & (align - 1)) != 0) {
 		napi_throw_type_error(env, NULL, "alignOffset(Uint8Array, power of two)");
 		return NULL;
@@ -132,14 +130,12 @@ napi_value gw_read_crc_js(napi_env env, napi_callback_info info)
 {
 	size_t argc = 3;
 	napi_value argv[3], promise, name;
-	napi_typedarray_type type;
 	size_t length;
-	void *data;
+	uint8_t *data;
 	int32_t fd;
 	int64_t pos;
 	if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 3 ||
-	    napi_get_value_int32(env, argv[0], &fd) != napi_ok || fd < 0 ||
-	    napi_get_typedarray_info(env, argv[1], &type, &length, &data, NULL, NULL) != napi_ok || type != napi_uint8_array ||
+	    napi_get_value_int32(env, argv[0], &fd) != napi_ok || fd < 0 || !gw_bytes_arg(env, argv[1], &data, &length) ||
 	    napi_get_value_int64(env, argv[2], &pos) != napi_ok || pos < 0) {
 		napi_throw_type_error(env, NULL, "readCrc(fd, Uint8Array, position >= 0)");
 		return NULL;
