@@ -66,6 +66,14 @@ export class WorkloadFixture {
     return { dir, summary, restored };
   }
 
+  /** Starts workload `name`, dumps, kills and restores it (cycle), and expects it to check itself and pass. */
+  async restoredPasses(name: WorkloadName, args: string[] = []): Promise<Workload> {
+    const w = await this.start(name, args);
+    await this.cycle(w);
+    expect(await w.verify()).toEqual({ pass: true, detail: 'PASS' });
+    return w;
+  }
+
   /** A snapshot: dump with --leave-running. */
   async snapshot(w: Workload, compress: 'zstd' | 'none' = 'none'): Promise<{ dir: string; summary: DumpSummary }> {
     const dir = this.imageDir();
