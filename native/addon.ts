@@ -29,8 +29,9 @@ export interface NativePump {
   /** Take file id's data frames from now on: written to fd, or through directFd (O_DIRECT, -1: none); expected
    *  size or -1. Throws (EMFILE) when the pump has files enough. */
   open(id: number, fd: number, directFd: number, expected: number): void;
-  /** Bytes of file id parsed in JavaScript, appended in order; false (nothing written) past the expected size. */
-  write(id: number, data: Uint8Array): boolean;
+  /** Bytes of file id parsed in JavaScript, appended in order; false (nothing written) past the expected size.
+   *  `crc`: their crc32, when known (not hashed again). */
+  write(id: number, data: Uint8Array, crc?: number): boolean;
   /** Every byte of file id written (not synced), the file cut to its size; throws a write error (with fileId). */
   finish(id: number): { size: number; crc: number };
   /** Failure path: waits for file id's writes and forgets it. */

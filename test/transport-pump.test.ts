@@ -12,7 +12,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { PassThrough } from 'node:stream';
 import { loadAddon, type NativePump } from '../native/addon';
-import { crc32 } from '../images/crc32';
+import { crc32, crc32Combine } from '../images/crc32';
 import { encodeMessage, FrameDecoder, FrameType, frameOffsets, type Message, PREAMBLE, ProtocolError } from '../transport/frames';
 import { watchIdle } from '../migrate/idle';
 import { PipeReader } from '../transport/pipe-reader';
@@ -181,6 +181,19 @@ describe('native frame pump', () => {
     // Two files at most: a third is refused, and the receiver writes it itself.
     expect(() => pump.open(3, file('x'), -1, -1)).not.toThrow();
     expect(() => pump.open(4, file('y'), -1, -1)).toThrow(/too many files/);
+  });
+
+  test('a crc JavaScript already has is used, not computed again; a bad one is a type error', () => {
+    const { pump } = make();
+    pump.open(6, file('crc'), -1, -1);
+    const a = randomBytes(5000);
+    const b = randomBytes(7000);
+    expect(pump.write(6, a, crc32(a))).toBe(true);
+    // The crc given is taken as it is (so the file's crc shows whether it was hashed again).
+    expect(pump.write(6, b, 0x12345678)).toBe(true);
+    expect(pump.finish(6)).toEqual({ size: 12000, crc: crc32Combine(crc32(a), 0x12345678, b.length) });
+    pump.open(7, file('crc2'), -1, -1);
+    expect(() => pump.write(7, a, 'x' as unknown as number)).toThrow(/write\(id, Uint8Array\[, crc\]\)/);
   });
 
   test('a taken frame whose payload was damaged is an error naming its offset; a damaged header hands the rest over as it is', () => {

@@ -426,10 +426,13 @@ export class ImageReceiver {
       this.bad(`"${f.name}" is longer than its announced ${f.expected} bytes`);
     }
     if (f.pumped) {
-      // In order behind what the pump took itself; the pump keeps the file's size and crc.
+      // In order behind what the pump took itself; the pump keeps the file's size and crc. A raw chunk in one piece
+      // (every frame the pump hands over is one) comes with the crc its frame check computed.
+      const pieces = Buffer.isBuffer(raw) ? [raw] : raw;
+      const crc = pieces.length === 1 && !decompressed ? m.crc : undefined;
       try {
-        for (const piece of Buffer.isBuffer(raw) ? [raw] : raw) {
-          if (!this.pipe!.pump.write(f.id, piece)) this.bad(`"${f.name}" is longer than its announced ${f.expected} bytes`);
+        for (const piece of pieces) {
+          if (!this.pipe!.pump.write(f.id, piece, crc)) this.bad(`"${f.name}" is longer than its announced ${f.expected} bytes`);
         }
       } catch (err) {
         if (err instanceof ProtocolError) throw err;

@@ -458,20 +458,26 @@ static napi_value pump_open(napi_env env, napi_callback_info info)
 	return NULL;
 }
 
-/* write(id, Uint8Array) -> bool: bytes of file id that JavaScript parsed (a zstd chunk, or a frame the pump did not
- * take), appended in order; false (nothing written) if they would pass the announced size. */
+/* write(id, Uint8Array[, crc]) -> bool: bytes of file id that JavaScript parsed (a zstd chunk, or a frame the pump
+ * did not take), appended in order; false (nothing written) if they would pass the announced size. `crc`: their
+ * crc32 when JavaScript has it (it checked the frame), so that they are not hashed again. */
 static napi_value pump_write(napi_env env, napi_callback_info info)
 {
-	size_t argc = 2;
-	napi_value argv[2];
+	size_t argc = 3;
+	napi_value argv[3];
 	struct pump *pp = this_pump(env, info, &argc, argv);
 	if (!pp)
 		return NULL;
-	uint32_t id;
+	uint32_t id, crc = 0;
 	size_t length;
 	uint8_t *data;
-	if (argc < 2 || napi_get_value_uint32(env, argv[0], &id) != napi_ok || !gw_bytes_arg(env, argv[1], &data, &length)) {
-		napi_throw_type_error(env, NULL, "write(id, Uint8Array)");
+	bool known = false;
+	napi_valuetype t = napi_undefined;
+	if (argc > 2 && napi_typeof(env, argv[2], &t) == napi_ok && t != napi_undefined)
+		known = napi_get_value_uint32(env, argv[2], &crc) == napi_ok;
+	if (argc < 2 || napi_get_value_uint32(env, argv[0], &id) != napi_ok || !gw_bytes_arg(env, argv[1], &data, &length) ||
+	    (t != napi_undefined && !known)) {
+		napi_throw_type_error(env, NULL, "write(id, Uint8Array[, crc])");
 		return NULL;
 	}
 	struct file *f = open_file(env, pp, id);
@@ -481,7 +487,7 @@ static napi_value pump_write(napi_env env, napi_callback_info info)
 		return throw_write(env, f);
 	bool ok = f->expected < 0 || f->size + length <= (uint64_t)f->expected;
 	if (ok)
-		append(pp, f, data, length, gw_crc32(0, data, length));
+		append(pp, f, data, length, known ? crc : gw_crc32(0, data, length));
 	napi_value r;
 	napi_get_boolean(env, ok, &r);
 	return r;
