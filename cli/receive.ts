@@ -21,6 +21,8 @@ export interface ReceiveCliOptions {
   idleTimeoutMs?: number;
   /** With --migrate: bytes of memory to hold for the restore while the stream runs (migrate/reserve.ts). */
   reserveBytes?: number;
+  /** With --migrate: write the images through the page cache (they arrive while the workload runs). */
+  cacheImages?: boolean;
   /** With --migrate, a container: how this host sets it up (checked once the migrate code is loaded). */
   container?: ContainerTargetFlags;
 }
@@ -40,6 +42,7 @@ export async function runReceive(o: ReceiveCliOptions): Promise<void> {
         ...(o.newPidns ? { newPidns: true } : {}), ...(o.keepImages ? { keepImages: true } : {}),
         ...(o.idleTimeoutMs !== undefined ? { idleTimeoutMs: o.idleTimeoutMs } : {}),
         ...(o.reserveBytes ? { reserveBytes: o.reserveBytes } : {}),
+        ...(o.cacheImages ? { cacheImages: true } : {}),
         ...(container ? { container } : {}) });
     } finally {
       closeStdin();
@@ -70,6 +73,7 @@ export function register(program: Command): void {
     .option('--keep-images', 'with --migrate: keep the images once the workload runs')
     .option('--idle-timeout <s>', 'with --migrate: give up after this long without data from the source (default 60)')
     .option('--reserve-memory <bytes>', "with --migrate: hold this much memory for the restore while the stream runs (the source gives the workload's size)")
+    .option('--cache-images', 'with --migrate: write large images through the page cache (the source sends them while the workload runs)')
     .option('--bridge <name>', "with --migrate, a container: its veth's host end joins this bridge here")
     .option('--peer-addr <cidr>', "with --migrate, a container: its veth's host end gets this address here")
     .option('--veth-host-name <name>', "with --migrate, a container: name of its veth's host end here")
@@ -77,14 +81,15 @@ export function register(program: Command): void {
     .option('--rootfs-base <dir>', 'with --migrate, a container dumped with --rootfs diff: its base rootfs here')
     .option('--rootfs-path <dir>', 'with --migrate, a container with a shared rootfs: where it is here')
     .action(async (opts: { dir: string; window?: string; quiet?: boolean; discard?: boolean; migrate?: boolean; newPidns?: boolean;
-      keepImages?: boolean; idleTimeout?: string; reserveMemory?: string; bridge?: string; peerAddr?: string; vethHostName?: string; cgroupRoot?: string;
+      keepImages?: boolean; idleTimeout?: string; reserveMemory?: string; cacheImages?: boolean; bridge?: string; peerAddr?: string; vethHostName?: string; cgroupRoot?: string;
       rootfsBase?: string; rootfsPath?: string }) => {
       const o: ReceiveCliOptions = { dir: opts.dir };
       if (opts.quiet) o.quiet = true;
       if (opts.discard) o.discard = true;
       if (opts.migrate) o.migrate = true;
-      if ((opts.newPidns || opts.keepImages || opts.idleTimeout !== undefined || opts.reserveMemory !== undefined) && !opts.migrate) {
-        throw new UsageError('--new-pidns, --keep-images, --idle-timeout and --reserve-memory go with --migrate');
+      if ((opts.newPidns || opts.keepImages || opts.idleTimeout !== undefined || opts.reserveMemory !== undefined || opts.cacheImages) &&
+        !opts.migrate) {
+        throw new UsageError('--new-pidns, --keep-images, --idle-timeout, --reserve-memory and --cache-images go with --migrate');
       }
       const ctrKeys = ['bridge', 'peerAddr', 'vethHostName', 'cgroupRoot', 'rootfsBase', 'rootfsPath'] as const;
       const ctr: ContainerTargetFlags = {};
@@ -93,6 +98,7 @@ export function register(program: Command): void {
       if (Object.keys(ctr).length) o.container = ctr;
       if (opts.newPidns) o.newPidns = true;
       if (opts.keepImages) o.keepImages = true;
+      if (opts.cacheImages) o.cacheImages = true;
       if (opts.idleTimeout !== undefined) {
         const t = Number(opts.idleTimeout);
         if (!Number.isFinite(t) || t < 1 || t > 3600) throw new UsageError(`--idle-timeout ${opts.idleTimeout}: give seconds between 1 and 3600`);

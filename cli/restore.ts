@@ -30,6 +30,7 @@ export async function restoreCommand(opts: RestoreCliOptions): Promise<number> {
     pids: Object.fromEntries(r.pids),
     ...(r.exitCode !== undefined ? { exitCode: r.exitCode } : {}),
     pageBytes: r.pageBytes,
+    pagesReadDirect: r.pagesReadDirect,
     timingsMs: r.timings,
     warnings: r.warnings.map((w) => `task ${w.pid}: ${w.message}`),
     ...(r.runc ? { runc: r.runc } : {}),

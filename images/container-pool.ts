@@ -19,10 +19,15 @@ export interface JobRequest {
   level: number;
   /** [buffer, byte offset, length] of each chunk to compress, in order. */
   chunks: Array<[SharedArrayBuffer, number, number]>;
-  /** Output region: chunk i goes to out[outOffset + i·outStride ..], at most outStride bytes. */
+  /**
+   * Output region from out[outOffset]: the chunks one after another, each after `headerRoom` bytes left for its
+   * header (written by the caller), each at most outCapacity bytes. The region must hold chunks·(headerRoom +
+   * outCapacity) bytes.
+   */
   out: SharedArrayBuffer;
   outOffset: number;
-  outStride: number;
+  headerRoom: number;
+  outCapacity: number;
 }
 
 export type JobReply = { id: number; lengths: number[]; crcs: number[] } | { id: number; error: string };

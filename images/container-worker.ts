@@ -3,9 +3,9 @@
  * SharedArrayBuffers, so a job message carries only offsets: no page byte is copied through postMessage.
  */
 import { parentPort } from 'node:worker_threads';
-import * as zlib from 'node:zlib';
 import * as binding from 'zstd-napi/binding';
 import type { JobRequest, JobReply } from './container-pool';
+import { crc32 } from './crc32';
 
 const cctxByLevel = new Map<number, binding.CCtx>();
 
@@ -28,13 +28,16 @@ parentPort!.on('message', (job: JobRequest) => {
     const cctx = cctxFor(job.level);
     const lengths: number[] = [];
     const crcs: number[] = [];
+    let at = job.outOffset;
     for (let i = 0; i < job.chunks.length; i++) {
       const [sab, off, len] = job.chunks[i]!;
       const src = new Uint8Array(sab, off, len);
-      const dst = new Uint8Array(job.out, job.outOffset + i * job.outStride, job.outStride);
+      at += job.headerRoom;
+      const dst = new Uint8Array(job.out, at, job.outCapacity);
       const n = cctx.compress2(dst, src);
+      at += n;
       lengths.push(n);
-      crcs.push(zlib.crc32(dst.subarray(0, n)) >>> 0);
+      crcs.push(crc32(dst.subarray(0, n)));
     }
     reply = { id: job.id, lengths, crcs };
   } catch (err) {

@@ -12,7 +12,7 @@
  */
 import { GodwitError, UsageError } from '../util/errors';
 import { AtomicFile, FileRecord } from './atomic-file';
-import { crc32 } from './crc32';
+import { crc32, crc32Combine } from './crc32';
 import { CompressionPool, JobResult } from './container-pool';
 import {
   CHUNK_HEADER_SIZE,
@@ -184,7 +184,9 @@ class ContainerPageWriter implements PageWriter {
   private readonly ownPool: boolean;
   private readonly chunkSize: number;
   private readonly level: number;
+  /** Output bytes per chunk a job's region is sized for: its header, then room for its compressed bytes. */
   private readonly outStride: number;
+  private readonly outCapacity: number;
   private readonly maxJobs: number;
 
   // Staging chunks for copied input: one SharedArrayBuffer cut into chunk-sized slots.
@@ -219,7 +221,11 @@ class ContainerPageWriter implements PageWriter {
     this.ownPool = !pool;
     this.chunkSize = chunkSize;
     this.level = level;
-    this.outStride = compressBound(chunkSize) + 64; // frame header + content checksum beyond the block bound
+    this.outCapacity = compressBound(chunkSize) + 64; // frame header + content checksum beyond the block bound
+    // The workers leave room for each chunk's header right before its compressed bytes, and pack a job's chunks
+    // one after another: the sink gets a job's file bytes as one contiguous run (streamPageSink sends it in frames
+    // of the stream's chunk size, without copying).
+    this.outStride = CHUNK_HEADER_SIZE + this.outCapacity;
     // Enough jobs for every worker to hold two and one more being written out.
     this.maxJobs = this.pool.size * 2 + 2;
     const stageSlots = this.maxJobs * JOB_CHUNKS + 1;
@@ -332,7 +338,8 @@ class ContainerPageWriter implements PageWriter {
         chunks: job.chunks,
         out: this.outSab,
         outOffset: job.out * JOB_CHUNKS * this.outStride,
-        outStride: this.outStride,
+        headerRoom: CHUNK_HEADER_SIZE,
+        outCapacity: this.outCapacity,
       })
       .then((result) => {
         job.result = result;
@@ -352,7 +359,7 @@ class ContainerPageWriter implements PageWriter {
       const { lengths, crcs } = job.result!;
       const bufs: Buffer[] = [];
       const bufCrcs: Array<number | undefined> = [];
-      const base = job.out * JOB_CHUNKS * this.outStride;
+      let at = job.out * JOB_CHUNKS * this.outStride;
       for (let i = 0; i < job.chunks.length; i++) {
         const info: ChunkInfo = {
           fileOffset: this.fileOffset,
@@ -361,10 +368,11 @@ class ContainerPageWriter implements PageWriter {
           compressedLength: lengths[i]!,
           crc: crcs[i]!,
         };
-        const hdr = encodeChunkHeader(this.index.length, info);
+        const hdr = encodeChunkHeader(this.index.length, info, Buffer.from(this.outSab, at, CHUNK_HEADER_SIZE));
         this.index.push(info);
-        bufs.push(hdr, Buffer.from(this.outSab, base + i * this.outStride, info.compressedLength));
-        bufCrcs.push(crc32(hdr), info.crc);
+        bufs.push(Buffer.from(this.outSab, at, CHUNK_HEADER_SIZE + info.compressedLength));
+        bufCrcs.push(crc32Combine(crc32(hdr), info.crc, info.compressedLength));
+        at += CHUNK_HEADER_SIZE + info.compressedLength;
         this.fileOffset += CHUNK_HEADER_SIZE + info.compressedLength;
         this.dataOffset += info.length;
       }

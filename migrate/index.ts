@@ -185,6 +185,9 @@ function targetArgs(o: MigrateOptions): string[] {
   // (1 GiB plain at load 9: target rebuild 1.2-1.9 s with it, 0.9-1.3 s without).
   const mem = o.dump?.preCopy ? treeMemoryBytes(o) : undefined;
   if (mem) a.push('--reserve-memory', String(mem));
+  // A streamed pre-copy's rounds arrive while the tree runs: through the target's page cache, so its restore reads
+  // them from memory. Otherwise every page arrives while the tree is frozen, and the target writes them O_DIRECT.
+  if (o.dump?.preCopy && (o.dump.preCopyChain ?? true)) a.push('--cache-images');
   a.push(...targetContainerArgs(o.target));
   return a;
 }

@@ -40,6 +40,8 @@ export interface ReceiveMigrationOptions {
    * restore starts, so the restore's pages land in memory the host has already faulted in (migrate/reserve.ts).
    */
   reserveBytes?: number;
+  /** Write the images through the page cache (MigrateTargetOptions.cacheImages): they arrive while the tree runs. */
+  cacheImages?: boolean;
   /** How long the restored tree is held waiting for Commit (default 10 min). */
   commitTimeoutMs?: number;
   window?: number;
@@ -197,6 +199,7 @@ export async function receiveMigration(o: ReceiveMigrationOptions): Promise<Rece
       onState,
       ...(o.window !== undefined ? { window: o.window } : {}),
       ...(o.keepImages ? { keepImages: true } : {}),
+      ...(o.cacheImages ? { cacheImages: true } : {}),
       ...(o.commitTimeoutMs !== undefined ? { commitTimeoutMs: o.commitTimeoutMs } : {}),
       ...(o.log ? { log: o.log } : {}),
     });

@@ -49,6 +49,8 @@ export interface RestoreResult {
   timings: Record<string, number>;
   /** Bytes of page contents written. */
   pageBytes: number;
+  /** Bytes of the pages files read with O_DIRECT: those that were not in the page cache (a migration's images). */
+  pagesReadDirect: number;
   warnings: Warning[];
   /** When detached: the restorer, still running as the tree's reaper (PID 1 of the new namespace with --new-pidns). */
   restorer?: Restorer;
@@ -63,6 +65,7 @@ interface StepState extends RestoreContext {
   vmas: Map<number, Vma[]>;
   timings: Record<string, number>;
   pageBytes: number;
+  pagesReadDirect: number;
 }
 
 function timed(title: string, fn: (s: StepState) => Promise<void> | void): ListrTask<StepState> {
@@ -128,7 +131,9 @@ export function restoreSteps(): ListrTask<StepState>[] {
         s.vmas.set(t.pid, vmas);
         await createTrampoline(s, t, vmas);
         await mapVmas(s, t, vmas);
-        s.pageBytes += (await writePages(s, t, ranges, vmas)).bytes;
+        const st = await writePages(s, t, ranges, vmas);
+        s.pageBytes += st.bytes;
+        s.pagesReadDirect += st.readDirect;
         await finishMemory(s, t, vmas);
       }
       await applyMemfdSeals(s);
@@ -209,7 +214,7 @@ export async function resumeHeld(s: RestoreContext): Promise<void> {
 }
 
 export function newRestoreState(opts: RestoreOptions): StepState {
-  return { ...newContext(opts), vmas: new Map(), timings: {}, pageBytes: 0 };
+  return { ...newContext(opts), vmas: new Map(), timings: {}, pageBytes: 0, pagesReadDirect: 0 };
 }
 
 /** Resolves to p's value, or rejects after ms (the timer never outlives the race). */
@@ -285,6 +290,7 @@ export async function restore(opts: RestoreOptions, render: { silent?: boolean }
     pids: s.hostPids,
     timings: s.timings,
     pageBytes: s.pageBytes,
+    pagesReadDirect: s.pagesReadDirect,
     warnings: s.warnings,
     ...(s.runc ? { runc: s.runc } : {}),
     ...(s.container?.rootfs?.layerDir ? { rootfsLayer: s.container.rootfs.layerDir } : {}),

@@ -268,6 +268,8 @@ export interface PageStats {
   /** Bytes written into the task (the rest were all-zero pages left unpopulated). */
   written: number;
   zeroSkipped: number;
+  /** Bytes of the pages files read with O_DIRECT (files not in the page cache, see native/src/restore/pagein.c). */
+  readDirect: number;
 }
 
 /**
@@ -277,14 +279,15 @@ export interface PageStats {
  * takes one LOAD_PAGES pass per image it draws from (each page is in exactly one of them).
  */
 export async function writePages(ctx: RestoreContext, t: TaskImage, pages: TaskPages, vmas: Vma[] = []): Promise<PageStats> {
-  if (pages.ranges.length === 0) return { bytes: 0, written: 0, zeroSkipped: 0 };
+  if (pages.ranges.length === 0) return { bytes: 0, written: 0, zeroSkipped: 0, readDirect: 0 };
   return withUffd(ctx, t, vmas, async () => {
-    const stats: PageStats = { bytes: 0, written: 0, zeroSkipped: 0 };
+    const stats: PageStats = { bytes: 0, written: 0, zeroSkipped: 0, readDirect: 0 };
     for (const [level, ranges] of byLevel(pages.ranges)) {
       const s = await loadPages(ctx, t, pages.levels[level]!, ranges);
       stats.bytes += s.bytes;
       stats.written += s.written;
       stats.zeroSkipped += s.zeroSkipped;
+      stats.readDirect += s.readDirect;
     }
     return stats;
   });
@@ -350,7 +353,7 @@ function loadPagesRequest(pid: number, fd: number, src: { size: number; chunks: 
 async function loadPages(ctx: RestoreContext, t: TaskImage, level: ChainLevel, ranges: PageRange[]): Promise<PageStats> {
   const src = await pagesSource(t, level);
   const name = level.dir === ctx.set!.dir ? path.basename(src.file) : src.file;
-  const stats: PageStats = { bytes: 0, written: 0, zeroSkipped: 0 };
+  const stats: PageStats = { bytes: 0, written: 0, zeroSkipped: 0, readDirect: 0 };
   for (const x of ranges) {
     if (x.off + x.len > BigInt(src.size))
       throw new ImageError(name, Number(x.off), `page data ends at ${src.size} but the pagemap of task ${t.pid} needs bytes up to ${x.off + x.len} (pagemap and pages file disagree)`);
@@ -371,6 +374,7 @@ async function loadPages(ctx: RestoreContext, t: TaskImage, level: ChainLevel, r
       }
       stats.written += Number(out.readBigUInt64LE(0));
       stats.zeroSkipped += Number(out.readBigUInt64LE(8));
+      stats.readDirect += Number(out.readBigUInt64LE(16));
     }
   } finally {
     await closeInRestorer(ctx, [fd]);

@@ -113,7 +113,7 @@ describe('memory reserve for a migration target', () => {
     const run = (args: string[]) => spawnSync(process.execPath, [CLI, 'receive', '--dir', '/nonexistent/godwit-x', ...args], { encoding: 'utf8' });
     const a = run(['--reserve-memory', '1048576']);
     expect(a.status).toBe(2);
-    expect(a.stderr).toMatch(/--reserve-memory go with --migrate/);
+    expect(a.stderr).toMatch(/--reserve-memory and --cache-images go with --migrate/);
     const b = run(['--migrate', '--reserve-memory', 'lots']);
     expect(b.status).toBe(2);
     expect(b.stderr).toMatch(/--reserve-memory lots: give a number of bytes/);

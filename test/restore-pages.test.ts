@@ -5,6 +5,7 @@
  * zero; a damaged chunk found half-way through the pages fails the restore with the file, offset and chunk named,
  * and everything the restore made is gone afterwards.
  */
+import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -120,6 +121,30 @@ describe('restore page path', () => {
     const init = descendants(r.restorer!.pid).find((p) => ![...r.pids.values()].includes(p))!;
     expect(fs.readdirSync(`/proc/${init}/task`)).toEqual([String(init)]);
     w.setPids(imagePids.map((p) => r.pids.get(p) ?? p));
+    expect(await w.verify({ timeoutMs: 120_000 })).toEqual({ pass: true, detail: 'PASS' });
+  }, 300_000);
+
+  test('a pages file that is not in the page cache is read with O_DIRECT (a migration\'s images), one that is, from the cache', async () => {
+    const w = await start(64);
+    const dir = path.join(tmpDir(), 'img');
+    const imagePids = w.pids;
+    await dump({ pid: w.pid, dir, compress: 'zstd' });
+    const pages = path.join(dir, 'pages-1.gwz');
+    const cached = () => Number(execFileSync('fincore', ['--bytes', '--noheadings', '--output', 'RES', pages], { encoding: 'utf8' }).trim());
+    // Just written: in the page cache, read from there.
+    expect(cached()).toBeGreaterThan(fs.statSync(pages).size / 2);
+    const a = await restore({ dir, newPidns: true, detach: true }, { silent: true });
+    restored.push(a);
+    expect(a.pagesReadDirect).toBe(0);
+    // Out of the cache (written back, then dropped): read around it, every byte of the file.
+    execFileSync('sync', [pages]);
+    execFileSync('dd', [`if=${pages}`, 'iflag=nocache', 'count=0', 'status=none']);
+    expect(cached()).toBeLessThan(fs.statSync(pages).size / 2);
+    const b = await restore({ dir, newPidns: true, detach: true }, { silent: true });
+    restored.push(b);
+    expect(b.pagesReadDirect).toBeGreaterThanOrEqual(fs.statSync(pages).size - 64 * 1024);
+    expect(cached()).toBeLessThan(fs.statSync(pages).size / 2);
+    w.setPids(imagePids.map((p) => b.pids.get(p) ?? p));
     expect(await w.verify({ timeoutMs: 120_000 })).toEqual({ pass: true, detail: 'PASS' });
   }, 300_000);
 

@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { pageData } from '../bench/pagedata';
@@ -37,6 +38,9 @@ describe('streaming a dump\'s pages', () => {
     expect(onDisk).toBeLessThan(pages.length * 0.6);
     expect(r.wireBytes).toBeGreaterThanOrEqual(onDisk);
     expect(r.wireBytes).toBeLessThan(onDisk * 1.01);
+    // Announced without a size (compressed as it is sent), and large: written around the page cache (O_DIRECT).
+    const cached = Number(execFileSync('fincore', ['--bytes', '--noheadings', '--output', 'RES', path.join(dst, 'pages-1.gwz')], { encoding: 'utf8' }).trim());
+    expect(cached).toBeLessThan(onDisk / 2);
     const reader = await ContainerReader.open(path.join(dst, 'pages-1.gwz'));
     try {
       expect(reader.size).toBe(pages.length);
@@ -45,4 +49,27 @@ describe('streaming a dump\'s pages', () => {
       await reader.close();
     }
   });
+  test('a receiver that dies while the connection holds the writer\'s buffers fails the writer, never leaves it waiting', async () => {
+    const ch = spawnLocal({ args: ['receive', '--dir', path.join(work, 'img-dies')] });
+    const sender = await ImageSender.open(ch);
+    const writer = createSinkPageWriter(streamPageSink(sender, 'pages-1.gwz'), { workers: 1 });
+    const pages = pageData(4 << 20, true);
+    // Stopped, the receiver leaves the pipe full: the writer's buffers stay queued on the connection.
+    process.kill(ch.pid, 'SIGSTOP');
+    let killed = false;
+    const t0 = Date.now();
+    const run = (async () => {
+      for (let i = 0; i < 64; i++) await writer.write(pages);
+      await writer.finish();
+    })();
+    setTimeout(() => {
+      killed = true;
+      process.kill(ch.pid, 'SIGKILL');
+    }, 1500);
+    await expect(run).rejects.toThrow(/receiver|closed|connection|EPIPE/i);
+    expect(killed).toBe(true);
+    expect(Date.now() - t0).toBeLessThan(20_000);
+    await writer.abort();
+    sender.abort('test over');
+  }, 60_000);
 });

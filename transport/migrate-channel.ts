@@ -311,14 +311,20 @@ export interface MigrateTargetOptions {
   commitTimeoutMs?: number;
   /** Keep the images after a successful migration (default: remove them). */
   keepImages?: boolean;
+  /**
+   * Write large images through the page cache (default: O_DIRECT, see ReceiveOptions.directIo). For images that
+   * arrive while the workload still runs (a streamed pre-copy): the restore then reads them from memory. Images
+   * that arrive while it is frozen bypass the cache: copying them there would take CPU from the stream, in the
+   * downtime, and the restorer reads an uncached pages file with O_DIRECT too.
+   */
+  cacheImages?: boolean;
   log?: (line: string) => void;
 }
 
 export type TargetState = 'receiving' | 'restoring' | 'ready' | 'running' | 'discarded';
 
 export async function migrateTarget(opts: MigrateTargetOptions & { onState?: (s: TargetState) => void }): Promise<ReceiveResult> {
-  // Buffered writes: the restore that follows reads these files while the workload is down (see directIo).
-  const r = new ImageReceiver({ dir: opts.dir, channel: opts.channel, window: opts.window ?? DEFAULT_WINDOW, directIo: false,
+  const r = new ImageReceiver({ dir: opts.dir, channel: opts.channel, window: opts.window ?? DEFAULT_WINDOW, directIo: !opts.cacheImages,
     ...(opts.log ? { log: opts.log } : {}) });
   const set = (s: TargetState) => opts.onState?.(s);
   let tree: RestoredTree | undefined;

@@ -74,8 +74,12 @@ export function isPrecompressedName(name: string): boolean {
 }
 
 export interface StreamFile {
-  /** `crc`: crc32 of `data` when the producer has it already (the page writer's workers do): not hashed again. */
-  write(data: Buffer, crc?: number): Promise<void>;
+  /**
+   * `crc`: crc32 of `data` when the producer has it already (the page writer's workers do): not hashed again.
+   * `released`: runs once the connection no longer holds `data` (an SSH channel has copied it into its packets),
+   * so the producer may reuse the memory; never on a failed stream (see ImageSender.unlessFailed).
+   */
+  write(data: Buffer, crc?: number, released?: () => void): Promise<void>;
   end(): Promise<{ size: number; crc: number }>;
 }
 
@@ -242,6 +246,19 @@ export class ImageSender {
     }
   }
 
+  /** `p`, or the stream's failure if that comes first (buffers given with `released` are never released then). */
+  async unlessFailed<T>(p: Promise<T>): Promise<T> {
+    let settled: { value: T } | undefined;
+    let error: { err: unknown } | undefined;
+    p.then((value) => (settled = { value }), (err) => (error = { err })).finally(() => this.wake());
+    for (;;) {
+      if (settled) return settled.value;
+      if (error) throw error.err;
+      this.check();
+      await this.waitEvent();
+    }
+  }
+
   /** Send a control message (migrate's Commit). */
   async send(m: Message): Promise<void> {
     await this.write(m);
@@ -286,9 +303,12 @@ export class ImageSender {
   openFile(name: string, opts: FileOptions = {}): StreamFile {
     const state = this.startFile(name, opts);
     return {
-      write: async (data: Buffer, crc?: number) => {
-        if (data.length <= this.chunkSize) return this.sendChunk(state, data, crc);
-        for (let o = 0; o < data.length; o += this.chunkSize) await this.sendChunk(state, data.subarray(o, o + this.chunkSize));
+      write: async (data: Buffer, crc?: number, released?: () => void) => {
+        if (data.length <= this.chunkSize) return this.sendChunk(state, data, crc, released);
+        // Frames go out in order: the last one's release means the connection is done with all of them.
+        for (let o = 0; o < data.length; o += this.chunkSize) {
+          await this.sendChunk(state, data.subarray(o, o + this.chunkSize), undefined, o + this.chunkSize >= data.length ? released : undefined);
+        }
       },
       end: async () => {
         await this.endFile(state);

@@ -24,6 +24,7 @@
 #include "rst.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <linux/userfaultfd.h>
 #include <pthread.h>
 #include <sched.h>
@@ -36,6 +37,7 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <unistd.h>
 #include <zlib.h>
@@ -56,6 +58,11 @@
 #define PVW_IOV 1024 /* IOV_MAX */
 #define CHUNK_HDR 32u
 #define CHUNK_MAGIC 0x4b435747u  /* "GWCK" */
+/* O_DIRECT offsets, lengths and buffers: the largest logical block size a disk may have. */
+#define DIO_ALIGN 4096u
+#ifndef __NR_cachestat
+#define __NR_cachestat 451 /* Linux 6.5, the same number on every architecture */
+#endif
 #define MAX_CHUNK (64u << 20)    /* images/container-format.ts MAX_CHUNK_SIZE */
 
 struct pg_range {
@@ -78,6 +85,7 @@ struct pg_job {
   pid_t pid;
   pid_t hpid; /* the task as we see it (rst_hpid) */
   int fd;
+  int dfd; /* the same file opened O_DIRECT, when it is not in the page cache (see open_direct), else -1 */
   const uint8_t *map; /* a plain pages file, mapped read-only: pages are copied from the page cache directly */
   size_t map_len;
   int packed;
@@ -93,7 +101,7 @@ struct pg_job {
   size_t out_max; /* the largest chunk, decompressed */
   atomic_uint next;
   atomic_int stop;
-  atomic_ullong copied, zero;
+  atomic_ullong copied, zero, direct; /* bytes written into the task, zero bytes skipped, file bytes read O_DIRECT */
   pthread_mutex_t lock; /* guards the first failure below */
   int failed;
   struct rst_err err;
@@ -109,7 +117,7 @@ struct pg_worker {
   ZSTD_DCtx *dctx;
   struct iovec l[PVW_IOV], r[PVW_IOV];
   unsigned n;
-  uint64_t copied, zero;
+  uint64_t copied, zero, direct;
 };
 
 /* Records the first failure (later ones are consequences), stops every worker, returns -err. */
@@ -135,18 +143,54 @@ __attribute__((format(printf, 5, 6))) static int job_fail(struct pg_job *j, int 
   return -err;
 }
 
-static int pread_full(struct pg_job *j, uint8_t *dst, size_t len, uint64_t off) {
-  size_t got = 0;
-  while (got < len) {
-    ssize_t r = pread(j->fd, dst + got, len - got, (off_t)(off + got));
+/*
+ * The bytes [off, off + len) of the pages file, in w->in; returns where they start there, or NULL (the job failed).
+ * Through dfd the read is widened to DIO_ALIGN on both sides; a read that comes back short of DIO_ALIGN is the end
+ * of the file.
+ */
+static const uint8_t *read_span(struct pg_worker *w, size_t len, uint64_t off) {
+  struct pg_job *j = w->job;
+  int direct = j->dfd >= 0;
+  uint64_t from = direct ? off & ~(uint64_t)(DIO_ALIGN - 1) : off;
+  size_t want = direct ? (size_t)(((off + len + DIO_ALIGN - 1) & ~(uint64_t)(DIO_ALIGN - 1)) - from) : len;
+  size_t need = (size_t)(off - from) + len, got = 0;
+  while (got < want) {
+    ssize_t r = pread(direct ? j->dfd : j->fd, w->in + got, want - got, (off_t)(from + got));
     if (r < 0 && errno == EINTR) continue;
-    if (r < 0) return job_fail(j, errno, "pread(pages)", 0, NULL);
-    if (r == 0)
-      return job_fail(j, ENODATA, "pread(pages)", off + got, "the pages file ends at byte %llu, but %llu more bytes were expected there (truncated?)",
-                      (unsigned long long)(off + got), (unsigned long long)(len - got));
+    if (r < 0) return job_fail(j, errno, direct ? "pread(pages, O_DIRECT)" : "pread(pages)", 0, NULL), NULL;
     got += (size_t)r;
+    if (r == 0 || (direct && (size_t)r % DIO_ALIGN)) break;
   }
-  return 0;
+  if (direct) w->direct += got;
+  if (got < need) {
+    job_fail(j, ENODATA, "pread(pages)", from + got, "the pages file ends at byte %llu, but %llu more bytes were expected there (truncated?)",
+             (unsigned long long)(from + got), (unsigned long long)(need - got));
+    return NULL;
+  }
+  return w->in + (off - from);
+}
+
+/*
+ * A pages file that is mostly not in the page cache (a migration's target writes them with O_DIRECT) is read with
+ * O_DIRECT: a buffered read would first fill the page cache with it, one more copy of every byte into memory the
+ * kernel allocates then and there, inside the downtime, for a file read once. A cached one is read from the cache.
+ * Without cachestat(2) (before Linux 6.5) or O_DIRECT on this filesystem: the page cache.
+ */
+static void open_direct(struct pg_job *j) {
+  struct {
+    uint64_t off, len;
+  } range = {0, 0}; /* len 0: to the end of the file */
+  struct {
+    uint64_t nr_cache, nr_dirty, nr_writeback, nr_evicted, nr_recently_evicted;
+  } cs;
+  struct stat st;
+  char path[32];
+  j->dfd = -1;
+  if (fstat(j->fd, &st) < 0 || st.st_size < (off_t)(4u << 20)) return;
+  if (syscall(__NR_cachestat, j->fd, &range, &cs, 0) < 0) return;
+  if (cs.nr_cache * PAGE_SZ >= (uint64_t)st.st_size / 2) return;
+  snprintf(path, sizeof path, "/proc/self/fd/%d", j->fd);
+  j->dfd = open(path, O_RDONLY | O_DIRECT | O_CLOEXEC);
 }
 
 static int page_is_zero(const uint8_t *p) {
@@ -271,10 +315,11 @@ static int load_chunks(struct pg_worker *w, const struct pg_unit *u) {
   struct pg_job *j = w->job;
   const struct pg_chunk *first = &j->chunks[u->c0], *last = &j->chunks[u->c1];
   uint64_t span = last->file_off + CHUNK_HDR + last->clen - first->file_off;
-  if (pread_full(j, w->in, (size_t)span, first->file_off)) return -1;
+  const uint8_t *in = read_span(w, (size_t)span, first->file_off);
+  if (!in) return -1;
   for (uint32_t i = u->c0; i <= u->c1; i++) {
     const struct pg_chunk *c = &j->chunks[i];
-    const uint8_t *h = w->in + (c->file_off - first->file_off), *data = h + CHUNK_HDR;
+    const uint8_t *h = in + (c->file_off - first->file_off), *data = h + CHUNK_HDR;
     uint32_t magic, index, len, clen, crc, hcrc;
     uint64_t off;
     memcpy(&magic, h, 4);
@@ -319,6 +364,7 @@ static void *work(void *arg) {
   }
   atomic_fetch_add(&j->copied, w->copied);
   atomic_fetch_add(&j->zero, w->zero);
+  atomic_fetch_add(&j->direct, w->direct);
   return NULL;
 }
 
@@ -475,11 +521,13 @@ static int parse(struct rst_ctx *ctx, struct pg_job *j, const uint8_t *p, size_t
  * i32 pid | i32 fd (an OPEN of the pages file) | u32 kind (0 plain, 1 container) | u32 nranges | u32 nchunks |
  * u32 chunk_size | u64 page-stream size | nranges x (u64 addr | u64 len | u64 stream offset), in stream order |
  * nchunks x (u64 file offset | u64 stream offset | u32 len | u32 compressed len | u32 crc32 | u32 0).
- * Answer: u64 bytes written | u64 zero bytes skipped. On damage: u64 file offset | the reason (text).
+ * Answer: u64 bytes written | u64 zero bytes skipped | u64 file bytes read with O_DIRECT. On damage: u64 file
+ * offset | the reason (text).
  */
 int rst_load_pages(struct rst_ctx *ctx, const uint8_t *p, size_t n, uint8_t *out, size_t *outlen) {
   struct pg_job j;
   memset(&j, 0, sizeof j);
+  j.dfd = -1;
   pthread_mutex_init(&j.lock, NULL);
   struct pg_worker *ws = NULL;
   unsigned nw = 0;
@@ -491,9 +539,11 @@ int rst_load_pages(struct rst_ctx *ctx, const uint8_t *p, size_t n, uint8_t *out
     if (!ws) rc = rst_fail(ctx, ENOMEM, "calloc", j.pid);
   }
   if (!rc && !j.packed && j.nunits) rc = map_plain(ctx, &j);
+  if (!rc && j.packed && j.nunits) open_direct(&j);
   for (unsigned i = 0; !rc && j.packed && i < nw; i++) {
     ws[i].out = malloc(j.out_max ? j.out_max : 1);
-    ws[i].in = malloc(j.in_max ? j.in_max : 1);
+    /* Room for a span widened to DIO_ALIGN on both sides, aligned for O_DIRECT. */
+    if (posix_memalign((void **)&ws[i].in, DIO_ALIGN, j.in_max + 2 * DIO_ALIGN)) ws[i].in = NULL;
     ws[i].dctx = ZSTD_createDCtx();
     if (!ws[i].out || !ws[i].in || !ws[i].dctx) rc = rst_fail(ctx, ENOMEM, "malloc", j.pid);
   }
@@ -527,10 +577,11 @@ int rst_load_pages(struct rst_ctx *ctx, const uint8_t *p, size_t n, uint8_t *out
     }
   }
   if (!rc) {
-    uint64_t c = atomic_load(&j.copied), z = atomic_load(&j.zero);
+    uint64_t c = atomic_load(&j.copied), z = atomic_load(&j.zero), d = atomic_load(&j.direct);
     memcpy(out, &c, 8);
     memcpy(out + 8, &z, 8);
-    *outlen = 16;
+    memcpy(out + 16, &d, 8);
+    *outlen = 24;
   }
   for (unsigned i = 0; ws && i < nw; i++) {
     free(ws[i].out);
@@ -539,6 +590,7 @@ int rst_load_pages(struct rst_ctx *ctx, const uint8_t *p, size_t n, uint8_t *out
   }
   free(ws);
   if (j.map) munmap((void *)(uintptr_t)j.map, j.map_len);
+  if (j.dfd >= 0) close(j.dfd);
   free(j.units);
   free(j.ranges);
   free(j.chunks);
