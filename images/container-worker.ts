@@ -1,6 +1,6 @@
 /**
- * Compression worker of the page container's pool (see container-pool.ts). Input and output live in
- * SharedArrayBuffers, so a job message carries only offsets: no page byte is copied through postMessage.
+ * Compression worker of the page container's pool (see container-pool.ts). Input lives in SharedArrayBuffers and
+ * the output buffer is transferred with the job and back: no page byte is copied through postMessage.
  */
 import { parentPort } from 'node:worker_threads';
 import * as binding from 'zstd-napi/binding';
@@ -28,7 +28,7 @@ parentPort!.on('message', (job: JobRequest) => {
     const cctx = cctxFor(job.level);
     const lengths: number[] = [];
     const crcs: number[] = [];
-    let at = job.outOffset;
+    let at = 0;
     for (let i = 0; i < job.chunks.length; i++) {
       const [sab, off, len] = job.chunks[i]!;
       const src = new Uint8Array(sab, off, len);
@@ -39,9 +39,9 @@ parentPort!.on('message', (job: JobRequest) => {
       lengths.push(n);
       crcs.push(crc32(dst.subarray(0, n)));
     }
-    reply = { id: job.id, lengths, crcs };
+    reply = { id: job.id, out: job.out, lengths, crcs };
   } catch (err) {
-    reply = { id: job.id, error: err instanceof Error ? err.message : String(err) };
+    reply = { id: job.id, out: job.out, error: err instanceof Error ? err.message : String(err) };
   }
-  parentPort!.postMessage(reply);
+  parentPort!.postMessage(reply, [job.out]);
 });

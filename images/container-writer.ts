@@ -195,7 +195,8 @@ class ContainerPageWriter implements PageWriter {
   private stageCur = -1; // slot being filled
   private stageFill = 0;
   // Output regions, one per job in flight.
-  private readonly outSab: SharedArrayBuffer;
+  /** One per job slot; away with a worker while its job is compressed (transferred, see JobRequest.out). */
+  private readonly outBufs: ArrayBuffer[] = [];
   private readonly outFree: number[] = [];
   private readonly waiters: Array<() => void> = [];
 
@@ -231,7 +232,7 @@ class ContainerPageWriter implements PageWriter {
     const stageSlots = this.maxJobs * JOB_CHUNKS + 1;
     this.stageSab = new SharedArrayBuffer(stageSlots * chunkSize);
     for (let i = stageSlots - 1; i >= 0; i--) this.stageFree.push(i);
-    this.outSab = new SharedArrayBuffer(this.maxJobs * JOB_CHUNKS * this.outStride);
+    for (let i = 0; i < this.maxJobs; i++) this.outBufs.push(new ArrayBuffer(JOB_CHUNKS * this.outStride));
     for (let i = this.maxJobs - 1; i >= 0; i--) this.outFree.push(i);
     this.writeChain = this.file.writev([encodeHeader({ version: CONTAINER_VERSION, codec: CODEC_ZSTD, chunkSize, level, flags: 0 })]);
     this.writeChain.catch((err) => this.fail(err));
@@ -336,13 +337,13 @@ class ContainerPageWriter implements PageWriter {
       .run({
         level: this.level,
         chunks: job.chunks,
-        out: this.outSab,
-        outOffset: job.out * JOB_CHUNKS * this.outStride,
+        out: this.outBufs[job.out]!,
         headerRoom: CHUNK_HEADER_SIZE,
         outCapacity: this.outCapacity,
       })
       .then((result) => {
         job.result = result;
+        this.outBufs[job.out] = result.out;
         for (const s of job.staged) this.stageFree.push(s);
         job.staged = [];
         this.flushDone();
@@ -359,7 +360,8 @@ class ContainerPageWriter implements PageWriter {
       const { lengths, crcs } = job.result!;
       const bufs: Buffer[] = [];
       const bufCrcs: Array<number | undefined> = [];
-      let at = job.out * JOB_CHUNKS * this.outStride;
+      const outBuf = this.outBufs[job.out]!;
+      let at = 0;
       for (let i = 0; i < job.chunks.length; i++) {
         const info: ChunkInfo = {
           fileOffset: this.fileOffset,
@@ -368,9 +370,9 @@ class ContainerPageWriter implements PageWriter {
           compressedLength: lengths[i]!,
           crc: crcs[i]!,
         };
-        const hdr = encodeChunkHeader(this.index.length, info, Buffer.from(this.outSab, at, CHUNK_HEADER_SIZE));
+        const hdr = encodeChunkHeader(this.index.length, info, Buffer.from(outBuf, at, CHUNK_HEADER_SIZE));
         this.index.push(info);
-        bufs.push(Buffer.from(this.outSab, at, CHUNK_HEADER_SIZE + info.compressedLength));
+        bufs.push(Buffer.from(outBuf, at, CHUNK_HEADER_SIZE + info.compressedLength));
         bufCrcs.push(crc32Combine(crc32(hdr), info.crc, info.compressedLength));
         at += CHUNK_HEADER_SIZE + info.compressedLength;
         this.fileOffset += CHUNK_HEADER_SIZE + info.compressedLength;
