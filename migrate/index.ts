@@ -180,10 +180,14 @@ function targetArgs(o: MigrateOptions): string[] {
   if (o.newPidns) a.push('--new-pidns');
   if (o.keepImages) a.push('--keep-images');
   if (o.timeouts?.idleMs !== undefined) a.push('--idle-timeout', String(Math.max(1, Math.round(o.timeouts.idleMs / 1000))));
-  // With pre-copy the target faults the tree's memory in while the rounds run, so its restore does not pay for it in
-  // the downtime. Without, the freeze follows within a second and the faulting would land in the downtime anyway
-  // (1 GiB plain at load 9: target rebuild 1.2-1.9 s with it, 0.9-1.3 s without).
-  const mem = o.dump?.preCopy ? treeMemoryBytes(o) : undefined;
+  // The target faults the tree's memory in while the source prepares and streams, so that its restore does not pay
+  // for fresh memory in the downtime (migrate/reserve.ts). With pre-copy the rounds give it all the time it needs.
+  // Without, it runs while the source faults in its own page buffer, before the freeze (1 GiB plain, quiet
+  // machine, alternating pairs: downtime 2.45-3.31 s with it, 3.41-3.74 s without; the page buffer took 1.4-4.0 s
+  // instead of 0.7-1.0 s, the workload still running). It once cost more than it saved, while the target still
+  // wrote these images through the page cache, which wanted fresh memory at the same time (1 GiB plain at load 9:
+  // target rebuild 1.2-1.9 s with it, 0.9-1.3 s without); they are written O_DIRECT now.
+  const mem = treeMemoryBytes(o);
   if (mem) a.push('--reserve-memory', String(mem));
   // A streamed pre-copy's rounds arrive while the tree runs: through the target's page cache, so its restore reads
   // them from memory. Otherwise every page arrives while the tree is frozen, and the target writes them O_DIRECT.
