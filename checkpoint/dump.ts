@@ -91,6 +91,11 @@ export interface DumpOptions extends ContainerOptions {
    * (migrate: resumeTree() if the target fails, killTree() once it runs the workload), then finishDump().
    */
   keepFrozen?: boolean;
+  /**
+   * Awaited right before the freeze, the tree still running (its own step, 'ready to freeze'): migrate waits there
+   * for the target's memory reserve, so that its faulting never runs in the downtime.
+   */
+  beforeFreeze?: (progress: (line: string) => void) => Promise<void>;
 }
 
 /** What the dump writes its images into: an ImageDirWriter, or migrate's stream to the target. */
@@ -310,6 +315,13 @@ export const DUMP_STEPS: DumpStep[] = [
         },
       });
       if (s.preCopy.trackedPids.length === 0) s.preCopyFallback = s.preCopyReport.untracked.map((u) => `pid ${u.pid}: ${u.reason}`).join('; ') || 'nothing to track';
+    },
+  },
+  {
+    title: 'ready to freeze',
+    skip: (s) => !s.options.beforeFreeze && 'nothing to wait for',
+    run: async (s, progress) => {
+      await s.options.beforeFreeze!(progress);
     },
   },
   {

@@ -200,6 +200,7 @@ export async function receiveMigration(o: ReceiveMigrationOptions): Promise<Rece
       ...(o.window !== undefined ? { window: o.window } : {}),
       ...(o.keepImages ? { keepImages: true } : {}),
       ...(o.cacheImages ? { cacheImages: true } : {}),
+      ...(reserve ? { memoryReserved: reserve.ready() } : {}),
       ...(o.commitTimeoutMs !== undefined ? { commitTimeoutMs: o.commitTimeoutMs } : {}),
       ...(o.log ? { log: o.log } : {}),
     });

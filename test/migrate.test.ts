@@ -350,6 +350,24 @@ function expectStreamedRounds(r: Run): { sent: PreCopySent; pageBytes: number } 
   return { sent, pageBytes: done.summary.pageBytes };
 }
 
+describe('migrate without pre-copy: the target\'s memory reserve', () => {
+  test('the source freezes only once the target holds the memory for the restore (Reserved)', async () => {
+    const w = await start('mem-counter', ['--mib', '96']);
+    const targetDir = path.join(work, 'img-plain-reserve');
+    const r = await migrateCli(w, ['--target-dir', targetDir]);
+    await expectMigrated(w, r, targetDir);
+    const done = r.events.filter((e) => e.event === 'step' && e.status === 'done').map((e) => e.step);
+    expect(done.indexOf('ready to freeze')).toBeGreaterThanOrEqual(0);
+    expect(done.indexOf('ready to freeze')).toBeLessThan(done.indexOf('freeze'));
+    const reserve = (r.events.find((e) => e.event === 'done') as { summary: { targetReserve?: { bytes: number; heldBytes: number } } })
+      .summary.targetReserve;
+    expect(reserve).toBeDefined();
+    expect(reserve!.bytes).toBeGreaterThanOrEqual(96 << 20);
+    // The source waited for it: the whole reserve was faulted in when the restore began.
+    expect(reserve!.heldBytes).toBe(reserve!.bytes);
+  }, 60_000);
+});
+
 describe('migrate --pre-copy: the rounds streamed to the target while the tree runs', () => {
   test('mem-counter: round 1 carries the memory before the freeze, the frozen window almost nothing', async () => {
     const w = await start('mem-counter', ['--mib', '48']);

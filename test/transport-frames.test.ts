@@ -74,6 +74,7 @@ describe('transport frames', () => {
       { type: FrameType.Complete, files: 3, bytes: 2 ** 40 },
       { type: FrameType.Ready, info: { pids: [1, 2] } },
       { type: FrameType.Running, info: {} },
+      { type: FrameType.Reserved, bytes: 3 * 2 ** 40 },
     ];
     const rb = Buffer.concat([PREAMBLE, ...back.flatMap((m) => encodeMessage(m))]);
     expect(decodeAll(rb, 'receiver', () => 5)).toEqual(back);

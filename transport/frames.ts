@@ -51,6 +51,9 @@ export enum FrameType {
   Complete = 18,
   Ready = 19,
   Running = 20,
+  /** A migration's target holds its memory reserve (bytes), faulted in: the source may freeze. Only to a sender
+   *  whose hello lists the 'reserve' capability. */
+  Reserved = 21,
 }
 
 export const DATA_ZSTD = 1;
@@ -63,7 +66,7 @@ const allowed: Record<Role, Set<FrameType>> = {
   sender: new Set([FrameType.Hello, FrameType.Abort, FrameType.FileBegin, FrameType.Data, FrameType.FileEnd,
     FrameType.End, FrameType.Commit]),
   receiver: new Set([FrameType.Hello, FrameType.Abort, FrameType.Credit, FrameType.Error, FrameType.Complete,
-    FrameType.Ready, FrameType.Running]),
+    FrameType.Ready, FrameType.Running, FrameType.Reserved]),
 };
 
 const maxPayload: Record<FrameType, number> = {
@@ -79,6 +82,7 @@ const maxPayload: Record<FrameType, number> = {
   [FrameType.Complete]: 12,
   [FrameType.Ready]: MAX_TEXT_PAYLOAD,
   [FrameType.Running]: MAX_TEXT_PAYLOAD,
+  [FrameType.Reserved]: 8,
 };
 
 export interface HelloInfo {
@@ -105,7 +109,8 @@ export type Message =
   | { type: FrameType.Error; code: string; message: string }
   | { type: FrameType.Complete; files: number; bytes: number }
   | { type: FrameType.Ready; info: Record<string, unknown> }
-  | { type: FrameType.Running; info: Record<string, unknown> };
+  | { type: FrameType.Running; info: Record<string, unknown> }
+  | { type: FrameType.Reserved; bytes: number };
 
 /** Bad bytes on the wire. `file` names the stream (e.g. "stream from 198.18.0.2"). */
 export class ProtocolError extends ImageError {
@@ -191,6 +196,11 @@ export function encodeMessage(m: Message): Buffer[] {
     }
     case FrameType.Commit:
       return encodeFrame(m.type, Buffer.alloc(0));
+    case FrameType.Reserved: {
+      const p = Buffer.allocUnsafe(8);
+      p.writeBigUInt64LE(BigInt(m.bytes), 0);
+      return encodeFrame(m.type, p);
+    }
     case FrameType.Credit: {
       const p = Buffer.allocUnsafe(4);
       p.writeUInt32LE(m.bytes, 0);
@@ -590,6 +600,9 @@ function parsePayload(f: RawFrame): Message {
     case FrameType.Commit:
       need(p, 0);
       return { type: f.type };
+    case FrameType.Reserved:
+      need(p, 8);
+      return { type: f.type, bytes: safeU64(p, 0, 'reserved bytes') };
     case FrameType.Credit: {
       need(p, 4);
       const bytes = p.readUInt32LE(0);

@@ -8,7 +8,8 @@ import { FrameType, HelloInfo, PROTOCOL_VERSION, ProtocolError, Role } from './f
 import { Channel, MessageReader, MessageWriter, TailBuffer } from './wire';
 
 export const GODWIT_VERSION: string = require('../../package.json').version;
-export const CAPABILITIES = ['zstd', 'credit', 'migrate'];
+/** 'reserve': a migration's source waits for the target's Reserved before it freezes (target: it sends one). */
+export const CAPABILITIES = ['zstd', 'credit', 'migrate', 'reserve'];
 export const INSTALL_HINT = 'install godwit on it (README: "Installing on a target host") or give its path with --godwit-path';
 
 export class HandshakeError extends GodwitError {

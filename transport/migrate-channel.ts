@@ -318,6 +318,12 @@ export interface MigrateTargetOptions {
    * downtime, and the restorer reads an uncached pages file with O_DIRECT too.
    */
   cacheImages?: boolean;
+  /**
+   * This host's memory reserve for the restore (migrate/reserve.ts): resolves with the bytes held once faulted in.
+   * Told to the source (Reserved), which freezes the tree only then, so that the faulting never runs in the
+   * downtime. Absent: Reserved says 0 at once.
+   */
+  memoryReserved?: Promise<number>;
   log?: (line: string) => void;
 }
 
@@ -325,6 +331,11 @@ export type TargetState = 'receiving' | 'restoring' | 'ready' | 'running' | 'dis
 
 export async function migrateTarget(opts: MigrateTargetOptions & { onState?: (s: TargetState) => void }): Promise<ReceiveResult> {
   const r = new ImageReceiver({ dir: opts.dir, channel: opts.channel, window: opts.window ?? DEFAULT_WINDOW, directIo: !opts.cacheImages,
+    onHandshake: (peer) => {
+      if (!peer.caps.includes('reserve')) return;
+      // Best effort: a stream that fails meanwhile reports that itself.
+      void (opts.memoryReserved ?? Promise.resolve(0)).then((bytes) => r.send({ type: FrameType.Reserved, bytes })).catch(() => undefined);
+    },
     ...(opts.log ? { log: opts.log } : {}) });
   const set = (s: TargetState) => opts.onState?.(s);
   let tree: RestoredTree | undefined;

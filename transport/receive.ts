@@ -19,7 +19,7 @@ import type { Readable } from 'node:stream';
 import * as zstd from 'zstd-napi/binding';
 import { GodwitError, SysError } from '../util/errors';
 import { crc32, crc32Combine } from '../images/crc32';
-import { FrameType, MARKER_NAME, MAX_CHUNK_SIZE, Message, PayloadPool, ProtocolError, RESERVED_PREFIX, TEMP_PREFIX, checkName, dataBytes } from './frames';
+import { FrameType, HelloInfo, MARKER_NAME, MAX_CHUNK_SIZE, Message, PayloadPool, ProtocolError, RESERVED_PREFIX, TEMP_PREFIX, checkName, dataBytes } from './frames';
 import { BlockPool, FileAppender } from './direct-appender';
 import type { PipeReader } from './pipe-reader';
 import { handshake } from './handshake';
@@ -55,6 +55,8 @@ export interface ReceiveOptions {
    * streamed pre-copy), which its restore then reads from memory (migrate-channel.ts cacheImages).
    */
   directIo?: boolean;
+  /** Called once the handshake is done, with the sender's hello (its capabilities). */
+  onHandshake?: (peer: HelloInfo) => void;
 }
 
 export interface ReceiveResult {
@@ -181,7 +183,8 @@ export class ImageReceiver {
 
   /** Handshake, then take files until the sender's End; answers Complete once all is verified and synced. */
   async receive(): Promise<ReceiveResult> {
-    await handshake(this.opts.channel, this.reader, this.writer, 'receiver', new TailBuffer(undefined), this.window);
+    const peer = await handshake(this.opts.channel, this.reader, this.writer, 'receiver', new TailBuffer(undefined), this.window);
+    this.opts.onHandshake?.(peer);
     await this.prepareDir();
     void this.pump();
     for (;;) {

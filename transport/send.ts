@@ -111,6 +111,10 @@ export class ImageSender {
   /** Set when the handshake is done: `seconds` in results is the streaming time, not the connection set-up. */
   private started = process.hrtime.bigint();
   private finished = false;
+  /** The receiver's capabilities (its hello). */
+  private peerCaps: string[] = [];
+  /** A migration target's Reserved: the bytes it holds for the restore, once it has said. */
+  private reservedBytes: number | undefined;
   readonly progress: SendProgress = { files: 0, rawBytes: 0, wireBytes: 0 };
 
   private constructor(readonly channel: Channel, private readonly opts: SendOptions) {
@@ -131,6 +135,7 @@ export class ImageSender {
       if (opts.signal?.aborted) throw new AbortedError('interrupted before the stream started');
       const hello = await handshake(channel, s.reader, s.writer, 'sender', s.stderr);
       s.credit = hello.window!;
+      s.peerCaps = hello.caps;
       s.started = process.hrtime.bigint();
     } catch (err) {
       channel.close();
@@ -217,6 +222,10 @@ export class ImageSender {
             return;
           case FrameType.Hello:
             throw new GodwitError(`${this.channel.label} sent a second hello`);
+          case FrameType.Reserved:
+            this.reservedBytes = m.bytes;
+            this.wake();
+            break;
           default:
             this.inbox.push(m);
             this.wake();
@@ -243,6 +252,25 @@ export class ImageSender {
         return;
       }
       await this.waitEvent();
+    }
+  }
+
+  /**
+   * A migration target's memory reserve: the bytes it holds, once faulted in (FrameType.Reserved). Undefined when
+   * the receiver does not say (an older godwit) or has not said within `timeoutMs`; rejects with the stream's failure.
+   */
+  async targetReserved(timeoutMs: number): Promise<number | undefined> {
+    if (!this.peerCaps.includes('reserve')) return undefined;
+    const timer = setTimeout(() => this.wake(), timeoutMs);
+    const deadline = Date.now() + timeoutMs;
+    try {
+      while (this.reservedBytes === undefined && Date.now() < deadline) {
+        this.check();
+        await this.waitEvent();
+      }
+      return this.reservedBytes;
+    } finally {
+      clearTimeout(timer);
     }
   }
 

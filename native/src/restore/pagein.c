@@ -55,6 +55,7 @@
  */
 #define UNIT_BYTES (2u << 20)
 #define MAX_WORKERS 8
+#define IO_WORKERS 2 /* workers per CPU when reading O_DIRECT: each waits for the disk half the time */
 #define PVW_IOV 1024 /* IOV_MAX */
 #define CHUNK_HDR 32u
 #define CHUNK_MAGIC 0x4b435747u  /* "GWCK" */
@@ -449,9 +450,11 @@ static int map_plain(struct rst_ctx *ctx, struct pg_job *j) {
   return 0;
 }
 
-static unsigned worker_count(uint32_t nunits) {
+/* One worker per CPU; reading O_DIRECT, IO_WORKERS per CPU, so that a unit is decompressed while another is read. */
+static unsigned worker_count(uint32_t nunits, int direct) {
   cpu_set_t set;
   unsigned n = sched_getaffinity(0, sizeof set, &set) == 0 ? (unsigned)CPU_COUNT(&set) : 1;
+  if (direct) n *= IO_WORKERS;
   if (n > MAX_WORKERS) n = MAX_WORKERS;
   if (n > nunits) n = nunits;
   return n ? n : 1;
@@ -533,13 +536,13 @@ int rst_load_pages(struct rst_ctx *ctx, const uint8_t *p, size_t n, uint8_t *out
   unsigned nw = 0;
   int rc = parse(ctx, &j, p, n);
   if (!rc && (rc = plan_units(&j)) < 0) rst_fail(ctx, -rc, "malloc", j.pid);
+  if (!rc && j.packed && j.nunits) open_direct(&j);
   if (!rc) {
-    nw = worker_count(j.nunits);
+    nw = worker_count(j.nunits, j.dfd >= 0);
     ws = calloc(nw, sizeof *ws);
     if (!ws) rc = rst_fail(ctx, ENOMEM, "calloc", j.pid);
   }
   if (!rc && !j.packed && j.nunits) rc = map_plain(ctx, &j);
-  if (!rc && j.packed && j.nunits) open_direct(&j);
   for (unsigned i = 0; !rc && j.packed && i < nw; i++) {
     ws[i].out = malloc(j.out_max ? j.out_max : 1);
     /* Room for a span widened to DIO_ALIGN on both sides, aligned for O_DIRECT. */
