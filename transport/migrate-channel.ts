@@ -1,8 +1,10 @@
 /**
  * The transport half of `godwit migrate`: a transaction in which the workload is never lost and never runs twice.
  *
- *   source (frozen tree)                         target (`godwit receive --migrate`)
- *   ---- Hello / FileBegin, Data..., FileEnd ---->   files written, checked, synced
+ *   source (tree running, then frozen)           target (`godwit receive --migrate`)
+ *   ---- Hello ---------------------------------->   (its memory reserve faulting in)
+ *   <--- Reserved {bytes} ------------------------   the reserve is held: the source may freeze ('reserve' cap.)
+ *   ---- FileBegin, Data..., FileEnd ------------>   files written, checked, synced
  *   ---- End ------------------------------------>
  *   <--- Complete --------------------------------   every file verified on disk
  *                                                    restore, the restored tree kept stopped
