@@ -194,8 +194,7 @@ class ContainerPageWriter implements PageWriter {
   private readonly stageFree: number[] = [];
   private stageCur = -1; // slot being filled
   private stageFill = 0;
-  // Output regions, one per job in flight.
-  /** One per job slot; away with a worker while its job is compressed (transferred, see JobRequest.out). */
+  /** Output buffers, one per job slot; away with a worker while its job is compressed (transferred, see JobRequest.out). */
   private readonly outBufs: ArrayBuffer[] = [];
   private readonly outFree: number[] = [];
   private readonly waiters: Array<() => void> = [];
