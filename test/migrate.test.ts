@@ -355,6 +355,12 @@ function expectStreamedRounds(r: Run): { sent: PreCopySent; pageBytes: number } 
   return { sent, pageBytes: done.summary.pageBytes };
 }
 
+/** The target's memory reserve as the migration's summary reports it. */
+function targetReserveOf(r: Run): { bytes: number; heldBytes: number } | undefined {
+  const done = r.events.find((e) => e.event === 'done') as unknown as { summary: { targetReserve?: { bytes: number; heldBytes: number } } };
+  return done.summary.targetReserve;
+}
+
 describe('migrate without pre-copy: the target\'s memory reserve', () => {
   test('the source freezes only once the target holds the memory for the restore (Reserved)', async () => {
     const w = await start('mem-counter', ['--mib', '96']);
@@ -364,8 +370,7 @@ describe('migrate without pre-copy: the target\'s memory reserve', () => {
     const done = r.events.filter((e) => e.event === 'step' && e.status === 'done').map((e) => e.step);
     expect(done.indexOf('ready to freeze')).toBeGreaterThanOrEqual(0);
     expect(done.indexOf('ready to freeze')).toBeLessThan(done.indexOf('freeze'));
-    const reserve = (r.events.find((e) => e.event === 'done') as { summary: { targetReserve?: { bytes: number; heldBytes: number } } })
-      .summary.targetReserve;
+    const reserve = targetReserveOf(r);
     expect(reserve).toBeDefined();
     expect(reserve!.bytes).toBeGreaterThanOrEqual(96 << 20);
     // The source waited for it: the whole reserve was faulted in when the restore began.
@@ -387,8 +392,7 @@ describe('migrate --pre-copy: the rounds streamed to the target while the tree r
     expect(sent.afterFreezeBytes).toBeLessThan(sent.streamedBytes / 10);
     // The target held the tree's memory (as the source measured it before the dump) for the restore, and let it go
     // before it (expectMigrated: no process of ours is left on host B).
-    const reserve = (r.events.find((e) => e.event === 'done') as { summary: { targetReserve?: { bytes: number; heldBytes: number } } })
-      .summary.targetReserve;
+    const reserve = targetReserveOf(r);
     expect(reserve).toBeDefined();
     expect(reserve!.bytes).toBeGreaterThanOrEqual(48 << 20);
     expect(reserve!.heldBytes).toBeLessThanOrEqual(reserve!.bytes);
