@@ -334,6 +334,16 @@ describe('PipeReader: a pipe read through the pump', () => {
     return { rd, wr };
   }
 
+  /** A PipeReader on a new FIFO whose consumer is always idle, taking the data frames of file 1 into `name`. */
+  function idleReader(name: string): { reader: PipeReader; wr: number; out: number } {
+    const { rd, wr } = fifo();
+    const reader = new PipeReader(rd, Pump!);
+    reader.idle = () => true;
+    const out = fs.openSync(path.join(dir, name), 'w+');
+    reader.pump.open(1, out, -1, -1);
+    return { reader, wr, out };
+  }
+
   test('frames held back while the consumer is busy go on at kick(); every read says so; the end is clean', async () => {
     const { rd, wr } = fifo();
     const reader = new PipeReader(rd, Pump!);
@@ -381,11 +391,7 @@ describe('PipeReader: a pipe read through the pump', () => {
   });
 
   test('an end in the middle of a frame is an error saying where', async () => {
-    const { rd, wr } = fifo();
-    const reader = new PipeReader(rd, Pump!);
-    reader.idle = () => true;
-    const out = fs.openSync(path.join(dir, 'cut'), 'w+');
-    reader.pump.open(1, out, -1, -1);
+    const { reader, wr, out } = idleReader('cut');
     const bytes = wire(dataFrames(1, randomBytes(100_000), 100_000));
     fs.writeSync(wr, bytes.subarray(0, 50_000));
     fs.closeSync(wr);
@@ -399,11 +405,7 @@ describe('PipeReader: a pipe read through the pump', () => {
   });
 
   test("an idle watchdog counts the pump's reads, which never show as data", async () => {
-    const { rd, wr } = fifo();
-    const reader = new PipeReader(rd, Pump!);
-    reader.idle = () => true;
-    const out = fs.openSync(path.join(dir, 'idle'), 'w+');
-    reader.pump.open(1, out, -1, -1);
+    const { reader, wr, out } = idleReader('idle');
     const watch = watchIdle({ label: 'the source', toPeer: new PassThrough(), fromPeer: reader, pipe: reader, close: () => reader.destroy() }, 300);
     let failed: unknown;
     watch.channel.fromPeer.on('error', (e) => (failed = e));
