@@ -100,6 +100,8 @@ export interface MigrateSummary {
    * what the target can spare) and what it had faulted in when the restore started. Absent: none was made.
    */
   targetReserve?: { bytes: number; heldBytes: number };
+  /** What the target said it held (Reserved) when the source froze the tree; absent if it had not said. */
+  targetReservedAtFreeze?: number;
   commitMs: number;
   files: number;
   /** Image bytes sent (compressed pages counted as compressed), and bytes on the wire (frames included). */
@@ -146,6 +148,8 @@ export interface MigrateState {
   /** A container: its cgroup directories on the source (removed once the target runs it). */
   ownCgroups?: string[];
   summary?: MigrateSummary;
+  /** The target's Reserved (bytes), as the source had it before the freeze. */
+  reservedAtFreeze?: number;
 }
 
 const ms = (a: bigint, b: bigint) => Number(b - a) / 1e6;
@@ -186,6 +190,7 @@ async function awaitTargetReserve(s: MigrateState, progress: (line: string) => v
   const t0 = process.hrtime.bigint();
   progress('waiting for the target to fault in the memory of the restore');
   const bytes = await s.tx!.sender!.targetReserved(RESERVE_WAIT_MS);
+  if (bytes !== undefined) s.reservedAtFreeze = bytes;
   const waited = Number(process.hrtime.bigint() - t0) / 1e6;
   progress(bytes === undefined ? `the target did not say within ${waited.toFixed(0)} ms: freezing` :
     `the target holds ${(bytes / 2 ** 20).toFixed(0)} MiB for the restore (waited ${waited.toFixed(0)} ms)`);
@@ -410,6 +415,7 @@ export async function finishMigrate(s: MigrateState): Promise<MigrateSummary> {
     restoreMs: Number(s.ready?.restoreMs ?? 0),
     targetTimingsMs: (s.ready?.timingsMs ?? {}) as Record<string, number>,
     ...(s.ready?.reserve ? { targetReserve: s.ready.reserve as { bytes: number; heldBytes: number } } : {}),
+    ...(s.reservedAtFreeze !== undefined ? { targetReservedAtFreeze: s.reservedAtFreeze } : {}),
     commitMs: tx.commitAt && tx.runningAt ? ms(tx.commitAt, tx.runningAt) : 0,
     files: p.files,
     rawBytes: p.rawBytes,

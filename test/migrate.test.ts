@@ -356,9 +356,12 @@ function expectStreamedRounds(r: Run): { sent: PreCopySent; pageBytes: number } 
 }
 
 /** The target's memory reserve as the migration's summary reports it. */
-function targetReserveOf(r: Run): { bytes: number; heldBytes: number } | undefined {
-  const done = r.events.find((e) => e.event === 'done') as unknown as { summary: { targetReserve?: { bytes: number; heldBytes: number } } };
-  return done.summary.targetReserve;
+function targetReserveOf(r: Run): { bytes: number; heldBytes: number; atFreeze?: number } | undefined {
+  const done = r.events.find((e) => e.event === 'done') as unknown as {
+    summary: { targetReserve?: { bytes: number; heldBytes: number }; targetReservedAtFreeze?: number };
+  };
+  const t = done.summary.targetReserve;
+  return t && { ...t, ...(done.summary.targetReservedAtFreeze !== undefined ? { atFreeze: done.summary.targetReservedAtFreeze } : {}) };
 }
 
 describe('migrate without pre-copy: the target\'s memory reserve', () => {
@@ -373,7 +376,9 @@ describe('migrate without pre-copy: the target\'s memory reserve', () => {
     const reserve = targetReserveOf(r);
     expect(reserve).toBeDefined();
     expect(reserve!.bytes).toBeGreaterThanOrEqual(96 << 20);
-    // The source waited for it: the whole reserve was faulted in when the restore began.
+    // The source waited for it: the target had said it held all of it before the freeze, and the whole reserve
+    // was faulted in when the restore began.
+    expect(reserve!.atFreeze).toBe(reserve!.bytes);
     expect(reserve!.heldBytes).toBe(reserve!.bytes);
   }, 60_000);
 });

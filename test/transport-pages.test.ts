@@ -72,4 +72,12 @@ describe('streaming a dump\'s pages', () => {
     await writer.abort();
     sender.abort('test over');
   }, 60_000);
+  test('unlessFailed: a wait that would never end (buffers an SSH channel never releases) ends with the stream\'s failure', async () => {
+    const ch = spawnLocal({ args: ['receive', '--dir', path.join(work, 'img-never')] });
+    const sender = await ImageSender.open(ch);
+    const waiting = sender.unlessFailed(new Promise<void>(() => undefined));
+    process.kill(ch.pid, 'SIGKILL');
+    await expect(waiting).rejects.toThrow(/receiver/);
+    expect(await sender.unlessFailed(Promise.resolve(7)).catch((e: Error) => e.message)).toMatch(/receiver/);
+  }, 30_000);
 });

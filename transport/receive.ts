@@ -35,13 +35,12 @@ const MAX_OPEN_FILES = 64;
  *  stream goes on, and the fsync before Complete finds little left to do (it had to write the whole file). */
 const FLUSH_BEHIND = 32 << 20;
 const MAX_FILES = 1_000_000;
-/** Files of at least this announced size (or of no announced size) go to the native frame pump when there is one:
- *  smaller ones are few bytes and a file opened and finished by the pump costs a few syscalls more. */
+/** Files of at least this announced size (or of no announced size) go to the native frame pump when there is one,
+ *  written O_DIRECT unless the receiver writes buffered: smaller ones are few bytes, a file opened and finished by
+ *  the pump costs a few syscalls more, and an O_DIRECT file waits for a padded write of its own at the end. */
 const PUMP_MIN_SIZE = 4 << 20;
 /** Files the pump writes at once (native/addon/pump.c MAX_FILES): a stream sends one large file at a time. */
 const PUMP_FILES = 2;
-/** O_DIRECT (through the pump, or FileAppender's switch) pays off from this announced size on. */
-const DIRECT_MIN_SIZE = 4 << 20;
 
 export interface ReceiveOptions {
   dir: string;
@@ -389,9 +388,8 @@ export class ImageReceiver {
   private async toPump(f: OpenFile): Promise<boolean> {
     const pump = this.pipe?.pump;
     if (!pump || this.pumpedFiles >= PUMP_FILES || (f.expected !== undefined && f.expected < PUMP_MIN_SIZE)) return false;
-    // O_DIRECT for a file known to be large, or of unknown size (a page container, compressed as it is sent: large
-    // as a rule). A small known one would wait for a padded write of its own.
-    if (this.opts.directIo !== false && (f.expected === undefined || f.expected >= DIRECT_MIN_SIZE)) {
+    // O_DIRECT also for a file of unknown size: a page container, compressed as it is sent, is large as a rule.
+    if (this.opts.directIo !== false) {
       // The same inode again, through /proc/self/fd (never a path someone could swap); EINVAL: no O_DIRECT here.
       f.directFh = await fs.promises.open(`/proc/self/fd/${f.fh.fd}`, fs.constants.O_WRONLY | fs.constants.O_DIRECT).catch(() => undefined);
     }
