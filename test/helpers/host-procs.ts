@@ -2,6 +2,7 @@
  * /proc readings shared by the migration tests: which processes a test host holds (its leftovers), and the state
  * of a source's threads. Each read tolerates a process that ends meanwhile.
  */
+import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import type { Host } from '../../scenarios/hosts';
 
@@ -65,4 +66,33 @@ export function threadStates(pid: number): string[] {
   } catch {
     return [];
   }
+}
+
+/**
+ * Kills the first `godwit-restorer` that the process `receiver` starts, from a bash loop of its own at high priority
+ * that polls without forking: the test's event loop, busy with the migration's events, can be late by more than a
+ * whole restore on a loaded machine, and a restorer found only once it has resumed the tree tests nothing. `killed`
+ * resolves with "PID argv..." of what it killed, or undefined if the receiver ended first (or stop() was called).
+ */
+export function killFirstRestorer(receiver: number): { killed: Promise<string | undefined>; stop(): void } {
+  const script = `r=$1
+while [ -d /proc/$r ]; do
+  kids=
+  read -r kids < /proc/$r/task/$r/children
+  for c in $kids; do
+    argv0=
+    IFS= read -r -d '' argv0 < /proc/$c/cmdline
+    case $argv0 in *godwit-restorer) kill -9 $c && echo "$c $argv0"; exit 0;; esac
+  done
+done`;
+  const child = spawn('nice', ['-n', '-15', 'bash', '-c', script, 'kill-restorer', String(receiver)], { stdio: ['ignore', 'pipe', 'ignore'] });
+  let out = '';
+  child.stdout!.on('data', (d: Buffer) => (out += d));
+  const killed = new Promise<string | undefined>((resolve) => child.on('close', () => resolve(out.trim() || undefined)));
+  return {
+    killed,
+    stop: () => {
+      if (child.exitCode === null && child.pid) process.kill(child.pid, 'SIGKILL');
+    },
+  };
 }
