@@ -8,7 +8,7 @@
  *   header   32 B   "GWZPAGES", version u16, codec u16, chunkSize u32, level i32, flags u32, reserved u32, crc32 u32
  *   chunk*   32 B   "GWCK", index u32, uncompressed offset u64, uncompressed len u32, compressed len u32,
  *                   crc32 of the compressed bytes u32, crc32 of this header u32
- *            ...    the compressed bytes (one zstd frame with its content checksum)
+ *            ...    the compressed bytes (one zstd frame)
  *   index    8 B    "GWIX", count u32
  *            32 B × count: file offset u64, uncompressed offset u64, uncompressed len u32, compressed len u32,
  *                   crc32 u32, reserved u32
@@ -16,8 +16,9 @@
  *
  * Every chunk carries its own header so a stream (a pipe, a transfer) can be checked without the index; the index
  * and trailer at the end give random access and prove the file is complete: a truncated file has no trailer.
- * Checksums: each header its own crc32, each chunk's compressed bytes a crc32 (checked before decompressing), and
- * the zstd frame's content checksum (XXH64 of the uncompressed bytes, checked by zstd while decompressing).
+ * Checksums: each header its own crc32, and each chunk's compressed bytes a crc32, checked before decompressing. A
+ * frame may also carry zstd's content checksum (XXH64 of the uncompressed bytes, which zstd then checks); godwit's
+ * writers no longer ask for it (images/container-worker.ts says why), and readers accept frames with or without.
  */
 import { ImageError } from '../util/errors';
 import { crc32 } from './crc32';

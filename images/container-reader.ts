@@ -4,7 +4,7 @@
  *
  * The container reader trusts nothing it has not checked: the trailer proves the file is complete, the index is
  * checked to describe a gapless run of chunks, each chunk header must match its index entry (a reordered or
- * missing chunk shows up here), its bytes their crc32, and the decompressed bytes zstd's content checksum. No
+ * missing chunk shows up here), and its bytes their crc32 (and zstd checks a content checksum where a frame has one). No
  * allocation is larger than the file or than the container's chunk size (itself capped at MAX_CHUNK_SIZE).
  */
 import * as fs from 'node:fs';

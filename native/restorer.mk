@@ -7,6 +7,6 @@ RST_CFLAGS := -O2 -g -std=gnu11 -Wall -Wextra -Werror -D_GNU_SOURCE
 
 all: build/godwit-restorer
 
-build/godwit-restorer: $(RST_SRC) $(RST_HDR)
+build/godwit-restorer: $(RST_SRC) $(RST_HDR) common/crc32.c common/crc32.h
 	@mkdir -p build
-	$(CC) $(RST_CFLAGS) -pthread -o $@ $(RST_SRC) -lzstd -lz
+	$(CC) $(RST_CFLAGS) -pthread -o $@ $(RST_SRC) common/crc32.c -lzstd -lz

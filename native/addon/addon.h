@@ -24,9 +24,6 @@ napi_value gw_read_crc_js(napi_env env, napi_callback_info info);
 /* The Pump class (pump.c), or NULL if it could not be defined. */
 napi_value gw_pump_class(napi_env env);
 
-/* Whether this CPU has what the folding crc32 needs (PCLMULQDQ, SSE4.1). */
-int gw_crc32_accelerated(void);
-/* zlib's crc32(previous, p, n): the crc of the bytes so far continued over p[0..n). */
-uint32_t gw_crc32(uint32_t previous, const uint8_t *p, size_t n);
+#include "../common/crc32.h"
 
 #endif
