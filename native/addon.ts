@@ -14,6 +14,9 @@ export interface GodwitAddon {
   pipeSize(fd: number, bytes?: number): number;
   /** Bytes to skip from view's start to an address that is a multiple of align (a power of two). */
   alignOffset(view: Uint8Array, align: number): number;
+  /** src stored as a zstd frame of raw blocks in dst (at least src.length + 9 + 3 per 128 KiB); returns its bytes.
+   *  Throws ENOBUFS if dst is too small. */
+  zstdRawFrame(dst: Uint8Array, src: Uint8Array): number;
   /** zlib.crc32(view, previous) by carry-less multiplication; absent when the CPU has no PCLMULQDQ. */
   crc32?(view: Uint8Array, previous?: number): number;
   /** pread()s into buffer from position until it is full or the file ends, and hashes what it read (crc32), in
@@ -22,6 +25,22 @@ export interface GodwitAddon {
   /** The receiving end's frame pump (native/addon/pump.c); absent with crc32. `counters` (off-heap): data bytes
    *  taken, credit bytes taken (8 + data per frame), frames taken; the pump adds to them. */
   Pump?: new (counters: Float64Array) => NativePump;
+  /** The outgoing half of an SSH connection's AES-GCM cipher (native/addon/seal.c): key 16 or 32 bytes, IV 12. */
+  GcmSeal?: (new (key: Uint8Array, iv: Uint8Array) => NativeGcmSeal) & {
+    /** Bytes seal() writes for dataLength bytes in packets of packetSize. */
+    sealedSize(dataLength: number, packetSize: number): number;
+  };
+}
+
+/** AES-GCM sealing of SSH packets (RFC 5647); one invocation counter across both methods, in call order. */
+export interface NativeGcmSeal {
+  /** Seals in place a packet laid out as ssh2 lays it out (length, padding length, payload, padding, tag room). */
+  encrypt(packet: Uint8Array): void;
+  /** data as SSH_MSG_CHANNEL_DATA packets to recipient, at most packetSize data bytes each, sealed into out one
+   *  after another with random padding; returns the bytes written. Throws ENOBUFS if out is too small. */
+  seal(recipient: number, data: Uint8Array, packetSize: number, out: Uint8Array): number;
+  /** Clears the key; any later call throws. */
+  free(): void;
 }
 
 /** Splits a stream into frames and writes the raw data frames of registered files itself (native/addon/pump.c). */

@@ -6,7 +6,10 @@ import * as zlib from 'node:zlib';
 import { ImageError } from '../util/errors';
 import { crc32Combine } from '../images/crc32';
 import { CompressionPool } from '../images/container-pool';
-import { CHUNK_HEADER_SIZE, HEADER_SIZE, TRAILER_SIZE } from '../images/container-format';
+import * as binding from 'zstd-napi/binding';
+import {
+  CHUNK_HEADER_SIZE, HEADER_SIZE, TRAILER_SIZE, encodeChunkHeader, encodeIndex, encodeTrailer, type ChunkInfo,
+} from '../images/container-format';
 import { ContainerReader, openPages, openPagesFile } from '../images/container-reader';
 import { createPageWriter, createSinkPageWriter, PageSink, PageWriterOptions } from '../images/container-writer';
 import { pageData } from './helpers/pagedata';
@@ -71,6 +74,42 @@ describe('crc32Combine', () => {
   });
 });
 
+/**
+ * A copy of a container with every chunk's frame compressed again with zstd's content checksum, chunk crcs, index
+ * and trailer to match: a container as godwit wrote them before its chunks dropped the checksum. `damage` flips a
+ * bit of chunk 1's content checksum (the frame's last byte) and fixes its crc32, so that only zstd can tell.
+ */
+async function rewriteFrames(file: string, level: number, damage = false): Promise<string> {
+  const r = (await openPagesFile(file)) as ContainerReader;
+  const cctx = new binding.CCtx();
+  cctx.setParameter(binding.CParameter.compressionLevel, level);
+  cctx.setParameter(binding.CParameter.checksumFlag, 1);
+  const src = fs.readFileSync(file);
+  const parts: Buffer[] = [src.subarray(0, HEADER_SIZE)];
+  const chunks: ChunkInfo[] = [];
+  let at = HEADER_SIZE;
+  try {
+    for (let i = 0; i < r.chunks.length; i++) {
+      const c = r.chunks[i]!;
+      const dst = Buffer.alloc(binding.compressBound(c.length) + 64);
+      const n = cctx.compress2(dst, await r.read(c.offset, c.length));
+      const frame = dst.subarray(0, n);
+      if (damage && i === 1) frame[n - 1] ^= 1;
+      const info = { fileOffset: at, offset: c.offset, length: c.length, compressedLength: n, crc: zlib.crc32(frame) >>> 0 };
+      chunks.push(info);
+      parts.push(encodeChunkHeader(i, info), frame);
+      at += CHUNK_HEADER_SIZE + n;
+    }
+  } finally {
+    await r.close();
+  }
+  const index = encodeIndex(chunks);
+  parts.push(index, encodeTrailer({ indexOffset: at, totalLength: r.size, indexCrc: zlib.crc32(index) >>> 0 }));
+  const out = path.join(newDir(), path.basename(file));
+  fs.writeFileSync(out, Buffer.concat(parts));
+  return out;
+}
+
 describe('page container round trip', () => {
   const CS = 64 << 10;
   test.each([
@@ -91,6 +130,37 @@ describe('page container round trip', () => {
     const copy = Buffer.from(data);
     const file = await writePages(newDir(), data, pieces, { chunkSize: CS }, 6);
     expect((await readAll(file)).equals(copy)).toBe(true);
+  });
+
+  test('chunks whose probed pages do not compress are stored as raw zstd frames; any compressible probe keeps compression', async () => {
+    const chunk = 256 << 10;
+    const random = crypto.randomBytes(2 * chunk);
+    const zeroPage = Buffer.from(random.subarray(0, chunk));
+    zeroPage.fill(0, 2 << 16, (2 << 16) + 4096); // the third probe of a 256 KiB chunk (4 probes, 64 KiB apart)
+    const halfText = Buffer.from(random.subarray(chunk));
+    halfText.fill('godwit ', chunk / 2); // the probes at 128 and 192 KiB see text
+    const data = Buffer.concat([random, zeroPage, halfText, Buffer.alloc(chunk)]);
+    const file = await writePages(newDir(), data, [chunk], { chunkSize: chunk });
+    expect((await readAll(file)).equals(data)).toBe(true);
+    const r = (await openPagesFile(file)) as ContainerReader;
+    try {
+      // A raw frame: 9 bytes of frame header, 3 per 128 KiB block, the bytes themselves.
+      const raw = chunk + 9 + 2 * 3;
+      expect(r.chunks.map((c) => c.compressedLength === raw)).toEqual([true, true, false, false, false]);
+      expect(r.chunks[3]!.compressedLength).toBeLessThan(chunk * 0.6);
+    } finally {
+      await r.close();
+    }
+  });
+
+  test('frames with zstd\'s content checksum (as godwit wrote them before) are read and checked', async () => {
+    const data = pageData(3 * CS);
+    const file = await writePages(newDir(), data, [CS], { chunkSize: CS });
+    // Rewrite each chunk's frame with a content checksum, crcs and index updated: the container as it was written.
+    const old = await rewriteFrames(file, 1);
+    expect((await readAll(old)).equals(data)).toBe(true);
+    // Its checksum is checked: a flipped byte in the last 4 (the checksum) with the chunk crc fixed up still fails.
+    await expect(readAll(await rewriteFrames(file, 1, true))).rejects.toThrow(/chunk 1 does not decompress/);
   });
 
   test('the writer makes and closes its own pool when given none; one worker works too', async () => {

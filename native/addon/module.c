@@ -2,8 +2,10 @@
  *
  *   readv.c    process_vm_readv for the dump's page readers
  *   stream.c   pipe sizes and buffer alignment for the receiving end of a stream; reads hashed off the main thread
- *   crc32.c    CRC-32 by carry-less multiplication for the stream's frames
+ *   crc32.c    CRC-32 by carry-less multiplication for the stream's frames (../common/crc32.c)
  *   pump.c     the receiving end's frame pump: data frames of large files to disk without JavaScript
+ *   rawframe.c a zstd frame of raw blocks, for the page container's chunks that do not compress
+ *   seal.c     the sending end's SSH packets: channel data sealed with AES-GCM without JavaScript per packet
  *
  * Node-API only and context-aware: it loads in worker threads too (the page readers and compressors run there). */
 #define _GNU_SOURCE
@@ -62,6 +64,7 @@ NAPI_MODULE_INIT()
 	export_fn(env, exports, "readv", gw_readv_js);
 	export_fn(env, exports, "pipeSize", gw_pipe_size_js);
 	export_fn(env, exports, "alignOffset", gw_align_offset_js);
+	export_fn(env, exports, "zstdRawFrame", gw_zstd_raw_frame_js);
 	/* Absent where the CPU cannot fold (no PCLMULQDQ): callers fall back to zlib's crc32. */
 	if (gw_crc32_accelerated()) {
 		export_fn(env, exports, "crc32", gw_crc32_js);
@@ -71,5 +74,8 @@ NAPI_MODULE_INIT()
 		if (pump)
 			napi_set_named_property(env, exports, "Pump", pump);
 	}
+	napi_value seal = gw_seal_class(env);
+	if (seal)
+		napi_set_named_property(env, exports, "GcmSeal", seal);
 	return exports;
 }
