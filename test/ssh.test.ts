@@ -39,8 +39,8 @@ afterAll(async () => {
 });
 
 /** Run ssh2 operations from host A. SSH_AUTH_SOCK is cleared: only the given key may be used. */
-async function probe(ops: object[]): Promise<ProbeResult[]> {
-  const env = { ...process.env };
+async function probe(ops: object[], extraEnv: Record<string, string> = {}): Promise<ProbeResult[]> {
+  const env = { ...process.env, ...extraEnv };
   delete env.SSH_AUTH_SOCK;
   const r = await bed.source.exec(process.execPath, [PROBE, JSON.stringify(ops)], { env, timeoutMs: 60_000 });
   if (r.code !== 0) throw new Error(`ssh probe failed (${r.code}): ${r.stderr}`);
@@ -165,6 +165,20 @@ describe('ssh2 client against the bed sshd', () => {
     // chunk queued.
     expect(out.waits).toBeGreaterThan(0);
     expect(out.maxBuffered).toBeLessThanOrEqual((2 << 20) + (1 << 20));
+  });
+
+  test('channel data sealed natively (transport/ssh-seal.ts) arrives intact across a rekey mid-stream; without it too', async () => {
+    const op = { op: 'stream', conn: conn(), command: 'sha256sum', bytes: 24 << 20, chunk: 1 << 20, rekeyAt: 8 << 20 };
+    type Out = { code: number; stdout: string; localSha256: string; sealedAtStart: boolean; sealedAtEnd: boolean; rekeyed: boolean };
+    const [sealed] = await probe([op]);
+    const a = okResult(sealed) as unknown as Out;
+    // sshd checks every packet's tag and the order of their nonces: one sealed wrongly ends the connection.
+    expect({ code: a.code, sha: a.stdout.split(' ')[0], rekeyed: a.rekeyed, start: a.sealedAtStart, end: a.sealedAtEnd })
+      .toEqual({ code: 0, sha: a.localSha256, rekeyed: true, start: true, end: true });
+    const [plain] = await probe([op], { GODWIT_SSH_SEAL: '0' });
+    const b = okResult(plain) as unknown as Out;
+    expect({ code: b.code, sha: b.stdout.split(' ')[0], start: b.sealedAtStart, end: b.sealedAtEnd })
+      .toEqual({ code: 0, sha: b.localSha256, start: false, end: false });
   });
 });
 

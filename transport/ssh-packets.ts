@@ -11,7 +11,8 @@
  * once every write of its packets has completed: the socket no longer holds its memory. (Reusing a slab only
  * when the socket happened to be empty left most of them to the GC: 0.05-0.07 s of page faults per 542 MB.)
  *
- * Only ssh2's AES-GCM cipher with its native binding (what it negotiates with OpenSSH where AES-NI exists) is
+ * Only ssh2's AES-GCM cipher with its native binding (what it negotiates with OpenSSH where AES-NI exists), or
+ * godwit's in its place (transport/ssh-seal.ts, whose sealed channel data is cut from the same slabs), is
  * changed, and only when it has the shape this was written against (ssh2 1.17): its allocPacket is replaced by
  * one that lays out the packet exactly as ssh2 does (RFC 4253 §6 with RFC 5647's unpadded length, room for the
  * 16-byte tag). Any other cipher or ssh2 is left alone, which is merely slower. Rekeying installs a new cipher
@@ -135,8 +136,13 @@ interface Ssh2Cipher {
   allocPacket(payloadLen: number): Buffer;
   /** Where ssh2's cipher hands each encrypted packet (the client's socket write). */
   _onWrite?: (packet: Buffer) => void;
+  /** godwit's cipher (transport/ssh-seal.ts): where the memory of its sealed channel data comes from. */
+  useSlabs?: (take: (n: number) => Buffer) => void;
   [POOLED]?: true;
 }
+
+/** ssh2's AES-GCM cipher with its native binding, and godwit's that takes its place (transport/ssh-seal.ts). */
+const GCM_CIPHERS = new Set(['AESGCMCipherBinding', 'SealingGcmCipher']);
 
 /** The socket as ssh2's client writes to it. */
 interface Ssh2Socket {
@@ -165,10 +171,11 @@ export function gcmPacket(payloadLen: number, pad: (packet: Buffer, at: number, 
 
 function poolCipher(cipher: unknown, pool: RandomPool, slabs: PacketSlabs, gather: boolean): void {
   const c = cipher as Ssh2Cipher | undefined;
-  if (!c || c[POOLED] || c.constructor?.name !== 'AESGCMCipherBinding' || typeof c.allocPacket !== 'function' || c.allocPacket.length !== 1) return;
+  if (!c || c[POOLED] || !GCM_CIPHERS.has(c.constructor?.name) || typeof c.allocPacket !== 'function' || c.allocPacket.length !== 1) return;
   c.allocPacket = (payloadLen: number) => gcmPacket(payloadLen, (p, at, n) => pool.fill(p, at, n), (n) => slabs.take(n));
   const direct = c._onWrite;
   if (gather && typeof direct === 'function') c._onWrite = (packet: Buffer) => slabs.send(packet, direct);
+  c.useSlabs?.((n) => slabs.take(n));
   c[POOLED] = true;
 }
 

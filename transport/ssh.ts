@@ -9,6 +9,8 @@
  * - exec() runs a command to completion; execStream() gives the channel itself, a Duplex whose write() returns
  *   false once the SSH window and a 2 MiB buffer are full (wait for 'drain'), so a slow peer bounds memory.
  */
+// First: it wraps ssh2's cipher factory, which ssh2 takes when it is loaded (transport/ssh-seal.ts).
+import { SealingGcmCipher, sealChannelWrites } from './ssh-seal';
 import { Client, utils as sshUtils, type ClientChannel, type ConnectConfig } from 'ssh2';
 import { readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
@@ -489,9 +491,15 @@ export class SshConnection {
     }
   }
 
+  /** Whether channel data leaves sealed natively (transport/ssh-seal.ts): AES-GCM negotiated, godwit's cipher in place. */
+  get dataSealed(): boolean {
+    return (this.client as unknown as { _protocol?: { _cipher?: unknown } })._protocol?._cipher instanceof SealingGcmCipher;
+  }
+
   /** Start a command and hand back its channel for streaming. */
   async execStream(command: string, opts: SshStreamOptions = {}): Promise<SshStream> {
     const { channel, done } = await this.openExec(command);
+    sealChannelWrites(channel);
     // Every write of the stream is batched (see batchSocketWrites).
     const write = channel.write;
     const batch = this.batch;
