@@ -23,6 +23,7 @@
  */
 import { randomFillSync } from 'node:crypto';
 import { loadAddon, type NativeGcmSeal } from '../native/addon';
+import { gcmPacket } from './ssh-packets';
 
 const CRYPTO_MODULE = 'ssh2/lib/protocol/crypto.js';
 const KEX_MODULE = 'ssh2/lib/protocol/kex.js';
@@ -78,18 +79,9 @@ export class SealingGcmCipher {
     this.seal.free();
   }
 
-  /** ssh2's AES-GCM layout: length, padding length, payload, random padding, room for the tag. */
+  /** ssh2's AES-GCM layout with a CSPRNG call for the padding (transport/ssh-packets.ts pads from a pool instead). */
   allocPacket(payloadLen: number): Buffer {
-    let pktLen = 4 + 1 + payloadLen;
-    let padLen = GCM_BLOCK - ((pktLen - 4) & (GCM_BLOCK - 1));
-    if (padLen < 4) padLen += GCM_BLOCK;
-    pktLen += padLen;
-    const packet = Buffer.allocUnsafe(pktLen + GCM_TAG);
-    packet.writeUInt32BE(pktLen - 4, 0);
-    packet[4] = padLen;
-    // One CSPRNG call per packet here; transport/ssh-packets.ts pads from a pool instead.
-    randomFillSync(packet, 5 + payloadLen, padLen);
-    return packet;
+    return gcmPacket(payloadLen, (p, at, n) => randomFillSync(p, at, n));
   }
 
   /** One packet ssh2 laid out: sealed in place and written, as ssh2's cipher does. */
