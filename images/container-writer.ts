@@ -221,7 +221,7 @@ class ContainerPageWriter implements PageWriter {
     this.ownPool = !pool;
     this.chunkSize = chunkSize;
     this.level = level;
-    this.outCapacity = compressBound(chunkSize) + 64; // frame header + content checksum beyond the block bound
+    this.outCapacity = compressBound(chunkSize) + 64; // the frame header beyond the block bound (a raw frame fits too)
     // The workers leave room for each chunk's header right before its compressed bytes, and pack a job's chunks
     // one after another: the sink gets a job's file bytes as one contiguous run (streamPageSink sends it in frames
     // of the stream's chunk size, without copying).

@@ -26,11 +26,13 @@ export interface GodwitAddon {
    *  taken, credit bytes taken (8 + data per frame), frames taken; the pump adds to them. */
   Pump?: new (counters: Float64Array) => NativePump;
   /** The outgoing half of an SSH connection's AES-GCM cipher (native/addon/seal.c): key 16 or 32 bytes, IV 12. */
-  GcmSeal?: (new (key: Uint8Array, iv: Uint8Array) => NativeGcmSeal) & {
-    /** Bytes seal() writes for dataLength bytes in packets of packetSize. */
-    sealedSize(dataLength: number, packetSize: number): number;
-  };
+  GcmSeal?: GcmSealClass;
 }
+
+export type GcmSealClass = (new (key: Uint8Array, iv: Uint8Array) => NativeGcmSeal) & {
+  /** Bytes seal() writes for dataLength bytes in packets of packetSize. */
+  sealedSize(dataLength: number, packetSize: number): number;
+};
 
 /** AES-GCM sealing of SSH packets (RFC 5647); one invocation counter across both methods, in call order. */
 export interface NativeGcmSeal {

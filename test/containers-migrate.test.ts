@@ -17,7 +17,7 @@ import { createHosts, Host, TestBed } from '../scenarios/hosts';
 import { runContainer, RunningContainer } from '../scenarios/container/bundle';
 import { removeCgroupTree, runUnshareContainer, UnshareContainer } from '../scenarios/container/unshare';
 import { addContainerVeth, NetHost, pingFrom } from '../scenarios/netns';
-import { killFirstRestorer, nsInode, processesIn, safeRead, threadStates } from './helpers/host-procs';
+import { killFirstRestorerOn, nsInode, processesIn, safeRead, threadStates } from './helpers/host-procs';
 import { Run, runInHost } from './helpers/run-in-host';
 
 const CLI = path.resolve(__dirname, '..', 'cli', 'main.js');
@@ -291,17 +291,11 @@ describe('a failed container migration: the source runs on unharmed, host B hold
     uc = await runUnshareContainer({ hostname: 'gw-mig-k', memMib: 8 });
     await addContainerVeth(uc.pid, sourceNetHost(), { subnet: SUBNET });
     const targetDir = path.join(work, 'img-killed');
-    let watch: ReturnType<typeof killFirstRestorer> | undefined;
+    let watch: ReturnType<typeof killFirstRestorerOn> | undefined;
     const r = await migrateCli(['--pid', String(uc.pid)], targetDir, ['--bridge', BRIDGE], (e) => {
       // As in test/migrate: the watch starts with the stream, and kills the first restorer the receiver starts.
       if (e.event !== 'state' || e.state !== 'streaming') return;
-      void (async () => {
-        for (let i = 0; i < 400 && !watch; i++) {
-          const receiver = Number(processesIn(bed.target).find((p) => p.includes(' receive --dir '))?.split(' ')[0] ?? 0);
-          if (receiver) watch = killFirstRestorer(receiver);
-          else await sleep(5);
-        }
-      })();
+      watch ??= killFirstRestorerOn(bed.target);
     }).finally(() => watch?.stop());
     const killed = await watch?.killed;
     expect(killed).toBeDefined();

@@ -11,7 +11,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { createHosts, TestBed } from '../scenarios/hosts';
 import { findWorkloadPids, startWorkload, Workload, WorkloadName } from '../scenarios/workload';
-import { killFirstRestorer, nsInode, processesIn, safeRead, threadStates } from './helpers/host-procs';
+import { killFirstRestorerOn, nsInode, processesIn, safeRead, threadStates } from './helpers/host-procs';
 import { Run, RunEvent, runInHost } from './helpers/run-in-host';
 
 const CLI = path.resolve(__dirname, '..', 'cli', 'main.js');
@@ -152,18 +152,12 @@ describe('godwit migrate between two test hosts', () => {
 async function restoreKilledHalfWay(dirName: string, extra: string[]): Promise<void> {
   const w = await start('mem-counter', ['--mib', '128']);
   const targetDir = path.join(work, dirName);
-  let watch: ReturnType<typeof killFirstRestorer> | undefined;
+  let watch: ReturnType<typeof killFirstRestorerOn> | undefined;
   const r = await migrateCli(w, ['--target-dir', targetDir, ...extra], (e) => {
     // The restorer starts once the files are checked: the watch starts with the stream (the receiver runs by then),
     // so it is already polling when a fast restore begins; it kills the first one it sees.
     if (e.event !== 'state' || e.state !== 'streaming') return;
-    void (async () => {
-      for (let i = 0; i < 400 && !watch; i++) {
-        const receiver = Number(processesIn(bed.target).find((p) => p.includes(' receive --dir '))?.split(' ')[0] ?? 0);
-        if (receiver) watch = killFirstRestorer(receiver);
-        else await sleep(5);
-      }
-    })();
+    watch ??= killFirstRestorerOn(bed.target);
   }).finally(() => watch?.stop());
   const killed = await watch?.killed;
   if (process.env.GODWIT_TEST_DEBUG) process.stderr.write(`killed: ${killed}\n`);

@@ -1,12 +1,12 @@
 /**
  * Channel data sealed natively: ssh2's outgoing AES-GCM cipher replaced by godwit's (native/addon/seal.c), and a
- * stream channel whose writes become SSH packets in one native call per window's worth of data.
+ * stream channel whose writes become SSH packets in native calls of up to 224 KiB each, not one packet at a time.
  *
  * ssh2 sends a channel write as one SSH_MSG_CHANNEL_DATA packet per 32 KiB (OpenSSH's packet size for a session
  * channel), each one a dozen JavaScript calls, an allocation and a copy of the data into the packet before it is
  * encrypted: ~0.3 s of the sending process's CPU per 538 MB here, on the path every page of a migration takes.
- * GcmSeal.seal() lays out and encrypts all the packets a write (or the window) allows straight from the caller's
- * bytes into one buffer, which goes to the socket as one write.
+ * GcmSeal.seal() lays out and encrypts up to 224 KiB of them per call, straight from the caller's bytes into slab
+ * memory (transport/ssh-packets.ts), where consecutive runs go to the socket as one write.
  *
  * How it is wired into ssh2 1.17, and what keeps it safe where ssh2 differs:
  * - ssh2's key exchange creates each outgoing cipher with crypto.js's createCipher, which kex.js takes at load:
@@ -22,15 +22,11 @@
  *   ssh2 as it is (to compare the two).
  */
 import { randomFillSync } from 'node:crypto';
-import { loadAddon, type NativeGcmSeal } from '../native/addon';
+import { loadAddon, type GcmSealClass, type NativeGcmSeal } from '../native/addon';
 import { gcmPacket } from './ssh-packets';
 
 const CRYPTO_MODULE = 'ssh2/lib/protocol/crypto.js';
 const KEX_MODULE = 'ssh2/lib/protocol/kex.js';
-const GCM_BLOCK = 16;
-const GCM_TAG = 16;
-/** Bytes a CHANNEL_DATA payload adds to its data: message number, recipient, data length. */
-const DATA_HDR = 9;
 /** Data bytes sealed per native call at most: its packets fit the 1 MiB slabs transport/ssh-packets.ts cuts. */
 const PIECE_BYTES = 224 << 10;
 
@@ -44,34 +40,21 @@ interface OutboundConfig {
   forceNative?: boolean;
 }
 
-/** Bytes of one sealed CHANNEL_DATA packet carrying n data bytes (RFC 4253 §6, RFC 5647's unpadded length). */
-function packetBytes(n: number): number {
-  const enc = 1 + DATA_HDR + n;
-  let pad = GCM_BLOCK - (enc & (GCM_BLOCK - 1));
-  if (pad < 4) pad += GCM_BLOCK;
-  return 4 + enc + pad + GCM_TAG;
-}
-
-/** Bytes GcmSeal.seal writes for `length` data bytes cut into packets of `packetSize`. */
-export function sealedSize(length: number, packetSize: number): number {
-  const full = Math.floor(length / packetSize);
-  const rest = length - full * packetSize;
-  return full * packetBytes(packetSize) + (rest > 0 ? packetBytes(rest) : 0);
-}
-
 /** ssh2's outgoing AES-GCM cipher, with godwit's native context: ssh2's packets one by one, a channel's in runs. */
 export class SealingGcmCipher {
   outSeqno: number;
   _onWrite: (packet: Buffer) => void;
   _dead = false;
   private readonly seal: NativeGcmSeal;
+  private readonly sealedSize: (dataLength: number, packetSize: number) => number;
   /** Memory for sealed packets (transport/ssh-packets.ts's slabs, whose consecutive packets go out as one write). */
   private take: (n: number) => Buffer = Buffer.allocUnsafe;
 
-  constructor(enc: OutboundConfig, Seal: new (key: Uint8Array, iv: Uint8Array) => NativeGcmSeal) {
+  constructor(enc: OutboundConfig, Seal: GcmSealClass) {
     this.outSeqno = enc.seqno;
     this._onWrite = enc.onWrite;
     this.seal = new Seal(enc.cipherKey as Buffer, enc.cipherIV as Buffer);
+    this.sealedSize = Seal.sealedSize;
   }
 
   free(): void {
@@ -102,7 +85,7 @@ export class SealingGcmCipher {
     const piece = Math.max(1, Math.floor(PIECE_BYTES / packetSize)) * packetSize;
     for (let at = 0; at < data.length && !this._dead; at += piece) {
       const part = at === 0 && data.length <= piece ? data : data.subarray(at, Math.min(at + piece, data.length));
-      const out = this.take(sealedSize(part.length, packetSize));
+      const out = this.take(this.sealedSize(part.length, packetSize));
       const bytes = this.seal.seal(recipient, part, packetSize, out);
       this.outSeqno = (this.outSeqno + Math.ceil(part.length / packetSize)) >>> 0;
       this._onWrite(bytes === out.length ? out : out.subarray(0, bytes));

@@ -96,3 +96,31 @@ done`;
     },
   };
 }
+
+/**
+ * killFirstRestorer for the `godwit receive` that host runs (found within 2 s): start it as the migration starts
+ * streaming, so that it is already polling when a fast restore begins. `killed` is undefined if no receiver was found.
+ */
+export function killFirstRestorerOn(host: Host): { killed: Promise<string | undefined>; stop(): void } {
+  let watch: ReturnType<typeof killFirstRestorer> | undefined;
+  let stopped = false;
+  const killed = (async () => {
+    for (let i = 0; i < 400 && !stopped; i++) {
+      const receiver = Number(processesIn(host).find((p) => p.includes(' receive --dir '))?.split(' ')[0] ?? 0);
+      if (receiver) {
+        watch = killFirstRestorer(receiver);
+        if (stopped) watch.stop();
+        return watch.killed;
+      }
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    return undefined;
+  })();
+  return {
+    killed,
+    stop: () => {
+      stopped = true;
+      watch?.stop();
+    },
+  };
+}
