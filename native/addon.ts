@@ -14,6 +14,8 @@ export interface GodwitAddon {
   pipeSize(fd: number, bytes?: number): number;
   /** Bytes to skip from view's start to an address that is a multiple of align (a power of two). */
   alignOffset(view: Uint8Array, align: number): number;
+  /** setsockopt(TCP_QUICKACK) on a TCP socket: a delayed ACK goes out now. Throws Error with errno and syscall. */
+  tcpQuickAck?(fd: number): void;
   /** src stored as a zstd frame of raw blocks in dst (at least src.length + 9 + 3 per 128 KiB); returns its bytes.
    *  Throws ENOBUFS if dst is too small. */
   zstdRawFrame(dst: Uint8Array, src: Uint8Array): number;

@@ -18,6 +18,7 @@ import { join } from 'node:path';
 import type { Socket } from 'node:net';
 import type { Readable } from 'node:stream';
 import { GodwitError } from '../util/errors';
+import { loadAddon } from '../native/addon';
 import { poolPackets } from './ssh-packets';
 import {
   checkHostKey,
@@ -340,6 +341,26 @@ function batchSocketWrites(sock: Socket | undefined): () => void {
   return batch;
 }
 
+/**
+ * sshd sets TCP_NODELAY for interactive sessions only: a small packet it writes (the receiver's Complete, Ready,
+ * Running) waits behind its previous small one (a window adjust) until that is acknowledged, and this side's kernel
+ * delays that ACK by up to 40 ms when it has nothing to send back. TCP_QUICKACK after each read sends the ACK at once.
+ * Measured, 256 MiB migrations, 4 alternating rounds each: Complete took 0.5-35 ms (mean 11) to arrive, 0.5-1.7 with.
+ */
+function ackPromptly(sock: Socket | undefined): void {
+  const addon = loadAddon();
+  const fd = (sock as unknown as { _handle?: { fd?: number } } | undefined)?._handle?.fd;
+  if (!sock || !addon?.tcpQuickAck || typeof fd !== 'number' || fd < 0) return;
+  const quickAck = addon.tcpQuickAck;
+  sock.prependListener('data', () => {
+    try {
+      quickAck(fd);
+    } catch {
+      // Best effort: only a latency is at stake.
+    }
+  });
+}
+
 /** One authenticated SSH connection. Close it with close(). */
 export class SshConnection {
   private closedFlag = false;
@@ -364,6 +385,12 @@ export class SshConnection {
     // ssh2 keeps its socket in a private field; should that change, writes are simply not batched.
     this.batch = batchSocketWrites((client as unknown as { _sock?: Socket })._sock);
     this.packetsPooled = poolPackets(client);
+    // No Nagle: writes are batched already (above, and sealed runs of channel data), so it could only hold back a
+    // small write behind unacknowledged data until the peer's delayed ACK: the last packets of a stream, End, Commit.
+    // Measured: End reached the target 27-34 ms after it was sent, 2-3 ms without; 256 MiB migrations' transfer 415
+    // -> 366 ms (mean of 4 alternating rounds each).
+    client.setNoDelay(true);
+    ackPromptly((client as unknown as { _sock?: Socket })._sock);
     // Errors after 'ready' (keepalive timeout, reset) end the connection: remember them for the channels.
     client.on('error', (err: Error & { level?: string }) => {
       this.lostError ??= new SshError(host, port, err.level === 'client-timeout'

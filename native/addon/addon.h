@@ -19,6 +19,7 @@ bool gw_bytes_arg(napi_env env, napi_value v, uint8_t **data, size_t *len);
 napi_value gw_readv_js(napi_env env, napi_callback_info info);
 napi_value gw_pipe_size_js(napi_env env, napi_callback_info info);
 napi_value gw_align_offset_js(napi_env env, napi_callback_info info);
+napi_value gw_tcp_quickack_js(napi_env env, napi_callback_info info);
 napi_value gw_crc32_js(napi_env env, napi_callback_info info);
 napi_value gw_read_crc_js(napi_env env, napi_callback_info info);
 napi_value gw_zstd_raw_frame_js(napi_env env, napi_callback_info info);

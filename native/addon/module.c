@@ -1,7 +1,8 @@
 /* godwit.node: godwit's Node-API addon, for what Node itself cannot do or does slowly on the hot paths.
  *
  *   readv.c    process_vm_readv for the dump's page readers
- *   stream.c   pipe sizes and buffer alignment for the receiving end of a stream; reads hashed off the main thread
+ *   stream.c   pipe sizes and buffer alignment for the receiving end of a stream; reads hashed off the main thread;
+ *              TCP_QUICKACK for the SSH connection
  *   crc32.c    CRC-32 by carry-less multiplication for the stream's frames (../common/crc32.c)
  *   pump.c     the receiving end's frame pump: data frames of large files to disk without JavaScript
  *   rawframe.c a zstd frame of raw blocks, for the page container's chunks that do not compress
@@ -64,6 +65,7 @@ NAPI_MODULE_INIT()
 	export_fn(env, exports, "readv", gw_readv_js);
 	export_fn(env, exports, "pipeSize", gw_pipe_size_js);
 	export_fn(env, exports, "alignOffset", gw_align_offset_js);
+	export_fn(env, exports, "tcpQuickAck", gw_tcp_quickack_js);
 	export_fn(env, exports, "zstdRawFrame", gw_zstd_raw_frame_js);
 	/* Absent where the CPU cannot fold (no PCLMULQDQ): callers fall back to zlib's crc32. */
 	if (gw_crc32_accelerated()) {

@@ -4,6 +4,9 @@
  * (transport/pipe-size.ts grows the stdin pipe `godwit receive` reads its stream from). Throws an Error with
  * .errno and .syscall.
  *
+ * tcpQuickAck(fd): TCP_QUICKACK on a TCP socket: an ACK the kernel holds back (delayed ACK) goes out now. Node has
+ * no such socket option (transport/ssh.ts uses it on the SSH connection, see there why).
+ *
  * alignOffset(view, align) -> bytes from the view's start to the next address that is a multiple of align (the
  * receiver's O_DIRECT staging buffers, transport/direct-appender.ts).
  *
@@ -11,6 +14,8 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -45,6 +50,22 @@ napi_value gw_pipe_size_js(napi_env env, napi_callback_info info)
 	napi_value r;
 	napi_create_int32(env, size, &r);
 	return r;
+}
+
+napi_value gw_tcp_quickack_js(napi_env env, napi_callback_info info)
+{
+	size_t argc = 1;
+	napi_value argv[1];
+	int32_t fd;
+	if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 1 ||
+	    napi_get_value_int32(env, argv[0], &fd) != napi_ok || fd < 0) {
+		napi_throw_type_error(env, NULL, "tcpQuickAck(fd)");
+		return NULL;
+	}
+	int one = 1;
+	if (setsockopt(fd, IPPROTO_TCP, TCP_QUICKACK, &one, sizeof(one)) < 0)
+		return fail_fd(env, errno, "setsockopt(TCP_QUICKACK)", fd);
+	return NULL;
 }
 
 /* alignOffset(view, align) -> bytes to skip from the view's start to reach an address that is a multiple of align
