@@ -191,7 +191,7 @@ async function main(): Promise<void> {
         share('source: container step (parallel)', step(c, 'container: namespaces, mounts, rootfs, cgroups'));
         row('source: memory (collect, pages)', memorySource(p), memorySource(c));
         share('source: hold in the cgroup freezer', step(c, 'container: frozen (cgroup freezer) until the target runs it'));
-        row('stream: last bytes, target sync', step(p, 'target: check and sync the files'), step(c, 'target: check and sync the files'));
+        row('stream: last bytes, target check', step(p, 'target: check the files'), step(c, 'target: check the files'));
         share('target: cgroups', target(c, 'container: cgroups'));
         share('target: namespaces (holder, uts, ipc)', target(c, 'container: namespaces'));
         share('target: net (veth on the bridge)', target(c, 'container: net'));

@@ -84,7 +84,7 @@ export interface MigrateSummary {
   downtimeMs: number;
   /** Command start -> done (connection included). */
   totalMs: number;
-  /** From the start of the checkpoint (before the freeze) to the target's Complete (files checked and synced there). */
+  /** From the start of the checkpoint (before the freeze) to the target's Complete (every file checked there). */
   streamMs: number;
   /**
    * The transfer proper: from the moment every page has been read out of the frozen tree (compression and sending
@@ -325,7 +325,7 @@ export function migrateTasks(s: MigrateState): ListrTask[] {
       },
     }),
     timed(s, {
-      title: 'target: check and sync the files',
+      title: 'target: check the files',
       task: async () => {
         await s.tx!.finishStream();
         s.streamEndedAt = process.hrtime.bigint();

@@ -1,12 +1,12 @@
 import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { Readable } from 'node:stream';
+import { PassThrough, Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { FrameType, MARKER_NAME } from '../transport/frames';
 import { localEndpoint, sendImageDir } from '../transport/endpoint';
 import { GODWIT_CLI, closeAllLocal, spawnLocal } from '../transport/local';
-import { discardStale, processStartTime } from '../transport/receive';
+import { ImageReceiver, discardStale, processStartTime } from '../transport/receive';
 import { ImageSender } from '../transport/send';
 import { describeError } from '../util/errors';
 import { corruptingChannel, makeTree, rawSession, readTree, sleep, tempDir } from './transport-helpers';
@@ -50,6 +50,37 @@ describe('godwit send/receive over a local child process', () => {
     for (const name of Object.keys(files)) expect(fs.statSync(path.join(dst, name)).mode & 0o777).toBe(0o600);
     for (const d of ['', 'sub', 'sub/deeper']) expect(fs.statSync(path.join(dst, d)).mode & 0o777).toBe(0o700);
     expect(fs.existsSync(path.join(dst, MARKER_NAME))).toBe(false);
+  });
+
+  test('the receiver fsyncs every file and directory before Complete; not durable (a migration target that discards its images), none', async () => {
+    // The real FileHandle's own sync and datasync, counted (the receiver's only ways to sync).
+    const probe = await fs.promises.open(path.join(src, 'core-1.img'), 'r');
+    const proto = Object.getPrototypeOf(probe) as { sync: () => Promise<void>; datasync: () => Promise<void> };
+    await probe.close();
+    const sync = jest.spyOn(proto, 'sync');
+    const datasync = jest.spyOn(proto, 'datasync');
+    try {
+      for (const durable of [true, false]) {
+        sync.mockClear();
+        datasync.mockClear();
+        const dst = path.join(work, `durable-${durable}`);
+        const toReceiver = new PassThrough();
+        const toSender = new PassThrough();
+        const receiver = new ImageReceiver({ dir: dst, durable, channel: { label: 'sender', toPeer: toSender, fromPeer: toReceiver, close() {} } });
+        const received = receiver.receive();
+        const sender = await ImageSender.open({ label: 'receiver', toPeer: toReceiver, fromPeer: toSender, close() {} });
+        await sender.sendDirectory(src);
+        const r = await sender.finish();
+        await received;
+        expectSameTree(readTree(dst), files);
+        expect(r.files).toBe(Object.keys(files).length);
+        // Each file once, then the directory and the two it made ('sub', 'sub/deeper').
+        expect([durable, sync.mock.calls.length + datasync.mock.calls.length]).toEqual([durable, durable ? Object.keys(files).length + 3 : 0]);
+      }
+    } finally {
+      sync.mockRestore();
+      datasync.mockRestore();
+    }
   });
 
   test('the streaming producer API: files written while they are produced, two at once', async () => {

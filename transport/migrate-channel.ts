@@ -4,7 +4,7 @@
  *   source (tree running, then frozen)           target (`godwit receive --migrate`)
  *   ---- Hello ---------------------------------->   (its memory reserve faulting in)
  *   <--- Reserved {bytes} ------------------------   the reserve is held: the source may freeze ('reserve' cap.)
- *   ---- FileBegin, Data..., FileEnd ------------>   files written, checked, synced
+ *   ---- FileBegin, Data..., FileEnd ------------>   files written, checked (synced if kept)
  *   ---- End ------------------------------------>
  *   <--- Complete --------------------------------   every file verified on disk
  *                                                    restore, the restored tree kept stopped
@@ -332,7 +332,9 @@ export interface MigrateTargetOptions {
 export type TargetState = 'receiving' | 'restoring' | 'ready' | 'running' | 'discarded';
 
 export async function migrateTarget(opts: MigrateTargetOptions & { onState?: (s: TargetState) => void }): Promise<ReceiveResult> {
+  // Durable only when kept: the restore reads the images at once and removes them (ReceiveOptions.durable).
   const r = new ImageReceiver({ dir: opts.dir, channel: opts.channel, window: opts.window ?? DEFAULT_WINDOW, directIo: !opts.cacheImages,
+    durable: !!opts.keepImages,
     onHandshake: (peer) => {
       if (!peer.caps.includes('reserve')) return;
       // Best effort: a stream that fails meanwhile reports that itself.
