@@ -117,7 +117,14 @@ export class StreamImageOutput implements ImageOutput {
       throw new GodwitError(`image stream: ${[...this.pageWriters].map((w) => w.name).join(', ')} not finished before the manifest`);
     }
     await this.shared.chain;
-    if (!this.prefix) await this.closePool();
+    const manifest = await this.sendManifest(extra);
+    // The workers end on their own threads (5-10 ms each to tear down): the end of the stream does not wait for them.
+    // On a failure above, abort() stops them.
+    if (!this.prefix) void this.closePool().catch(() => undefined);
+    return manifest;
+  }
+
+  private async sendManifest(extra: Partial<ImageProvenance>): Promise<Manifest> {
     const manifest: Manifest = {
       format: MANIFEST_FORMAT,
       version: MANIFEST_VERSION,
