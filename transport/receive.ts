@@ -59,7 +59,8 @@ export interface ReceiveOptions {
    * directories at the end. A migration's target passes false unless it keeps the images: its restore reads them
    * at once and removes them after, and until the target runs the workload the source holds it (frozen), so a crash
    * of the target loses nothing an fsync would have kept. Each fsync costs a journal commit (0.5-11 ms measured
-   * here), in the receiver's frame loop: the small image files went before the pages and held them up by ~25 ms.
+   * here), in the receiver's frame loop: the eleven small image files of a migration, which go before the pages,
+   * took the receiver 26 ms with their fsyncs and 12 ms without.
    * The checks (size, crc32) and the link into place are the same either way.
    */
   durable?: boolean;
