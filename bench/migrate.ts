@@ -15,8 +15,8 @@
  * quarter of that.
  *
  * Stream throughput of the migration = wire bytes / transfer time (from the moment every page has been read out of
- * the frozen tree, when compression and sending run, to the target's Complete: every file written, checked and
- * fsynced there). OpenSSH's = the same byte count / the time from the remote's "go" to ssh's exit, run twice after
+ * the frozen tree, when compression and sending run, to the target's Complete: every file written and checked
+ * there; not fsynced, since a migration's target restores the images at once and removes them). OpenSSH's = the same byte count / the time from the remote's "go" to ssh's exit, run twice after
  * each migration. The ratio printed is godwit's best round against OpenSSH's best run (this VM's throughput varies
  * by ±20% from run to run). The restored workload verifies itself on the target after each run (a migration that
  * loses data does not count).

@@ -118,7 +118,7 @@ export class StreamImageOutput implements ImageOutput {
     }
     await this.shared.chain;
     const manifest = await this.sendManifest(extra);
-    // The workers end on their own threads (5-10 ms each to tear down): the end of the stream does not wait for them.
+    // The workers end on their own threads (5-10 ms for the pool here): the end of the stream does not wait for them.
     // On a failure above, abort() stops them.
     if (!this.prefix) void this.closePool().catch(() => undefined);
     return manifest;

@@ -192,7 +192,7 @@ export class ImageReceiver {
     this.opts.log?.(line);
   }
 
-  /** Handshake, then take files until the sender's End; answers Complete once all is verified and synced. */
+  /** Handshake, then take files until the sender's End; answers Complete once all is verified (and synced, if durable). */
   async receive(): Promise<ReceiveResult> {
     const peer = await handshake(this.opts.channel, this.reader, this.writer, 'receiver', new TailBuffer(undefined), this.window);
     this.opts.onHandshake?.(peer);
