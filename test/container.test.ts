@@ -7,6 +7,7 @@ import { ImageError } from '../util/errors';
 import { crc32Combine } from '../images/crc32';
 import { CompressionPool } from '../images/container-pool';
 import * as binding from 'zstd-napi/binding';
+import { loadAddon } from '../native/addon';
 import {
   CHUNK_HEADER_SIZE, HEADER_SIZE, TRAILER_SIZE, encodeChunkHeader, encodeIndex, encodeTrailer, type ChunkInfo,
 } from '../images/container-format';
@@ -151,6 +152,80 @@ describe('page container round trip', () => {
     } finally {
       await r.close();
     }
+  });
+
+  /** The block types of a single-segment zstd frame with a 4-byte content size (0 raw, 1 RLE, 2 compressed). */
+  function blockTypes(frame: Buffer): number[] {
+    expect(frame.readUInt32LE(0)).toBe(0xfd2fb528);
+    expect(frame[4]).toBe(0xa0);
+    const types: number[] = [];
+    for (let at = 9; ;) {
+      const h = frame.readUIntLE(at, 3);
+      const type = (h >> 1) & 3;
+      types.push(type);
+      at += 3 + (type === 1 ? 1 : h >>> 3);
+      if (h & 1) {
+        expect(at).toBe(frame.length);
+        return types;
+      }
+    }
+  }
+
+  test('chunks whose every page is one byte repeated are stored as RLE blocks; a chunk with any other page goes to zstd', async () => {
+    const chunk = 256 << 10;
+    const pageBytes = Buffer.alloc(chunk);
+    for (let p = 0; p < chunk / 4096; p++) pageBytes.fill((p * 37 + 11) & 255, p * 4096, (p + 1) * 4096);
+    const oneOff = Buffer.from(pageBytes);
+    oneOff[chunk - 1] ^= 1; // the last byte of the last page
+    const tail = Buffer.alloc(3 * 4096 + 100, 0x5a); // a last chunk ending in a partial page
+    const data = Buffer.concat([Buffer.alloc(chunk), pageBytes, oneOff, Buffer.alloc(chunk, 0xff), tail]);
+    const file = await writePages(newDir(), data, [chunk], { chunkSize: chunk });
+    expect((await readAll(file)).equals(data)).toBe(true);
+    const r = (await openPagesFile(file)) as ContainerReader;
+    try {
+      const fd = fs.openSync(file, 'r');
+      const frames = r.chunks.map((c) => {
+        const b = Buffer.alloc(c.compressedLength);
+        fs.readSync(fd, b, 0, b.length, c.fileOffset + CHUNK_HEADER_SIZE);
+        return b;
+      });
+      fs.closeSync(fd);
+      // 4 bytes per run of one byte, runs cut at 128 KiB (zstd's largest block).
+      expect(frames.map((f) => f.length)).toEqual([9 + 2 * 4, 9 + 64 * 4, frames[2]!.length, 9 + 2 * 4, 9 + 4]);
+      for (const i of [0, 1, 3, 4]) expect(blockTypes(frames[i]!).every((t) => t === 1)).toBe(true);
+      expect(blockTypes(frames[2]!)).toContain(2);
+    } finally {
+      await r.close();
+    }
+  });
+
+  /** zstd's own decoder (zstd-napi's, one-shot), into a buffer with one byte to spare: a frame that says too much fails. */
+  function unzstd(frame: Uint8Array, size: number): Buffer {
+    const out = Buffer.alloc(size + 1);
+    return out.subarray(0, binding.decompress(out, frame));
+  }
+
+  test('zstdUniformFrame: frames any zstd decoder reads, 0 for other bytes, clear errors', () => {
+    const uniform = loadAddon()?.zstdUniformFrame;
+    if (!uniform) throw new Error('the addon is not built: make -C native');
+    const dst = Buffer.alloc(1024);
+    const cases: Buffer[] = [Buffer.from([7]), Buffer.concat([Buffer.alloc(4096, 1), Buffer.alloc(1, 2)]),
+      Buffer.concat([Buffer.alloc(128 << 10, 3), Buffer.alloc(8192, 3), Buffer.alloc(4096, 4)])];
+    for (const src of cases) {
+      const n = uniform(dst, src);
+      expect(n).toBeGreaterThan(0);
+      expect(unzstd(dst.subarray(0, n), src.length).equals(src)).toBe(true);
+    }
+    expect(uniform(dst, Buffer.alloc(0))).toBe(0);
+    const mixed = Buffer.alloc(8192, 9);
+    mixed[6000] = 8; // the second page
+    expect(uniform(dst, mixed)).toBe(0);
+    expect(uniform(dst, crypto.randomBytes(4096))).toBe(0);
+    // From a SharedArrayBuffer (the page buffer), as the workers call it.
+    const shared = Buffer.from(new SharedArrayBuffer(8192)).fill(6);
+    expect(unzstd(dst.subarray(0, uniform(dst, shared)), 8192).equals(Buffer.alloc(8192, 6))).toBe(true);
+    expect(() => uniform(Buffer.alloc(16), Buffer.alloc(8192))).toThrow(expect.objectContaining({ code: 'ENOBUFS', syscall: 'zstdUniformFrame' }));
+    expect(() => (uniform as unknown as (a: unknown, b: unknown) => number)('x', dst)).toThrow(/^zstdUniformFrame\(dst: Uint8Array, src: Uint8Array\)$/);
   });
 
   test('frames with zstd\'s content checksum (as godwit wrote them before) are read and checked', async () => {

@@ -23,6 +23,7 @@ napi_value gw_tcp_quickack_js(napi_env env, napi_callback_info info);
 napi_value gw_crc32_js(napi_env env, napi_callback_info info);
 napi_value gw_read_crc_js(napi_env env, napi_callback_info info);
 napi_value gw_zstd_raw_frame_js(napi_env env, napi_callback_info info);
+napi_value gw_zstd_uniform_frame_js(napi_env env, napi_callback_info info);
 /* The GcmSeal class (seal.c), or NULL if it could not be defined. */
 napi_value gw_seal_class(napi_env env);
 /* The Pump class (pump.c), or NULL if it could not be defined. */

@@ -67,6 +67,7 @@ NAPI_MODULE_INIT()
 	export_fn(env, exports, "alignOffset", gw_align_offset_js);
 	export_fn(env, exports, "tcpQuickAck", gw_tcp_quickack_js);
 	export_fn(env, exports, "zstdRawFrame", gw_zstd_raw_frame_js);
+	export_fn(env, exports, "zstdUniformFrame", gw_zstd_uniform_frame_js);
 	/* Absent where the CPU cannot fold (no PCLMULQDQ): callers fall back to zlib's crc32. */
 	if (gw_crc32_accelerated()) {
 		export_fn(env, exports, "crc32", gw_crc32_js);
