@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "addon.h"
@@ -35,24 +36,46 @@ static void put_le(uint8_t *p, uint64_t v, int n)
 		p[i] = (uint8_t)(v >> (8 * i));
 }
 
+static void frame_header(uint8_t *p, size_t content)
+{
+	put_le(p, ZSTD_MAGIC, 4);
+	p[4] = FHD_SINGLE_SEGMENT_FCS4;
+	put_le(p + 5, content, 4);
+}
+
+/* The (dst, src) arguments both functions take, src within a 4-byte content size; false with an exception pending. */
+static bool frame_args(napi_env env, napi_callback_info info, const char *fn, uint8_t **dst, size_t *dst_len, uint8_t **src,
+		       size_t *src_len)
+{
+	size_t argc = 2;
+	napi_value argv[2];
+	if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 2 || !gw_bytes_arg(env, argv[0], dst, dst_len) ||
+	    !gw_bytes_arg(env, argv[1], src, src_len)) {
+		char usage[64];
+		snprintf(usage, sizeof(usage), "%s(dst: Uint8Array, src: Uint8Array)", fn);
+		napi_throw_type_error(env, NULL, usage);
+		return false;
+	}
+	if (*src_len > UINT32_MAX) {
+		char msg[64];
+		snprintf(msg, sizeof(msg), "%s: src is larger than a 4-byte content size", fn);
+		gw_throw_sys(env, EFBIG, fn, msg, NULL, 0);
+		return false;
+	}
+	return true;
+}
+
 napi_value gw_zstd_raw_frame_js(napi_env env, napi_callback_info info)
 {
-	size_t argc = 2, dst_len, src_len;
-	napi_value argv[2], r;
+	size_t dst_len, src_len;
+	napi_value r;
 	uint8_t *dst, *src;
-	if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 2 || !gw_bytes_arg(env, argv[0], &dst, &dst_len) ||
-	    !gw_bytes_arg(env, argv[1], &src, &src_len)) {
-		napi_throw_type_error(env, NULL, "zstdRawFrame(dst: Uint8Array, src: Uint8Array)");
+	if (!frame_args(env, info, "zstdRawFrame", &dst, &dst_len, &src, &src_len))
 		return NULL;
-	}
-	if (src_len > UINT32_MAX)
-		return gw_throw_sys(env, EFBIG, "zstdRawFrame", "zstdRawFrame: src is larger than a 4-byte content size", NULL, 0);
 	if (dst_len < raw_frame_size(src_len))
 		return gw_throw_sys(env, ENOBUFS, "zstdRawFrame", "zstdRawFrame: dst is smaller than the frame", NULL, 0);
 	uint8_t *o = dst;
-	put_le(o, ZSTD_MAGIC, 4);
-	o[4] = FHD_SINGLE_SEGMENT_FCS4;
-	put_le(o + 5, src_len, 4);
+	frame_header(o, src_len);
 	o += FRAME_HEADER;
 	size_t at = 0;
 	do {
@@ -94,16 +117,11 @@ static bool uniform(const uint8_t *p, size_t n)
  * zstd's. A chunk with any other page gives 0 at that page and goes to zstd: a random chunk costs one cache line. */
 napi_value gw_zstd_uniform_frame_js(napi_env env, napi_callback_info info)
 {
-	size_t argc = 2, dst_len, src_len;
-	napi_value argv[2], r;
+	size_t dst_len, src_len;
+	napi_value r;
 	uint8_t *dst, *src;
-	if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 2 || !gw_bytes_arg(env, argv[0], &dst, &dst_len) ||
-	    !gw_bytes_arg(env, argv[1], &src, &src_len)) {
-		napi_throw_type_error(env, NULL, "zstdUniformFrame(dst: Uint8Array, src: Uint8Array)");
+	if (!frame_args(env, info, "zstdUniformFrame", &dst, &dst_len, &src, &src_len))
 		return NULL;
-	}
-	if (src_len > UINT32_MAX)
-		return gw_throw_sys(env, EFBIG, "zstdUniformFrame", "zstdUniformFrame: src is larger than a 4-byte content size", NULL, 0);
 	/* At most one block per page and one per 128 KiB of a run. */
 	size_t pages = (src_len + PAGE - 1) / PAGE;
 	if (dst_len < FRAME_HEADER + (pages + src_len / BLOCK_MAX + 1) * (BLOCK_HEADER + 1))
@@ -130,9 +148,7 @@ napi_value gw_zstd_uniform_frame_js(napi_env env, napi_callback_info info)
 		put_le(o, (uint32_t)(run << 3) | BLOCK_RLE << 1 | 1, BLOCK_HEADER);
 		o[BLOCK_HEADER] = byte;
 		o += BLOCK_HEADER + 1;
-		put_le(dst, ZSTD_MAGIC, 4);
-		dst[4] = FHD_SINGLE_SEGMENT_FCS4;
-		put_le(dst + 5, src_len, 4);
+		frame_header(dst, src_len);
 		frame = (size_t)(o - dst);
 	}
 out:
