@@ -22,8 +22,8 @@ const PROBE_MIN_CHUNK = 64 << 10;
 const rawFrame = loadAddon()?.zstdRawFrame;
 /**
  * A chunk whose every page is one byte repeated (zeroed memory) becomes RLE blocks at ~11 GB/s, zstd level 1 here does
- * ~6 GB/s (native/addon/rawframe.c): in this pool 0.125 CPU-s per 512 MiB of such pages against 0.19. Any other chunk
- * fails the check within a cache line and goes on to the probes and zstd.
+ * ~6 GB/s (native/addon/rawframe.c): in this pool 0.12-0.15 CPU-s per 512 MiB of such pages against 0.18-0.19. Any
+ * other chunk fails the check within a cache line and goes on to the probes and zstd.
  */
 const uniformFrame = loadAddon()?.zstdUniformFrame;
 const probeOut = Buffer.allocUnsafe(binding.compressBound(PROBE_BYTES) + 64);

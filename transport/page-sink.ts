@@ -18,9 +18,9 @@ export function streamPageSink(sender: ImageSender, name: string, opts: FileOpti
       // The page writer reuses its buffers once this resolves, while the connection may still hold them (the SSH
       // channel seals a write into its packets at once, unless its window is full). So they go out as they are
       // and this resolves once the connection has released every one: copying them first would be one more pass
-      // over every compressed byte on the source's main thread, into fresh buffers to fault in. The writer packs a job's chunks, each
-      // after its header, one after another: a run of adjacent buffers goes out as one Data frame (up to the
-      // stream's chunk size), its crc combined from theirs rather than the bytes hashed again.
+      // over every compressed byte on the source's main thread, into fresh buffers to fault in. The writer packs a
+      // job's chunks, each after its header, one after another: a run of adjacent buffers goes out as one Data
+      // frame (up to the stream's chunk size), its crc combined from theirs rather than the bytes hashed again.
       const f = open();
       let held = 1;
       let allReleased!: () => void;

@@ -99,8 +99,10 @@ static struct seal *this_seal(napi_env env, napi_callback_info info, size_t *arg
 {
 	napi_value self;
 	struct seal *s = NULL;
-	if (napi_get_cb_info(env, info, argc, argv, &self, NULL) != napi_ok || napi_unwrap(env, self, (void **)&s) != napi_ok || !s)
+	if (napi_get_cb_info(env, info, argc, argv, &self, NULL) != napi_ok || napi_unwrap(env, self, (void **)&s) != napi_ok || !s) {
+		napi_throw_type_error(env, NULL, "not a GcmSeal");
 		return NULL;
+	}
 	if (!s->ctx) {
 		gw_throw_sys(env, EBADF, "GcmSeal", "GcmSeal used after free()", NULL, 0);
 		return NULL;
@@ -138,7 +140,7 @@ static napi_value seal_new(napi_env env, napi_callback_info info)
 		what = "EVP_CTRL_GCM_SET_IV_FIXED";
 	if (what || napi_wrap(env, self, s, finalize, NULL, NULL) != napi_ok) {
 		finalize(env, s, NULL);
-		return gw_throw_sys(env, EINVAL, what ? what : "napi_wrap", "GcmSeal: OpenSSL refused the AES-GCM key", NULL, 0);
+		return gw_throw_sys(env, what ? EINVAL : ENOMEM, what ? what : "napi_wrap", "GcmSeal: cannot set up the AES-GCM context", NULL, 0);
 	}
 	return self;
 }
@@ -180,12 +182,22 @@ static size_t sealed_size(size_t data_len, size_t packet_size)
 	return total;
 }
 
+/* A packet size argument: 1..MAX_PACKET data bytes. */
+static bool packet_size_arg(napi_env env, napi_value v, size_t *packet_size)
+{
+	int64_t n;
+	if (napi_get_value_int64(env, v, &n) != napi_ok || n < 1 || n > MAX_PACKET)
+		return false;
+	*packet_size = (size_t)n;
+	return true;
+}
+
 static bool size_args(napi_env env, napi_value a, napi_value b, size_t *data_len, size_t *packet_size)
 {
-	int64_t u, v;
-	if (napi_get_value_int64(env, a, &u) != napi_ok || napi_get_value_int64(env, b, &v) != napi_ok || u < 0 || v < 1 || v > MAX_PACKET)
+	int64_t u;
+	if (napi_get_value_int64(env, a, &u) != napi_ok || u < 0 || !packet_size_arg(env, b, packet_size))
 		return false;
-	*data_len = (size_t)u, *packet_size = (size_t)v;
+	*data_len = (size_t)u;
 	return true;
 }
 
@@ -217,12 +229,10 @@ static napi_value seal_seal(napi_env env, napi_callback_info info)
 		napi_throw_type_error(env, NULL, "seal(recipient, data: Uint8Array, packetSize, out: Uint8Array)");
 		return NULL;
 	}
-	int64_t ps;
-	if (napi_get_value_int64(env, argv[2], &ps) != napi_ok || ps < 1 || ps > MAX_PACKET) {
+	if (!packet_size_arg(env, argv[2], &packet_size)) {
 		napi_throw_range_error(env, NULL, "seal: packetSize out of 1..16 MiB");
 		return NULL;
 	}
-	packet_size = (size_t)ps;
 	size_t packets = (data_len + packet_size - 1) / packet_size;
 	if (packets > INT_MAX / PAD_MAX)
 		return gw_throw_sys(env, ERANGE, "GcmSeal.seal", "seal: too many packets for one call", NULL, 0);
