@@ -143,8 +143,8 @@ async function main(): Promise<void> {
             console.log(`  stream: godwit ${mb(ours)} MB/s at best (${runs.map((x) => `${mb(x.summary.wireBytes)} MB in ` +
               `${(x.summary.transferMs / 1000).toFixed(3)} s`).join(', ')}), OpenSSH ssh -c ${cipher.replace('@openssh.com', '')} cat of the same files ` +
               `${mb(theirs)} MB/s at best (${runs.map((x) => `${mb(x.bytes)} MB in ${x.opensshSeconds.toFixed(3)} s`).join(', ')}): ratio ${(ours / theirs).toFixed(2)}`);
-            const paired = runs.map((x) => x.opensshSeconds / (x.summary.transferMs / 1000)).sort((a, b) => a - b);
-            if (rounds > 1) console.log(`  per round (godwit against the OpenSSH run right after it): ${runs.map((x) => (x.opensshSeconds / (x.summary.transferMs / 1000)).toFixed(2)).join(', ')}; ` +
+            const paired = runs.map((x) => x.opensshSeconds / (x.summary.transferMs / 1000));
+            if (rounds > 1) console.log(`  per round (godwit against the OpenSSH run right after it): ${paired.map((r) => r.toFixed(2)).join(', ')}; ` +
               `median ${median(paired).toFixed(2)}`);
           }
           console.log(`  steps (ms): ${s.steps.map((x) => `${x.title} ${x.ms.toFixed(0)}`).join('; ')}`);
@@ -169,7 +169,8 @@ async function main(): Promise<void> {
   }
 }
 
-function median(sorted: number[]): number {
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
   const m = sorted.length >> 1;
   return sorted.length % 2 ? sorted[m]! : (sorted[m - 1]! + sorted[m]!) / 2;
 }

@@ -19,8 +19,8 @@ export interface GodwitAddon {
   /** src stored as a zstd frame of raw blocks in dst (at least src.length + 9 + 3 per 128 KiB); returns its bytes.
    *  Throws ENOBUFS if dst is too small. */
   zstdRawFrame(dst: Uint8Array, src: Uint8Array): number;
-  /** src as a zstd frame of RLE blocks in dst when each of its 4 KiB pages is one byte repeated; its bytes, or 0 (dst
-   *  then holds nothing) at the first page that is not. Throws ENOBUFS if dst is smaller than the largest such frame:
+  /** src as a zstd frame of RLE blocks in dst when each of its 4 KiB pages is one byte repeated; its bytes, or 0 (what
+   *  it wrote into dst is then no frame) at the first page that is not. Throws ENOBUFS if dst is smaller than the largest such frame:
    *  9 bytes, and 4 per page, per 128 KiB and one more. */
   zstdUniformFrame?(dst: Uint8Array, src: Uint8Array): number;
   /** zlib.crc32(view, previous) by carry-less multiplication; absent when the CPU has no PCLMULQDQ. */
