@@ -2,7 +2,7 @@
  * Shared memory objects: MAP_SHARED|MAP_ANONYMOUS areas (shmem files the kernel names "/dev/zero (deleted)")
  * and memfds, mapped or open as fds. Each object is dumped once however many processes share it, as CRIU
  * does: its content in pagemap-shmem-<shmid>.img + pages-<id> (pagemap entries carry offsets into the
- * object), memfds also in memfd.img (name, size, seals, owner) and files.img (MEMFD entries per open file
+ * object), memfds also in memfd.img (name, size, seals, owner, mode) and files.img (MEMFD entries per open file
  * description). shmid is the object's inode number; a memfd mapping's vma.shmid is its MEMFD file id.
  *
  * Content is read through /proc/PID/map_files or /proc/PID/fd while the tree is frozen (read() of a shmem
@@ -38,6 +38,8 @@ export interface ShmemObject {
   name?: string;
   uid?: number;
   gid?: number;
+  /** st_mode (fchmod'ed permissions too). */
+  mode?: number;
 }
 
 /** The tree's shared memory objects, by inode number (all shmem files live on one internal mount). */
@@ -53,7 +55,7 @@ export class ShmemTable {
     let o = this.objects.get(ino);
     if (!o) {
       const name = link.replace(/ \(deleted\)$/, '').slice(MEMFD_PREFIX.length);
-      o = { shmid: ino, kind: 'memfd', size: st.size, source, pid, inodeId: this.nextInodeId++, name, uid: Number(st.uid), gid: Number(st.gid) };
+      o = { shmid: ino, kind: 'memfd', size: st.size, source, pid, inodeId: this.nextInodeId++, name, uid: Number(st.uid), gid: Number(st.gid), mode: Number(st.mode) };
       this.objects.set(ino, o);
     }
     return o;
@@ -133,6 +135,7 @@ export async function dumpShmem(
         name: o.name,
         uid: o.uid,
         gid: o.gid,
+        mode: o.mode,
         size: o.size,
         shmid: Number(o.shmid),
         seals,

@@ -5,7 +5,7 @@
  *     /proc/self/map_files (the fd is the same "/dev/zero (deleted)" shmem file the kernel would have made),
  *     then unmapped from the restorer; /proc is the host's, reached from the root the restorer started in (in a
  *     container's mount namespace /proc has no entry for the restorer);
- *   - memfds: memfd_create with the dumped name, size and owner; seals are added once every mapping exists
+ *   - memfds: memfd_create with the dumped name, size, owner and mode; seals are added once every mapping exists
  *     (F_SEAL_WRITE/FUTURE_WRITE would refuse the writable ones).
  * Content comes from pagemap-shmem-<shmid>.img + pages-<id> (offsets into the object), written with pwrite.
  * Tasks map the object through a pidfd_getfd copy (in a container, through the pidfd of the restorer its stubs
@@ -146,6 +146,8 @@ export async function createShmemObjects(ctx: RestoreContext): Promise<void> {
       const f = b.call('memfd_create', [b.str(name), MFD_CLOEXEC | (seals === F_SEAL_SEAL ? 0 : MFD_ALLOW_SEALING)], `create memfd:${name}`);
       b.call('ftruncate', [f, o.size], `size memfd:${name}`);
       b.call('fchown', [f, Number(ino.uid ?? 0), Number(ino.gid ?? 0)], `owner of memfd:${name}`);
+      // After fchown, which would clear set-id bits. Older images have no mode: memfd_create's default stays.
+      if (ino.mode !== undefined) b.call('fchmod', [f, Number(ino.mode) & 0o7777], `mode of memfd:${name}`);
       const { results } = await runLocal(ctx.restorer!, b, `memfd:${name}`);
       fd = Number(results[0]);
       ctx.restorerFds.push(fd);

@@ -11,6 +11,7 @@
  *   - a shared anonymous area shared with a child that keeps incrementing a counter in it.
  * Verify: contents, seals, positions, flags, the counter still moves, the COW page and the object differ.
  * --sysv 1 also attaches a SysV shm segment (removed at once, so it ends with the process): godwit refuses it.
+ * --mode 1 also keeps a memfd open whose mode (fchmod 0642, CRIU's zdtm memfd00) and owner were changed.
  */
 #include "zdtm.h"
 
@@ -21,6 +22,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/shm.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define PAGE 4096ul
@@ -31,6 +33,9 @@
 #define HOLED_LEN (6 * PAGE)
 #define ZERO_LEN (32 * PAGE)
 #define SEALS (F_SEAL_SHRINK | F_SEAL_GROW)
+#define MODED_MODE 0642
+#define MODED_UID 4321
+#define MODED_GID 8765
 #define SEED_SEALED 0x5ea1
 #define SEED_MAPONLY 0x3a90
 #define SEED_PRIV 0x9417
@@ -62,8 +67,18 @@ static int new_memfd(struct zt *z, const char *name, unsigned flags, size_t len,
 int main(int argc, char **argv)
 {
 	struct zt z;
-	struct zt_opt opts[] = { { "sysv", 0, 0, 1, "also attach a SysV shm segment" } };
-	zt_setup(&z, argc, argv, opts, 1, SIGUSR2);
+	struct zt_opt opts[] = {
+		{ "sysv", 0, 0, 1, "also attach a SysV shm segment" },
+		{ "mode", 0, 0, 1, "also a memfd with its mode and owner changed" },
+	};
+	zt_setup(&z, argc, argv, opts, 2, SIGUSR2);
+	int moded = -1;
+	if (opts[1].value) {
+		moded = new_memfd(&z, "moded", MFD_CLOEXEC, PAGE, SEED_MAPONLY);
+		/* Owner first: fchown would clear set-id bits of the mode. */
+		if (fchown(moded, MODED_UID, MODED_GID) || fchmod(moded, MODED_MODE))
+			zt_setup_failed(&z, "fchmod", "moded memfd");
+	}
 	if (opts[0].value) {
 		int id = shmget(IPC_PRIVATE, 4 * PAGE, IPC_CREAT | 0600);
 		void *at = id < 0 ? (void *)-1 : shmat(id, NULL, 0);
@@ -124,6 +139,15 @@ int main(int argc, char **argv)
 	pid_t pids[] = { getpid(), child };
 	zt_ready(&z, pids, 2);
 	zt_wait_sleeping(&z);
+
+	if (moded >= 0) {
+		struct stat st;
+		if (fstat(moded, &st))
+			zt_fail_sys(&z, "fstat", "moded memfd");
+		else if ((st.st_mode & 07777) != MODED_MODE || st.st_uid != MODED_UID || st.st_gid != MODED_GID)
+			zt_fail(&z, "moded memfd: mode 0%o owner %u:%u, expected 0%o %u:%u", st.st_mode & 07777, st.st_uid,
+				st.st_gid, MODED_MODE, MODED_UID, MODED_GID);
+	}
 
 	/* The sealed memfd: content, seals, the position of each description, O_APPEND. */
 	unsigned char *buf = malloc(SEALED_LEN);
