@@ -41,8 +41,17 @@ const O_RDONLY = 0;
 const O_RDWR = 2;
 const O_CLOEXEC = 0o2000000;
 const AT_FDCWD = -100;
-/** madvise advice that CRIU records as bit (1 << advice) in vma.madv and that restore re-applies. */
-const MADVICES = [10 /* DONTFORK */, 14 /* HUGEPAGE */, 15 /* NOHUGEPAGE */, 16 /* DONTDUMP */, 18 /* WIPEONFORK */];
+const MAP_LOCKED = 0x2000;
+/**
+ * madvise advice that CRIU records as bit (1 << advice) in vma.madv (each one a VmFlags bit of smaps) and that
+ * restore re-applies: every advice that leaves a mark on the VMA, not the one-shot ones (DONTNEED, WILLNEED...).
+ */
+const MADVICES = [
+  1 /* RANDOM */, 2 /* SEQUENTIAL */, 10 /* DONTFORK */, 12 /* MERGEABLE */, 14 /* HUGEPAGE */, 15 /* NOHUGEPAGE */,
+  16 /* DONTDUMP */, 18 /* WIPEONFORK */,
+];
+/** Advice a restore host may lack (THP, KSM not built in): a refusal leaves the hint out rather than the task. */
+const OPTIONAL_MADVICES = new Set([12, 14, 15]);
 
 export interface Vma {
   start: bigint;
@@ -416,7 +425,10 @@ export async function finishMemory(ctx: RestoreContext, t: TaskImage, vmas: Vma[
       b.call('mprotect', [v.start, v.end - v.start, v.prot], `protect 0x${v.start.toString(16)} as dumped`);
     for (const adv of MADVICES)
       if (v.madv & (1n << BigInt(adv)))
-        b.call('madvise', [v.start, v.end - v.start, adv], `madvise(${adv}) 0x${v.start.toString(16)}`, { allowFail: adv === 14 || adv === 15 });
+        b.call('madvise', [v.start, v.end - v.start, adv], `madvise(${adv}) 0x${v.start.toString(16)}`, { allowFail: OPTIONAL_MADVICES.has(adv) });
+    // VM_LOCKED ("lo"): locked only now, after the pages are in, since MAP_LOCKED at mmap time would populate
+    // the area with zero pages that UFFDIO_COPY then refuses (EEXIST).
+    if (v.flags & MAP_LOCKED) b.call('mlock', [v.start, v.end - v.start], `mlock 0x${v.start.toString(16)} (MAP_LOCKED)`);
   }
   const exeId = Number(mm.exe_file_id ?? 0);
   const exe = exeId ? filePath(set, exeId, t, 'the executable (mm exe_file_id)') : null;

@@ -2,10 +2,21 @@
  * Memory state that CRIU's conformance tests (zdtm static maps02, maps_file_prot, memfd00) found godwit losing on a
  * dump + kill + restore, each reproduced by a workload of ours that checks itself after the restore.
  */
-import { entries, WorkloadFixture } from './helpers/workload-fixture';
+import { entries, info, WorkloadFixture } from './helpers/workload-fixture';
 
 const fx = new WorkloadFixture('godwit-covz3-mem-');
 afterEach(() => fx.cleanup());
+
+test('maps --advice: MAP_LOCKED, MADV_SEQUENTIAL, MADV_RANDOM and MADV_MERGEABLE regions keep their VmFlags (lo, sr, rr, mg) and data', async () => {
+  const w = await fx.start('maps', ['--advice', '1']);
+  // KSM is built into this machine's kernel: the mergeable region must be there to be checked.
+  expect(info(w, 'mergeable')).toEqual(['yes']);
+  const pid = w.pid;
+  const { dir } = await fx.cycle(w);
+  const madvs = entries(dir, `mm-${pid}.img`)[0].vmas as { madv?: bigint }[];
+  for (const adv of [1, 2, 12]) expect(madvs.some((v) => ((v.madv ?? 0n) >> BigInt(adv)) & 1n)).toBe(true);
+  expect(await w.verify()).toEqual({ pass: true, detail: 'PASS' });
+});
 
 test('shmem-more --mode: a memfd keeps the mode fchmod gave it (memfd.img mode) and its owner', async () => {
   const w = await fx.start('shmem-more', ['--mode', '1']);

@@ -6,6 +6,8 @@
  *   - madvise'd regions: MADV_DONTFORK, MADV_DONTDUMP, MADV_WIPEONFORK (VmFlags dc, dd, wf) and MAP_NORESERVE.
  * Verify: every byte, every protection (from /proc/self/maps), the VmFlags in /proc/self/smaps, and that the
  * moved region is at its new address and gone from the old one.
+ * --advice 1 adds regions with MAP_LOCKED (VmFlags lo), MADV_SEQUENTIAL (sr), MADV_RANDOM (rr) and
+ * MADV_MERGEABLE (mg; left out where the kernel has no KSM), each with data (CRIU's zdtm maps02).
  */
 #include "zdtm.h"
 
@@ -22,6 +24,7 @@
 #define MOVED_PAGES 8
 #define GROWS_PAGES 4
 #define ADV_PAGES 4
+#define MORE_PAGES 2
 
 struct region {
 	const char *name;
@@ -74,10 +77,47 @@ static void expect_vma(struct zt *z, const char *what, void *addr, const char *p
 	}
 }
 
+/* A private anonymous region of MORE_PAGES with data; `advice` < 0: none. Returns NULL where the kernel refuses
+ * the advice with EINVAL (not built in). */
+static unsigned char *advised(struct zt *z, int extra_flags, int advice, uint64_t seed, const char *what)
+{
+	unsigned char *p = mmap(NULL, MORE_PAGES * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | extra_flags, -1, 0);
+	if (p == MAP_FAILED)
+		zt_setup_failed(z, "mmap", what);
+	zt_fill_random(p, MORE_PAGES * PAGE, seed);
+	if (advice >= 0 && madvise(p, MORE_PAGES * PAGE, advice)) {
+		if (errno != EINVAL)
+			zt_setup_failed(z, "madvise", what);
+		munmap(p, MORE_PAGES * PAGE);
+		return NULL;
+	}
+	return p;
+}
+
+static void check_advised(struct zt *z, unsigned char *p, const char *flag, uint64_t seed, const char *what)
+{
+	if (!p)
+		return;
+	expect_vma(z, what, p, "rw-p", flag);
+	if (zt_check_random(p, MORE_PAGES * PAGE, seed) != (size_t)-1)
+		zt_fail(z, "%s: contents differ", what);
+}
+
 int main(int argc, char **argv)
 {
 	struct zt z;
-	zt_setup(&z, argc, argv, NULL, 0, SIGUSR2);
+	struct zt_opt opts[] = {
+		{ "advice", 0, 0, 1, "also locked, sequential, random and mergeable regions" },
+	};
+	zt_setup(&z, argc, argv, opts, 1, SIGUSR2);
+	unsigned char *locked = NULL, *seq = NULL, *rnd = NULL, *merge = NULL;
+	if (opts[0].value) {
+		locked = advised(&z, MAP_LOCKED, -1, 21, "MAP_LOCKED region");
+		seq = advised(&z, 0, MADV_SEQUENTIAL, 22, "MADV_SEQUENTIAL region");
+		rnd = advised(&z, 0, MADV_RANDOM, 23, "MADV_RANDOM region");
+		merge = advised(&z, 0, MADV_MERGEABLE, 24, "MADV_MERGEABLE region");
+		zt_info(&z, "mergeable", "%s", merge ? "yes" : "no");
+	}
 
 	unsigned char *split = mmap(NULL, SPLIT_PAGES * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	unsigned char *src = mmap(NULL, MOVED_PAGES * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -131,5 +171,12 @@ int main(int argc, char **argv)
 	expect_vma(&z, "MAP_NORESERVE region", adv, NULL, "nr");
 	if (zt_check_random(adv, 3 * ADV_PAGES * PAGE, 14) != (size_t)-1)
 		zt_fail(&z, "advised regions: contents differ");
+
+	if (opts[0].value) {
+		check_advised(&z, locked, "lo", 21, "MAP_LOCKED region");
+		check_advised(&z, seq, "sr", 22, "MADV_SEQUENTIAL region");
+		check_advised(&z, rnd, "rr", 23, "MADV_RANDOM region");
+		check_advised(&z, merge, "mg", 24, "MADV_MERGEABLE region");
+	}
 	return zt_finish(&z);
 }
