@@ -39,6 +39,7 @@ const PR_SET_MM = 35;
 const PR_SET_MM_MAP = 14;
 const O_RDONLY = 0;
 const O_RDWR = 2;
+const O_ACCMODE = 3;
 const O_CLOEXEC = 0o2000000;
 const AT_FDCWD = -100;
 const MAP_LOCKED = 0x2000;
@@ -62,6 +63,8 @@ export interface Vma {
   flags: number;
   status: number;
   madv: bigint;
+  /** Access mode of the file the mapping was made through (vma.fdflags), when the image says. */
+  fdflags?: number;
   /** pages to write into it */
   hasPages: boolean;
 }
@@ -76,6 +79,7 @@ export function vmasOf(t: TaskImage): Vma[] {
     flags: Number(v.flags ?? 0),
     status: Number(v.status ?? 0),
     madv: (v.madv as bigint | undefined) ?? 0n,
+    fdflags: v.fdflags === undefined ? undefined : Number(v.fdflags),
     hasPages: false,
   }));
 }
@@ -179,7 +183,7 @@ export async function mapVmas(ctx: RestoreContext, t: TaskImage, vmas: Vma[]): P
   const vvar = vmas.filter((v) => v.status & VMA.VVAR).sort((a, c) => (a.start < c.start ? -1 : 1))[0];
   const vdso = vmas.find((v) => v.status & VMA.VDSO);
   if (vdso) b.call('arch_prctl', [ARCH_MAP_VDSO_64, (vvar ?? vdso).start], 'map [vvar]+[vdso] at the dumped address');
-  const fds = new Map<number, ReturnType<Batch['call']>>();
+  const fds = new Map<string, ReturnType<Batch['call']>>();
   const shared = shmemMapper(ctx, t, b);
   for (const v of vmas) {
     if (isSpecial(v)) continue;
@@ -197,12 +201,17 @@ export async function mapVmas(ctx: RestoreContext, t: TaskImage, vmas: Vma[]): P
     if (isShmemVma(v)) {
       shared.map(v, prot, flags, what); // shared anonymous memory and memfds: restore/shmem.ts
     } else if (v.status & (VMA.FILE_PRIVATE | VMA.FILE_SHARED)) {
-      let fd = fds.get(v.shmid);
+      // A shared mapping's file is opened as its own file was (vma.fdflags): one now read-only may have been made
+      // through a read-write fd, and the task may mprotect it writable again (VM_MAYWRITE). Images without
+      // fdflags: read-write only when it is writable. A private mapping needs read access only, whatever the fd had.
+      const sharedFile = (v.status & VMA.FILE_SHARED) !== 0;
+      const mode = !sharedFile ? O_RDONLY : v.fdflags !== undefined ? v.fdflags & O_ACCMODE : v.prot & PROT_WRITE ? O_RDWR : O_RDONLY;
+      const key = `${v.shmid}:${mode}`;
+      let fd = fds.get(key);
       if (!fd) {
         const p = filePath(set, v.shmid, t, what);
-        const mode = v.status & VMA.FILE_SHARED && v.prot & PROT_WRITE ? O_RDWR : O_RDONLY;
         fd = b.call('openat', [AT_FDCWD, b.str(p), mode | O_CLOEXEC, 0], `open ${p} for its mappings`);
-        fds.set(v.shmid, fd);
+        fds.set(key, fd);
       }
       b.call('mmap', [v.start, v.end - v.start, prot, flags & ~MAP_ANONYMOUS, fd, v.pgoff], what);
     } else {

@@ -8,6 +8,9 @@
  * moved region is at its new address and gone from the old one.
  * --advice 1 adds regions with MAP_LOCKED (VmFlags lo), MADV_SEQUENTIAL (sr), MADV_RANDOM (rr) and
  * MADV_MERGEABLE (mg; left out where the kernel has no KSM), each with data (CRIU's zdtm maps02).
+ * --file-prot 1 adds a file of the state directory, opened read-write, mapped MAP_SHARED read-only with its
+ * second page made writable by mprotect, the fd closed (zdtm maps_file_prot): after restore the second page
+ * must take writes (reaching the file) and the first must still be allowed to become writable.
  */
 #include "zdtm.h"
 
@@ -77,6 +80,9 @@ static void expect_vma(struct zt *z, const char *what, void *addr, const char *p
 	}
 }
 
+/* Bytes written through the file mapping of --file-prot, checked through the file too. */
+#define FILE_MARK "written through the mapping"
+
 /* A private anonymous region of MORE_PAGES with data; `advice` < 0: none. Returns NULL where the kernel refuses
  * the advice with EINVAL (not built in). */
 static unsigned char *advised(struct zt *z, int extra_flags, int advice, uint64_t seed, const char *what)
@@ -108,8 +114,9 @@ int main(int argc, char **argv)
 	struct zt z;
 	struct zt_opt opts[] = {
 		{ "advice", 0, 0, 1, "also locked, sequential, random and mergeable regions" },
+		{ "file-prot", 0, 0, 1, "also a shared file mapping, read-only with a writable page, its fd closed" },
 	};
-	zt_setup(&z, argc, argv, opts, 1, SIGUSR2);
+	zt_setup(&z, argc, argv, opts, 2, SIGUSR2);
 	unsigned char *locked = NULL, *seq = NULL, *rnd = NULL, *merge = NULL;
 	if (opts[0].value) {
 		locked = advised(&z, MAP_LOCKED, -1, 21, "MAP_LOCKED region");
@@ -117,6 +124,18 @@ int main(int argc, char **argv)
 		rnd = advised(&z, 0, MADV_RANDOM, 23, "MADV_RANDOM region");
 		merge = advised(&z, 0, MADV_MERGEABLE, 24, "MADV_MERGEABLE region");
 		zt_info(&z, "mergeable", "%s", merge ? "yes" : "no");
+	}
+	unsigned char *fmap = NULL;
+	char fpath[PATH_MAX];
+	if (opts[1].value) {
+		zt_path(&z, fpath, sizeof(fpath), "mapped-file");
+		int fd = open(fpath, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+		if (fd < 0 || ftruncate(fd, 2 * PAGE))
+			zt_setup_failed(&z, "open", "mapped file");
+		fmap = mmap(NULL, 2 * PAGE, PROT_READ, MAP_SHARED, fd, 0);
+		if (fmap == MAP_FAILED || mprotect(fmap + PAGE, PAGE, PROT_READ | PROT_WRITE))
+			zt_setup_failed(&z, "mmap", "mapped file");
+		close(fd);
 	}
 
 	unsigned char *split = mmap(NULL, SPLIT_PAGES * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -177,6 +196,21 @@ int main(int argc, char **argv)
 		check_advised(&z, seq, "sr", 22, "MADV_SEQUENTIAL region");
 		check_advised(&z, rnd, "rr", 23, "MADV_RANDOM region");
 		check_advised(&z, merge, "mg", 24, "MADV_MERGEABLE region");
+	}
+	if (fmap) {
+		expect_vma(&z, "file mapping, read-only page", fmap, "r--s", "mw");
+		expect_vma(&z, "file mapping, writable page", fmap + PAGE, "rw-s", NULL);
+		memcpy(fmap + PAGE, FILE_MARK, sizeof(FILE_MARK)); /* a SIGSEGV here is the failure */
+		if (mprotect(fmap, PAGE, PROT_READ | PROT_WRITE))
+			zt_fail_sys(&z, "mprotect", "file mapping, read-only page made writable");
+		char back[sizeof(FILE_MARK)] = "";
+		int fd = open(fpath, O_RDONLY | O_CLOEXEC);
+		if (fd < 0 || pread(fd, back, sizeof(back), PAGE) != (ssize_t)sizeof(back))
+			zt_fail_sys(&z, "pread", "mapped file");
+		else if (memcmp(back, FILE_MARK, sizeof(back)))
+			zt_fail(&z, "mapped file: a write through the mapping did not reach the file");
+		if (fd >= 0)
+			close(fd);
 	}
 	return zt_finish(&z);
 }
