@@ -20,11 +20,18 @@ export function addTimerCalls(_ctx: RestoreContext, t: TaskImage, b: Batch): voi
 }
 
 const PR_TIMER_CREATE_RESTORE_IDS = 77;
+const SIGEV_NONE = 1;
 const SIGEV_THREAD_ID = 4;
 
 /**
  * POSIX timers with their ids: in PR_TIMER_CREATE_RESTORE_IDS mode timer_create takes the id from *timerid
  * (Linux 6.17+); then armed with the time that was left and the interval.
+ *
+ * A SIGEV_THREAD_ID timer outlives the thread it signals: the kernel keeps the dead thread's struct pid, /proc
+ * still names its tid, and on expiry it finds no task there and sends nothing. timer_create cannot name a dead
+ * thread (EINVAL), so such a timer is made SIGEV_NONE: it never signals either, and timer_gettime,
+ * timer_settime and timer_getoverrun keep working on its id (zdtm dead_thread_posix_timer). Retargeting it at
+ * the leader instead would deliver signals the process never got before.
  */
 export function addPosixTimerCalls(_ctx: RestoreContext, t: TaskImage, b: Batch): void {
   const timers = ((t.cores.get(t.pid)!.tc as Msg | undefined)?.timers as Msg | undefined) ?? {};
@@ -36,8 +43,11 @@ export function addPosixTimerCalls(_ctx: RestoreContext, t: TaskImage, b: Batch)
     const sev = Buffer.alloc(64); // struct sigevent: value, signo, notify, then the thread id for SIGEV_THREAD_ID
     sev.writeBigUInt64LE(BigInt.asUintN(64, BigInt((p.sival_ptr as bigint | undefined) ?? 0n)), 0);
     sev.writeInt32LE(Number(p.si_signo ?? 0), 8);
-    sev.writeInt32LE(Number(p.it_sigev_notify ?? 0), 12);
-    if (Number(p.it_sigev_notify ?? 0) === SIGEV_THREAD_ID) sev.writeInt32LE(Number(p.notify_thread_id ?? 0), 16);
+    let notify = Number(p.it_sigev_notify ?? 0);
+    const tid = Number(p.notify_thread_id ?? 0);
+    if ((notify & SIGEV_THREAD_ID) !== 0 && !t.threads.includes(tid)) notify = SIGEV_NONE;
+    sev.writeInt32LE(notify, 12);
+    if ((notify & SIGEV_THREAD_ID) !== 0) sev.writeInt32LE(tid, 16);
     const idBuf = Buffer.alloc(4);
     idBuf.writeInt32LE(id, 0);
     b.call('timer_create', [Number(p.clock_id ?? 0), b.data(sev), b.data(idBuf)], `create POSIX timer ${id}`);

@@ -7,10 +7,13 @@
  * intact. Expirations are counted by the kernel for the POSIX timer (1 + si_overrun per signal) and the timerfd,
  * so those must reach half the nominal count; ITIMER_* signals merge while the process waits for a CPU, so those
  * must fire at least once. None may fire more than 1.5 times + 2 the nominal count (a shorter interval).
+ * --dead-thread 1: also a fast SIGEV_THREAD_ID timer made by a thread that has exited since (zdtm
+ * dead_thread_posix_timer): it must still exist with its interval, and never signal (there is no thread to).
  */
 #include "zdtm.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/time.h>
@@ -28,7 +31,7 @@
 #define TIMER_VALUE 42
 
 struct counts {
-	volatile long alrm, vtalrm, posix, posix_bad_value;
+	volatile long alrm, vtalrm, posix, posix_bad_value, orphan;
 };
 /* Handlers cannot be given a context: they count into this (set once in main). */
 static struct counts *g_counts;
@@ -52,6 +55,12 @@ static void on_posix(int sig, siginfo_t *si, void *uc)
 	g_counts->posix += 1 + si->si_overrun;	/* expirations that found the signal still queued */
 	if (si->si_code != SI_TIMER || si->si_value.sival_int != TIMER_VALUE)
 		g_counts->posix_bad_value++;
+}
+
+static void on_orphan(int sig)
+{
+	(void)sig;
+	g_counts->orphan++;
 }
 
 static long long ts_ns(const struct timespec *t)
@@ -119,6 +128,23 @@ static timer_t make_timer(struct zt *z, clockid_t clock, int notify, int sig, lo
 	return t;
 }
 
+struct orphan_arg {
+	timer_t t;
+	int err;
+};
+
+/* A thread that makes a fast timer aimed at itself by SIGEV_THREAD_ID, then exits: the timer stays, signalling no one. */
+static void *orphan_thread(void *p)
+{
+	struct orphan_arg *a = p;
+	struct sigevent ev = { .sigev_notify = SIGEV_THREAD_ID, .sigev_signo = SIGRTMIN + 4 };
+	ev._sigev_un._tid = gettid();
+	struct itimerspec its = { .it_value = ns_ts(POSIX_NS), .it_interval = ns_ts(POSIX_NS) };
+	if (timer_create(CLOCK_MONOTONIC, &ev, &a->t) < 0 || timer_settime(a->t, 0, &its, NULL) < 0)
+		a->err = errno;
+	return NULL;
+}
+
 static long drain_timerfd(struct zt *z, int fd)
 {
 	uint64_t n;
@@ -133,12 +159,26 @@ static long drain_timerfd(struct zt *z, int fd)
 int main(int argc, char **argv)
 {
 	struct zt z;
-	zt_setup(&z, argc, argv, NULL, 0, SIGUSR2);
+	struct zt_opt opts[] = {
+		{ "dead-thread", 0, 0, 1, "also a timer aimed at a thread that has exited" },
+	};
+	zt_setup(&z, argc, argv, opts, 1, SIGUSR2);
+	int dead_thread = (int)opts[0].value;
 	static struct counts counts;
 	g_counts = &counts;
 	sig_install(&z, SIGALRM, on_alrm, NULL);
 	sig_install(&z, SIGVTALRM, on_vtalrm, NULL);
 	sig_install(&z, SIGRTMIN + 1, NULL, on_posix);
+	sig_install(&z, SIGRTMIN + 4, on_orphan, NULL);
+	struct orphan_arg orphan = { 0 };
+	if (dead_thread) {
+		pthread_t th;
+		if (pthread_create(&th, NULL, orphan_thread, &orphan) != 0 || pthread_join(th, NULL) != 0)
+			zt_setup_failed(&z, "pthread_create", "timer thread");
+		errno = orphan.err;
+		if (orphan.err)
+			zt_setup_failed(&z, "timer_create", "timer of an exited thread");
+	}
 
 	struct itimerval real = { .it_interval = { 0, REAL_NS / 1000 }, .it_value = { 0, REAL_NS / 1000 } };
 	struct itimerval virt = { .it_interval = { 0, VIRT_NS / 1000 }, .it_value = { 0, VIRT_NS / 1000 } };
@@ -187,6 +227,10 @@ int main(int argc, char **argv)
 		else
 			check_interval(&z, posix[i].what, ts_ns(&its.it_interval), ts_ns(&its.it_value), posix[i].want, 0);
 	}
+	if (dead_thread && timer_gettime(orphan.t, &its) < 0)
+		zt_fail_sys(&z, "timer_gettime", "timer of an exited thread");
+	else if (dead_thread)
+		check_interval(&z, "timer of an exited thread", ts_ns(&its.it_interval), ts_ns(&its.it_value), POSIX_NS, 0);
 	if (timerfd_gettime(tfd, &its) < 0)
 		zt_fail_sys(&z, "timerfd_gettime", "timerfd");
 	else
@@ -202,6 +246,8 @@ int main(int argc, char **argv)
 	check_rate(&z, "ITIMER_REAL", counts.alrm - alrm0, span, REAL_NS, 0);
 	check_rate(&z, "POSIX timer (monotonic)", counts.posix - posix0, span, POSIX_NS, 1);
 	check_rate(&z, "timerfd", drain_timerfd(&z, tfd), span, TFD_NS, 1);
+	if (counts.orphan)
+		zt_fail(&z, "the timer of an exited thread sent %ld signals", counts.orphan);
 	if (counts.posix_bad_value)
 		zt_fail(&z, "%ld POSIX timer signals lacked SI_TIMER or value %d", counts.posix_bad_value, TIMER_VALUE);
 
