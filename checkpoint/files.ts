@@ -86,7 +86,7 @@ export async function dumpFiles(ctx: CollectContext, pid: number, filesId: numbe
         fileId = dumpEventfd(ctx, pid, c, info);
         break;
       case 'eventpoll':
-        fileId = dumpEpoll(ctx, pid, c, info);
+        fileId = await dumpEpoll(ctx, pid, c, info);
         break;
       case 'signalfd':
         fileId = dumpSignalfd(ctx, pid, c, info);

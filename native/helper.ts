@@ -702,6 +702,16 @@ export class Helper {
     return num(r.result) === 0;
   }
 
+  /**
+   * Is fd `fd` of `pid` the file watched by the item of epoll fd `epfd` (same pid) registered under fd number
+   * `tfd`, the `toff`-th such item in fdinfo order (kcmp KCMP_EPOLL_TFD)?
+   */
+  async epollTarget(pid: number, fd: number, epfd: number, tfd: number, toff: number): Promise<boolean> {
+    const arg = Number((BigInt(toff) << 32n) | BigInt(tfd));
+    const r = await this.call('fdQuery', { pid, fd, path: '', kind: 6, cmd: epfd, arg, argLen: 0 }, `compare fd ${fd} of pid ${pid} with item ${tfd} of epoll fd ${epfd}`);
+    return num(r.result) === 0;
+  }
+
   /** Per-process state through injected syscalls, in one round trip (all tids seized and stopped). */
   async dumpProcess(pid: number, tids: number[], posixTimers: number[] = []): Promise<ProcessState> {
     const r = await this.call('dumpProcess', { pid, tids, posixTimers }, `read the state of process ${pid}`);

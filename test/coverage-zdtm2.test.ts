@@ -79,11 +79,3 @@ test('inet-tcp snapshot: a connection keeps SO_REUSEADDR through the repair mode
   await fx.snapshot(w);
   expect(await w.verify()).toEqual({ pass: true, detail: 'PASS' });
 });
-
-test('fd sharing --stale-epoll: an epoll item under an fd number closed since is refused by name, the tree left running', async () => {
-  const w = await fx.start('fd-sharing', ['--stale-epoll', '1']);
-  const err = await dump({ pid: w.pid, dir: fx.imageDir() }).catch((e: Error) => e);
-  expect(err).toBeInstanceOf(Error);
-  expect(describeError(err)).toContain('epoll watches a file under fd number 700, which is closed now');
-  expect(await w.verify()).toEqual({ pass: true, detail: 'PASS' });
-});

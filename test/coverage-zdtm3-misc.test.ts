@@ -19,3 +19,13 @@ test('timers --dead-thread: a SIGEV_THREAD_ID timer whose thread exited comes ba
   expect(posix.filter((p) => p.it_sigev_notify & SIGEV_THREAD_ID && p.notify_thread_id !== pid)).toHaveLength(1);
   expect(await w.verify()).toEqual({ pass: true, detail: 'PASS' });
 });
+
+test('fd sharing --stale-epoll: epoll items under fd numbers closed or reused since come back under their numbers, each waking on its own pipe', async () => {
+  const w = await fx.start('fd-sharing', ['--stale-epoll', '1']);
+  const { dir } = await fx.cycle(w);
+  const ep = entries(dir, 'files.img').find((e) => e.epfd)!.epfd as { tfd: { tfd: number; holder_fd?: number }[] };
+  // Two items lent a holder (700 closed; 701 once closed), the third is the file number 701 holds now.
+  expect(ep.tfd.map((t) => t.tfd).sort()).toEqual([700, 701, 701]);
+  expect(ep.tfd.filter((t) => t.holder_fd !== undefined)).toHaveLength(2);
+  expect(await w.verify()).toEqual({ pass: true, detail: 'PASS' });
+});

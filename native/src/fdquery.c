@@ -17,7 +17,8 @@
 /* Largest output buffer an ioctl may fill (termios, winsize and friends are far smaller). */
 #define FDQ_MAX_ARG 4096
 
-enum { FDQ_FCNTL = 0, FDQ_IOCTL = 1, FDQ_FOWN = 2, FDQ_PEERNAME = 3, FDQ_SAME_FILE = 4, FDQ_SHARES = 5 };
+enum { FDQ_FCNTL = 0, FDQ_IOCTL = 1, FDQ_FOWN = 2, FDQ_PEERNAME = 3, FDQ_SAME_FILE = 4, FDQ_SHARES = 5,
+       FDQ_EPOLL_TFD = 6 };
 
 #ifndef KCMP_FILE
 #define KCMP_FILE 0
@@ -82,7 +83,7 @@ int op_fd_query(struct helper *h, const uint8_t *req, size_t len, struct pb_buf 
 		else if (f.num == F_FdQueryReq_arg_len)
 			arg_len = (uint32_t)f.v;
 	}
-	if (rc < 0 || pid <= 0 || (fd < 0 && !path[0]) || arg_len > FDQ_MAX_ARG || (kind < FDQ_FCNTL || kind > FDQ_SHARES))
+	if (rc < 0 || pid <= 0 || (fd < 0 && !path[0]) || arg_len > FDQ_MAX_ARG || (kind < FDQ_FCNTL || kind > FDQ_EPOLL_TFD))
 		return gw_fail(&h->err, EBADMSG, "decode", pid, "malformed FdQueryReq (pid %d, fd %d, arg_len %u)", pid, fd,
 			       arg_len);
 	if (kind == FDQ_SAME_FILE) {
@@ -105,6 +106,18 @@ int op_fd_query(struct helper *h, const uint8_t *req, size_t len, struct pb_buf 
 		if (same < 0)
 			return gw_fail_errno(&h->err, "kcmp", pid, "type %d against pid %d", (int)arg, (int)cmd);
 		pb_int(out, F_FdQueryResp_result, same);
+		return 0;
+	}
+	if (kind == FDQ_EPOLL_TFD) {
+		/* Is fd `fd` of `pid` the file of the item its epoll fd `cmd` has under fd number (arg & 0xffffffff),
+		 * the (arg >> 32)-th item with that number? kcmp: 0 when it is; ENOENT: no such item. An item stays
+		 * under the number it was added with after that fd is closed. */
+		struct kcmp_epoll_slot slot = { .efd = (uint32_t)cmd, .tfd = (uint32_t)arg, .toff = (uint32_t)(arg >> 32) };
+		long k = syscall(SYS_kcmp, pid, pid, KCMP_EPOLL_TFD, (unsigned long)fd, (unsigned long)&slot);
+		if (k < 0)
+			return gw_fail_errno(&h->err, "kcmp", pid, "fd %d against epoll fd %u item fd %u (#%u)", fd, slot.efd,
+					     slot.tfd, slot.toff);
+		pb_int(out, F_FdQueryResp_result, k);
 		return 0;
 	}
 	int t AUTO_CLOSE = open_target(h, pid, fd, path);

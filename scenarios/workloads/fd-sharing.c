@@ -11,7 +11,9 @@
  * the half-closed stream socket reads its bytes, then end of file.
  * --share 1: one more child, clone()d with CLONE_FILES (--share 2: CLONE_FS), which dump must refuse.
  * --stale-epoll 1: an epoll holding an item added under fd 700, a dup of a pipe's read end closed since (the
- *   item lives on while the pipe does, zdtm epoll01), which dump must refuse.
+ *   item lives on while the pipe does, zdtm epoll), and two items under fd 701: one added through a dup closed
+ *   since, one through the other pipe that holds number 701 now (zdtm epoll01). Each pipe, written, must wake the
+ *   epoll with its own item's data, and fd 700 stay closed.
  */
 #include "zdtm.h"
 
@@ -81,11 +83,19 @@ int main(int argc, char **argv)
 	struct zt_opt opts[] = { { "share", 0, 0, 2, "1: a child clone()d with CLONE_FILES, 2: with CLONE_FS" },
 				 { "stale-epoll", 0, 0, 1, "an epoll item under an fd number closed since" } };
 	zt_setup(&z, argc, argv, opts, 2, SIGUSR2);
+	int ep = -1, ep_pipes[3][2];
 	if (opts[1].value) {
-		int p[2], ep = epoll_create1(EPOLL_CLOEXEC);
-		struct epoll_event ev = { .events = EPOLLIN, .data = { .u64 = 7 } };
-		if (ep < 0 || pipe2(p, O_CLOEXEC) < 0 || dup2(p[0], 700) != 700 || epoll_ctl(ep, EPOLL_CTL_ADD, 700, &ev) < 0 || close(700) < 0)
-			zt_setup_failed(&z, "epoll/pipe/dup2", "stale epoll item");
+		ep = epoll_create1(EPOLL_CLOEXEC);
+		if (ep < 0)
+			zt_setup_failed(&z, "epoll_create1", "stale epoll items");
+		/* pipe 0 under 700 (closed), pipe 1 under 701 (closed), pipe 2 under 701 (kept: it holds 701) */
+		const int num[3] = { 700, 701, 701 };
+		for (int i = 0; i < 3; i++) {
+			struct epoll_event ev = { .events = EPOLLIN, .data = { .u64 = 7 + i } };
+			if (pipe2(ep_pipes[i], O_CLOEXEC) < 0 || dup2(ep_pipes[i][0], num[i]) != num[i] ||
+			    epoll_ctl(ep, EPOLL_CTL_ADD, num[i], &ev) < 0 || (i < 2 && close(num[i]) < 0))
+				zt_setup_failed(&z, "epoll/pipe/dup2", "stale epoll item");
+		}
 	}
 	char path[PATH_MAX];
 	zt_path(&z, path, sizeof(path), "data");
@@ -140,6 +150,17 @@ int main(int argc, char **argv)
 	kill(child, SIGUSR2);
 	zt_collect_part(&z, "child", child);
 	check_dgram(&z, self_sk, from, to, &to_addr, to_len);
+	for (int i = 0; ep >= 0 && i < 3; i++) {
+		struct epoll_event ev;
+		char c;
+		int n;
+		if (write(ep_pipes[i][1], "x", 1) != 1 || (n = epoll_wait(ep, &ev, 1, 1000)) != 1 || ev.data.u64 != (uint64_t)(7 + i))
+			zt_fail(&z, "stale epoll item %d: no event with data %d after a write to its pipe", i, 7 + i);
+		if (read(ep_pipes[i][0], &c, 1) != 1)
+			zt_fail_sys(&z, "read", "stale epoll item's pipe");
+	}
+	if (ep >= 0 && fcntl(700, F_GETFD) >= 0)
+		zt_fail(&z, "fd 700, lent to an epoll item at restore, is still open");
 	char left[8] = "";
 	if (recv(half[0], left, sizeof(left), MSG_DONTWAIT) != 4 || memcmp(left, "left", 4) || recv(half[0], left, sizeof(left), MSG_DONTWAIT) != 0)
 		zt_fail(&z, "half-closed stream socket: not its 4 queued bytes, then end of file");
