@@ -20,6 +20,7 @@ export type FdKind =
   | 'timerfd'
   | 'inotify'
   | 'memfd'
+  | 'pidfd'
   | 'tty'
   | 'unsupported';
 
@@ -148,8 +149,10 @@ export function classifyFd(pid: number, fd: number, sockets: SocketTables): FdCl
         return out('timerfd');
       case 'inotify':
         return out('inotify');
+      case 'pidfd':
+        return out('pidfd');
       default:
-        return out('unsupported', name); // io_uring, userfaultfd, pidfd, fanotify, perf_event, bpf-*, ...
+        return out('unsupported', name); // io_uring, userfaultfd, fanotify, perf_event, bpf-*, ...
     }
   }
   if (link.startsWith('/memfd:') && mode === S_IFREG) {

@@ -16,6 +16,7 @@ import { dumpUnixFd, UnixFd } from './sockets';
 import { dumpInetFd } from './inet';
 import { dumpEventfd } from './eventfd';
 import { dumpEpoll } from './epoll';
+import { dumpPidfd } from './pidfd';
 import { dumpSignalfd } from './signalfd';
 import { dumpTimerfd } from './timerfd';
 import { dumpInotify } from './inotify';
@@ -37,6 +38,7 @@ const TYPE_OF: Record<string, number> = {
   inotify: FD_TYPES.INOTIFY,
   memfd: FD_TYPES.MEMFD,
   tty: FD_TYPES.TTY,
+  pidfd: FD_TYPES.PIDFD,
 };
 
 export interface FdRecord {
@@ -99,6 +101,9 @@ export async function dumpFiles(ctx: CollectContext, pid: number, filesId: numbe
         break;
       case 'memfd':
         fileId = ctx.shmem.addFd(ctx, pid, c, info);
+        break;
+      case 'pidfd':
+        fileId = await dumpPidfd(ctx, pid, c, info);
         break;
       case 'tty':
         fileId = await dumpTtyFd(ctx, pid, c, info);

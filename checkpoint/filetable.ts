@@ -26,6 +26,7 @@ export const FD_TYPES = {
   TTY: 11,
   TIMERFD: 17,
   MEMFD: 18,
+  PIDFD: 20,
 } as const;
 
 export function fown(): Entry {

@@ -15,6 +15,7 @@ import { readEntries } from './image-files';
 import { Op } from './restorer';
 import { createEventfd, createInotify, createSignalfd, createTimerfd } from './anonfds';
 import { createEpoll } from './epoll';
+import { createPidfd } from './pidfd';
 import { createMemfdFile } from './shmem';
 import { createTtyFile } from './tty';
 
@@ -32,7 +33,7 @@ const F_DUPFD_CLOEXEC = 1030;
 const FD_CLOEXEC = 1;
 
 /** File kinds restore can recreate (pipes: pipes.ts; the rest here). */
-export const SUPPORTED_FD_TYPES = new Set(['REG', 'PIPE', 'EVENTFD', 'SIGNALFD', 'TIMERFD', 'INOTIFY', 'EVENTPOLL', 'UNIXSK', 'FIFO', 'INETSK', 'MEMFD', 'TTY']);
+export const SUPPORTED_FD_TYPES = new Set(['REG', 'PIPE', 'EVENTFD', 'SIGNALFD', 'TIMERFD', 'INOTIFY', 'EVENTPOLL', 'UNIXSK', 'FIFO', 'INETSK', 'MEMFD', 'TTY', 'PIDFD']);
 
 /** Creates, in the restorer, every file object the tree's fds refer to (one per files.img id). */
 export async function openRegularFiles(ctx: RestoreContext): Promise<void> {
@@ -206,6 +207,8 @@ async function createAnonObject(ctx: RestoreContext, id: number, type: string, f
       return createMemfdFile(ctx, id, f.memfd as Msg);
     case 'TTY':
       return createTtyFile(ctx, id, f.tty as Msg);
+    case 'PIDFD':
+      return createPidfd(ctx, id, f.pidfd as Msg);
     default:
       return null;
   }

@@ -29,3 +29,11 @@ test('fd sharing --stale-epoll: epoll items under fd numbers closed or reused si
   expect(ep.tfd.filter((t) => t.holder_fd !== undefined)).toHaveLength(2);
   expect(await w.verify()).toEqual({ pass: true, detail: 'PASS' });
 });
+
+test('fd sharing --pidfd: a pidfd of the child comes back naming the restored child, which is signalled through it', async () => {
+  const w = await fx.start('fd-sharing', ['--pidfd', '1']);
+  const { dir } = await fx.cycle(w);
+  const pidfds = entries(dir, 'files.img').filter((e) => e.pidfd);
+  expect(pidfds).toHaveLength(1);
+  expect(await w.verify()).toEqual({ pass: true, detail: 'PASS' });
+});

@@ -14,6 +14,8 @@
  *   item lives on while the pipe does, zdtm epoll), and two items under fd 701: one added through a dup closed
  *   since, one through the other pipe that holds number 701 now (zdtm epoll01). Each pipe, written, must wake the
  *   epoll with its own item's data, and fd 700 stay closed.
+ * --pidfd 1: the parent holds a pidfd of its child (zdtm fd_from_pidfd) and signals it through that pidfd, which
+ *   must name the restored child.
  */
 #include "zdtm.h"
 
@@ -23,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/syscall.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -81,8 +84,9 @@ int main(int argc, char **argv)
 {
 	struct zt z;
 	struct zt_opt opts[] = { { "share", 0, 0, 2, "1: a child clone()d with CLONE_FILES, 2: with CLONE_FS" },
-				 { "stale-epoll", 0, 0, 1, "an epoll item under an fd number closed since" } };
-	zt_setup(&z, argc, argv, opts, 2, SIGUSR2);
+				 { "stale-epoll", 0, 0, 1, "an epoll item under an fd number closed since" },
+				 { "pidfd", 0, 0, 1, "a pidfd of the child, which verify signals through" } };
+	zt_setup(&z, argc, argv, opts, 3, SIGUSR2);
 	int ep = -1, ep_pipes[3][2];
 	if (opts[1].value) {
 		ep = epoll_create1(EPOLL_CLOEXEC);
@@ -140,6 +144,9 @@ int main(int argc, char **argv)
 			zt_setup_failed(&z, "clone", "sharing child");
 		zt_info(&z, "sharer", "%d", (int)shared);
 	}
+	int pidfd = -1;
+	if (opts[2].value && (pidfd = (int)syscall(SYS_pidfd_open, child, 0)) < 0)
+		zt_setup_failed(&z, "pidfd_open", "pidfd of the child");
 	pid_t pids[] = { getpid(), child, shared };
 	zt_ready(&z, pids, shared ? 3 : 2);
 	zt_wait_sleeping(&z);
@@ -147,7 +154,11 @@ int main(int argc, char **argv)
 	if (lseek(f.a, 1000, SEEK_SET) != 1000 || lseek(f.c, 500, SEEK_SET) != 500)
 		zt_fail_sys(&z, "lseek", path);
 	check_offsets(&z, "parent", &f);
-	kill(child, SIGUSR2);
+	if (pidfd < 0 || syscall(SYS_pidfd_send_signal, pidfd, SIGUSR2, NULL, 0) < 0) {
+		if (pidfd >= 0)
+			zt_fail_sys(&z, "pidfd_send_signal", "pidfd of the child");
+		kill(child, SIGUSR2);
+	}
 	zt_collect_part(&z, "child", child);
 	check_dgram(&z, self_sk, from, to, &to_addr, to_len);
 	for (int i = 0; ep >= 0 && i < 3; i++) {
