@@ -18,6 +18,7 @@ import { shmemProblems } from './shmem';
 import { seccompProblems } from './seccomp';
 import { ttyProblems } from './tty';
 import { fileLockProblems } from './filelocks';
+import { groupHelpers } from './tree';
 
 export class PreflightError extends GodwitError {
   constructor(message: string) {
@@ -161,7 +162,16 @@ export function preflight(ctx: RestoreContext): void {
         if (fs.existsSync(`/proc/${tid}`))
           problems.push(`PID ${tid} (${t.pid === tid ? 'task' : 'thread of task ' + t.pid}) is in use on this host by "${comm(tid)}": restore with --new-pidns, or end that process`);
   }
-  if (!ctx.opts.newPidns) problems.push(...groupHolders(set.tasks.flatMap((t) => t.threads)));
+  // Process groups whose leader is gone are made again by a helper task with the group's pid (restore/tree.ts).
+  const { helpers, stranded } = groupHelpers(set.tasks);
+  const helperPids = [...new Set(helpers.values())];
+  if (!ctx.opts.newPidns)
+    for (const g of helperPids)
+      if (fs.existsSync(`/proc/${g}`))
+        problems.push(`PID ${g} (process group ${g}, whose leader is not in the dump: a helper task takes its pid) is in use on this host by "${comm(g)}": restore with --new-pidns, or end that process`);
+  for (const z of stranded)
+    problems.push(`zombie ${z.pid} is in process group ${z.pgid}, whose leader is gone, with another zombie: restoring it needs one helper task per zombie, not supported yet`);
+  if (!ctx.opts.newPidns) problems.push(...groupHolders([...set.tasks.flatMap((t) => t.threads), ...helperPids]));
   problems.push(...sessionProblems(set.tasks));
   // Files that mappings, fds, cwd/root need: present and, where dump recorded it, same size and mode.
   for (const f of neededFiles(ctx)) {

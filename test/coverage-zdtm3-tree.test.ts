@@ -19,3 +19,14 @@ test('proc-state --affinity snapshot: core images carry the masks, the workload 
   expect(tc.allowed_cpus?.length).toBeGreaterThan(0);
   expect(await w.verify()).toEqual({ pass: true, detail: 'PASS' });
 });
+
+test('sessions --dead-group: a zombie and a live process in a group whose leader exited keep that group', async () => {
+  await fx.restoredPasses('sessions', ['--dead-group', '1']);
+});
+
+test('sessions --dead-group in the host PID namespace: the group is made again by a helper with its pid', async () => {
+  const w = await fx.start('sessions', ['--dead-group', '1']);
+  const { restored } = await fx.cycle(w, { newPidns: false });
+  expect(restored.warnings ?? []).toEqual([]);
+  expect(await w.verify()).toEqual({ pass: true, detail: 'PASS' });
+});
