@@ -138,15 +138,20 @@ function sessionProblems(tasks: { pid: number; ppid: number; sid: number }[]): s
   };
   const born = new Map<number, number | undefined>(); // the session a task is in right after its fork
   const out: string[] = [];
+  // The root is born in the restorer's session, which stands for the one it had at dump time when it did not
+  // lead its own (a session outside the tree); anything else a task needs from there cannot be had.
+  const outside = (t: (typeof tasks)[number]) => (t.sid !== t.pid ? t.sid : undefined);
   for (const t of tasks) {
     const p = byPid.get(t.ppid);
-    if (!p || p === t) continue; // the root: born in the restorer's session
+    if (!p || p === t) {
+      born.set(t.pid, outside(t));
+      continue;
+    }
     const n = need(t);
     const early = p.sid === p.pid && n !== undefined && n !== p.sid;
     const b = early ? born.get(p.pid) : p.sid;
     born.set(t.pid, b);
-    // undefined: the restorer's session (the root's parent is outside the tree); nothing to check against
-    if (n === undefined || n === b || b === undefined) continue;
+    if (n === undefined || n === b) continue;
     out.push(`task ${t.pid} must start in session ${n}, which its parent ${p.pid} (session ${p.sid}) cannot hand down to it: restoring it needs helper tasks, not supported yet`);
   }
   return out;
