@@ -12,7 +12,7 @@ import { Listr, ListrTask } from 'listr2';
 import { GodwitError } from '../util/errors';
 import { interruptedError } from '../util/interrupt';
 import { mainCore, newContext, RestoreContext, RestoreOptions } from './context';
-import { addSchedCalls, addCredCalls, restoreRlimits, Warning } from './creds';
+import { addAffinityCall, addSchedCalls, addCredCalls, checkAffinity, restoreRlimits, Warning } from './creds';
 import { checkImageFiles, ImageIntegrityError } from './checksums';
 import { closeObjects, installFds, openRegularFiles, restoreFs } from './files';
 import { liveTasks, loadImageSet, TASK_STOPPED } from './load';
@@ -166,8 +166,10 @@ export function restoreSteps(): ListrTask<StepState>[] {
         for (const tid of [...t.threads.filter((x) => x !== t.pid), t.pid])
           await restoreThreadState(s, t, tid, (bb) => {
             addSchedCalls(t, tid, bb); // before the creds change: RT policies and negative nice need CAP_SYS_NICE
+            const aff = addAffinityCall(s, t, tid, bb);
             addSeccompCalls(s, t, tid, bb); // before the creds change: see restore/seccomp.ts
             addCredCalls(t, tid, bb, { always: !!s.container?.record.ns.includes('user') });
+            return (results) => checkAffinity(s, t, aff, results);
           });
       }
     }),

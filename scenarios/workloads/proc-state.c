@@ -8,6 +8,8 @@
  *   - main's working directory was removed (it reads "DIR/gone (deleted)");
  * Verify: each value read back; the subreaper flag also by behaviour (an orphan made now is re-parented to
  * main); C checks its own.
+ * --affinity 1: main pinned to the host's last CPU, its thread to CPU 0 (zdtm cpu-affinity0); each checks its own
+ *   mask (with one CPU both are CPU 0, which any restore gives: the check proves nothing there).
  * --vfork 1: C instead vforks a child V that never execs (C stays blocked in vfork): godwit refuses that tree.
  */
 #include "zdtm.h"
@@ -50,6 +52,16 @@ static void check_comm(struct zt *z, const char *who, const char *want)
 static volatile int thread_go;
 static char thread_name[32];
 static int thread_policy = -1, thread_policy_after = -1;
+static int pin_cpu = -1; /* the thread's CPU with --affinity, else -1 */
+static int thread_cpus_ok = 1;
+
+/* The calling thread runs on CPU `cpu` only. */
+static int only_cpu(int cpu)
+{
+	cpu_set_t s;
+	CPU_ZERO(&s);
+	return sched_getaffinity(0, sizeof(s), &s) == 0 && CPU_COUNT(&s) == 1 && CPU_ISSET(cpu, &s);
+}
 
 static void *thread_fn(void *arg)
 {
@@ -58,10 +70,18 @@ static void *thread_fn(void *arg)
 	struct sched_param sp = { 0 };
 	if (sched_setscheduler(0, SCHED_BATCH, &sp) == 0)
 		thread_policy = SCHED_BATCH;
+	if (pin_cpu >= 0) {
+		cpu_set_t s;
+		CPU_ZERO(&s);
+		CPU_SET(pin_cpu, &s);
+		thread_cpus_ok = sched_setaffinity(0, sizeof(s), &s) == 0;
+	}
 	while (!thread_go)
 		zt_sleep_ns(1000000);
 	prctl(PR_GET_NAME, thread_name);
 	thread_policy_after = sched_getscheduler(0);
+	if (pin_cpu >= 0 && thread_cpus_ok)
+		thread_cpus_ok = only_cpu(pin_cpu) ? 2 : 0;
 	return NULL;
 }
 
@@ -78,8 +98,20 @@ static void check_sched(struct zt *z, const char *who, int policy, int nice)
 int main(int argc, char **argv)
 {
 	struct zt z;
-	struct zt_opt opts[] = { { "vfork", 0, 0, 1, "the child waits in vfork() for a grandchild that never execs" } };
-	zt_setup(&z, argc, argv, opts, 1, SIGUSR2);
+	struct zt_opt opts[] = { { "vfork", 0, 0, 1, "the child waits in vfork() for a grandchild that never execs" },
+				 { "affinity", 0, 0, 1, "main pinned to the last CPU, its thread to CPU 0" } };
+	zt_setup(&z, argc, argv, opts, 2, SIGUSR2);
+	int main_cpu = -1;
+	if (opts[1].value) {
+		cpu_set_t s;
+		CPU_ZERO(&s);
+		if (sched_getaffinity(0, sizeof(s), &s))
+			zt_setup_failed(&z, "sched_getaffinity", "main");
+		for (int c = 0; c < CPU_SETSIZE; c++)
+			if (CPU_ISSET(c, &s))
+				main_cpu = c;
+		pin_cpu = 0;
+	}
 	pid_t child = fork();
 	if (child < 0)
 		zt_setup_failed(&z, "fork", "child");
@@ -124,6 +156,13 @@ int main(int argc, char **argv)
 	zt_path(&z, gone, sizeof(gone), "gone");
 	if (mkdir(gone, 0751) || chdir(gone) || rmdir(gone))
 		zt_setup_failed(&z, "mkdir/chdir/rmdir", gone);
+	if (main_cpu >= 0) {
+		cpu_set_t s;
+		CPU_ZERO(&s);
+		CPU_SET(main_cpu, &s);
+		if (sched_setaffinity(0, sizeof(s), &s))
+			zt_setup_failed(&z, "sched_setaffinity", "main");
+	}
 	pthread_t th;
 	if (pthread_create(&th, NULL, thread_fn, NULL))
 		zt_setup_failed(&z, "pthread_create", "named thread");
@@ -175,8 +214,12 @@ int main(int argc, char **argv)
 	else if (stat(".", &cst) || !S_ISDIR(cst.st_mode) || (cst.st_mode & 07777) != 0750)
 		zt_fail(&z, "cwd: not the removed directory with mode 0750 (mode 0%o)", cst.st_mode);
 	check_sched(&z, "main", SCHED_OTHER, 1);
+	if (main_cpu >= 0 && !only_cpu(main_cpu))
+		zt_fail(&z, "main: CPU affinity is not {%d} alone", main_cpu);
 	thread_go = 1;
 	pthread_join(th, NULL);
+	if (pin_cpu >= 0 && thread_cpus_ok != 2)
+		zt_fail(&z, "thread: CPU affinity is not {%d} alone%s", pin_cpu, thread_cpus_ok ? "" : " (or could not be set)");
 	if (strcmp(thread_name, "gw-proc-thr"))
 		zt_fail(&z, "thread: name '%s', expected 'gw-proc-thr'", thread_name);
 	if (thread_policy != SCHED_BATCH || thread_policy_after != SCHED_BATCH)
