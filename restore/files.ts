@@ -287,22 +287,34 @@ function addFownCalls(ctx: RestoreContext, t: TaskImage, b: Batch): void {
   }
 }
 
-/** cwd, root and umask. */
+/** Working directory and umask; the root comes later (addRootCall). */
 export async function restoreFs(ctx: RestoreContext, t: TaskImage): Promise<void> {
   const set = ctx.set!;
   const b = new Batch();
-  const name = (id: unknown, what: string) => {
-    const reg = set.files.get(Number(id))?.reg as Msg | undefined;
-    if (!reg) throw new GodwitError(`task ${t.pid}: ${what} refers to file id ${id}, missing from files.img`);
-    return reg.name as string;
-  };
-  const root = name(t.fs.root_id, 'root');
-  if (root !== '/') b.call('chroot', [b.str(root)], `chroot to ${root}`);
-  const cwd = name(t.fs.cwd_id, 'cwd');
+  // The path is as the dumper saw it (from its root, not the task's): entered while the task still has the
+  // restorer's root. chroot leaves the working directory alone, so a cwd inside the new root and one outside it
+  // (zdtm chroot: chroot without chdir) both end as they were.
+  const cwd = fsName(ctx, t, t.fs.cwd_id, 'cwd');
   if (set.remaps.has(Number(t.fs.cwd_id))) addDeletedCwd(ctx, b, t, cwd, Number(set.remaps.get(Number(t.fs.cwd_id))!.remap_id));
   else b.call('chdir', [b.str(cwd)], `chdir to ${cwd}`);
   b.call('umask', [Number(t.fs.umask ?? 0o22)], 'set umask');
   await runBatch(ctx.restorer!, t.pid, b);
+}
+
+/**
+ * The task's root (chroot), added to its last batch of paths: everything injected before it opens host paths
+ * (/proc/self/oom_score_adj, /proc/self/loginuid), which a chrooted task no longer sees. It still comes before
+ * the seccomp filter and the credentials, either of which could forbid it.
+ */
+export function addRootCall(ctx: RestoreContext, t: TaskImage, b: Batch): void {
+  const root = fsName(ctx, t, t.fs.root_id, 'root');
+  if (root !== '/') b.call('chroot', [b.str(root)], `chroot to ${root}`);
+}
+
+function fsName(ctx: RestoreContext, t: TaskImage, id: unknown, what: string): string {
+  const reg = ctx.set!.files.get(Number(id))?.reg as Msg | undefined;
+  if (!reg) throw new GodwitError(`task ${t.pid}: ${what} refers to file id ${id}, missing from files.img`);
+  return reg.name as string;
 }
 
 const AT_REMOVEDIR = 0x200;
