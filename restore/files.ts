@@ -13,6 +13,7 @@ import { Batch, runBatch, runLocal } from './syscalls';
 import { fileNameFor } from '../images';
 import { readEntries } from './image-files';
 import { Op } from './restorer';
+import { findHostPids } from './tree';
 import { createEventfd, createInotify, createSignalfd, createTimerfd } from './anonfds';
 import { createEpoll } from './epoll';
 import { createMemfdFile } from './shmem';
@@ -59,12 +60,54 @@ export async function openRegularFiles(ctx: RestoreContext): Promise<void> {
       const name = reg.name as string;
       const flags = Number(reg.flags ?? 0) & ~(O_CREAT | O_EXCL | O_TRUNC | O_NOCTTY);
       const remap = ctx.set!.remaps.get(id);
-      const fd = await (remap ? openGhost(ctx, id, name, flags, reg, remap) : openInRestorer(ctx, name, flags, (reg.pos as bigint | undefined) ?? 0n)).catch((e) => {
+      const fd = await (remap ? openGhost(ctx, id, name, flags, reg, remap) : openPlain(ctx, name, flags, (reg.pos as bigint | undefined) ?? 0n)).catch((e) => {
         throw new GodwitError(`task ${t.pid}: cannot reopen fd ${fdi.fd} (${name})`, { cause: e });
       });
       ctx.objects.set(id, fd);
       ctx.restorerFds.push(fd);
     }
+}
+
+/**
+ * A /proc path of a task of the dumped tree (an fd on /proc/self/maps reads /proc/PID/maps, zdtm memfd02): not
+ * there before the tree is made, and PID must be the task as restored. Returns the dumped pid, whether it is a
+ * thread group leader, and the rest of the path; undefined for any other path.
+ */
+export function treeProcPath(ctx: RestoreContext, name: string): { pid: number; leader: boolean; rest: string } | undefined {
+  const m = /^\/proc\/(\d+)(\/.*)?$/.exec(name);
+  if (!m) return undefined;
+  const pid = Number(m[1]);
+  for (const t of ctx.set!.tasks)
+    if (t.threads.includes(pid) || t.pid === pid) return { pid, leader: t.pid === pid, rest: m[2] ?? '' };
+  return undefined;
+}
+
+/**
+ * A regular file by its path, at its position. A tree task's /proc file is opened now that the task exists: the
+ * same pid on the host; in a new pid namespace the pid the host gives the task, through the host's /proc (the
+ * restorer's cwd is the host's root, also inside a container). Non-leader threads there are refused by preflight.
+ */
+async function openPlain(ctx: RestoreContext, name: string, flags: number, pos: bigint): Promise<number> {
+  const proc = treeProcPath(ctx, name);
+  if (!proc || !ctx.opts.newPidns) return openInRestorer(ctx, name, flags, pos);
+  if (!ctx.hostPids.size) ctx.hostPids = await findHostPids(ctx);
+  const host = ctx.hostPids.get(proc.pid);
+  if (!host || host < 0) throw new GodwitError(`${name}: the host pid of task ${proc.pid} is unknown`);
+  return openInRestorer(ctx, `/proc/${host}${proc.rest}`, flags, pos, 0, true);
+}
+
+/** Preflight: a thread's /proc file in a new pid namespace (its host tid is not known here: refused by name). */
+export function treeProcProblems(ctx: RestoreContext): string[] {
+  if (!ctx.opts.newPidns) return [];
+  const out: string[] = [];
+  for (const t of ctx.set!.tasks)
+    for (const fdi of t.fds) {
+      const name = (ctx.set!.files.get(Number(fdi.id))?.reg as Msg | undefined)?.name as string | undefined;
+      const proc = name !== undefined ? treeProcPath(ctx, name) : undefined;
+      if (proc && !proc.leader)
+        out.push(`${name} (fd ${fdi.fd} of task ${t.pid}): a /proc file of thread ${proc.pid} cannot be reopened in a new pid namespace yet`);
+    }
+  return out;
 }
 
 const REMAP_GHOST = 1;
@@ -352,6 +395,7 @@ export function neededFiles(ctx: RestoreContext): { path: string; size?: bigint;
     const reg = set.files.get(id)?.reg as Msg | undefined;
     if (!reg || set.remaps.has(id)) return; // a deleted file comes from its ghost image
     const p = reg.name as string;
+    if (treeProcPath(ctx, p)) return; // made with the tree (openPlain)
     if (!out.has(p)) out.set(p, { path: p, size: reg.size as bigint | undefined, mode: reg.mode as number | undefined, why });
   };
   for (const t of set.tasks) {

@@ -20,3 +20,9 @@ test('fs-places --chroot 1 snapshot: the chrooted child runs on unharmed', async
   await fx.snapshot(w);
   expect(await w.verify()).toEqual({ pass: true, detail: 'PASS' });
 });
+
+test.each([true, false])('fs-places --proc 1 (new pid namespace: %s): an fd on /proc/self/maps reads the restored task\'s own maps', async (newPidns) => {
+  const w = await fx.start('fs-places', ['--proc', '1']);
+  await fx.cycle(w, { newPidns });
+  expect(await w.verify()).toEqual({ pass: true, detail: 'PASS' });
+});
