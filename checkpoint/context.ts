@@ -7,6 +7,7 @@ import { SocketTables } from './fdkinds';
 import { InetDumpState, newInetState } from './inet';
 import { ShmemTable } from './shmem';
 import { SeccompTable } from './seccomp';
+import type { NamespaceIds } from './namespaces';
 
 export interface CollectContext {
   helper: Helper;
@@ -33,6 +34,8 @@ export interface CollectContext {
   shmem: ShmemTable;
   /** Seccomp filters of every thread, each distinct chain link once (seccomp.ts). */
   seccomp: SeccompTable;
+  /** The tree's namespaces (set by collectAll): namespace files held open name them (nsfiles.ts). */
+  ns?: NamespaceIds;
 }
 
 export function newContext(helper: Helper, tree: Tree, ghostLimit: number): CollectContext {

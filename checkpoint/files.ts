@@ -21,6 +21,7 @@ import { dumpTimerfd } from './timerfd';
 import { dumpInotify } from './inotify';
 import { dumpTtyFd } from './tty';
 import { dumpFileLocks } from './filelocks';
+import { dumpNsFile } from './nsfiles';
 
 const FD_CLOEXEC = 1;
 const TYPE_OF: Record<string, number> = {
@@ -37,6 +38,7 @@ const TYPE_OF: Record<string, number> = {
   inotify: FD_TYPES.INOTIFY,
   memfd: FD_TYPES.MEMFD,
   tty: FD_TYPES.TTY,
+  nsfile: FD_TYPES.NS,
 };
 
 export interface FdRecord {
@@ -102,6 +104,9 @@ export async function dumpFiles(ctx: CollectContext, pid: number, filesId: numbe
         break;
       case 'tty':
         fileId = await dumpTtyFd(ctx, pid, c, info);
+        break;
+      case 'nsfile':
+        fileId = await dumpNsFile(ctx, pid, c, info);
         break;
     }
     rec.fileId = fileId;

@@ -13,7 +13,8 @@ import { Batch, runBatch, runLocal } from './syscalls';
 import { fileNameFor } from '../images';
 import { readEntries } from './image-files';
 import { Op } from './restorer';
-import { findHostPids } from './tree';
+import { hostPidOf } from './tree';
+import { openNsFile } from './nsfiles';
 import { createEventfd, createInotify, createSignalfd, createTimerfd } from './anonfds';
 import { createEpoll } from './epoll';
 import { createMemfdFile } from './shmem';
@@ -33,7 +34,7 @@ const F_DUPFD_CLOEXEC = 1030;
 const FD_CLOEXEC = 1;
 
 /** File kinds restore can recreate (pipes: pipes.ts; the rest here). */
-export const SUPPORTED_FD_TYPES = new Set(['REG', 'PIPE', 'EVENTFD', 'SIGNALFD', 'TIMERFD', 'INOTIFY', 'EVENTPOLL', 'UNIXSK', 'FIFO', 'INETSK', 'MEMFD', 'TTY']);
+export const SUPPORTED_FD_TYPES = new Set(['REG', 'PIPE', 'EVENTFD', 'SIGNALFD', 'TIMERFD', 'INOTIFY', 'EVENTPOLL', 'UNIXSK', 'FIFO', 'INETSK', 'MEMFD', 'TTY', 'NS']);
 
 /** Creates, in the restorer, every file object the tree's fds refer to (one per files.img id). */
 export async function openRegularFiles(ctx: RestoreContext): Promise<void> {
@@ -90,10 +91,7 @@ export function treeProcPath(ctx: RestoreContext, name: string): { pid: number; 
 async function openPlain(ctx: RestoreContext, name: string, flags: number, pos: bigint): Promise<number> {
   const proc = treeProcPath(ctx, name);
   if (!proc || !ctx.opts.newPidns) return openInRestorer(ctx, name, flags, pos);
-  if (!ctx.hostPids.size) ctx.hostPids = await findHostPids(ctx);
-  const host = ctx.hostPids.get(proc.pid);
-  if (!host || host < 0) throw new GodwitError(`${name}: the host pid of task ${proc.pid} is unknown`);
-  return openInRestorer(ctx, `/proc/${host}${proc.rest}`, flags, pos, 0, true);
+  return openInRestorer(ctx, `/proc/${await hostPidOf(ctx, proc.pid)}${proc.rest}`, flags, pos, 0, true);
 }
 
 /** Preflight: a thread's /proc file in a new pid namespace (its host tid is not known here: refused by name). */
@@ -247,6 +245,8 @@ async function createAnonObject(ctx: RestoreContext, id: number, type: string, f
       return createEpoll(ctx, id);
     case 'MEMFD':
       return createMemfdFile(ctx, id, f.memfd as Msg);
+    case 'NS':
+      return openNsFile(ctx, id, f.nsf as Msg);
     case 'TTY':
       return createTtyFile(ctx, id, f.tty as Msg);
     default:

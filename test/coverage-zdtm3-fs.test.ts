@@ -3,7 +3,9 @@
  * unlink_fstat03), each reproduced by the fs-places workload: dump + kill + restore (and --leave-running
  * snapshots), then the workload checks itself.
  */
-import { WorkloadFixture } from './helpers/workload-fixture';
+import { dump } from '../checkpoint/dump';
+import { describeError } from '../util/errors';
+import { entries, info, WorkloadFixture } from './helpers/workload-fixture';
 
 const fx = new WorkloadFixture('godwit-covz3fs-');
 afterEach(() => fx.cleanup());
@@ -24,5 +26,22 @@ test('fs-places --chroot 1 snapshot: the chrooted child runs on unharmed', async
 test.each([true, false])('fs-places --proc 1 (new pid namespace: %s): an fd on /proc/self/maps reads the restored task\'s own maps', async (newPidns) => {
   const w = await fx.start('fs-places', ['--proc', '1']);
   await fx.cycle(w, { newPidns });
+  expect(await w.verify()).toEqual({ pass: true, detail: 'PASS' });
+});
+
+test.each([true, false])('fs-places --ns 1 (new pid namespace: %s): fds on the task\'s own net and uts namespace files come back on the same namespaces', async (newPidns) => {
+  const w = await fx.start('fs-places', ['--ns', '1']);
+  const { dir } = await fx.cycle(w, { newPidns });
+  const ns = entries(dir, 'files.img').filter((e) => Number(e.type) === 14);
+  expect(ns.map((e) => (e.nsf as { ns_cflag: number }).ns_cflag).sort((a, b) => a - b)).toEqual([0x04000000, 0x40000000]);
+  expect(await w.verify()).toEqual({ pass: true, detail: 'PASS' });
+});
+
+test('fs-places --ns 2: an fd on a namespace no task of the tree is in is refused by name before the freeze, the tree left running', async () => {
+  const w = await fx.start('fs-places', ['--ns', '2']);
+  const fd = info(w, 'foreign-ns-fd')[0];
+  const err = await dump({ pid: w.pid, dir: fx.imageDir() }).catch((e: Error) => e);
+  expect(err).toBeInstanceOf(Error);
+  expect(describeError(err)).toMatch(new RegExp(`pid ${w.pid}.*fd ${fd}: namespace file uts:\\[\\d+\\]: not the uts namespace of the dumped tree`));
   expect(await w.verify()).toEqual({ pass: true, detail: 'PASS' });
 });
