@@ -109,6 +109,42 @@ export function treeProcProblems(ctx: RestoreContext): string[] {
 }
 
 const REMAP_GHOST = 1;
+const REMAP_LINKED = 0;
+
+/** The name a link remap gave the file of entry `id` (checkpoint/files.ts dumpLinkRemap), or undefined. */
+function linkRemapName(ctx: RestoreContext, id: number): string | undefined {
+  const remap = ctx.set!.remaps.get(id);
+  if (!remap || Number(remap.remap_type ?? REMAP_GHOST) !== REMAP_LINKED) return undefined;
+  const reg = ctx.set!.files.get(Number(remap.remap_id))?.reg as Msg | undefined;
+  if (!reg) throw new GodwitError(`file id ${id}: its link remap names file id ${remap.remap_id}, missing from files.img`);
+  return reg.name as string;
+}
+
+/**
+ * A removed name of a file that still had other links: opened through the name the dump gave it (the same
+ * inode), which is removed once every task holds its fds (removeLinkRemaps).
+ */
+async function openLinked(ctx: RestoreContext, id: number, name: string, flags: number, reg: Msg, remap: Msg): Promise<number> {
+  const link = linkRemapName(ctx, id)!;
+  const fd = await openInRestorer(ctx, link, flags, (reg.pos as bigint | undefined) ?? 0n).catch((e) => {
+    throw new GodwitError(`${name} (removed, with other links): cannot open it through its link remap ${link} (file id ${remap.remap_id})`, { cause: e });
+  });
+  ctx.linkRemaps.add(link);
+  return fd;
+}
+
+/**
+ * Removes the link remaps the restore opened files through, once every task holds its fds: the files have the
+ * links they had at the dump again. Before the tree runs, so it never sees the extra name; a restore that fails
+ * earlier leaves them, and the image can be restored again.
+ */
+export async function removeLinkRemaps(ctx: RestoreContext): Promise<void> {
+  if (!ctx.linkRemaps.size) return;
+  const u = new Batch();
+  for (const p of ctx.linkRemaps) u.call('unlinkat', [AT_FDCWD, u.str(p), 0], `remove the link remap ${p}`);
+  await runLocal(ctx.restorer!, u, 'link remaps');
+  ctx.linkRemaps.clear();
+}
 /** Per restore: ghost image id -> the restorer's fd of the file made from it. */
 const ghostKeepers = new WeakMap<RestoreContext, Map<number, number>>();
 const O_RDWR = 2;
@@ -119,6 +155,7 @@ const AT_FDCWD = -100;
  * "PATH (deleted)" as before; a temporary name beside it if the path is taken now), opened as it was, unlinked.
  */
 async function openGhost(ctx: RestoreContext, id: number, name: string, flags: number, reg: Msg, remap: Msg): Promise<number> {
+  if (Number(remap.remap_type ?? REMAP_GHOST) === REMAP_LINKED) return openLinked(ctx, id, name, flags, reg, remap);
   if (Number(remap.remap_type ?? REMAP_GHOST) !== REMAP_GHOST)
     throw new GodwitError(`file id ${id} (${name}): remap type ${remap.remap_type} is not supported yet`);
   const ghostFile = fileNameFor('GHOST_FILE', Number(remap.remap_id));
@@ -393,7 +430,14 @@ export function neededFiles(ctx: RestoreContext): { path: string; size?: bigint;
   const out = new Map<string, { path: string; size?: bigint; mode?: number; why: string }>();
   const add = (id: number, why: string) => {
     const reg = set.files.get(id)?.reg as Msg | undefined;
-    if (!reg || set.remaps.has(id)) return; // a deleted file comes from its ghost image
+    if (!reg) return;
+    const link = linkRemapName(ctx, id);
+    if (link !== undefined) {
+      const lreg = set.files.get(Number(set.remaps.get(id)!.remap_id))!.reg as Msg;
+      if (!out.has(link)) out.set(link, { path: link, size: lreg.size as bigint | undefined, mode: lreg.mode as number | undefined, why: `${why}: the link remap of the removed ${reg.name}` });
+      return;
+    }
+    if (set.remaps.has(id)) return; // a deleted file comes from its ghost image
     const p = reg.name as string;
     if (treeProcPath(ctx, p)) return; // made with the tree (openPlain)
     if (!out.has(p)) out.set(p, { path: p, size: reg.size as bigint | undefined, mode: reg.mode as number | undefined, why });

@@ -14,7 +14,7 @@ import { interruptedError } from '../util/interrupt';
 import { mainCore, newContext, RestoreContext, RestoreOptions } from './context';
 import { addSchedCalls, addCredCalls, restoreRlimits, Warning } from './creds';
 import { checkImageFiles, ImageIntegrityError } from './checksums';
-import { addRootCall, closeObjects, installFds, openRegularFiles, restoreFs } from './files';
+import { addRootCall, closeObjects, installFds, openRegularFiles, removeLinkRemaps, restoreFs } from './files';
 import { liveTasks, loadImageSet, TASK_STOPPED } from './load';
 import { PageChain } from '../images/pagechain';
 import { createTrampoline, finishMemory, mapVmas, pageRanges, vmasOf, Vma, writePages } from './memory';
@@ -203,6 +203,7 @@ export async function resumeHeld(s: RestoreContext): Promise<void> {
     if (!host) throw new GodwitError(`task ${t.pid} was dumped stopped, but its pid on this host is unknown: cannot stop it again`);
     process.kill(host, 'SIGSTOP');
   }
+  await removeLinkRemaps(s); // every task holds its fds: the files get back the links they had
   await s.restorer!.request(Op.RESUME, Buffer.alloc(0), 'resume the tree');
   s.resumed = true;
   if (s.container) {

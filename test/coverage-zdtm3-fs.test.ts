@@ -3,6 +3,8 @@
  * unlink_fstat03), each reproduced by the fs-places workload: dump + kill + restore (and --leave-running
  * snapshots), then the workload checks itself.
  */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { dump } from '../checkpoint/dump';
 import { describeError } from '../util/errors';
 import { entries, info, WorkloadFixture } from './helpers/workload-fixture';
@@ -45,3 +47,34 @@ test('fs-places --ns 2: an fd on a namespace no task of the tree is in is refuse
   expect(describeError(err)).toMatch(new RegExp(`pid ${w.pid}.*fd ${fd}: namespace file uts:\\[\\d+\\]: not the uts namespace of the dumped tree`));
   expect(await w.verify()).toEqual({ pass: true, detail: 'PASS' });
 });
+
+/** The link remaps (godwit's names for removed files that still have links) in the workload's directory. */
+const linkRemaps = (w: { dir: string }) => fs.readdirSync(w.dir).filter((f) => f.startsWith('.godwit-link-remap.'));
+
+test.each([true, false])('fs-places --linked 1 (new pid namespace: %s): a file whose name was removed while another link names it keeps its inode through a link remap, removed after restore', async (newPidns) => {
+  const w = await fx.start('fs-places', ['--linked', '1']);
+  const { dir } = await fx.cycle(w, { newPidns });
+  expect(entries(dir, 'remap-fpath.img').map((e) => Number(e.remap_type))).toEqual([0 /* LINKED */]);
+  expect(linkRemaps(w)).toEqual([]);
+  expect(await w.verify()).toEqual({ pass: true, detail: 'PASS' });
+});
+
+test('fs-places --linked 1 snapshot: the link remap stays for a later restore, which opens the same inode and removes it', async () => {
+  const w = await fx.start('fs-places', ['--linked', '1']);
+  const { dir } = await fx.snapshot(w);
+  const [link] = linkRemaps(w);
+  expect(link).toBeDefined();
+  const ino = fs.statSync(path.join(w.dir, 'linked.alias')).ino;
+  expect(fs.statSync(path.join(w.dir, link)).ino).toBe(ino);
+  // The snapshot's tree ends; its image is restored in its place.
+  for (const pid of w.pids) process.kill(pid, 'SIGKILL');
+  await waitGone(w);
+  await fx.restore(w, dir, { newPidns: false });
+  expect(linkRemaps(w)).toEqual([]);
+  expect(await w.verify()).toEqual({ pass: true, detail: 'PASS' });
+});
+
+async function waitGone(w: { alivePids(): number[] }): Promise<void> {
+  for (let i = 0; i < 100 && w.alivePids().length; i++) await new Promise((r) => setTimeout(r, 50));
+  expect(w.alivePids()).toEqual([]);
+}
