@@ -7,7 +7,7 @@ import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import { GodwitError } from '../util/errors';
 import { RestoreContext, treePath } from './context';
-import { FD_TYPE, neededFiles, statOrNull, SUPPORTED_FD_TYPES } from './files';
+import { FD_TYPE, neededFiles, statOrNull, SUPPORTED_FD_TYPES, treeProcProblems } from './files';
 import { Msg } from './image-files';
 import { unsupportedVma, vmasOf, VMA } from './memory';
 import { inetProblems } from './inet';
@@ -190,6 +190,7 @@ export function preflight(ctx: RestoreContext): void {
     else if (f.size !== undefined && st.isFile() && BigInt(st.size) !== BigInt(f.size))
       problems.push(`${f.path} (${f.why}) changed since the dump (size ${f.size}, now ${st.size}): restore needs the file as it was`);
   }
+  problems.push(...treeProcProblems(ctx));
   const host = hostXsave();
   ctx.hostXsave = host;
   const vdsoOff = hostVdsoOffset();

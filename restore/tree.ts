@@ -2,6 +2,7 @@
  * The process tree: stubs with the dumped PIDs and TIDs (clone3 set_tid, created by their own parents so
  * ppid is right, sessions set as they are forked), then process groups that name another task.
  */
+import { GodwitError } from '../util/errors';
 import { RestoreContext } from './context';
 import { Op } from './restorer';
 import { Batch, runBatch } from './syscalls';
@@ -71,6 +72,18 @@ export async function joinProcessGroups(ctx: RestoreContext): Promise<void> {
 }
 
 /** Host PIDs of the restored tasks (image pid -> pid in this host's PID namespace), from the restorer. */
+/**
+ * The host pid of restored task `pid` once the tree exists: the same without a new pid namespace, else asked of
+ * the restorer (once; the resume step asks again).
+ */
+export async function hostPidOf(ctx: RestoreContext, pid: number): Promise<number> {
+  if (!ctx.opts.newPidns) return pid;
+  if (!ctx.hostPids.size) ctx.hostPids = await findHostPids(ctx);
+  const host = ctx.hostPids.get(pid);
+  if (!host || host < 0) throw new GodwitError(`the host pid of restored task ${pid} is unknown`);
+  return host;
+}
+
 export async function findHostPids(ctx: RestoreContext): Promise<Map<number, number>> {
   const out = await ctx.restorer!.request(Op.HOST_PIDS, Buffer.alloc(0), 'find the host pids of the restored tasks');
   const m = new Map<number, number>();
