@@ -121,15 +121,24 @@ export function addCredCalls(t: TaskImage, tid: number, b: Batch, o: { always?: 
     groups.forEach((x, i) => g.writeUInt32LE(x >>> 0, 4 * i));
     b.call('setgroups', [groups.length, b.data(g)], 'set supplementary groups');
   };
+  // setres[ug]id set the filesystem id to the effective one; one that differs (zdtm pid00) is set after it. The
+  // fsgid goes before the uid switch, which takes the CAP_SETGID it needs; setfsuid to one of the task's own
+  // uids needs no capability. (Both calls return the old id, never an error.)
+  const fsuid = Number(creds.fsuid ?? ids[2]);
+  const fsgid = Number(creds.fsgid ?? ids[3]);
   if (ids.every((x) => x === 0) && !o.always) {
     // A root task keeps the restorer's ids, but not its supplementary groups (zdtm groups): those are the task's.
     if (groups.length || restorerHasGroups()) setGroups();
     addCapCalls(creds, b);
+    if (fsgid !== 0) b.call('setfsgid', [fsgid], 'set the filesystem gid');
+    if (fsuid !== 0) b.call('setfsuid', [fsuid], 'set the filesystem uid');
     return;
   }
   setGroups();
   b.call('setresgid', [ids[1], ids[3], ids[5]], 'set gids');
+  if (fsgid !== ids[3]) b.call('setfsgid', [fsgid], 'set the filesystem gid');
   b.call('setresuid', [ids[0], ids[2], ids[4]], 'set uids');
+  if (fsuid !== ids[2]) b.call('setfsuid', [fsuid], 'set the filesystem uid');
   if (o.always) {
     // Root of a user namespace keeps every capability through that switch: drop what the task had dropped.
     if (ids.every((x) => x === 0)) addCapCalls(creds, b);

@@ -30,3 +30,8 @@ test('sessions --dead-group in the host PID namespace: the group is made again b
   expect(restored.warnings ?? []).toEqual([]);
   expect(await w.verify()).toEqual({ pass: true, detail: 'PASS' });
 });
+
+test('proc-state --ids: a task whose real, effective, saved and filesystem ids all differ keeps all eight (zdtm pid00)', async () => {
+  // Also the dump: root may lack CAP_SYS_RESOURCE, and then reads such a task's rlimits from inside it.
+  await fx.restoredPasses('proc-state', ['--ids', '1']);
+});

@@ -10,6 +10,8 @@
  * main); C checks its own.
  * --affinity 1: main pinned to the host's last CPU, its thread to CPU 0 (zdtm cpu-affinity0); each checks its own
  *   mask (with one CPU both are CPU 0, which any restore gives: the check proves nothing there).
+ * --ids 1: a child I switches to uids 1/2/3 and gids 5/6/7 with fsgid 8 and fsuid 3 (not the effective ids:
+ *   zdtm pid00) and checks all eight after; it exits with the number of the first one that differs.
  * --vfork 1: C instead vforks a child V that never execs (C stays blocked in vfork): godwit refuses that tree.
  */
 #include "zdtm.h"
@@ -20,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/fsuid.h>
 #include <sys/personality.h>
 #include <sys/prctl.h>
 #include <sched.h>
@@ -95,12 +98,35 @@ static void check_sched(struct zt *z, const char *who, int policy, int nice)
 		zt_fail(z, "%s: scheduling policy %d nice %d, expected policy %d nice %d", who, p, n, policy, nice);
 }
 
+/* Child I (--ids): its exit status is 0, or which of its ids differs (1-8), or 9 if it could not set them. */
+static pid_t ids_child(struct zt *z)
+{
+	pid_t pid = fork();
+	if (pid < 0)
+		zt_setup_failed(z, "fork", "ids child");
+	if (pid)
+		return pid;
+	/* fsgid before the uid switch drops CAP_SETGID; fsuid 3 is the saved uid, allowed without it. */
+	if (setresgid(5, 6, 7) || (setfsgid(8), setfsgid(-1)) != 8 || setresuid(1, 2, 3) || (setfsuid(3), setfsuid(-1)) != 3)
+		_exit(9);
+	while (!zt_signalled())
+		zt_sleep_ns(1000000);
+	uid_t r, e, s;
+	gid_t rg, eg, sg;
+	if (getresuid(&r, &e, &s) || getresgid(&rg, &eg, &sg))
+		_exit(9);
+	int fsu = setfsuid(-1), fsg = setfsgid(-1);
+	_exit(r != 1 ? 1 : e != 2 ? 2 : s != 3 ? 3 : fsu != 3 ? 4 : rg != 5 ? 5 : eg != 6 ? 6 : sg != 7 ? 7 : fsg != 8 ? 8 : 0);
+}
+
 int main(int argc, char **argv)
 {
 	struct zt z;
 	struct zt_opt opts[] = { { "vfork", 0, 0, 1, "the child waits in vfork() for a grandchild that never execs" },
-				 { "affinity", 0, 0, 1, "main pinned to the last CPU, its thread to CPU 0" } };
-	zt_setup(&z, argc, argv, opts, 2, SIGUSR2);
+				 { "affinity", 0, 0, 1, "main pinned to the last CPU, its thread to CPU 0" },
+				 { "ids", 0, 0, 1, "a child with real, effective, saved and filesystem ids all different" } };
+	zt_setup(&z, argc, argv, opts, 3, SIGUSR2);
+	pid_t ids = opts[2].value ? ids_child(&z) : 0;
 	int main_cpu = -1;
 	if (opts[1].value) {
 		cpu_set_t s;
@@ -253,5 +279,14 @@ int main(int argc, char **argv)
 	}
 	kill(child, SIGUSR2);
 	zt_collect_part(&z, "child", child);
+	if (ids) {
+		static const char *const what[] = { "", "uid", "euid", "suid", "fsuid", "gid", "egid", "sgid", "fsgid", "set-up" };
+		int st;
+		kill(ids, SIGUSR2);
+		if (waitpid(ids, &st, 0) != ids || !WIFEXITED(st) || WEXITSTATUS(st) > 9)
+			zt_fail(&z, "ids child: did not exit (status 0x%x)", st);
+		else if (WEXITSTATUS(st))
+			zt_fail(&z, "ids child: %s is not what it set", what[WEXITSTATUS(st)]);
+	}
 	return zt_finish(&z);
 }
