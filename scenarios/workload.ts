@@ -41,6 +41,7 @@ export const WORKLOAD_NAMES = [
   'ghosts',
   'sockopts',
   'dead-leader',
+  'unix-more',
 ] as const;
 export type WorkloadName = (typeof WORKLOAD_NAMES)[number];
 

@@ -1,0 +1,24 @@
+/**
+ * Unix socket state that CRIU's conformance tests (zdtm static: sk-unix-rel, socket_close_data01,
+ * socket_close_data, socket_snd_addr) found godwit losing, reproduced by the workload unix-more: dump + kill +
+ * restore (and a --leave-running snapshot), then the workload checks itself.
+ */
+import { entries, WorkloadFixture } from './helpers/workload-fixture';
+
+const fx = new WorkloadFixture('godwit-covz3-sock-');
+afterEach(() => fx.cleanup());
+
+test('relative names: sockets bound to names relative to the cwd are bound and reached there again, a queued datagram included', async () => {
+  await fx.restoredPasses('unix-more', ['--case', '1']);
+});
+
+test('relative names snapshot: the image says which directory the names live in, the workload keeps running unharmed', async () => {
+  const w = await fx.start('unix-more', ['--case', '1']);
+  const { dir } = await fx.snapshot(w);
+  const named = entries(dir, 'files.img')
+    .map((e) => e.usk as { name?: Buffer; name_dir?: string } | undefined)
+    .filter((u) => u?.name?.length);
+  expect(named.length).toBeGreaterThanOrEqual(2);
+  for (const u of named) expect(u!.name_dir).toBe(w.dir);
+  expect(await w.verify()).toEqual({ pass: true, detail: 'PASS' });
+});
