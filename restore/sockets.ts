@@ -199,12 +199,15 @@ export async function createUnixSockets(ctx: RestoreContext): Promise<void> {
     await newSocket(ctx, s);
     await bindTo(ctx, s);
   }
-  // A stream connection whose peer was closed with data still queued for this end (zdtm sockets02): one end
-  // of a new pair, the other end sends that data and is closed after, so reads get it, then end of file.
+  // A stream connection whose peer was closed with data still queued for this end (zdtm sockets02), or a
+  // nameless datagram socket in the same state (zdtm socket_close_data: nothing can send to it by name): one
+  // end of a new pair, the other end sends that data and is closed after, so reads get it, then end of file
+  // (stream) or a refused send (datagram, as with the dead peer).
   const queued = new Set(set.skQueues.map((q) => Number(q.id_for)));
   const gonePeer = new Map<Sock, number>();
   for (const s of rest) {
-    if (s.fd !== undefined || s.peer || s.type === SOCK_DGRAM || Number(s.e.state) !== TCP_ESTABLISHED || !queued.has(s.fileId)) continue;
+    if (s.fd !== undefined || s.peer || !queued.has(s.fileId)) continue;
+    if (s.type === SOCK_DGRAM ? s.name.length > 0 : Number(s.e.state) !== TCP_ESTABLISHED) continue;
     const b = new Batch();
     const fds = Buffer.alloc(8);
     b.call('socketpair', [AF_UNIX, s.type | SOCK_CLOEXEC, 0, b.data(fds)], `a pair for socket ${s.ino}, whose peer was closed`);

@@ -22,3 +22,14 @@ test('relative names snapshot: the image says which directory the names live in,
   for (const u of named) expect(u!.name_dir).toBe(w.dir);
   expect(await w.verify()).toEqual({ pass: true, detail: 'PASS' });
 });
+
+test('closed datagram peer: a socketpair end whose other end was closed keeps the datagram it was sent, then refuses sends as before', async () => {
+  const w = await fx.start('unix-more', ['--case', '2']);
+  await fx.cycle(w);
+  expect(await w.verify()).toEqual({ pass: true, detail: 'PASS' });
+});
+
+test('closed datagram peer, without a dump: the workload’s own checks hold on this kernel', async () => {
+  const w = await fx.start('unix-more', ['--case', '2']);
+  expect(await w.verify()).toEqual({ pass: true, detail: 'PASS' });
+});
