@@ -112,7 +112,13 @@ export async function dumpUnixFd(
     return { type: FD_TYPES.UNIXSK, id, usk };
   });
   ctx.unixSeen.set(inode, id);
-  for (const p of queue.packets) ctx.images.add('SK_QUEUES', undefined, { id_for: id, length: p.data.length }, p.data);
+  for (const p of queue.packets) {
+    const pe: Record<string, unknown> = { id_for: id, length: p.data.length };
+    // A datagram's sender address is what recvfrom() gives for it (zdtm socket_snd_addr); present even when
+    // empty, so that restore tells an unnamed sender from an image that does not say (CRIU's).
+    if (diag.type === SOCK_DGRAM) pe.addr = unixName(p.addr);
+    ctx.images.add('SK_QUEUES', undefined, pe, p.data);
+  }
   const self: UnixFd = { pid, fd: c.fd, inode, fileId: id, peer: Number(diag.peerInode) };
   if (diag.state === TCP_LISTEN) Object.assign(self, { listenName: unixName(diag.name), pending: diag.pendingConnections.length });
   if (embryoOf?.length) {

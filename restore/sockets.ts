@@ -5,6 +5,7 @@
  * data sent again from each receiver's peer (datagram boundaries kept), then shutdowns.
  */
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { GodwitError, SysError } from '../util/errors';
 import { RestoreContext, treePath } from './context';
@@ -131,6 +132,75 @@ async function connectEmbryos(ctx: RestoreContext, socks: Sock[], byIno: Map<num
   }
 }
 
+/** A fresh socket (or T, a socket made for it) sends DATA to RCV's name and is closed. */
+function sendFromTemp(b: Batch, rcv: Sock, data: Buffer, t?: number): void {
+  const sk = t ?? b.call('socket', [AF_UNIX, rcv.type | SOCK_CLOEXEC, 0], 'a socket to requeue data with');
+  inDir(b, rcv.dir, () => {
+    b.call('sendto', [sk, b.data(data), data.length, MSG_DONTWAIT, b.data(sockaddr(rcv.name)), sockaddr(rcv.name).length], `requeue ${data.length} bytes for socket ${rcv.ino}`);
+  });
+  b.call('close', [sk], 'close it');
+}
+
+/**
+ * A datagram queued for RCV whose sender address the image has (FROM, empty: unnamed): recvfrom() must give it
+ * again (zdtm socket_snd_addr). Sent by the socket of the image bound to that name when there is one (without
+ * an address if it is connected to RCV), else by a temporary socket bound to the name for the time of the
+ * send (a path name's file removed after; a relative one bound in a directory of its own, since only the bytes
+ * of the name travel with the datagram), else unnamed. False: nothing better than the peer can send it (RCV
+ * has no name to send to); the caller does.
+ */
+async function requeueFrom(ctx: RestoreContext, rcv: Sock, data: Buffer, from: Buffer, socks: Sock[], stand?: number): Promise<boolean> {
+  const what = `requeue ${data.length} bytes for socket ${rcv.ino}`;
+  const b = new Batch();
+  if (!from.length) {
+    if (stand !== undefined || !rcv.name.length) return false; // the stand-in or the peer: nameless as it was
+    sendFromTemp(b, rcv, data);
+    await local(ctx, b, 'unix socket queue');
+    return true;
+  }
+  const named = socks.find((x) => x.type === rcv.type && x.fd !== undefined && x.fd >= 0 && x.name.equals(from));
+  if (named && named.peer === rcv.ino) {
+    b.call('sendto', [named.fd!, b.data(data), data.length, MSG_DONTWAIT, 0, 0], what);
+    await local(ctx, b, 'unix socket queue');
+    return true;
+  }
+  if (!rcv.name.length) {
+    ctx.warnings.push({ pid: 0, message: `unix socket ${rcv.ino}: a datagram from ${printable(from)} comes back from its peer's address (it has no name to be sent to)` });
+    return false;
+  }
+  if (named) {
+    inDir(b, rcv.dir, () => {
+      b.call('sendto', [named.fd!, b.data(data), data.length, MSG_DONTWAIT, b.data(sockaddr(rcv.name)), sockaddr(rcv.name).length], what);
+    });
+    await local(ctx, b, 'unix socket queue');
+    return true;
+  }
+  // The sender is gone: a temporary socket takes its name if that is free.
+  const isPath = from[0] !== 0;
+  const relative = isPath && from[0] !== 0x2f; // '/'
+  let dir: string | undefined;
+  if (relative && !ctx.fileRoot) dir = fs.mkdtempSync(path.join(os.tmpdir(), 'godwit-sk-'));
+  const free = !isPath || (relative ? dir !== undefined : !fs.existsSync(treePath(ctx, from.toString())));
+  try {
+    const t = b.call('socket', [AF_UNIX, rcv.type | SOCK_CLOEXEC, 0], 'a socket to requeue data with');
+    let bound: { result: number } | undefined;
+    if (free) inDir(b, dir, () => (bound = b.call('bind', [t, b.data(sockaddr(from)), sockaddr(from).length], `bind it to ${printable(from)}`, { allowFail: true })));
+    const r = await local(ctx, b, 'unix socket queue');
+    const fd = Number(r[t.result]);
+    ctx.restorerFds.push(fd); // closed below; listed so that a failure in between closes it too
+    const ok = bound !== undefined && r[bound.result] === 0n;
+    if (!ok) ctx.warnings.push({ pid: 0, message: `unix socket ${rcv.ino}: a datagram from ${printable(from)} comes back unnamed (the name is taken)` });
+    const s = new Batch();
+    sendFromTemp(s, rcv, data, fd);
+    if (ok && isPath) inDir(s, dir, () => s.call('unlinkat', [AT_FDCWD, s.str(from.toString()), 0], `remove the temporary socket file ${printable(from)}`));
+    await local(ctx, s, 'unix socket queue');
+    ctx.restorerFds.splice(ctx.restorerFds.indexOf(fd), 1);
+  } finally {
+    if (dir) fs.rmSync(dir, { recursive: true, force: true });
+  }
+  return true;
+}
+
 const printable = (n: Buffer) => (n.length && n[0] === 0 ? `@${n.subarray(1).toString()}` : n.toString());
 
 export async function createUnixSockets(ctx: RestoreContext): Promise<void> {
@@ -241,24 +311,22 @@ export async function createUnixSockets(ctx: RestoreContext): Promise<void> {
     addCommonSockOpts(b, s.fd!, o, `unix socket ${s.ino}`);
     await local(ctx, b, 'unix socket');
   }
-  // Queued data, sent again by whoever can reach the receiver.
+  // Queued data, sent again by whoever can reach the receiver; datagrams whose sender the image names, from
+  // that name (requeueFrom).
   const byFile = new Map(socks.map((s) => [s.fileId, s]));
   for (const q of set.skQueues) {
     const rcv = byFile.get(Number(q.id_for));
     if (!rcv) throw new GodwitError(`sk-queues.img: data queued for file id ${q.id_for}, which is no unix socket of the image`);
     const data = (q.extra as Buffer | undefined) ?? Buffer.alloc(0);
+    const stand = gonePeer.get(rcv);
+    if (rcv.type === SOCK_DGRAM && q.addr !== undefined && (await requeueFrom(ctx, rcv, data, Buffer.from(q.addr as Buffer), socks, stand))) continue;
     const sender = byIno.get(rcv.peer)?.peer === rcv.ino ? byIno.get(rcv.peer) : socks.find((x) => x.peer === rcv.ino);
     const b = new Batch();
-    const stand = gonePeer.get(rcv);
     if (stand !== undefined) b.call('sendto', [stand, b.data(data), data.length, MSG_DONTWAIT, 0, 0], `requeue ${data.length} bytes for socket ${rcv.ino}`);
     else if (sender) b.call('sendto', [sender.fd!, b.data(data), data.length, MSG_DONTWAIT, 0, 0], `requeue ${data.length} bytes for socket ${rcv.ino}`);
     else {
       if (!rcv.name.length) throw new GodwitError(`unix socket ${rcv.ino} has queued data but neither a peer nor a name to send it to`);
-      const t = b.call('socket', [AF_UNIX, rcv.type | SOCK_CLOEXEC, 0], 'a socket to requeue data with');
-      inDir(b, rcv.dir, () => {
-        b.call('sendto', [t, b.data(data), data.length, MSG_DONTWAIT, b.data(sockaddr(rcv.name)), sockaddr(rcv.name).length], `requeue ${data.length} bytes for socket ${rcv.ino}`);
-      });
-      b.call('close', [t], 'close it');
+      sendFromTemp(b, rcv, data);
     }
     await local(ctx, b, 'unix socket queue');
   }

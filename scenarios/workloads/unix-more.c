@@ -185,7 +185,7 @@ static void verify_senders(struct zt *z, const struct senders *s)
 		}
 		if (n != (ssize_t)strlen(msg) || memcmp(buf, msg, strlen(msg)))
 			zt_fail(z, "datagram %d: got '%.*s', expected '%s'", i + 1, (int)n, buf, msg);
-		socklen_t want = s->len[i] ? s->len[i] : (socklen_t)offsetof(struct sockaddr_un, sun_path);
+		socklen_t want = s->len[i]; /* unnamed: no address at all */
 		/* a path name may come back with or without its terminating NUL */
 		int same = s->len[i] == 0 ? flen == want
 					  : (flen == want || (s->addr[i].sun_path[0] && flen == want - 1)) &&
@@ -194,6 +194,9 @@ static void verify_senders(struct zt *z, const struct senders *s)
 			zt_fail(z, "datagram %d: sender address of %u bytes ('%s%s'), expected %u bytes", i + 1, (unsigned)flen,
 				from.sun_path[0] ? "" : "@", from.sun_path[0] ? from.sun_path : from.sun_path + 1, (unsigned)want);
 	}
+	struct stat st;
+	if (lstat(s->addr[1].sun_path, &st) == 0)
+		zt_fail(z, "the closed sender's socket file %s is there again", s->addr[1].sun_path);
 	if (send(s->open_sender, "again", 5, 0) != 5)
 		zt_fail_sys(z, "send", "the sender still open");
 	else
