@@ -142,7 +142,7 @@ function socketFile(pid: number, diag: UnixSock, where: string): { perms?: { mod
   if (!name.length || name[0] === 0) return {};
   const rel = name[0] !== 0x2f; // '/'
   const out: { perms?: { mode: number; uid: number; gid: number }; dir?: string } = {};
-  if (rel) out.dir = fs.readlinkSync(`/proc/${pid}/cwd`, 'latin1') || '/';
+  if (rel) out.dir = fs.readlinkSync(`/proc/${pid}/cwd`, 'latin1').replace(/ \(deleted\)$/, '') || '/';
   const at = `/proc/${pid}/${rel ? 'cwd/' : 'root'}${name.toString('latin1')}`;
   let st: fs.BigIntStats;
   try {
