@@ -50,3 +50,15 @@ test('sender addresses, without a dump: the workload’s own checks hold on this
   const w = await fx.start('unix-more', ['--case', '3']);
   expect(await w.verify()).toEqual({ pass: true, detail: 'PASS' });
 });
+
+test('peer credentials, without a dump: the workload’s own checks hold on this kernel', async () => {
+  const w = await fx.start('unix-more', ['--case', '4']);
+  expect(await w.verify()).toEqual({ pass: true, detail: 'PASS' });
+});
+
+// Known gap (zdtm sock_peercred): SO_PEERCRED is taken from whoever calls socketpair()/connect()/listen(), and
+// the restorer makes every socket itself, as root; carrying it needs the call made by a task with the recorded
+// pid and credentials (a dead creator's pid included). Fails until that is done.
+test.failing('peer credentials: a socketpair made by a child that changed its uid/gid and exited keeps the child as its peer', async () => {
+  await fx.restoredPasses('unix-more', ['--case', '4']);
+});
