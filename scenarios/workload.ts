@@ -42,6 +42,7 @@ export const WORKLOAD_NAMES = [
   'sockopts',
   'dead-leader',
   'fs-places',
+  'unix-more',
 ] as const;
 export type WorkloadName = (typeof WORKLOAD_NAMES)[number];
 
