@@ -143,13 +143,14 @@ int main(int argc, char **argv)
 			zt_setup_failed(&z, "open", "/proc/self/ns/{net,uts}");
 	}
 	if (opts[O_NS].value == 2) {
-		int p[2];
-		if (pipe2(p, O_CLOEXEC) < 0)
+		/* Two pipes: with one, the child could read back its own byte before the parent does. */
+		int p[2], q[2];
+		if (pipe2(p, O_CLOEXEC) < 0 || pipe2(q, O_CLOEXEC) < 0)
 			zt_setup_failed(&z, "pipe2", "uts child");
 		pid_t c = fork();
 		if (c == 0) {
 			char x = unshare(CLONE_NEWUTS) == 0 ? 'u' : 'e';
-			if (write(p[1], &x, 1) != 1 || read(p[0], &x, 1) < 0)
+			if (write(p[1], &x, 1) != 1 || read(q[0], &x, 1) < 0)
 				_exit(1);
 			_exit(0);
 		}
@@ -160,9 +161,9 @@ int main(int argc, char **argv)
 		ns[2] = open(path, O_RDONLY | O_CLOEXEC);
 		if (ns[2] < 0)
 			zt_setup_failed(&z, "open", path);
-		if (write(p[1], "x", 1) != 1 || waitpid(c, NULL, 0) != c)
+		if (write(q[1], "x", 1) != 1 || waitpid(c, NULL, 0) != c)
 			zt_setup_failed(&z, "waitpid", "uts child");
-		close(p[0]), close(p[1]);
+		close(p[0]), close(p[1]), close(q[0]), close(q[1]);
 		zt_info(&z, "foreign-ns-fd", "%d", ns[2]);
 	}
 
