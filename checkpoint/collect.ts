@@ -43,6 +43,7 @@ export async function collectAll(
   const unixFds: UnixFd[] = [];
   let objId = 2; // 1 is the dumper's own (the inventory's root_ids), as in CRIU
   let pagesId = 1;
+  ctx.ns = ns;
   await lockConnections(ctx);
   for (const p of ctx.tree.processes) {
     try {

@@ -7,6 +7,7 @@ import { SocketTables } from './fdkinds';
 import { InetDumpState, newInetState } from './inet';
 import { ShmemTable } from './shmem';
 import { SeccompTable } from './seccomp';
+import type { NamespaceIds } from './namespaces';
 
 export interface CollectContext {
   helper: Helper;
@@ -33,6 +34,10 @@ export interface CollectContext {
   shmem: ShmemTable;
   /** Seccomp filters of every thread, each distinct chain link once (seccomp.ts). */
   seccomp: SeccompTable;
+  /** Link remaps this dump made (files.ts dumpLinkRemap), removed again if it fails. */
+  linkRemaps: string[];
+  /** The tree's namespaces (set by collectAll): namespace files held open name them (nsfiles.ts). */
+  ns?: NamespaceIds;
 }
 
 export function newContext(helper: Helper, tree: Tree, ghostLimit: number): CollectContext {
@@ -50,5 +55,6 @@ export function newContext(helper: Helper, tree: Tree, ghostLimit: number): Coll
     ghostLimit,
     shmem: new ShmemTable(),
     seccomp: new SeccompTable(),
+    linkRemaps: [],
   };
 }

@@ -10,6 +10,7 @@
  * tasks stay stopped), the partial directory is removed (it never has a manifest), and the error names the
  * pid, fd or mapping and kind. The tree is killed only after the manifest is safely on disk.
  */
+import * as fs from 'node:fs';
 import { Listr, ListrTask } from 'listr2';
 import { GodwitError, UsageError } from '../util/errors';
 import { interruptedError } from '../util/interrupt';
@@ -540,6 +541,8 @@ export async function abortDump(s: DumpState): Promise<void> {
   for (const w of s.pageWriters) await w.abort().catch(() => undefined);
   s.pageWriters = [];
   if (s.writer) await s.writer.abort().catch(() => undefined);
+  // The names given to removed files that still had links (link remaps): no image will need them.
+  for (const p of s.ctx?.linkRemaps.splice(0) ?? []) fs.rmSync(p, { force: true });
   await closeHelper(s);
 }
 

@@ -22,6 +22,7 @@ export type FdKind =
   | 'memfd'
   | 'pidfd'
   | 'tty'
+  | 'nsfile' // an fd on /proc/PID/ns/KIND (checkpoint/nsfiles.ts)
   | 'unsupported';
 
 export interface FdClass {
@@ -159,6 +160,8 @@ export function classifyFd(pid: number, fd: number, sockets: SocketTables): FdCl
     // hugetlbfs memfds need huge pages at restore: not yet.
     return proc.stat.blksize > 4096n ? out('unsupported', `hugetlb memfd ${link}`) : out('memfd');
   }
+  // nsfs inodes are regular files whose link is "KIND:[INODE]" (no path).
+  if (mode === S_IFREG && /^[a-z]+:\[\d+\]$/.test(link)) return out('nsfile');
   if (mode === S_IFREG || mode === S_IFDIR) return out('reg');
   if (mode === S_IFIFO) return out('fifo');
   if (mode === S_IFCHR) {

@@ -22,6 +22,7 @@ import { dumpTimerfd } from './timerfd';
 import { dumpInotify } from './inotify';
 import { dumpTtyFd } from './tty';
 import { dumpFileLocks } from './filelocks';
+import { dumpNsFile } from './nsfiles';
 
 const FD_CLOEXEC = 1;
 const TYPE_OF: Record<string, number> = {
@@ -39,6 +40,7 @@ const TYPE_OF: Record<string, number> = {
   memfd: FD_TYPES.MEMFD,
   tty: FD_TYPES.TTY,
   pidfd: FD_TYPES.PIDFD,
+  nsfile: FD_TYPES.NS,
 };
 
 export interface FdRecord {
@@ -108,6 +110,9 @@ export async function dumpFiles(ctx: CollectContext, pid: number, filesId: numbe
       case 'tty':
         fileId = await dumpTtyFd(ctx, pid, c, info);
         break;
+      case 'nsfile':
+        fileId = await dumpNsFile(ctx, pid, c, info);
+        break;
     }
     rec.fileId = fileId;
     await dumpFown(ctx, pid, c.fd, fileId);
@@ -134,14 +139,58 @@ async function dumpFown(ctx: CollectContext, pid: number, fd: number, fileId: nu
 
 async function dumpRegularFd(ctx: CollectContext, pid: number, c: FdClass, info: ProcFdInfo): Promise<number> {
   let path = c.link;
-  const deleted = path.endsWith(' (deleted)') && c.proc.stat.nlink === 0n;
-  if (deleted) path = path.slice(0, -' (deleted)'.length);
+  const removed = path.endsWith(' (deleted)');
+  const deleted = removed && c.proc.stat.nlink === 0n;
+  // A removed name of a file that still has other links (zdtm unlink_fstat03): a link remap, not a ghost copy.
+  const linked = removed && !deleted && (c.proc.stat.mode & 0o170000n) === 0o100000n;
+  if (removed) path = path.slice(0, -' (deleted)'.length);
   const flags = info.flags & ~O_CLOEXEC;
   const st = c.proc.stat;
   const key = await describe(ctx, pid, c.fd, `reg:${st.dev}:${st.ino}:${flags}:${info.pos}:${path}`);
   const id = ctx.files.regular(path, st, flags, info.pos, key);
   if (deleted) dumpGhost(ctx, pid, c, id, path);
+  if (linked) await dumpLinkRemap(ctx, pid, c, id, path);
   return id;
+}
+
+const REMAP_LINKED = 0;
+
+/**
+ * CRIU's link remap: the file of a removed name that still has other links keeps its inode across restore (zdtm
+ * unlink_fstat03 compares st_dev and st_ino), so instead of a copy it gets a name of ours beside the old one,
+ * made by the helper with linkat (one per inode: ".godwit-link-remap.INODE"). The image points the file entry
+ * at that name (remap-fpath.img, LINKED); restore opens the file through it and removes it once every task holds
+ * its fds. The name stays until then: a snapshot (--leave-running) keeps it for a later restore, and a failed
+ * dump removes the names it made (abortDump).
+ */
+async function dumpLinkRemap(ctx: CollectContext, pid: number, c: FdClass, fileId: number, path: string): Promise<void> {
+  const st = c.proc.stat;
+  const where = `${path.slice(0, path.lastIndexOf('/') + 1)}.godwit-link-remap.${st.ino}`;
+  const key = `link:${st.dev}:${st.ino}`;
+  if (!ctx.ghosts.has(key)) {
+    try {
+      await ctx.helper.linkFd(pid, c.fd, where);
+      ctx.linkRemaps.push(where);
+    } catch (err) {
+      // Ours from an earlier dump (a snapshot that was never restored): the same inode, reused.
+      const have = (err as { errno?: string; code?: string }).code === 'EEXIST' ? statOrNull(where) : null;
+      if (!have || have.dev !== st.dev || have.ino !== st.ino)
+        throw new GodwitError(`pid ${pid} fd ${c.fd}: cannot give the removed file ${path} (which has other links) a name of its own at ${where}`, { cause: err });
+    }
+    ctx.ghosts.set(key, ctx.files.regular(where, st, 0, 0n));
+  }
+  const remapKey = `remap:${fileId}`;
+  if (ctx.ghosts.has(remapKey)) return;
+  ctx.ghosts.set(remapKey, -1);
+  ctx.images.add('REMAP_FPATH', undefined, { orig_id: fileId, remap_id: ctx.ghosts.get(key)!, remap_type: REMAP_LINKED });
+}
+
+function statOrNull(p: string): fs.BigIntStats | null {
+  try {
+    return fs.statSync(p, { bigint: true });
+  } catch {
+    return null;
+  }
 }
 
 const GHOST_CHUNK = 1 << 20;

@@ -24,6 +24,7 @@ export const FD_TYPES = {
   INOTIFY: 8,
   SIGNALFD: 9,
   TTY: 11,
+  NS: 14,
   TIMERFD: 17,
   MEMFD: 18,
   PIDFD: 20,

@@ -51,6 +51,14 @@ export class NamespaceIds {
     return id;
   }
 
+  /**
+   * The ns id of namespace `ino` of `kind` when it is the tree's (every task is in the root's namespaces:
+   * forTask refuses any other), for a namespace file held open (checkpoint/nsfiles.ts).
+   */
+  nsFileId(kind: NsKind, ino: number): number | undefined {
+    return ino === this.rootIno[kind] ? this.root[kind] : undefined;
+  }
+
   /** The ns ids of a task; throws if it lives in namespaces other than godwit's or the container root's. */
   forTask(pid: number): Record<NsKind, number> {
     const ns = readNamespaces(pid);

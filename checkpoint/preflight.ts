@@ -13,6 +13,7 @@ import { readStatus } from './proc/status';
 import type { Tree } from './tree';
 import { readFdInfo } from './proc/fdinfo';
 import { devptsOf, ptyOf } from './tty';
+import { nsFileProblem } from './nsfiles';
 
 export interface Problem {
   pid: number;
@@ -60,6 +61,8 @@ export function inspectTree(tree: Tree, ns: NamespaceIds): PreflightResult {
         try {
           const c = classifyFd(p.pid, fd, sockets);
           if (c.kind === 'unsupported') problems.push({ pid: p.pid, where: `fd ${fd}`, kind: `${c.what} (${c.link})` });
+          const nsBad = c.kind === 'nsfile' ? nsFileProblem(ns, c.link) : undefined;
+          if (nsBad) problems.push({ pid: p.pid, where: `fd ${fd}`, kind: nsBad });
           if (c.kind === 'tty') {
             const pty = ptyOf(c, readFdInfo(p.pid, fd));
             if (!pty) problems.push({ pid: p.pid, where: `fd ${fd}`, kind: `terminal ${c.link} (not a Unix98 pty)` });

@@ -69,6 +69,7 @@ export async function dumpUnixFd(
   const passed = queue.packets.reduce((n, p) => n + p.passedFds, 0);
   if (passed) throw new GodwitError(`${where}: ${passed} fd(s) in flight (SCM_RIGHTS) in its queue cannot be dumped`);
   const flags = info.flags & ~O_CLOEXEC;
+  const file = socketFile(pid, diag, where);
   const sec = (us: bigint) => us / 1000000n;
   const usec = (us: bigint) => us % 1000000n;
   const id = ctx.files.add(`unix:${inode}`, (id) => {
@@ -106,12 +107,18 @@ export async function dumpUnixFd(
       name: unixName(diag.name),
     };
     if (diag.shutdown) usk.shutdown = Math.min(diag.shutdown, 3);
-    const perms = socketFilePerms(pid, diag);
-    if (perms) usk.file_perms = perms;
+    if (file.perms) usk.file_perms = file.perms;
+    if (file.dir) usk.name_dir = file.dir;
     return { type: FD_TYPES.UNIXSK, id, usk };
   });
   ctx.unixSeen.set(inode, id);
-  for (const p of queue.packets) ctx.images.add('SK_QUEUES', undefined, { id_for: id, length: p.data.length }, p.data);
+  for (const p of queue.packets) {
+    const pe: Record<string, unknown> = { id_for: id, length: p.data.length };
+    // A datagram's sender address is what recvfrom() gives for it (zdtm socket_snd_addr); present even when
+    // empty, so that restore tells an unnamed sender from an image that does not say (CRIU's).
+    if (diag.type === SOCK_DGRAM) pe.addr = unixName(p.addr);
+    ctx.images.add('SK_QUEUES', undefined, pe, p.data);
+  }
   const self: UnixFd = { pid, fd: c.fd, inode, fileId: id, peer: Number(diag.peerInode) };
   if (diag.state === TCP_LISTEN) Object.assign(self, { listenName: unixName(diag.name), pending: diag.pendingConnections.length });
   if (embryoOf?.length) {
@@ -123,19 +130,35 @@ export async function dumpUnixFd(
 }
 
 /**
- * The mode and owner of the file a socket is bound to (bind() makes it with the umask, root-owned at restore):
- * read through the task's root, only while the file there is still this socket's (same inode as diag says).
+ * Where a socket's path name lives: a relative name was resolved against the binder's cwd at bind() time, and
+ * restore binds and connects from some other directory, so it needs that directory (name_dir). The holder's cwd
+ * is taken when the file there is this socket's (same inode as diag says) or no longer exists (a removed socket
+ * file: made again where it was); another file there means the process moved since bind(), which is refused
+ * rather than guessed. Also the file's mode and owner (bind() makes it with the umask, root-owned at restore),
+ * read through the task's root or cwd while the file is still this socket's.
  */
-function socketFilePerms(pid: number, diag: UnixSock): { mode: number; uid: number; gid: number } | undefined {
+function socketFile(pid: number, diag: UnixSock, where: string): { perms?: { mode: number; uid: number; gid: number }; dir?: string } {
   const name = unixName(diag.name);
-  if (!name.length || name[0] === 0 || !diag.vfsIno) return undefined;
+  if (!name.length || name[0] === 0) return {};
+  const rel = name[0] !== 0x2f; // '/'
+  const out: { perms?: { mode: number; uid: number; gid: number }; dir?: string } = {};
+  if (rel) out.dir = fs.readlinkSync(`/proc/${pid}/cwd`, 'latin1').replace(/ \(deleted\)$/, '') || '/';
+  const at = `/proc/${pid}/${rel ? 'cwd/' : 'root'}${name.toString('latin1')}`;
+  let st: fs.BigIntStats;
   try {
-    const st = fs.lstatSync(`/proc/${pid}/root${name.toString().startsWith('/') ? '' : '/'}${name.toString()}`, { bigint: true });
-    if (!st.isSocket() || st.ino !== diag.vfsIno) return undefined;
-    return { mode: Number(st.mode), uid: Number(st.uid), gid: Number(st.gid) };
+    st = fs.lstatSync(at, { bigint: true });
   } catch {
-    return undefined; // removed since bind(): nothing to carry
+    return out; // removed since bind(): nothing to carry
   }
+  if (!diag.vfsIno || !st.isSocket() || st.ino !== diag.vfsIno) {
+    if (rel && diag.vfsIno)
+      throw new GodwitError(
+        `${where}: bound to the relative name ${name.toString('latin1')}, but ${out.dir}/${name.toString('latin1')} is another file: the process changed directory since bind(), so where its name lives is unknown: not supported`,
+      );
+    return out;
+  }
+  out.perms = { mode: Number(st.mode), uid: Number(st.uid), gid: Number(st.gid) };
+  return out;
 }
 
 /**

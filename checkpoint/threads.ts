@@ -66,6 +66,7 @@ export function buildThreadCore(
   // The leader's mask is the task's (tc.blk_sigset); CRIU sets the per-thread one for the other threads only.
   if (tid !== p.pid) tc.blk_sigset = regs.sigmask;
   if (sched.policy !== SCHED_OTHER) tc.sched_prio = sched.rtPriority;
+  if (status.cpusAllowed.length) tc.allowed_cpus = status.cpusAllowed;
   if (inj?.pdeathsig) tc.pdeath_sig = inj.pdeathsig;
   if (status.seccomp) tc.seccomp_mode = status.seccomp;
   if (regs.rseq && regs.rseq.abiSize > 0)

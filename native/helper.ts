@@ -696,6 +696,14 @@ export class Helper {
     return buf(r.data);
   }
 
+  /**
+   * Gives the file of fd `fd` of `pid` the new name `path` (linkat of the fd: a deleted name that still has
+   * other links, checkpoint/files.ts link remaps). EEXIST when `path` is taken.
+   */
+  async linkFd(pid: number, fd: number, path: string): Promise<void> {
+    await this.call('fdQuery', { pid, fd, path, kind: 6, cmd: 0, arg: 0, argLen: 0 }, `link fd ${fd} of pid ${pid} to ${path}`);
+  }
+
   /** Are fd `fd` of `pid` and fd `otherFd` of `otherPid` the same open file description (kcmp KCMP_FILE)? */
   async sameFile(pid: number, fd: number, otherPid: number, otherFd: number): Promise<boolean> {
     const r = await this.call('fdQuery', { pid, fd, path: '', kind: 4, cmd: otherPid, arg: otherFd, argLen: 0 }, `compare fd ${fd} of pid ${pid} with fd ${otherFd} of pid ${otherPid}`);
@@ -708,7 +716,7 @@ export class Helper {
    */
   async epollTarget(pid: number, fd: number, epfd: number, tfd: number, toff: number): Promise<boolean> {
     const arg = Number((BigInt(toff) << 32n) | BigInt(tfd));
-    const r = await this.call('fdQuery', { pid, fd, path: '', kind: 6, cmd: epfd, arg, argLen: 0 }, `compare fd ${fd} of pid ${pid} with item ${tfd} of epoll fd ${epfd}`);
+    const r = await this.call('fdQuery', { pid, fd, path: '', kind: 7, cmd: epfd, arg, argLen: 0 }, `compare fd ${fd} of pid ${pid} with item ${tfd} of epoll fd ${epfd}`);
     return num(r.result) === 0;
   }
 

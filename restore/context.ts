@@ -56,6 +56,8 @@ export interface RestoreContext {
   restorerFds: number[];
   /** Deleted files made again from their ghost image: the dumped "s_dev:ino" -> the restorer's fd of it. */
   ghostFds: Map<string, number>;
+  /** Link remaps files were opened through (restore/files.ts), removed before the tree resumes. */
+  linkRemaps: Set<string>;
   /** Size of the xsave area of this host, read from a stub. */
   xstateSize: number;
   hostXsave?: HostXsave;
@@ -87,6 +89,7 @@ export function newContext(opts: RestoreOptions): RestoreContext {
     objects: new Map(),
     restorerFds: [],
     ghostFds: new Map(),
+    linkRemaps: new Set(),
     xstateSize: 0,
     warnings: [],
     hostPids: new Map(),

@@ -4,7 +4,7 @@ import { RestoreContext } from './context';
 import { Msg } from './image-files';
 import { TaskImage } from './load';
 import { Op, RestorerError } from './restorer';
-import { Batch } from './syscalls';
+import { Batch, ResultRef } from './syscalls';
 
 export interface Warning {
   pid: number;
@@ -53,6 +53,64 @@ export function addSchedCalls(t: TaskImage, tid: number, b: Batch): void {
   b.call('setpriority', [0 /* PRIO_PROCESS */, 0, Number(tc.sched_nice ?? 0)], `set nice ${tc.sched_nice ?? 0} of thread ${tid}`);
 }
 
+/** CPUs of this host (/sys/devices/system/cpu/online, "0-3,8"), as a set of numbers; null if unreadable. */
+export function hostCpus(text?: string): Set<number> | null {
+  let s = text;
+  if (s === undefined) {
+    try {
+      s = fs.readFileSync('/sys/devices/system/cpu/online', 'latin1');
+    } catch {
+      return null;
+    }
+  }
+  const out = new Set<number>();
+  for (const part of s.trim().split(',').filter(Boolean)) {
+    const [a, b] = part.split('-').map(Number);
+    for (let c = a; c <= (b ?? a); c++) out.add(c);
+  }
+  return out;
+}
+
+export interface AffinityCall {
+  ref: ResultRef;
+  tid: number;
+}
+
+/**
+ * The thread's CPU affinity (zdtm cpu-affinity0), restricted to the CPUs this host has: the stub has the
+ * restorer's. CRIU does this only with --with-cpu-affinity; here it is the default, since a restored task that
+ * pinned itself expects to stay pinned. None of its CPUs here: it keeps the default, with a warning. Set inside
+ * the thread (pid 0); a refusal (a cpuset without those CPUs: EINVAL) is a warning too, never a failure.
+ */
+export function addAffinityCall(ctx: RestoreContext, t: TaskImage, tid: number, b: Batch, cpus = hostCpus()): AffinityCall | undefined {
+  const words = ((t.cores.get(tid)!.thread_core as Msg | undefined)?.allowed_cpus as bigint[] | undefined) ?? [];
+  if (!words.length || !cpus) return undefined;
+  const want: number[] = [];
+  words.forEach((w, i) => {
+    for (let bit = 0; bit < 64; bit++) if ((BigInt(w) >> BigInt(bit)) & 1n) want.push(64 * i + bit);
+  });
+  const here = want.filter((c) => cpus.has(c));
+  if (!here.length) {
+    ctx.warnings.push({ pid: t.pid, message: `thread ${tid}: none of its CPUs (${cpuList(want)}) exist on this host: left on all CPUs` });
+    return undefined;
+  }
+  if (here.length < want.length)
+    ctx.warnings.push({ pid: t.pid, message: `thread ${tid}: CPUs ${cpuList(want.filter((c) => !cpus.has(c)))} of its affinity do not exist on this host: restricted to ${cpuList(here)}` });
+  const mask = Buffer.alloc(8 * Math.ceil((Math.max(...here) + 1) / 64));
+  for (const c of here) mask[c >> 3] |= 1 << (c & 7);
+  return { tid, ref: b.call('sched_setaffinity', [0, mask.length, b.data(mask)], `set the CPU affinity of thread ${tid}`, { allowFail: true }) };
+}
+
+export function checkAffinity(ctx: RestoreContext, t: TaskImage, call: AffinityCall | undefined, results: bigint[]): void {
+  const r = call && results[call.ref.result];
+  if (call && r !== undefined && r < 0n)
+    ctx.warnings.push({ pid: t.pid, message: `thread ${call.tid}: CPU affinity kept at the restorer's (sched_setaffinity: error ${-r})` });
+}
+
+function cpuList(cpus: number[]): string {
+  return cpus.length > 8 ? `${cpus.slice(0, 8).join(',')},...` : cpus.join(',');
+}
+
 export function addCredCalls(t: TaskImage, tid: number, b: Batch, o: { always?: boolean } = {}): void {
   const creds = ((t.cores.get(tid)!.thread_core as Msg | undefined)?.creds as Msg | undefined) ?? null;
   if (!creds) return;
@@ -63,15 +121,24 @@ export function addCredCalls(t: TaskImage, tid: number, b: Batch, o: { always?: 
     groups.forEach((x, i) => g.writeUInt32LE(x >>> 0, 4 * i));
     b.call('setgroups', [groups.length, b.data(g)], 'set supplementary groups');
   };
+  // setres[ug]id set the filesystem id to the effective one; one that differs (zdtm pid00) is set after it. The
+  // fsgid goes before the uid switch, which takes the CAP_SETGID it needs; setfsuid to one of the task's own
+  // uids needs no capability. (Both calls return the old id, never an error.)
+  const fsuid = Number(creds.fsuid ?? ids[2]);
+  const fsgid = Number(creds.fsgid ?? ids[3]);
   if (ids.every((x) => x === 0) && !o.always) {
     // A root task keeps the restorer's ids, but not its supplementary groups (zdtm groups): those are the task's.
     if (groups.length || restorerHasGroups()) setGroups();
     addCapCalls(creds, b);
+    if (fsgid !== 0) b.call('setfsgid', [fsgid], 'set the filesystem gid');
+    if (fsuid !== 0) b.call('setfsuid', [fsuid], 'set the filesystem uid');
     return;
   }
   setGroups();
   b.call('setresgid', [ids[1], ids[3], ids[5]], 'set gids');
+  if (fsgid !== ids[3]) b.call('setfsgid', [fsgid], 'set the filesystem gid');
   b.call('setresuid', [ids[0], ids[2], ids[4]], 'set uids');
+  if (fsuid !== ids[2]) b.call('setfsuid', [fsuid], 'set the filesystem uid');
   if (o.always) {
     // Root of a user namespace keeps every capability through that switch: drop what the task had dropped.
     if (ids.every((x) => x === 0)) addCapCalls(creds, b);

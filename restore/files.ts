@@ -13,6 +13,8 @@ import { Batch, runBatch, runLocal } from './syscalls';
 import { fileNameFor } from '../images';
 import { readEntries } from './image-files';
 import { Op } from './restorer';
+import { hostPidOf } from './tree';
+import { openNsFile } from './nsfiles';
 import { createEventfd, createInotify, createSignalfd, createTimerfd } from './anonfds';
 import { createEpoll } from './epoll';
 import { createPidfd } from './pidfd';
@@ -33,7 +35,7 @@ const F_DUPFD_CLOEXEC = 1030;
 const FD_CLOEXEC = 1;
 
 /** File kinds restore can recreate (pipes: pipes.ts; the rest here). */
-export const SUPPORTED_FD_TYPES = new Set(['REG', 'PIPE', 'EVENTFD', 'SIGNALFD', 'TIMERFD', 'INOTIFY', 'EVENTPOLL', 'UNIXSK', 'FIFO', 'INETSK', 'MEMFD', 'TTY', 'PIDFD']);
+export const SUPPORTED_FD_TYPES = new Set(['REG', 'PIPE', 'EVENTFD', 'SIGNALFD', 'TIMERFD', 'INOTIFY', 'EVENTPOLL', 'UNIXSK', 'FIFO', 'INETSK', 'MEMFD', 'TTY', 'NS', 'PIDFD']);
 
 /** Creates, in the restorer, every file object the tree's fds refer to (one per files.img id). */
 export async function openRegularFiles(ctx: RestoreContext): Promise<void> {
@@ -60,7 +62,7 @@ export async function openRegularFiles(ctx: RestoreContext): Promise<void> {
       const name = reg.name as string;
       const flags = Number(reg.flags ?? 0) & ~(O_CREAT | O_EXCL | O_TRUNC | O_NOCTTY);
       const remap = ctx.set!.remaps.get(id);
-      const fd = await (remap ? openGhost(ctx, id, name, flags, reg, remap) : openInRestorer(ctx, name, flags, (reg.pos as bigint | undefined) ?? 0n)).catch((e) => {
+      const fd = await (remap ? openGhost(ctx, id, name, flags, reg, remap) : openPlain(ctx, name, flags, (reg.pos as bigint | undefined) ?? 0n)).catch((e) => {
         throw new GodwitError(`task ${t.pid}: cannot reopen fd ${fdi.fd} (${name})`, { cause: e });
       });
       ctx.objects.set(id, fd);
@@ -68,7 +70,82 @@ export async function openRegularFiles(ctx: RestoreContext): Promise<void> {
     }
 }
 
+/**
+ * A /proc path of a task of the dumped tree (an fd on /proc/self/maps reads /proc/PID/maps, zdtm memfd02): not
+ * there before the tree is made, and PID must be the task as restored. Returns the dumped pid, whether it is a
+ * thread group leader, and the rest of the path; undefined for any other path.
+ */
+export function treeProcPath(ctx: RestoreContext, name: string): { pid: number; leader: boolean; rest: string } | undefined {
+  const m = /^\/proc\/(\d+)(\/.*)?$/.exec(name);
+  if (!m) return undefined;
+  const pid = Number(m[1]);
+  for (const t of ctx.set!.tasks)
+    if (t.threads.includes(pid) || t.pid === pid) return { pid, leader: t.pid === pid, rest: m[2] ?? '' };
+  return undefined;
+}
+
+/**
+ * A regular file by its path, at its position. A tree task's /proc file is opened now that the task exists: the
+ * same pid on the host; in a new pid namespace the pid the host gives the task, through the host's /proc (the
+ * restorer's cwd is the host's root, also inside a container). Non-leader threads there are refused by preflight.
+ */
+async function openPlain(ctx: RestoreContext, name: string, flags: number, pos: bigint): Promise<number> {
+  const proc = treeProcPath(ctx, name);
+  if (!proc || !ctx.opts.newPidns) return openInRestorer(ctx, name, flags, pos);
+  return openInRestorer(ctx, `/proc/${await hostPidOf(ctx, proc.pid)}${proc.rest}`, flags, pos, 0, true);
+}
+
+/** Preflight: a thread's /proc file in a new pid namespace (its host tid is not known here: refused by name). */
+export function treeProcProblems(ctx: RestoreContext): string[] {
+  if (!ctx.opts.newPidns) return [];
+  const out: string[] = [];
+  for (const t of ctx.set!.tasks)
+    for (const fdi of t.fds) {
+      const name = (ctx.set!.files.get(Number(fdi.id))?.reg as Msg | undefined)?.name as string | undefined;
+      const proc = name !== undefined ? treeProcPath(ctx, name) : undefined;
+      if (proc && !proc.leader)
+        out.push(`${name} (fd ${fdi.fd} of task ${t.pid}): a /proc file of thread ${proc.pid} cannot be reopened in a new pid namespace yet`);
+    }
+  return out;
+}
+
 const REMAP_GHOST = 1;
+const REMAP_LINKED = 0;
+
+/** The name a link remap gave the file of entry `id` (checkpoint/files.ts dumpLinkRemap), or undefined. */
+function linkRemapName(ctx: RestoreContext, id: number): string | undefined {
+  const remap = ctx.set!.remaps.get(id);
+  if (!remap || Number(remap.remap_type ?? REMAP_GHOST) !== REMAP_LINKED) return undefined;
+  const reg = ctx.set!.files.get(Number(remap.remap_id))?.reg as Msg | undefined;
+  if (!reg) throw new GodwitError(`file id ${id}: its link remap names file id ${remap.remap_id}, missing from files.img`);
+  return reg.name as string;
+}
+
+/**
+ * A removed name of a file that still had other links: opened through the name the dump gave it (the same
+ * inode), which is removed once every task holds its fds (removeLinkRemaps).
+ */
+async function openLinked(ctx: RestoreContext, id: number, name: string, flags: number, reg: Msg, remap: Msg): Promise<number> {
+  const link = linkRemapName(ctx, id)!;
+  const fd = await openInRestorer(ctx, link, flags, (reg.pos as bigint | undefined) ?? 0n).catch((e) => {
+    throw new GodwitError(`${name} (removed, with other links): cannot open it through its link remap ${link} (file id ${remap.remap_id})`, { cause: e });
+  });
+  ctx.linkRemaps.add(link);
+  return fd;
+}
+
+/**
+ * Removes the link remaps the restore opened files through, once every task holds its fds: the files have the
+ * links they had at the dump again. Before the tree runs, so it never sees the extra name; a restore that fails
+ * earlier leaves them, and the image can be restored again.
+ */
+export async function removeLinkRemaps(ctx: RestoreContext): Promise<void> {
+  if (!ctx.linkRemaps.size) return;
+  const u = new Batch();
+  for (const p of ctx.linkRemaps) u.call('unlinkat', [AT_FDCWD, u.str(p), 0], `remove the link remap ${p}`);
+  await runLocal(ctx.restorer!, u, 'link remaps');
+  ctx.linkRemaps.clear();
+}
 /** Per restore: ghost image id -> the restorer's fd of the file made from it. */
 const ghostKeepers = new WeakMap<RestoreContext, Map<number, number>>();
 const O_RDWR = 2;
@@ -79,6 +156,7 @@ const AT_FDCWD = -100;
  * "PATH (deleted)" as before; a temporary name beside it if the path is taken now), opened as it was, unlinked.
  */
 async function openGhost(ctx: RestoreContext, id: number, name: string, flags: number, reg: Msg, remap: Msg): Promise<number> {
+  if (Number(remap.remap_type ?? REMAP_GHOST) === REMAP_LINKED) return openLinked(ctx, id, name, flags, reg, remap);
   if (Number(remap.remap_type ?? REMAP_GHOST) !== REMAP_GHOST)
     throw new GodwitError(`file id ${id} (${name}): remap type ${remap.remap_type} is not supported yet`);
   const ghostFile = fileNameFor('GHOST_FILE', Number(remap.remap_id));
@@ -205,6 +283,8 @@ async function createAnonObject(ctx: RestoreContext, id: number, type: string, f
       return createEpoll(ctx, id);
     case 'MEMFD':
       return createMemfdFile(ctx, id, f.memfd as Msg);
+    case 'NS':
+      return openNsFile(ctx, id, f.nsf as Msg);
     case 'TTY':
       return createTtyFile(ctx, id, f.tty as Msg);
     case 'PIDFD':
@@ -290,22 +370,34 @@ function addFownCalls(ctx: RestoreContext, t: TaskImage, b: Batch): void {
   }
 }
 
-/** cwd, root and umask. */
+/** Working directory and umask; the root comes later (addRootCall). */
 export async function restoreFs(ctx: RestoreContext, t: TaskImage): Promise<void> {
   const set = ctx.set!;
   const b = new Batch();
-  const name = (id: unknown, what: string) => {
-    const reg = set.files.get(Number(id))?.reg as Msg | undefined;
-    if (!reg) throw new GodwitError(`task ${t.pid}: ${what} refers to file id ${id}, missing from files.img`);
-    return reg.name as string;
-  };
-  const root = name(t.fs.root_id, 'root');
-  if (root !== '/') b.call('chroot', [b.str(root)], `chroot to ${root}`);
-  const cwd = name(t.fs.cwd_id, 'cwd');
+  // The path is as the dumper saw it (from its root, not the task's): entered while the task still has the
+  // restorer's root. chroot leaves the working directory alone, so a cwd inside the new root and one outside it
+  // (zdtm chroot: chroot without chdir) both end as they were.
+  const cwd = fsName(ctx, t, t.fs.cwd_id, 'cwd');
   if (set.remaps.has(Number(t.fs.cwd_id))) addDeletedCwd(ctx, b, t, cwd, Number(set.remaps.get(Number(t.fs.cwd_id))!.remap_id));
   else b.call('chdir', [b.str(cwd)], `chdir to ${cwd}`);
   b.call('umask', [Number(t.fs.umask ?? 0o22)], 'set umask');
   await runBatch(ctx.restorer!, t.pid, b);
+}
+
+/**
+ * The task's root (chroot), added to its last batch of paths: everything injected before it opens host paths
+ * (/proc/self/oom_score_adj, /proc/self/loginuid), which a chrooted task no longer sees. It still comes before
+ * the seccomp filter and the credentials, either of which could forbid it.
+ */
+export function addRootCall(ctx: RestoreContext, t: TaskImage, b: Batch): void {
+  const root = fsName(ctx, t, t.fs.root_id, 'root');
+  if (root !== '/') b.call('chroot', [b.str(root)], `chroot to ${root}`);
+}
+
+function fsName(ctx: RestoreContext, t: TaskImage, id: unknown, what: string): string {
+  const reg = ctx.set!.files.get(Number(id))?.reg as Msg | undefined;
+  if (!reg) throw new GodwitError(`task ${t.pid}: ${what} refers to file id ${id}, missing from files.img`);
+  return reg.name as string;
 }
 
 const AT_REMOVEDIR = 0x200;
@@ -341,8 +433,16 @@ export function neededFiles(ctx: RestoreContext): { path: string; size?: bigint;
   const out = new Map<string, { path: string; size?: bigint; mode?: number; why: string }>();
   const add = (id: number, why: string) => {
     const reg = set.files.get(id)?.reg as Msg | undefined;
-    if (!reg || set.remaps.has(id)) return; // a deleted file comes from its ghost image
+    if (!reg) return;
+    const link = linkRemapName(ctx, id);
+    if (link !== undefined) {
+      const lreg = set.files.get(Number(set.remaps.get(id)!.remap_id))!.reg as Msg;
+      if (!out.has(link)) out.set(link, { path: link, size: lreg.size as bigint | undefined, mode: lreg.mode as number | undefined, why: `${why}: the link remap of the removed ${reg.name}` });
+      return;
+    }
+    if (set.remaps.has(id)) return; // a deleted file comes from its ghost image
     const p = reg.name as string;
+    if (treeProcPath(ctx, p)) return; // made with the tree (openPlain)
     if (!out.has(p)) out.set(p, { path: p, size: reg.size as bigint | undefined, mode: reg.mode as number | undefined, why });
   };
   for (const t of set.tasks) {

@@ -12,9 +12,9 @@ import { Listr, ListrTask } from 'listr2';
 import { GodwitError } from '../util/errors';
 import { interruptedError } from '../util/interrupt';
 import { mainCore, newContext, RestoreContext, RestoreOptions } from './context';
-import { addSchedCalls, addCredCalls, restoreRlimits, Warning } from './creds';
+import { addAffinityCall, addSchedCalls, addCredCalls, checkAffinity, restoreRlimits, Warning } from './creds';
 import { checkImageFiles, ImageIntegrityError } from './checksums';
-import { closeObjects, installFds, openRegularFiles, restoreFs } from './files';
+import { addRootCall, closeObjects, installFds, openRegularFiles, removeLinkRemaps, restoreFs } from './files';
 import { liveTasks, loadImageSet, TASK_STOPPED } from './load';
 import { PageChain } from '../images/pagechain';
 import { createTrampoline, finishMemory, mapVmas, pageRanges, vmasOf, Vma, writePages } from './memory';
@@ -161,13 +161,16 @@ export function restoreSteps(): ListrTask<StepState>[] {
         addTimerCalls(s, t, b);
         addPosixTimerCalls(s, t, b);
         const prctls = addPrctlCalls(t, b);
+        addRootCall(s, t, b); // after the last host path opened inside the task
         checkPrctlResults(s, t, prctls, await runBatch(s.restorer!, t.pid, b));
         // Other threads first: the main thread's creds change last.
         for (const tid of [...t.threads.filter((x) => x !== t.pid), t.pid])
           await restoreThreadState(s, t, tid, (bb) => {
             addSchedCalls(t, tid, bb); // before the creds change: RT policies and negative nice need CAP_SYS_NICE
+            const aff = addAffinityCall(s, t, tid, bb);
             addSeccompCalls(s, t, tid, bb); // before the creds change: see restore/seccomp.ts
             addCredCalls(t, tid, bb, { always: !!s.container?.record.ns.includes('user') });
+            return (results) => checkAffinity(s, t, aff, results);
           });
       }
     }),
@@ -202,6 +205,7 @@ export async function resumeHeld(s: RestoreContext): Promise<void> {
     if (!host) throw new GodwitError(`task ${t.pid} was dumped stopped, but its pid on this host is unknown: cannot stop it again`);
     process.kill(host, 'SIGSTOP');
   }
+  await removeLinkRemaps(s); // every task holds its fds: the files get back the links they had
   await s.restorer!.request(Op.RESUME, Buffer.alloc(0), 'resume the tree');
   s.resumed = true;
   if (s.container) {

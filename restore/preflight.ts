@@ -7,7 +7,7 @@ import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import { GodwitError } from '../util/errors';
 import { RestoreContext, treePath } from './context';
-import { FD_TYPE, neededFiles, statOrNull, SUPPORTED_FD_TYPES } from './files';
+import { FD_TYPE, neededFiles, statOrNull, SUPPORTED_FD_TYPES, treeProcProblems } from './files';
 import { Msg } from './image-files';
 import { unsupportedVma, vmasOf, VMA } from './memory';
 import { inetProblems } from './inet';
@@ -18,6 +18,7 @@ import { shmemProblems } from './shmem';
 import { seccompProblems } from './seccomp';
 import { ttyProblems } from './tty';
 import { fileLockProblems } from './filelocks';
+import { groupHelpers } from './tree';
 
 export class PreflightError extends GodwitError {
   constructor(message: string) {
@@ -137,15 +138,20 @@ function sessionProblems(tasks: { pid: number; ppid: number; sid: number }[]): s
   };
   const born = new Map<number, number | undefined>(); // the session a task is in right after its fork
   const out: string[] = [];
+  // The root is born in the restorer's session, which stands for the one it had at dump time when it did not
+  // lead its own (a session outside the tree); anything else a task needs from there cannot be had.
+  const outside = (t: (typeof tasks)[number]) => (t.sid !== t.pid ? t.sid : undefined);
   for (const t of tasks) {
     const p = byPid.get(t.ppid);
-    if (!p || p === t) continue; // the root: born in the restorer's session
+    if (!p || p === t) {
+      born.set(t.pid, outside(t));
+      continue;
+    }
     const n = need(t);
     const early = p.sid === p.pid && n !== undefined && n !== p.sid;
     const b = early ? born.get(p.pid) : p.sid;
     born.set(t.pid, b);
-    // undefined: the restorer's session (the root's parent is outside the tree); nothing to check against
-    if (n === undefined || n === b || b === undefined) continue;
+    if (n === undefined || n === b) continue;
     out.push(`task ${t.pid} must start in session ${n}, which its parent ${p.pid} (session ${p.sid}) cannot hand down to it: restoring it needs helper tasks, not supported yet`);
   }
   return out;
@@ -161,7 +167,16 @@ export function preflight(ctx: RestoreContext): void {
         if (fs.existsSync(`/proc/${tid}`))
           problems.push(`PID ${tid} (${t.pid === tid ? 'task' : 'thread of task ' + t.pid}) is in use on this host by "${comm(tid)}": restore with --new-pidns, or end that process`);
   }
-  if (!ctx.opts.newPidns) problems.push(...groupHolders(set.tasks.flatMap((t) => t.threads)));
+  // Process groups whose leader is gone are made again by a helper task with the group's pid (restore/tree.ts).
+  const { helpers, stranded } = groupHelpers(set.tasks);
+  const helperPids = [...new Set(helpers.values())];
+  if (!ctx.opts.newPidns)
+    for (const g of helperPids)
+      if (fs.existsSync(`/proc/${g}`))
+        problems.push(`PID ${g} (process group ${g}, whose leader is not in the dump: a helper task takes its pid) is in use on this host by "${comm(g)}": restore with --new-pidns, or end that process`);
+  for (const z of stranded)
+    problems.push(`zombie ${z.pid} is in process group ${z.pgid}, whose leader is gone, with another zombie: restoring it needs one helper task per zombie, not supported yet`);
+  if (!ctx.opts.newPidns) problems.push(...groupHolders([...set.tasks.flatMap((t) => t.threads), ...helperPids]));
   problems.push(...sessionProblems(set.tasks));
   // Files that mappings, fds, cwd/root need: present and, where dump recorded it, same size and mode.
   for (const f of neededFiles(ctx)) {
@@ -175,6 +190,7 @@ export function preflight(ctx: RestoreContext): void {
     else if (f.size !== undefined && st.isFile() && BigInt(st.size) !== BigInt(f.size))
       problems.push(`${f.path} (${f.why}) changed since the dump (size ${f.size}, now ${st.size}): restore needs the file as it was`);
   }
+  problems.push(...treeProcProblems(ctx));
   const host = hostXsave();
   ctx.hostXsave = host;
   const vdsoOff = hostVdsoOffset();

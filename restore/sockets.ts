@@ -5,7 +5,9 @@
  * data sent again from each receiver's peer (datagram boundaries kept), then shutdowns.
  */
 import * as fs from 'node:fs';
-import { GodwitError } from '../util/errors';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { GodwitError, SysError } from '../util/errors';
 import { RestoreContext, treePath } from './context';
 import { Msg } from './image-files';
 import { Batch, runLocal } from './syscalls';
@@ -25,6 +27,10 @@ const O_NONBLOCK = 0o4000;
 const AT_FDCWD = -100;
 const MSG_DONTWAIT = 0x40;
 const AT_SYMLINK_NOFOLLOW = 0x100;
+const O_PATH = 0o10000000;
+const O_DIRECTORY = 0o200000;
+const O_CLOEXEC = 0o2000000;
+const ENOENT = 2;
 
 interface Sock {
   fileId: number;
@@ -33,8 +39,28 @@ interface Sock {
   peer: number;
   name: Buffer;
   type: number;
+  /** The directory a relative path name was bound in (name_dir): where calls that use the name run. */
+  dir?: string;
   fd?: number;
 }
+
+/**
+ * Runs `body`'s calls with the restorer's cwd at `dir` and returns to it after: a relative socket name is
+ * resolved against the cwd of whoever binds or connects, and the restorer's own cwd is the host root, which its
+ * host paths rely on (native/src/restore/main.c). A call of `body` that fails aborts the restore (the restorer
+ * goes with it), so the return is only needed on success.
+ */
+function inDir(b: Batch, dir: string | undefined, body: () => void): void {
+  if (!dir) return body();
+  const back = b.call('openat', [AT_FDCWD, b.str('.'), O_PATH | O_DIRECTORY | O_CLOEXEC], "hold the restorer's cwd");
+  b.call('chdir', [b.str(dir)], `enter ${dir}, where relative socket names were bound`);
+  body();
+  b.call('fchdir', [back], "return to the restorer's cwd");
+  b.call('close', [back], "close the restorer's cwd");
+}
+
+/** NAME as a path the restored tree sees (relative to the directory it was bound in), for Node's own looks. */
+const namePath = (s: Sock, name: string) => (s.dir ? path.join(s.dir, name) : name);
 
 function sockaddr(name: Buffer): Buffer {
   const abstract = name.length > 0 && name[0] === 0;
@@ -59,21 +85,27 @@ async function newSocket(ctx: RestoreContext, s: Sock): Promise<number> {
 
 async function bindTo(ctx: RestoreContext, s: Sock): Promise<void> {
   const b = new Batch();
-  if (s.name.length && s.name[0] !== 0) {
-    // A socket file left by the dumped process (it is still bound there) must go before binding again.
-    const p = s.name.toString();
-    if (fs.existsSync(treePath(ctx, p)) && fs.statSync(treePath(ctx, p)).isSocket()) b.call('unlinkat', [AT_FDCWD, b.str(p), 0], `remove the stale socket file ${p}`);
-  }
-  b.call('bind', [s.fd!, b.data(sockaddr(s.name)), sockaddr(s.name).length], `bind unix socket ${s.ino} to ${printable(s.name)}`);
-  const perms = s.e.file_perms as Msg | undefined;
-  if (perms && s.name.length && s.name[0] !== 0) {
-    // bind() made the file with the restorer's umask and owner: give it the dumped ones (owner first: chown
-    // clears set-id bits)
-    const p = s.name.toString();
-    b.call('fchownat', [AT_FDCWD, b.str(p), Number(perms.uid), Number(perms.gid), AT_SYMLINK_NOFOLLOW], `give socket file ${p} its owner`);
-    b.call('fchmodat', [AT_FDCWD, b.str(p), Number(perms.mode) & 0o7777], `give socket file ${p} its mode`);
-  }
-  await local(ctx, b, 'unix socket');
+  let unlink: { result: number } | undefined;
+  const p = s.name.toString();
+  const named = s.name.length > 0 && s.name[0] !== 0;
+  const stale = named && fs.existsSync(treePath(ctx, namePath(s, p))) && fs.statSync(treePath(ctx, namePath(s, p))).isSocket();
+  inDir(b, named ? s.dir : undefined, () => {
+    // A socket file left by the dumped process (it is still bound there) must go before binding again; one
+    // gone by now (removed since Node looked) is as good.
+    if (stale) unlink = b.call('unlinkat', [AT_FDCWD, b.str(p), 0], `remove the stale socket file ${p}`, { allowFail: true });
+    b.call('bind', [s.fd!, b.data(sockaddr(s.name)), sockaddr(s.name).length], `bind unix socket ${s.ino} to ${printable(s.name)}`);
+    const perms = s.e.file_perms as Msg | undefined;
+    if (perms && named) {
+      // bind() made the file with the restorer's umask and owner: give it the dumped ones (owner first: chown
+      // clears set-id bits)
+      b.call('fchownat', [AT_FDCWD, b.str(p), Number(perms.uid), Number(perms.gid), AT_SYMLINK_NOFOLLOW], `give socket file ${p} its owner`);
+      b.call('fchmodat', [AT_FDCWD, b.str(p), Number(perms.mode) & 0o7777], `give socket file ${p} its mode`);
+    }
+  });
+  const r = await local(ctx, b, 'unix socket');
+  const u = unlink ? Number(r[unlink.result]) : 0;
+  if (u < 0 && -u !== ENOENT)
+    throw new SysError({ errno: -u, syscall: 'unlinkat', what: `unix socket: remove the stale socket file ${namePath(s, p)}` });
 }
 
 /**
@@ -92,10 +124,81 @@ async function connectEmbryos(ctx: RestoreContext, socks: Sock[], byIno: Map<num
     await newSocket(ctx, client);
     if (client.name.length) await bindTo(ctx, client);
     const b = new Batch();
-    b.call('connect', [client.fd!, b.data(sockaddr(listener.name)), sockaddr(listener.name).length], `connect socket ${client.ino} to ${printable(listener.name)} (left unaccepted)`);
+    inDir(b, listener.dir, () => {
+      b.call('connect', [client.fd!, b.data(sockaddr(listener.name)), sockaddr(listener.name).length], `connect socket ${client.ino} to ${printable(listener.name)} (left unaccepted)`);
+    });
     await local(ctx, b, 'unix socket');
     e.fd = -1;
   }
+}
+
+/** A fresh socket (or T, a socket made for it) sends DATA to RCV's name and is closed. */
+function sendFromTemp(b: Batch, rcv: Sock, data: Buffer, t?: number): void {
+  const sk = t ?? b.call('socket', [AF_UNIX, rcv.type | SOCK_CLOEXEC, 0], 'a socket to requeue data with');
+  inDir(b, rcv.dir, () => {
+    b.call('sendto', [sk, b.data(data), data.length, MSG_DONTWAIT, b.data(sockaddr(rcv.name)), sockaddr(rcv.name).length], `requeue ${data.length} bytes for socket ${rcv.ino}`);
+  });
+  b.call('close', [sk], 'close it');
+}
+
+/**
+ * A datagram queued for RCV whose sender address the image has (FROM, empty: unnamed): recvfrom() must give it
+ * again (zdtm socket_snd_addr). Sent by the socket of the image bound to that name when there is one (without
+ * an address if it is connected to RCV), else by a temporary socket bound to the name for the time of the
+ * send (a path name's file removed after; a relative one bound in a directory of its own, since only the bytes
+ * of the name travel with the datagram), else unnamed. False: nothing better than the peer can send it (RCV
+ * has no name to send to); the caller does.
+ */
+async function requeueFrom(ctx: RestoreContext, rcv: Sock, data: Buffer, from: Buffer, socks: Sock[], stand?: number): Promise<boolean> {
+  const what = `requeue ${data.length} bytes for socket ${rcv.ino}`;
+  const b = new Batch();
+  if (!from.length) {
+    if (stand !== undefined || !rcv.name.length) return false; // the stand-in or the peer: nameless as it was
+    sendFromTemp(b, rcv, data);
+    await local(ctx, b, 'unix socket queue');
+    return true;
+  }
+  const named = socks.find((x) => x.type === rcv.type && x.fd !== undefined && x.fd >= 0 && x.name.equals(from));
+  if (named && named.peer === rcv.ino) {
+    b.call('sendto', [named.fd!, b.data(data), data.length, MSG_DONTWAIT, 0, 0], what);
+    await local(ctx, b, 'unix socket queue');
+    return true;
+  }
+  if (!rcv.name.length) {
+    ctx.warnings.push({ pid: 0, message: `unix socket ${rcv.ino}: a datagram from ${printable(from)} comes back from its peer's address (it has no name to be sent to)` });
+    return false;
+  }
+  if (named) {
+    inDir(b, rcv.dir, () => {
+      b.call('sendto', [named.fd!, b.data(data), data.length, MSG_DONTWAIT, b.data(sockaddr(rcv.name)), sockaddr(rcv.name).length], what);
+    });
+    await local(ctx, b, 'unix socket queue');
+    return true;
+  }
+  // The sender is gone: a temporary socket takes its name if that is free.
+  const isPath = from[0] !== 0;
+  const relative = isPath && from[0] !== 0x2f; // '/'
+  let dir: string | undefined;
+  if (relative && !ctx.fileRoot) dir = fs.mkdtempSync(path.join(os.tmpdir(), 'godwit-sk-'));
+  const free = !isPath || (relative ? dir !== undefined : !fs.existsSync(treePath(ctx, from.toString())));
+  try {
+    const t = b.call('socket', [AF_UNIX, rcv.type | SOCK_CLOEXEC, 0], 'a socket to requeue data with');
+    let bound: { result: number } | undefined;
+    if (free) inDir(b, dir, () => (bound = b.call('bind', [t, b.data(sockaddr(from)), sockaddr(from).length], `bind it to ${printable(from)}`, { allowFail: true })));
+    const r = await local(ctx, b, 'unix socket queue');
+    const fd = Number(r[t.result]);
+    ctx.restorerFds.push(fd); // closed below; listed so that a failure in between closes it too
+    const ok = bound !== undefined && r[bound.result] === 0n;
+    if (!ok) ctx.warnings.push({ pid: 0, message: `unix socket ${rcv.ino}: a datagram from ${printable(from)} comes back unnamed (the name is taken)` });
+    const s = new Batch();
+    sendFromTemp(s, rcv, data, fd);
+    if (ok && isPath) inDir(s, dir, () => s.call('unlinkat', [AT_FDCWD, s.str(from.toString()), 0], `remove the temporary socket file ${printable(from)}`));
+    await local(ctx, s, 'unix socket queue');
+    ctx.restorerFds.splice(ctx.restorerFds.indexOf(fd), 1);
+  } finally {
+    if (dir) fs.rmSync(dir, { recursive: true, force: true });
+  }
+  return true;
 }
 
 const printable = (n: Buffer) => (n.length && n[0] === 0 ? `@${n.subarray(1).toString()}` : n.toString());
@@ -106,13 +209,16 @@ export async function createUnixSockets(ctx: RestoreContext): Promise<void> {
   for (const f of set.files.values()) {
     const e = f.usk as Msg | undefined;
     if (!e) continue;
+    const name = Buffer.from((e.name as Buffer | undefined) ?? Buffer.alloc(0));
+    const relative = name.length > 0 && name[0] !== 0 && name[0] !== 0x2f; // '/'
     socks.push({
       fileId: Number(f.id),
       e,
       ino: Number(e.ino),
       peer: Number(e.peer ?? 0),
-      name: Buffer.from((e.name as Buffer | undefined) ?? Buffer.alloc(0)),
+      name,
       type: Number(e.type ?? SOCK_STREAM),
+      dir: relative && e.name_dir ? String(e.name_dir) : undefined,
     });
   }
   if (!socks.length) return;
@@ -136,10 +242,12 @@ export async function createUnixSockets(ctx: RestoreContext): Promise<void> {
       await newSocket(ctx, client);
       if (client.name.length) await bindTo(ctx, client);
       const b = new Batch();
-      b.call('connect', [client.fd!, b.data(sockaddr(listener.name)), sockaddr(listener.name).length], `connect to ${printable(listener.name)}`);
-      b.call('accept4', [listener.fd!, 0, 0, SOCK_CLOEXEC], `accept on ${printable(listener.name)}`);
+      inDir(b, listener.dir, () => {
+        b.call('connect', [client.fd!, b.data(sockaddr(listener.name)), sockaddr(listener.name).length], `connect to ${printable(listener.name)}`);
+      });
+      const acc = b.call('accept4', [listener.fd!, 0, 0, SOCK_CLOEXEC], `accept on ${printable(listener.name)}`);
       const r = await local(ctx, b, 'unix socket');
-      accepted.fd = Number(r[1]);
+      accepted.fd = Number(r[acc.result]);
       ctx.restorerFds.push(accepted.fd);
     } else {
       const b = new Batch();
@@ -161,12 +269,15 @@ export async function createUnixSockets(ctx: RestoreContext): Promise<void> {
     await newSocket(ctx, s);
     await bindTo(ctx, s);
   }
-  // A stream connection whose peer was closed with data still queued for this end (zdtm sockets02): one end
-  // of a new pair, the other end sends that data and is closed after, so reads get it, then end of file.
+  // A stream connection whose peer was closed with data still queued for this end (zdtm sockets02), or a
+  // nameless datagram socket in the same state (zdtm socket_close_data: nothing can send to it by name): one
+  // end of a new pair, the other end sends that data and is closed after, so reads get it, then end of file
+  // (stream) or a refused send (datagram, as with the dead peer).
   const queued = new Set(set.skQueues.map((q) => Number(q.id_for)));
   const gonePeer = new Map<Sock, number>();
   for (const s of rest) {
-    if (s.fd !== undefined || s.peer || s.type === SOCK_DGRAM || Number(s.e.state) !== TCP_ESTABLISHED || !queued.has(s.fileId)) continue;
+    if (s.fd !== undefined || s.peer || !queued.has(s.fileId)) continue;
+    if (s.type === SOCK_DGRAM ? s.name.length > 0 : Number(s.e.state) !== TCP_ESTABLISHED) continue;
     const b = new Batch();
     const fds = Buffer.alloc(8);
     b.call('socketpair', [AF_UNIX, s.type | SOCK_CLOEXEC, 0, b.data(fds)], `a pair for socket ${s.ino}, whose peer was closed`);
@@ -181,7 +292,9 @@ export async function createUnixSockets(ctx: RestoreContext): Promise<void> {
     if (s.peer && !p) throw new GodwitError(`unix socket ${s.ino} is connected to socket ${s.peer}, which is not in the image (outside the dumped tree)`);
     if (p) {
       const b = new Batch();
-      b.call('connect', [s.fd!, b.data(sockaddr(p.name)), sockaddr(p.name).length], `connect socket ${s.ino} to ${printable(p.name)}`);
+      inDir(b, p.dir, () => {
+        b.call('connect', [s.fd!, b.data(sockaddr(p.name)), sockaddr(p.name).length], `connect socket ${s.ino} to ${printable(p.name)}`);
+      });
       await local(ctx, b, 'unix socket');
     }
   }
@@ -198,22 +311,22 @@ export async function createUnixSockets(ctx: RestoreContext): Promise<void> {
     addCommonSockOpts(b, s.fd!, o, `unix socket ${s.ino}`);
     await local(ctx, b, 'unix socket');
   }
-  // Queued data, sent again by whoever can reach the receiver.
+  // Queued data, sent again by whoever can reach the receiver; datagrams whose sender the image names, from
+  // that name (requeueFrom).
   const byFile = new Map(socks.map((s) => [s.fileId, s]));
   for (const q of set.skQueues) {
     const rcv = byFile.get(Number(q.id_for));
     if (!rcv) throw new GodwitError(`sk-queues.img: data queued for file id ${q.id_for}, which is no unix socket of the image`);
     const data = (q.extra as Buffer | undefined) ?? Buffer.alloc(0);
+    const stand = gonePeer.get(rcv);
+    if (rcv.type === SOCK_DGRAM && q.addr !== undefined && (await requeueFrom(ctx, rcv, data, Buffer.from(q.addr as Buffer), socks, stand))) continue;
     const sender = byIno.get(rcv.peer)?.peer === rcv.ino ? byIno.get(rcv.peer) : socks.find((x) => x.peer === rcv.ino);
     const b = new Batch();
-    const stand = gonePeer.get(rcv);
     if (stand !== undefined) b.call('sendto', [stand, b.data(data), data.length, MSG_DONTWAIT, 0, 0], `requeue ${data.length} bytes for socket ${rcv.ino}`);
     else if (sender) b.call('sendto', [sender.fd!, b.data(data), data.length, MSG_DONTWAIT, 0, 0], `requeue ${data.length} bytes for socket ${rcv.ino}`);
     else {
       if (!rcv.name.length) throw new GodwitError(`unix socket ${rcv.ino} has queued data but neither a peer nor a name to send it to`);
-      const t = b.call('socket', [AF_UNIX, rcv.type | SOCK_CLOEXEC, 0], 'a socket to requeue data with');
-      b.call('sendto', [t, b.data(data), data.length, MSG_DONTWAIT, b.data(sockaddr(rcv.name)), sockaddr(rcv.name).length], `requeue ${data.length} bytes for socket ${rcv.ino}`);
-      b.call('close', [t], 'close it');
+      sendFromTemp(b, rcv, data);
     }
     await local(ctx, b, 'unix socket queue');
   }

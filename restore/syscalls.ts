@@ -19,8 +19,8 @@ export const NR = {
   listen: 50, socketpair: 53, setsockopt: 54, shutdown: 48, epoll_create1: 291, epoll_ctl: 233, open_by_handle_at: 304, openat: 257,
   // coverage: shared memory, seccomp, ttys, locks
   memfd_create: 319, ftruncate: 77, pwrite64: 18, fchown: 93, seccomp: 317, flock: 73, mkdirat: 258,
-  fchmod: 91, utimensat: 280, fchmodat: 268, fchownat: 260, sched_setscheduler: 144, setpriority: 141,
-  mknodat: 259, mlock: 149,
+  fchmod: 91, utimensat: 280, fchmodat: 268, fchownat: 260, sched_setscheduler: 144, sched_setaffinity: 203, setpriority: 141,
+  mknodat: 259, mlock: 149, setfsuid: 122, setfsgid: 123,
 } as const;
 export type SyscallName = keyof typeof NR;
 

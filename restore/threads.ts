@@ -32,7 +32,13 @@ export function threadCore(t: TaskImage, tid: number): Msg {
 }
 
 /** Per-thread kernel state that only the thread itself can set. */
-export async function restoreThreadState(ctx: RestoreContext, t: TaskImage, tid: number, extra?: (b: Batch) => void): Promise<void> {
+/** `extra` adds more calls to the thread's batch; it gets the batch's results back to check them. */
+export async function restoreThreadState(
+  ctx: RestoreContext,
+  t: TaskImage,
+  tid: number,
+  extra?: (b: Batch) => ((results: bigint[]) => void) | void,
+): Promise<void> {
   const core = t.cores.get(tid)!;
   const tc = threadCore(t, tid);
   const ti = (core.thread_info as Msg | undefined) ?? {};
@@ -58,8 +64,9 @@ export async function restoreThreadState(ctx: RestoreContext, t: TaskImage, tid:
     const info = s.siginfo as Buffer;
     b.call('rt_tgsigqueueinfo', [t.pid, tid, info.readInt32LE(0), b.data(info)], `queue pending signal ${info.readInt32LE(0)} of thread ${tid}`);
   }
-  extra?.(b);
-  await runBatch(ctx.restorer!, tid, b);
+  const check = extra?.(b);
+  const results = await runBatch(ctx.restorer!, tid, b);
+  check?.(results);
 }
 
 /** Reads the host's xsave size from a stub thread (PTRACE_GETREGSET NT_X86_XSTATE). */

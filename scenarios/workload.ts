@@ -41,6 +41,8 @@ export const WORKLOAD_NAMES = [
   'ghosts',
   'sockopts',
   'dead-leader',
+  'fs-places',
+  'unix-more',
 ] as const;
 export type WorkloadName = (typeof WORKLOAD_NAMES)[number];
 

@@ -33,6 +33,8 @@ export interface ProcStatus {
   noNewPrivs: number;
   seccomp: number;
   seccompFilters: number;
+  /** Cpus_allowed as 64-bit words, word 0 = CPUs 0-63 (empty if the kernel does not show it). */
+  cpusAllowed: bigint[];
 }
 
 export function parseStatus(text: string): ProcStatus {
@@ -76,10 +78,21 @@ export function parseStatus(text: string): ProcStatus {
     noNewPrivs: Number(get('NoNewPrivs') || 0),
     seccomp: Number(get('Seccomp') || 0),
     seccompFilters: Number(get('Seccomp_filters') || 0),
+    cpusAllowed: cpuWords(get('Cpus_allowed')),
   };
   if (m.has('Umask')) st.umask = parseInt(get('Umask'), 8);
   if (m.has('Kthread')) st.kthread = get('Kthread') === '1';
   return st;
+}
+
+/** "ffffffff,00000003" (32-bit groups, most significant first) -> 64-bit words, least significant first. */
+export function cpuWords(mask: string): bigint[] {
+  const hex = mask.replace(/,/g, '');
+  if (!/^[0-9a-f]+$/i.test(hex)) return [];
+  let v = BigInt('0x' + hex);
+  const out: bigint[] = [];
+  for (let n = Math.ceil((hex.length * 4) / 64); n > 0; n--, v >>= 64n) out.push(BigInt.asUintN(64, v));
+  return out;
 }
 
 export function readStatus(pid: number, tid?: number): ProcStatus {

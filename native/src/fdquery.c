@@ -1,9 +1,12 @@
 /* FdQuery: one read-only fcntl or ioctl on a task's fd (copied with pidfd_getfd) or on a /proc path the helper
  * opens itself (a memfd that is only mapped: /proc/PID/map_files/...). TypeScript picks the command; the
- * helper only runs it and returns the result and the bytes the call filled in. */
+ * helper only runs it and returns the result and the bytes the call filled in. The one kind that writes:
+ * FDQ_LINK gives the file of a task's fd a new name (a link remap of a deleted file that has other links). */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <linux/kcmp.h>
@@ -17,8 +20,8 @@
 /* Largest output buffer an ioctl may fill (termios, winsize and friends are far smaller). */
 #define FDQ_MAX_ARG 4096
 
-enum { FDQ_FCNTL = 0, FDQ_IOCTL = 1, FDQ_FOWN = 2, FDQ_PEERNAME = 3, FDQ_SAME_FILE = 4, FDQ_SHARES = 5,
-       FDQ_EPOLL_TFD = 6 };
+enum { FDQ_FCNTL = 0, FDQ_IOCTL = 1, FDQ_FOWN = 2, FDQ_PEERNAME = 3, FDQ_SAME_FILE = 4, FDQ_SHARES = 5, FDQ_LINK = 6,
+       FDQ_EPOLL_TFD = 7 };
 
 #ifndef KCMP_FILE
 #define KCMP_FILE 0
@@ -65,7 +68,7 @@ int op_fd_query(struct helper *h, const uint8_t *req, size_t len, struct pb_buf 
 	int rc, pid = 0, fd = -1, kind = FDQ_FCNTL;
 	uint64_t cmd = 0, arg = 0;
 	uint32_t arg_len = 0;
-	char path[256] = "";
+	char path[PATH_MAX] = "";
 	while ((rc = pb_next(&r, &f)) > 0) {
 		if (f.num == F_FdQueryReq_pid)
 			pid = (int)f.v;
@@ -83,7 +86,8 @@ int op_fd_query(struct helper *h, const uint8_t *req, size_t len, struct pb_buf 
 		else if (f.num == F_FdQueryReq_arg_len)
 			arg_len = (uint32_t)f.v;
 	}
-	if (rc < 0 || pid <= 0 || (fd < 0 && !path[0]) || arg_len > FDQ_MAX_ARG || (kind < FDQ_FCNTL || kind > FDQ_EPOLL_TFD))
+	if (rc < 0 || pid <= 0 || (fd < 0 && !path[0]) || arg_len > FDQ_MAX_ARG || (kind < FDQ_FCNTL || kind > FDQ_EPOLL_TFD) ||
+	    (kind == FDQ_LINK && (fd < 0 || !path[0])))
 		return gw_fail(&h->err, EBADMSG, "decode", pid, "malformed FdQueryReq (pid %d, fd %d, arg_len %u)", pid, fd,
 			       arg_len);
 	if (kind == FDQ_SAME_FILE) {
@@ -118,6 +122,19 @@ int op_fd_query(struct helper *h, const uint8_t *req, size_t len, struct pb_buf 
 			return gw_fail_errno(&h->err, "kcmp", pid, "fd %d against epoll fd %u item fd %u (#%u)", fd, slot.efd,
 					     slot.tfd, slot.toff);
 		pb_int(out, F_FdQueryResp_result, k);
+		return 0;
+	}
+	if (kind == FDQ_LINK) {
+		/* A new name `path` for the file of fd `fd` of `pid`: linkat through our copy's /proc/self/fd link
+		 * (AT_SYMLINK_FOLLOW links the file itself, deleted name or not, as long as it still has links). */
+		int t AUTO_CLOSE = grab_fd(h, pid, fd);
+		if (t < 0)
+			return -1;
+		char self[64];
+		snprintf(self, sizeof(self), "/proc/self/fd/%d", t);
+		if (linkat(AT_FDCWD, self, AT_FDCWD, path, AT_SYMLINK_FOLLOW) < 0)
+			return gw_fail_errno(&h->err, "linkat", pid, "fd %d to %s", fd, path);
+		pb_int(out, F_FdQueryResp_result, 0);
 		return 0;
 	}
 	int t AUTO_CLOSE = open_target(h, pid, fd, path);

@@ -8,6 +8,10 @@
  *   - main's working directory was removed (it reads "DIR/gone (deleted)");
  * Verify: each value read back; the subreaper flag also by behaviour (an orphan made now is re-parented to
  * main); C checks its own.
+ * --affinity 1: main pinned to the host's last CPU, its thread to CPU 0 (zdtm cpu-affinity0); each checks its own
+ *   mask (with one CPU both are CPU 0, which any restore gives: the check proves nothing there).
+ * --ids 1: a child I switches to uids 1/2/3 and gids 5/6/7 with fsgid 8 and fsuid 3 (not the effective ids:
+ *   zdtm pid00) and checks all eight after; it exits with the number of the first one that differs.
  * --vfork 1: C instead vforks a child V that never execs (C stays blocked in vfork): godwit refuses that tree.
  */
 #include "zdtm.h"
@@ -18,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/fsuid.h>
 #include <sys/personality.h>
 #include <sys/prctl.h>
 #include <sched.h>
@@ -50,6 +55,16 @@ static void check_comm(struct zt *z, const char *who, const char *want)
 static volatile int thread_go;
 static char thread_name[32];
 static int thread_policy = -1, thread_policy_after = -1;
+static int pin_cpu = -1; /* the thread's CPU with --affinity, else -1 */
+static int thread_cpus_ok = 1;
+
+/* The calling thread runs on CPU `cpu` only. */
+static int only_cpu(int cpu)
+{
+	cpu_set_t s;
+	CPU_ZERO(&s);
+	return sched_getaffinity(0, sizeof(s), &s) == 0 && CPU_COUNT(&s) == 1 && CPU_ISSET(cpu, &s);
+}
 
 static void *thread_fn(void *arg)
 {
@@ -58,10 +73,18 @@ static void *thread_fn(void *arg)
 	struct sched_param sp = { 0 };
 	if (sched_setscheduler(0, SCHED_BATCH, &sp) == 0)
 		thread_policy = SCHED_BATCH;
+	if (pin_cpu >= 0) {
+		cpu_set_t s;
+		CPU_ZERO(&s);
+		CPU_SET(pin_cpu, &s);
+		thread_cpus_ok = sched_setaffinity(0, sizeof(s), &s) == 0;
+	}
 	while (!thread_go)
 		zt_sleep_ns(1000000);
 	prctl(PR_GET_NAME, thread_name);
 	thread_policy_after = sched_getscheduler(0);
+	if (pin_cpu >= 0 && thread_cpus_ok)
+		thread_cpus_ok = only_cpu(pin_cpu) ? 2 : 0;
 	return NULL;
 }
 
@@ -75,11 +98,46 @@ static void check_sched(struct zt *z, const char *who, int policy, int nice)
 		zt_fail(z, "%s: scheduling policy %d nice %d, expected policy %d nice %d", who, p, n, policy, nice);
 }
 
+/* Child I (--ids): its exit status is 0, or which of its ids differs (1-8), or 9 if it could not set them. */
+static pid_t ids_child(struct zt *z)
+{
+	pid_t pid = fork();
+	if (pid < 0)
+		zt_setup_failed(z, "fork", "ids child");
+	if (pid)
+		return pid;
+	/* fsgid before the uid switch drops CAP_SETGID; fsuid 3 is the saved uid, allowed without it. */
+	if (setresgid(5, 6, 7) || (setfsgid(8), setfsgid(-1)) != 8 || setresuid(1, 2, 3) || (setfsuid(3), setfsuid(-1)) != 3)
+		_exit(9);
+	while (!zt_signalled())
+		zt_sleep_ns(1000000);
+	uid_t r, e, s;
+	gid_t rg, eg, sg;
+	if (getresuid(&r, &e, &s) || getresgid(&rg, &eg, &sg))
+		_exit(9);
+	int fsu = setfsuid(-1), fsg = setfsgid(-1);
+	_exit(r != 1 ? 1 : e != 2 ? 2 : s != 3 ? 3 : fsu != 3 ? 4 : rg != 5 ? 5 : eg != 6 ? 6 : sg != 7 ? 7 : fsg != 8 ? 8 : 0);
+}
+
 int main(int argc, char **argv)
 {
 	struct zt z;
-	struct zt_opt opts[] = { { "vfork", 0, 0, 1, "the child waits in vfork() for a grandchild that never execs" } };
-	zt_setup(&z, argc, argv, opts, 1, SIGUSR2);
+	struct zt_opt opts[] = { { "vfork", 0, 0, 1, "the child waits in vfork() for a grandchild that never execs" },
+				 { "affinity", 0, 0, 1, "main pinned to the last CPU, its thread to CPU 0" },
+				 { "ids", 0, 0, 1, "a child with real, effective, saved and filesystem ids all different" } };
+	zt_setup(&z, argc, argv, opts, 3, SIGUSR2);
+	pid_t ids = opts[2].value ? ids_child(&z) : 0;
+	int main_cpu = -1;
+	if (opts[1].value) {
+		cpu_set_t s;
+		CPU_ZERO(&s);
+		if (sched_getaffinity(0, sizeof(s), &s))
+			zt_setup_failed(&z, "sched_getaffinity", "main");
+		for (int c = 0; c < CPU_SETSIZE; c++)
+			if (CPU_ISSET(c, &s))
+				main_cpu = c;
+		pin_cpu = 0;
+	}
 	pid_t child = fork();
 	if (child < 0)
 		zt_setup_failed(&z, "fork", "child");
@@ -124,6 +182,13 @@ int main(int argc, char **argv)
 	zt_path(&z, gone, sizeof(gone), "gone");
 	if (mkdir(gone, 0751) || chdir(gone) || rmdir(gone))
 		zt_setup_failed(&z, "mkdir/chdir/rmdir", gone);
+	if (main_cpu >= 0) {
+		cpu_set_t s;
+		CPU_ZERO(&s);
+		CPU_SET(main_cpu, &s);
+		if (sched_setaffinity(0, sizeof(s), &s))
+			zt_setup_failed(&z, "sched_setaffinity", "main");
+	}
 	pthread_t th;
 	if (pthread_create(&th, NULL, thread_fn, NULL))
 		zt_setup_failed(&z, "pthread_create", "named thread");
@@ -175,8 +240,12 @@ int main(int argc, char **argv)
 	else if (stat(".", &cst) || !S_ISDIR(cst.st_mode) || (cst.st_mode & 07777) != 0750)
 		zt_fail(&z, "cwd: not the removed directory with mode 0750 (mode 0%o)", cst.st_mode);
 	check_sched(&z, "main", SCHED_OTHER, 1);
+	if (main_cpu >= 0 && !only_cpu(main_cpu))
+		zt_fail(&z, "main: CPU affinity is not {%d} alone", main_cpu);
 	thread_go = 1;
 	pthread_join(th, NULL);
+	if (pin_cpu >= 0 && thread_cpus_ok != 2)
+		zt_fail(&z, "thread: CPU affinity is not {%d} alone%s", pin_cpu, thread_cpus_ok ? "" : " (or could not be set)");
 	if (strcmp(thread_name, "gw-proc-thr"))
 		zt_fail(&z, "thread: name '%s', expected 'gw-proc-thr'", thread_name);
 	if (thread_policy != SCHED_BATCH || thread_policy_after != SCHED_BATCH)
@@ -210,5 +279,14 @@ int main(int argc, char **argv)
 	}
 	kill(child, SIGUSR2);
 	zt_collect_part(&z, "child", child);
+	if (ids) {
+		static const char *const what[] = { "", "uid", "euid", "suid", "fsuid", "gid", "egid", "sgid", "fsgid", "set-up" };
+		int st;
+		kill(ids, SIGUSR2);
+		if (waitpid(ids, &st, 0) != ids || !WIFEXITED(st) || WEXITSTATUS(st) > 9)
+			zt_fail(&z, "ids child: did not exit (status 0x%x)", st);
+		else if (WEXITSTATUS(st))
+			zt_fail(&z, "ids child: %s is not what it set", what[WEXITSTATUS(st)]);
+	}
 	return zt_finish(&z);
 }

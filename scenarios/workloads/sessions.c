@@ -7,11 +7,16 @@
  * --orphan 1: also an orphan O in main's session and process group, outside the tree (its parent exited): a
  * restore in the host PID namespace cannot have main's PID while O holds it as its session id. Its pid is the
  * ready file's "orphan"; the test ends it (else it exits by itself after a minute).
+ * --dead-group 1: also D, which makes its own process group, forks Z and E into it with CLONE_PARENT (main is their
+ * parent) and exits (main reaps it): Z exits at once and stays main's zombie (zdtm zombie01), E lives on; both in
+ * a group whose leader is gone. Verify also checks their groups (Z's through getpgid on the zombie).
  */
 #include "zdtm.h"
 
 #include <errno.h>
+#include <sched.h>
 #include <stdio.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -39,8 +44,9 @@ static void report(int w, int idx)
 int main(int argc, char **argv)
 {
 	struct zt z;
-	struct zt_opt opts[] = { { "orphan", 0, 0, 1, "leave an orphan in main's session, outside the tree" } };
-	zt_setup(&z, argc, argv, opts, 1, SIGUSR2);
+	struct zt_opt opts[] = { { "orphan", 0, 0, 1, "leave an orphan in main's session, outside the tree" },
+				 { "dead-group", 0, 0, 1, "a zombie and a live child in a process group whose leader exited" } };
+	zt_setup(&z, argc, argv, opts, 2, SIGUSR2);
 	if (getsid(0) != getpid() && setsid() < 0)
 		zt_setup_failed(&z, "setsid", "main");
 	pid_t main_pid = getpid();
@@ -128,9 +134,48 @@ int main(int argc, char **argv)
 		waitpid(mid, NULL, 0);
 		zt_info(&z, "orphan", "%d", orphan);
 	}
+	pid_t dead_group = 0, zombie = 0, member = 0;
+	if (opts[1].value) {
+		int dp[2];
+		if (pipe(dp) < 0)
+			zt_setup_failed(&z, "pipe", "dead group pipe");
+		dead_group = fork();
+		if (dead_group < 0)
+			zt_setup_failed(&z, "fork", "D");
+		if (dead_group == 0) {
+			if (setpgid(0, 0) < 0)
+				_exit(3);
+			pid_t kids[2];
+			for (int k = 0; k < 2; k++) {
+				kids[k] = (pid_t)syscall(SYS_clone, CLONE_PARENT | SIGCHLD, 0, 0, 0, 0);
+				if (kids[k] < 0)
+					_exit(3);
+				if (kids[k] == 0) {
+					if (k == 0)
+						_exit(7); /* Z: main's zombie from now on */
+					idle();
+				}
+			}
+			_exit(write(dp[1], kids, sizeof(kids)) == sizeof(kids) ? 0 : 3);
+		}
+		close(dp[1]);
+		pid_t kids[2];
+		int st;
+		if (read(dp[0], kids, sizeof(kids)) != sizeof(kids) || waitpid(dead_group, &st, 0) != dead_group ||
+		    !WIFEXITED(st) || WEXITSTATUS(st))
+			zt_setup_failed(&z, "read/waitpid", "D's children");
+		close(dp[0]);
+		zombie = kids[0], member = kids[1];
+		siginfo_t si;
+		/* Z has exited (a zombie now), without reaping it. */
+		while (waitid(P_PID, zombie, &si, WEXITED | WNOWAIT) < 0)
+			if (errno != EINTR)
+				zt_setup_failed(&z, "waitid", "Z");
+		zt_info(&z, "dead_group", "%d %d %d", dead_group, zombie, member);
+	}
 	close(p[1]);
 
-	pid_t pids[N + 1] = { main_pid };
+	pid_t pids[N + 2] = { main_pid };
 	for (int got = 0; got < N; got++) {
 		int rec[2];
 		if (read(p[0], rec, sizeof(rec)) != sizeof(rec) || rec[0] < 0 || rec[0] >= N)
@@ -148,7 +193,10 @@ int main(int argc, char **argv)
 	if (sid[A1] != main_pid || pgid[A1] != main_pid || sid[A] != pids[1 + A] || sid[B2] != main_pid ||
 	    sid[B1] != pids[1 + B1] || sid[B] != pids[1 + B] || pgid[C] != pids[1 + C] || sid[C] != main_pid)
 		zt_setup_failed(&z, "getsid/getpgid", "sessions not as intended");
-	zt_ready(&z, pids, N + 1);
+	if (member && (getpgid(zombie) != dead_group || getpgid(member) != dead_group))
+		zt_setup_failed(&z, "getpgid", "D's group");
+	pids[N + 1] = member;
+	zt_ready(&z, pids, member ? N + 2 : N + 1);
 	zt_wait_sleeping(&z);
 
 	if (getsid(0) != main_pid)
@@ -158,6 +206,16 @@ int main(int argc, char **argv)
 		if (s != sid[i] || g != pgid[i])
 			zt_fail(&z, "%s (pid %d): session %d group %d, expected session %d group %d", names[i], pids[1 + i], s,
 				g, sid[i], pgid[i]);
+	}
+	if (member) {
+		pid_t gz = getpgid(zombie), gm = getpgid(member);
+		if (gz != dead_group || gm != dead_group)
+			zt_fail(&z, "zombie %d in group %d, member %d in group %d, expected both in %d (its leader gone)",
+				zombie, gz, member, gm, dead_group);
+		siginfo_t si = { 0 };
+		if (waitid(P_PID, zombie, &si, WEXITED | WNOWAIT) < 0 || si.si_code != CLD_EXITED || si.si_status != 7)
+			zt_fail(&z, "zombie %d: not exited with status 7", zombie);
+		kill(member, SIGKILL);
 	}
 	for (int i = 0; i < N; i++)
 		kill(pids[1 + i], SIGKILL);

@@ -178,6 +178,48 @@ static int keeps_old_session(struct rst_ctx *ctx, const struct rst_task *parent,
   return n && n != parent->sid;
 }
 
+/*
+ * Child i is in a process group whose leader is gone (zdtm zombie01: a zombie in the group of a child that exited).
+ * A group exists only while a member does, and a task can only join one that exists: a helper takes the group's
+ * pid, makes the group (setpgid), forks the child into it with CLONE_PARENT (so its parent is still `parent`) and
+ * exits; `parent` reaps the helper at once. A zombie needs this: it ends right after its fork and joins nothing
+ * later. The helper is forked where the child would be, so it is in the session the child must be born into.
+ */
+static void fork_through_group_helper(struct rst_ctx *ctx, struct rst_task *parent, uint32_t i, int ready, pid_t self) {
+  pid_t g = ctx->tasks[i].group_helper;
+  pid_t h = clone_pid(ctx, g, 0);
+  if (h < 0) {
+    report(ready, parent->pid, errno, g);
+    _exit(1);
+  }
+  if (h == 0) {
+    if (setpgid(0, 0) < 0) {
+      report(ready, parent->pid, errno, ctx->tasks[i].pid);
+      _exit(1);
+    }
+    struct clone_args a;
+    pid_t tids[2];
+    memset(&a, 0, sizeof a);
+    a.flags = CLONE_PARENT; /* exit_signal stays 0: clone3 takes the helper's own (SIGCHLD), refuses any other */
+    want_tids(ctx, ctx->tasks[i].pid, tids, &a.set_tid_size);
+    a.set_tid = (uint64_t)(uintptr_t)tids;
+    pid_t c = (pid_t)syscall(SYS_clone3, &a, sizeof a);
+    if (c == 0) stub_main(ctx, i, ready, self);
+    if (c < 0) {
+      report(ready, parent->pid, errno, ctx->tasks[i].pid);
+      _exit(1);
+    }
+    _exit(0);
+  }
+  int st;
+  while (waitpid(h, &st, __WALL) < 0)
+    if (errno != EINTR) {
+      report(ready, parent->pid, errno, g);
+      _exit(1);
+    }
+  if (!WIFEXITED(st) || WEXITSTATUS(st)) _exit(1); /* the helper reported why */
+}
+
 /* Forks the children of task idx (early: those that keep the old session, before setsid; else the others). */
 static void fork_children(struct rst_ctx *ctx, uint32_t idx, int ready, int early) {
   struct rst_task *t = &ctx->tasks[idx];
@@ -185,6 +227,10 @@ static void fork_children(struct rst_ctx *ctx, uint32_t idx, int ready, int earl
     if (ctx->tasks[i].ppid != t->pid || i == idx) continue;
     if (keeps_old_session(ctx, t, i) != early) continue;
     pid_t self = getpid();
+    if (ctx->tasks[i].group_helper) {
+      fork_through_group_helper(ctx, t, i, ready, self);
+      continue;
+    }
     pid_t c = clone_pid(ctx, ctx->tasks[i].pid, 0);
     if (c == 0) stub_main(ctx, i, ready, self);
     if (c < 0) {
@@ -307,7 +353,7 @@ static int parse_tree(struct rst_ctx *ctx, const uint8_t *p, size_t n) {
   ctx->threads = calloc(RST_MAX_THREADS, sizeof *ctx->threads);
   if (!ctx->tasks || !ctx->threads) return rst_fail(ctx, ENOMEM, "calloc", 0);
   for (uint32_t i = 0; i < ntasks; i++) {
-    int32_t h[6];
+    int32_t h[7];
     if ((size_t)(end - p) < sizeof h) return rst_fail(ctx, EINVAL, "tree-request", 0);
     memcpy(h, p, sizeof h);
     p += sizeof h;
@@ -315,6 +361,7 @@ static int parse_tree(struct rst_ctx *ctx, const uint8_t *p, size_t n) {
     t->pid = h[0], t->ppid = h[1], t->pgid = h[2], t->sid = h[3];
     t->nthreads = (uint32_t)h[4];
     t->zombie = h[5];
+    t->group_helper = h[6];
     t->ctty = -1;
     t->uffd = -1;
     if (t->nthreads == 0 || t->nthreads > RST_MAX_THREADS - ctx->nthreads ||
