@@ -9,8 +9,8 @@ import type { CollectContext } from './context';
 import { classifyFd, FdClass } from './fdkinds';
 import { readFdInfo, ProcFdInfo } from './proc/fdinfo';
 import { listProcNumbers, procPath } from './proc/read';
-import { describe, FD_TYPES, O_CLOEXEC, setFown } from './filetable';
-import { ghostFor, remapToGhost } from './ghosts';
+import { describe, FD_TYPES, O_CLOEXEC, REMAP_TYPE, setFown } from './filetable';
+import { addRemap, ghostFor, remapToGhost } from './ghosts';
 import { dumpFifoFd, dumpPipeFd } from './pipes';
 import { dumpUnixFd, UnixFd } from './sockets';
 import { dumpInetFd } from './inet';
@@ -153,8 +153,6 @@ async function dumpRegularFd(ctx: CollectContext, pid: number, c: FdClass, info:
   return id;
 }
 
-const REMAP_LINKED = 0;
-
 /**
  * CRIU's link remap: the file of a removed name that still has other links keeps its inode across restore (zdtm
  * unlink_fstat03 compares st_dev and st_ino), so instead of a copy it gets a name of ours beside the old one,
@@ -179,10 +177,7 @@ async function dumpLinkRemap(ctx: CollectContext, pid: number, c: FdClass, fileI
     }
     ctx.ghosts.set(key, ctx.files.regular(where, st, 0, 0n));
   }
-  const remapKey = `remap:${fileId}`;
-  if (ctx.ghosts.has(remapKey)) return;
-  ctx.ghosts.set(remapKey, -1);
-  ctx.images.add('REMAP_FPATH', undefined, { orig_id: fileId, remap_id: ctx.ghosts.get(key)!, remap_type: REMAP_LINKED });
+  addRemap(ctx, fileId, ctx.ghosts.get(key)!, REMAP_TYPE.LINKED);
 }
 
 function statOrNull(p: string): fs.BigIntStats | null {

@@ -12,6 +12,9 @@ import type { CollectContext } from './context';
 
 export type Entry = Record<string, unknown>;
 
+// remap_type of CRIU's remap-file-path.proto: how a file entry whose name is gone is reached again.
+export const REMAP_TYPE = { LINKED: 0, GHOST: 1 } as const;
+
 // fd_types of CRIU's fdinfo.proto.
 export const FD_TYPES = {
   REG: 1,

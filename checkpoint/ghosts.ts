@@ -1,6 +1,7 @@
 /** Ghost files: deleted inodes still held open (or as a working directory), in CRIU's ghost-file image. */
 import type { CollectContext } from './context';
 import { FdClass, kernelDev } from './fdkinds';
+import { REMAP_TYPE } from './filetable';
 
 /**
  * The GHOST_FILE entry of a deleted inode (a file, a removed directory, an unlinked FIFO): its attributes and
@@ -25,8 +26,13 @@ export function ghostFor(ctx: CollectContext, st: FdClass['proc']['stat'], conte
 
 /** remap-fpath.img: file entry `fileId` is the ghost `ghostId` (once per file entry, however many fds share it). */
 export function remapToGhost(ctx: CollectContext, fileId: number, ghostId: number): void {
+  addRemap(ctx, fileId, ghostId, REMAP_TYPE.GHOST);
+}
+
+/** remap-fpath.img: file entry `fileId` is reached through `remapId` (a ghost, or a link remap's file entry), once. */
+export function addRemap(ctx: CollectContext, fileId: number, remapId: number, type: number): void {
   const key = `remap:${fileId}`;
   if (ctx.ghosts.has(key)) return;
   ctx.ghosts.set(key, -1);
-  ctx.images.add('REMAP_FPATH', undefined, { orig_id: fileId, remap_id: ghostId, remap_type: 1 });
+  ctx.images.add('REMAP_FPATH', undefined, { orig_id: fileId, remap_id: remapId, remap_type: type });
 }

@@ -13,6 +13,7 @@ import { Batch, runBatch, runLocal } from './syscalls';
 import { fileNameFor } from '../images';
 import { readEntries } from './image-files';
 import { Op } from './restorer';
+import { REMAP_TYPE } from '../checkpoint/filetable';
 import { hostPidOf } from './tree';
 import { openNsFile } from './nsfiles';
 import { createEventfd, createInotify, createSignalfd, createTimerfd } from './anonfds';
@@ -109,8 +110,7 @@ export function treeProcProblems(ctx: RestoreContext): string[] {
   return out;
 }
 
-const REMAP_GHOST = 1;
-const REMAP_LINKED = 0;
+const { GHOST: REMAP_GHOST, LINKED: REMAP_LINKED } = REMAP_TYPE;
 
 /** The name a link remap gave the file of entry `id` (checkpoint/files.ts dumpLinkRemap), or undefined. */
 function linkRemapName(ctx: RestoreContext, id: number): string | undefined {

@@ -8,15 +8,13 @@ import { RestoreContext } from './context';
 import { Msg } from './image-files';
 import { hostPidOf } from './tree';
 import { openInRestorer } from './memory';
+import { NS_CFLAG } from '../checkpoint/nsfiles';
 
-/** ns_cflag -> the /proc/PID/ns name and the ids-PID.img field of that kind. */
-const KIND_OF_CFLAG: Record<number, string> = {
-  0x20000000: 'pid', 0x40000000: 'net', 0x08000000: 'ipc', 0x04000000: 'uts', 0x00020000: 'mnt', 0x10000000: 'user',
-  0x02000000: 'cgroup', 0x00000080: 'time',
-};
+/** ns_cflag -> the /proc/PID/ns name and the ids-PID.img field of that kind (the dump's table, turned round). */
+const KIND_OF_CFLAG = new Map(Object.entries(NS_CFLAG).map(([kind, flag]) => [flag, kind]));
 
 export async function openNsFile(ctx: RestoreContext, id: number, nsf: Msg): Promise<number> {
-  const kind = KIND_OF_CFLAG[Number(nsf.ns_cflag)];
+  const kind = KIND_OF_CFLAG.get(Number(nsf.ns_cflag));
   if (!kind) throw new GodwitError(`file id ${id}: a namespace file of unknown kind (clone flag 0x${Number(nsf.ns_cflag).toString(16)})`);
   const nsId = Number(nsf.ns_id);
   const t = ctx.set!.tasks.find((x) => x.zombie === undefined && Number(x.ids[`${kind}_ns_id`]) === nsId);

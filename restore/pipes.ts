@@ -11,6 +11,7 @@ import * as fs from 'node:fs';
 import { fileNameFor } from '../images';
 import { treePath } from './context';
 import { readEntries } from './image-files';
+import { REMAP_TYPE } from '../checkpoint/filetable';
 import { openInRestorer } from './memory';
 import { Batch, runLocal } from './syscalls';
 
@@ -140,7 +141,7 @@ const AT_FDCWD = -100;
  * temporary name beside it if that is taken now), opened read-write, unlinked; its owner comes back too.
  */
 async function openGhostFifo(ctx: RestoreContext, name: string, remap: Msg): Promise<number> {
-  if (Number(remap.remap_type ?? 1) !== 1) throw new GodwitError(`FIFO ${name}: remap type ${remap.remap_type} is not supported yet`);
+  if (Number(remap.remap_type ?? REMAP_TYPE.GHOST) !== REMAP_TYPE.GHOST) throw new GodwitError(`FIFO ${name}: remap type ${remap.remap_type} is not supported yet`);
   const ghostFile = fileNameFor('GHOST_FILE', Number(remap.remap_id));
   const g = (readEntries(ctx.set!.dir, ghostFile) ?? [])[0];
   if (!g) throw new GodwitError(`${ghostFile} is missing: the unlinked FIFO ${name} is not in the image`);

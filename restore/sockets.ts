@@ -147,13 +147,15 @@ function sendFromTemp(b: Batch, rcv: Sock, data: Buffer, t?: number): void {
  * an address if it is connected to RCV), else by a temporary socket bound to the name for the time of the
  * send (a path name's file removed after; a relative one bound in a directory of its own, since only the bytes
  * of the name travel with the datagram), else unnamed. False: nothing better than the peer can send it (RCV
- * has no name to send to); the caller does.
+ * has no name to send to, or RCV is connected: it takes datagrams from its peer alone, unix_may_send); the
+ * caller does.
  */
 async function requeueFrom(ctx: RestoreContext, rcv: Sock, data: Buffer, from: Buffer, socks: Sock[], stand?: number): Promise<boolean> {
   const what = `requeue ${data.length} bytes for socket ${rcv.ino}`;
   const b = new Batch();
   if (!from.length) {
-    if (stand !== undefined || !rcv.name.length) return false; // the stand-in or the peer: nameless as it was
+    // The stand-in, or the peer (of a connected RCV: then nameless itself, or FROM would name it): as it was.
+    if (stand !== undefined || !rcv.name.length || rcv.peer) return false;
     sendFromTemp(b, rcv, data);
     await local(ctx, b, 'unix socket queue');
     return true;
@@ -166,6 +168,10 @@ async function requeueFrom(ctx: RestoreContext, rcv: Sock, data: Buffer, from: B
   }
   if (!rcv.name.length) {
     ctx.warnings.push({ pid: 0, message: `unix socket ${rcv.ino}: a datagram from ${printable(from)} comes back from its peer's address (it has no name to be sent to)` });
+    return false;
+  }
+  if (rcv.peer && named?.ino !== rcv.peer) {
+    ctx.warnings.push({ pid: 0, message: `unix socket ${rcv.ino}: a datagram from ${printable(from)} comes back from its peer's address (it is connected: only its peer can send to it now)` });
     return false;
   }
   if (named) {

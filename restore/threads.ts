@@ -31,8 +31,10 @@ export function threadCore(t: TaskImage, tid: number): Msg {
   return (t.cores.get(tid)!.thread_core as Msg | undefined) ?? {};
 }
 
-/** Per-thread kernel state that only the thread itself can set. */
-/** `extra` adds more calls to the thread's batch; it gets the batch's results back to check them. */
+/**
+ * Per-thread kernel state that only the thread itself can set. `extra` adds more calls to the thread's batch and
+ * may return a function that gets the batch's results, to check them.
+ */
 export async function restoreThreadState(
   ctx: RestoreContext,
   t: TaskImage,

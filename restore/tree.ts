@@ -71,7 +71,6 @@ export async function joinProcessGroups(ctx: RestoreContext): Promise<void> {
   }
 }
 
-/** Host PIDs of the restored tasks (image pid -> pid in this host's PID namespace), from the restorer. */
 /**
  * The host pid of restored task `pid` once the tree exists: the same without a new pid namespace, else asked of
  * the restorer (once; the resume step asks again).
@@ -84,6 +83,7 @@ export async function hostPidOf(ctx: RestoreContext, pid: number): Promise<numbe
   return host;
 }
 
+/** Host PIDs of the restored tasks (image pid -> pid in this host's PID namespace), from the restorer. */
 export async function findHostPids(ctx: RestoreContext): Promise<Map<number, number>> {
   const out = await ctx.restorer!.request(Op.HOST_PIDS, Buffer.alloc(0), 'find the host pids of the restored tasks');
   const m = new Map<number, number>();

@@ -10,7 +10,9 @@
  *   3 sender addresses: a bound datagram server holding datagrams from an abstract-named sender closed since,
  *     a path-named sender closed (and its file removed) since, an unnamed one, and an abstract-named sender
  *     still open and connected to it. Verify: recvfrom gives each datagram with its sender's address, in
- *     order, and the open sender still reaches the server.
+ *     order, and the open sender still reaches the server. Also a datagram socketpair whose one end was bound to
+ *     a name after, holding a datagram from the other (unnamed) end: connected, it takes datagrams from that
+ *     end alone. Verify: the datagram reads back without an address, and the pair still carries data.
  *   4 peer credentials: a child that changed its uid/gid made a datagram socketpair and exited, the parent
  *     holds one end (both clone()d with CLONE_FILES, so no fd passing is needed). Verify: SO_PEERCRED of it is
  *     the child's pid, uid and gid.
@@ -129,6 +131,7 @@ static void verify_gone_peer(struct zt *z, int s)
 #define NSENDERS 4
 struct senders {
 	int server, open_sender;
+	int pair[2]; /* pair[0] bound to a name, holding a datagram from pair[1] */
 	struct sockaddr_un addr[NSENDERS]; /* sun_family 0: unnamed */
 	socklen_t len[NSENDERS];
 };
@@ -168,6 +171,11 @@ static void setup_senders(struct zt *z, struct senders *s)
 				unlink(path); /* the sender's file goes with it, as a tidy program does */
 		}
 	}
+	snprintf(name, sizeof(name), "godwit-unix-more-%d-pair", (int)getpid());
+	slen = addr_of(&sa, name, 1);
+	if (socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, s->pair) ||
+	    bind(s->pair[0], (struct sockaddr *)&sa, slen) || send(s->pair[1], "pair", 4, 0) != 4)
+		zt_setup_failed(z, "socketpair/bind/send", "named end of a datagram pair");
 }
 
 static void verify_senders(struct zt *z, const struct senders *s)
@@ -201,6 +209,17 @@ static void verify_senders(struct zt *z, const struct senders *s)
 		zt_fail_sys(z, "send", "the sender still open");
 	else
 		expect_recv(z, "the sender still open", s->server, "again");
+	char buf[8] = "";
+	struct sockaddr_un from;
+	socklen_t flen = sizeof(from);
+	ssize_t n = recvfrom(s->pair[0], buf, sizeof(buf) - 1, MSG_DONTWAIT, (struct sockaddr *)&from, &flen);
+	if (n != 4 || memcmp(buf, "pair", 4) || flen != 0)
+		zt_fail(z, "named end of the pair: got %zd bytes '%s' from an address of %u bytes, expected 'pair' from none",
+			n, n > 0 ? buf : "", (unsigned)flen);
+	if (send(s->pair[1], "more", 4, 0) != 4)
+		zt_fail_sys(z, "send", "the unnamed end of the pair");
+	else
+		expect_recv(z, "the pair", s->pair[0], "more");
 }
 
 /* ---- case 4: peer credentials ---- */
