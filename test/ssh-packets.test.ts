@@ -165,4 +165,24 @@ describe('packets gathered into socket writes', () => {
     for (let i = 0; i < 100; i++) again.add(packet(32 * 1024, 0).buffer);
     expect([...again].some((b) => seen.has(b))).toBe(true);
   });
+
+  test('packets ssh2 queues during a key exchange keep their memory until they are sent after it', async () => {
+    const { complete, c, packet, protocol } = connection();
+    // Before the exchange: a few packets written and completed, so the slab has spares to serve.
+    for (let i = 0; i < 40; i++) c._onWrite(packet(32 * 1024, 0));
+    await new Promise((r) => process.nextTick(r));
+    complete();
+    // ssh2 queues what it allocates while _kexinit is set (2 MiB: a remote window's worth), unwritten.
+    protocol._kexinit = {};
+    const queued = Array.from({ length: 64 }, (_, i) => packet(32 * 1024, i));
+    const copies = queued.map((p) => Buffer.from(p));
+    // ... and once NEWKEYS is in, the connection goes on cutting packets from its slabs before the queue drains.
+    protocol._kexinit = undefined;
+    for (let i = 0; i < 100; i++) {
+      c._onWrite(packet(32 * 1024, 0xee));
+      await new Promise((r) => process.nextTick(r));
+      complete();
+    }
+    expect(queued.map((p, i) => p.equals(copies[i]!))).toEqual(queued.map(() => true));
+  });
 });

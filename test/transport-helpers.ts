@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { PassThrough, Transform } from 'node:stream';
+import { PassThrough, Writable } from 'node:stream';
 import { compress } from 'zstd-napi';
 import { FrameType, Message, PREAMBLE, PROTOCOL_VERSION } from '../transport/frames';
 import { spawnLocal } from '../transport/local';
@@ -79,25 +79,43 @@ export async function rawSession(dir: string, extra: string[] = []) {
 export { PREAMBLE };
 
 /**
- * A channel whose bytes to the peer pass through `tap` first: flips one byte at `offset` (a corrupted link).
+ * A channel whose bytes to the peer pass through `edit` first (at `seen`: the offset of chunk in the stream): it
+ * returns the bytes to send on, or undefined to hold them, and every later byte, for good (a link that stopped
+ * carrying anything). A write completes only once the channel has taken its bytes, as on the channel itself: the
+ * sender reuses a buffer once its write completes, and the SSH channel may still hold it while it waits for window.
  */
-export function corruptingChannel(inner: Channel, offset: number): Channel {
+export function tappedChannel(inner: Channel, edit: (chunk: Buffer, seen: number) => Buffer | undefined): Channel {
   let seen = 0;
-  const tap = new Transform({
-    transform(chunk: Buffer, _enc, cb) {
-      if (offset >= seen && offset < seen + chunk.length) {
-        chunk = Buffer.from(chunk);
-        chunk[offset - seen] ^= 0x20;
-      }
+  let held = false;
+  const tap = new Writable({
+    write(chunk: Buffer, _enc, cb) {
+      const out = held ? undefined : edit(chunk, seen);
       seen += chunk.length;
-      cb(null, chunk);
+      if (out === undefined) {
+        held = true; // never calls cb: the writer stays blocked
+        return;
+      }
+      inner.toPeer.write(out, (err) => cb(err ?? null));
+    },
+    final(cb) {
+      inner.toPeer.end();
+      cb();
     },
   });
-  tap.pipe(inner.toPeer);
   inner.toPeer.on('error', () => tap.destroy());
   // A writer blocked on the tap must see the connection go, as it would without the tap.
   inner.toPeer.on('close', () => tap.destroy());
   return { ...inner, toPeer: tap };
+}
+
+/** A channel that flips one byte of the stream to the peer at `offset` (a corrupted link). */
+export function corruptingChannel(inner: Channel, offset: number): Channel {
+  return tappedChannel(inner, (chunk, seen) => {
+    if (offset < seen || offset >= seen + chunk.length) return chunk;
+    const copy = Buffer.from(chunk);
+    copy[offset - seen] ^= 0x20;
+    return copy;
+  });
 }
 
 export function passThrough(): PassThrough {

@@ -169,10 +169,13 @@ export function gcmPacket(payloadLen: number, pad: (packet: Buffer, at: number, 
   return packet;
 }
 
-function poolCipher(cipher: unknown, pool: RandomPool, slabs: PacketSlabs, gather: boolean): void {
+function poolCipher(cipher: unknown, protocol: Record<string, unknown>, pool: RandomPool, slabs: PacketSlabs, gather: boolean): void {
   const c = cipher as Ssh2Cipher | undefined;
   if (!c || c[POOLED] || !GCM_CIPHERS.has(c.constructor?.name) || typeof c.allocPacket !== 'function' || c.allocPacket.length !== 1) return;
-  c.allocPacket = (payloadLen: number) => gcmPacket(payloadLen, (p, at, n) => pool.fill(p, at, n), (n) => slabs.take(n));
+  // During a key exchange ssh2 queues the packets it allocates (utils.js sendPacket) until NEWKEYS, unencrypted and
+  // unwritten: a slab knows nothing of them and would serve their memory again, so they get memory of their own.
+  const take = (n: number) => (protocol._kexinit === undefined ? slabs.take(n) : Buffer.allocUnsafe(n));
+  c.allocPacket = (payloadLen: number) => gcmPacket(payloadLen, (p, at, n) => pool.fill(p, at, n), take);
   const direct = c._onWrite;
   if (gather && typeof direct === 'function') c._onWrite = (packet: Buffer) => slabs.send(packet, direct);
   c.useSlabs?.((n) => slabs.take(n));
@@ -203,7 +206,7 @@ export function poolPackets(client: unknown): boolean {
     };
   }
   let current = protocol._cipher;
-  poolCipher(current, pool, slabs, gather);
+  poolCipher(current, protocol, pool, slabs, gather);
   const slot = Object.getOwnPropertyDescriptor(protocol, '_cipher');
   if (slot && slot.writable && slot.configurable) {
     Object.defineProperty(protocol, '_cipher', {
@@ -214,7 +217,7 @@ export function poolPackets(client: unknown): boolean {
         // A rekey: the old cipher's packets go out before any of the new one's.
         slabs.flush();
         current = next;
-        poolCipher(next, pool, slabs, gather);
+        poolCipher(next, protocol, pool, slabs, gather);
       },
     });
   }
