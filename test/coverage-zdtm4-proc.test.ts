@@ -1,0 +1,20 @@
+/**
+ * Process and memory state that CRIU's zdtm static tests of the fourth set (seccomp_filter_tsync, membarrier)
+ * found godwit losing, each reproduced by a workload of ours: dump + kill + restore (and a --leave-running
+ * snapshot), then the workload checks itself.
+ */
+import { WorkloadFixture } from './helpers/workload-fixture';
+
+const fx = new WorkloadFixture('godwit-covz4-proc-');
+afterEach(() => fx.cleanup());
+
+test('seccomp --tsync: threads sharing filters share them after restore, so a later TSYNC still works', async () => {
+  await fx.restoredPasses('seccomp', ['--tsync', '1']);
+});
+
+test('seccomp --tsync in the host PID namespace, and a snapshot before it', async () => {
+  const w = await fx.start('seccomp', ['--tsync', '1']);
+  await fx.snapshot(w);
+  await fx.cycle(w, { newPidns: false });
+  expect(await w.verify()).toEqual({ pass: true, detail: 'PASS' });
+});
