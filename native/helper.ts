@@ -146,6 +146,8 @@ export interface ProcessState {
   threads: ThreadInjected[];
   injectedSyscalls: number;
   elapsedNs: bigint;
+  /** membarrier(MEMBARRIER_CMD_GET_REGISTRATIONS) in the process; -1 where the kernel cannot tell. */
+  membarrierRegistrations: number;
 }
 
 export interface PageRange {
@@ -755,6 +757,7 @@ export class Helper {
       })),
       injectedSyscalls: num(r.injectedSyscalls),
       elapsedNs: big(r.elapsedNs),
+      membarrierRegistrations: num(r.membarrierRegistrations),
     };
   }
 

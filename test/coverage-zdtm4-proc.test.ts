@@ -3,7 +3,7 @@
  * found godwit losing, each reproduced by a workload of ours: dump + kill + restore (and a --leave-running
  * snapshot), then the workload checks itself.
  */
-import { WorkloadFixture } from './helpers/workload-fixture';
+import { entries, WorkloadFixture } from './helpers/workload-fixture';
 
 const fx = new WorkloadFixture('godwit-covz4-proc-');
 afterEach(() => fx.cleanup());
@@ -16,5 +16,17 @@ test('seccomp --tsync in the host PID namespace, and a snapshot before it', asyn
   const w = await fx.start('seccomp', ['--tsync', '1']);
   await fx.snapshot(w);
   await fx.cycle(w, { newPidns: false });
+  expect(await w.verify()).toEqual({ pass: true, detail: 'PASS' });
+});
+
+test('proc-state --membarrier: the process stays registered for expedited membarrier() (zdtm membarrier)', async () => {
+  await fx.restoredPasses('proc-state', ['--membarrier', '1']);
+});
+
+test('proc-state --membarrier snapshot: the core image carries the registrations', async () => {
+  const w = await fx.start('proc-state', ['--membarrier', '1']);
+  const { dir } = await fx.snapshot(w);
+  const tc = entries(dir, `core-${w.pid}.img`)[0].tc as { membarrier_registration_mask?: number };
+  expect(tc.membarrier_registration_mask! & 0x10).toBe(0x10); // MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED
   expect(await w.verify()).toEqual({ pass: true, detail: 'PASS' });
 });

@@ -22,6 +22,9 @@
 #include "regs.h"
 #include "rsys.h"
 
+/* linux/membarrier.h of older headers lacks it (Linux 6.3) */
+#define MEMBARRIER_CMD_GET_REGISTRATIONS (1 << 9)
+
 #ifndef PR_GET_TID_ADDRESS
 #define PR_GET_TID_ADDRESS 40
 #endif
@@ -202,6 +205,16 @@ static int dump_process_wide(struct helper *h, struct rsys *rs, int pid, uint64_
 	    remote_read(h, pid, slot, &subreaper, 4))
 		return -1;
 	pb_int(out, F_ProcessState_child_subreaper, subreaper);
+
+	/* Registrations belong to the mm and only the process itself can ask for them. EINVAL: a kernel without
+	 * MEMBARRIER_CMD_GET_REGISTRATIONS (before 6.3) or membarrier. */
+	uint64_t args[6] = { MEMBARRIER_CMD_GET_REGISTRATIONS, 0, 0, 0, 0, 0 };
+	if (rsys_call(h, rs, SYS_membarrier, args, &r))
+		return -1;
+	if (r < 0 && r != -EINVAL && r > -4096)
+		return gw_fail(&h->err, (int)-r, "membarrier(MEMBARRIER_CMD_GET_REGISTRATIONS)", rs->tid,
+			       "injected into thread %d", rs->tid);
+	pb_int(out, F_ProcessState_membarrier_registrations, r < 0 ? -1 : r);
 	return 0;
 }
 
