@@ -30,3 +30,7 @@ test('proc-state --membarrier snapshot: the core image carries the registrations
   expect(tc.membarrier_registration_mask! & 0x10).toBe(0x10); // MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED
   expect(await w.verify()).toEqual({ pass: true, detail: 'PASS' });
 });
+
+test('proc-state --groups: 900 supplementary groups (a /proc/PID/status longer than 8 KiB) are dumped and restored', async () => {
+  await fx.restoredPasses('proc-state', ['--groups', '1']);
+});

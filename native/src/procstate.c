@@ -108,18 +108,34 @@ static int dump_thread(struct helper *h, struct rsys *rs, int pid, uint64_t scra
 	return 0;
 }
 
-/* Signals whose disposition is not the untouched default, from SigIgn and SigCgt of /proc/PID/status. */
+/* Signals whose disposition is not the untouched default, from SigIgn and SigCgt of /proc/PID/status. They
+ * come after "Groups:", which holds up to NGROUPS_MAX (65536) ids: the whole file is read, however long. */
 static int touched_signals(struct helper *h, int pid, uint64_t *mask)
 {
-	char path[64], buf[4096];
+	char path[64];
 	snprintf(path, sizeof(path), "/proc/%d/status", pid);
 	int fd AUTO_CLOSE = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return gw_fail_errno(&h->err, "open", pid, "%s", path);
-	ssize_t n = read(fd, buf, sizeof(buf) - 1);
-	if (n <= 0)
-		return gw_fail_errno(&h->err, "read", pid, "%s", path);
-	buf[n] = 0;
+	char *buf AUTO_FREE = NULL;
+	size_t len = 0, cap = 0;
+	for (;;) {
+		if (cap - len < 4096) {
+			char *b = realloc(buf, cap = cap ? cap * 2 : 8192);
+			if (!b)
+				return gw_fail(&h->err, ENOMEM, "realloc", pid, "%s (%zu bytes)", path, cap);
+			buf = b;
+		}
+		ssize_t n = read(fd, buf + len, cap - len - 1);
+		if (n < 0)
+			return gw_fail_errno(&h->err, "read", pid, "%s", path);
+		if (n == 0)
+			break;
+		len += (size_t)n;
+	}
+	if (!buf)
+		return gw_fail(&h->err, EPROTO, "read", pid, "%s is empty", path);
+	buf[len] = 0;
 	char *ign = strstr(buf, "\nSigIgn:"), *cgt = strstr(buf, "\nSigCgt:");
 	if (!ign || !cgt)
 		return gw_fail(&h->err, EPROTO, "read", pid, "%s has no SigIgn/SigCgt", path);

@@ -15,12 +15,15 @@
  * --membarrier 1: main registers for private expedited membarrier() (and the global and sync-core kinds the
  *   kernel has; zdtm membarrier): after, each registered command still works (unregistered ones fail with EPERM)
  *   and MEMBARRIER_CMD_GET_REGISTRATIONS, where the kernel has it, gives the same set.
+ * --groups 1: main takes 900 supplementary groups (zdtm massive_groups: /proc/PID/status grows past 8 KiB, with
+ *   SigIgn and SigCgt after the long "Groups:" line) and checks them all after.
  * --vfork 1: C instead vforks a child V that never execs (C stays blocked in vfork): godwit refuses that tree.
  */
 #include "zdtm.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -164,14 +167,48 @@ static void check_barriers(struct zt *z, int registered)
 		zt_fail(z, "membarrier registrations 0x%x, expected 0x%x", got, registered);
 }
 
+#define MANY_GROUPS 900
+
+static gid_t many_group(int i)
+{
+	return (gid_t)(1000000000 + 7 * i); /* large ids: long lines */
+}
+
+static void set_many_groups(struct zt *z)
+{
+	gid_t g[MANY_GROUPS];
+	for (int i = 0; i < MANY_GROUPS; i++)
+		g[i] = many_group(i);
+	if (setgroups(MANY_GROUPS, g))
+		zt_setup_failed(z, "setgroups", "900 supplementary groups");
+}
+
+static void check_many_groups(struct zt *z)
+{
+	gid_t g[MANY_GROUPS + 1];
+	int n = getgroups(MANY_GROUPS + 1, g);
+	if (n != MANY_GROUPS) {
+		zt_fail(z, "%d supplementary groups, expected %d", n, MANY_GROUPS);
+		return;
+	}
+	for (int i = 0; i < n; i++)
+		if (g[i] != many_group(i)) {
+			zt_fail(z, "supplementary group %d is %u, expected %u", i, g[i], many_group(i));
+			return;
+		}
+}
+
 int main(int argc, char **argv)
 {
 	struct zt z;
 	struct zt_opt opts[] = { { "vfork", 0, 0, 1, "the child waits in vfork() for a grandchild that never execs" },
 				 { "affinity", 0, 0, 1, "main pinned to the last CPU, its thread to CPU 0" },
 				 { "ids", 0, 0, 1, "a child with real, effective, saved and filesystem ids all different" },
-				 { "membarrier", 0, 0, 1, "main registers for expedited membarrier()" } };
-	zt_setup(&z, argc, argv, opts, 4, SIGUSR2);
+				 { "membarrier", 0, 0, 1, "main registers for expedited membarrier()" },
+				 { "groups", 0, 0, 1, "main takes 900 supplementary groups" } };
+	zt_setup(&z, argc, argv, opts, 5, SIGUSR2);
+	if (opts[4].value)
+		set_many_groups(&z);
 	int barriers = opts[3].value ? register_barriers(&z) : 0;
 	pid_t ids = opts[2].value ? ids_child(&z) : 0;
 	int main_cpu = -1;
@@ -289,6 +326,8 @@ int main(int argc, char **argv)
 	check_sched(&z, "main", SCHED_OTHER, 1);
 	if (barriers)
 		check_barriers(&z, barriers);
+	if (opts[4].value)
+		check_many_groups(&z);
 	if (main_cpu >= 0 && !only_cpu(main_cpu))
 		zt_fail(&z, "main: CPU affinity is not {%d} alone", main_cpu);
 	thread_go = 1;
