@@ -34,3 +34,7 @@ test('proc-state --membarrier snapshot: the core image carries the registrations
 test('proc-state --groups: 900 supplementary groups (a /proc/PID/status longer than 8 KiB) are dumped and restored', async () => {
   await fx.restoredPasses('proc-state', ['--groups', '1']);
 });
+
+test('shmem-more --exec: a memfd holding a script can still be executed after restore (zdtm memfd04)', async () => {
+  await fx.restoredPasses('shmem-more', ['--exec', '1']);
+});
