@@ -21,6 +21,11 @@ export const VMA_AREA_SOCKET = 1 << 11;
 export const VMA_AREA_VVAR = 1 << 12;
 export const VMA_AREA_AIORING = 1 << 13;
 export const VMA_AREA_MEMFD = 1 << 14;
+/**
+ * Not a mapping: a guard region (madvise MADV_GUARD_INSTALL) inside one, kept as CRIU does, as an extra mm.img
+ * VMA entry with only this status, after the mappings.
+ */
+export const VMA_AREA_GUARD = 1 << 16;
 
 export const PROT_READ = 1;
 export const PROT_WRITE = 2;

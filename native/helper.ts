@@ -857,17 +857,18 @@ export class Helper {
    * Pages a dump takes from the given ranges of pid (private mappings): present or swapped, without the shared
    * zero page and page-cache pages (kept with keepFile: anonymous mappings, where only the vdso has them); one
    * PAGEMAP_SCAN walk per range (kernel 6.7+; older ones fail with ENOTTY or EINVAL). Regions in address order,
-   * adjacent ones merged.
+   * adjacent ones merged. With guards: the guard regions (MADV_GUARD_INSTALL) instead (kernel 6.14+, else EINVAL).
    */
   async presentPages(
     pid: number,
     ranges: { start: number; end: number }[],
     keepFile = false,
+    guards = false,
   ): Promise<{ regions: WrittenRange[]; pages: number; elapsedNs: bigint }> {
     const r = await this.call(
       'presentPages',
-      { pid, starts: ranges.map((x) => x.start), lengths: ranges.map((x) => x.end - x.start), keepFile },
-      `find the present pages of ${ranges.length} range(s) of pid ${pid}`,
+      { pid, starts: ranges.map((x) => x.start), lengths: ranges.map((x) => x.end - x.start), keepFile, guards },
+      `find the ${guards ? 'guard' : 'present'} pages of ${ranges.length} range(s) of pid ${pid}`,
     );
     const raw = buf(r.regions);
     const regions: WrittenRange[] = [];

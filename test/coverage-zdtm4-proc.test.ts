@@ -38,3 +38,16 @@ test('proc-state --groups: 900 supplementary groups (a /proc/PID/status longer t
 test('shmem-more --exec: a memfd holding a script can still be executed after restore (zdtm memfd04)', async () => {
   await fx.restoredPasses('shmem-more', ['--exec', '1']);
 });
+
+test('maps --guards: guard regions (MADV_GUARD_INSTALL) stay guards, the pages around them keep their data (zdtm maps12)', async () => {
+  await fx.restoredPasses('maps', ['--guards', '1']);
+});
+
+test('maps --guards 2: guard regions of a big process (PAGEMAP_SCAN path) are left out of the pages and restored', async () => {
+  const w = await fx.start('maps', ['--guards', '2']);
+  const { dir } = await fx.snapshot(w);
+  const vmas = entries(dir, `mm-${w.pid}.img`)[0].vmas as { status: number }[];
+  expect(vmas.filter((v) => v.status === 1 << 16).length).toBe(4); // 1-2, 5, 100-103, the last page
+  await fx.cycle(w);
+  expect(await w.verify()).toEqual({ pass: true, detail: 'PASS' });
+});

@@ -399,6 +399,7 @@
 #define F_PresentPagesReq_starts 2
 #define F_PresentPagesReq_lengths 3
 #define F_PresentPagesReq_keep_file 4
+#define F_PresentPagesReq_guards 5
 
 /* message PresentPagesResp */
 #define F_PresentPagesResp_regions 1
