@@ -113,7 +113,7 @@ export async function collectMemory(ctx: CollectContext, pid: number, stat: Proc
     mm_saved_auxv: readAuxv(pid),
     vmas: [...mappings.map((m) => m.entry), ...guards.map(guardEntry)],
     dumpable,
-    thp_disabled: false,
+    thp_disabled: false, // from /proc/PID/status, set by collect.ts
   };
   return { mappings, ranges, stats, mm };
 }

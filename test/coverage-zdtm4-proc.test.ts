@@ -51,3 +51,7 @@ test('maps --guards 2: guard regions of a big process (PAGEMAP_SCAN path) are le
   await fx.cycle(w);
   expect(await w.verify()).toEqual({ pass: true, detail: 'PASS' });
 });
+
+test('proc-state --thp-off: THP stays disabled for the restored mm (zdtm thp_disable)', async () => {
+  await fx.restoredPasses('proc-state', ['--thp-off', '1']);
+});

@@ -17,6 +17,7 @@
  *   and MEMBARRIER_CMD_GET_REGISTRATIONS, where the kernel has it, gives the same set.
  * --groups 1: main takes 900 supplementary groups (zdtm massive_groups: /proc/PID/status grows past 8 KiB, with
  *   SigIgn and SigCgt after the long "Groups:" line) and checks them all after.
+ * --thp-off 1: main disables THP for its mm (prctl PR_SET_THP_DISABLE; zdtm thp_disable) and checks it still is.
  * --vfork 1: C instead vforks a child V that never execs (C stays blocked in vfork): godwit refuses that tree.
  */
 #include "zdtm.h"
@@ -205,8 +206,11 @@ int main(int argc, char **argv)
 				 { "affinity", 0, 0, 1, "main pinned to the last CPU, its thread to CPU 0" },
 				 { "ids", 0, 0, 1, "a child with real, effective, saved and filesystem ids all different" },
 				 { "membarrier", 0, 0, 1, "main registers for expedited membarrier()" },
-				 { "groups", 0, 0, 1, "main takes 900 supplementary groups" } };
-	zt_setup(&z, argc, argv, opts, 5, SIGUSR2);
+				 { "groups", 0, 0, 1, "main takes 900 supplementary groups" },
+				 { "thp-off", 0, 0, 1, "main disables THP (prctl PR_SET_THP_DISABLE)" } };
+	zt_setup(&z, argc, argv, opts, 6, SIGUSR2);
+	if (opts[5].value && prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0))
+		zt_setup_failed(&z, "prctl", "PR_SET_THP_DISABLE");
 	if (opts[4].value)
 		set_many_groups(&z);
 	int barriers = opts[3].value ? register_barriers(&z) : 0;
@@ -328,6 +332,8 @@ int main(int argc, char **argv)
 		check_barriers(&z, barriers);
 	if (opts[4].value)
 		check_many_groups(&z);
+	if (opts[5].value && (v = prctl(PR_GET_THP_DISABLE, 0, 0, 0, 0)) != 1)
+		zt_fail(&z, "THP disable is %d, expected 1", v);
 	if (main_cpu >= 0 && !only_cpu(main_cpu))
 		zt_fail(&z, "main: CPU affinity is not {%d} alone", main_cpu);
 	thread_go = 1;
