@@ -658,7 +658,8 @@ export class Helper {
 
   /**
    * One read-only fcntl ('fcntl') or ioctl ('ioctl') on fd `fd` of `pid`, or on `path` (opened by the helper)
-   * when given. `argLen` > 0 hands the call a zeroed buffer of that size and returns what it filled in.
+   * when given. `argLen` > 0 hands the call a zeroed buffer of that size (an ioctl's first 8 bytes of it hold
+   * `arg`: its input, when it reads one) and returns what it filled in.
    */
   async fdQuery(q: { pid: number; fd?: number; path?: string; kind: 'fcntl' | 'ioctl'; cmd: number; arg?: number; argLen?: number }): Promise<{ result: number; data: Buffer }> {
     const r = await this.call(

@@ -55,3 +55,19 @@ test('maps --guards 2: guard regions of a big process (PAGEMAP_SCAN path) are le
 test('proc-state --thp-off: THP stays disabled for the restored mm (zdtm thp_disable)', async () => {
   await fx.restoredPasses('proc-state', ['--thp-off', '1']);
 });
+
+test('fd-sharing --pidfd 2: pidfds of reaped children come back (one inode per child, its exit status) (zdtm pidfd_dead)', async () => {
+  const w = await fx.start('fd-sharing', ['--pidfd', '2']);
+  await fx.cycle(w, { newPidns: false });
+  expect(await w.verify()).toEqual({ pass: true, detail: 'PASS' });
+});
+
+test('fd-sharing --pidfd 2 snapshot, then refused into a new PID namespace (the stand-ins live in this one)', async () => {
+  const w = await fx.start('fd-sharing', ['--pidfd', '2']);
+  const { dir } = await fx.snapshot(w);
+  const dead = entries(dir, 'files.img').filter((f) => (f.pidfd as { nspid?: number } | undefined)?.nspid === -1);
+  // Wait statuses: exit(7) twice (two descriptions of one child), SIGKILL once.
+  expect(dead.map((f) => (f.pidfd as { exit_status?: number }).exit_status).sort((a, b) => a! - b!)).toEqual([9, 0x700, 0x700]);
+  expect(await w.verify()).toEqual({ pass: true, detail: 'PASS' });
+  await expect(fx.restore(w, dir)).rejects.toThrow(/reaped process: restoring it into a new PID namespace is not supported yet/);
+});
