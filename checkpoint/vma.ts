@@ -32,6 +32,11 @@ export const PROT_WRITE = 2;
 export const PROT_EXEC = 4;
 export const MAP_SHARED = 0x01;
 export const MAP_PRIVATE = 0x02;
+/**
+ * A mapping type of its own (Linux 6.11, VmFlags dp): private anonymous memory the kernel may drop under memory
+ * pressure (zeroes then), wiped on fork. Its pages are not dumped: a restore is one more such drop.
+ */
+export const MAP_DROPPABLE = 0x08;
 export const MAP_ANONYMOUS = 0x20;
 export const MAP_GROWSDOWN = 0x100;
 export const MAP_LOCKED = 0x2000;
@@ -114,6 +119,7 @@ export function buildMappings(
       status: 0,
       fd: -1n,
     };
+    if (f.has('dp')) e.flags = MAP_DROPPABLE;
     if (f.has('gd')) e.flags |= MAP_GROWSDOWN;
     if (f.has('lo')) e.flags |= MAP_LOCKED;
     if (f.has('nr')) e.flags |= MAP_NORESERVE;

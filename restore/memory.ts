@@ -31,6 +31,7 @@ const PROT_WRITE = 2;
 const SHM_RDONLY = 0o10000;
 const MAP_SHARED = 1;
 const MAP_PRIVATE = 2;
+const MAP_DROPPABLE = 8; // checkpoint/vma.ts
 const MAP_ANONYMOUS = 0x20;
 const MAP_GROWSDOWN = 0x100;
 const MAP_NORESERVE = 0x4000;
@@ -200,7 +201,7 @@ export async function mapVmas(ctx: RestoreContext, t: TaskImage, vmas: Vma[]): P
     if (why) throw new GodwitError(`task ${t.pid}: mapping 0x${v.start.toString(16)}-0x${v.end.toString(16)} is ${why}, which restore does not support yet`);
     let prot = v.prot;
     if (v.hasPages && !(v.flags & MAP_SHARED)) prot |= PROT_WRITE;
-    const flags = (v.flags & (MAP_SHARED | MAP_PRIVATE | MAP_ANONYMOUS | MAP_GROWSDOWN | MAP_NORESERVE)) | MAP_FIXED_NOREPLACE;
+    const flags = (v.flags & (MAP_SHARED | MAP_PRIVATE | MAP_DROPPABLE | MAP_ANONYMOUS | MAP_GROWSDOWN | MAP_NORESERVE)) | MAP_FIXED_NOREPLACE;
     const what = `map 0x${v.start.toString(16)}-0x${v.end.toString(16)}`;
     if (v.status & VMA.SYSVIPC) {
       // shmid holds the segment id, recreated with that id in the container's ipc namespace.

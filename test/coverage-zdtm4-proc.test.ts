@@ -71,3 +71,7 @@ test('fd-sharing --pidfd 2 snapshot, then refused into a new PID namespace (the 
   expect(await w.verify()).toEqual({ pass: true, detail: 'PASS' });
   await expect(fx.restore(w, dir)).rejects.toThrow(/reaped process: restoring it into a new PID namespace is not supported yet/);
 });
+
+test('maps --droppable: a MAP_DROPPABLE region stays droppable (zdtm maps11)', async () => {
+  await fx.restoredPasses('maps', ['--droppable', '1']);
+});

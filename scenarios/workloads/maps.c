@@ -15,6 +15,8 @@
  * 6.13; CRIU's zdtm maps12): after restore they must still fault (a child's write dies of SIGSEGV, pagemap shows
  * the guard bit) and the other pages keep their data. --guards 2 also guards pages of a touched 80 MiB region,
  * which takes the dump's PAGEMAP_SCAN path (big processes).
+ * --droppable 1 adds a MAP_DROPPABLE region (Linux 6.11; zdtm maps11) with data: after restore it must still be
+ *   droppable (VmFlags dp; its data may be gone, as the kernel may drop it any time) and be wiped in a child.
  */
 #include "zdtm.h"
 
@@ -149,8 +151,16 @@ int main(int argc, char **argv)
 		{ "advice", 0, 0, 1, "also locked, sequential, random and mergeable regions" },
 		{ "file-prot", 0, 0, 1, "also a shared file mapping, read-only with a writable page, its fd closed" },
 		{ "guards", 0, 0, 2, "also guard regions (2: in an 80 MiB region too)" },
+		{ "droppable", 0, 0, 1, "also a MAP_DROPPABLE region" },
 	};
-	zt_setup(&z, argc, argv, opts, 3, SIGUSR2);
+	zt_setup(&z, argc, argv, opts, 4, SIGUSR2);
+	unsigned char *drop = NULL;
+	if (opts[3].value) {
+		drop = mmap(NULL, 2 * PAGE, PROT_READ | PROT_WRITE, 0x08 /* MAP_DROPPABLE */ | MAP_ANONYMOUS, -1, 0);
+		if (drop == MAP_FAILED)
+			zt_setup_failed(&z, "mmap", "MAP_DROPPABLE region");
+		memset(drop, 0x5a, 2 * PAGE);
+	}
 	unsigned char *guard = NULL, *big = NULL;
 	if (opts[2].value) {
 		guard = mmap(NULL, GUARD_PAGES * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -250,6 +260,16 @@ int main(int argc, char **argv)
 		check_advised(&z, seq, "sr", 22, "MADV_SEQUENTIAL region");
 		check_advised(&z, rnd, "rr", 23, "MADV_RANDOM region");
 		check_advised(&z, merge, "mg", 24, "MADV_MERGEABLE region");
+	}
+	if (drop) {
+		expect_vma(&z, "MAP_DROPPABLE region", drop, "rw-p", "dp");
+		memset(drop, 0x5a, 2 * PAGE);
+		pid_t c = fork();
+		if (c == 0)
+			_exit(drop[0] != 0 || drop[2 * PAGE - 1] != 0);
+		int st = 0;
+		if (c < 0 || waitpid(c, &st, 0) != c || !WIFEXITED(st) || WEXITSTATUS(st))
+			zt_fail(&z, "MAP_DROPPABLE region: a child does not see it wiped (status 0x%x)", st);
 	}
 	if (guard) {
 		unsigned char *pat = malloc(GUARD_PAGES * PAGE);
