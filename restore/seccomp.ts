@@ -31,8 +31,8 @@ const BPF_MAXINSNS = 4096;
 const MAX_CHAIN = 8192;
 
 const filtersCache = new WeakMap<RestoreContext, Msg[]>();
-/** Processes whose shared filter links were installed (by the first of their threads restored). */
-const sharedDone = new WeakSet<TaskImage>();
+/** Per process: how many links all its threads share, and whether they were installed (by its first thread). */
+const sharedState = new WeakMap<TaskImage, { links: number; installed: boolean }>();
 
 function filters(ctx: RestoreContext): Msg[] {
   let f = filtersCache.get(ctx);
@@ -108,9 +108,11 @@ export function addSeccompCalls(ctx: RestoreContext, t: TaskImage, tid: number, 
   // Batch scratch data lands one page after the trampoline in the task (native/src/restore/inject.c).
   const scratchBase = ctx.trampolines.get(t.pid)! + PAGE;
   const links = chain(ctx, tid, Number(tc.seccomp_filter ?? 0));
-  const shared = sharedLinks(ctx, t).length;
-  const first = shared > 0 && !sharedDone.has(t);
-  if (first) sharedDone.add(t);
+  let st = sharedState.get(t);
+  if (!st) sharedState.set(t, (st = { links: sharedLinks(ctx, t).length, installed: false }));
+  const shared = st.links;
+  const first = shared > 0 && !st.installed;
+  st.installed = true;
   links.forEach((f, i) => {
     if (i < shared && !first) return; // installed by TSYNC from the first thread restored
     const prog = f.filter as Buffer;
