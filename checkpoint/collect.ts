@@ -111,6 +111,7 @@ async function collectProcess(
   const mem = await collectMemory(ctx, pid, stat, state.dumpable);
   const fds = await dumpFiles(ctx, pid, objId, unixFds);
   const leaderStatus = readStatus(pid);
+  mem.mm.thp_disabled = leaderStatus.thpEnabled === false;
   dumpFs(ctx, pid, leaderStatus);
   const rlimits = state.rlimits.length
     ? state.rlimits.sort((a, b) => a.resource - b.resource).map((r) => ({ cur: r.cur, max: r.max }))

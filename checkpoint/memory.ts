@@ -11,8 +11,8 @@ import { Pagemap } from './proc/pagemap';
 import { readAuxv } from './proc/misc';
 import { procPath } from './proc/read';
 import type { ProcStat } from './proc/stat';
-import { buildMappings, Mapping } from './vma';
-import { collectPageRanges, PageRange, PageStats, scanPageRanges } from './pageranges';
+import { buildMappings, Mapping, VMA_AREA_GUARD, VMA_AREA_VSYSCALL, VmaEntry } from './vma';
+import { collectPageRanges, GuardRegion, PageRange, PageStats, scanPageRanges, withoutGuards } from './pageranges';
 import { setSharedPages } from './memreader';
 
 /**
@@ -32,6 +32,23 @@ export interface ProcessMemory {
 /** Bytes of private memory smaps counts as anonymous or swapped: what the page step will roughly read. */
 export function estimatePageBytes(mappings: Mapping[]): number {
   return mappings.reduce((n, m) => n + (m.proc.shared ? 0 : (m.proc.anonKb + m.proc.swapKb) * 1024), 0);
+}
+
+/** Guard regions of every mapping (PAGEMAP_SCAN's PAGE_IS_GUARD); none where the kernel cannot tell (EINVAL). */
+async function guardRegions(ctx: CollectContext, pid: number, mappings: Mapping[]): Promise<GuardRegion[]> {
+  const spans = mappings
+    .filter((m) => !(m.entry.status & VMA_AREA_VSYSCALL))
+    .map((m) => ({ start: Number(m.proc.start), end: Number(m.proc.end) }));
+  try {
+    return (await ctx.helper.presentPages(pid, spans, false, true)).regions;
+  } catch (err) {
+    if ((err as { errno?: number }).errno === 22) return []; // before Linux 6.14: no PAGE_IS_GUARD
+    throw err;
+  }
+}
+
+function guardEntry(g: GuardRegion): VmaEntry {
+  return { start: BigInt(g.start), end: BigInt(g.end), pgoff: 0n, shmid: 0n, prot: 0, flags: 0, status: VMA_AREA_GUARD, fd: -1n };
 }
 
 /** Mappings alone (preflight: no file ids are registered). */
@@ -56,11 +73,14 @@ export async function collectMemory(ctx: CollectContext, pid: number, stat: Proc
   }
   let ranges: PageRange[] | undefined;
   let stats: PageStats | undefined;
+  let guards: GuardRegion[] = [];
   // PAGEMAP_SCAN cannot tell shared pages from exclusive ones: in a tree of several processes (where fork leaves
   // pages shared) the pagemap is read instead, so that shared pages are known (memreader.ts setSharedPages).
   if (estimatePageBytes(mappings) >= SCAN_MIN_BYTES && ctx.tree.processes.length === 1) {
     try {
       ({ ranges, stats } = await scanPageRanges(pid, mappings, (p, r, keepFile) => ctx.helper.presentPages(p, r, keepFile)));
+      guards = await guardRegions(ctx, pid, mappings);
+      ranges = withoutGuards(ranges, guards, stats);
     } catch (err) {
       // A kernel without PAGEMAP_SCAN (before 6.7): ENOTTY or EINVAL; the pagemap path below works everywhere.
       const errno = (err as { errno?: number }).errno;
@@ -70,7 +90,7 @@ export async function collectMemory(ctx: CollectContext, pid: number, stat: Proc
   if (!ranges || !stats) {
     const pagemap = Pagemap.open(pid);
     try {
-      ({ ranges, stats } = collectPageRanges(pagemap, mappings));
+      ({ ranges, stats, guards } = collectPageRanges(pagemap, mappings));
     } finally {
       pagemap.close();
     }
@@ -91,9 +111,9 @@ export async function collectMemory(ctx: CollectContext, pid: number, stat: Proc
     mm_env_end: stat.envEnd,
     exe_file_id: exeId,
     mm_saved_auxv: readAuxv(pid),
-    vmas: mappings.map((m) => m.entry),
+    vmas: [...mappings.map((m) => m.entry), ...guards.map(guardEntry)],
     dumpable,
-    thp_disabled: false,
+    thp_disabled: false, // from /proc/PID/status, set by collect.ts
   };
   return { mappings, ranges, stats, mm };
 }

@@ -5,7 +5,7 @@
  * CRIU's pagemap entries (contiguous, same flags).
  */
 import * as fs from 'node:fs';
-import { Pagemap, PAGE_SIZE, PM_EXCLUSIVE, PM_FILE, PM_PFN_MASK, PM_PRESENT, PM_SWAP } from './proc/pagemap';
+import { Pagemap, PAGE_SIZE, PM_EXCLUSIVE, PM_FILE, PM_GUARD_REGION, PM_PFN_MASK, PM_PRESENT, PM_SWAP } from './proc/pagemap';
 import { canBeLazy, dumpsPrivatePages, Mapping, VMA_ANON_PRIVATE } from './vma';
 
 /**
@@ -28,6 +28,9 @@ export interface PageRange {
   nrPages: number;
   flags: number;
 }
+
+/** Guard regions (MADV_GUARD_INSTALL), [start, end) in address order: no pages, a marker restore installs again. */
+export type GuardRegion = { start: number; end: number };
 
 export interface PageStats {
   pagesScanned: number;
@@ -67,7 +70,8 @@ export function zeroPagePfn(): bigint | undefined {
  * The shared zero page is mapped read-only into untouched-but-read private anonymous memory: it is present,
  * never exclusive, and its PFN is the same for every process. Skipping it saves image space and restore time.
  */
-export function collectPageRanges(pagemap: Pagemap, mappings: Mapping[]): { ranges: PageRange[]; stats: PageStats } {
+export function collectPageRanges(pagemap: Pagemap, mappings: Mapping[]): { ranges: PageRange[]; stats: PageStats; guards: GuardRegion[] } {
+  const guards: GuardRegion[] = [];
   let zeroPfn = knownZeroPfn;
   let probes = 0;
   const probed = new Set<number>();
@@ -78,6 +82,7 @@ export function collectPageRanges(pagemap: Pagemap, mappings: Mapping[]): { rang
   // Bits of the high 32-bit word of a pagemap entry: tested as numbers, BigInt per page would cost ~10x.
   const HI_PRESENT = Number(PM_PRESENT >> 32n);
   const HI_SWAP = Number(PM_SWAP >> 32n);
+  const HI_GUARD = Number(PM_GUARD_REGION >> 32n);
   const HI_FILE = Number(PM_FILE >> 32n);
   const HI_EXCLUSIVE = Number(PM_EXCLUSIVE >> 32n);
   const HI_PFN = Number((PM_PFN_MASK >> 32n) & 0xffffffffn);
@@ -97,6 +102,13 @@ export function collectPageRanges(pagemap: Pagemap, mappings: Mapping[]): { rang
       const lo = w[2 * i]!;
       const hi = w[2 * i + 1]!;
       if (!(hi & (HI_PRESENT | HI_SWAP))) continue;
+      if (hi & HI_GUARD) {
+        const addr = start + i * PAGE_SIZE;
+        const last = guards[guards.length - 1];
+        if (last && last.end === addr) last.end += PAGE_SIZE;
+        else guards.push({ start: addr, end: addr + PAGE_SIZE });
+        continue;
+      }
       if (!(hi & HI_SWAP)) {
         if (!anon && hi & HI_FILE) {
           stats.pagesSkippedFile++;
@@ -127,7 +139,7 @@ export function collectPageRanges(pagemap: Pagemap, mappings: Mapping[]): { rang
       curEnd = addr + PAGE_SIZE;
     }
   }
-  return { ranges, stats };
+  return { ranges, stats, guards };
 }
 
 /**
@@ -170,4 +182,28 @@ export async function scanPageRanges(pid: number, mappings: Mapping[], scan: Pre
     }
   }
   return { ranges, stats };
+}
+
+/**
+ * RANGES less the pages of GUARDS (both in address order): PAGEMAP_SCAN reports guard markers as swapped pages,
+ * which hold nothing to read.
+ */
+export function withoutGuards(ranges: PageRange[], guards: GuardRegion[], stats: PageStats): PageRange[] {
+  if (!guards.length) return ranges;
+  const out: PageRange[] = [];
+  let gi = 0;
+  for (const r of ranges) {
+    let s = Number(r.start);
+    const end = s + r.nrPages * PAGE_SIZE;
+    while (gi < guards.length && guards[gi]!.end <= s) gi++;
+    for (let i = gi; i < guards.length && guards[i]!.start < end; i++) {
+      const g = guards[i]!;
+      if (g.start > s) out.push({ start: BigInt(s), nrPages: (g.start - s) / PAGE_SIZE, flags: r.flags });
+      const cut = Math.min(end, g.end) - Math.max(s, g.start);
+      if (cut > 0) stats.pagesDumped -= cut / PAGE_SIZE;
+      s = Math.max(s, g.end);
+    }
+    if (s < end) out.push({ start: BigInt(s), nrPages: (end - s) / PAGE_SIZE, flags: r.flags });
+  }
+  return out;
 }

@@ -109,6 +109,7 @@ export function buildCore(
       sigactions: buildSigactions(state.sigactions),
       child_subreaper: state.childSubreaper !== 0,
     };
+    if (state.membarrierRegistrations > 0) tc.membarrier_registration_mask = state.membarrierRegistrations;
     if (extras.stopped && extras.stopSignal) tc.stop_signo = extras.stopSignal;
     core.tc = tc;
   }

@@ -21,12 +21,22 @@ export const VMA_AREA_SOCKET = 1 << 11;
 export const VMA_AREA_VVAR = 1 << 12;
 export const VMA_AREA_AIORING = 1 << 13;
 export const VMA_AREA_MEMFD = 1 << 14;
+/**
+ * Not a mapping: a guard region (madvise MADV_GUARD_INSTALL) inside one, kept as CRIU does, as an extra mm.img
+ * VMA entry with only this status, after the mappings.
+ */
+export const VMA_AREA_GUARD = 1 << 16;
 
 export const PROT_READ = 1;
 export const PROT_WRITE = 2;
 export const PROT_EXEC = 4;
 export const MAP_SHARED = 0x01;
 export const MAP_PRIVATE = 0x02;
+/**
+ * A mapping type of its own (Linux 6.11, VmFlags dp): private anonymous memory the kernel may drop under memory
+ * pressure (zeroes then), wiped on fork. Its pages are not dumped: a restore is one more such drop.
+ */
+export const MAP_DROPPABLE = 0x08;
 export const MAP_ANONYMOUS = 0x20;
 export const MAP_GROWSDOWN = 0x100;
 export const MAP_LOCKED = 0x2000;
@@ -109,6 +119,7 @@ export function buildMappings(
       status: 0,
       fd: -1n,
     };
+    if (f.has('dp')) e.flags = MAP_DROPPABLE;
     if (f.has('gd')) e.flags |= MAP_GROWSDOWN;
     if (f.has('lo')) e.flags |= MAP_LOCKED;
     if (f.has('nr')) e.flags |= MAP_NORESERVE;

@@ -146,6 +146,8 @@ export interface ProcessState {
   threads: ThreadInjected[];
   injectedSyscalls: number;
   elapsedNs: bigint;
+  /** membarrier(MEMBARRIER_CMD_GET_REGISTRATIONS) in the process; -1 where the kernel cannot tell. */
+  membarrierRegistrations: number;
 }
 
 export interface PageRange {
@@ -656,7 +658,8 @@ export class Helper {
 
   /**
    * One read-only fcntl ('fcntl') or ioctl ('ioctl') on fd `fd` of `pid`, or on `path` (opened by the helper)
-   * when given. `argLen` > 0 hands the call a zeroed buffer of that size and returns what it filled in.
+   * when given. `argLen` > 0 hands the call a zeroed buffer of that size (an ioctl's first 8 bytes of it hold
+   * `arg`: its input, when it reads one) and returns what it filled in.
    */
   async fdQuery(q: { pid: number; fd?: number; path?: string; kind: 'fcntl' | 'ioctl'; cmd: number; arg?: number; argLen?: number }): Promise<{ result: number; data: Buffer }> {
     const r = await this.call(
@@ -755,6 +758,7 @@ export class Helper {
       })),
       injectedSyscalls: num(r.injectedSyscalls),
       elapsedNs: big(r.elapsedNs),
+      membarrierRegistrations: num(r.membarrierRegistrations),
     };
   }
 
@@ -854,17 +858,18 @@ export class Helper {
    * Pages a dump takes from the given ranges of pid (private mappings): present or swapped, without the shared
    * zero page and page-cache pages (kept with keepFile: anonymous mappings, where only the vdso has them); one
    * PAGEMAP_SCAN walk per range (kernel 6.7+; older ones fail with ENOTTY or EINVAL). Regions in address order,
-   * adjacent ones merged.
+   * adjacent ones merged. With guards: the guard regions (MADV_GUARD_INSTALL) instead (kernel 6.14+, else EINVAL).
    */
   async presentPages(
     pid: number,
     ranges: { start: number; end: number }[],
     keepFile = false,
+    guards = false,
   ): Promise<{ regions: WrittenRange[]; pages: number; elapsedNs: bigint }> {
     const r = await this.call(
       'presentPages',
-      { pid, starts: ranges.map((x) => x.start), lengths: ranges.map((x) => x.end - x.start), keepFile },
-      `find the present pages of ${ranges.length} range(s) of pid ${pid}`,
+      { pid, starts: ranges.map((x) => x.start), lengths: ranges.map((x) => x.end - x.start), keepFile, guards },
+      `find the ${guards ? 'guard' : 'present'} pages of ${ranges.length} range(s) of pid ${pid}`,
     );
     const raw = buf(r.regions);
     const regions: WrittenRange[] = [];

@@ -30,6 +30,7 @@ import { addPosixTimerCalls, addTimerCalls } from './timers';
 import { dropTrampoline, restoreThreadState, setRegisters } from './threads';
 import { createTree, findHostPids, joinProcessGroups } from './tree';
 import { applyMemfdSeals, createShmemObjects } from './shmem';
+import { endStandIns } from './pidfd';
 import { addSeccompCalls } from './seccomp';
 import { createPtyPairs, restoreControllingTerminals } from './tty';
 import { restoreFileLocks } from './filelocks';
@@ -182,6 +183,7 @@ export function restoreSteps(): ListrTask<StepState>[] {
       }
     }),
     timed('resume', async (s) => {
+      await endStandIns(s); // before closeObjects: the restorer's pidfds keep the stand-ins' exit status
       await closeObjects(s);
       if (s.container?.record.ns.includes('pid')) {
         const m = containerHostPids(s.restorer!.pid);
@@ -234,6 +236,7 @@ const ABORT_TIMEOUT_MS = 5000;
 /** Tears down whatever a failed restore created. Safe to call at any point. */
 export async function abortRestore(s: RestoreContext): Promise<void> {
   try {
+    await endStandIns(s);
     await killRestorer(s);
   } finally {
     if (s.container && !s.resumed) await teardownContainer(s.container);

@@ -24,12 +24,14 @@ const TASK_SIZE = 0x7ffffffff000n; // x86_64, 4-level page tables: the end of us
 
 export const VMA = {
   REGULAR: 1, STACK: 2, VSYSCALL: 4, VDSO: 8, HEAP: 32, FILE_PRIVATE: 64, FILE_SHARED: 128, ANON_SHARED: 256,
-  ANON_PRIVATE: 512, SYSVIPC: 1024, SOCKET: 2048, VVAR: 4096, AIORING: 8192, MEMFD: 16384,
+  ANON_PRIVATE: 512, SYSVIPC: 1024, SOCKET: 2048, VVAR: 4096, AIORING: 8192, MEMFD: 16384, GUARD: 65536,
 } as const;
+const MADV_GUARD_INSTALL = 102;
 const PROT_WRITE = 2;
 const SHM_RDONLY = 0o10000;
 const MAP_SHARED = 1;
 const MAP_PRIVATE = 2;
+const MAP_DROPPABLE = 8; // checkpoint/vma.ts
 const MAP_ANONYMOUS = 0x20;
 const MAP_GROWSDOWN = 0x100;
 const MAP_NORESERVE = 0x4000;
@@ -69,8 +71,9 @@ export interface Vma {
   hasPages: boolean;
 }
 
+/** The mappings of mm.img: guard regions are extra entries (checkpoint/vma.ts VMA_AREA_GUARD), see guardsOf. */
 export function vmasOf(t: TaskImage): Vma[] {
-  return ((t.mm.vmas as Msg[] | undefined) ?? []).map((v) => ({
+  return ((t.mm.vmas as Msg[] | undefined) ?? []).filter((v) => !(Number(v.status ?? 0) & VMA.GUARD)).map((v) => ({
     start: v.start as bigint,
     end: v.end as bigint,
     pgoff: (v.pgoff as bigint) ?? 0n,
@@ -82,6 +85,13 @@ export function vmasOf(t: TaskImage): Vma[] {
     fdflags: v.fdflags === undefined ? undefined : Number(v.fdflags),
     hasPages: false,
   }));
+}
+
+/** Guard regions (MADV_GUARD_INSTALL) of the task, [start, end). */
+export function guardsOf(t: TaskImage): { start: bigint; end: bigint }[] {
+  return ((t.mm.vmas as Msg[] | undefined) ?? [])
+    .filter((v) => Number(v.status ?? 0) & VMA.GUARD)
+    .map((v) => ({ start: v.start as bigint, end: v.end as bigint }));
 }
 
 const isSpecial = (v: Vma) => (v.status & (VMA.VDSO | VMA.VVAR | VMA.VSYSCALL)) !== 0;
@@ -191,7 +201,7 @@ export async function mapVmas(ctx: RestoreContext, t: TaskImage, vmas: Vma[]): P
     if (why) throw new GodwitError(`task ${t.pid}: mapping 0x${v.start.toString(16)}-0x${v.end.toString(16)} is ${why}, which restore does not support yet`);
     let prot = v.prot;
     if (v.hasPages && !(v.flags & MAP_SHARED)) prot |= PROT_WRITE;
-    const flags = (v.flags & (MAP_SHARED | MAP_PRIVATE | MAP_ANONYMOUS | MAP_GROWSDOWN | MAP_NORESERVE)) | MAP_FIXED_NOREPLACE;
+    const flags = (v.flags & (MAP_SHARED | MAP_PRIVATE | MAP_DROPPABLE | MAP_ANONYMOUS | MAP_GROWSDOWN | MAP_NORESERVE)) | MAP_FIXED_NOREPLACE;
     const what = `map 0x${v.start.toString(16)}-0x${v.end.toString(16)}`;
     if (v.status & VMA.SYSVIPC) {
       // shmid holds the segment id, recreated with that id in the container's ipc namespace.
@@ -423,11 +433,14 @@ export async function closeInRestorer(ctx: RestoreContext, fds: number[]): Promi
   await ctx.restorer!.request(Op.CLOSE, b, 'close restorer fds');
 }
 
-/** Protections back to the dumped ones, madvise bits, and the mm fields. */
+/** Protections back to the dumped ones, guard regions, madvise bits, and the mm fields. */
 export async function finishMemory(ctx: RestoreContext, t: TaskImage, vmas: Vma[]): Promise<void> {
   const set = ctx.set!;
   const mm = t.mm;
   const b = new Batch();
+  // Guards first: the kernel refuses them in a locked (mlock) mapping, which the loop below may make.
+  for (const g of guardsOf(t))
+    b.call('madvise', [g.start, g.end - g.start, MADV_GUARD_INSTALL], `guard region 0x${g.start.toString(16)}-0x${g.end.toString(16)}`);
   for (const v of vmas) {
     if (isSpecial(v)) continue;
     if (v.hasPages && !(v.flags & MAP_SHARED) && !(v.prot & PROT_WRITE))

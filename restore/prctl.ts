@@ -3,7 +3,10 @@
  * subreaper flag (tc.child_subreaper), the dumpable flag (mm.dumpable: 0 or 1; 2, "suid_dumpable", cannot be
  * set by prctl and stays 1), and oom_score_adj (written to /proc/self/oom_score_adj inside the task: lowering it
  * needs CAP_SYS_RESOURCE, so a refusal is a warning, not a failure), and the audit login uid (tc.loginuid,
- * written to /proc/self/loginuid inside the task: only a task may set its own; a refusal is a warning too).
+ * written to /proc/self/loginuid inside the task: only a task may set its own; a refusal is a warning too),
+ * THP disabled for the whole mm (mm.thp_disabled: prctl(PR_SET_THP_DISABLE)),
+ * and the membarrier registrations (tc.membarrier_registration_mask: each bit is a MEMBARRIER_CMD_REGISTER_*
+ * command; without them the process's expedited membarrier() calls fail with EPERM).
  */
 import * as fs from 'node:fs';
 import type { RestoreContext } from './context';
@@ -14,6 +17,7 @@ import { Batch, ResultRef } from './syscalls';
 
 const PR_SET_DUMPABLE = 4;
 const PR_SET_CHILD_SUBREAPER = 36;
+const PR_SET_THP_DISABLE = 41;
 const O_WRONLY = 1;
 const O_CLOEXEC = 0o2000000;
 const AT_FDCWD = -100;
@@ -38,6 +42,10 @@ function inheritedLoginuid(): number | undefined {
 export function addPrctlCalls(t: TaskImage, b: Batch): PrctlCalls {
   const tc = (mainCore(t).tc as Msg | undefined) ?? {};
   if (tc.child_subreaper) b.call('prctl', [PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0], 'become a child subreaper again');
+  if (t.mm.thp_disabled) b.call('prctl', [PR_SET_THP_DISABLE, 1, 0, 0, 0], 'disable THP again');
+  const barriers = Number(tc.membarrier_registration_mask ?? 0);
+  for (let bit = 1; bit <= barriers; bit *= 2)
+    if (barriers & bit) b.call('membarrier', [bit, 0, 0], `register for membarrier command ${bit} again`);
   const out: PrctlCalls = {};
   const oom = Number(tc.oom_score_adj ?? 0);
   if (oom !== 0) {

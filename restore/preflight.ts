@@ -220,6 +220,8 @@ export function preflight(ctx: RestoreContext): void {
       const type = f ? FD_TYPE[Number(f.type)] ?? `type ${f.type}` : 'missing';
       if (!SUPPORTED_FD_TYPES.has(type))
         problems.push(`task ${t.pid}: fd ${fdi.fd} is ${type === 'missing' ? 'missing from files.img' : 'a ' + type + ' file'}, which restore does not support yet`);
+      else if (type === 'PIDFD' && Number((f!.pidfd as Msg | undefined)?.nspid ?? 0) === -1 && ctx.opts.newPidns)
+        problems.push(`task ${t.pid}: fd ${fdi.fd} is a pidfd of a reaped process: restoring it into a new PID namespace is not supported yet (its stand-in lives in this one)`);
     }
   }
   problems.push(...inetProblems(ctx));

@@ -9,7 +9,10 @@
  *     (F_SEAL_WRITE/FUTURE_WRITE would refuse the writable ones).
  * Content comes from pagemap-shmem-<shmid>.img + pages-<id> (offsets into the object), written with pwrite.
  * Tasks map the object through a pidfd_getfd copy (in a container, through the pidfd of the restorer its stubs
- * kept); MEMFD fds are new open file descriptions of it, also opened through the host's /proc.
+ * kept); MEMFD fds are new open file descriptions of it, also opened through the host's /proc, except the first
+ * read-write one, which is memfd_create's own: a reopen for writing counts as a writer of the inode (memfd_create's
+ * file does not), and the kernel refuses to exec a file with writers (ETXTBSY), which an exec of the memfd
+ * (execveat(fd, "", AT_EMPTY_PATH)) did not meet before the dump.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -30,6 +33,9 @@ const PROT_RW = 3;
 const MAP_SHARED = 1;
 const MAP_ANONYMOUS = 0x20;
 const O_RDWR = 2;
+const O_ACCMODE = 3;
+const SEEK_SET = 0;
+const F_SETFL = 4;
 const O_CLOEXEC = 0o2000000;
 const MFD_CLOEXEC = 1;
 const MFD_ALLOW_SEALING = 2;
@@ -47,6 +53,8 @@ interface RestoredObject {
   size: bigint;
   /** Restorer fd of the object (read-write). */
   fd: number;
+  /** A memfd's fd was given to a MEMFD file entry (createMemfdFile). */
+  given?: boolean;
   seals: number;
   name: string;
 }
@@ -283,9 +291,19 @@ export async function createMemfdFile(ctx: RestoreContext, id: number, mf: Msg):
   if (!st) throw new GodwitError(`memfd file ${id}: shared memory objects were not created first`);
   const ino = memfdInodeOfFile(ctx, st.inodes, id, `file id ${id}`);
   const o = st.objects.get(BigInt(Number(ino.shmid)))!;
-  // The host's /proc, as in createAnon: a container's /proc has no entry for the restorer.
   const flags = Number(mf.flags ?? O_RDWR) & ~O_CLOEXEC;
-  const out = await openInRestorer(ctx, `/proc/self/fd/${o.fd}`, flags, BigInt((mf.pos as bigint | undefined) ?? 0n), 0, true).catch((err) => {
+  const pos = BigInt((mf.pos as bigint | undefined) ?? 0n);
+  if ((flags & O_ACCMODE) === O_RDWR && !o.given) {
+    // memfd_create's own file (see the header): its position and status flags are this entry's.
+    o.given = true;
+    const b = new Batch();
+    b.call('lseek', [o.fd, pos, SEEK_SET], `position of memfd:${o.name}`);
+    b.call('fcntl', [o.fd, F_SETFL, flags], `flags of memfd:${o.name}`);
+    await runLocal(ctx.restorer!, b, `memfd file ${id}`);
+    return o.fd;
+  }
+  // The host's /proc, as in createAnon: a container's /proc has no entry for the restorer.
+  const out = await openInRestorer(ctx, `/proc/self/fd/${o.fd}`, flags, pos, 0, true).catch((err) => {
     throw new GodwitError(`memfd file ${id}: cannot reopen memfd:${o.name} in the restorer`, { cause: err });
   });
   ctx.restorerFds.push(out);

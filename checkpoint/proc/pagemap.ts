@@ -13,6 +13,8 @@ export const PM_SWAP = 1n << 62n;
 /** Page-cache page of a file mapping, or shared anonymous (shmem) page. */
 export const PM_FILE = 1n << 61n;
 export const PM_UFFD_WP = 1n << 57n;
+/** A guard region page (MADV_GUARD_INSTALL; Linux 6.14): a marker, reported as swapped too, with no data. */
+export const PM_GUARD_REGION = 1n << 58n;
 export const PM_EXCLUSIVE = 1n << 56n;
 export const PM_SOFT_DIRTY = 1n << 55n;
 export const PM_PFN_MASK = (1n << 55n) - 1n;

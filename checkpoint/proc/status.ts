@@ -35,6 +35,8 @@ export interface ProcStatus {
   seccompFilters: number;
   /** Cpus_allowed as 64-bit words, word 0 = CPUs 0-63 (empty if the kernel does not show it). */
   cpusAllowed: bigint[];
+  /** THP_enabled: false once the mm has THP disabled by prctl(PR_SET_THP_DISABLE) (absent before Linux 5.0). */
+  thpEnabled?: boolean;
 }
 
 export function parseStatus(text: string): ProcStatus {
@@ -82,6 +84,7 @@ export function parseStatus(text: string): ProcStatus {
   };
   if (m.has('Umask')) st.umask = parseInt(get('Umask'), 8);
   if (m.has('Kthread')) st.kthread = get('Kthread') === '1';
+  if (m.has('THP_enabled')) st.thpEnabled = get('THP_enabled') !== '0';
   return st;
 }
 

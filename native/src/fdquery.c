@@ -155,8 +155,12 @@ int op_fd_query(struct helper *h, const uint8_t *req, size_t len, struct pb_buf 
 			res = alen, arg_len = alen;
 	} else if (kind == FDQ_FCNTL)
 		res = fcntl(t, (int)cmd, (unsigned long)arg);
-	else
+	else {
+		/* With a buffer, arg is its first 8 bytes: an ioctl's input (PIDFD_GET_INFO's request mask). */
+		if (arg_len >= 8)
+			memcpy(buf, &arg, 8);
 		res = ioctl(t, (unsigned long)cmd, arg_len ? (void *)buf : (void *)(uintptr_t)arg);
+	}
 	if (res < 0)
 		return gw_fail_errno(&h->err, kind == FDQ_IOCTL ? "ioctl" : kind == FDQ_PEERNAME ? "getpeername" : "fcntl", pid, "fd %d%s%s command 0x%llx", fd,
 				     path[0] ? " " : "", path, (unsigned long long)cmd);

@@ -199,6 +199,7 @@
 #define F_ProcessState_threads 9
 #define F_ProcessState_injected_syscalls 10
 #define F_ProcessState_elapsed_ns 11
+#define F_ProcessState_membarrier_registrations 12
 
 /* message ReadPagesReq */
 #define F_ReadPagesReq_pid 1
@@ -398,6 +399,7 @@
 #define F_PresentPagesReq_starts 2
 #define F_PresentPagesReq_lengths 3
 #define F_PresentPagesReq_keep_file 4
+#define F_PresentPagesReq_guards 5
 
 /* message PresentPagesResp */
 #define F_PresentPagesResp_regions 1

@@ -22,6 +22,9 @@
 #include "regs.h"
 #include "rsys.h"
 
+/* linux/membarrier.h of older headers lacks it (Linux 6.3) */
+#define MEMBARRIER_CMD_GET_REGISTRATIONS (1 << 9)
+
 #ifndef PR_GET_TID_ADDRESS
 #define PR_GET_TID_ADDRESS 40
 #endif
@@ -105,18 +108,34 @@ static int dump_thread(struct helper *h, struct rsys *rs, int pid, uint64_t scra
 	return 0;
 }
 
-/* Signals whose disposition is not the untouched default, from SigIgn and SigCgt of /proc/PID/status. */
+/* Signals whose disposition is not the untouched default, from SigIgn and SigCgt of /proc/PID/status. They
+ * come after "Groups:", which holds up to NGROUPS_MAX (65536) ids: the whole file is read, however long. */
 static int touched_signals(struct helper *h, int pid, uint64_t *mask)
 {
-	char path[64], buf[4096];
+	char path[64];
 	snprintf(path, sizeof(path), "/proc/%d/status", pid);
 	int fd AUTO_CLOSE = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return gw_fail_errno(&h->err, "open", pid, "%s", path);
-	ssize_t n = read(fd, buf, sizeof(buf) - 1);
-	if (n <= 0)
-		return gw_fail_errno(&h->err, "read", pid, "%s", path);
-	buf[n] = 0;
+	char *buf AUTO_FREE = NULL;
+	size_t len = 0, cap = 0;
+	for (;;) {
+		if (cap - len < 4096) {
+			char *b = realloc(buf, cap = cap ? cap * 2 : 8192);
+			if (!b)
+				return gw_fail(&h->err, ENOMEM, "realloc", pid, "%s (%zu bytes)", path, cap);
+			buf = b;
+		}
+		ssize_t n = read(fd, buf + len, cap - len - 1);
+		if (n < 0)
+			return gw_fail_errno(&h->err, "read", pid, "%s", path);
+		if (n == 0)
+			break;
+		len += (size_t)n;
+	}
+	if (!buf)
+		return gw_fail(&h->err, EPROTO, "read", pid, "%s is empty", path);
+	buf[len] = 0;
 	char *ign = strstr(buf, "\nSigIgn:"), *cgt = strstr(buf, "\nSigCgt:");
 	if (!ign || !cgt)
 		return gw_fail(&h->err, EPROTO, "read", pid, "%s has no SigIgn/SigCgt", path);
@@ -202,6 +221,16 @@ static int dump_process_wide(struct helper *h, struct rsys *rs, int pid, uint64_
 	    remote_read(h, pid, slot, &subreaper, 4))
 		return -1;
 	pb_int(out, F_ProcessState_child_subreaper, subreaper);
+
+	/* Registrations belong to the mm and only the process itself can ask for them. EINVAL: a kernel without
+	 * MEMBARRIER_CMD_GET_REGISTRATIONS (before 6.3) or membarrier. */
+	uint64_t args[6] = { MEMBARRIER_CMD_GET_REGISTRATIONS, 0, 0, 0, 0, 0 };
+	if (rsys_call(h, rs, SYS_membarrier, args, &r))
+		return -1;
+	if (r < 0 && r != -EINVAL && r > -4096)
+		return gw_fail(&h->err, (int)-r, "membarrier(MEMBARRIER_CMD_GET_REGISTRATIONS)", rs->tid,
+			       "injected into thread %d", rs->tid);
+	pb_int(out, F_ProcessState_membarrier_registrations, r < 0 ? -1 : r);
 	return 0;
 }
 

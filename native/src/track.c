@@ -63,6 +63,7 @@ struct gw_pm_scan_arg {
 #define GW_PAGE_IS_FILE (1ull << 2)
 #define GW_PAGE_IS_PRESENT (1ull << 3)
 #define GW_PAGE_IS_SWAPPED (1ull << 4)
+#define GW_PAGE_IS_GUARD (1ull << 8)
 #define GW_PAGE_IS_PFNZERO (1ull << 5)
 
 /* Regions per PAGEMAP_SCAN call: 96 KiB of output, enough that a scan of 1 GiB written in scattered pages
@@ -224,6 +225,7 @@ int op_track_start(struct helper *h, const uint8_t *req, size_t len, struct pb_b
 struct ranges_req {
 	int pid;
 	int reset;
+	int guards; /* field 5 of PresentPagesReq */
 	uint64_t *v; /* start, end pairs */
 	size_t n;
 };
@@ -243,6 +245,8 @@ static int parse_ranges(struct helper *h, const uint8_t *req, size_t len, struct
 			fl = f;
 		else if (f.num == F_TrackScanReq_reset)
 			q->reset = f.v != 0;
+		else if (f.num == F_PresentPagesReq_guards)
+			q->guards = f.v != 0;
 	}
 	if (rc < 0 || q->pid <= 0)
 		return gw_fail(&h->err, EBADMSG, "decode", q->pid, "malformed %s (pid %d)", what, q->pid);
@@ -472,12 +476,15 @@ int op_present_pages(struct helper *h, const uint8_t *req, size_t len, struct pb
 	/* keep_file (field 4, parsed as q.reset): anonymous mappings, where the only non-anonymous pages are the
 	 * vdso's, which are dumped. */
 	const uint64_t skip = GW_PAGE_IS_PFNZERO | (q.reset ? 0 : GW_PAGE_IS_FILE);
-	const struct scan_query sq = {
+	const struct scan_query present = {
 		.category_mask = skip,
 		.category_inverted = skip,
 		.category_anyof_mask = GW_PAGE_IS_PRESENT | GW_PAGE_IS_SWAPPED,
 		.return_mask = GW_PAGE_IS_PRESENT | GW_PAGE_IS_SWAPPED,
 	};
+	/* Guard markers are swap entries: the present scan reports them as swapped pages too. */
+	const struct scan_query guards = { .category_mask = GW_PAGE_IS_GUARD, .return_mask = GW_PAGE_IS_GUARD };
+	const struct scan_query sq = q.guards ? guards : present;
 	for (size_t i = 0; i < q.n; i++)
 		if (scan_pages(h, q.pid, pagemap_fd, q.v[2 * i], q.v[2 * i + 1], &sq, vec, &regions, &pages))
 			goto out;

@@ -16,6 +16,9 @@
  *   epoll with its own item's data, and fd 700 stay closed.
  * --pidfd 1: the parent holds a pidfd of its child (zdtm fd_from_pidfd) and signals it through that pidfd, which
  *   must name the restored child.
+ * --pidfd 2 also: two pidfds of a child that exited with code 7 and one of a child killed by SIGKILL, both reaped
+ *   (zdtm pidfd_dead, pidfd_diffdead): the two must share an inode, the third have another, and each report its
+ *   child's end (PIDFD_GET_INFO, where the kernel has it).
  */
 #include "zdtm.h"
 
@@ -25,6 +28,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -34,6 +39,72 @@
 struct fds {
 	int a, b, c;
 };
+
+/* The first (64-byte) struct pidfd_info of PIDFD_GET_INFO (Linux 6.13): exit_code is its last field. */
+struct pidfd_info64 {
+	uint64_t mask, cgroupid;
+	uint32_t pid, tgid, ppid, ruid, rgid, euid, egid, suid, sgid, fsuid, fsgid;
+	int32_t exit_code;
+};
+#define PIDFD_GET_INFO64 _IOWR(0xFF, 11, struct pidfd_info64)
+#define PIDFD_INFO_EXIT64 (1ull << 3)
+
+/* N pidfds (separate open file descriptions) of a child that then ends (exit code 7, or SIGKILL) and is reaped. */
+static void dead_pidfds(struct zt *z, int kill_it, int *fds, int n)
+{
+	int go[2];
+	if (pipe2(go, O_CLOEXEC))
+		zt_setup_failed(z, "pipe2", "child about to end");
+	pid_t c = fork();
+	if (c == 0) {
+		char x;
+		close(go[1]);
+		if (!kill_it && read(go[0], &x, 1) == 0)
+			_exit(7); /* the parent closed its end */
+		for (;;)
+			pause();
+	}
+	close(go[0]);
+	for (int i = 0; i < n; i++)
+		if (c < 0 || (fds[i] = (int)syscall(SYS_pidfd_open, c, 0)) < 0)
+			zt_setup_failed(z, "pidfd_open", "pidfd of a child about to end");
+	if (kill_it)
+		kill(c, SIGKILL);
+	close(go[1]);
+	int st;
+	if (waitpid(c, &st, 0) != c)
+		zt_setup_failed(z, "waitpid", "child about to end");
+}
+
+static ino_t ino_of(int fd)
+{
+	struct stat st;
+	return fstat(fd, &st) ? 0 : st.st_ino;
+}
+
+/* The wait status PIDFD_GET_INFO reports, -1 without one, -2 where the kernel has no PIDFD_GET_INFO. */
+static int pidfd_exit(int fd)
+{
+	struct pidfd_info64 info = { .mask = PIDFD_INFO_EXIT64 };
+	if (ioctl(fd, PIDFD_GET_INFO64, &info))
+		return -2;
+	return info.mask & PIDFD_INFO_EXIT64 ? info.exit_code : -1;
+}
+
+static void check_dead_pidfds(struct zt *z, const int dead[3])
+{
+	if (ino_of(dead[0]) != ino_of(dead[1]))
+		zt_fail(z, "two pidfds of one reaped child have different inodes");
+	if (ino_of(dead[0]) == ino_of(dead[2]))
+		zt_fail(z, "pidfds of two reaped children share an inode");
+	int a = pidfd_exit(dead[0]), b = pidfd_exit(dead[2]);
+	if (a == -2)
+		return;
+	if (a < 0 || !WIFEXITED(a) || WEXITSTATUS(a) != 7)
+		zt_fail(z, "pidfd of the child that exited 7 reports status 0x%x", a);
+	if (b < 0 || !WIFSIGNALED(b) || WTERMSIG(b) != SIGKILL)
+		zt_fail(z, "pidfd of the child killed by SIGKILL reports status 0x%x", b);
+}
 
 static void check_offsets(struct zt *z, const char *who, const struct fds *f)
 {
@@ -85,7 +156,7 @@ int main(int argc, char **argv)
 	struct zt z;
 	struct zt_opt opts[] = { { "share", 0, 0, 2, "1: a child clone()d with CLONE_FILES, 2: with CLONE_FS" },
 				 { "stale-epoll", 0, 0, 1, "an epoll item under an fd number closed since" },
-				 { "pidfd", 0, 0, 1, "a pidfd of the child, which verify signals through" } };
+				 { "pidfd", 0, 0, 2, "a pidfd of the child, which verify signals through (2: also of reaped children)" } };
 	zt_setup(&z, argc, argv, opts, 3, SIGUSR2);
 	int ep = -1, ep_pipes[3][2];
 	if (opts[1].value) {
@@ -144,6 +215,11 @@ int main(int argc, char **argv)
 			zt_setup_failed(&z, "clone", "sharing child");
 		zt_info(&z, "sharer", "%d", (int)shared);
 	}
+	int dead[3] = { -1, -1, -1 };
+	if (opts[2].value == 2) {
+		dead_pidfds(&z, 0, dead, 2);
+		dead_pidfds(&z, 1, dead + 2, 1);
+	}
 	int pidfd = -1;
 	if (opts[2].value && (pidfd = (int)syscall(SYS_pidfd_open, child, 0)) < 0)
 		zt_setup_failed(&z, "pidfd_open", "pidfd of the child");
@@ -160,6 +236,8 @@ int main(int argc, char **argv)
 		kill(child, SIGUSR2);
 	}
 	zt_collect_part(&z, "child", child);
+	if (dead[0] >= 0)
+		check_dead_pidfds(&z, dead);
 	check_dgram(&z, self_sk, from, to, &to_addr, to_len);
 	for (int i = 0; ep >= 0 && i < 3; i++) {
 		struct epoll_event ev;

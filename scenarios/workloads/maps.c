@@ -11,6 +11,12 @@
  * --file-prot 1 adds a file of the state directory, opened read-write, mapped MAP_SHARED read-only with its
  * second page made writable by mprotect, the fd closed (zdtm maps_file_prot): after restore the second page
  * must take writes (reaching the file) and the first must still be allowed to become writable.
+ * --guards 1 adds an 8-page region with data whose pages 1-2 and 5 are guard regions (MADV_GUARD_INSTALL, Linux
+ * 6.13; CRIU's zdtm maps12): after restore they must still fault (a child's write dies of SIGSEGV, pagemap shows
+ * the guard bit) and the other pages keep their data. --guards 2 also guards pages of a touched 80 MiB region,
+ * which takes the dump's PAGEMAP_SCAN path (big processes).
+ * --droppable 1 adds a MAP_DROPPABLE region (Linux 6.11; zdtm maps11) with data: after restore it must still be
+ *   droppable (VmFlags dp; its data may be gone, as the kernel may drop it any time) and be wiped in a child.
  */
 #include "zdtm.h"
 
@@ -20,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #define PAGE 4096ul
@@ -109,14 +116,71 @@ static void check_advised(struct zt *z, unsigned char *p, const char *flag, uint
 		zt_fail(z, "%s: contents differ", what);
 }
 
+#ifndef MADV_GUARD_INSTALL
+#define MADV_GUARD_INSTALL 102
+#endif
+#define GUARD_PAGES 8
+#define BIG_LEN (80ul << 20)
+static const int guarded[] = { 1, 2, 5 };
+static const size_t big_guarded[] = { 100, 101, 102, 103, BIG_LEN / PAGE - 1 };
+
+/* Whether the page at addr is a guard region: pagemap bit 58, and a child's write to it dies of SIGSEGV. */
+static int is_guard(struct zt *z, unsigned char *addr)
+{
+	uint64_t e = 0;
+	int fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+	if (fd < 0 || pread(fd, &e, 8, (off_t)((uintptr_t)addr / PAGE) * 8) != 8)
+		zt_fail_sys(z, "pread", "/proc/self/pagemap");
+	if (fd >= 0)
+		close(fd);
+	pid_t pid = fork();
+	if (pid == 0) {
+		*(volatile unsigned char *)addr = 1;
+		_exit(0);
+	}
+	int st = 0;
+	if (pid < 0 || waitpid(pid, &st, 0) != pid)
+		zt_fail_sys(z, "fork/waitpid", "guard probe");
+	return (e >> 58 & 1) && WIFSIGNALED(st) && WTERMSIG(st) == SIGSEGV;
+}
+
 int main(int argc, char **argv)
 {
 	struct zt z;
 	struct zt_opt opts[] = {
 		{ "advice", 0, 0, 1, "also locked, sequential, random and mergeable regions" },
 		{ "file-prot", 0, 0, 1, "also a shared file mapping, read-only with a writable page, its fd closed" },
+		{ "guards", 0, 0, 2, "also guard regions (2: in an 80 MiB region too)" },
+		{ "droppable", 0, 0, 1, "also a MAP_DROPPABLE region" },
 	};
-	zt_setup(&z, argc, argv, opts, 2, SIGUSR2);
+	zt_setup(&z, argc, argv, opts, 4, SIGUSR2);
+	unsigned char *drop = NULL;
+	if (opts[3].value) {
+		drop = mmap(NULL, 2 * PAGE, PROT_READ | PROT_WRITE, 0x08 /* MAP_DROPPABLE */ | MAP_ANONYMOUS, -1, 0);
+		if (drop == MAP_FAILED)
+			zt_setup_failed(&z, "mmap", "MAP_DROPPABLE region");
+		memset(drop, 0x5a, 2 * PAGE);
+	}
+	unsigned char *guard = NULL, *big = NULL;
+	if (opts[2].value) {
+		guard = mmap(NULL, GUARD_PAGES * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (guard == MAP_FAILED)
+			zt_setup_failed(&z, "mmap", "guarded region");
+		zt_fill_random(guard, GUARD_PAGES * PAGE, 31);
+		for (size_t i = 0; i < sizeof(guarded) / sizeof(guarded[0]); i++)
+			if (madvise(guard + guarded[i] * PAGE, PAGE, MADV_GUARD_INSTALL))
+				zt_setup_failed(&z, "madvise", "MADV_GUARD_INSTALL");
+	}
+	if (opts[2].value == 2) {
+		big = mmap(NULL, BIG_LEN, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (big == MAP_FAILED)
+			zt_setup_failed(&z, "mmap", "big guarded region");
+		for (size_t i = 0; i < BIG_LEN / PAGE; i++)
+			memset(big + i * PAGE, (int)(i % 251) + 1, PAGE);
+		for (size_t i = 0; i < sizeof(big_guarded) / sizeof(big_guarded[0]); i++)
+			if (madvise(big + big_guarded[i] * PAGE, PAGE, MADV_GUARD_INSTALL))
+				zt_setup_failed(&z, "madvise", "MADV_GUARD_INSTALL (big region)");
+	}
 	unsigned char *locked = NULL, *seq = NULL, *rnd = NULL, *merge = NULL;
 	if (opts[0].value) {
 		locked = advised(&z, MAP_LOCKED, -1, 21, "MAP_LOCKED region");
@@ -196,6 +260,39 @@ int main(int argc, char **argv)
 		check_advised(&z, seq, "sr", 22, "MADV_SEQUENTIAL region");
 		check_advised(&z, rnd, "rr", 23, "MADV_RANDOM region");
 		check_advised(&z, merge, "mg", 24, "MADV_MERGEABLE region");
+	}
+	if (drop) {
+		expect_vma(&z, "MAP_DROPPABLE region", drop, "rw-p", "dp");
+		memset(drop, 0x5a, 2 * PAGE);
+		pid_t c = fork();
+		if (c == 0)
+			_exit(drop[0] != 0 || drop[2 * PAGE - 1] != 0);
+		int st = 0;
+		if (c < 0 || waitpid(c, &st, 0) != c || !WIFEXITED(st) || WEXITSTATUS(st))
+			zt_fail(&z, "MAP_DROPPABLE region: a child does not see it wiped (status 0x%x)", st);
+	}
+	if (guard) {
+		unsigned char *pat = malloc(GUARD_PAGES * PAGE);
+		zt_fill_random(pat, GUARD_PAGES * PAGE, 31);
+		for (size_t i = 0, g = 0; i < GUARD_PAGES; i++) {
+			int want = g < sizeof(guarded) / sizeof(guarded[0]) && guarded[g] == (int)i;
+			g += want;
+			if (is_guard(&z, guard + i * PAGE) != want)
+				zt_fail(&z, "guarded region: page %zu %s", i, want ? "is not a guard region any more" : "became a guard region");
+			else if (!want && memcmp(guard + i * PAGE, pat + i * PAGE, PAGE))
+				zt_fail(&z, "guarded region: page %zu: contents differ", i);
+		}
+		free(pat);
+	}
+	if (big) {
+		for (size_t i = 0, g = 0; i < BIG_LEN / PAGE; i++) {
+			int want = g < sizeof(big_guarded) / sizeof(big_guarded[0]) && big_guarded[g] == i;
+			g += want;
+			if (want ? !is_guard(&z, big + i * PAGE) : big[i * PAGE] != (unsigned char)(i % 251 + 1) || big[i * PAGE + PAGE - 1] != (unsigned char)(i % 251 + 1)) {
+				zt_fail(&z, "big region: page %zu %s", i, want ? "is not a guard region any more" : "lost its contents");
+				break;
+			}
+		}
 	}
 	if (fmap) {
 		expect_vma(&z, "file mapping, read-only page", fmap, "r--s", "mw");

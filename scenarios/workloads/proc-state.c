@@ -12,12 +12,19 @@
  *   mask (with one CPU both are CPU 0, which any restore gives: the check proves nothing there).
  * --ids 1: a child I switches to uids 1/2/3 and gids 5/6/7 with fsgid 8 and fsuid 3 (not the effective ids:
  *   zdtm pid00) and checks all eight after; it exits with the number of the first one that differs.
+ * --membarrier 1: main registers for private expedited membarrier() (and the global and sync-core kinds the
+ *   kernel has; zdtm membarrier): after, each registered command still works (unregistered ones fail with EPERM)
+ *   and MEMBARRIER_CMD_GET_REGISTRATIONS, where the kernel has it, gives the same set.
+ * --groups 1: main takes 900 supplementary groups (zdtm massive_groups: /proc/PID/status grows past 8 KiB, with
+ *   SigIgn and SigCgt after the long "Groups:" line) and checks them all after.
+ * --thp-off 1: main disables THP for its mm (prctl PR_SET_THP_DISABLE; zdtm thp_disable) and checks it still is.
  * --vfork 1: C instead vforks a child V that never execs (C stays blocked in vfork): godwit refuses that tree.
  */
 #include "zdtm.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,7 +33,9 @@
 #include <sys/personality.h>
 #include <sys/prctl.h>
 #include <sched.h>
+#include <linux/membarrier.h>
 #include <sys/resource.h>
+#include <sys/syscall.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -119,13 +128,92 @@ static pid_t ids_child(struct zt *z)
 	_exit(r != 1 ? 1 : e != 2 ? 2 : s != 3 ? 3 : fsu != 3 ? 4 : rg != 5 ? 5 : eg != 6 ? 6 : sg != 7 ? 7 : fsg != 8 ? 8 : 0);
 }
 
+#define MEMBARRIER_GET_REGISTRATIONS (1 << 9) /* Linux 6.3; older headers lack it */
+
+static int membarrier(int cmd)
+{
+	return (int)syscall(SYS_membarrier, cmd, 0, 0);
+}
+
+/* Register commands this kernel has, each paired with the command it allows. */
+static const int barrier_kinds[][2] = {
+	{ MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, MEMBARRIER_CMD_PRIVATE_EXPEDITED },
+	{ MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED, MEMBARRIER_CMD_GLOBAL_EXPEDITED },
+	{ MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_SYNC_CORE, MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE },
+};
+
+/* Registers every kind the kernel offers; returns the registered set. */
+static int register_barriers(struct zt *z)
+{
+	int have = membarrier(MEMBARRIER_CMD_QUERY), done = 0;
+	if (have < 0 || !(have & MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED))
+		zt_setup_failed(z, "membarrier", "query (no private expedited membarrier)");
+	for (size_t i = 0; i < sizeof(barrier_kinds) / sizeof(barrier_kinds[0]); i++) {
+		if (!(have & barrier_kinds[i][0]))
+			continue;
+		if (membarrier(barrier_kinds[i][0]))
+			zt_setup_failed(z, "membarrier", "register");
+		done |= barrier_kinds[i][0];
+	}
+	return done;
+}
+
+static void check_barriers(struct zt *z, int registered)
+{
+	for (size_t i = 0; i < sizeof(barrier_kinds) / sizeof(barrier_kinds[0]); i++)
+		if ((registered & barrier_kinds[i][0]) && membarrier(barrier_kinds[i][1]))
+			zt_fail(z, "membarrier command %d: %s (its registration was lost)", barrier_kinds[i][1], strerror(errno));
+	int got = membarrier(MEMBARRIER_GET_REGISTRATIONS);
+	if (got >= 0 && got != registered)
+		zt_fail(z, "membarrier registrations 0x%x, expected 0x%x", got, registered);
+}
+
+#define MANY_GROUPS 900
+
+static gid_t many_group(int i)
+{
+	return (gid_t)(1000000000 + 7 * i); /* large ids: long lines */
+}
+
+static void set_many_groups(struct zt *z)
+{
+	gid_t g[MANY_GROUPS];
+	for (int i = 0; i < MANY_GROUPS; i++)
+		g[i] = many_group(i);
+	if (setgroups(MANY_GROUPS, g))
+		zt_setup_failed(z, "setgroups", "900 supplementary groups");
+}
+
+static void check_many_groups(struct zt *z)
+{
+	gid_t g[MANY_GROUPS + 1];
+	int n = getgroups(MANY_GROUPS + 1, g);
+	if (n != MANY_GROUPS) {
+		zt_fail(z, "%d supplementary groups, expected %d", n, MANY_GROUPS);
+		return;
+	}
+	for (int i = 0; i < n; i++)
+		if (g[i] != many_group(i)) {
+			zt_fail(z, "supplementary group %d is %u, expected %u", i, g[i], many_group(i));
+			return;
+		}
+}
+
 int main(int argc, char **argv)
 {
 	struct zt z;
 	struct zt_opt opts[] = { { "vfork", 0, 0, 1, "the child waits in vfork() for a grandchild that never execs" },
 				 { "affinity", 0, 0, 1, "main pinned to the last CPU, its thread to CPU 0" },
-				 { "ids", 0, 0, 1, "a child with real, effective, saved and filesystem ids all different" } };
-	zt_setup(&z, argc, argv, opts, 3, SIGUSR2);
+				 { "ids", 0, 0, 1, "a child with real, effective, saved and filesystem ids all different" },
+				 { "membarrier", 0, 0, 1, "main registers for expedited membarrier()" },
+				 { "groups", 0, 0, 1, "main takes 900 supplementary groups" },
+				 { "thp-off", 0, 0, 1, "main disables THP (prctl PR_SET_THP_DISABLE)" } };
+	zt_setup(&z, argc, argv, opts, 6, SIGUSR2);
+	if (opts[5].value && prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0))
+		zt_setup_failed(&z, "prctl", "PR_SET_THP_DISABLE");
+	if (opts[4].value)
+		set_many_groups(&z);
+	int barriers = opts[3].value ? register_barriers(&z) : 0;
 	pid_t ids = opts[2].value ? ids_child(&z) : 0;
 	int main_cpu = -1;
 	if (opts[1].value) {
@@ -240,6 +328,12 @@ int main(int argc, char **argv)
 	else if (stat(".", &cst) || !S_ISDIR(cst.st_mode) || (cst.st_mode & 07777) != 0750)
 		zt_fail(&z, "cwd: not the removed directory with mode 0750 (mode 0%o)", cst.st_mode);
 	check_sched(&z, "main", SCHED_OTHER, 1);
+	if (barriers)
+		check_barriers(&z, barriers);
+	if (opts[4].value)
+		check_many_groups(&z);
+	if (opts[5].value && (v = prctl(PR_GET_THP_DISABLE, 0, 0, 0, 0)) != 1)
+		zt_fail(&z, "THP disable is %d, expected 1", v);
 	if (main_cpu >= 0 && !only_cpu(main_cpu))
 		zt_fail(&z, "main: CPU affinity is not {%d} alone", main_cpu);
 	thread_go = 1;

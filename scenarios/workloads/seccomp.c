@@ -9,6 +9,9 @@
  *     which strict mode kills it.
  * Verify: in every thread, each filter's errno where it applies and the plain result where it does not, the
  * filter counts and modes in /proc, no_new_privs, and S's answer and clean exit.
+ * --tsync 1 (zdtm seccomp_filter_tsync): at verify W installs E (getsid -> 81) with TSYNC, which the kernel only
+ * allows while main's filter (B) is still an ancestor of W's (C on B): W's call must succeed and main must then
+ * see E (and C, which came along).
  */
 #include "zdtm.h"
 
@@ -35,6 +38,7 @@
 #define ERR_B 78
 #define ERR_C 79
 #define ERR_D 80
+#define ERR_E 81
 
 static int install(unsigned nr, unsigned err, unsigned flags)
 {
@@ -105,6 +109,7 @@ static void check_status(struct zt *z, const char *who, int mode, int filters, i
 static struct zt *gz;
 static volatile int worker_go, worker_done;
 static pid_t worker_tid;
+static int worker_tsync; /* --tsync */
 static pthread_mutex_t worker_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static void *worker(void *arg)
@@ -124,6 +129,9 @@ static void *worker(void *arg)
 	pthread_mutex_lock(&worker_lock);
 	probe(gz, "worker thread", &e);
 	check_status(gz, "worker thread", SECCOMP_MODE_FILTER, 3, 1);
+	if (worker_tsync && install(SYS_getsid, ERR_E, SECCOMP_FILTER_FLAG_TSYNC | SECCOMP_FILTER_FLAG_TSYNC_ESRCH))
+		zt_fail(gz, "worker thread: a filter with TSYNC failed (%s): main's filters are not the worker's own any more",
+			strerror(errno));
 	pthread_mutex_unlock(&worker_lock);
 	worker_done = 2;
 	return NULL;
@@ -133,7 +141,9 @@ int main(int argc, char **argv)
 {
 	struct zt z;
 	gz = &z;
-	zt_setup(&z, argc, argv, NULL, 0, SIGUSR2);
+	struct zt_opt opts[] = { { "tsync", 0, 0, 1, "at verify the worker installs a filter with TSYNC" } };
+	zt_setup(&z, argc, argv, opts, 1, SIGUSR2);
+	worker_tsync = (int)opts[0].value;
 	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))
 		zt_setup_failed(&z, "prctl", "no_new_privs");
 
@@ -204,6 +214,8 @@ int main(int argc, char **argv)
 	check_status(&z, "main thread", SECCOMP_MODE_FILTER, 2, 1);
 	worker_go = 2;
 	pthread_join(th, NULL);
+	if (worker_tsync && RESULT(getsid(0)) != -ERR_E)
+		zt_fail(&z, "main thread: the worker's TSYNC filter did not reach it (getsid gave %d)", RESULT(getsid(0)));
 
 	char c = 41;
 	if (write(in[1], &c, 1) != 1)

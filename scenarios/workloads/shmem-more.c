@@ -11,6 +11,8 @@
  *   - a shared anonymous area shared with a child that keeps incrementing a counter in it.
  * Verify: contents, seals, positions, flags, the counter still moves, the COW page and the object differ.
  * --sysv 1 also attaches a SysV shm segment (removed at once, so it ends with the process): godwit refuses it.
+ * --exec 1 also keeps a memfd holding a "#!/bin/true" script, run by execveat(fd, "", AT_EMPTY_PATH) in a child at
+ *   setup and at verify (CRIU's zdtm memfd04: a restored fd open for writing made the kernel refuse it, ETXTBSY).
  * --mode 1 also keeps a memfd open whose mode (fchmod 0642, CRIU's zdtm memfd00) and owner were changed.
  */
 #include "zdtm.h"
@@ -23,6 +25,8 @@
 #include <sys/mman.h>
 #include <sys/shm.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #define PAGE 4096ul
@@ -64,14 +68,43 @@ static int new_memfd(struct zt *z, const char *name, unsigned flags, size_t len,
 	return fd;
 }
 
+/* Runs the script in memfd FD in a child; 0 when it exited 0, else an errno or -status. */
+static int exec_memfd(int fd)
+{
+	pid_t pid = fork();
+	if (pid == 0) {
+		char *const argv[] = { "true", NULL }, *const envp[] = { NULL };
+		syscall(SYS_execveat, fd, "", argv, envp, AT_EMPTY_PATH);
+		_exit(errno);
+	}
+	int st;
+	if (pid < 0 || waitpid(pid, &st, 0) != pid)
+		return -1;
+	return WIFEXITED(st) ? WEXITSTATUS(st) : -st;
+}
+
 int main(int argc, char **argv)
 {
 	struct zt z;
 	struct zt_opt opts[] = {
 		{ "sysv", 0, 0, 1, "also attach a SysV shm segment" },
 		{ "mode", 0, 0, 1, "also a memfd with its mode and owner changed" },
+		{ "exec", 0, 0, 1, "also a memfd holding a script, executed at setup and at verify" },
 	};
-	zt_setup(&z, argc, argv, opts, 2, SIGUSR2);
+	zt_setup(&z, argc, argv, opts, 3, SIGUSR2);
+	int script = -1;
+	if (opts[2].value) {
+		static const char text[] = "#!/bin/true\n";
+		/* Not close-on-exec: the interpreter gets the script as /dev/fd/N. */
+		script = (int)syscall(SYS_memfd_create, "script", 0);
+		if (script < 0 || write(script, text, sizeof(text) - 1) != sizeof(text) - 1)
+			zt_setup_failed(&z, "memfd_create", "script memfd");
+		int e = exec_memfd(script);
+		if (e) {
+			errno = e > 0 ? e : ECHILD;
+			zt_setup_failed(&z, "execveat", "script memfd (before the dump)");
+		}
+	}
 	int moded = -1;
 	if (opts[1].value) {
 		moded = new_memfd(&z, "moded", MFD_CLOEXEC, PAGE, SEED_MAPONLY);
@@ -211,6 +244,11 @@ int main(int argc, char **argv)
 		zt_sleep_ns(1000000);
 	if (*counter == c0)
 		zt_fail(&z, "the child's counter stayed at %llu: the counter page is not shared any more", (unsigned long long)c0);
+	if (script >= 0) {
+		int e = exec_memfd(script);
+		if (e)
+			zt_fail(&z, "script memfd: execveat gave %s", e > 0 ? strerror(e) : "an abnormal exit");
+	}
 	kill(child, SIGUSR2);
 	zt_collect_part(&z, "child", child);
 	free(buf);
