@@ -6,8 +6,8 @@
  * frozen.
  *
  * Refused, with the pid and fd: a slave whose master is outside the tree (a shell's terminal: the process is a
- * "shell job"), ptys of a devpts instance other than the tree's /dev/pts, /dev/tty, consoles, virtual and serial terminals, and a pty
- * holding unread bytes (in-flight terminal data is not carried yet).
+ * "shell job"), ptys of a devpts instance other than the tree's /dev/pts, /dev/tty, consoles, virtual and serial terminals.
+ * Bytes queued in a pair are carried in tty-data.img (`dumpQueuedBytes`).
  */
 import * as fs from 'node:fs';
 import { GodwitError } from '../util/errors';
@@ -33,8 +33,6 @@ const TIOCGPKT = 0x80045438;
 const TIOCGEXCL = 0x80045440;
 const TIOCGSID = 0x5429;
 const TIOCGPGRP = 0x540f;
-const TIOCINQ = 0x541b;
-const TIOCOUTQ = 0x5411;
 const NCCS = 19;
 
 export type PtySide = 'master' | 'slave';
@@ -98,6 +96,18 @@ function state(ctx: CollectContext): TtyState {
   return s;
 }
 
+/**
+ * The bytes queued in a pair, both ways, into tty-data.img: one entry per direction that holds any, tty_id being
+ * the side that has yet to read them. The helper reads them from the master and a slave of its own and writes
+ * them back (native/src/tty.c): with the slave in canonical mode and none of them a character canonical mode
+ * acts on, they go back as lines; otherwise raw, so a partial line becomes readable at once.
+ */
+async function dumpQueuedBytes(ctx: CollectContext, pid: number, fd: number, index: number): Promise<void> {
+  const { slaveIn, masterIn } = await ctx.helper.ttyQueue(pid, fd);
+  if (slaveIn.length) ctx.images.add('TTY_DATA', undefined, { tty_id: ttyInfoId(index, 'slave'), data: slaveIn });
+  if (masterIn.length) ctx.images.add('TTY_DATA', undefined, { tty_id: ttyInfoId(index, 'master'), data: masterIn });
+}
+
 /** One pty fd: its TTY file entry (and the pair's tty_info entries the first time). Returns the file id. */
 export async function dumpTtyFd(ctx: CollectContext, pid: number, c: FdClass, info: ProcFdInfo): Promise<number> {
   const pty = ptyOf(c, info);
@@ -107,13 +117,10 @@ export async function dumpTtyFd(ctx: CollectContext, pid: number, c: FdClass, in
   const u32 = async (cmd: number) => (await q(cmd)).data.readInt32LE(0);
   const what = `pid ${pid} fd ${c.fd} (${c.link}, pty ${pty.index} ${pty.side})`;
   try {
-    const inq = await u32(TIOCINQ);
-    const outq = await u32(TIOCOUTQ);
-    if (inq || outq)
-      throw new GodwitError(`${what}: holds ${inq} unread and ${outq} unsent bytes; terminal data in flight cannot be checkpointed yet (let the other side read it first)`);
     const id = ttyInfoId(pty.index, pty.side);
     if (!st.infos.has(id)) {
       st.infos.add(id);
+      if (pty.side === 'master') await dumpQueuedBytes(ctx, pid, c.fd, pty.index);
       const t2 = (await q(TCGETS2, 44)).data;
       const lck = (await q(TIOCGLCKTRMIOS, 36)).data;
       const ws = (await q(TIOCGWINSZ, 8)).data;

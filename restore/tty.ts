@@ -29,6 +29,10 @@ const TIOCPKT = 0x5420;
 const TIOCEXCL = 0x540c;
 const TIOCSCTTY = 0x540e;
 const TIOCSPGRP = 0x5410;
+const POLLIN = 1;
+const ICANON = 2;
+/** c_cc indices of the characters canonical mode acts on: VERASE, VKILL, VEOF, VEOL, VEOL2. */
+const CANON_CHARS = [2, 3, 4, 11, 16];
 const NCCS = 19;
 /** /dev/ptmx opens allowed while looking for one index: the kernel hands out the lowest free index. */
 const MAX_PTY_INDEX = 4096;
@@ -43,6 +47,8 @@ interface Pair {
 interface TtyState {
   infos: Map<number, Msg>;
   pairs: Map<number, Pair>;
+  /** tty-data.img: tty_info id of the side that has yet to read them -> the bytes. */
+  queued: Map<number, Buffer>;
 }
 
 const states = new WeakMap<RestoreContext, TtyState>();
@@ -52,7 +58,9 @@ function ttyState(ctx: RestoreContext): TtyState {
   if (!s) {
     const infos = new Map<number, Msg>();
     for (const e of readEntries(ctx.set!.dir, 'tty-info.img') ?? []) infos.set(Number(e.id), e);
-    states.set(ctx, (s = { infos, pairs: new Map() }));
+    const queued = new Map<number, Buffer>();
+    for (const e of readEntries(ctx.set!.dir, 'tty-data.img') ?? []) queued.set(Number(e.tty_id), Buffer.from(e.data as Uint8Array));
+    states.set(ctx, (s = { infos, pairs: new Map(), queued }));
   }
   return s;
 }
@@ -165,7 +173,47 @@ async function pairFor(ctx: RestoreContext, info: Msg): Promise<Pair> {
   const pair = { index, master, slave: Number(results[slave.result]) };
   ctx.restorerFds.push(pair.slave);
   st.pairs.set(index, pair);
+  await requeue(ctx, pair, tio);
   return pair;
+}
+
+/**
+ * The bytes that were queued in the pair, written again as the dump put them back (native/src/tty.c): with
+ * echo and input/output processing off, as lines if the slave is canonical and none of them is a character
+ * canonical mode acts on, else raw. A poll after each write waits for the line discipline to take the bytes
+ * (it does in a work item) before the termios go back.
+ */
+async function requeue(ctx: RestoreContext, pair: Pair, tio: Msg | undefined): Promise<void> {
+  const st = ttyState(ctx);
+  const toSlave = st.queued.get(pair.index * 2) ?? Buffer.alloc(0);
+  const toMaster = st.queued.get(pair.index * 2 + 1) ?? Buffer.alloc(0);
+  if (!toSlave.length && !toMaster.length) return;
+  if (!tio) throw new GodwitError(`pty ${pair.index}: queued bytes but no termios in tty-info.img to write them back with`);
+  const real = termios2(tio, true);
+  const mode = Buffer.from(real);
+  const lflag = real.readUInt32LE(12);
+  const canonical = (lflag & ICANON) !== 0 && CANON_CHARS.every((i) => !real[17 + i] || !toSlave.includes(real[17 + i]));
+  mode.writeUInt32LE(0, 0);
+  mode.writeUInt32LE(0, 4);
+  mode.writeUInt32LE(canonical ? ICANON : 0, 12);
+  const pollfd = (fd: number) => {
+    const p = Buffer.alloc(8);
+    p.writeInt32LE(fd, 0);
+    p.writeInt16LE(POLLIN, 4);
+    return p;
+  };
+  const b = new Batch();
+  b.call('ioctl', [pair.slave, TCSETS2, b.data(mode)], `pty ${pair.index}: termios for requeueing its bytes`);
+  for (const [to, from, data, what] of [
+    [pair.master, pair.slave, toSlave, 'slave'],
+    [pair.slave, pair.master, toMaster, 'master'],
+  ] as const) {
+    if (!data.length) continue;
+    b.call('write', [to, b.data(data), data.length], `pty ${pair.index}: requeue ${data.length} bytes for its ${what}`);
+    b.call('poll', [b.data(pollfd(from)), 1, 0], `pty ${pair.index}: wait for the ${what} to take them`);
+  }
+  b.call('ioctl', [pair.slave, TCSETS2, b.data(real)], `termios of pty ${pair.index}`);
+  await runLocal(ctx.restorer!, b, `pty ${pair.index}`);
 }
 
 /** A TTY file: the pair's master fd, or a new open of the slave, with the description's flags. */

@@ -8,6 +8,10 @@
  * Verify: main checks the pty index and name, termios and window size through its own slave fd, then sends
  * "ping" through the master; G answers "pong <in S's session> <terminal's session> <foreground> <ttyname>" and
  * exits, then S.
+ * --queued 1: main also holds a second pair with default (canonical, echoing) settings and bytes queued both ways
+ * (CRIU's zdtm pty00/pty02): two lines written on the master for the slave, their echo and a line written on the
+ * slave for the master. Verify: the slave reads the lines one by one, the master the echo and the line, nothing
+ * else is left and the settings are as they were.
  */
 #include "zdtm.h"
 
@@ -120,10 +124,69 @@ __attribute__((noreturn)) static void session_child(const char *slave_name, int 
 	exit(WIFEXITED(st) ? WEXITSTATUS(st) : 7);
 }
 
+struct queued {
+	int m, s;
+};
+
+static struct queued queue_bytes(struct zt *z)
+{
+	struct queued q;
+	char name[64];
+	q.m = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+	if (q.m < 0 || grantpt(q.m) || unlockpt(q.m) || ptsname_r(q.m, name, sizeof(name)))
+		zt_setup_failed(z, "posix_openpt", "second master");
+	q.s = open(name, O_RDWR | O_NOCTTY | O_CLOEXEC);
+	if (q.s < 0)
+		zt_setup_failed(z, "open", name);
+	if (write(q.m, "one\ntwo\n", 8) != 8)
+		zt_setup_failed(z, "write", "queued bytes for the slave");
+	/* The echo comes back to the master from a kernel work item: wait for it, so "back" comes after it. */
+	int n = 0;
+	for (int i = 0; i < 5000 && n < 10; i++) {
+		struct pollfd p = { q.m, POLLIN, 0 };
+		poll(&p, 1, 1);
+		if (ioctl(q.m, FIONREAD, &n))
+			zt_setup_failed(z, "ioctl(FIONREAD)", "second master");
+	}
+	if (write(q.s, "back\n", 5) != 5)
+		zt_setup_failed(z, "write", "queued bytes for the master");
+	return q;
+}
+
+static void expect_read(struct zt *z, int fd, const char *what, const char *want)
+{
+	char got[64];
+	ssize_t n = read(fd, got, sizeof(got) - 1);
+	got[n > 0 ? n : 0] = 0;
+	if (n < 0 || strcmp(got, want))
+		zt_fail(z, "%s read %zd bytes '%s', expected '%s'", what, n, got, want);
+}
+
+static void check_queued(struct zt *z, struct queued q)
+{
+	struct termios t;
+	if (tcgetattr(q.s, &t) || !(t.c_lflag & ICANON) || !(t.c_lflag & ECHO) || !(t.c_iflag & ICRNL) || !(t.c_oflag & ONLCR))
+		zt_fail(z, "second pair: termios lflag 0%o iflag 0%o oflag 0%o, expected the defaults back", t.c_lflag, t.c_iflag,
+			t.c_oflag);
+	fcntl(q.s, F_SETFL, O_NONBLOCK);
+	fcntl(q.m, F_SETFL, O_NONBLOCK);
+	/* Canonical mode: one line per read. */
+	expect_read(z, q.s, "second slave", "one\n");
+	expect_read(z, q.s, "second slave", "two\n");
+	expect_read(z, q.m, "second master", "one\r\ntwo\r\nback\r\n");
+	char c;
+	if (read(q.s, &c, 1) != -1 || read(q.m, &c, 1) != -1)
+		zt_fail(z, "second pair: bytes left after the queued ones");
+}
+
 int main(int argc, char **argv)
 {
 	struct zt z;
-	zt_setup(&z, argc, argv, NULL, 0, SIGUSR2);
+	struct zt_opt opts[] = { { "queued", 0, 0, 1, "1: a second pair with bytes queued both ways" } };
+	zt_setup(&z, argc, argv, opts, 1, SIGUSR2);
+	struct queued q = { -1, -1 };
+	if (opts[0].value)
+		q = queue_bytes(&z);
 	int m = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
 	if (m < 0 || grantpt(m) || unlockpt(m))
 		zt_setup_failed(&z, "posix_openpt", "master");
@@ -163,6 +226,8 @@ int main(int argc, char **argv)
 	if (ptsname_r(m, now, sizeof(now)) || strcmp(now, name))
 		zt_fail(&z, "the master's slave is now '%s', was '%s'", now, name);
 	check_termios(&z, mine);
+	if (opts[0].value)
+		check_queued(&z, q);
 	if (write(m, "ping\n", 5) != 5)
 		zt_fail_sys(&z, "write", "ping to the master");
 	char line[256], want[256];
