@@ -168,7 +168,9 @@ export function classifyFd(pid: number, fd: number, sockets: SocketTables): FdCl
     if (major(proc.stat.rdev) === MEM_MAJOR) return out('reg');
     const maj = major(proc.stat.rdev);
     // Unix98 ptys (/dev/ptmx masters, /dev/pts/N slaves): tty.ts; preflight checks that both ends are in the tree.
-    if ((maj === 5 && minor(proc.stat.rdev) === 2) || (maj >= 136 && maj <= 143)) return out('tty', `pty ${link}`);
+    // /dev/tty (5:0) too: it stands for the holder's controlling terminal, which preflight checks is such a pty.
+    if ((maj === 5 && minor(proc.stat.rdev) <= 2 && minor(proc.stat.rdev) !== 1) || (maj >= 136 && maj <= 143))
+      return out('tty', `pty ${link}`);
     const isTty = maj === 4 || maj === 5 || maj === 136 || (maj >= 128 && maj < 144);
     return out('unsupported', `${isTty ? 'tty' : 'character device'} ${link}`);
   }

@@ -12,7 +12,7 @@ import { isNoEntry, listProcNumbers } from './proc/read';
 import { readStatus } from './proc/status';
 import type { Tree } from './tree';
 import { readFdInfo } from './proc/fdinfo';
-import { devptsOf, ptyOf } from './tty';
+import { cttyIndex, devptsOf, isCtty, ptyOf } from './tty';
 import { nsFileProblem } from './nsfiles';
 
 export interface Problem {
@@ -37,7 +37,7 @@ export function inspectTree(tree: Tree, ns: NamespaceIds): PreflightResult {
   let estimatedPageBytes = 0;
   const sockets = new SocketTables();
   const masters = new Set<number>();
-  const slaves: { pid: number; fd: number; index: number; link: string; dev: bigint }[] = [];
+  const slaves: { pid: number; fd: number; index: number; link: string; dev?: bigint }[] = [];
   let rootDev: number | undefined;
   for (const p of tree.processes) {
     if (p.zombie) continue;
@@ -64,10 +64,13 @@ export function inspectTree(tree: Tree, ns: NamespaceIds): PreflightResult {
           const nsBad = c.kind === 'nsfile' ? nsFileProblem(ns, c.link) : undefined;
           if (nsBad) problems.push({ pid: p.pid, where: `fd ${fd}`, kind: nsBad });
           if (c.kind === 'tty') {
-            const pty = ptyOf(c, readFdInfo(p.pid, fd));
-            if (!pty) problems.push({ pid: p.pid, where: `fd ${fd}`, kind: `terminal ${c.link} (not a Unix98 pty)` });
+            const ctty = isCtty(c) ? cttyIndex(p.pid) : undefined;
+            const pty = ctty !== undefined ? (ctty === null ? null : { side: 'slave', index: ctty }) : ptyOf(c, readFdInfo(p.pid, fd));
+            if (ctty === null) problems.push({ pid: p.pid, where: `fd ${fd}`, kind: `${c.link} of a process whose controlling terminal is not a Unix98 pty` });
+            else if (!pty) problems.push({ pid: p.pid, where: `fd ${fd}`, kind: `terminal ${c.link} (not a Unix98 pty)` });
             else if (pty.side === 'master') masters.add(pty.index);
-            else slaves.push({ pid: p.pid, fd, index: pty.index, link: c.link, dev: c.proc.stat.dev });
+            // /dev/tty lives on /dev, not devpts: its terminal is the process's own, in the tree's view.
+            else slaves.push({ pid: p.pid, fd, index: pty.index, link: c.link, dev: ctty !== undefined ? undefined : c.proc.stat.dev });
           }
           if (c.kind === 'inotify') {
             // Restore finds a watched inode by its file handle, opened on the root filesystem the tree sees:
@@ -107,7 +110,7 @@ export function inspectTree(tree: Tree, ns: NamespaceIds): PreflightResult {
   // mounts) or the host's.
   const devpts = devptsOf(tree.root);
   for (const s of slaves) {
-    if (s.dev !== devpts)
+    if (s.dev !== undefined && s.dev !== devpts)
       problems.push({ pid: s.pid, where: `fd ${s.fd}`, kind: `pty ${s.link} of another devpts instance (not supported yet)` });
     else if (!masters.has(s.index))
       problems.push({ pid: s.pid, where: `fd ${s.fd}`, kind: `terminal ${s.link} whose master is outside the tree (a shell job: start it with its own pty or redirect its stdio; not supported yet)` });

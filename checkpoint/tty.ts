@@ -6,7 +6,8 @@
  * frozen.
  *
  * Refused, with the pid and fd: a slave whose master is outside the tree (a shell's terminal: the process is a
- * "shell job"), ptys of a devpts instance other than the tree's /dev/pts, /dev/tty, consoles, virtual and serial terminals.
+ * "shell job"), ptys of a devpts instance other than the tree's /dev/pts, consoles, virtual and serial terminals, /dev/tty
+ * of a process whose controlling terminal is not such a pty.
  * Bytes queued in a pair are carried in tty-data.img (`dumpQueuedBytes`).
  */
 import * as fs from 'node:fs';
@@ -16,6 +17,7 @@ import type { FdClass } from './fdkinds';
 import { major, minor, kernelDev } from './fdkinds';
 import { FD_TYPES, fown, O_CLOEXEC } from './filetable';
 import type { ProcFdInfo } from './proc/fdinfo';
+import { readStat } from './proc/stat';
 
 export const PTMX_MAJOR = 5;
 export const PTMX_MINOR = 2;
@@ -24,6 +26,9 @@ export const PTS_MAJOR_FIRST = 136;
 export const PTS_MAJOR_LAST = 143;
 
 const TTY_TYPE_PTY = 1;
+const TTY_TYPE_CTTY = 4;
+/** tty_info ids of /dev/tty files: this base + the pts index of the controlling terminal they stand for. */
+export const CTTY_INFO_BASE = 1 << 30;
 // ioctl numbers (x86_64, asm-generic/ioctls.h)
 const TCGETS2 = 0x802c542a; // struct termios2: 4 flags, c_line, c_cc[19], c_ispeed, c_ospeed
 const TIOCGLCKTRMIOS = 0x5456; // struct termios (36 bytes)
@@ -48,6 +53,18 @@ export function ptyOf(c: FdClass, info: ProcFdInfo): { side: PtySide; index: num
   }
   if (maj >= PTS_MAJOR_FIRST && maj <= PTS_MAJOR_LAST) return { side: 'slave', index: (maj - PTS_MAJOR_FIRST) * 256 + minor(rdev) };
   return null;
+}
+
+/** A /dev/tty fd (5:0): it names no terminal of its own, only the holder's controlling terminal. */
+export function isCtty(c: FdClass): boolean {
+  return major(c.proc.stat.rdev) === PTMX_MAJOR && minor(c.proc.stat.rdev) === 0;
+}
+
+/** The pts index of pid's controlling terminal (/proc/PID/stat tty_nr), or null if it has none or another kind. */
+export function cttyIndex(pid: number): number | null {
+  const nr = BigInt(readStat(pid).ttyNr);
+  const maj = major(nr);
+  return maj >= PTS_MAJOR_FIRST && maj <= PTS_MAJOR_LAST ? (maj - PTS_MAJOR_FIRST) * 256 + minor(nr) : null;
 }
 
 export function ttyInfoId(index: number, side: PtySide): number {
@@ -110,6 +127,7 @@ async function dumpQueuedBytes(ctx: CollectContext, pid: number, fd: number, ind
 
 /** One pty fd: its TTY file entry (and the pair's tty_info entries the first time). Returns the file id. */
 export async function dumpTtyFd(ctx: CollectContext, pid: number, c: FdClass, info: ProcFdInfo): Promise<number> {
+  if (isCtty(c)) return dumpCttyFd(ctx, pid, c, info);
   const pty = ptyOf(c, info);
   if (!pty) throw new GodwitError(`pid ${pid} fd ${c.fd}: ${c.link} is not a pseudo-terminal godwit can dump`);
   const st = state(ctx);
@@ -164,5 +182,36 @@ export async function dumpTtyFd(ctx: CollectContext, pid: number, c: FdClass, in
     type: FD_TYPES.TTY,
     id,
     tty: { id, tty_info_id: ttyInfoId(pty.index, pty.side), flags, fown: fown() },
+  }));
+}
+
+/**
+ * A /dev/tty fd: a TTY file whose tty_info (type CTTY, rdev 5:0) names the pts index of the controlling terminal
+ * it reached when opened: restore opens /dev/tty again inside the holder, whose session has that terminal by then.
+ */
+function dumpCttyFd(ctx: CollectContext, pid: number, c: FdClass, info: ProcFdInfo): number {
+  const index = cttyIndex(pid);
+  if (index === null) throw new GodwitError(`pid ${pid} fd ${c.fd}: /dev/tty of a process whose controlling terminal is not a pty`);
+  const st = state(ctx);
+  const infoId = CTTY_INFO_BASE + index;
+  if (!st.infos.has(infoId)) {
+    st.infos.add(infoId);
+    ctx.images.add('TTY_INFO', undefined, {
+      id: infoId,
+      type: TTY_TYPE_CTTY,
+      locked: false,
+      exclusive: false,
+      packet_mode: false,
+      sid: 0,
+      pgrp: 0,
+      rdev: kernelDev(c.proc.stat.rdev),
+      pty: { index },
+    });
+  }
+  const flags = info.flags & ~O_CLOEXEC;
+  return ctx.files.add(`ctty:${index}:${c.proc.stat.ino}:${flags}:${pid}`, (id) => ({
+    type: FD_TYPES.TTY,
+    id,
+    tty: { id, tty_info_id: infoId, flags, fown: fown() },
   }));
 }

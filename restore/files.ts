@@ -20,7 +20,7 @@ import { createEventfd, createInotify, createSignalfd, createTimerfd } from './a
 import { createEpoll } from './epoll';
 import { createPidfd } from './pidfd';
 import { createMemfdFile } from './shmem';
-import { createTtyFile } from './tty';
+import { createTtyFile, isCttyFile } from './tty';
 
 export const FD_TYPE: Record<number, string> = {
   0: 'UND', 1: 'REG', 2: 'PIPE', 3: 'FIFO', 4: 'INETSK', 5: 'UNIXSK', 6: 'EVENTFD', 7: 'EVENTPOLL', 8: 'INOTIFY',
@@ -52,6 +52,7 @@ export async function openRegularFiles(ctx: RestoreContext): Promise<void> {
       const type = FD_TYPE[Number(f.type)] ?? `type ${f.type}`;
       if (type === 'PIPE' || type === 'UNIXSK' || type === 'FIFO' || type === 'INETSK') continue; // pipes.ts, sockets.ts, inet.ts
       if ((type === 'INOTIFY') !== late) continue;
+      if (type === 'TTY' && isCttyFile(ctx, f)) continue; // tty.ts openCttys, once the tasks can run calls
       const made = await createAnonObject(ctx, id, type, f);
       if (made !== null) {
         ctx.objects.set(id, made);

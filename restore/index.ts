@@ -31,7 +31,7 @@ import { dropTrampoline, restoreThreadState, setRegisters } from './threads';
 import { createTree, findHostPids, joinProcessGroups } from './tree';
 import { applyMemfdSeals, createShmemObjects } from './shmem';
 import { addSeccompCalls } from './seccomp';
-import { createPtyPairs, restoreControllingTerminals } from './tty';
+import { createPtyPairs, openCttys, restoreControllingTerminals } from './tty';
 import { restoreFileLocks } from './filelocks';
 import { addPrctlCalls, checkPrctlResults } from './prctl';
 import { containerHostPids, prepareContainer, readContainerRecord, releaseContainer, teardownContainer, writeRuncState } from './container';
@@ -140,6 +140,7 @@ export function restoreSteps(): ListrTask<StepState>[] {
     }),
     timed('restore fds, cwd, root, umask', async (s) => {
       const filled = new Set<number>();
+      await openCttys(s);
       for (const t of liveTasks(s.set!)) {
         await installFds(s, t);
         await fillEpolls(s, t, filled);

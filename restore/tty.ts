@@ -20,6 +20,8 @@ const O_ACCMODE = 3;
 const F_SETFL = 4;
 const AT_FDCWD = -100;
 const FD_TYPE_TTY = 11;
+const TTY_TYPE_PTY = 1;
+const TTY_TYPE_CTTY = 4;
 const TIOCGPTN = 0x80045430;
 const TIOCSPTLCK = 0x40045431;
 const TCSETS2 = 0x402c542b;
@@ -68,11 +70,12 @@ function ttyState(ctx: RestoreContext): TtyState {
 function infoOf(ctx: RestoreContext, tf: Msg, what: string): Msg {
   const info = ttyState(ctx).infos.get(Number(tf.tty_info_id));
   if (!info) throw new GodwitError(`${what}: tty info ${tf.tty_info_id} is missing from tty-info.img`);
-  if (Number(info.type) !== 1 || !info.pty) throw new GodwitError(`${what}: terminal type ${info.type} is not a pty, which restore does not support yet`);
+  if ((Number(info.type) !== TTY_TYPE_PTY && Number(info.type) !== TTY_TYPE_CTTY) || !info.pty) throw new GodwitError(`${what}: terminal type ${info.type} is not a pty, which restore does not support yet`);
   return info;
 }
 
-const isMaster = (info: Msg) => Number(info.id) % 2 === 1;
+const isMaster = (info: Msg) => Number(info.type) === TTY_TYPE_PTY && Number(info.id) % 2 === 1;
+const isCtty = (info: Msg) => Number(info.type) === TTY_TYPE_CTTY;
 const indexOf = (info: Msg) => Number((info.pty as Msg).index);
 
 /** Preflight: every pty the tree needs must have a free index here. */
@@ -84,8 +87,9 @@ export function ttyProblems(ctx: RestoreContext): string[] {
       const f = ctx.set!.files.get(Number(fdi.id));
       if (!f || Number(f.type) !== FD_TYPE_TTY) continue;
       try {
-        const index = indexOf(infoOf(ctx, f.tty as Msg, `task ${t.pid} fd ${fdi.fd}`));
-        if (seen.has(index)) continue;
+        const info = infoOf(ctx, f.tty as Msg, `task ${t.pid} fd ${fdi.fd}`);
+        const index = indexOf(info);
+        if (isCtty(info) || seen.has(index)) continue;
         seen.add(index);
         if (fs.existsSync(treePath(ctx, `/dev/pts/${index}`)))
           problems.push(`task ${t.pid} fd ${fdi.fd}: pty ${index} is in use on this host (/dev/pts/${index} exists): end what holds it, the restored tree needs the same index`);
@@ -255,7 +259,9 @@ export async function createPtyPairs(ctx: RestoreContext): Promise<Buffer | unde
   for (const t of liveTasks(ctx.set!))
     for (const fdi of t.fds) {
       const f = ctx.set!.files.get(Number(fdi.id));
-      if (f && Number(f.type) === FD_TYPE_TTY) await pairFor(ctx, infoOf(ctx, f.tty as Msg, `task ${t.pid} fd ${fdi.fd}`));
+      if (!f || Number(f.type) !== FD_TYPE_TTY) continue;
+      const info = infoOf(ctx, f.tty as Msg, `task ${t.pid} fd ${fdi.fd}`);
+      if (!isCtty(info)) await pairFor(ctx, info);
     }
   const pids = new Set(liveTasks(ctx.set!).filter((t) => t.sid === t.pid).map((t) => t.pid));
   const recs: [number, number][] = [];
@@ -302,5 +308,50 @@ async function takeTerminal(ctx: RestoreContext, t: TaskImage, index: number, pg
     await runBatch(ctx.restorer!, t.pid, b);
   } catch (err) {
     throw new GodwitError(`task ${t.pid}: cannot make pty ${index} (tty info ${infoId}) its controlling terminal again`, { cause: err });
+  }
+}
+
+/** A /dev/tty file (made by openCttys, not with the other files). */
+export function isCttyFile(ctx: RestoreContext, f: Msg): boolean {
+  return Number(f.type) === FD_TYPE_TTY && isCtty(infoOf(ctx, f.tty as Msg, `file id ${f.id}`));
+}
+
+/**
+ * /dev/tty files, once the tasks can run injected calls (after their memory): each is opened inside a task
+ * holding it (its session leader took the terminal when it was made), then fetched into the restorer with
+ * pidfd_getfd like any other object.
+ */
+export async function openCttys(ctx: RestoreContext): Promise<void> {
+  for (const t of liveTasks(ctx.set!))
+    for (const fdi of t.fds) {
+      const id = Number(fdi.id);
+      const f = ctx.set!.files.get(id);
+      if (ctx.objects.has(id) || !f || !isCttyFile(ctx, f)) continue;
+      ctx.objects.set(id, await openCtty(ctx, id, f.tty as Msg, indexOf(infoOf(ctx, f.tty as Msg, `file id ${id}`))));
+    }
+}
+
+async function openCtty(ctx: RestoreContext, id: number, tf: Msg, index: number): Promise<number> {
+  const t = liveTasks(ctx.set!).find((x) => x.fds.some((f) => Number(f.id) === id));
+  if (!t) throw new GodwitError(`file id ${id}: /dev/tty held by no task`);
+  const flags = Number(tf.flags ?? O_RDWR) & ~O_CLOEXEC;
+  const what = `task ${t.pid}: /dev/tty (pty ${index}) as file ${id}`;
+  try {
+    const b = new Batch();
+    b.call('openat', [AT_FDCWD, b.str('/dev/tty'), flags | O_CLOEXEC, 0], 'open /dev/tty');
+    const fd = Number((await runBatch(ctx.restorer!, t.pid, b))[0]);
+    const l = new Batch();
+    const pidfd = l.call('pidfd_open', [t.pid, 0], `pidfd of task ${t.pid}`);
+    const mine = l.call('pidfd_getfd', [pidfd, fd, 0], 'fetch its /dev/tty');
+    l.call('close', [pidfd], 'close the pidfd');
+    const { results } = await runLocal(ctx.restorer!, l, what);
+    const c = new Batch();
+    c.call('close', [fd], 'close the /dev/tty fetched by the restorer');
+    await runBatch(ctx.restorer!, t.pid, c);
+    const got = Number(results[mine.result]);
+    ctx.restorerFds.push(got);
+    return got;
+  } catch (err) {
+    throw new GodwitError(`${what}: cannot open it again (is its controlling terminal back?)`, { cause: err });
   }
 }

@@ -30,3 +30,13 @@ test('pty --queued snapshot: the running pair holds its queued bytes again after
   expect(queued(dir)).toHaveLength(2);
   expect(await w.verify()).toEqual({ pass: true, detail: 'PASS' });
 });
+
+test('pty --ctty: a /dev/tty fd comes back as the controlling terminal of its holder, which answers through it', async () => {
+  const w = await fx.start('pty', ['--ctty', '1']);
+  const { dir } = await fx.cycle(w, { newPidns: false });
+  // One CTTY tty_info (type 4, rdev 5:0) naming the pair's index.
+  const ctty = entries(dir, 'tty-info.img').filter((e) => e.type === 4);
+  expect(ctty).toHaveLength(1);
+  expect(ctty[0].rdev).toBe((5 << 20) | 0);
+  expect(await w.verify()).toEqual({ pass: true, detail: 'PASS' });
+});

@@ -8,6 +8,7 @@
  * Verify: main checks the pty index and name, termios and window size through its own slave fd, then sends
  * "ping" through the master; G answers "pong <in S's session> <terminal's session> <foreground> <ttyname>" and
  * exits, then S.
+ * --ctty 1: G opens /dev/tty before the checkpoint and answers through it (CRIU's zdtm pty00).
  * --queued 1: main also holds a second pair with default (canonical, echoing) settings and bytes queued both ways
  * (CRIU's zdtm pty00/pty02): two lines written on the master for the slave, their echo and a line written on the
  * slave for the master. Verify: the slave reads the lines one by one, the master the echo and the line, nothing
@@ -87,6 +88,8 @@ static ssize_t read_line(int fd, char *buf, size_t len, int ms)
 	return (ssize_t)n;
 }
 
+static int use_ctty;
+
 __attribute__((noreturn)) static void session_child(const char *slave_name, int master)
 {
 	close(master);
@@ -105,6 +108,9 @@ __attribute__((noreturn)) static void session_child(const char *slave_name, int 
 		/* G, the foreground group, waits for "ping" from main's master (a blocking terminal read across the
 		 * checkpoint) and answers with what it sees of its session and terminal. */
 		char line[64];
+		int out = use_ctty ? open("/dev/tty", O_RDWR) : 1;
+		if (out < 0)
+			exit(8);
 		while (tcgetpgrp(0) != getpgrp())
 			zt_sleep_ns(1000000);
 		if (read_line(0, line, sizeof(line), -1) < 0 || strcmp(line, "ping\n"))
@@ -113,7 +119,7 @@ __attribute__((noreturn)) static void session_child(const char *slave_name, int 
 		const char *tn = ttyname(0);
 		int n = snprintf(reply, sizeof(reply), "pong %d %d %d %s\n", getsid(0) == getppid(), tcgetsid(0) == getsid(0),
 				 tcgetpgrp(0) == getpgrp(), tn ? tn : "-");
-		exit(write(1, reply, (size_t)n) == n ? 0 : 5);
+		exit(write(out, reply, (size_t)n) == n ? 0 : 5);
 	}
 	setpgid(g, g);
 	if (tcsetpgrp(0, g))
@@ -182,8 +188,10 @@ static void check_queued(struct zt *z, struct queued q)
 int main(int argc, char **argv)
 {
 	struct zt z;
-	struct zt_opt opts[] = { { "queued", 0, 0, 1, "1: a second pair with bytes queued both ways" } };
-	zt_setup(&z, argc, argv, opts, 1, SIGUSR2);
+	struct zt_opt opts[] = { { "queued", 0, 0, 1, "1: a second pair with bytes queued both ways" },
+				 { "ctty", 0, 0, 1, "1: the foreground child answers through /dev/tty" } };
+	zt_setup(&z, argc, argv, opts, 2, SIGUSR2);
+	use_ctty = (int)opts[1].value;
 	struct queued q = { -1, -1 };
 	if (opts[0].value)
 		q = queue_bytes(&z);
