@@ -57,9 +57,15 @@ export function inspectTree(tree: Tree, ns: NamespaceIds): PreflightResult {
       } catch (err) {
         problems.push({ pid: p.pid, where: 'process', kind: (err as Error).message.replace(/^pid \d+ /, '') });
       }
+      for (const where of ['cwd', 'root']) {
+        const dead = deadProcPath(readLinkOrEmpty(`/proc/${p.pid}/${where}`));
+        if (dead) problems.push({ pid: p.pid, where, kind: dead });
+      }
       for (const fd of listProcNumbers(p.pid, 'fd')) {
         try {
           const c = classifyFd(p.pid, fd, sockets);
+          const dead = deadProcPath(c.link);
+          if (dead) problems.push({ pid: p.pid, where: `fd ${fd}`, kind: dead });
           if (c.kind === 'unsupported') problems.push({ pid: p.pid, where: `fd ${fd}`, kind: `${c.what} (${c.link})` });
           const nsBad = c.kind === 'nsfile' ? nsFileProblem(ns, c.link) : undefined;
           if (nsBad) problems.push({ pid: p.pid, where: `fd ${fd}`, kind: nsBad });
@@ -116,6 +122,24 @@ export function inspectTree(tree: Tree, ns: NamespaceIds): PreflightResult {
       problems.push({ pid: s.pid, where: `fd ${s.fd}`, kind: `terminal ${s.link} whose master is outside the tree (a shell job: start it with its own pty or redirect its stdio; not supported yet)` });
   }
   return { problems, estimatedPageBytes };
+}
+
+/**
+ * A /proc/PID path of a process that has exited: restore could only open it again through a process made with
+ * that pid for the purpose (CRIU's PROCFS remap), which godwit does not do; refused rather than failing at restore.
+ */
+function deadProcPath(link: string): string | null {
+  const m = /^\/proc\/(\d+)(?:\/|$| \(deleted\)$)/.exec(link);
+  if (!m || fs.existsSync(`/proc/${m[1]}`)) return null;
+  return `${link}: a /proc file of process ${m[1]}, which has exited (re-creating a dead pid's /proc entries is not supported)`;
+}
+
+function readLinkOrEmpty(path: string): string {
+  try {
+    return fs.readlinkSync(path);
+  } catch {
+    return '';
+  }
 }
 
 const SYS_CLONE = 56;

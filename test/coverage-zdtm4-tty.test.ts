@@ -1,7 +1,11 @@
 /**
- * Terminals that CRIU's conformance tests (zdtm static pty00, pty02, pty04, console) found godwit refusing on a
- * dump + kill + restore, each reproduced by a workload of ours that checks itself after the restore.
+ * Terminals and files that CRIU's conformance tests (zdtm static pty00, pty02, remap_dead_pid) found godwit
+ * refusing or losing on a dump + kill + restore, each reproduced by a workload of ours that checks itself after
+ * the restore; a /proc file of an exited process is now refused at dump instead of failing at restore.
  */
+import * as fs from 'node:fs';
+import { spawn } from 'node:child_process';
+import { dump } from '../checkpoint/dump';
 import { entries, WorkloadFixture } from './helpers/workload-fixture';
 
 const fx = new WorkloadFixture('godwit-covz4-tty-');
@@ -39,4 +43,18 @@ test('pty --ctty: a /dev/tty fd comes back as the controlling terminal of its ho
   expect(ctty).toHaveLength(1);
   expect(ctty[0].rdev).toBe((5 << 20) | 0);
   expect(await w.verify()).toEqual({ pass: true, detail: 'PASS' });
+});
+
+test('a /proc file of a process that has exited is refused before freezing, naming pid, fd and path (zdtm remap_dead_pid)', async () => {
+  // bash opens /proc/<child>/status, the child is killed and reaped, then bash becomes sleep with the fd still open.
+  const child = spawn('bash', ['-c', 'sleep 100 & p=$!; exec 5</proc/$p/status; kill -9 $p; wait $p; echo $p; exec sleep 30'], { stdio: ['ignore', 'pipe', 'ignore'] });
+  try {
+    const dead = Number(await new Promise<string>((res) => child.stdout!.once('data', (d: Buffer) => res(d.toString()))));
+    for (let i = 0; i < 100 && !fs.readlinkSync(`/proc/${child.pid}/exe`).endsWith('/sleep'); i++) await new Promise((r) => setTimeout(r, 20));
+    const err = await dump({ pid: child.pid!, dir: fx.imageDir() }).catch((e: Error) => e);
+    expect((err as Error).message).toContain(`pid ${child.pid} fd 5: /proc/${dead}/status: a /proc file of process ${dead}, which has exited`);
+    expect((err as Error).message).toContain('nothing was frozen');
+  } finally {
+    child.kill('SIGKILL');
+  }
 });
