@@ -12,7 +12,7 @@ import { isNoEntry, listProcNumbers } from './proc/read';
 import { readStatus } from './proc/status';
 import type { Tree } from './tree';
 import { readFdInfo } from './proc/fdinfo';
-import { cttyIndex, devptsOf, isCtty, ptyOf } from './tty';
+import { cttyIndex, devptsOf, isCtty, isHungUpSlave, ptyOf } from './tty';
 import { nsFileProblem } from './nsfiles';
 
 export interface Problem {
@@ -118,7 +118,10 @@ export function inspectTree(tree: Tree, ns: NamespaceIds): PreflightResult {
   for (const s of slaves) {
     if (s.dev !== undefined && s.dev !== devpts)
       problems.push({ pid: s.pid, where: `fd ${s.fd}`, kind: `pty ${s.link} of another devpts instance (not supported yet)` });
-    else if (!masters.has(s.index))
+    else if (isHungUpSlave(s.link)) {
+      if (masters.has(s.index))
+        problems.push({ pid: s.pid, where: `fd ${s.fd}`, kind: `terminal ${s.link} whose master was closed, while pty ${s.index} of the tree has that index again (not supported)` });
+    } else if (!masters.has(s.index))
       problems.push({ pid: s.pid, where: `fd ${s.fd}`, kind: `terminal ${s.link} whose master is outside the tree (a shell job: start it with its own pty or redirect its stdio; not supported yet)` });
   }
   return { problems, estimatedPageBytes };

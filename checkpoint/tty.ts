@@ -6,7 +6,7 @@
  * frozen.
  *
  * Refused, with the pid and fd: a slave whose master is outside the tree (a shell's terminal: the process is a
- * "shell job"), ptys of a devpts instance other than the tree's /dev/pts, consoles, virtual and serial terminals, /dev/tty
+ * "shell job"; one whose master was closed is carried, hung up), ptys of a devpts instance other than the tree's /dev/pts, consoles, virtual and serial terminals, /dev/tty
  * of a process whose controlling terminal is not such a pty.
  * Bytes queued in a pair are carried in tty-data.img (`dumpQueuedBytes`).
  */
@@ -65,6 +65,14 @@ export function cttyIndex(pid: number): number | null {
   const nr = BigInt(readStat(pid).ttyNr);
   const maj = major(nr);
   return maj >= PTS_MAJOR_FIRST && maj <= PTS_MAJOR_LAST ? (maj - PTS_MAJOR_FIRST) * 256 + minor(nr) : null;
+}
+
+/**
+ * A slave whose master was closed: the kernel removed its /dev/pts entry and hung it up (its fds read end of file,
+ * and every ioctl fails with EIO), so it has no settings left to read.
+ */
+export function isHungUpSlave(link: string): boolean {
+  return link.endsWith(' (deleted)');
 }
 
 export function ttyInfoId(index: number, side: PtySide): number {
@@ -136,6 +144,11 @@ export async function dumpTtyFd(ctx: CollectContext, pid: number, c: FdClass, in
   const what = `pid ${pid} fd ${c.fd} (${c.link}, pty ${pty.index} ${pty.side})`;
   try {
     const id = ttyInfoId(pty.index, pty.side);
+    if (!st.infos.has(id) && pty.side === 'slave' && isHungUpSlave(c.link)) {
+      // No master entry in tty-info.img tells restore to close the master it makes, which hangs the slave up again.
+      st.infos.add(id);
+      ctx.images.add('TTY_INFO', undefined, { id, type: TTY_TYPE_PTY, locked: false, exclusive: false, packet_mode: false, sid: 0, pgrp: 0, rdev: kernelDev(c.proc.stat.rdev), pty: { index: pty.index } });
+    }
     if (!st.infos.has(id)) {
       st.infos.add(id);
       if (pty.side === 'master') await dumpQueuedBytes(ctx, pid, c.fd, pty.index);

@@ -245,6 +245,11 @@ async function finishPairs(ctx: RestoreContext): Promise<void> {
     const b = new Batch();
     if (st.infos.get(p.index * 2)?.exclusive) b.call('ioctl', [p.slave, TIOCEXCL, 0], `exclusive mode of pty ${p.index}`);
     if (st.infos.get(p.index * 2 + 1)?.locked) b.call('ioctl', [p.master, TIOCSPTLCK, b.data(int32(1))], `lock pty ${p.index}`);
+    if (!st.infos.has(p.index * 2 + 1)) {
+      // Its master had been closed (checkpoint/tty.ts isHungUpSlave): closing ours hangs the slave's files up again.
+      b.call('close', [p.master], `close the master of pty ${p.index}, closed before the dump`);
+      ctx.restorerFds.splice(ctx.restorerFds.indexOf(p.master), 1);
+    }
     if (b.length) await runLocal(ctx.restorer!, b, `pty ${p.index}`);
   }
 }

@@ -58,3 +58,12 @@ test('a /proc file of a process that has exited is refused before freezing, nami
     child.kill('SIGKILL');
   }
 });
+
+test('pty --hung-up: the slave of a pair whose master was closed comes back hung up (the restored master is closed again)', async () => {
+  const w = await fx.start('pty', ['--hung-up', '1']);
+  const { dir } = await fx.cycle(w, { newPidns: false });
+  // Two pairs: the session's (both sides) and the hung-up one (its slave only, without settings).
+  const infos = entries(dir, 'tty-info.img');
+  expect(infos.filter((e) => !e.termios)).toHaveLength(1);
+  expect(await w.verify()).toEqual({ pass: true, detail: 'PASS' });
+});

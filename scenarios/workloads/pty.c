@@ -9,6 +9,8 @@
  * "ping" through the master; G answers "pong <in S's session> <terminal's session> <foreground> <ttyname>" and
  * exits, then S.
  * --ctty 1: G opens /dev/tty before the checkpoint and answers through it (CRIU's zdtm pty00).
+ * --hung-up 1: main also holds the slave of a pair whose master it closed (CRIU's zdtm pty04). Verify: the slave
+ *   is still hung up (reads end of file, ioctls fail with EIO).
  * --queued 1: main also holds a second pair with default (canonical, echoing) settings and bytes queued both ways
  * (CRIU's zdtm pty00/pty02): two lines written on the master for the slave, their echo and a line written on the
  * slave for the master. Verify: the slave reads the lines one by one, the master the echo and the line, nothing
@@ -185,12 +187,38 @@ static void check_queued(struct zt *z, struct queued q)
 		zt_fail(z, "second pair: bytes left after the queued ones");
 }
 
+static int hung_up_slave(struct zt *z)
+{
+	char name[64];
+	int m = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+	if (m < 0 || grantpt(m) || unlockpt(m) || ptsname_r(m, name, sizeof(name)))
+		zt_setup_failed(z, "posix_openpt", "third master");
+	int s = open(name, O_RDWR | O_NOCTTY | O_CLOEXEC);
+	if (s < 0)
+		zt_setup_failed(z, "open", name);
+	close(m);
+	return s;
+}
+
+static void check_hung_up(struct zt *z, int s)
+{
+	char c;
+	struct termios t;
+	ssize_t n = read(s, &c, 1);
+	if (n != 0)
+		zt_fail(z, "hung-up slave: read gave %zd, expected end of file", n);
+	if (tcgetattr(s, &t) == 0 || errno != EIO)
+		zt_fail(z, "hung-up slave: tcgetattr did not fail with EIO (errno %d)", errno);
+}
+
 int main(int argc, char **argv)
 {
 	struct zt z;
 	struct zt_opt opts[] = { { "queued", 0, 0, 1, "1: a second pair with bytes queued both ways" },
-				 { "ctty", 0, 0, 1, "1: the foreground child answers through /dev/tty" } };
-	zt_setup(&z, argc, argv, opts, 2, SIGUSR2);
+				 { "ctty", 0, 0, 1, "1: the foreground child answers through /dev/tty" },
+				 { "hung-up", 0, 0, 1, "1: the slave of a pair whose master was closed" } };
+	zt_setup(&z, argc, argv, opts, 3, SIGUSR2);
+	int hung = opts[2].value ? hung_up_slave(&z) : -1;
 	use_ctty = (int)opts[1].value;
 	struct queued q = { -1, -1 };
 	if (opts[0].value)
@@ -236,6 +264,8 @@ int main(int argc, char **argv)
 	check_termios(&z, mine);
 	if (opts[0].value)
 		check_queued(&z, q);
+	if (hung >= 0)
+		check_hung_up(&z, hung);
 	if (write(m, "ping\n", 5) != 5)
 		zt_fail_sys(&z, "write", "ping to the master");
 	char line[256], want[256];
