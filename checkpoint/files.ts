@@ -99,7 +99,7 @@ export async function dumpFiles(ctx: CollectContext, pid: number, filesId: numbe
         fileId = dumpTimerfd(ctx, pid, c, info);
         break;
       case 'inotify':
-        fileId = dumpInotify(ctx, pid, c, info);
+        fileId = await dumpInotify(ctx, pid, c, info);
         break;
       case 'memfd':
         fileId = ctx.shmem.addFd(ctx, pid, c, info);

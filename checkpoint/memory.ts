@@ -40,7 +40,7 @@ export function inspectMappings(pid: number): Mapping[] {
 }
 
 export async function collectMemory(ctx: CollectContext, pid: number, stat: ProcStat, dumpable: number): Promise<ProcessMemory> {
-  const mappings = buildMappings(pid, readSmaps(pid), (path, st) => ctx.files.regular(path, st, 0, 0n));
+  const mappings = buildMappings(pid, readSmaps(pid), (path, st) => ctx.files.regular(path, st, 0, 0n, undefined, true));
   for (const m of mappings)
     if (m.unsupported)
       throw new GodwitError(
@@ -50,7 +50,7 @@ export async function collectMemory(ctx: CollectContext, pid: number, stat: Proc
   let exeId = 0;
   try {
     const exe = fs.readlinkSync(procPath(pid, 'exe'), 'latin1').replace(/ \(deleted\)$/, '');
-    exeId = ctx.files.regular(exe, fs.statSync(procPath(pid, 'exe'), { bigint: true }), 0, 0n);
+    exeId = ctx.files.regular(exe, fs.statSync(procPath(pid, 'exe'), { bigint: true }), 0, 0n, undefined, true);
   } catch (err) {
     throw new GodwitError(`pid ${pid}: cannot read its executable (/proc/${pid}/exe)`, { cause: err });
   }

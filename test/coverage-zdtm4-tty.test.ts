@@ -67,3 +67,16 @@ test('pty --hung-up: the slave of a pair whose master was closed comes back hung
   expect(infos.filter((e) => !e.termios)).toHaveLength(1);
   expect(await w.verify()).toEqual({ pass: true, detail: 'PASS' });
 });
+
+test('files --watch-opens 1: a snapshot does not open the tree\'s files by path (its inotify watching them sees nothing)', async () => {
+  const w = await fx.start('files', ['--watch-opens', '1']);
+  await fx.snapshot(w);
+  expect(await w.verify()).toEqual({ pass: true, detail: 'PASS' });
+});
+
+test('files --watch-opens 2: inotify events not read yet are refused by name (they could not be queued again), the tree left running', async () => {
+  const w = await fx.start('files', ['--watch-opens', '2']);
+  const err = await dump({ pid: w.pid, dir: fx.imageDir() }).catch((e: Error) => e);
+  expect(String((err as Error).message) + String(((err as Error).cause as Error | undefined)?.message)).toMatch(/inotify holds \d+ bytes of events not read yet/);
+  expect(fs.readFileSync(`/proc/${w.pid}/stat`, 'utf8').split(') ')[1][0]).toMatch(/[SR]/);
+});

@@ -6,6 +6,8 @@
  * inotify watch made before it was deleted (zdtm inotify00): a chmod of it must still raise IN_ATTRIB there.
  * One file is opened twice with the same flags, both at offset 0 (zdtm file_shared): two descriptions whose
  * offsets must stay apart.
+ * --watch-opens 1: a second inotify watches twice.dat (held open) for opens, reads and closes: the dump must not
+ *   open the file itself (zdtm inotify_irmap); 2: and leaves one event of its own unread (a dump must refuse it).
  * Verify: per fd its flags (F_GETFL, F_GETFD), offset, path, link count and the file's bytes; the dup still shares
  * its offset, O_APPEND still appends; the shared mapping still writes through to the file and the private one does
  * not; cwd and umask.
@@ -179,7 +181,8 @@ static void check_file_bytes(struct zt *z, const char *what, const char *path, c
 int main(int argc, char **argv)
 {
 	struct zt z;
-	zt_setup(&z, argc, argv, NULL, 0, SIGUSR2);
+	struct zt_opt opts[] = { { "watch-opens", 0, 0, 2, "1: an inotify watching a held file for opens; 2: one event left unread" } };
+	zt_setup(&z, argc, argv, opts, 1, SIGUSR2);
 	char dir[PATH_MAX], sub[PATH_MAX], p_ro[PATH_MAX], p_rw[PATH_MAX], p_app[PATH_MAX], p_del[PATH_MAX],
 		p_shared[PATH_MAX], p_private[PATH_MAX];
 	zt_path(&z, dir, sizeof(dir), "files");
@@ -217,6 +220,17 @@ int main(int argc, char **argv)
 	int twice[2] = { open(p_twice, O_RDONLY | O_CLOEXEC), open(p_twice, O_RDONLY | O_CLOEXEC) };
 	if (twice[0] < 0 || twice[1] < 0)
 		zt_setup_failed(&z, "open", p_twice);
+	int opens = -1;
+	if (opts[0].value) {
+		opens = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+		if (opens < 0 || inotify_add_watch(opens, p_twice, IN_OPEN | IN_ACCESS | IN_CLOSE_NOWRITE) < 0)
+			zt_setup_failed(&z, "inotify_init1/inotify_add_watch", p_twice);
+		if (opts[0].value == 2) {
+			int o = open(p_twice, O_RDONLY | O_CLOEXEC);	/* IN_OPEN, IN_CLOSE_NOWRITE: left unread */
+			if (o < 0 || close(o) < 0)
+				zt_setup_failed(&z, "open", p_twice);
+		}
+	}
 	int ify = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
 	int wd = ify < 0 ? -1 : inotify_add_watch(ify, p_del, IN_ATTRIB);
 	if (wd < 0)
@@ -292,6 +306,12 @@ int main(int argc, char **argv)
 	if (lseek(twice[0], 0, SEEK_CUR) != 0 || lseek(twice[1], 0, SEEK_CUR) != 0 || lseek(twice[0], 7, SEEK_SET) != 7 ||
 	    lseek(twice[1], 0, SEEK_CUR) != 0)
 		zt_fail(&z, "twice.dat: its two opens share an offset now (fds %d and %d)", twice[0], twice[1]);
+	if (opens >= 0) {
+		ssize_t k = read(opens, evbuf, sizeof(evbuf));
+		const struct inotify_event *e = (const void *)evbuf;
+		if (k >= 0)
+			zt_fail(&z, "inotify on twice.dat: an event nobody in the tree caused (mask 0x%x, %zd bytes)", k > 0 ? e->mask : 0, k);
+	}
 	/* The watch on the deleted file still sees it. */
 	while (read(ify, evbuf, sizeof(evbuf)) > 0)
 		;
