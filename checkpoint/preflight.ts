@@ -4,12 +4,13 @@
  */
 import * as fs from 'node:fs';
 import { GodwitError } from '../util/errors';
-import { classifyFd, kernelDev, SocketTables } from './fdkinds';
+import { classifyFd, isConsoleOrVt, kernelDev, SocketTables } from './fdkinds';
 import { unsupportedInetState } from './inet';
 import { estimatePageBytes, inspectMappings } from './memory';
 import { NamespaceIds } from './namespaces';
 import { isNoEntry, listProcNumbers } from './proc/read';
 import { readStatus } from './proc/status';
+import { readStat } from './proc/stat';
 import type { Tree } from './tree';
 import { readFdInfo } from './proc/fdinfo';
 import { cttyIndex, devptsOf, isCtty, isHungUpSlave, ptyOf } from './tty';
@@ -66,6 +67,8 @@ export function inspectTree(tree: Tree, ns: NamespaceIds): PreflightResult {
           const c = classifyFd(p.pid, fd, sockets);
           const dead = deadProcPath(c.link);
           if (dead) problems.push({ pid: p.pid, where: `fd ${fd}`, kind: dead });
+          if (c.kind === 'reg' && isConsoleOrVt(c.proc.stat.rdev) && BigInt(readStat(p.pid).ttyNr) === c.proc.stat.rdev)
+            problems.push({ pid: p.pid, where: `fd ${fd}`, kind: `${c.link}: a console or virtual terminal that is the process's controlling terminal (not supported)` });
           if (c.kind === 'unsupported') problems.push({ pid: p.pid, where: `fd ${fd}`, kind: `${c.what} (${c.link})` });
           const nsBad = c.kind === 'nsfile' ? nsFileProblem(ns, c.link) : undefined;
           if (nsBad) problems.push({ pid: p.pid, where: `fd ${fd}`, kind: nsBad });

@@ -64,7 +64,7 @@ export async function openRegularFiles(ctx: RestoreContext): Promise<void> {
       const name = reg.name as string;
       const flags = Number(reg.flags ?? 0) & ~(O_CREAT | O_EXCL | O_TRUNC | O_NOCTTY);
       const remap = ctx.set!.remaps.get(id);
-      const fd = await (remap ? openGhost(ctx, id, name, flags, reg, remap) : openPlain(ctx, name, flags, (reg.pos as bigint | undefined) ?? 0n)).catch((e) => {
+      const fd = await (remap ? openGhost(ctx, id, name, flags, reg, remap) : openPlain(ctx, name, flags, isCharDevice(reg) ? undefined : ((reg.pos as bigint | undefined) ?? 0n))).catch((e) => {
         throw new GodwitError(`task ${t.pid}: cannot reopen fd ${fdi.fd} (${name})`, { cause: e });
       });
       ctx.objects.set(id, fd);
@@ -91,7 +91,12 @@ export function treeProcPath(ctx: RestoreContext, name: string): { pid: number; 
  * same pid on the host; in a new pid namespace the pid the host gives the task, through the host's /proc (the
  * restorer's cwd is the host's root, also inside a container). Non-leader threads there are refused by preflight.
  */
-async function openPlain(ctx: RestoreContext, name: string, flags: number, pos: bigint): Promise<number> {
+/** A character device has no position to set (a terminal's lseek fails with ESPIPE). */
+function isCharDevice(reg: Msg): boolean {
+  return (Number(reg.mode ?? 0) & 0o170000) === 0o020000;
+}
+
+async function openPlain(ctx: RestoreContext, name: string, flags: number, pos: bigint | undefined): Promise<number> {
   const proc = treeProcPath(ctx, name);
   if (!proc || !ctx.opts.newPidns) return openInRestorer(ctx, name, flags, pos);
   return openInRestorer(ctx, `/proc/${await hostPidOf(ctx, proc.pid)}${proc.rest}`, flags, pos, 0, true);

@@ -80,3 +80,11 @@ test('files --watch-opens 2: inotify events not read yet are refused by name (th
   expect(String((err as Error).message) + String(((err as Error).cause as Error | undefined)?.message)).toMatch(/inotify holds \d+ bytes of events not read yet/);
   expect(fs.readFileSync(`/proc/${w.pid}/stat`, 'utf8').split(') ')[1][0]).toMatch(/[SR]/);
 });
+
+test('files --terminals: a console and a virtual terminal held open (not as controlling terminal) are reopened by their paths', async () => {
+  const w = await fx.start('files', ['--terminals', '1']);
+  const { dir } = await fx.cycle(w, { newPidns: false });
+  const chr = entries(dir, 'files.img').filter((e) => e.reg && (Number((e.reg as { mode: number }).mode) & 0o170000) === 0o020000);
+  expect(chr.map((e) => (e.reg as { name: string }).name.split('/').pop()).sort()).toEqual(expect.arrayContaining(['console', 'vt5']));
+  expect(await w.verify()).toEqual({ pass: true, detail: 'PASS' });
+});

@@ -8,6 +8,8 @@
  * offsets must stay apart.
  * --watch-opens 1: a second inotify watches twice.dat (held open) for opens, reads and closes: the dump must not
  *   open the file itself (zdtm inotify_irmap); 2: and leaves one event of its own unread (a dump must refuse it).
+ * --terminals 1: device nodes of its own for /dev/console (5:1) and virtual terminal 5 (4:5), held open without
+ *   being the controlling terminal (zdtm console, vt). Verify: both fds are still those devices.
  * Verify: per fd its flags (F_GETFL, F_GETFD), offset, path, link count and the file's bytes; the dup still shares
  * its offset, O_APPEND still appends; the shared mapping still writes through to the file and the private one does
  * not; cwd and umask.
@@ -22,6 +24,7 @@
 #include <sys/inotify.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #define PAGE 4096
@@ -181,8 +184,20 @@ static void check_file_bytes(struct zt *z, const char *what, const char *path, c
 int main(int argc, char **argv)
 {
 	struct zt z;
-	struct zt_opt opts[] = { { "watch-opens", 0, 0, 2, "1: an inotify watching a held file for opens; 2: one event left unread" } };
-	zt_setup(&z, argc, argv, opts, 1, SIGUSR2);
+	struct zt_opt opts[] = { { "watch-opens", 0, 0, 2, "1: an inotify watching a held file for opens; 2: one event left unread" },
+				 { "terminals", 0, 0, 1, "1: a console and a virtual terminal held open by their own nodes" } };
+	zt_setup(&z, argc, argv, opts, 2, SIGUSR2);
+	int term_fds[2] = { -1, -1 };
+	const dev_t term_devs[2] = { makedev(5, 1), makedev(4, 5) };
+	for (int i = 0; opts[1].value && i < 2; i++) {
+		char node[PATH_MAX];
+		zt_path(&z, node, sizeof(node), i ? "vt5" : "console");
+		if (mknod(node, S_IFCHR | 0600, term_devs[i]) < 0)
+			zt_setup_failed(&z, "mknod", node);
+		term_fds[i] = open(node, O_RDONLY | O_NOCTTY | O_CLOEXEC);
+		if (term_fds[i] < 0)
+			zt_setup_failed(&z, "open", node);
+	}
 	char dir[PATH_MAX], sub[PATH_MAX], p_ro[PATH_MAX], p_rw[PATH_MAX], p_app[PATH_MAX], p_del[PATH_MAX],
 		p_shared[PATH_MAX], p_private[PATH_MAX];
 	zt_path(&z, dir, sizeof(dir), "files");
@@ -306,6 +321,11 @@ int main(int argc, char **argv)
 	if (lseek(twice[0], 0, SEEK_CUR) != 0 || lseek(twice[1], 0, SEEK_CUR) != 0 || lseek(twice[0], 7, SEEK_SET) != 7 ||
 	    lseek(twice[1], 0, SEEK_CUR) != 0)
 		zt_fail(&z, "twice.dat: its two opens share an offset now (fds %d and %d)", twice[0], twice[1]);
+	for (int i = 0; i < 2; i++) {
+		struct stat st;
+		if (term_fds[i] >= 0 && (fstat(term_fds[i], &st) || !S_ISCHR(st.st_mode) || st.st_rdev != term_devs[i]))
+			zt_fail(&z, "terminal fd %d is not device %u:%u any more", term_fds[i], major(term_devs[i]), minor(term_devs[i]));
+	}
 	if (opens >= 0) {
 		ssize_t k = read(opens, evbuf, sizeof(evbuf));
 		const struct inotify_event *e = (const void *)evbuf;
