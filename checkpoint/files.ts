@@ -163,7 +163,7 @@ async function dumpRegularFd(ctx: CollectContext, pid: number, c: FdClass, info:
  */
 async function dumpLinkRemap(ctx: CollectContext, pid: number, c: FdClass, fileId: number, path: string): Promise<void> {
   const st = c.proc.stat;
-  const where = `${path.slice(0, path.lastIndexOf('/') + 1)}.godwit-link-remap.${st.ino}`;
+  const where = `${linkRemapDir(path)}/.godwit-link-remap.${st.ino}`;
   const key = `link:${st.dev}:${st.ino}`;
   if (!ctx.ghosts.has(key)) {
     try {
@@ -178,6 +178,16 @@ async function dumpLinkRemap(ctx: CollectContext, pid: number, c: FdClass, fileI
     ctx.ghosts.set(key, ctx.files.regular(where, st, 0, 0n));
   }
   addRemap(ctx, fileId, ctx.ghosts.get(key)!, REMAP_TYPE.LINKED);
+}
+
+/**
+ * Where the link-remap name goes: beside the old name, or, when its directory was removed too (zdtm
+ * unlink_regular00), in the nearest ancestor still there (linkat fails with EXDEV if that is on another mount).
+ */
+function linkRemapDir(path: string): string {
+  let dir = path.slice(0, path.lastIndexOf('/')) || '/';
+  while (dir !== '/' && !statOrNull(dir)?.isDirectory()) dir = dir.slice(0, dir.lastIndexOf('/')) || '/';
+  return dir === '/' ? '' : dir;
 }
 
 function statOrNull(p: string): fs.BigIntStats | null {

@@ -4,6 +4,7 @@
  * the restore; a /proc file of an exited process is now refused at dump instead of failing at restore.
  */
 import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { spawn } from 'node:child_process';
 import { dump } from '../checkpoint/dump';
 import { entries, WorkloadFixture } from './helpers/workload-fixture';
@@ -86,5 +87,18 @@ test('files --terminals: a console and a virtual terminal held open (not as cont
   const { dir } = await fx.cycle(w, { newPidns: false });
   const chr = entries(dir, 'files.img').filter((e) => e.reg && (Number((e.reg as { mode: number }).mode) & 0o170000) === 0o020000);
   expect(chr.map((e) => (e.reg as { name: string }).name.split('/').pop()).sort()).toEqual(expect.arrayContaining(['console', 'vt5']));
+  expect(await w.verify()).toEqual({ pass: true, detail: 'PASS' });
+});
+
+test('fs-places --linked 2: a removed file with other links, whose directory was removed too, gets its link remap in the nearest directory left and keeps its inode', async () => {
+  const w = await fx.start('fs-places', ['--linked', '2']);
+  const { dir } = await fx.snapshot(w);
+  const remaps = fs.readdirSync(w.dir).filter((f) => f.startsWith('.godwit-link-remap.'));
+  expect(remaps).toHaveLength(1);
+  expect(fs.statSync(path.join(w.dir, remaps[0])).ino).toBe(fs.statSync(path.join(w.dir, 'linked.alias')).ino);
+  for (const pid of w.pids) process.kill(pid, 'SIGKILL');
+  for (let i = 0; i < 200 && w.pids.some((p) => fs.existsSync(`/proc/${p}`)); i++) await new Promise((r) => setTimeout(r, 10));
+  await fx.restore(w, dir, { newPidns: false });
+  expect(fs.readdirSync(w.dir).filter((f) => f.startsWith('.godwit-link-remap.'))).toEqual([]);
   expect(await w.verify()).toEqual({ pass: true, detail: 'PASS' });
 });
