@@ -14,6 +14,7 @@ import type { ProcStat } from './proc/stat';
 import { buildMappings, Mapping } from './vma';
 import { collectPageRanges, PageRange, PageStats, scanPageRanges } from './pageranges';
 import { setSharedPages } from './memreader';
+import { aioRings } from './aio';
 
 /**
  * Processes with at least this much private memory (smaps' anonymous + swapped) get their page ranges from
@@ -93,6 +94,7 @@ export async function collectMemory(ctx: CollectContext, pid: number, stat: Proc
     mm_saved_auxv: readAuxv(pid),
     vmas: mappings.map((m) => m.entry),
     dumpable,
+    aios: aioRings(pid, mappings),
     thp_disabled: false,
   };
   return { mappings, ranges, stats, mm };

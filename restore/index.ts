@@ -32,6 +32,7 @@ import { createTree, findHostPids, joinProcessGroups } from './tree';
 import { applyMemfdSeals, createShmemObjects } from './shmem';
 import { addSeccompCalls } from './seccomp';
 import { createPtyPairs, openCttys, restoreControllingTerminals } from './tty';
+import { restoreAioRings } from './aio';
 import { restoreFileLocks } from './filelocks';
 import { addPrctlCalls, checkPrctlResults } from './prctl';
 import { containerHostPids, prepareContainer, readContainerRecord, releaseContainer, teardownContainer, writeRuncState } from './container';
@@ -131,6 +132,7 @@ export function restoreSteps(): ListrTask<StepState>[] {
         s.vmas.set(t.pid, vmas);
         await createTrampoline(s, t, vmas);
         await mapVmas(s, t, vmas);
+        await restoreAioRings(s, t);
         const st = await writePages(s, t, ranges, vmas);
         s.pageBytes += st.bytes;
         s.pagesReadDirect += st.readDirect;

@@ -102,3 +102,19 @@ test('fs-places --linked 2: a removed file with other links, whose directory was
   expect(fs.readdirSync(w.dir).filter((f) => f.startsWith('.godwit-link-remap.'))).toEqual([]);
   expect(await w.verify()).toEqual({ pass: true, detail: 'PASS' });
 });
+
+test.each([true, false])('aio (new pid namespace: %s): AIO rings come back at their addresses, with their unreaped events and the kernel\'s tail where it was', async (newPidns) => {
+  const w = await fx.start('aio');
+  const pid = w.pid;
+  const { dir } = await fx.cycle(w, { newPidns });
+  const aios = entries(dir, `mm-${pid}.img`)[0].aios as { ring_len: number; tail: number }[];
+  expect(aios).toHaveLength(2);
+  expect(aios.some((a) => a.tail > 0)).toBe(true);
+  expect(await w.verify()).toEqual({ pass: true, detail: 'PASS' });
+});
+
+test('aio snapshot: the running rings are left as they were', async () => {
+  const w = await fx.start('aio');
+  await fx.snapshot(w);
+  expect(await w.verify()).toEqual({ pass: true, detail: 'PASS' });
+});
