@@ -33,6 +33,7 @@ const TIOCSCTTY = 0x540e;
 const TIOCSPGRP = 0x5410;
 const POLLIN = 1;
 const ICANON = 2;
+const IXON = 0o2000;
 /** c_cc indices of the characters canonical mode acts on: VERASE, VKILL, VEOF, VEOL, VEOL2. */
 const CANON_CHARS = [2, 3, 4, 11, 16];
 const NCCS = 19;
@@ -177,17 +178,17 @@ async function pairFor(ctx: RestoreContext, info: Msg): Promise<Pair> {
   const pair = { index, master, slave: Number(results[slave.result]) };
   ctx.restorerFds.push(pair.slave);
   st.pairs.set(index, pair);
-  await requeue(ctx, pair, tio);
+  await requeue(ctx, pair, tio, !!mInfo?.packet_mode);
   return pair;
 }
 
 /**
  * The bytes that were queued in the pair, written again as the dump put them back (native/src/tty.c): with
- * echo and input/output processing off, as lines if the slave is canonical and none of them is a character
- * canonical mode acts on, else raw. A poll after each write waits for the line discipline to take the bytes
+ * echo and input/output processing off (IXON kept for a master in packet mode), as lines if the slave is
+ * canonical and none of them is a character canonical mode acts on, else raw. A poll after each write waits for the line discipline to take the bytes
  * (it does in a work item) before the termios go back.
  */
-async function requeue(ctx: RestoreContext, pair: Pair, tio: Msg | undefined): Promise<void> {
+async function requeue(ctx: RestoreContext, pair: Pair, tio: Msg | undefined, packet: boolean): Promise<void> {
   const st = ttyState(ctx);
   const toSlave = st.queued.get(pair.index * 2) ?? Buffer.alloc(0);
   const toMaster = st.queued.get(pair.index * 2 + 1) ?? Buffer.alloc(0);
@@ -197,7 +198,8 @@ async function requeue(ctx: RestoreContext, pair: Pair, tio: Msg | undefined): P
   const mode = Buffer.from(real);
   const lflag = real.readUInt32LE(12);
   const canonical = (lflag & ICANON) !== 0 && CANON_CHARS.every((i) => !real[17 + i] || !toSlave.includes(real[17 + i]));
-  mode.writeUInt32LE(0, 0);
+  // A master in packet mode is told of every change of IXON (a status byte for its next read): kept.
+  mode.writeUInt32LE(packet ? real.readUInt32LE(0) & IXON : 0, 0);
   mode.writeUInt32LE(0, 4);
   mode.writeUInt32LE(canonical ? ICANON : 0, 12);
   const pollfd = (fd: number) => {

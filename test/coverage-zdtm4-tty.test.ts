@@ -29,8 +29,15 @@ test('pty --queued: bytes queued both ways in a canonical pair come back, the sl
   expect(await w.verify()).toEqual({ pass: true, detail: 'PASS' });
 });
 
-test('pty --queued snapshot: the running pair holds its queued bytes again after they were read for the image', async () => {
-  const w = await fx.start('pty', ['--queued', '1']);
+test('pty --queued 2: a master in packet mode gets its queued bytes back without the status bytes its reads add', async () => {
+  const w = await fx.start('pty', ['--queued', '2']);
+  const { dir } = await fx.cycle(w, { newPidns: false });
+  expect(queued(dir).map(([, t]) => t)).toEqual(['one\ntwo\n', 'one\r\ntwo\r\nback\r\n']);
+  expect(await w.verify()).toEqual({ pass: true, detail: 'PASS' });
+});
+
+test.each(['1', '2'])('pty --queued %s snapshot: the running pair holds its queued bytes again after they were read for the image (and no status byte in packet mode)', async (queuedOpt) => {
+  const w = await fx.start('pty', ['--queued', queuedOpt]);
   const { dir } = await fx.snapshot(w);
   expect(queued(dir)).toHaveLength(2);
   expect(await w.verify()).toEqual({ pass: true, detail: 'PASS' });

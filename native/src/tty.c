@@ -28,8 +28,9 @@ struct queue {
 	size_t len;
 };
 
-/* Reads what fd holds now without waiting: FIONREAD first (the description may be blocking), then that much. */
-static int drain(struct helper *h, int pid, int fd, struct queue *q, const char *what)
+/* Reads what fd holds now without waiting: FIONREAD first (the description may be blocking), then that much.
+ * packet: a master in packet mode starts every read with a status byte, which is not queued data. */
+static int drain(struct helper *h, int pid, int fd, int packet, struct queue *q, const char *what)
 {
 	q->data = malloc(TTY_QUEUE_MAX);
 	if (!q->data)
@@ -44,13 +45,17 @@ static int drain(struct helper *h, int pid, int fd, struct queue *q, const char 
 			return gw_fail_errno(&h->err, "ioctl(FIONREAD)", pid, "%s", what);
 		if (n <= 0)
 			return 0;
-		if (q->len + (size_t)n > TTY_QUEUE_MAX)
+		if (q->len + (size_t)n + 1 > TTY_QUEUE_MAX)
 			return gw_fail(&h->err, EFBIG, "read", pid, "%s holds more than %u bytes", what, TTY_QUEUE_MAX);
-		ssize_t k = read(fd, q->data + q->len, (size_t)n);
+		ssize_t k = read(fd, q->data + q->len, (size_t)n + (packet ? 1 : 0));
 		if (k < 0 && errno == EAGAIN)
 			return 0;
 		if (k <= 0)
 			return gw_fail_errno(&h->err, "read", pid, "%s", what);
+		if (packet) {
+			memmove(q->data + q->len, q->data + q->len + 1, (size_t)k - 1);
+			k--;
+		}
 		q->len += (size_t)k;
 	}
 }
@@ -102,8 +107,11 @@ int op_tty_queue(struct helper *h, const uint8_t *req, size_t len, struct pb_buf
 	struct termios2 t, raw;
 	if (ioctl(slave, TCGETS2, &t) < 0)
 		return gw_fail_errno(&h->err, "ioctl(TCGETS2)", q.pid, "slave of pty master fd %d", q.fd);
+	int packet = 0;
+	ioctl(master, TIOCGPKT, &packet);
 	raw = t;
-	raw.c_iflag = 0;
+	/* A master in packet mode is told of every change of IXON (a status byte its next read returns): kept. */
+	raw.c_iflag = packet ? t.c_iflag & IXON : 0;
 	raw.c_oflag = 0;
 	raw.c_lflag = 0;
 	raw.c_cc[VMIN] = 0;
@@ -112,9 +120,9 @@ int op_tty_queue(struct helper *h, const uint8_t *req, size_t len, struct pb_buf
 	if (ioctl(slave, TCSETS2, &raw) < 0)
 		return gw_fail_errno(&h->err, "ioctl(TCSETS2)", q.pid, "slave of pty master fd %d (raw mode)", q.fd);
 	struct queue sin = { 0 }, min = { 0 };
-	int rc = drain(h, q.pid, slave, &sin, "the slave's input queue");
+	int rc = drain(h, q.pid, slave, 0, &sin, "the slave's input queue");
 	if (!rc)
-		rc = drain(h, q.pid, master, &min, "the master's input queue");
+		rc = drain(h, q.pid, master, packet, &min, "the master's input queue");
 	if (!rc && (sin.len || min.len)) {
 		struct termios2 back = raw;
 		if (canonical_ok(&t, &sin))

@@ -14,7 +14,8 @@
  * --queued 1: main also holds a second pair with default (canonical, echoing) settings and bytes queued both ways
  * (CRIU's zdtm pty00/pty02): two lines written on the master for the slave, their echo and a line written on the
  * slave for the master. Verify: the slave reads the lines one by one, the master the echo and the line, nothing
- * else is left and the settings are as they were.
+ * else is left and the settings are as they were. --queued 2: the same with that master in packet mode (each read
+ * starts with a status byte, TIOCPKT_DATA).
  */
 #include "zdtm.h"
 
@@ -136,7 +137,7 @@ struct queued {
 	int m, s;
 };
 
-static struct queued queue_bytes(struct zt *z)
+static struct queued queue_bytes(struct zt *z, int packet)
 {
 	struct queued q;
 	char name[64];
@@ -146,6 +147,8 @@ static struct queued queue_bytes(struct zt *z)
 	q.s = open(name, O_RDWR | O_NOCTTY | O_CLOEXEC);
 	if (q.s < 0)
 		zt_setup_failed(z, "open", name);
+	if (packet && ioctl(q.m, TIOCPKT, &packet))
+		zt_setup_failed(z, "ioctl(TIOCPKT)", "second master");
 	if (write(q.m, "one\ntwo\n", 8) != 8)
 		zt_setup_failed(z, "write", "queued bytes for the slave");
 	/* The echo comes back to the master from a kernel work item: wait for it, so "back" comes after it. */
@@ -170,7 +173,7 @@ static void expect_read(struct zt *z, int fd, const char *what, const char *want
 		zt_fail(z, "%s read %zd bytes '%s', expected '%s'", what, n, got, want);
 }
 
-static void check_queued(struct zt *z, struct queued q)
+static void check_queued(struct zt *z, struct queued q, int packet)
 {
 	struct termios t;
 	if (tcgetattr(q.s, &t) || !(t.c_lflag & ICANON) || !(t.c_lflag & ECHO) || !(t.c_iflag & ICRNL) || !(t.c_oflag & ONLCR))
@@ -181,7 +184,13 @@ static void check_queued(struct zt *z, struct queued q)
 	/* Canonical mode: one line per read. */
 	expect_read(z, q.s, "second slave", "one\n");
 	expect_read(z, q.s, "second slave", "two\n");
-	expect_read(z, q.m, "second master", "one\r\ntwo\r\nback\r\n");
+	if (packet) {
+		char got[64];
+		ssize_t n = read(q.m, got, sizeof(got) - 1);
+		if (n != 17 || got[0] != TIOCPKT_DATA || memcmp(got + 1, "one\r\ntwo\r\nback\r\n", 16))
+			zt_fail(z, "second master (packet mode): read %zd bytes, expected a status byte and 16 bytes of data", n);
+	} else
+		expect_read(z, q.m, "second master", "one\r\ntwo\r\nback\r\n");
 	char c;
 	if (read(q.s, &c, 1) != -1 || read(q.m, &c, 1) != -1)
 		zt_fail(z, "second pair: bytes left after the queued ones");
@@ -214,7 +223,7 @@ static void check_hung_up(struct zt *z, int s)
 int main(int argc, char **argv)
 {
 	struct zt z;
-	struct zt_opt opts[] = { { "queued", 0, 0, 1, "1: a second pair with bytes queued both ways" },
+	struct zt_opt opts[] = { { "queued", 0, 0, 2, "1: a second pair with bytes queued both ways; 2: its master in packet mode" },
 				 { "ctty", 0, 0, 1, "1: the foreground child answers through /dev/tty" },
 				 { "hung-up", 0, 0, 1, "1: the slave of a pair whose master was closed" } };
 	zt_setup(&z, argc, argv, opts, 3, SIGUSR2);
@@ -222,7 +231,7 @@ int main(int argc, char **argv)
 	use_ctty = (int)opts[1].value;
 	struct queued q = { -1, -1 };
 	if (opts[0].value)
-		q = queue_bytes(&z);
+		q = queue_bytes(&z, opts[0].value == 2);
 	int m = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
 	if (m < 0 || grantpt(m) || unlockpt(m))
 		zt_setup_failed(&z, "posix_openpt", "master");
@@ -263,7 +272,7 @@ int main(int argc, char **argv)
 		zt_fail(&z, "the master's slave is now '%s', was '%s'", now, name);
 	check_termios(&z, mine);
 	if (opts[0].value)
-		check_queued(&z, q);
+		check_queued(&z, q, opts[0].value == 2);
 	if (hung >= 0)
 		check_hung_up(&z, hung);
 	if (write(m, "ping\n", 5) != 5)
