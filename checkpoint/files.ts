@@ -20,7 +20,7 @@ import { dumpPidfd } from './pidfd';
 import { dumpSignalfd } from './signalfd';
 import { dumpTimerfd } from './timerfd';
 import { dumpInotify } from './inotify';
-import { dumpTtyFd } from './tty';
+import { dumpConsoleTerminal, dumpTtyFd } from './tty';
 import { dumpFileLocks } from './filelocks';
 import { dumpNsFile } from './nsfiles';
 
@@ -60,6 +60,7 @@ export function listFds(ctx: CollectContext, pid: number): FdClass[] {
 export async function dumpFiles(ctx: CollectContext, pid: number, filesId: number, unixFds: UnixFd[]): Promise<FdRecord[]> {
   const out: FdRecord[] = [];
   ctx.images.touch('FDINFO', filesId);
+  dumpConsoleTerminal(ctx, pid);
   for (const c of listFds(ctx, pid)) {
     if (c.kind === 'unsupported')
       throw new GodwitError(`pid ${pid} fd ${c.fd}: ${c.what} (${c.link}) cannot be checkpointed yet`);

@@ -13,7 +13,7 @@ import { readStatus } from './proc/status';
 import { readStat } from './proc/stat';
 import type { Tree } from './tree';
 import { readFdInfo } from './proc/fdinfo';
-import { cttyIndex, devptsOf, isCtty, isHungUpSlave, ptyOf } from './tty';
+import { consoleOrVtPath, cttyIndex, devptsOf, isCtty, isHungUpSlave, ptyOf } from './tty';
 import { nsFileProblem } from './nsfiles';
 
 export interface Problem {
@@ -67,8 +67,10 @@ export function inspectTree(tree: Tree, ns: NamespaceIds): PreflightResult {
           const c = classifyFd(p.pid, fd, sockets);
           const dead = deadProcPath(c.link);
           if (dead) problems.push({ pid: p.pid, where: `fd ${fd}`, kind: dead });
-          if (c.kind === 'reg' && isConsoleOrVt(c.proc.stat.rdev) && BigInt(readStat(p.pid).ttyNr) === c.proc.stat.rdev)
-            problems.push({ pid: p.pid, where: `fd ${fd}`, kind: `${c.link}: a console or virtual terminal that is the process's controlling terminal (not supported)` });
+          if (c.kind === 'reg' && isConsoleOrVt(c.proc.stat.rdev) && BigInt(readStat(p.pid).ttyNr) === c.proc.stat.rdev) {
+            const bad = consoleCttyProblem(tree, p.pid, c.proc.stat.rdev);
+            if (bad) problems.push({ pid: p.pid, where: `fd ${fd}`, kind: `${c.link}: ${bad}` });
+          }
           if (c.kind === 'unsupported') problems.push({ pid: p.pid, where: `fd ${fd}`, kind: `${c.what} (${c.link})` });
           const nsBad = c.kind === 'nsfile' ? nsFileProblem(ns, c.link) : undefined;
           if (nsBad) problems.push({ pid: p.pid, where: `fd ${fd}`, kind: nsBad });
@@ -138,6 +140,27 @@ function deadProcPath(link: string): string | null {
   const m = /^\/proc\/(\d+)(?:\/|$| \(deleted\)$)/.exec(link);
   if (!m || fs.existsSync(`/proc/${m[1]}`)) return null;
   return `${link}: a /proc file of process ${m[1]}, which has exited (re-creating a dead pid's /proc entries is not supported)`;
+}
+
+/**
+ * A console or virtual terminal that is pid's controlling terminal comes back through its session leader, which
+ * takes it while it is made (checkpoint/tty.ts dumpConsoleTerminal): the leader must be in the tree, and the
+ * device's usual path must be the device.
+ */
+function consoleCttyProblem(tree: Tree, pid: number, rdev: bigint): string | null {
+  const sid = readStat(pid).sid;
+  if (!tree.processes.some((q) => q.pid === sid && !q.zombie))
+    return `a console or virtual terminal that is the controlling terminal of session ${sid}, whose leader is not in the tree (not supported)`;
+  const path = consoleOrVtPath(rdev);
+  let st: fs.BigIntStats | undefined;
+  try {
+    st = fs.statSync(path, { bigint: true });
+  } catch {
+    /* missing */
+  }
+  if (!st?.isCharacterDevice() || st.rdev !== rdev)
+    return `the controlling terminal of session ${sid}, which restore would open as ${path}: that is not the device here (not supported)`;
+  return null;
 }
 
 function readLinkOrEmpty(path: string): string {

@@ -14,7 +14,7 @@ import * as fs from 'node:fs';
 import { GodwitError } from '../util/errors';
 import type { CollectContext } from './context';
 import type { FdClass } from './fdkinds';
-import { major, minor, kernelDev } from './fdkinds';
+import { isConsoleOrVt, major, minor, kernelDev } from './fdkinds';
 import { FD_TYPES, fown, O_CLOEXEC } from './filetable';
 import type { ProcFdInfo } from './proc/fdinfo';
 import { readStat } from './proc/stat';
@@ -26,7 +26,11 @@ export const PTS_MAJOR_FIRST = 136;
 export const PTS_MAJOR_LAST = 143;
 
 const TTY_TYPE_PTY = 1;
+const TTY_TYPE_CONSOLE = 2;
+const TTY_TYPE_VT = 3;
 const TTY_TYPE_CTTY = 4;
+/** tty_info ids of consoles and virtual terminals that are a session's controlling terminal: base + minor. */
+const CONSOLE_VT_INFO_BASE = 1 << 29;
 /** tty_info ids of /dev/tty files: this base + the pts index of the controlling terminal they stand for. */
 export const CTTY_INFO_BASE = 1 << 30;
 // ioctl numbers (x86_64, asm-generic/ioctls.h)
@@ -227,4 +231,31 @@ function dumpCttyFd(ctx: CollectContext, pid: number, c: FdClass, info: ProcFdIn
     id,
     tty: { id, tty_info_id: infoId, flags, fown: fown() },
   }));
+}
+
+/** The path a console (5:1: /dev/console) or virtual terminal (4:N: /dev/ttyN) is opened by at restore. */
+export function consoleOrVtPath(rdev: bigint): string {
+  return major(rdev) === PTMX_MAJOR ? '/dev/console' : `/dev/tty${minor(rdev)}`;
+}
+
+/**
+ * A session leader whose controlling terminal is a console or virtual terminal (zdtm vt): a tty_info of type
+ * CONSOLE or VT with its session and foreground group. Restore opens the device by its usual path
+ * (consoleOrVtPath) for the leader to take while it is made (preflight checks that path is the device).
+ */
+export function dumpConsoleTerminal(ctx: CollectContext, pid: number): void {
+  const st = readStat(pid);
+  const nr = BigInt(st.ttyNr);
+  if (st.sid !== pid || !nr || !isConsoleOrVt(nr)) return;
+  const vt = major(nr) !== PTMX_MAJOR;
+  ctx.images.add('TTY_INFO', undefined, {
+    id: CONSOLE_VT_INFO_BASE + (vt ? minor(nr) : 64),
+    type: vt ? TTY_TYPE_VT : TTY_TYPE_CONSOLE,
+    locked: false,
+    exclusive: false,
+    packet_mode: false,
+    sid: pid,
+    pgrp: st.tpgid > 0 ? st.tpgid : 0,
+    rdev: kernelDev(nr),
+  });
 }

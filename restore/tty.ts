@@ -21,6 +21,8 @@ const F_SETFL = 4;
 const AT_FDCWD = -100;
 const FD_TYPE_TTY = 11;
 const TTY_TYPE_PTY = 1;
+const TTY_TYPE_CONSOLE = 2;
+const TTY_TYPE_VT = 3;
 const TTY_TYPE_CTTY = 4;
 const TIOCGPTN = 0x80045430;
 const TIOCSPTLCK = 0x40045431;
@@ -77,11 +79,32 @@ function infoOf(ctx: RestoreContext, tf: Msg, what: string): Msg {
 
 const isMaster = (info: Msg) => Number(info.type) === TTY_TYPE_PTY && Number(info.id) % 2 === 1;
 const isCtty = (info: Msg) => Number(info.type) === TTY_TYPE_CTTY;
+const isConsoleOrVt = (info: Msg) => Number(info.type) === TTY_TYPE_CONSOLE || Number(info.type) === TTY_TYPE_VT;
+
+/** Where a console or virtual terminal is opened (checkpoint/tty.ts consoleOrVtPath); rdev in the kernel's encoding. */
+function consoleOrVtPath(info: Msg): string {
+  const rdev = Number(info.rdev ?? 0);
+  return Number(info.type) === TTY_TYPE_CONSOLE ? '/dev/console' : `/dev/tty${rdev & 0xfffff}`;
+}
 const indexOf = (info: Msg) => Number((info.pty as Msg).index);
 
 /** Preflight: every pty the tree needs must have a free index here. */
 export function ttyProblems(ctx: RestoreContext): string[] {
   const problems: string[] = [];
+  for (const info of ttyState(ctx).infos.values()) {
+    if (!isConsoleOrVt(info)) continue;
+    const path = consoleOrVtPath(info);
+    const want = Number(info.rdev ?? 0);
+    let rdev = -1;
+    try {
+      const st = fs.statSync(treePath(ctx, path));
+      if (st.isCharacterDevice()) rdev = (((st.rdev >> 8) & 0xfff) << 20) | ((st.rdev & 0xff) | ((st.rdev >> 12) & 0xfff00));
+    } catch {
+      /* missing */
+    }
+    if (rdev !== want)
+      problems.push(`session ${info.sid}: its controlling terminal ${want >>> 20}:${want & 0xfffff} would be opened as ${path}, which is not that device here`);
+  }
   const seen = new Set<number>();
   for (const t of liveTasks(ctx.set!))
     for (const fdi of t.fds) {
@@ -276,6 +299,17 @@ export async function createPtyPairs(ctx: RestoreContext): Promise<Buffer | unde
     const sid = Number(info.sid ?? 0);
     if (sid && isMaster(info) && st.pairs.has(indexOf(info)) && pids.has(sid)) recs.push([sid, indexOf(info)]);
   }
+  for (const info of st.infos.values()) {
+    const sid = Number(info.sid ?? 0);
+    if (!isConsoleOrVt(info) || !pids.has(sid)) continue;
+    // Opened here without becoming ours; the leader's stub inherits the fd and takes it with TIOCSCTTY.
+    const b = new Batch();
+    const path = consoleOrVtPath(info);
+    b.call('openat', [AT_FDCWD, b.str(path), O_RDWR | O_NOCTTY | O_CLOEXEC, 0], `open ${path}, the controlling terminal of session ${sid}`);
+    const fd = Number((await runLocal(ctx.restorer!, b, path)).results[0]);
+    ctx.restorerFds.push(fd);
+    recs.push([sid, -(fd + 1)]);
+  }
   if (!recs.length) return undefined;
   const b = Buffer.alloc(4 + 8 * recs.length);
   b.writeUInt32LE(recs.length, 0);
@@ -300,21 +334,25 @@ export async function restoreControllingTerminals(ctx: RestoreContext): Promise<
       ctx.warnings.push({ pid: sid, message: `pty ${indexOf(info)} was the controlling terminal of session ${sid}, whose leader is not in the tree: left without a session` });
       continue;
     }
-    await takeTerminal(ctx, leader, indexOf(info), Number(info.pgrp ?? 0), id);
+    await takeTerminal(ctx, leader, `/dev/pts/${indexOf(info)}`, Number(info.pgrp ?? 0), id);
+  }
+  for (const [id, info] of st.infos) {
+    const leader = tasks.find((t) => t.pid === Number(info.sid ?? 0));
+    if (isConsoleOrVt(info) && leader) await takeTerminal(ctx, leader, consoleOrVtPath(info), Number(info.pgrp ?? 0), id);
   }
 }
 
-async function takeTerminal(ctx: RestoreContext, t: TaskImage, index: number, pgrp: number, infoId: number): Promise<void> {
+async function takeTerminal(ctx: RestoreContext, t: TaskImage, path: string, pgrp: number, infoId: number): Promise<void> {
   const b = new Batch();
-  // Opening the slave without O_NOCTTY in a session leader without a terminal makes it the controlling one.
-  const fd = b.call('openat', [AT_FDCWD, b.str(`/dev/pts/${index}`), O_RDWR | O_CLOEXEC, 0], `open /dev/pts/${index} in the session leader`);
-  b.call('ioctl', [fd, TIOCSCTTY, 0], `make pty ${index} the controlling terminal of session ${t.pid}`);
-  if (pgrp) b.call('ioctl', [fd, TIOCSPGRP, b.data(int32(pgrp))], `foreground process group ${pgrp} of pty ${index}`);
-  b.call('close', [fd], `close the extra /dev/pts/${index}`);
+  // Opening the terminal without O_NOCTTY in a session leader without one makes it the controlling one.
+  const fd = b.call('openat', [AT_FDCWD, b.str(path), O_RDWR | O_CLOEXEC, 0], `open ${path} in the session leader`);
+  b.call('ioctl', [fd, TIOCSCTTY, 0], `make ${path} the controlling terminal of session ${t.pid}`);
+  if (pgrp) b.call('ioctl', [fd, TIOCSPGRP, b.data(int32(pgrp))], `foreground process group ${pgrp} of ${path}`);
+  b.call('close', [fd], `close the extra ${path}`);
   try {
     await runBatch(ctx.restorer!, t.pid, b);
   } catch (err) {
-    throw new GodwitError(`task ${t.pid}: cannot make pty ${index} (tty info ${infoId}) its controlling terminal again`, { cause: err });
+    throw new GodwitError(`task ${t.pid}: cannot make ${path} (tty info ${infoId}) its controlling terminal again`, { cause: err });
   }
 }
 

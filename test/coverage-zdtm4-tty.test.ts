@@ -125,3 +125,11 @@ test('aio snapshot: the running rings are left as they were', async () => {
   await fx.snapshot(w);
   expect(await w.verify()).toEqual({ pass: true, detail: 'PASS' });
 });
+
+test.each([true, false])('files --terminals 2 (new pid namespace: %s): a session whose controlling terminal is a virtual terminal gets it back', async (newPidns) => {
+  const w = await fx.start('files', ['--terminals', '2']);
+  const leader = w.pids[1];
+  const { dir } = await fx.cycle(w, { newPidns });
+  expect(entries(dir, 'tty-info.img').filter((e) => e.type === 3)).toMatchObject([{ sid: leader, rdev: (4 << 20) | 5 }]);
+  expect(await w.verify()).toEqual({ pass: true, detail: 'PASS' });
+});
