@@ -59,13 +59,13 @@ export function inspectTree(tree: Tree, ns: NamespaceIds): PreflightResult {
         problems.push({ pid: p.pid, where: 'process', kind: (err as Error).message.replace(/^pid \d+ /, '') });
       }
       for (const where of ['cwd', 'root']) {
-        const dead = deadProcPath(readLinkOrEmpty(`/proc/${p.pid}/${where}`));
+        const dead = deadProcPath(p.pid, readLinkOrEmpty(`/proc/${p.pid}/${where}`));
         if (dead) problems.push({ pid: p.pid, where, kind: dead });
       }
       for (const fd of listProcNumbers(p.pid, 'fd')) {
         try {
           const c = classifyFd(p.pid, fd, sockets);
-          const dead = deadProcPath(c.link);
+          const dead = deadProcPath(p.pid, c.link);
           if (dead) problems.push({ pid: p.pid, where: `fd ${fd}`, kind: dead });
           if (c.kind === 'reg' && isConsoleOrVt(c.proc.stat.rdev) && BigInt(readStat(p.pid).ttyNr) === c.proc.stat.rdev) {
             const bad = consoleCttyProblem(tree, p.pid, c.proc.stat.rdev);
@@ -136,9 +136,10 @@ export function inspectTree(tree: Tree, ns: NamespaceIds): PreflightResult {
  * A /proc/PID path of a process that has exited: restore could only open it again through a process made with
  * that pid for the purpose (CRIU's PROCFS remap), which godwit does not do; refused rather than failing at restore.
  */
-function deadProcPath(link: string): string | null {
+function deadProcPath(pid: number, link: string): string | null {
   const m = /^\/proc\/(\d+)(?:\/|$| \(deleted\)$)/.exec(link);
-  if (!m || fs.existsSync(`/proc/${m[1]}`)) return null;
+  // Looked up through the holder's root too: the /proc it sees (a container's, with its own pids).
+  if (!m || fs.existsSync(`/proc/${pid}/root/proc/${m[1]}`) || fs.existsSync(`/proc/${m[1]}`)) return null;
   return `${link}: a /proc file of process ${m[1]}, which has exited (re-creating a dead pid's /proc entries is not supported)`;
 }
 
