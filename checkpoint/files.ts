@@ -205,9 +205,11 @@ const GHOST_CHUNK = 1 << 20;
 function dumpGhost(ctx: CollectContext, pid: number, c: FdClass, fileId: number, path: string): void {
   const st = c.proc.stat;
   const ghostId = ghostFor(ctx, st, () => {
-    const dir = (st.mode & 0o170000n) === 0o040000n; // an open removed directory (zdtm rmdir_open): made again, empty
-    if ((st.mode & 0o170000n) !== 0o100000n && !dir)
-      throw new GodwitError(`pid ${pid} fd ${c.fd}: deleted ${path} is neither a regular file nor a directory: cannot be checkpointed yet`);
+    const type = st.mode & 0o170000n;
+    // An open removed directory (zdtm rmdir_open) or device node (zdtm deleted_dev): made again, nothing in it.
+    const dir = type === 0o040000n || type === 0o020000n || type === 0o060000n;
+    if (type !== 0o100000n && !dir)
+      throw new GodwitError(`pid ${pid} fd ${c.fd}: deleted ${path} is neither a regular file, a directory nor a device node: cannot be checkpointed yet`);
     if (st.size > BigInt(ctx.ghostLimit))
       throw new GodwitError(
         `pid ${pid} fd ${c.fd}: deleted file ${path} holds ${st.size} bytes, more than the ghost limit of ${ctx.ghostLimit}; raise --ghost-limit`,

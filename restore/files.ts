@@ -185,6 +185,12 @@ async function openGhost(ctx: RestoreContext, id: number, name: string, flags: n
     keepers.set(remapId, dir);
     return dir;
   }
+  const type = Number(g.mode ?? 0) & 0o170000;
+  if (type === 0o020000 || type === 0o060000) {
+    const dev = await openGhostDevice(ctx, where, flags, g);
+    keepers.set(remapId, dev);
+    return dev;
+  }
   const w = await openInRestorer(ctx, where, O_RDWR | O_CREAT | O_EXCL, undefined, Number(g.mode ?? 0o600) & 0o7777);
   let keep = false;
   try {
@@ -201,6 +207,23 @@ async function openGhost(ctx: RestoreContext, id: number, name: string, flags: n
     const u = new Batch();
     u.call('unlinkat', [AT_FDCWD, u.str(where), 0], `delete ${where} again`);
     await runLocal(ctx.restorer!, u, 'ghost file');
+  }
+}
+
+/** A device node removed before the dump (zdtm deleted_dev): made again with its device, opened, removed again. */
+async function openGhostDevice(ctx: RestoreContext, where: string, flags: number, g: Msg): Promise<number> {
+  const rdev = Number(g.rdev ?? 0); // st_rdev as stat gave it (CRIU's odev), what mknod takes
+  const mk = new Batch();
+  mk.call('mknodat', [AT_FDCWD, mk.str(where), Number(g.mode), rdev], `make the removed device node ${where} (${(rdev >> 8) & 0xfff}:${(rdev & 0xff) | ((rdev >> 12) & 0xfff00)}) again`);
+  await runLocal(ctx.restorer!, mk, 'removed device node');
+  try {
+    const fd = await openInRestorer(ctx, where, flags);
+    await setGhostAttrs(ctx, fd, where, g);
+    return fd;
+  } finally {
+    const u = new Batch();
+    u.call('unlinkat', [AT_FDCWD, u.str(where), 0], `remove ${where} again`);
+    await runLocal(ctx.restorer!, u, 'removed device node');
   }
 }
 

@@ -133,3 +133,11 @@ test.each([true, false])('files --terminals 2 (new pid namespace: %s): a session
   expect(entries(dir, 'tty-info.img').filter((e) => e.type === 3)).toMatchObject([{ sid: leader, rdev: (4 << 20) | 5 }]);
   expect(await w.verify()).toEqual({ pass: true, detail: 'PASS' });
 });
+
+test('ghosts --device 1: a removed device node held open is made again with its device and mode, then removed', async () => {
+  const w = await fx.start('ghosts', ['--device', '1']);
+  const { dir } = await fx.cycle(w, { newPidns: false });
+  const ghosts = fs.readdirSync(dir).filter((f) => f.startsWith('ghost-file-')).flatMap((f) => entries(dir, f));
+  expect(ghosts.filter((g) => (Number(g.mode) & 0o170000) === 0o020000)).toMatchObject([{ rdev: (1 << 8) | 5 }]);
+  expect(await w.verify()).toEqual({ pass: true, detail: 'PASS' });
+});
