@@ -52,6 +52,13 @@ export function minor(rdev: bigint): number {
 }
 
 /** A device number in the kernel's internal layout (major << 20 | minor), as CRIU images store it. */
+/** /dev/console (5:1) or a virtual terminal /dev/ttyN (4:0-63; 4:64 and up are serial ports). */
+export function isConsoleOrVt(rdev: bigint): boolean {
+  const maj = major(rdev);
+  const min = minor(rdev);
+  return (maj === 5 && min === 1) || (maj === 4 && min < 64);
+}
+
 export function kernelDev(dev: bigint): number {
   return ((major(dev) << 20) | minor(dev)) >>> 0;
 }
@@ -168,7 +175,12 @@ export function classifyFd(pid: number, fd: number, sockets: SocketTables): FdCl
     if (major(proc.stat.rdev) === MEM_MAJOR) return out('reg');
     const maj = major(proc.stat.rdev);
     // Unix98 ptys (/dev/ptmx masters, /dev/pts/N slaves): tty.ts; preflight checks that both ends are in the tree.
-    if ((maj === 5 && minor(proc.stat.rdev) === 2) || (maj >= 136 && maj <= 143)) return out('tty', `pty ${link}`);
+    // /dev/tty (5:0) too: it stands for the holder's controlling terminal, which preflight checks is such a pty.
+    if ((maj === 5 && minor(proc.stat.rdev) <= 2 && minor(proc.stat.rdev) !== 1) || (maj >= 136 && maj <= 143))
+      return out('tty', `pty ${link}`);
+    // A console (5:1) or virtual terminal (4:0-63) is a device that outlives its users, its settings kept with it:
+    // reopened by path like /dev/null (never as a controlling terminal: preflight refuses that one).
+    if (isConsoleOrVt(proc.stat.rdev)) return out('reg');
     const isTty = maj === 4 || maj === 5 || maj === 136 || (maj >= 128 && maj < 144);
     return out('unsupported', `${isTty ? 'tty' : 'character device'} ${link}`);
   }

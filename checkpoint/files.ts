@@ -20,7 +20,7 @@ import { dumpPidfd } from './pidfd';
 import { dumpSignalfd } from './signalfd';
 import { dumpTimerfd } from './timerfd';
 import { dumpInotify } from './inotify';
-import { dumpTtyFd } from './tty';
+import { dumpConsoleTerminal, dumpTtyFd } from './tty';
 import { dumpFileLocks } from './filelocks';
 import { dumpNsFile } from './nsfiles';
 
@@ -60,6 +60,7 @@ export function listFds(ctx: CollectContext, pid: number): FdClass[] {
 export async function dumpFiles(ctx: CollectContext, pid: number, filesId: number, unixFds: UnixFd[]): Promise<FdRecord[]> {
   const out: FdRecord[] = [];
   ctx.images.touch('FDINFO', filesId);
+  dumpConsoleTerminal(ctx, pid);
   for (const c of listFds(ctx, pid)) {
     if (c.kind === 'unsupported')
       throw new GodwitError(`pid ${pid} fd ${c.fd}: ${c.what} (${c.link}) cannot be checkpointed yet`);
@@ -99,7 +100,7 @@ export async function dumpFiles(ctx: CollectContext, pid: number, filesId: numbe
         fileId = dumpTimerfd(ctx, pid, c, info);
         break;
       case 'inotify':
-        fileId = dumpInotify(ctx, pid, c, info);
+        fileId = await dumpInotify(ctx, pid, c, info);
         break;
       case 'memfd':
         fileId = ctx.shmem.addFd(ctx, pid, c, info);
@@ -163,7 +164,7 @@ async function dumpRegularFd(ctx: CollectContext, pid: number, c: FdClass, info:
  */
 async function dumpLinkRemap(ctx: CollectContext, pid: number, c: FdClass, fileId: number, path: string): Promise<void> {
   const st = c.proc.stat;
-  const where = `${path.slice(0, path.lastIndexOf('/') + 1)}.godwit-link-remap.${st.ino}`;
+  const where = `${linkRemapDir(path)}/.godwit-link-remap.${st.ino}`;
   const key = `link:${st.dev}:${st.ino}`;
   if (!ctx.ghosts.has(key)) {
     try {
@@ -180,6 +181,16 @@ async function dumpLinkRemap(ctx: CollectContext, pid: number, c: FdClass, fileI
   addRemap(ctx, fileId, ctx.ghosts.get(key)!, REMAP_TYPE.LINKED);
 }
 
+/**
+ * Where the link-remap name goes: beside the old name, or, when its directory was removed too (zdtm
+ * unlink_regular00), in the nearest ancestor still there (linkat fails with EXDEV if that is on another mount).
+ */
+function linkRemapDir(path: string): string {
+  let dir = path.slice(0, path.lastIndexOf('/')) || '/';
+  while (dir !== '/' && !statOrNull(dir)?.isDirectory()) dir = dir.slice(0, dir.lastIndexOf('/')) || '/';
+  return dir === '/' ? '' : dir;
+}
+
 function statOrNull(p: string): fs.BigIntStats | null {
   try {
     return fs.statSync(p, { bigint: true });
@@ -194,9 +205,11 @@ const GHOST_CHUNK = 1 << 20;
 function dumpGhost(ctx: CollectContext, pid: number, c: FdClass, fileId: number, path: string): void {
   const st = c.proc.stat;
   const ghostId = ghostFor(ctx, st, () => {
-    const dir = (st.mode & 0o170000n) === 0o040000n; // an open removed directory (zdtm rmdir_open): made again, empty
-    if ((st.mode & 0o170000n) !== 0o100000n && !dir)
-      throw new GodwitError(`pid ${pid} fd ${c.fd}: deleted ${path} is neither a regular file nor a directory: cannot be checkpointed yet`);
+    const type = st.mode & 0o170000n;
+    // An open removed directory (zdtm rmdir_open) or device node (zdtm deleted_dev): made again, nothing in it.
+    const dir = type === 0o040000n || type === 0o020000n || type === 0o060000n;
+    if (type !== 0o100000n && !dir)
+      throw new GodwitError(`pid ${pid} fd ${c.fd}: deleted ${path} is neither a regular file, a directory nor a device node: cannot be checkpointed yet`);
     if (st.size > BigInt(ctx.ghostLimit))
       throw new GodwitError(
         `pid ${pid} fd ${c.fd}: deleted file ${path} holds ${st.size} bytes, more than the ghost limit of ${ctx.ghostLimit}; raise --ghost-limit`,

@@ -72,14 +72,18 @@ export class FileTable {
    * A regular file, directory or memory char device. `openFlags` are the description's flags (0 for mapped
    * files, cwd and root, as CRIU writes them).
    */
-  regular(path: string, st: fs.BigIntStats, openFlags: number, pos: bigint, key?: string): number {
+  /**
+   * withBuildId: read the ELF build-id (executables and mapped files only). Reading it opens the file by path,
+   * which inotify and fanotify watchers see (the tree's own among them: an IN_OPEN event queued by the dump).
+   */
+  regular(path: string, st: fs.BigIntStats, openFlags: number, pos: bigint, key?: string, withBuildId = false): number {
     const k = key ?? `reg:${st.dev}:${st.ino}:${openFlags}:${pos}:${path}`;
     return this.add(k, (id) => {
       const reg: Entry = { id, flags: openFlags & ~O_CLOEXEC, pos, fown: fown(), name: path };
       const type = st.mode & 0o170000n;
       if (type === 0o100000n) reg.size = st.size;
       reg.mode = Number(st.mode);
-      if (type === 0o100000n) {
+      if (type === 0o100000n && withBuildId) {
         const bid = readBuildId(path);
         if (bid) reg.build_id = bid;
       }

@@ -8,6 +8,8 @@ import { REMAP_TYPE } from './filetable';
  * content, added once per inode however many fds and working directories hold it, so that restore makes one
  * inode for all of them. `content` runs only for the first holder. Returns the ghost's id.
  */
+const isDevice = (mode: bigint) => (mode & 0o170000n) === 0o020000n || (mode & 0o170000n) === 0o060000n;
+
 export function ghostFor(ctx: CollectContext, st: FdClass['proc']['stat'], content: () => Buffer): number {
   const key = `${st.dev}:${st.ino}`;
   let ghostId = ctx.ghosts.get(key);
@@ -20,6 +22,8 @@ export function ghostFor(ctx: CollectContext, st: FdClass['proc']['stat'], conte
   ctx.images.add('GHOST_FILE', ghostId, {
     uid: Number(st.uid), gid: Number(st.gid), mode: Number(st.mode), dev: kernelDev(st.dev), ino: st.ino,
     atim: tv(st.atimeNs), mtim: tv(st.mtimeNs), size: BigInt(data.length),
+    // A device node's device, made again with mknod: st_rdev as stat gives it, as CRIU stores it (odev).
+    ...(isDevice(st.mode) ? { rdev: Number(st.rdev & 0xffffffffn) } : {}),
   }, data);
   return ghostId;
 }

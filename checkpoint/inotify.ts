@@ -2,6 +2,7 @@
  * inotify: each watch (fdinfo "inotify wd:" lines) with the watched inode's file handle, which restore opens
  * with open_by_handle_at to find the path again.
  */
+import { GodwitError } from '../util/errors';
 import type { CollectContext } from './context';
 import type { FdClass } from './fdkinds';
 import type { ProcFdInfo } from './proc/fdinfo';
@@ -17,7 +18,16 @@ function handleWords(b: Buffer | undefined): bigint[] {
   return out;
 }
 
-export function dumpInotify(ctx: CollectContext, pid: number, c: FdClass, info: ProcFdInfo): number {
+const FIONREAD = 0x541b;
+
+/**
+ * Events queued and not yet read are refused: reading them empties the queue, and nothing can put them back (here,
+ * for a --leave-running dump, or in the restored inotify), so they would be lost without a word.
+ */
+export async function dumpInotify(ctx: CollectContext, pid: number, c: FdClass, info: ProcFdInfo): Promise<number> {
+  const queued = (await ctx.helper.fdQuery({ pid, fd: c.fd, kind: 'ioctl', cmd: FIONREAD, argLen: 4 })).data.readInt32LE(0);
+  if (queued > 0)
+    throw new GodwitError(`pid ${pid} fd ${c.fd}: inotify holds ${queued} bytes of events not read yet, which cannot be queued again at restore (not supported: read them first)`);
   const flags = info.flags & ~O_CLOEXEC;
   return ctx.files.add(`inotify:${c.proc.stat.ino}:${pid}:${c.fd}`, (id) => ({
     type: FD_TYPES.INOTIFY,

@@ -14,6 +14,7 @@ import type { ProcStat } from './proc/stat';
 import { buildMappings, Mapping, VMA_AREA_GUARD, VMA_AREA_VSYSCALL, VmaEntry } from './vma';
 import { collectPageRanges, GuardRegion, PageRange, PageStats, scanPageRanges, withoutGuards } from './pageranges';
 import { setSharedPages } from './memreader';
+import { aioRings } from './aio';
 
 /**
  * Processes with at least this much private memory (smaps' anonymous + swapped) get their page ranges from
@@ -57,7 +58,7 @@ export function inspectMappings(pid: number): Mapping[] {
 }
 
 export async function collectMemory(ctx: CollectContext, pid: number, stat: ProcStat, dumpable: number): Promise<ProcessMemory> {
-  const mappings = buildMappings(pid, readSmaps(pid), (path, st) => ctx.files.regular(path, st, 0, 0n));
+  const mappings = buildMappings(pid, readSmaps(pid), (path, st) => ctx.files.regular(path, st, 0, 0n, undefined, true));
   for (const m of mappings)
     if (m.unsupported)
       throw new GodwitError(
@@ -67,7 +68,7 @@ export async function collectMemory(ctx: CollectContext, pid: number, stat: Proc
   let exeId = 0;
   try {
     const exe = fs.readlinkSync(procPath(pid, 'exe'), 'latin1').replace(/ \(deleted\)$/, '');
-    exeId = ctx.files.regular(exe, fs.statSync(procPath(pid, 'exe'), { bigint: true }), 0, 0n);
+    exeId = ctx.files.regular(exe, fs.statSync(procPath(pid, 'exe'), { bigint: true }), 0, 0n, undefined, true);
   } catch (err) {
     throw new GodwitError(`pid ${pid}: cannot read its executable (/proc/${pid}/exe)`, { cause: err });
   }
@@ -113,6 +114,7 @@ export async function collectMemory(ctx: CollectContext, pid: number, stat: Proc
     mm_saved_auxv: readAuxv(pid),
     vmas: [...mappings.map((m) => m.entry), ...guards.map(guardEntry)],
     dumpable,
+    aios: aioRings(pid, mappings),
     thp_disabled: false, // from /proc/PID/status, set by collect.ts
   };
   return { mappings, ranges, stats, mm };

@@ -6,7 +6,7 @@
  */
 import * as fs from 'node:fs';
 import { Pagemap, PAGE_SIZE, PM_EXCLUSIVE, PM_FILE, PM_GUARD_REGION, PM_PFN_MASK, PM_PRESENT, PM_SWAP } from './proc/pagemap';
-import { canBeLazy, dumpsPrivatePages, Mapping, VMA_ANON_PRIVATE } from './vma';
+import { canBeLazy, dumpsPrivatePages, Mapping, VMA_ANON_PRIVATE, VMA_AREA_AIORING } from './vma';
 
 /**
  * The kernel's PAGEMAP_SCAN (through the helper): regions of present or swapped pages of the given ranges,
@@ -91,7 +91,7 @@ export function collectPageRanges(pagemap: Pagemap, mappings: Mapping[]): { rang
   for (const m of mappings) {
     const e = m.entry;
     if (!dumpsPrivatePages(e)) continue;
-    const anon = (e.status & VMA_ANON_PRIVATE) !== 0;
+    const anon = (e.status & (VMA_ANON_PRIVATE | VMA_AREA_AIORING)) !== 0; // an AIO ring's pages are the aio file's
     const flags = PE_PRESENT | (canBeLazy(e) ? PE_LAZY : 0);
     // The real start (the image entry may include a grows-down guard page).
     const start = Number(m.proc.start);
@@ -151,8 +151,9 @@ export function collectPageRanges(pagemap: Pagemap, mappings: Mapping[]): { rang
 export async function scanPageRanges(pid: number, mappings: Mapping[], scan: PresentPagesScan): Promise<{ ranges: PageRange[]; stats: PageStats }> {
   const dumped = mappings.filter((m) => dumpsPrivatePages(m.entry));
   const span = (m: Mapping) => ({ start: Number(m.proc.start), end: Number(m.proc.end) });
-  const anon = dumped.filter((m) => (m.entry.status & VMA_ANON_PRIVATE) !== 0);
-  const file = dumped.filter((m) => (m.entry.status & VMA_ANON_PRIVATE) === 0);
+  const anonLike = (m: Mapping) => (m.entry.status & (VMA_ANON_PRIVATE | VMA_AREA_AIORING)) !== 0;
+  const anon = dumped.filter(anonLike);
+  const file = dumped.filter((m) => !anonLike(m));
   const [a, f] = await Promise.all([
     anon.length ? scan(pid, anon.map(span), true) : { regions: [] },
     file.length ? scan(pid, file.map(span), false) : { regions: [] },

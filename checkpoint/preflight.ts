@@ -4,15 +4,16 @@
  */
 import * as fs from 'node:fs';
 import { GodwitError } from '../util/errors';
-import { classifyFd, kernelDev, SocketTables } from './fdkinds';
+import { classifyFd, isConsoleOrVt, kernelDev, SocketTables } from './fdkinds';
 import { unsupportedInetState } from './inet';
 import { estimatePageBytes, inspectMappings } from './memory';
 import { NamespaceIds } from './namespaces';
 import { isNoEntry, listProcNumbers } from './proc/read';
 import { readStatus } from './proc/status';
+import { readStat } from './proc/stat';
 import type { Tree } from './tree';
 import { readFdInfo } from './proc/fdinfo';
-import { devptsOf, ptyOf } from './tty';
+import { consoleOrVtPath, cttyIndex, devptsOf, isCtty, isHungUpSlave, ptyOf } from './tty';
 import { nsFileProblem } from './nsfiles';
 
 export interface Problem {
@@ -37,7 +38,7 @@ export function inspectTree(tree: Tree, ns: NamespaceIds): PreflightResult {
   let estimatedPageBytes = 0;
   const sockets = new SocketTables();
   const masters = new Set<number>();
-  const slaves: { pid: number; fd: number; index: number; link: string; dev: bigint }[] = [];
+  const slaves: { pid: number; fd: number; index: number; link: string; dev?: bigint }[] = [];
   let rootDev: number | undefined;
   for (const p of tree.processes) {
     if (p.zombie) continue;
@@ -57,17 +58,30 @@ export function inspectTree(tree: Tree, ns: NamespaceIds): PreflightResult {
       } catch (err) {
         problems.push({ pid: p.pid, where: 'process', kind: (err as Error).message.replace(/^pid \d+ /, '') });
       }
+      for (const where of ['cwd', 'root']) {
+        const dead = deadProcPath(p.pid, readLinkOrEmpty(`/proc/${p.pid}/${where}`));
+        if (dead) problems.push({ pid: p.pid, where, kind: dead });
+      }
       for (const fd of listProcNumbers(p.pid, 'fd')) {
         try {
           const c = classifyFd(p.pid, fd, sockets);
+          const dead = deadProcPath(p.pid, c.link);
+          if (dead) problems.push({ pid: p.pid, where: `fd ${fd}`, kind: dead });
+          if (c.kind === 'reg' && isConsoleOrVt(c.proc.stat.rdev) && BigInt(readStat(p.pid).ttyNr) === c.proc.stat.rdev) {
+            const bad = consoleCttyProblem(tree, p.pid, c.proc.stat.rdev);
+            if (bad) problems.push({ pid: p.pid, where: `fd ${fd}`, kind: `${c.link}: ${bad}` });
+          }
           if (c.kind === 'unsupported') problems.push({ pid: p.pid, where: `fd ${fd}`, kind: `${c.what} (${c.link})` });
           const nsBad = c.kind === 'nsfile' ? nsFileProblem(ns, c.link) : undefined;
           if (nsBad) problems.push({ pid: p.pid, where: `fd ${fd}`, kind: nsBad });
           if (c.kind === 'tty') {
-            const pty = ptyOf(c, readFdInfo(p.pid, fd));
-            if (!pty) problems.push({ pid: p.pid, where: `fd ${fd}`, kind: `terminal ${c.link} (not a Unix98 pty)` });
+            const ctty = isCtty(c) ? cttyIndex(p.pid) : undefined;
+            const pty = ctty !== undefined ? (ctty === null ? null : { side: 'slave', index: ctty }) : ptyOf(c, readFdInfo(p.pid, fd));
+            if (ctty === null) problems.push({ pid: p.pid, where: `fd ${fd}`, kind: `${c.link} of a process whose controlling terminal is not a Unix98 pty` });
+            else if (!pty) problems.push({ pid: p.pid, where: `fd ${fd}`, kind: `terminal ${c.link} (not a Unix98 pty)` });
             else if (pty.side === 'master') masters.add(pty.index);
-            else slaves.push({ pid: p.pid, fd, index: pty.index, link: c.link, dev: c.proc.stat.dev });
+            // /dev/tty lives on /dev, not devpts: its terminal is the process's own, in the tree's view.
+            else slaves.push({ pid: p.pid, fd, index: pty.index, link: c.link, dev: ctty !== undefined ? undefined : c.proc.stat.dev });
           }
           if (c.kind === 'inotify') {
             // Restore finds a watched inode by its file handle, opened on the root filesystem the tree sees:
@@ -107,12 +121,55 @@ export function inspectTree(tree: Tree, ns: NamespaceIds): PreflightResult {
   // mounts) or the host's.
   const devpts = devptsOf(tree.root);
   for (const s of slaves) {
-    if (s.dev !== devpts)
+    if (s.dev !== undefined && s.dev !== devpts)
       problems.push({ pid: s.pid, where: `fd ${s.fd}`, kind: `pty ${s.link} of another devpts instance (not supported yet)` });
-    else if (!masters.has(s.index))
+    else if (isHungUpSlave(s.link)) {
+      if (masters.has(s.index))
+        problems.push({ pid: s.pid, where: `fd ${s.fd}`, kind: `terminal ${s.link} whose master was closed, while pty ${s.index} of the tree has that index again (not supported)` });
+    } else if (!masters.has(s.index))
       problems.push({ pid: s.pid, where: `fd ${s.fd}`, kind: `terminal ${s.link} whose master is outside the tree (a shell job: start it with its own pty or redirect its stdio; not supported yet)` });
   }
   return { problems, estimatedPageBytes };
+}
+
+/**
+ * A /proc/PID path of a process that has exited: restore could only open it again through a process made with
+ * that pid for the purpose (CRIU's PROCFS remap), which godwit does not do; refused rather than failing at restore.
+ */
+function deadProcPath(pid: number, link: string): string | null {
+  const m = /^\/proc\/(\d+)(?:\/|$| \(deleted\)$)/.exec(link);
+  // Looked up through the holder's root too: the /proc it sees (a container's, with its own pids).
+  if (!m || fs.existsSync(`/proc/${pid}/root/proc/${m[1]}`) || fs.existsSync(`/proc/${m[1]}`)) return null;
+  return `${link}: a /proc file of process ${m[1]}, which has exited (re-creating a dead pid's /proc entries is not supported)`;
+}
+
+/**
+ * A console or virtual terminal that is pid's controlling terminal comes back through its session leader, which
+ * takes it while it is made (checkpoint/tty.ts dumpConsoleTerminal): the leader must be in the tree, and the
+ * device's usual path must be the device.
+ */
+function consoleCttyProblem(tree: Tree, pid: number, rdev: bigint): string | null {
+  const sid = readStat(pid).sid;
+  if (!tree.processes.some((q) => q.pid === sid && !q.zombie))
+    return `a console or virtual terminal that is the controlling terminal of session ${sid}, whose leader is not in the tree (not supported)`;
+  const path = consoleOrVtPath(rdev);
+  let st: fs.BigIntStats | undefined;
+  try {
+    st = fs.statSync(path, { bigint: true });
+  } catch {
+    /* missing */
+  }
+  if (!st?.isCharacterDevice() || st.rdev !== rdev)
+    return `the controlling terminal of session ${sid}, which restore would open as ${path}: that is not the device here (not supported)`;
+  return null;
+}
+
+function readLinkOrEmpty(path: string): string {
+  try {
+    return fs.readlinkSync(path);
+  } catch {
+    return '';
+  }
 }
 
 const SYS_CLONE = 56;

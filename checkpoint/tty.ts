@@ -6,16 +6,18 @@
  * frozen.
  *
  * Refused, with the pid and fd: a slave whose master is outside the tree (a shell's terminal: the process is a
- * "shell job"), ptys of a devpts instance other than the tree's /dev/pts, /dev/tty, consoles, virtual and serial terminals, and a pty
- * holding unread bytes (in-flight terminal data is not carried yet).
+ * "shell job"; one whose master was closed is carried, hung up), ptys of a devpts instance other than the tree's /dev/pts, consoles, virtual and serial terminals, /dev/tty
+ * of a process whose controlling terminal is not such a pty.
+ * Bytes queued in a pair are carried in tty-data.img (`dumpQueuedBytes`).
  */
 import * as fs from 'node:fs';
 import { GodwitError } from '../util/errors';
 import type { CollectContext } from './context';
 import type { FdClass } from './fdkinds';
-import { major, minor, kernelDev } from './fdkinds';
+import { isConsoleOrVt, major, minor, kernelDev } from './fdkinds';
 import { FD_TYPES, fown, O_CLOEXEC } from './filetable';
 import type { ProcFdInfo } from './proc/fdinfo';
+import { readStat } from './proc/stat';
 
 export const PTMX_MAJOR = 5;
 export const PTMX_MINOR = 2;
@@ -24,6 +26,13 @@ export const PTS_MAJOR_FIRST = 136;
 export const PTS_MAJOR_LAST = 143;
 
 const TTY_TYPE_PTY = 1;
+const TTY_TYPE_CONSOLE = 2;
+const TTY_TYPE_VT = 3;
+const TTY_TYPE_CTTY = 4;
+/** tty_info ids of consoles and virtual terminals that are a session's controlling terminal: base + minor. */
+const CONSOLE_VT_INFO_BASE = 1 << 29;
+/** tty_info ids of /dev/tty files: this base + the pts index of the controlling terminal they stand for. */
+export const CTTY_INFO_BASE = 1 << 30;
 // ioctl numbers (x86_64, asm-generic/ioctls.h)
 const TCGETS2 = 0x802c542a; // struct termios2: 4 flags, c_line, c_cc[19], c_ispeed, c_ospeed
 const TIOCGLCKTRMIOS = 0x5456; // struct termios (36 bytes)
@@ -33,8 +42,6 @@ const TIOCGPKT = 0x80045438;
 const TIOCGEXCL = 0x80045440;
 const TIOCGSID = 0x5429;
 const TIOCGPGRP = 0x540f;
-const TIOCINQ = 0x541b;
-const TIOCOUTQ = 0x5411;
 const NCCS = 19;
 
 export type PtySide = 'master' | 'slave';
@@ -50,6 +57,26 @@ export function ptyOf(c: FdClass, info: ProcFdInfo): { side: PtySide; index: num
   }
   if (maj >= PTS_MAJOR_FIRST && maj <= PTS_MAJOR_LAST) return { side: 'slave', index: (maj - PTS_MAJOR_FIRST) * 256 + minor(rdev) };
   return null;
+}
+
+/** A /dev/tty fd (5:0): it names no terminal of its own, only the holder's controlling terminal. */
+export function isCtty(c: FdClass): boolean {
+  return major(c.proc.stat.rdev) === PTMX_MAJOR && minor(c.proc.stat.rdev) === 0;
+}
+
+/** The pts index of pid's controlling terminal (/proc/PID/stat tty_nr), or null if it has none or another kind. */
+export function cttyIndex(pid: number): number | null {
+  const nr = BigInt(readStat(pid).ttyNr);
+  const maj = major(nr);
+  return maj >= PTS_MAJOR_FIRST && maj <= PTS_MAJOR_LAST ? (maj - PTS_MAJOR_FIRST) * 256 + minor(nr) : null;
+}
+
+/**
+ * A slave whose master was closed: the kernel removed its /dev/pts entry and hung it up (its fds read end of file,
+ * and every ioctl fails with EIO), so it has no settings left to read.
+ */
+export function isHungUpSlave(link: string): boolean {
+  return link.endsWith(' (deleted)');
 }
 
 export function ttyInfoId(index: number, side: PtySide): number {
@@ -98,8 +125,21 @@ function state(ctx: CollectContext): TtyState {
   return s;
 }
 
+/**
+ * The bytes queued in a pair, both ways, into tty-data.img: one entry per direction that holds any, tty_id being
+ * the side that has yet to read them. The helper reads them from the master and a slave of its own and writes
+ * them back (native/src/tty.c): with the slave in canonical mode and none of them a character canonical mode
+ * acts on, they go back as lines; otherwise raw, so a partial line becomes readable at once.
+ */
+async function dumpQueuedBytes(ctx: CollectContext, pid: number, fd: number, index: number): Promise<void> {
+  const { slaveIn, masterIn } = await ctx.helper.ttyQueue(pid, fd);
+  if (slaveIn.length) ctx.images.add('TTY_DATA', undefined, { tty_id: ttyInfoId(index, 'slave'), data: slaveIn });
+  if (masterIn.length) ctx.images.add('TTY_DATA', undefined, { tty_id: ttyInfoId(index, 'master'), data: masterIn });
+}
+
 /** One pty fd: its TTY file entry (and the pair's tty_info entries the first time). Returns the file id. */
 export async function dumpTtyFd(ctx: CollectContext, pid: number, c: FdClass, info: ProcFdInfo): Promise<number> {
+  if (isCtty(c)) return dumpCttyFd(ctx, pid, c, info);
   const pty = ptyOf(c, info);
   if (!pty) throw new GodwitError(`pid ${pid} fd ${c.fd}: ${c.link} is not a pseudo-terminal godwit can dump`);
   const st = state(ctx);
@@ -107,13 +147,15 @@ export async function dumpTtyFd(ctx: CollectContext, pid: number, c: FdClass, in
   const u32 = async (cmd: number) => (await q(cmd)).data.readInt32LE(0);
   const what = `pid ${pid} fd ${c.fd} (${c.link}, pty ${pty.index} ${pty.side})`;
   try {
-    const inq = await u32(TIOCINQ);
-    const outq = await u32(TIOCOUTQ);
-    if (inq || outq)
-      throw new GodwitError(`${what}: holds ${inq} unread and ${outq} unsent bytes; terminal data in flight cannot be checkpointed yet (let the other side read it first)`);
     const id = ttyInfoId(pty.index, pty.side);
+    if (!st.infos.has(id) && pty.side === 'slave' && isHungUpSlave(c.link)) {
+      // No master entry in tty-info.img tells restore to close the master it makes, which hangs the slave up again.
+      st.infos.add(id);
+      ctx.images.add('TTY_INFO', undefined, { id, type: TTY_TYPE_PTY, locked: false, exclusive: false, packet_mode: false, sid: 0, pgrp: 0, rdev: kernelDev(c.proc.stat.rdev), pty: { index: pty.index } });
+    }
     if (!st.infos.has(id)) {
       st.infos.add(id);
+      if (pty.side === 'master') await dumpQueuedBytes(ctx, pid, c.fd, pty.index);
       const t2 = (await q(TCGETS2, 44)).data;
       const lck = (await q(TIOCGLCKTRMIOS, 36)).data;
       const ws = (await q(TIOCGWINSZ, 8)).data;
@@ -158,4 +200,62 @@ export async function dumpTtyFd(ctx: CollectContext, pid: number, c: FdClass, in
     id,
     tty: { id, tty_info_id: ttyInfoId(pty.index, pty.side), flags, fown: fown() },
   }));
+}
+
+/**
+ * A /dev/tty fd: a TTY file whose tty_info (type CTTY, rdev 5:0) names the pts index of the controlling terminal
+ * it reached when opened: restore opens /dev/tty again inside the holder, whose session has that terminal by then.
+ */
+function dumpCttyFd(ctx: CollectContext, pid: number, c: FdClass, info: ProcFdInfo): number {
+  const index = cttyIndex(pid);
+  if (index === null) throw new GodwitError(`pid ${pid} fd ${c.fd}: /dev/tty of a process whose controlling terminal is not a pty`);
+  const st = state(ctx);
+  const infoId = CTTY_INFO_BASE + index;
+  if (!st.infos.has(infoId)) {
+    st.infos.add(infoId);
+    ctx.images.add('TTY_INFO', undefined, {
+      id: infoId,
+      type: TTY_TYPE_CTTY,
+      locked: false,
+      exclusive: false,
+      packet_mode: false,
+      sid: 0,
+      pgrp: 0,
+      rdev: kernelDev(c.proc.stat.rdev),
+      pty: { index },
+    });
+  }
+  const flags = info.flags & ~O_CLOEXEC;
+  return ctx.files.add(`ctty:${index}:${c.proc.stat.ino}:${flags}:${pid}`, (id) => ({
+    type: FD_TYPES.TTY,
+    id,
+    tty: { id, tty_info_id: infoId, flags, fown: fown() },
+  }));
+}
+
+/** The path a console (5:1: /dev/console) or virtual terminal (4:N: /dev/ttyN) is opened by at restore. */
+export function consoleOrVtPath(rdev: bigint): string {
+  return major(rdev) === PTMX_MAJOR ? '/dev/console' : `/dev/tty${minor(rdev)}`;
+}
+
+/**
+ * A session leader whose controlling terminal is a console or virtual terminal (zdtm vt): a tty_info of type
+ * CONSOLE or VT with its session and foreground group. Restore opens the device by its usual path
+ * (consoleOrVtPath) for the leader to take while it is made (preflight checks that path is the device).
+ */
+export function dumpConsoleTerminal(ctx: CollectContext, pid: number): void {
+  const st = readStat(pid);
+  const nr = BigInt(st.ttyNr);
+  if (st.sid !== pid || !nr || !isConsoleOrVt(nr)) return;
+  const vt = major(nr) !== PTMX_MAJOR;
+  ctx.images.add('TTY_INFO', undefined, {
+    id: CONSOLE_VT_INFO_BASE + (vt ? minor(nr) : 64),
+    type: vt ? TTY_TYPE_VT : TTY_TYPE_CONSOLE,
+    locked: false,
+    exclusive: false,
+    packet_mode: false,
+    sid: pid,
+    pgrp: st.tpgid > 0 ? st.tpgid : 0,
+    rdev: kernelDev(nr),
+  });
 }

@@ -154,6 +154,10 @@ export function buildMappings(
       if (name === '[heap]') e.status |= VMA_AREA_HEAP;
       e.flags |= MAP_ANONYMOUS;
       if (v.shared) m.unsupported = 'shared anonymous memory';
+    } else if (name === '/[aio] (deleted)') {
+      // An AIO ring (io_setup): its pages are dumped like private memory (checkpoint/aio.ts records the ring).
+      e.status = VMA_AREA_REGULAR | VMA_AREA_AIORING;
+      e.flags |= MAP_ANONYMOUS;
     } else if (name === '/dev/zero (deleted)' || name.startsWith('/SYSV') || name.startsWith('/memfd:')) {
       // shmem-backed: MAP_SHARED|MAP_ANONYMOUS (shown as /dev/zero), SysV shm, memfd.
       e.status = VMA_AREA_REGULAR | VMA_ANON_SHARED;
@@ -223,6 +227,7 @@ function ownIpcNamespace(pid: number): boolean {
 export function dumpsPrivatePages(e: VmaEntry): boolean {
   if (!(e.status & VMA_AREA_REGULAR)) return false; // vsyscall
   if (e.status & VMA_AREA_VVAR) return false; // kernel data, remapped at restore
+  if (e.status & VMA_AREA_AIORING) return true; // shared with the kernel only: the ring's events, head and tail
   return (e.flags & MAP_PRIVATE) !== 0;
 }
 

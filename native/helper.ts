@@ -890,6 +890,15 @@ export class Helper {
     return { data: buf(r.data), pipeSize: num(r.pipeSize), truncated: !!r.truncated };
   }
 
+  /**
+   * The bytes queued in the pty pair whose master is pid's fd, both ways. Read and written back at once (a tty
+   * cannot be peeked): the pair holds them again afterwards.
+   */
+  async ttyQueue(pid: number, fd: number): Promise<{ slaveIn: Buffer; masterIn: Buffer }> {
+    const r = await this.call('ttyQueue', { pid, fd }, `read the queued bytes of pty master fd ${fd} of pid ${pid}`);
+    return { slaveIn: buf(r.slaveIn), masterIn: buf(r.masterIn) };
+  }
+
   /** The receive queue of pid's unix socket fd, without consuming it. */
   async peekSocket(pid: number, fd: number, maxBytes = 0): Promise<{ packets: QueuedPacket[]; truncated: boolean }> {
     const r = await this.call('peekSocket', { pid, fd, maxBytes }, `peek socket fd ${fd} of pid ${pid}`);

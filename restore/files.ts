@@ -20,7 +20,7 @@ import { createEventfd, createInotify, createSignalfd, createTimerfd } from './a
 import { createEpoll } from './epoll';
 import { createPidfd } from './pidfd';
 import { createMemfdFile } from './shmem';
-import { createTtyFile } from './tty';
+import { createTtyFile, isCttyFile } from './tty';
 
 export const FD_TYPE: Record<number, string> = {
   0: 'UND', 1: 'REG', 2: 'PIPE', 3: 'FIFO', 4: 'INETSK', 5: 'UNIXSK', 6: 'EVENTFD', 7: 'EVENTPOLL', 8: 'INOTIFY',
@@ -52,6 +52,7 @@ export async function openRegularFiles(ctx: RestoreContext): Promise<void> {
       const type = FD_TYPE[Number(f.type)] ?? `type ${f.type}`;
       if (type === 'PIPE' || type === 'UNIXSK' || type === 'FIFO' || type === 'INETSK') continue; // pipes.ts, sockets.ts, inet.ts
       if ((type === 'INOTIFY') !== late) continue;
+      if (type === 'TTY' && isCttyFile(ctx, f)) continue; // tty.ts openCttys, once the tasks can run calls
       const made = await createAnonObject(ctx, id, type, f);
       if (made !== null) {
         ctx.objects.set(id, made);
@@ -63,7 +64,7 @@ export async function openRegularFiles(ctx: RestoreContext): Promise<void> {
       const name = reg.name as string;
       const flags = Number(reg.flags ?? 0) & ~(O_CREAT | O_EXCL | O_TRUNC | O_NOCTTY);
       const remap = ctx.set!.remaps.get(id);
-      const fd = await (remap ? openGhost(ctx, id, name, flags, reg, remap) : openPlain(ctx, name, flags, (reg.pos as bigint | undefined) ?? 0n)).catch((e) => {
+      const fd = await (remap ? openGhost(ctx, id, name, flags, reg, remap) : openPlain(ctx, name, flags, isCharDevice(reg) ? undefined : ((reg.pos as bigint | undefined) ?? 0n))).catch((e) => {
         throw new GodwitError(`task ${t.pid}: cannot reopen fd ${fdi.fd} (${name})`, { cause: e });
       });
       ctx.objects.set(id, fd);
@@ -90,7 +91,12 @@ export function treeProcPath(ctx: RestoreContext, name: string): { pid: number; 
  * same pid on the host; in a new pid namespace the pid the host gives the task, through the host's /proc (the
  * restorer's cwd is the host's root, also inside a container). Non-leader threads there are refused by preflight.
  */
-async function openPlain(ctx: RestoreContext, name: string, flags: number, pos: bigint): Promise<number> {
+/** A character device has no position to set (a terminal's lseek fails with ESPIPE). */
+function isCharDevice(reg: Msg): boolean {
+  return (Number(reg.mode ?? 0) & 0o170000) === 0o020000;
+}
+
+async function openPlain(ctx: RestoreContext, name: string, flags: number, pos: bigint | undefined): Promise<number> {
   const proc = treeProcPath(ctx, name);
   if (!proc || !ctx.opts.newPidns) return openInRestorer(ctx, name, flags, pos);
   return openInRestorer(ctx, `/proc/${await hostPidOf(ctx, proc.pid)}${proc.rest}`, flags, pos, 0, true);
@@ -179,6 +185,12 @@ async function openGhost(ctx: RestoreContext, id: number, name: string, flags: n
     keepers.set(remapId, dir);
     return dir;
   }
+  const type = Number(g.mode ?? 0) & 0o170000;
+  if (type === 0o020000 || type === 0o060000) {
+    const dev = await openGhostDevice(ctx, where, flags, g);
+    keepers.set(remapId, dev);
+    return dev;
+  }
   const w = await openInRestorer(ctx, where, O_RDWR | O_CREAT | O_EXCL, undefined, Number(g.mode ?? 0o600) & 0o7777);
   let keep = false;
   try {
@@ -195,6 +207,23 @@ async function openGhost(ctx: RestoreContext, id: number, name: string, flags: n
     const u = new Batch();
     u.call('unlinkat', [AT_FDCWD, u.str(where), 0], `delete ${where} again`);
     await runLocal(ctx.restorer!, u, 'ghost file');
+  }
+}
+
+/** A device node removed before the dump (zdtm deleted_dev): made again with its device, opened, removed again. */
+async function openGhostDevice(ctx: RestoreContext, where: string, flags: number, g: Msg): Promise<number> {
+  const rdev = Number(g.rdev ?? 0); // st_rdev as stat gave it (CRIU's odev), what mknod takes
+  const mk = new Batch();
+  mk.call('mknodat', [AT_FDCWD, mk.str(where), Number(g.mode), rdev], `make the removed device node ${where} (${(rdev >> 8) & 0xfff}:${(rdev & 0xff) | ((rdev >> 12) & 0xfff00)}) again`);
+  await runLocal(ctx.restorer!, mk, 'removed device node');
+  try {
+    const fd = await openInRestorer(ctx, where, flags);
+    await setGhostAttrs(ctx, fd, where, g);
+    return fd;
+  } finally {
+    const u = new Batch();
+    u.call('unlinkat', [AT_FDCWD, u.str(where), 0], `remove ${where} again`);
+    await runLocal(ctx.restorer!, u, 'removed device node');
   }
 }
 

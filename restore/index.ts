@@ -32,7 +32,8 @@ import { createTree, findHostPids, joinProcessGroups } from './tree';
 import { applyMemfdSeals, createShmemObjects } from './shmem';
 import { endStandIns } from './pidfd';
 import { addSeccompCalls } from './seccomp';
-import { createPtyPairs, restoreControllingTerminals } from './tty';
+import { createPtyPairs, openCttys, restoreControllingTerminals } from './tty';
+import { restoreAioRings } from './aio';
 import { restoreFileLocks } from './filelocks';
 import { addPrctlCalls, checkPrctlResults } from './prctl';
 import { containerHostPids, prepareContainer, readContainerRecord, releaseContainer, teardownContainer, writeRuncState } from './container';
@@ -132,6 +133,7 @@ export function restoreSteps(): ListrTask<StepState>[] {
         s.vmas.set(t.pid, vmas);
         await createTrampoline(s, t, vmas);
         await mapVmas(s, t, vmas);
+        await restoreAioRings(s, t);
         const st = await writePages(s, t, ranges, vmas);
         s.pageBytes += st.bytes;
         s.pagesReadDirect += st.readDirect;
@@ -141,6 +143,7 @@ export function restoreSteps(): ListrTask<StepState>[] {
     }),
     timed('restore fds, cwd, root, umask', async (s) => {
       const filled = new Set<number>();
+      await openCttys(s);
       for (const t of liveTasks(s.set!)) {
         await installFds(s, t);
         await fillEpolls(s, t, filled);

@@ -102,7 +102,7 @@ export function unsupportedVma(v: Vma, sysvShm = false): string | null {
   // SysV shm comes back with its ipc namespace (a container): the segment exists before the task attaches it.
   if (sysvShm && v.status & VMA.SYSVIPC) return null;
   for (const [bit, name] of [
-    [VMA.SYSVIPC, 'SysV shared memory'], [VMA.SOCKET, 'a socket mapping'], [VMA.AIORING, 'an AIO ring'],
+    [VMA.SYSVIPC, 'SysV shared memory'], [VMA.SOCKET, 'a socket mapping'],
   ] as const)
     if (v.status & bit) return name;
   return null;
@@ -199,6 +199,7 @@ export async function mapVmas(ctx: RestoreContext, t: TaskImage, vmas: Vma[]): P
     if (isSpecial(v)) continue;
     const why = unsupportedVma(v, !!ctx.container?.record.ns.includes('ipc'));
     if (why) throw new GodwitError(`task ${t.pid}: mapping 0x${v.start.toString(16)}-0x${v.end.toString(16)} is ${why}, which restore does not support yet`);
+    if (v.status & VMA.AIORING) continue; // made by io_setup once the others are in place (restore/aio.ts)
     let prot = v.prot;
     if (v.hasPages && !(v.flags & MAP_SHARED)) prot |= PROT_WRITE;
     const flags = (v.flags & (MAP_SHARED | MAP_PRIVATE | MAP_DROPPABLE | MAP_ANONYMOUS | MAP_GROWSDOWN | MAP_NORESERVE)) | MAP_FIXED_NOREPLACE;

@@ -20,7 +20,8 @@ export const NR = {
   // coverage: shared memory, seccomp, ttys, locks
   memfd_create: 319, ftruncate: 77, pwrite64: 18, fchown: 93, seccomp: 317, flock: 73, mkdirat: 258,
   fchmod: 91, utimensat: 280, fchmodat: 268, fchownat: 260, sched_setscheduler: 144, sched_setaffinity: 203, setpriority: 141,
-  mknodat: 259, mlock: 149, setfsuid: 122, setfsgid: 123, membarrier: 324,
+  mknodat: 259, mlock: 149, setfsuid: 122, setfsgid: 123, membarrier: 324, poll: 7,
+  io_setup: 206, io_destroy: 207, io_getevents: 208, io_submit: 209, mremap: 25,
 } as const;
 export type SyscallName = keyof typeof NR;
 

@@ -11,6 +11,8 @@ export interface ProcStat {
   pgid: number;
   sid: number;
   ttyNr: number;
+  /** Foreground process group of the controlling terminal (-1: none). */
+  tpgid: number;
   /** PF_* flags; PF_KTHREAD (0x00200000) marks a kernel thread. */
   flags: number;
   numThreads: number;
@@ -56,6 +58,7 @@ export function parseStat(text: string, where = 'stat'): ProcStat {
     pgid: num(5),
     sid: num(6),
     ttyNr: num(7),
+    tpgid: num(8),
     flags: num(9),
     nice: num(19),
     numThreads: num(20),

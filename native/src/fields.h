@@ -17,6 +17,7 @@
 #define F_Request_peek_socket 18
 #define F_Request_unix_diag 19
 #define F_Request_sock_opts 20
+#define F_Request_tty_queue 21
 #define F_Request_inet_sock 40
 #define F_Request_tcp_repair_on 41
 #define F_Request_tcp_repair_dump 42
@@ -42,6 +43,7 @@
 #define F_Response_peek_socket 18
 #define F_Response_unix_diag 19
 #define F_Response_sock_opts 20
+#define F_Response_tty_queue 21
 #define F_Response_inet_sock 40
 #define F_Response_tcp_repair_on 41
 #define F_Response_tcp_repair_dump 42
@@ -223,6 +225,12 @@
 #define F_PeekPipeResp_data 1
 #define F_PeekPipeResp_pipe_size 2
 #define F_PeekPipeResp_truncated 3
+
+/* message TtyQueueReq / TtyQueueResp */
+#define F_TtyQueueReq_pid 1
+#define F_TtyQueueReq_fd 2
+#define F_TtyQueueResp_slave_in 1
+#define F_TtyQueueResp_master_in 2
 
 /* message PeekSocketReq */
 #define F_PeekSocketReq_pid 1

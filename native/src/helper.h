@@ -154,6 +154,7 @@ struct fd_req {
 };
 int parse_fd_req(struct helper *h, const uint8_t *req, size_t len, struct fd_req *q, const char *what);
 int op_peek_pipe(struct helper *h, const uint8_t *req, size_t len, struct pb_buf *out);
+int op_tty_queue(struct helper *h, const uint8_t *req, size_t len, struct pb_buf *out);
 int op_peek_socket(struct helper *h, const uint8_t *req, size_t len, struct pb_buf *out);
 int op_sock_opts(struct helper *h, const uint8_t *req, size_t len, struct pb_buf *out);
 int op_fd_query(struct helper *h, const uint8_t *req, size_t len, struct pb_buf *out);

@@ -159,6 +159,7 @@ static const struct op ops[] = {
 	{ F_Request_peek_socket, F_Response_peek_socket, op_peek_socket },
 	{ F_Request_unix_diag, F_Response_unix_diag, op_unix_diag },
 	{ F_Request_sock_opts, F_Response_sock_opts, op_sock_opts },
+	{ F_Request_tty_queue, F_Response_tty_queue, op_tty_queue },
 	{ F_Request_inet_sock, F_Response_inet_sock, op_inet_sock },
 	{ F_Request_tcp_repair_on, F_Response_tcp_repair_on, op_tcp_repair_on },
 	{ F_Request_tcp_repair_dump, F_Response_tcp_repair_dump, op_tcp_repair_dump },

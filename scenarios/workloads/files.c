@@ -6,6 +6,12 @@
  * inotify watch made before it was deleted (zdtm inotify00): a chmod of it must still raise IN_ATTRIB there.
  * One file is opened twice with the same flags, both at offset 0 (zdtm file_shared): two descriptions whose
  * offsets must stay apart.
+ * --watch-opens 1: a second inotify watches twice.dat (held open) for opens, reads and closes: the dump must not
+ *   open the file itself (zdtm inotify_irmap); 2: and leaves one event of its own unread (a dump must refuse it).
+ * --terminals 1: device nodes of its own for /dev/console (5:1) and virtual terminal 5 (4:5), held open without
+ *   being the controlling terminal (zdtm console, vt). Verify: both fds are still those devices.
+ *   2: also a child that starts a session and takes the virtual terminal as its controlling terminal (zdtm vt).
+ *   Verify: the child, asked through a pipe, still has it as its controlling terminal (TIOCGSID, tty_nr).
  * Verify: per fd its flags (F_GETFL, F_GETFD), offset, path, link count and the file's bytes; the dup still shares
  * its offset, O_APPEND still appends; the shared mapping still writes through to the file and the private one does
  * not; cwd and umask.
@@ -19,7 +25,10 @@
 #include <string.h>
 #include <sys/inotify.h>
 #include <sys/mman.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #define PAGE 4096
@@ -179,7 +188,20 @@ static void check_file_bytes(struct zt *z, const char *what, const char *path, c
 int main(int argc, char **argv)
 {
 	struct zt z;
-	zt_setup(&z, argc, argv, NULL, 0, SIGUSR2);
+	struct zt_opt opts[] = { { "watch-opens", 0, 0, 2, "1: an inotify watching a held file for opens; 2: one event left unread" },
+				 { "terminals", 0, 0, 2, "1: a console and a virtual terminal held open by their own nodes; 2: and a session on the VT" } };
+	zt_setup(&z, argc, argv, opts, 2, SIGUSR2);
+	int term_fds[2] = { -1, -1 };
+	const dev_t term_devs[2] = { makedev(5, 1), makedev(4, 5) };
+	for (int i = 0; opts[1].value && i < 2; i++) {
+		char node[PATH_MAX];
+		zt_path(&z, node, sizeof(node), i ? "vt5" : "console");
+		if (mknod(node, S_IFCHR | 0600, term_devs[i]) < 0)
+			zt_setup_failed(&z, "mknod", node);
+		term_fds[i] = open(node, O_RDONLY | O_NOCTTY | O_CLOEXEC);
+		if (term_fds[i] < 0)
+			zt_setup_failed(&z, "open", node);
+	}
 	char dir[PATH_MAX], sub[PATH_MAX], p_ro[PATH_MAX], p_rw[PATH_MAX], p_app[PATH_MAX], p_del[PATH_MAX],
 		p_shared[PATH_MAX], p_private[PATH_MAX];
 	zt_path(&z, dir, sizeof(dir), "files");
@@ -217,6 +239,17 @@ int main(int argc, char **argv)
 	int twice[2] = { open(p_twice, O_RDONLY | O_CLOEXEC), open(p_twice, O_RDONLY | O_CLOEXEC) };
 	if (twice[0] < 0 || twice[1] < 0)
 		zt_setup_failed(&z, "open", p_twice);
+	int opens = -1;
+	if (opts[0].value) {
+		opens = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+		if (opens < 0 || inotify_add_watch(opens, p_twice, IN_OPEN | IN_ACCESS | IN_CLOSE_NOWRITE) < 0)
+			zt_setup_failed(&z, "inotify_init1/inotify_add_watch", p_twice);
+		if (opts[0].value == 2) {
+			int o = open(p_twice, O_RDONLY | O_CLOEXEC);	/* IN_OPEN, IN_CLOSE_NOWRITE: left unread */
+			if (o < 0 || close(o) < 0)
+				zt_setup_failed(&z, "open", p_twice);
+		}
+	}
 	int ify = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
 	int wd = ify < 0 ? -1 : inotify_add_watch(ify, p_del, IN_ATTRIB);
 	if (wd < 0)
@@ -257,8 +290,35 @@ int main(int argc, char **argv)
 	}
 	zt_info(&z, "shared-map", "%p", (void *)shared);
 	zt_info(&z, "private-map", "%p", (void *)private);
-	pid_t self = getpid();
-	zt_ready(&z, &self, 1);
+	int ask[2] = { -1, -1 }, answer[2] = { -1, -1 };
+	pid_t pids[2] = { getpid(), 0 };
+	if (opts[1].value == 2) {
+		char node[PATH_MAX];
+		zt_path(&z, node, sizeof(node), "vt5");
+		if (pipe2(ask, O_CLOEXEC) || pipe2(answer, O_CLOEXEC))
+			zt_setup_failed(&z, "pipe2", "vt session");
+		pids[1] = fork();
+		if (pids[1] < 0)
+			zt_setup_failed(&z, "fork", "vt session");
+		if (pids[1] == 0) {
+			/* A session leader opening a terminal without O_NOCTTY takes it as its controlling terminal. */
+			int t = setsid() < 0 ? -1 : open(node, O_RDWR | O_CLOEXEC);
+			char c = t < 0 ? 'E' : 'R';
+			if (write(answer[1], &c, 1) != 1 || read(ask[0], &c, 1) != 1)
+				_exit(2);
+			pid_t sid = 0;
+			int nr = 0;
+			FILE *f = fopen("/proc/self/stat", "r");
+			if (!f || fscanf(f, "%*d (%*[^)]) %*c %*d %*d %*d %d", &nr) != 1)
+				nr = 0;
+			c = ioctl(t, TIOCGSID, &sid) == 0 && sid == getpid() && (dev_t)nr == makedev(4, 5) ? 'Y' : 'N';
+			_exit(write(answer[1], &c, 1) == 1 ? 0 : 3);
+		}
+		char c;
+		if (read(answer[0], &c, 1) != 1 || c != 'R')
+			zt_setup_failed(&z, "setsid/open", "vt session child");
+	}
+	zt_ready(&z, pids, pids[1] ? 2 : 1);
 	zt_wait_sleeping(&z);
 
 	for (int i = 0; i < 6; i++)
@@ -292,6 +352,23 @@ int main(int argc, char **argv)
 	if (lseek(twice[0], 0, SEEK_CUR) != 0 || lseek(twice[1], 0, SEEK_CUR) != 0 || lseek(twice[0], 7, SEEK_SET) != 7 ||
 	    lseek(twice[1], 0, SEEK_CUR) != 0)
 		zt_fail(&z, "twice.dat: its two opens share an offset now (fds %d and %d)", twice[0], twice[1]);
+	for (int i = 0; i < 2; i++) {
+		struct stat st;
+		if (term_fds[i] >= 0 && (fstat(term_fds[i], &st) || !S_ISCHR(st.st_mode) || st.st_rdev != term_devs[i]))
+			zt_fail(&z, "terminal fd %d is not device %u:%u any more", term_fds[i], major(term_devs[i]), minor(term_devs[i]));
+	}
+	if (pids[1]) {
+		char c = '?';
+		if (write(ask[1], "?", 1) != 1 || read(answer[0], &c, 1) != 1 || c != 'Y')
+			zt_fail(&z, "vt session child: virtual terminal 5 is not its controlling terminal any more (answer '%c')", c);
+		waitpid(pids[1], NULL, 0);
+	}
+	if (opens >= 0) {
+		ssize_t k = read(opens, evbuf, sizeof(evbuf));
+		const struct inotify_event *e = (const void *)evbuf;
+		if (k >= 0)
+			zt_fail(&z, "inotify on twice.dat: an event nobody in the tree caused (mask 0x%x, %zd bytes)", k > 0 ? e->mask : 0, k);
+	}
 	/* The watch on the deleted file still sees it. */
 	while (read(ify, evbuf, sizeof(evbuf)) > 0)
 		;

@@ -13,6 +13,7 @@
  * --linked 1    a file opened, given a second name (DIR/linked.alias), its first name removed: after restore
  *               the fd is the same inode (st_dev, st_ino) at its position, with its content, and the alias still
  *               names it, with nlink 1 (no name of godwit's left behind).
+ *               2: the same with the first name in a subdirectory removed too (zdtm unlink_regular00).
  */
 #include "zdtm.h"
 
@@ -30,7 +31,7 @@ static struct zt_opt opts[] = {
 	{ "chroot", 0, 0, 2, "0: none; 1: child chroots, cwd outside the root; 2: child chroots and enters a directory in it" },
 	{ "proc", 0, 0, 1, "1: an fd on /proc/self/maps" },
 	{ "ns", 0, 0, 2, "1: fds on /proc/self/ns/{net,uts}; 2: also a UTS namespace no task is in" },
-	{ "linked", 0, 0, 1, "1: an open file whose name was removed while another link names it" },
+	{ "linked", 0, 0, 2, "1: an open file whose name was removed while another link names it; 2: its directory removed too" },
 };
 enum { O_CHROOT, O_PROC, O_NS, O_LINKED };
 
@@ -171,13 +172,19 @@ int main(int argc, char **argv)
 	struct stat linked_st;
 	char alias[PATH_MAX];
 	if (opts[O_LINKED].value) {
-		zt_path(&z, path, sizeof(path), "linked");
+		char sub[PATH_MAX];
+		zt_path(&z, sub, sizeof(sub), "linkdir");
+		zt_path(&z, path, sizeof(path), opts[O_LINKED].value == 2 ? "linkdir/linked" : "linked");
 		zt_path(&z, alias, sizeof(alias), "linked.alias");
 		zt_fill_random(buf, LINKED_BYTES, 21);
+		if (opts[O_LINKED].value == 2 && mkdir(sub, 0750) < 0)
+			zt_setup_failed(&z, "mkdir", sub);
 		linked = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
 		if (linked < 0 || link(path, alias) < 0 || unlink(path) < 0 || write(linked, buf, LINKED_BYTES) != LINKED_BYTES ||
 		    fstat(linked, &linked_st) < 0)
 			zt_setup_failed(&z, "open/link/unlink/write", path);
+		if (opts[O_LINKED].value == 2 && rmdir(sub) < 0)
+			zt_setup_failed(&z, "rmdir", sub);
 		zt_info(&z, "linked-fd", "%d", linked);
 	}
 

@@ -3,10 +3,12 @@
  * - a sparse file, unlinked: data in blocks 0 and 2, a hole in block 1, a hole up to its size of 4 blocks; a
  *   second open of it, alike in flags and position (zdtm write_read10);
  * - a FIFO, unlinked, held read-write with bytes in it, plus a read-only open of it through /proc/self/fd;
- * - a directory, removed while open.
+ * - a directory, removed while open;
+ * - --device 1: a device node of its own for /dev/zero (1:5), opened read-write and removed (zdtm deleted_dev).
  * Verify: the file's size, data and holes (SEEK_HOLE), and a byte written through the second open is read
  * through the first (one file, not two copies); the FIFO's mode, owner and bytes (read through the
- * read-only open); the directory is still a removed directory with its mode.
+ * read-only open); the directory is still a removed directory with its mode; the device node is still that
+ * device, removed, with its mode, and reads zeros.
  */
 #include "zdtm.h"
 
@@ -14,6 +16,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #define BLOCK 4096
@@ -58,7 +61,8 @@ static void check_fifo(struct zt *z, int rw, int ro)
 int main(int argc, char **argv)
 {
 	struct zt z;
-	zt_setup(&z, argc, argv, NULL, 0, SIGUSR2);
+	struct zt_opt opts[] = { { "device", 0, 0, 1, "1: a removed device node (/dev/zero's) held open" } };
+	zt_setup(&z, argc, argv, opts, 1, SIGUSR2);
 	char path[PATH_MAX];
 	unsigned char buf[BLOCK];
 
@@ -95,6 +99,16 @@ int main(int argc, char **argv)
 	if (dir < 0 || rmdir(path) < 0)
 		zt_setup_failed(&z, "open/rmdir", path);
 
+	int devfd = -1;
+	if (opts[0].value) {
+		zt_path(&z, path, sizeof(path), "zero");
+		if (mknod(path, S_IFCHR | 0604, makedev(1, 5)) < 0)
+			zt_setup_failed(&z, "mknod", path);
+		devfd = open(path, O_RDWR | O_CLOEXEC);
+		if (devfd < 0 || unlink(path) < 0)
+			zt_setup_failed(&z, "open/unlink", path);
+	}
+
 	pid_t self_pid = getpid();
 	zt_ready(&z, &self_pid, 1);
 	zt_wait_sleeping(&z);
@@ -110,5 +124,14 @@ int main(int argc, char **argv)
 	else if (!S_ISDIR(st.st_mode) || (st.st_mode & 07777) != 0750 || st.st_nlink != 0)
 		zt_fail(&z, "removed directory: mode 0%o links %lu, expected a directory 0750 with 0 links", st.st_mode,
 			(unsigned long)st.st_nlink);
+	if (devfd >= 0) {
+		memset(buf, 1, sizeof(buf));
+		if (fstat(devfd, &st) < 0 || !S_ISCHR(st.st_mode) || st.st_rdev != makedev(1, 5) || (st.st_mode & 07777) != 0604 ||
+		    st.st_nlink != 0)
+			zt_fail(&z, "removed device node: mode 0%o rdev %u:%u links %lu, expected /dev/zero's 1:5, 0604, removed",
+				st.st_mode, major(st.st_rdev), minor(st.st_rdev), (unsigned long)st.st_nlink);
+		else if (read(devfd, buf, 16) != 16 || buf[0] || buf[15])
+			zt_fail(&z, "removed device node: does not read zeros");
+	}
 	return zt_finish(&z);
 }

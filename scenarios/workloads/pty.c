@@ -8,6 +8,14 @@
  * Verify: main checks the pty index and name, termios and window size through its own slave fd, then sends
  * "ping" through the master; G answers "pong <in S's session> <terminal's session> <foreground> <ttyname>" and
  * exits, then S.
+ * --ctty 1: G opens /dev/tty before the checkpoint and answers through it (CRIU's zdtm pty00).
+ * --hung-up 1: main also holds the slave of a pair whose master it closed (CRIU's zdtm pty04). Verify: the slave
+ *   is still hung up (reads end of file, ioctls fail with EIO).
+ * --queued 1: main also holds a second pair with default (canonical, echoing) settings and bytes queued both ways
+ * (CRIU's zdtm pty00/pty02): two lines written on the master for the slave, their echo and a line written on the
+ * slave for the master. Verify: the slave reads the lines one by one, the master the echo and the line, nothing
+ * else is left and the settings are as they were. --queued 2: the same with that master in packet mode (each read
+ * starts with a status byte, TIOCPKT_DATA).
  */
 #include "zdtm.h"
 
@@ -83,6 +91,8 @@ static ssize_t read_line(int fd, char *buf, size_t len, int ms)
 	return (ssize_t)n;
 }
 
+static int use_ctty;
+
 __attribute__((noreturn)) static void session_child(const char *slave_name, int master)
 {
 	close(master);
@@ -101,6 +111,9 @@ __attribute__((noreturn)) static void session_child(const char *slave_name, int 
 		/* G, the foreground group, waits for "ping" from main's master (a blocking terminal read across the
 		 * checkpoint) and answers with what it sees of its session and terminal. */
 		char line[64];
+		int out = use_ctty ? open("/dev/tty", O_RDWR) : 1;
+		if (out < 0)
+			exit(8);
 		while (tcgetpgrp(0) != getpgrp())
 			zt_sleep_ns(1000000);
 		if (read_line(0, line, sizeof(line), -1) < 0 || strcmp(line, "ping\n"))
@@ -109,7 +122,7 @@ __attribute__((noreturn)) static void session_child(const char *slave_name, int 
 		const char *tn = ttyname(0);
 		int n = snprintf(reply, sizeof(reply), "pong %d %d %d %s\n", getsid(0) == getppid(), tcgetsid(0) == getsid(0),
 				 tcgetpgrp(0) == getpgrp(), tn ? tn : "-");
-		exit(write(1, reply, (size_t)n) == n ? 0 : 5);
+		exit(write(out, reply, (size_t)n) == n ? 0 : 5);
 	}
 	setpgid(g, g);
 	if (tcsetpgrp(0, g))
@@ -120,10 +133,105 @@ __attribute__((noreturn)) static void session_child(const char *slave_name, int 
 	exit(WIFEXITED(st) ? WEXITSTATUS(st) : 7);
 }
 
+struct queued {
+	int m, s;
+};
+
+static struct queued queue_bytes(struct zt *z, int packet)
+{
+	struct queued q;
+	char name[64];
+	q.m = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+	if (q.m < 0 || grantpt(q.m) || unlockpt(q.m) || ptsname_r(q.m, name, sizeof(name)))
+		zt_setup_failed(z, "posix_openpt", "second master");
+	q.s = open(name, O_RDWR | O_NOCTTY | O_CLOEXEC);
+	if (q.s < 0)
+		zt_setup_failed(z, "open", name);
+	if (packet && ioctl(q.m, TIOCPKT, &packet))
+		zt_setup_failed(z, "ioctl(TIOCPKT)", "second master");
+	if (write(q.m, "one\ntwo\n", 8) != 8)
+		zt_setup_failed(z, "write", "queued bytes for the slave");
+	/* The echo comes back to the master from a kernel work item: wait for it, so "back" comes after it. */
+	int n = 0;
+	for (int i = 0; i < 5000 && n < 10; i++) {
+		struct pollfd p = { q.m, POLLIN, 0 };
+		poll(&p, 1, 1);
+		if (ioctl(q.m, FIONREAD, &n))
+			zt_setup_failed(z, "ioctl(FIONREAD)", "second master");
+	}
+	if (write(q.s, "back\n", 5) != 5)
+		zt_setup_failed(z, "write", "queued bytes for the master");
+	return q;
+}
+
+static void expect_read(struct zt *z, int fd, const char *what, const char *want)
+{
+	char got[64];
+	ssize_t n = read(fd, got, sizeof(got) - 1);
+	got[n > 0 ? n : 0] = 0;
+	if (n < 0 || strcmp(got, want))
+		zt_fail(z, "%s read %zd bytes '%s', expected '%s'", what, n, got, want);
+}
+
+static void check_queued(struct zt *z, struct queued q, int packet)
+{
+	struct termios t;
+	if (tcgetattr(q.s, &t) || !(t.c_lflag & ICANON) || !(t.c_lflag & ECHO) || !(t.c_iflag & ICRNL) || !(t.c_oflag & ONLCR))
+		zt_fail(z, "second pair: termios lflag 0%o iflag 0%o oflag 0%o, expected the defaults back", t.c_lflag, t.c_iflag,
+			t.c_oflag);
+	fcntl(q.s, F_SETFL, O_NONBLOCK);
+	fcntl(q.m, F_SETFL, O_NONBLOCK);
+	/* Canonical mode: one line per read. */
+	expect_read(z, q.s, "second slave", "one\n");
+	expect_read(z, q.s, "second slave", "two\n");
+	if (packet) {
+		char got[64];
+		ssize_t n = read(q.m, got, sizeof(got) - 1);
+		if (n != 17 || got[0] != TIOCPKT_DATA || memcmp(got + 1, "one\r\ntwo\r\nback\r\n", 16))
+			zt_fail(z, "second master (packet mode): read %zd bytes, expected a status byte and 16 bytes of data", n);
+	} else
+		expect_read(z, q.m, "second master", "one\r\ntwo\r\nback\r\n");
+	char c;
+	if (read(q.s, &c, 1) != -1 || read(q.m, &c, 1) != -1)
+		zt_fail(z, "second pair: bytes left after the queued ones");
+}
+
+static int hung_up_slave(struct zt *z)
+{
+	char name[64];
+	int m = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+	if (m < 0 || grantpt(m) || unlockpt(m) || ptsname_r(m, name, sizeof(name)))
+		zt_setup_failed(z, "posix_openpt", "third master");
+	int s = open(name, O_RDWR | O_NOCTTY | O_CLOEXEC);
+	if (s < 0)
+		zt_setup_failed(z, "open", name);
+	close(m);
+	return s;
+}
+
+static void check_hung_up(struct zt *z, int s)
+{
+	char c;
+	struct termios t;
+	ssize_t n = read(s, &c, 1);
+	if (n != 0)
+		zt_fail(z, "hung-up slave: read gave %zd, expected end of file", n);
+	if (tcgetattr(s, &t) == 0 || errno != EIO)
+		zt_fail(z, "hung-up slave: tcgetattr did not fail with EIO (errno %d)", errno);
+}
+
 int main(int argc, char **argv)
 {
 	struct zt z;
-	zt_setup(&z, argc, argv, NULL, 0, SIGUSR2);
+	struct zt_opt opts[] = { { "queued", 0, 0, 2, "1: a second pair with bytes queued both ways; 2: its master in packet mode" },
+				 { "ctty", 0, 0, 1, "1: the foreground child answers through /dev/tty" },
+				 { "hung-up", 0, 0, 1, "1: the slave of a pair whose master was closed" } };
+	zt_setup(&z, argc, argv, opts, 3, SIGUSR2);
+	int hung = opts[2].value ? hung_up_slave(&z) : -1;
+	use_ctty = (int)opts[1].value;
+	struct queued q = { -1, -1 };
+	if (opts[0].value)
+		q = queue_bytes(&z, opts[0].value == 2);
 	int m = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
 	if (m < 0 || grantpt(m) || unlockpt(m))
 		zt_setup_failed(&z, "posix_openpt", "master");
@@ -163,6 +271,10 @@ int main(int argc, char **argv)
 	if (ptsname_r(m, now, sizeof(now)) || strcmp(now, name))
 		zt_fail(&z, "the master's slave is now '%s', was '%s'", now, name);
 	check_termios(&z, mine);
+	if (opts[0].value)
+		check_queued(&z, q, opts[0].value == 2);
+	if (hung >= 0)
+		check_hung_up(&z, hung);
 	if (write(m, "ping\n", 5) != 5)
 		zt_fail_sys(&z, "write", "ping to the master");
 	char line[256], want[256];

@@ -77,7 +77,8 @@ static int op_open(struct rst_ctx *ctx, const uint8_t *p, size_t n, int32_t *fd)
   /* A file of the host (the image directory, our /proc/self) comes as a relative path: our cwd is the root
    * we started in (main()). Bit 2 used to ask for that: a stale caller must fail, not open the tree's view. */
   if (setpos & ~1u) return rst_fail(ctx, EINVAL, "open-request", 0);
-  *fd = open(path, flags | O_CLOEXEC, mode);
+  /* O_NOCTTY: a terminal reopened by path (a console, a virtual terminal) must not become ours. */
+  *fd = open(path, flags | O_CLOEXEC | O_NOCTTY, mode);
   if (*fd < 0) return rst_fail(ctx, errno, "open", 0);
   if ((setpos & 1) && lseek(*fd, (off_t)pos, SEEK_SET) < 0) {
     int e = errno;

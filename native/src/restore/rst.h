@@ -74,6 +74,7 @@ struct rst_task {
   uint32_t first_thread; /* index into ctx->threads */
   int32_t zombie;        /* -1: alive; else the wait status it must leave behind as a zombie */
   int32_t ctty;          /* -1: none; else the /dev/pts index a session leader takes as its terminal */
+  int32_t ctty_fd;       /* -1: none; else a restorer fd (inherited) of the terminal it takes with TIOCSCTTY */
   pid_t group_helper;    /* 0: none; else a process group whose leader is gone: a helper with that pid makes it */
   uint64_t tramp;        /* trampoline start in the task (0 = none yet) */
   uint64_t tramp_size;

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
@@ -286,6 +287,11 @@ static void stub_main(struct rst_ctx *ctx, uint32_t idx, int ready, pid_t creato
     }
     close(fd);
   }
+  /* A console or virtual terminal: the restorer opened it (O_NOCTTY) before forking us; its fd is ours too. */
+  if (t->ctty_fd >= 0 && ioctl(t->ctty_fd, TIOCSCTTY, 0) < 0) {
+    report(ready, t->pid, errno, t->pid);
+    _exit(1);
+  }
   if (t->pgid == t->pid && t->sid != t->pid && setpgid(0, 0) < 0) {
     report(ready, t->pid, errno, t->pid);
     _exit(1);
@@ -363,6 +369,7 @@ static int parse_tree(struct rst_ctx *ctx, const uint8_t *p, size_t n) {
     t->zombie = h[5];
     t->group_helper = h[6];
     t->ctty = -1;
+    t->ctty_fd = -1;
     t->uffd = -1;
     if (t->nthreads == 0 || t->nthreads > RST_MAX_THREADS - ctx->nthreads ||
         (size_t)(end - p) < 4ull * t->nthreads)
@@ -378,7 +385,8 @@ static int parse_tree(struct rst_ctx *ctx, const uint8_t *p, size_t n) {
     }
     ctx->ntasks++;
   }
-  /* Optional trailer: controlling terminals, u32 count then (pid, pts index) pairs (restore/tty.ts). */
+  /* Optional trailer: controlling terminals, u32 count then (pid, pts index) pairs (restore/tty.ts); a negative
+   * index is -(restorer fd + 1) of a terminal opened for it (a console or virtual terminal). */
   if (end - p >= 4) {
     uint32_t n;
     memcpy(&n, p, 4);
@@ -388,8 +396,11 @@ static int parse_tree(struct rst_ctx *ctx, const uint8_t *p, size_t n) {
       int32_t rec[2];
       memcpy(rec, p, 8);
       struct rst_task *t = rst_task_find(ctx, rec[0]);
-      if (!t || t->sid != t->pid || rec[1] < 0) return rst_fail(ctx, EINVAL, "tree-request", rec[0]);
-      t->ctty = rec[1];
+      if (!t || t->sid != t->pid) return rst_fail(ctx, EINVAL, "tree-request", rec[0]);
+      if (rec[1] >= 0)
+        t->ctty = rec[1];
+      else
+        t->ctty_fd = -rec[1] - 1;
     }
   }
   return 0;
