@@ -9,8 +9,12 @@
  *   and the sent part of the send queue -> window (after the queues: the kernel checks it against rcv_nxt)
  *
  * Every connection is rebuilt before any leaves repair mode (a window probe to a peer that does not exist yet
- * would be answered with a reset). Then repair mode off, the unsent part of the send queue sent normally, and
- * the remaining options set.
+ * would be answered with a reset). A half-closed connection then gets its FINs back, as CRIU's libsoccr does:
+ * our own with shutdown() (in repair mode with the send queue selected when the peer had acked it: it counts as
+ * sent), the peer's as a FIN segment forged from the peer's address through a raw socket, and the peer's ACK of
+ * our FIN (FIN_WAIT2) the same way. Only once every socket exists: a socket answers the forged FIN with an ACK,
+ * which would draw a reset from a port whose socket is not back yet. Then repair mode off, the unsent part of the
+ * send queue sent normally (our unsent FIN after it), and the remaining options set.
  */
 import * as os from 'node:os';
 import { GodwitError } from '../util/errors';
@@ -18,14 +22,22 @@ import type { RestoreContext } from './context';
 import { readEntries, Msg } from './image-files';
 import { Batch, runLocal } from './syscalls';
 import { addCommonSockOpts } from './sockopts';
+import { REPAIRED_TCP_STATES, TCP_STATES, TCP_FIN_WAIT1, TCP_FIN_WAIT2, TCP_CLOSE_WAIT, TCP_LAST_ACK, TCP_CLOSING } from '../checkpoint/inet';
 
 const AF_INET = 2;
 const AF_INET6 = 10;
 const SOCK_STREAM = 1;
+const SOCK_RAW = 3;
+const IPPROTO_RAW = 255;
+const SHUT_WR = 1;
+const TCP_INFO = 11;
 const SOCK_CLOEXEC = 0o2000000;
 const IPPROTO_TCP = 6;
 const TCP_ESTABLISHED = 1;
 const TCP_LISTEN = 10;
+const TCP_NO_QUEUE = 0;
+const TH_FIN = 0x01;
+const TH_ACK = 0x10;
 
 const SOL_SOCKET = 1;
 const SO_REUSEADDR = 2;
@@ -77,7 +89,7 @@ interface InetSock {
   family: number;
   tcp: boolean;
   state: number;
-  /** The TCP_REPAIR state (tcp-stream-INO.img) of an established connection. */
+  /** The TCP_REPAIR state (tcp-stream-INO.img) of an established or half-closed connection. */
   stream?: { tse: Msg; inq: Buffer; outq: Buffer };
   fd?: number;
 }
@@ -197,7 +209,7 @@ function loadSockets(ctx: RestoreContext): InetSock[] {
       tcp: Number(e.proto) === IPPROTO_TCP,
       state: Number(e.state),
     };
-    if (s.tcp && s.state === TCP_ESTABLISHED) {
+    if (s.tcp && REPAIRED_TCP_STATES.has(s.state)) {
       const file = `tcp-stream-${s.ino.toString(16)}.img`;
       const entries = readEntries(ctx.set!.dir, file);
       const tse = entries?.[0];
@@ -213,8 +225,90 @@ function loadSockets(ctx: RestoreContext): InetSock[] {
 function describe(s: InetSock): string {
   const src = addrText(s.family, words(s.e.src_addr), Number(s.e.src_port ?? 0));
   if (s.state === TCP_LISTEN) return `${s.tcp ? 'tcp' : 'udp'} listener ${src}`;
-  if (s.state === TCP_ESTABLISHED) return `${s.tcp ? 'tcp' : 'udp'} ${src} -> ${addrText(s.family, words(s.e.dst_addr), Number(s.e.dst_port ?? 0))}`;
+  const state = s.state === TCP_ESTABLISHED ? '' : ` (${TCP_STATES[s.state] ?? s.state})`;
+  if (s.state === TCP_ESTABLISHED || s.stream) return `${s.tcp ? 'tcp' : 'udp'} ${src} -> ${addrText(s.family, words(s.e.dst_addr), Number(s.e.dst_port ?? 0))}${state}`;
   return `${s.tcp ? 'tcp' : 'udp'} socket ${src}`;
+}
+
+/**
+ * Where a connection's FINs are (the image counts them in outq_seq / inq_seq, as CRIU): sent = ours is in the
+ * send queue, acked = and the peer acked it, received = the peer's was received.
+ */
+function finsOf(state: number): { sent: number; acked: boolean; received: number } {
+  const sent = state === TCP_FIN_WAIT1 || state === TCP_FIN_WAIT2 || state === TCP_CLOSING || state === TCP_LAST_ACK;
+  const received = state === TCP_CLOSE_WAIT || state === TCP_LAST_ACK || state === TCP_CLOSING;
+  return { sent: sent ? 1 : 0, acked: state === TCP_FIN_WAIT2, received: received ? 1 : 0 };
+}
+
+/** One's-complement sum of 16-bit words, for IP and TCP checksums. */
+function csum16(parts: Buffer[]): number {
+  let sum = 0;
+  for (const p of parts) for (let i = 0; i < p.length; i += 2) sum += (p[i] << 8) | (i + 1 < p.length ? p[i + 1] : 0);
+  while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);
+  return ~sum & 0xffff;
+}
+
+/** The 4 or 16 address bytes of image address words; an IPv4-mapped IPv6 address gives its IPv4 bytes. */
+function addrBytes(family: number, addrWords: number[]): Buffer {
+  const b = Buffer.alloc(family === AF_INET ? 4 : 16);
+  addrWords.slice(0, b.length / 4).forEach((w, i) => b.writeUInt32LE(w >>> 0, i * 4));
+  if (family === AF_INET6 && b.subarray(0, 10).every((x) => x === 0) && b.readUInt16BE(10) === 0xffff) return b.subarray(12);
+  return b;
+}
+
+/**
+ * A TCP segment (no payload, no options) from the connection's peer to it, with its IP header, and where to send
+ * it: for a raw IPPROTO_RAW socket, which sends the header as given (the kernel fills in the IP checksum).
+ */
+function peerSegment(s: InetSock, seq: number, ack: number, flags: number): { family: number; packet: Buffer; to: Buffer } {
+  const e = s.e;
+  const t = s.stream!.tse;
+  const ours = addrBytes(s.family, words(e.src_addr));
+  const peer = addrBytes(s.family, words(e.dst_addr));
+  const tcp = Buffer.alloc(20);
+  tcp.writeUInt16BE(Number(e.dst_port ?? 0), 0);
+  tcp.writeUInt16BE(Number(e.src_port ?? 0), 2);
+  tcp.writeUInt32BE(seq >>> 0, 4);
+  tcp.writeUInt32BE(ack >>> 0, 8);
+  tcp[12] = 5 << 4;
+  tcp[13] = flags;
+  // The window the peer advertised, in its units (it scales by our snd_wscale): a segment must not shrink it.
+  const wscale = Number(t.opt_mask ?? 0) & TCPI_OPT_WSCALE ? Number(t.snd_wscale ?? 0) : 0;
+  tcp.writeUInt16BE(Math.min(0xffff, Math.floor(Number(t.snd_wnd ?? 0xffff) / 2 ** wscale)), 14);
+  const v4 = ours.length === 4;
+  const pseudo = Buffer.alloc(v4 ? 12 : 40);
+  peer.copy(pseudo, 0);
+  ours.copy(pseudo, peer.length);
+  if (v4) {
+    pseudo[9] = IPPROTO_TCP;
+    pseudo.writeUInt16BE(tcp.length, 10);
+  } else {
+    pseudo.writeUInt32BE(tcp.length, 32);
+    pseudo[39] = IPPROTO_TCP;
+  }
+  tcp.writeUInt16BE(csum16([pseudo, tcp]), 16);
+  let ip: Buffer;
+  if (v4) {
+    ip = Buffer.alloc(20);
+    ip[0] = 0x45;
+    ip.writeUInt16BE(20 + tcp.length, 2);
+    ip.writeUInt16BE(0x4000, 6); // DF
+    ip[8] = 64;
+    ip[9] = IPPROTO_TCP;
+    peer.copy(ip, 12);
+    ours.copy(ip, 16);
+  } else {
+    ip = Buffer.alloc(40);
+    ip.writeUInt32BE(0x60000000, 0);
+    ip.writeUInt16BE(tcp.length, 4);
+    ip[6] = IPPROTO_TCP;
+    ip[7] = 64;
+    peer.copy(ip, 8);
+    ours.copy(ip, 24);
+  }
+  const family = v4 ? AF_INET : AF_INET6;
+  const to = v4 ? sockaddr(AF_INET, [ours.readUInt32LE(0)], 0) : sockaddr(AF_INET6, [0, 1, 2, 3].map((i) => ours.readUInt32LE(4 * i)), 0);
+  return { family, packet: Buffer.concat([ip, tcp]), to };
 }
 
 /** socket(), options that must precede bind, bind; for a connection the whole repair sequence. */
@@ -260,9 +354,11 @@ async function build(ctx: RestoreContext, s: InetSock): Promise<void> {
     const outq = s.stream.outq;
     const unsent = Math.min(Number(t.unsq_len ?? 0), outq.length);
     setInt(b, fd, IPPROTO_TCP, TCP_REPAIR_QUEUE, TCP_SEND_QUEUE, `select the send queue of ${name}`);
-    setInt(b, fd, IPPROTO_TCP, TCP_QUEUE_SEQ, (Number(t.outq_seq) - outq.length) | 0, `send sequence of ${name}`);
+    // The FINs come back later (closeHalves): the queues start before them.
+    const fin = finsOf(s.state);
+    setInt(b, fd, IPPROTO_TCP, TCP_QUEUE_SEQ, (Number(t.outq_seq) - fin.sent - outq.length) | 0, `send sequence of ${name}`);
     setInt(b, fd, IPPROTO_TCP, TCP_REPAIR_QUEUE, TCP_RECV_QUEUE, `select the receive queue of ${name}`);
-    setInt(b, fd, IPPROTO_TCP, TCP_QUEUE_SEQ, (Number(t.inq_seq) - inq.length) | 0, `receive sequence of ${name}`);
+    setInt(b, fd, IPPROTO_TCP, TCP_QUEUE_SEQ, (Number(t.inq_seq) - fin.received - inq.length) | 0, `receive sequence of ${name}`);
     b.call('connect', [fd, b.data(dst), dst.length], `connect ${name} in repair mode`);
     const mask = Number(t.opt_mask ?? 0);
     const opts: [number, number][] = [[TCPOPT_MAXSEG, Number(t.mss_clamp ?? 0)]];
@@ -291,7 +387,10 @@ async function build(ctx: RestoreContext, s: InetSock): Promise<void> {
     refill(TCP_SEND_QUEUE, outq.subarray(0, outq.length - unsent), 'send');
     if (t.rcv_wnd !== undefined) {
       const w = Buffer.alloc(20);
-      [t.snd_wl1, t.snd_wnd, t.max_window, t.rcv_wnd, t.rcv_wup].forEach((v, i) => w.writeUInt32LE(Number(v ?? 0) >>> 0, 4 * i));
+      // rcv_wup was taken past the peer's FIN, which is not back yet (the kernel refuses one beyond rcv_nxt).
+      const wup = Number(t.rcv_wup ?? 0) - fin.received;
+      const wnd = Number(t.rcv_wnd ?? 0) + fin.received;
+      [t.snd_wl1, t.snd_wnd, t.max_window, wnd, wup].forEach((v, i) => w.writeUInt32LE(Number(v ?? 0) >>> 0, 4 * i));
       b.call('setsockopt', [fd, IPPROTO_TCP, TCP_REPAIR_WINDOW, b.data(w), w.length], `window of ${name}`);
     }
     const res = await local(ctx, b, name);
@@ -303,6 +402,55 @@ async function build(ctx: RestoreContext, s: InetSock): Promise<void> {
   if (s.state === TCP_LISTEN && s.tcp) b.call('listen', [fd, Number(e.backlog ?? 0) || 128], `listen on ${name}`);
   else if (s.state === TCP_ESTABLISHED) b.call('connect', [fd, b.data(dst), dst.length], `connect ${name}`);
   await local(ctx, b, name);
+}
+
+/** TCP_INFO's state of a restorer fd. */
+async function tcpState(ctx: RestoreContext, fd: number, name: string): Promise<number> {
+  const b = new Batch();
+  const info = b.data(Buffer.alloc(8));
+  const len = Buffer.alloc(4);
+  len.writeUInt32LE(8);
+  b.call('getsockopt', [fd, IPPROTO_TCP, TCP_INFO, info, b.data(len)], `TCP_INFO of ${name}`);
+  return (await runLocal(ctx.restorer!, b, name)).scratch[info.scratch];
+}
+
+/**
+ * A half-closed connection's FINs, every socket being rebuilt (see the top): our FIN when the peer acked it
+ * (shutdown with the send queue selected: it counts as sent) and the peer's ACK of it; the peer's FIN. Our FIN
+ * not acked yet waits for finish(), behind the unsent bytes.
+ */
+async function closeHalf(ctx: RestoreContext, s: InetSock): Promise<void> {
+  const fin = finsOf(s.state);
+  if (!s.stream || (!fin.acked && !fin.received)) return;
+  const t = s.stream.tse;
+  const fd = s.fd!;
+  const name = describe(s);
+  const rcvNxt = Number(t.inq_seq) - fin.received;
+  const writeSeq = Number(t.outq_seq) - fin.sent;
+  const b = new Batch();
+  const forge = (seq: number, ack: number, flags: number, what: string): void => {
+    const seg = peerSegment(s, seq, ack, flags);
+    const raw = b.call('socket', [seg.family, SOCK_RAW | SOCK_CLOEXEC, IPPROTO_RAW], `raw socket for ${what} of ${name}`);
+    b.call('sendto', [raw, b.data(seg.packet), seg.packet.length, 0, b.data(seg.to), seg.to.length], `send ${what} to ${name}`);
+    b.call('close', [raw], `close the raw socket`);
+  };
+  if (fin.acked) {
+    setInt(b, fd, IPPROTO_TCP, TCP_REPAIR_QUEUE, TCP_SEND_QUEUE, `select the send queue of ${name}`);
+    b.call('shutdown', [fd, SHUT_WR], `queue the FIN of ${name} as sent`);
+    setInt(b, fd, IPPROTO_TCP, TCP_REPAIR_QUEUE, TCP_NO_QUEUE, `no queue selected on ${name}`);
+    forge(rcvNxt, writeSeq + 1, TH_ACK, "the peer's ACK of our FIN");
+  }
+  if (fin.received) forge(rcvNxt, writeSeq - s.stream.outq.length, TH_FIN | TH_ACK, "the peer's FIN");
+  await local(ctx, b, name);
+  // Loopback delivers the segment in the sender's softirq, normally before sendto returns; wait a little if not.
+  const want = fin.acked ? TCP_FIN_WAIT2 : TCP_CLOSE_WAIT;
+  let state = await tcpState(ctx, fd, name);
+  for (let i = 0; state !== want && i < 50; i++) {
+    await new Promise((r) => setTimeout(r, 20));
+    state = await tcpState(ctx, fd, name);
+  }
+  if (state !== want)
+    throw new GodwitError(`${name}: in state ${TCP_STATES[state] ?? state} after its FINs were put back, not ${TCP_STATES[want]} (a firewall dropping forged loopback segments?)`);
 }
 
 /** Repair mode off, the unsent bytes sent, then the options that may change behaviour from now on. */
@@ -329,6 +477,10 @@ async function finish(ctx: RestoreContext, s: InetSock): Promise<void> {
       unsentAt = b.call('sendto', [fd, b.data(part), part.length, MSG_DONTWAIT, 0, 0], `send the unsent bytes of ${name}`).result;
       unsentLen = part.length;
     }
+    // Our FIN not acked yet: after the bytes it follows. (CLOSING comes back as LAST_ACK: the same to the
+    // application, and both end once the peer acks the FIN.)
+    const fin = finsOf(s.state);
+    if (fin.sent && !fin.acked) b.call('shutdown', [fd, SHUT_WR], `send the FIN of ${name} again`);
   }
   setInt(b, fd, SOL_SOCKET, SO_REUSEADDR, o.reuseaddr ? 1 : 0, `SO_REUSEADDR of ${name}`);
   if (o.so_keepalive) setInt(b, fd, SOL_SOCKET, SO_KEEPALIVE, 1, `SO_KEEPALIVE on ${name}`);
@@ -371,6 +523,7 @@ export async function createInetSockets(ctx: RestoreContext): Promise<void> {
   // Listeners first: connections accepted from them bind to the same port (allowed in repair mode).
   const order = [...socks.filter((s) => s.state === TCP_LISTEN), ...socks.filter((s) => s.state !== TCP_LISTEN)];
   for (const s of order) await build(ctx, s);
+  for (const s of order) await closeHalf(ctx, s);
   for (const s of order) {
     await finish(ctx, s);
     ctx.objects.set(s.fileId, s.fd!);
