@@ -43,6 +43,7 @@ export const WORKLOAD_NAMES = [
   'dead-leader',
   'fs-places',
   'unix-more',
+  'inet-halfclosed',
 ] as const;
 export type WorkloadName = (typeof WORKLOAD_NAMES)[number];
 
