@@ -54,6 +54,11 @@ export const TCP_CLOSING = 11;
  */
 export const REPAIRED_TCP_STATES = new Set([TCP_ESTABLISHED, TCP_FIN_WAIT1, TCP_FIN_WAIT2, TCP_CLOSE_WAIT, TCP_LAST_ACK, TCP_CLOSING]);
 
+/** Whether an inet_sk_entry comes with a tcp-stream image: a repaired state, or a closed connection (it has a peer). */
+export function hasTcpStream(state: number, dstPort: number): boolean {
+  return REPAIRED_TCP_STATES.has(state) || (state === TCP_CLOSE && dstPort !== 0);
+}
+
 /** What one dump knows about inet sockets; lives in CollectContext. */
 export interface InetDumpState {
   /** Socket inode -> files.img id. */
@@ -194,12 +199,26 @@ export async function dumpInetFd(ctx: CollectContext, pid: number, c: FdClass, i
     );
   const src = parseSockName(family, opts.boundName);
   const tcp = proto === IPPROTO_TCP;
-  const connected = sk.state === TCP_ESTABLISHED || (tcp && REPAIRED_TCP_STATES.has(sk.state));
+  // A connection closed both ways keeps its addresses (the application may still ask for them): as CRIU, it is
+  // dumped like the half-closed ones and restored by running it through both FINs (restore/inet.ts).
+  const closedConn = tcp && sk.state === TCP_CLOSE && parseSockName(family, opts.peerName).port !== 0;
+  const connected = sk.state === TCP_ESTABLISHED || (tcp && REPAIRED_TCP_STATES.has(sk.state)) || closedConn;
   const dst = parseSockName(family, connected ? opts.peerName : Buffer.alloc(0));
   if (tcp && connected) {
+    const conn = `TCP connection ${formatAddr(family, src.addr, src.port)} -> ${formatAddr(family, dst.addr, dst.port)}`;
+    if (closedConn && opts.soErrorPending)
+      throw new GodwitError(`${where}: ${conn} was reset (an error is pending on it): not supported (it would come back closed in order)`);
+    if (closedConn && !ctx.inet.repaired.has(ino)) {
+      // Not in /proc/net/tcp, so lockConnections did not see it; nothing moves on it, repair mode now is enough.
+      ctx.inet.locked = true;
+      await ctx.helper.tcpRepairOn([{ pid, fd: c.fd }]);
+      ctx.inet.repaired.add(ino);
+    }
     if (!ctx.inet.repaired.has(ino))
-      throw new GodwitError(`${where}: TCP connection ${formatAddr(family, src.addr, src.port)} -> ${formatAddr(family, dst.addr, dst.port)} was not put into repair mode (it was established after the freeze began?)`);
+      throw new GodwitError(`${where}: ${conn} was not put into repair mode (it was established after the freeze began?)`);
     const r = await ctx.helper.tcpRepairDump(pid, c.fd);
+    // What a closed connection's send queue still holds can never be read or sent (CRIU drops it too).
+    if (closedConn) r.outq = Buffer.alloc(0);
     const tse: Record<string, unknown> = {
       inq_len: r.inq.length,
       inq_seq: r.rcvSeq >>> 0,
@@ -211,7 +230,7 @@ export async function dumpInetFd(ctx: CollectContext, pid: number, c: FdClass, i
       rcv_wscale: r.rcvWscale,
       cork: sk.cork,
       nodelay: sk.nodelay,
-      unsq_len: r.unsent,
+      unsq_len: closedConn ? 0 : r.unsent,
     };
     if (r.timestamp !== undefined) tse.timestamp = r.timestamp >>> 0;
     if (r.window) {

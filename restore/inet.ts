@@ -9,12 +9,13 @@
  *   and the sent part of the send queue -> window (after the queues: the kernel checks it against rcv_nxt)
  *
  * Every connection is rebuilt before any leaves repair mode (a window probe to a peer that does not exist yet
- * would be answered with a reset). A half-closed connection then gets its FINs back, as CRIU's libsoccr does:
- * our own with shutdown() (in repair mode with the send queue selected when the peer had acked it: it counts as
- * sent), the peer's as a FIN segment forged from the peer's address through a raw socket, and the peer's ACK of
- * our FIN (FIN_WAIT2) the same way. Only once every socket exists: a socket answers the forged FIN with an ACK,
- * which would draw a reset from a port whose socket is not back yet. Then repair mode off, the unsent part of the
- * send queue sent normally (our unsent FIN after it), and the remaining options set.
+ * would be answered with a reset). A half-closed connection (or a closed one: CLOSE with a peer) then gets its
+ * FINs back, as CRIU's libsoccr does: our own with shutdown() (in repair mode with the send queue selected when
+ * the peer had acked it: it counts as sent), the peer's as a FIN segment forged from the peer's address through a
+ * raw socket, and the peer's ACK of our FIN (FIN_WAIT2, CLOSE) the same way, last. Only once every socket exists:
+ * a socket answers the forged FIN with an ACK, which would draw a reset from a port whose socket is not back yet
+ * (or closed already). Then repair mode off, the unsent part of the send queue sent normally (our unsent FIN after
+ * it), and the remaining options set.
  */
 import * as os from 'node:os';
 import { GodwitError } from '../util/errors';
@@ -22,7 +23,7 @@ import type { RestoreContext } from './context';
 import { readEntries, Msg } from './image-files';
 import { Batch, runLocal } from './syscalls';
 import { addCommonSockOpts } from './sockopts';
-import { REPAIRED_TCP_STATES, TCP_STATES, TCP_FIN_WAIT1, TCP_FIN_WAIT2, TCP_CLOSE_WAIT, TCP_LAST_ACK, TCP_CLOSING } from '../checkpoint/inet';
+import { hasTcpStream, TCP_STATES, TCP_FIN_WAIT1, TCP_FIN_WAIT2, TCP_CLOSE, TCP_CLOSE_WAIT, TCP_LAST_ACK, TCP_CLOSING } from '../checkpoint/inet';
 
 const AF_INET = 2;
 const AF_INET6 = 10;
@@ -209,7 +210,7 @@ function loadSockets(ctx: RestoreContext): InetSock[] {
       tcp: Number(e.proto) === IPPROTO_TCP,
       state: Number(e.state),
     };
-    if (s.tcp && REPAIRED_TCP_STATES.has(s.state)) {
+    if (s.tcp && hasTcpStream(s.state, Number(e.dst_port ?? 0))) {
       const file = `tcp-stream-${s.ino.toString(16)}.img`;
       const entries = readEntries(ctx.set!.dir, file);
       const tse = entries?.[0];
@@ -232,12 +233,14 @@ function describe(s: InetSock): string {
 
 /**
  * Where a connection's FINs are (the image counts them in outq_seq / inq_seq, as CRIU): sent = ours is in the
- * send queue, acked = and the peer acked it, received = the peer's was received.
+ * send queue, acked = and the peer acked it, received = the peer's was received, oursFirst = ours went first.
+ * A closed connection (CLOSE with a peer) has had both, ours second.
  */
-function finsOf(state: number): { sent: number; acked: boolean; received: number } {
-  const sent = state === TCP_FIN_WAIT1 || state === TCP_FIN_WAIT2 || state === TCP_CLOSING || state === TCP_LAST_ACK;
-  const received = state === TCP_CLOSE_WAIT || state === TCP_LAST_ACK || state === TCP_CLOSING;
-  return { sent: sent ? 1 : 0, acked: state === TCP_FIN_WAIT2, received: received ? 1 : 0 };
+function finsOf(state: number): { sent: number; acked: boolean; received: number; oursFirst: boolean } {
+  const oursFirst = state === TCP_FIN_WAIT1 || state === TCP_FIN_WAIT2 || state === TCP_CLOSING;
+  const sent = oursFirst || state === TCP_LAST_ACK || state === TCP_CLOSE;
+  const received = state === TCP_CLOSE_WAIT || state === TCP_LAST_ACK || state === TCP_CLOSING || state === TCP_CLOSE;
+  return { sent: sent ? 1 : 0, acked: state === TCP_FIN_WAIT2 || state === TCP_CLOSE, received: received ? 1 : 0, oursFirst };
 }
 
 /** One's-complement sum of 16-bit words, for IP and TCP checksums. */
@@ -414,43 +417,66 @@ async function tcpState(ctx: RestoreContext, fd: number, name: string): Promise<
   return (await runLocal(ctx.restorer!, b, name)).scratch[info.scratch];
 }
 
+/** Sends the peer's segment (seq, ack, flags) to a rebuilt connection, then waits for it to reach state `want`. */
+async function fromPeer(ctx: RestoreContext, s: InetSock, b: Batch, seq: number, ack: number, flags: number, what: string, want: number): Promise<void> {
+  const name = describe(s);
+  const seg = peerSegment(s, seq, ack, flags);
+  const raw = b.call('socket', [seg.family, SOCK_RAW | SOCK_CLOEXEC, IPPROTO_RAW], `raw socket for ${what} of ${name}`);
+  b.call('sendto', [raw, b.data(seg.packet), seg.packet.length, 0, b.data(seg.to), seg.to.length], `send ${what} to ${name}`);
+  b.call('close', [raw], `close the raw socket`);
+  await local(ctx, b, name);
+  // Loopback delivers the segment in the sender's softirq, normally before sendto returns; wait a little if not.
+  let state = await tcpState(ctx, s.fd!, name);
+  for (let i = 0; state !== want && i < 50; i++) {
+    await new Promise((r) => setTimeout(r, 20));
+    state = await tcpState(ctx, s.fd!, name);
+  }
+  if (state !== want)
+    throw new GodwitError(`${name}: in state ${TCP_STATES[state] ?? state} after ${what}, not ${TCP_STATES[want]} (a firewall dropping forged loopback segments?)`);
+}
+
+/** Our FIN as sent (shutdown with the send queue selected), for a peer that acked it. */
+function ourFinSent(b: Batch, s: InetSock, name: string): void {
+  setInt(b, s.fd!, IPPROTO_TCP, TCP_REPAIR_QUEUE, TCP_SEND_QUEUE, `select the send queue of ${name}`);
+  b.call('shutdown', [s.fd!, SHUT_WR], `queue the FIN of ${name} as sent`);
+  setInt(b, s.fd!, IPPROTO_TCP, TCP_REPAIR_QUEUE, TCP_NO_QUEUE, `no queue selected on ${name}`);
+}
+
 /**
- * A half-closed connection's FINs, every socket being rebuilt (see the top): our FIN when the peer acked it
- * (shutdown with the send queue selected: it counts as sent) and the peer's ACK of it; the peer's FIN. Our FIN
- * not acked yet waits for finish(), behind the unsent bytes.
+ * A half-closed or closed connection's FINs, every socket being rebuilt (see the top), in the order they came:
+ * the peer's FIN, our FIN when the peer acked it. Our FIN not acked yet waits for finish(), behind the unsent
+ * bytes; the peer's ACK of ours for ackOurFin().
  */
-async function closeHalf(ctx: RestoreContext, s: InetSock): Promise<void> {
+async function putFinsBack(ctx: RestoreContext, s: InetSock): Promise<void> {
   const fin = finsOf(s.state);
   if (!s.stream || (!fin.acked && !fin.received)) return;
   const t = s.stream.tse;
-  const fd = s.fd!;
   const name = describe(s);
-  const rcvNxt = Number(t.inq_seq) - fin.received;
-  const writeSeq = Number(t.outq_seq) - fin.sent;
   const b = new Batch();
-  const forge = (seq: number, ack: number, flags: number, what: string): void => {
-    const seg = peerSegment(s, seq, ack, flags);
-    const raw = b.call('socket', [seg.family, SOCK_RAW | SOCK_CLOEXEC, IPPROTO_RAW], `raw socket for ${what} of ${name}`);
-    b.call('sendto', [raw, b.data(seg.packet), seg.packet.length, 0, b.data(seg.to), seg.to.length], `send ${what} to ${name}`);
-    b.call('close', [raw], `close the raw socket`);
-  };
-  if (fin.acked) {
-    setInt(b, fd, IPPROTO_TCP, TCP_REPAIR_QUEUE, TCP_SEND_QUEUE, `select the send queue of ${name}`);
-    b.call('shutdown', [fd, SHUT_WR], `queue the FIN of ${name} as sent`);
-    setInt(b, fd, IPPROTO_TCP, TCP_REPAIR_QUEUE, TCP_NO_QUEUE, `no queue selected on ${name}`);
-    forge(rcvNxt, writeSeq + 1, TH_ACK, "the peer's ACK of our FIN");
-  }
-  if (fin.received) forge(rcvNxt, writeSeq - s.stream.outq.length, TH_FIN | TH_ACK, "the peer's FIN");
-  await local(ctx, b, name);
-  // Loopback delivers the segment in the sender's softirq, normally before sendto returns; wait a little if not.
-  const want = fin.acked ? TCP_FIN_WAIT2 : TCP_CLOSE_WAIT;
-  let state = await tcpState(ctx, fd, name);
-  for (let i = 0; state !== want && i < 50; i++) {
-    await new Promise((r) => setTimeout(r, 20));
-    state = await tcpState(ctx, fd, name);
-  }
-  if (state !== want)
-    throw new GodwitError(`${name}: in state ${TCP_STATES[state] ?? state} after its FINs were put back, not ${TCP_STATES[want]} (a firewall dropping forged loopback segments?)`);
+  if (fin.acked && fin.oursFirst) ourFinSent(b, s, name);
+  if (fin.received) {
+    const sndUna = Number(t.outq_seq) - fin.sent - s.stream.outq.length;
+    await fromPeer(ctx, s, b, Number(t.inq_seq) - 1, sndUna, TH_FIN | TH_ACK, "the peer's FIN", TCP_CLOSE_WAIT);
+    if (fin.acked && !fin.oursFirst) {
+      const b2 = new Batch();
+      ourFinSent(b2, s, name);
+      await local(ctx, b2, name);
+    }
+  } else await local(ctx, b, name);
+}
+
+/**
+ * The peer's ACK of our FIN (FIN_WAIT2, CLOSE), once every connection has its FINs: a connection that closes
+ * leaves the port's table, and a peer's reply to the segments above would then draw a reset.
+ */
+async function ackOurFin(ctx: RestoreContext, s: InetSock): Promise<void> {
+  const fin = finsOf(s.state);
+  if (!s.stream || !fin.acked) return;
+  const t = s.stream.tse;
+  // A peer in the tree acked it already, answering its own FIN coming back: another ACK would find the port
+  // closed and draw a reset to the peer.
+  if ((await tcpState(ctx, s.fd!, describe(s))) === s.state) return;
+  await fromPeer(ctx, s, new Batch(), Number(t.inq_seq), Number(t.outq_seq), TH_ACK, "the peer's ACK of our FIN", s.state);
 }
 
 /** Repair mode off, the unsent bytes sent, then the options that may change behaviour from now on. */
@@ -523,7 +549,8 @@ export async function createInetSockets(ctx: RestoreContext): Promise<void> {
   // Listeners first: connections accepted from them bind to the same port (allowed in repair mode).
   const order = [...socks.filter((s) => s.state === TCP_LISTEN), ...socks.filter((s) => s.state !== TCP_LISTEN)];
   for (const s of order) await build(ctx, s);
-  for (const s of order) await closeHalf(ctx, s);
+  for (const s of order) await putFinsBack(ctx, s);
+  for (const s of order) await ackOurFin(ctx, s);
   for (const s of order) {
     await finish(ctx, s);
     ctx.objects.set(s.fileId, s.fd!);

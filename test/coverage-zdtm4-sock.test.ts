@@ -1,6 +1,6 @@
 /**
  * Socket state that CRIU's conformance tests (zdtm static, fourth set: socket-tcp-fin-wait1/2, -close-wait,
- * -last-ack, -closing and their IPv6 variants) found godwit refusing or losing, reproduced by the workload
+ * -last-ack, -closing, -closed and their IPv6 variants) found godwit refusing or losing, reproduced by the workload
  * inet-halfclosed: dump + kill + restore (and a --leave-running snapshot), then the workload checks itself.
  */
 import { entries, WorkloadFixture } from './helpers/workload-fixture';
@@ -16,11 +16,11 @@ test('half-closed TCP connections, without a dump: the workload’s own checks h
 });
 
 for (const family of ['4', '6'])
-  test(`half-closed TCP connections over IPv${family} (FIN_WAIT1/2, CLOSE_WAIT, LAST_ACK, CLOSING, both ends in the tree, data queued around the FINs) come back in their states and finish closing with every byte`, async () => {
+  test(`half-closed TCP connections over IPv${family} (FIN_WAIT1/2, CLOSE_WAIT, LAST_ACK, CLOSING, both ends in the tree, data queued around the FINs) come back in their states and finish closing with every byte; a connection closed both ways keeps its addresses`, async () => {
     await fx.restoredPasses('inet-halfclosed', ['--family', family]);
   });
 
-test('half-closed TCP connections snapshot: the image holds each state with its stream, FINs counted in the sequence numbers only; the workload keeps running unharmed', async () => {
+test('half-closed TCP connections snapshot: the image holds each state with its stream, FINs counted in the sequence numbers only, closed connections with their peers; the workload keeps running unharmed', async () => {
   const w = await fx.start('inet-halfclosed');
   const { dir } = await fx.snapshot(w);
   const states = entries(dir, 'files.img')
@@ -29,7 +29,11 @@ test('half-closed TCP connections snapshot: the image holds each state with its 
     .map((s) => s!.state)
     .sort((a, b) => a - b);
   expect(states).toEqual(
-    [1, TCP_STATE.FIN_WAIT1, TCP_STATE.FIN_WAIT2, TCP_STATE.FIN_WAIT2, TCP_STATE.FIN_WAIT2, TCP_STATE.CLOSE_WAIT, TCP_STATE.LAST_ACK, TCP_STATE.CLOSING].sort((a, b) => a - b),
+    [1, TCP_STATE.FIN_WAIT1, TCP_STATE.FIN_WAIT2, TCP_STATE.FIN_WAIT2, TCP_STATE.FIN_WAIT2, TCP_STATE.CLOSE_WAIT, TCP_STATE.LAST_ACK, TCP_STATE.CLOSING, 7, 7].sort((a, b) => a - b),
   );
+  const closed = entries(dir, 'files.img')
+    .map((e) => e.isk as { state: number; dst_port: number } | undefined)
+    .filter((s) => s?.state === 7);
+  for (const s of closed) expect(s!.dst_port).not.toBe(0);
   expect(await w.verify()).toEqual({ pass: true, detail: 'PASS' });
 });

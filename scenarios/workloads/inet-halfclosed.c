@@ -7,10 +7,12 @@
  *   3. E CLOSING / F FIN_WAIT2: E filled F's buffers and shut down (FIN_WAIT1), then F sent 70 bytes and its FIN
  *      and E read them to the end.
  *   4. G LAST_ACK / H FIN_WAIT2: H shut down, then G filled H's buffers and shut down.
+ *   5. I and J closed both ways (CLOSE; I's port is held by its TIME_WAIT), their addresses still readable.
  * Verify: every socket is in its state still (or the next one, where the peer could take the bytes that waited
  * for its window; E may be LAST_ACK: a restore puts its FINs back in that order, the same to the application),
  * then each side reads what is left to the end and checks every byte, and the sides
- * that may still send do, so the FINs of both directions are seen to arrive.
+ * that may still send do, so the FINs of both directions are seen to arrive. I and J read EOF, refuse writes and
+ * still show their own and their peer's address (SO_PEERNAME: getpeername refuses a closed socket).
  */
 #include "zdtm.h"
 
@@ -164,6 +166,21 @@ static void drain(struct end *e, const struct end *from, size_t skip)
 		zt_fail(&z, "%s: got %zu bytes before EOF, %s sent %zu", e->name, at, from->name, from->sent);
 }
 
+struct names {
+	struct sockaddr_storage self, peer;
+	socklen_t self_len, peer_len;
+};
+
+static int names(int fd, struct names *n)
+{
+	n->self_len = n->peer_len = sizeof(n->self);
+	if (getsockname(fd, (struct sockaddr *)&n->self, &n->self_len))
+		return -1;
+	/* SO_PEERNAME wants the exact size: that of our own address. */
+	n->peer_len = n->self_len;
+	return getsockopt(fd, SOL_SOCKET, SO_PEERNAME, &n->peer, &n->peer_len);
+}
+
 static void refuses_writes(struct end *e)
 {
 	if (send(e->fd, "x", 1, MSG_NOSIGNAL) != -1 || errno != EPIPE)
@@ -210,6 +227,16 @@ int main(int argc, char **argv)
 	shut(&g);
 	settle(&g, TCP_LAST_ACK);
 	settle(&h, TCP_FIN_WAIT2);
+	struct end i = { .name = "I (CLOSE)" }, j = { .name = "J (CLOSE)" };
+	struct names in, jn;
+	pair(family, &i, &j);
+	shut(&i);
+	shut(&j);
+	settle(&i, TCP_CLOSE);
+	settle(&j, TCP_CLOSE);
+	if (names(i.fd, &in) || names(j.fd, &jn))
+		zt_setup_failed(&z, "getsockname/SO_PEERNAME", "closed pair");
+
 	if (z.nfail) {
 		errno = EPROTO;
 		zt_setup_failed(&z, "setup reads", z.fail);
@@ -252,5 +279,18 @@ int main(int argc, char **argv)
 	drain(&h, &g, 0);
 	drain(&g, &h, 0);
 	refuses_writes(&g);
+
+	struct names now;
+	expect_state(&i, TCP_CLOSE, TCP_CLOSE);
+	expect_state(&j, TCP_CLOSE, TCP_CLOSE);
+	if (names(i.fd, &now) || now.self_len != in.self_len || memcmp(&now.self, &in.self, in.self_len) ||
+	    now.peer_len != in.peer_len || memcmp(&now.peer, &in.peer, in.peer_len))
+		zt_fail(&z, "%s: its address or its peer's changed", i.name);
+	if (names(j.fd, &now) || memcmp(&now.self, &jn.self, jn.self_len) || memcmp(&now.peer, &jn.peer, jn.peer_len))
+		zt_fail(&z, "%s: its address or its peer's changed", j.name);
+	drain(&i, &j, 0);
+	drain(&j, &i, 0);
+	refuses_writes(&i);
+	refuses_writes(&j);
 	return zt_finish(&z);
 }
