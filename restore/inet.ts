@@ -32,6 +32,7 @@ const SOCK_RAW = 3;
 const IPPROTO_RAW = 255;
 const SHUT_WR = 1;
 const TCP_INFO = 11;
+const TCP_QUICKACK = 12;
 const SOCK_CLOEXEC = 0o2000000;
 const IPPROTO_TCP = 6;
 const TCP_ESTABLISHED = 1;
@@ -90,6 +91,8 @@ interface InetSock {
   family: number;
   tcp: boolean;
   state: number;
+  /** A listener whose port another listener of the image shares: bound with SO_REUSEPORT whatever its own. */
+  sharedPort?: boolean;
   /** The TCP_REPAIR state (tcp-stream-INO.img) of an established or half-closed connection. */
   stream?: { tse: Msg; inq: Buffer; outq: Buffer };
   fd?: number;
@@ -330,7 +333,7 @@ async function build(ctx: RestoreContext, s: InetSock): Promise<void> {
   // SO_REUSEADDR would replace the forced port sharing that repair mode gives.
   setInt(b, fd, SOL_SOCKET, SO_REUSEADDR, 1, `SO_REUSEADDR for ${name}`);
   if (s.stream) setInt(b, fd, IPPROTO_TCP, TCP_REPAIR, 1, `TCP_REPAIR on for ${name}`);
-  if (o.so_reuseport) setInt(b, fd, SOL_SOCKET, SO_REUSEPORT, 1, `SO_REUSEPORT for ${name}`);
+  if (o.so_reuseport || s.sharedPort) setInt(b, fd, SOL_SOCKET, SO_REUSEPORT, 1, `SO_REUSEPORT for ${name}`);
   if (s.family === AF_INET6) setInt(b, fd, IPPROTO_IPV6, IPV6_V6ONLY, e.v6only ? 1 : 0, `IPV6_V6ONLY for ${name}`);
   if ((e.ip_opts as Msg | undefined)?.freebind) setInt(b, fd, IPPROTO_IP, IP_FREEBIND, 1, `IP_FREEBIND for ${name}`);
   if (o.so_bound_dev) {
@@ -433,6 +436,13 @@ async function fromPeer(ctx: RestoreContext, s: InetSock, b: Batch, seq: number,
   }
   if (state !== want)
     throw new GodwitError(`${name}: in state ${TCP_STATES[state] ?? state} after ${what}, not ${TCP_STATES[want]} (a firewall dropping forged loopback segments?)`);
+  // A FIN puts the receiver in delayed-ACK mode: its ACK now (TCP_QUICKACK sends a pending one), not once an
+  // in-image peer has closed (the ACK would then draw a reset from the closed port).
+  if (flags & TH_FIN) {
+    const q = new Batch();
+    setInt(q, s.fd!, IPPROTO_TCP, TCP_QUICKACK, 1, `ACK the FIN now on ${name}`);
+    await local(ctx, q, name);
+  }
 }
 
 /** Our FIN as sent (shutdown with the send queue selected), for a peer that acked it. */
@@ -473,8 +483,8 @@ async function ackOurFin(ctx: RestoreContext, s: InetSock): Promise<void> {
   const fin = finsOf(s.state);
   if (!s.stream || !fin.acked) return;
   const t = s.stream.tse;
-  // A peer in the tree acked it already, answering its own FIN coming back: another ACK would find the port
-  // closed and draw a reset to the peer.
+  // A peer in the image acked it already, answering its own FIN coming back: ours on top would find the port
+  // closed and draw a reset.
   if ((await tcpState(ctx, s.fd!, describe(s))) === s.state) return;
   await fromPeer(ctx, s, new Batch(), Number(t.inq_seq), Number(t.outq_seq), TH_ACK, "the peer's ACK of our FIN", s.state);
 }
@@ -509,6 +519,8 @@ async function finish(ctx: RestoreContext, s: InetSock): Promise<void> {
     if (fin.sent && !fin.acked) b.call('shutdown', [fd, SHUT_WR], `send the FIN of ${name} again`);
   }
   setInt(b, fd, SOL_SOCKET, SO_REUSEADDR, o.reuseaddr ? 1 : 0, `SO_REUSEADDR of ${name}`);
+  // A listener may drop SO_REUSEPORT once bound, and stays in the port's group (zdtm socket-tcp-reuseport).
+  if (s.sharedPort && !o.so_reuseport) setInt(b, fd, SOL_SOCKET, SO_REUSEPORT, 0, `SO_REUSEPORT of ${name}`);
   if (o.so_keepalive) setInt(b, fd, SOL_SOCKET, SO_KEEPALIVE, 1, `SO_KEEPALIVE on ${name}`);
   if (o.so_broadcast) setInt(b, fd, SOL_SOCKET, SO_BROADCAST, 1, `SO_BROADCAST on ${name}`);
   addCommonSockOpts(b, fd, o, name);
@@ -546,6 +558,17 @@ async function finish(ctx: RestoreContext, s: InetSock): Promise<void> {
 export async function createInetSockets(ctx: RestoreContext): Promise<void> {
   const socks = loadSockets(ctx);
   if (!socks.length) return;
+  // Listeners sharing a port were bound with SO_REUSEPORT (the application may have cleared it since): all of
+  // them get it for bind, else the second finds the port taken.
+  const listeners = new Map<number, InetSock[]>();
+  for (const s of socks)
+    if (s.tcp && s.state === TCP_LISTEN) {
+      const port = Number(s.e.src_port ?? 0);
+      listeners.set(port, [...(listeners.get(port) ?? []), s]);
+    }
+  for (const group of listeners.values())
+    if (group.length > 1 && group.some((s) => (s.e.opts as Msg | undefined)?.so_reuseport))
+      for (const s of group) s.sharedPort = true;
   // Listeners first: connections accepted from them bind to the same port (allowed in repair mode).
   const order = [...socks.filter((s) => s.state === TCP_LISTEN), ...socks.filter((s) => s.state !== TCP_LISTEN)];
   for (const s of order) await build(ctx, s);

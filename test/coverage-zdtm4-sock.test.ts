@@ -1,7 +1,8 @@
 /**
  * Socket state that CRIU's conformance tests (zdtm static, fourth set: socket-tcp-fin-wait1/2, -close-wait,
  * -last-ack, -closing, -closed and their IPv6 variants) found godwit refusing or losing, reproduced by the workload
- * inet-halfclosed: dump + kill + restore (and a --leave-running snapshot), then the workload checks itself.
+ * inet-halfclosed; socket-tcp-reuseport by sockopts --reuseport: dump + kill + restore (and a --leave-running
+ * snapshot), then the workload checks itself.
  */
 import { entries, WorkloadFixture } from './helpers/workload-fixture';
 
@@ -35,5 +36,14 @@ test('half-closed TCP connections snapshot: the image holds each state with its 
     .map((e) => e.isk as { state: number; dst_port: number } | undefined)
     .filter((s) => s?.state === 7);
   for (const s of closed) expect(s!.dst_port).not.toBe(0);
+  expect(await w.verify()).toEqual({ pass: true, detail: 'PASS' });
+});
+
+test('listeners sharing a port through SO_REUSEPORT, one of which dropped it after bind, are bound again and keep their SO_REUSEPORT values', async () => {
+  await fx.restoredPasses('sockopts', ['--reuseport', '1']);
+});
+
+test('listeners sharing a port, without a dump: the workload’s own checks hold on this kernel', async () => {
+  const w = await fx.start('sockopts', ['--reuseport', '1']);
   expect(await w.verify()).toEqual({ pass: true, detail: 'PASS' });
 });
