@@ -24,6 +24,8 @@ export const AF_INET = 2;
 export const AF_INET6 = 10;
 export const IPPROTO_TCP = 6;
 export const IPPROTO_UDP = 17;
+/** UDP-Lite: UDP with partial checksums; the same socket calls and state (zdtm socket_udplite). */
+export const IPPROTO_UDPLITE = 136;
 
 /** Kernel TCP states (include/net/tcp_states.h); UDP uses ESTABLISHED (connected) and CLOSE. */
 export const TCP_STATES: Record<number, string> = {
@@ -187,8 +189,9 @@ export async function dumpInetFd(ctx: CollectContext, pid: number, c: FdClass, i
   const opts = await ctx.helper.sockOpts(pid, c.fd);
   const family = opts.domain;
   const proto = opts.protocol;
-  const what = `${family === AF_INET6 ? 'inet6' : 'inet'} socket (${proto === IPPROTO_TCP ? 'tcp' : proto === IPPROTO_UDP ? 'udp' : `protocol ${proto}`}${family === AF_INET6 ? '6' : ''})`;
-  if ((family !== AF_INET && family !== AF_INET6) || (proto !== IPPROTO_TCP && proto !== IPPROTO_UDP))
+  const protoName = proto === IPPROTO_TCP ? 'tcp' : proto === IPPROTO_UDP ? 'udp' : proto === IPPROTO_UDPLITE ? 'udplite' : `protocol ${proto}`;
+  const what = `${family === AF_INET6 ? 'inet6' : 'inet'} socket (${protoName}${family === AF_INET6 ? '6' : ''})`;
+  if ((family !== AF_INET && family !== AF_INET6) || (proto !== IPPROTO_TCP && proto !== IPPROTO_UDP && proto !== IPPROTO_UDPLITE))
     throw new GodwitError(`${where}: socket of family ${family}, protocol ${proto} (${c.link}) cannot be checkpointed yet`);
   const sk = await ctx.helper.inetSock(pid, c.fd);
   const bad = unsupportedInetState(what, sk.state);

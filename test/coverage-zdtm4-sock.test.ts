@@ -1,7 +1,7 @@
 /**
  * Socket state that CRIU's conformance tests (zdtm static, fourth set: socket-tcp-fin-wait1/2, -close-wait,
  * -last-ack, -closing, -closed and their IPv6 variants) found godwit refusing or losing, reproduced by the workload
- * inet-halfclosed; socket-tcp-reuseport by sockopts --reuseport: dump + kill + restore (and a --leave-running
+ * inet-halfclosed; socket-tcp-reuseport by sockopts --reuseport; socket_udplite by inet-udp --lite: dump + kill + restore (and a --leave-running
  * snapshot), then the workload checks itself.
  */
 import { entries, WorkloadFixture } from './helpers/workload-fixture';
@@ -45,5 +45,14 @@ test('listeners sharing a port through SO_REUSEPORT, one of which dropped it aft
 
 test('listeners sharing a port, without a dump: the workload’s own checks hold on this kernel', async () => {
   const w = await fx.start('sockopts', ['--reuseport', '1']);
+  expect(await w.verify()).toEqual({ pass: true, detail: 'PASS' });
+});
+
+test('UDP-Lite sockets, bound and connected over IPv4 and IPv6, come back as UDP-Lite with their addresses and exchange datagrams', async () => {
+  await fx.restoredPasses('inet-udp', ['--lite', '1']);
+});
+
+test('UDP-Lite sockets, without a dump: the workload’s own checks hold on this kernel', async () => {
+  const w = await fx.start('inet-udp', ['--lite', '1']);
   expect(await w.verify()).toEqual({ pass: true, detail: 'PASS' });
 });
