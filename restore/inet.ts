@@ -573,6 +573,9 @@ export async function createInetSockets(ctx: RestoreContext): Promise<void> {
   const order = [...socks.filter((s) => s.state === TCP_LISTEN), ...socks.filter((s) => s.state !== TCP_LISTEN)];
   for (const s of order) await build(ctx, s);
   for (const s of order) await putFinsBack(ctx, s);
+  // The ACKs those segments drew from peers in the image go through the loopback softirq, which may lag behind:
+  // let them land before ackOurFin looks at what is still unacked.
+  if (order.some((s) => s.stream && finsOf(s.state).acked)) await new Promise((r) => setTimeout(r, 50));
   for (const s of order) await ackOurFin(ctx, s);
   for (const s of order) {
     await finish(ctx, s);
