@@ -360,7 +360,7 @@ async function build(ctx: RestoreContext, s: InetSock): Promise<void> {
     const outq = s.stream.outq;
     const unsent = Math.min(Number(t.unsq_len ?? 0), outq.length);
     setInt(b, fd, IPPROTO_TCP, TCP_REPAIR_QUEUE, TCP_SEND_QUEUE, `select the send queue of ${name}`);
-    // The FINs come back later (closeHalves): the queues start before them.
+    // The FINs come back later (putFinsBack, finish): the queues start before them.
     const fin = finsOf(s.state);
     setInt(b, fd, IPPROTO_TCP, TCP_QUEUE_SEQ, (Number(t.outq_seq) - fin.sent - outq.length) | 0, `send sequence of ${name}`);
     setInt(b, fd, IPPROTO_TCP, TCP_REPAIR_QUEUE, TCP_RECV_QUEUE, `select the receive queue of ${name}`);
