@@ -63,8 +63,15 @@ export function kernelDev(dev: bigint): number {
   return ((major(dev) << 20) | minor(dev)) >>> 0;
 }
 
-/** The descriptions of the TCP and UDP tables: these sockets are dumped (checkpoint/inet.ts). */
-export const INET_KINDS = new Set(['inet socket (tcp)', 'inet6 socket (tcp6)', 'inet socket (udp)', 'inet6 socket (udp6)']);
+/** The descriptions of the TCP, UDP and UDP-Lite tables: these sockets are dumped (checkpoint/inet.ts). */
+export const INET_KINDS = new Set([
+  'inet socket (tcp)',
+  'inet6 socket (tcp6)',
+  'inet socket (udp)',
+  'inet6 socket (udp6)',
+  'inet socket (udplite)',
+  'inet6 socket (udplite6)',
+]);
 
 /** Socket inode -> a description, per network namespace tables of one pid (cached per dump). */
 export class SocketTables {
@@ -84,6 +91,7 @@ export class SocketTables {
       ['raw', 9, 'inet raw socket'],
       ['raw6', 9, 'inet6 raw socket'],
       ['udplite', 9, 'inet socket (udplite)'],
+      ['udplite6', 9, 'inet6 socket (udplite6)'],
       ['netlink', 9, 'netlink socket'],
       ['packet', 8, 'packet socket'],
     ];

@@ -1,14 +1,15 @@
 /**
  * TCP and UDP sockets over IPv4 and IPv6, as CRIU writes them: an inet_sk_entry in files.img (addresses,
- * ports, state, backlog, options) and, for an established TCP connection, tcp-stream-<ino>.img with its
- * TCP_REPAIR state (sequence numbers, both queues, options, window, timestamp).
+ * ports, state, backlog, options) and, for an established or half-closed TCP connection, tcp-stream-<ino>.img
+ * with its TCP_REPAIR state (sequence numbers, both queues, options, window, timestamp).
  *
  * Connections are put into repair mode all at once, before any is read (lockConnections): in repair mode the
  * kernel sends no new data and, if the tree is killed after the dump, closes them without FIN or RST. A dump
  * that fails, or one with --leave-running, takes them out of repair mode again (unlockConnections) before
- * the tree runs. Not supported (refused with pid, fd and state): TCP states other than listening, established
- * and closed, listeners with connections not accepted yet. Datagrams queued on a UDP socket are not carried
- * (no sender could put them back); CRIU drops them too.
+ * the tree runs. Not supported (refused with pid, fd and state): TCP states other than listening, established,
+ * half-closed (FIN_WAIT*, CLOSE_WAIT, LAST_ACK, CLOSING: as CRIU, the image's outq_seq/inq_seq count a queued or
+ * received FIN, outq_len/unsq_len do not) and closed, listeners with connections not accepted yet. Datagrams
+ * queued on a UDP socket are not carried (no sender could put them back); CRIU drops them too.
  */
 import { GodwitError } from '../util/errors';
 import type { CollectContext } from './context';
@@ -23,6 +24,8 @@ export const AF_INET = 2;
 export const AF_INET6 = 10;
 export const IPPROTO_TCP = 6;
 export const IPPROTO_UDP = 17;
+/** UDP-Lite: UDP with partial checksums; the same socket calls and state (zdtm socket_udplite). */
+export const IPPROTO_UDPLITE = 136;
 
 /** Kernel TCP states (include/net/tcp_states.h); UDP uses ESTABLISHED (connected) and CLOSE. */
 export const TCP_STATES: Record<number, string> = {
@@ -39,8 +42,24 @@ export const TCP_STATES: Record<number, string> = {
   11: 'CLOSING',
 };
 export const TCP_ESTABLISHED = 1;
+export const TCP_FIN_WAIT1 = 4;
+export const TCP_FIN_WAIT2 = 5;
 export const TCP_CLOSE = 7;
+export const TCP_CLOSE_WAIT = 8;
+export const TCP_LAST_ACK = 9;
 export const TCP_LISTEN = 10;
+export const TCP_CLOSING = 11;
+
+/**
+ * States of a TCP connection dumped with TCP_REPAIR: established, and half-closed with a FIN sent and/or received
+ * (restore/inet.ts puts the FINs back). A server being migrated holds such connections while its clients finish.
+ */
+export const REPAIRED_TCP_STATES = new Set([TCP_ESTABLISHED, TCP_FIN_WAIT1, TCP_FIN_WAIT2, TCP_CLOSE_WAIT, TCP_LAST_ACK, TCP_CLOSING]);
+
+/** Whether an inet_sk_entry comes with a tcp-stream image: a repaired state, or a closed connection (it has a peer). */
+export function hasTcpStream(state: number, dstPort: number): boolean {
+  return REPAIRED_TCP_STATES.has(state) || (state === TCP_CLOSE && dstPort !== 0);
+}
 
 /** What one dump knows about inet sockets; lives in CollectContext. */
 export interface InetDumpState {
@@ -59,12 +78,12 @@ export function newInetState(): InetDumpState {
 /** Which states of an inet socket godwit dumps; undefined when supported, else why not. */
 export function unsupportedInetState(what: string, state: number): string | undefined {
   const tcp = what.includes('tcp');
-  if (state === TCP_ESTABLISHED || state === TCP_CLOSE || (tcp && state === TCP_LISTEN)) return undefined;
-  return `${what} in state ${TCP_STATES[state] ?? state}: not supported yet (only listening, established and unconnected sockets; let the application finish closing it)`;
+  if (state === TCP_ESTABLISHED || state === TCP_CLOSE || (tcp && (state === TCP_LISTEN || REPAIRED_TCP_STATES.has(state)))) return undefined;
+  return `${what} in state ${TCP_STATES[state] ?? state}: not supported yet (only listening, established, half-closed and unconnected sockets)`;
 }
 
 /**
- * Before anything is read: every established TCP connection of the tree into repair mode, in one helper
+ * Before anything is read: every established or half-closed TCP connection of the tree into repair mode, in one helper
  * request, so none of them moves data while the others are dumped.
  */
 export async function lockConnections(ctx: CollectContext): Promise<number> {
@@ -83,7 +102,7 @@ export async function lockConnections(ctx: CollectContext): Promise<number> {
       const c = classifyFd(p.pid, fd, ctx.sockets);
       if (c.kind !== 'inet' || !c.what.includes('tcp')) continue;
       const ino = Number(c.proc.stat.ino);
-      if (inodes.has(ino) || ctx.sockets.inetState(p.pid, ino) !== TCP_ESTABLISHED) continue;
+      if (inodes.has(ino) || !REPAIRED_TCP_STATES.has(ctx.sockets.inetState(p.pid, ino) ?? TCP_CLOSE)) continue;
       inodes.add(ino);
       socks.push({ pid: p.pid, fd });
     }
@@ -170,8 +189,9 @@ export async function dumpInetFd(ctx: CollectContext, pid: number, c: FdClass, i
   const opts = await ctx.helper.sockOpts(pid, c.fd);
   const family = opts.domain;
   const proto = opts.protocol;
-  const what = `${family === AF_INET6 ? 'inet6' : 'inet'} socket (${proto === IPPROTO_TCP ? 'tcp' : proto === IPPROTO_UDP ? 'udp' : `protocol ${proto}`}${family === AF_INET6 ? '6' : ''})`;
-  if ((family !== AF_INET && family !== AF_INET6) || (proto !== IPPROTO_TCP && proto !== IPPROTO_UDP))
+  const protoName = proto === IPPROTO_TCP ? 'tcp' : proto === IPPROTO_UDP ? 'udp' : proto === IPPROTO_UDPLITE ? 'udplite' : `protocol ${proto}`;
+  const what = `${family === AF_INET6 ? 'inet6' : 'inet'} socket (${protoName}${family === AF_INET6 ? '6' : ''})`;
+  if ((family !== AF_INET && family !== AF_INET6) || (proto !== IPPROTO_TCP && proto !== IPPROTO_UDP && proto !== IPPROTO_UDPLITE))
     throw new GodwitError(`${where}: socket of family ${family}, protocol ${proto} (${c.link}) cannot be checkpointed yet`);
   const sk = await ctx.helper.inetSock(pid, c.fd);
   const bad = unsupportedInetState(what, sk.state);
@@ -181,12 +201,27 @@ export async function dumpInetFd(ctx: CollectContext, pid: number, c: FdClass, i
       `${where}: listening ${what} has ${sk.acceptQueue} connection(s) not accepted yet: not supported (they would be lost); dump again once the application has accepted them`,
     );
   const src = parseSockName(family, opts.boundName);
-  const dst = sk.state === TCP_ESTABLISHED ? parseSockName(family, opts.peerName) : parseSockName(family, Buffer.alloc(0));
   const tcp = proto === IPPROTO_TCP;
-  if (tcp && sk.state === TCP_ESTABLISHED) {
+  // A connection closed both ways keeps its addresses (the application may still ask for them): as CRIU, it is
+  // dumped like the half-closed ones and restored by running it through both FINs (restore/inet.ts).
+  const closedConn = tcp && sk.state === TCP_CLOSE && parseSockName(family, opts.peerName).port !== 0;
+  const connected = sk.state === TCP_ESTABLISHED || (tcp && REPAIRED_TCP_STATES.has(sk.state)) || closedConn;
+  const dst = parseSockName(family, connected ? opts.peerName : Buffer.alloc(0));
+  if (tcp && connected) {
+    const conn = `TCP connection ${formatAddr(family, src.addr, src.port)} -> ${formatAddr(family, dst.addr, dst.port)}`;
+    if (closedConn && opts.soErrorPending)
+      throw new GodwitError(`${where}: ${conn} was reset (an error is pending on it): not supported (it would come back closed in order)`);
+    if (closedConn && !ctx.inet.repaired.has(ino)) {
+      // Not in /proc/net/tcp, so lockConnections did not see it; nothing moves on it, repair mode now is enough.
+      ctx.inet.locked = true;
+      await ctx.helper.tcpRepairOn([{ pid, fd: c.fd }]);
+      ctx.inet.repaired.add(ino);
+    }
     if (!ctx.inet.repaired.has(ino))
-      throw new GodwitError(`${where}: TCP connection ${formatAddr(family, src.addr, src.port)} -> ${formatAddr(family, dst.addr, dst.port)} was not put into repair mode (it was established after the freeze began?)`);
+      throw new GodwitError(`${where}: ${conn} was not put into repair mode (it was established after the freeze began?)`);
     const r = await ctx.helper.tcpRepairDump(pid, c.fd);
+    // What a closed connection's send queue still holds can never be read or sent (CRIU drops it too).
+    if (closedConn) r.outq = Buffer.alloc(0);
     const tse: Record<string, unknown> = {
       inq_len: r.inq.length,
       inq_seq: r.rcvSeq >>> 0,
@@ -198,7 +233,7 @@ export async function dumpInetFd(ctx: CollectContext, pid: number, c: FdClass, i
       rcv_wscale: r.rcvWscale,
       cork: sk.cork,
       nodelay: sk.nodelay,
-      unsq_len: r.unsent,
+      unsq_len: closedConn ? 0 : r.unsent,
     };
     if (r.timestamp !== undefined) tse.timestamp = r.timestamp >>> 0;
     if (r.window) {

@@ -9,8 +9,13 @@
  *   and the sent part of the send queue -> window (after the queues: the kernel checks it against rcv_nxt)
  *
  * Every connection is rebuilt before any leaves repair mode (a window probe to a peer that does not exist yet
- * would be answered with a reset). Then repair mode off, the unsent part of the send queue sent normally, and
- * the remaining options set.
+ * would be answered with a reset). A half-closed connection (or a closed one: CLOSE with a peer) then gets its
+ * FINs back, as CRIU's libsoccr does: our own with shutdown() (in repair mode with the send queue selected when
+ * the peer had acked it: it counts as sent), the peer's as a FIN segment forged from the peer's address through a
+ * raw socket, and the peer's ACK of our FIN (FIN_WAIT2, CLOSE) the same way, last. Only once every socket exists:
+ * a socket answers the forged FIN with an ACK, which would draw a reset from a port whose socket is not back yet
+ * (or closed already). Then repair mode off, the unsent part of the send queue sent normally (our unsent FIN after
+ * it), and the remaining options set.
  */
 import * as os from 'node:os';
 import { GodwitError } from '../util/errors';
@@ -18,14 +23,23 @@ import type { RestoreContext } from './context';
 import { readEntries, Msg } from './image-files';
 import { Batch, runLocal } from './syscalls';
 import { addCommonSockOpts } from './sockopts';
+import { hasTcpStream, TCP_STATES, TCP_FIN_WAIT1, TCP_FIN_WAIT2, TCP_CLOSE, TCP_CLOSE_WAIT, TCP_LAST_ACK, TCP_CLOSING } from '../checkpoint/inet';
 
 const AF_INET = 2;
 const AF_INET6 = 10;
 const SOCK_STREAM = 1;
+const SOCK_RAW = 3;
+const IPPROTO_RAW = 255;
+const SHUT_WR = 1;
+const TCP_INFO = 11;
+const TCP_QUICKACK = 12;
 const SOCK_CLOEXEC = 0o2000000;
 const IPPROTO_TCP = 6;
 const TCP_ESTABLISHED = 1;
 const TCP_LISTEN = 10;
+const TCP_NO_QUEUE = 0;
+const TH_FIN = 0x01;
+const TH_ACK = 0x10;
 
 const SOL_SOCKET = 1;
 const SO_REUSEADDR = 2;
@@ -77,7 +91,9 @@ interface InetSock {
   family: number;
   tcp: boolean;
   state: number;
-  /** The TCP_REPAIR state (tcp-stream-INO.img) of an established connection. */
+  /** A listener whose port another listener of the image shares: bound with SO_REUSEPORT whatever its own. */
+  sharedPort?: boolean;
+  /** The TCP_REPAIR state (tcp-stream-INO.img) of an established or half-closed connection. */
   stream?: { tse: Msg; inq: Buffer; outq: Buffer };
   fd?: number;
 }
@@ -197,7 +213,7 @@ function loadSockets(ctx: RestoreContext): InetSock[] {
       tcp: Number(e.proto) === IPPROTO_TCP,
       state: Number(e.state),
     };
-    if (s.tcp && s.state === TCP_ESTABLISHED) {
+    if (s.tcp && hasTcpStream(s.state, Number(e.dst_port ?? 0))) {
       const file = `tcp-stream-${s.ino.toString(16)}.img`;
       const entries = readEntries(ctx.set!.dir, file);
       const tse = entries?.[0];
@@ -213,8 +229,92 @@ function loadSockets(ctx: RestoreContext): InetSock[] {
 function describe(s: InetSock): string {
   const src = addrText(s.family, words(s.e.src_addr), Number(s.e.src_port ?? 0));
   if (s.state === TCP_LISTEN) return `${s.tcp ? 'tcp' : 'udp'} listener ${src}`;
-  if (s.state === TCP_ESTABLISHED) return `${s.tcp ? 'tcp' : 'udp'} ${src} -> ${addrText(s.family, words(s.e.dst_addr), Number(s.e.dst_port ?? 0))}`;
+  const state = s.state === TCP_ESTABLISHED ? '' : ` (${TCP_STATES[s.state] ?? s.state})`;
+  if (s.state === TCP_ESTABLISHED || s.stream) return `${s.tcp ? 'tcp' : 'udp'} ${src} -> ${addrText(s.family, words(s.e.dst_addr), Number(s.e.dst_port ?? 0))}${state}`;
   return `${s.tcp ? 'tcp' : 'udp'} socket ${src}`;
+}
+
+/**
+ * Where a connection's FINs are (the image counts them in outq_seq / inq_seq, as CRIU): sent = ours is in the
+ * send queue, acked = and the peer acked it, received = the peer's was received, oursFirst = ours went first.
+ * A closed connection (CLOSE with a peer) has had both, ours second.
+ */
+function finsOf(state: number): { sent: number; acked: boolean; received: number; oursFirst: boolean } {
+  const oursFirst = state === TCP_FIN_WAIT1 || state === TCP_FIN_WAIT2 || state === TCP_CLOSING;
+  const sent = oursFirst || state === TCP_LAST_ACK || state === TCP_CLOSE;
+  const received = state === TCP_CLOSE_WAIT || state === TCP_LAST_ACK || state === TCP_CLOSING || state === TCP_CLOSE;
+  return { sent: sent ? 1 : 0, acked: state === TCP_FIN_WAIT2 || state === TCP_CLOSE, received: received ? 1 : 0, oursFirst };
+}
+
+/** One's-complement sum of 16-bit words, for IP and TCP checksums. */
+function csum16(parts: Buffer[]): number {
+  let sum = 0;
+  for (const p of parts) for (let i = 0; i < p.length; i += 2) sum += (p[i] << 8) | (i + 1 < p.length ? p[i + 1] : 0);
+  while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);
+  return ~sum & 0xffff;
+}
+
+/** The 4 or 16 address bytes of image address words; an IPv4-mapped IPv6 address gives its IPv4 bytes. */
+function addrBytes(family: number, addrWords: number[]): Buffer {
+  const b = Buffer.alloc(family === AF_INET ? 4 : 16);
+  addrWords.slice(0, b.length / 4).forEach((w, i) => b.writeUInt32LE(w >>> 0, i * 4));
+  if (family === AF_INET6 && b.subarray(0, 10).every((x) => x === 0) && b.readUInt16BE(10) === 0xffff) return b.subarray(12);
+  return b;
+}
+
+/**
+ * A TCP segment (no payload, no options) from the connection's peer to it, with its IP header, and where to send
+ * it: for a raw IPPROTO_RAW socket, which sends the header as given (the kernel fills in the IP checksum).
+ */
+function peerSegment(s: InetSock, seq: number, ack: number, flags: number): { family: number; packet: Buffer; to: Buffer } {
+  const e = s.e;
+  const t = s.stream!.tse;
+  const ours = addrBytes(s.family, words(e.src_addr));
+  const peer = addrBytes(s.family, words(e.dst_addr));
+  const tcp = Buffer.alloc(20);
+  tcp.writeUInt16BE(Number(e.dst_port ?? 0), 0);
+  tcp.writeUInt16BE(Number(e.src_port ?? 0), 2);
+  tcp.writeUInt32BE(seq >>> 0, 4);
+  tcp.writeUInt32BE(ack >>> 0, 8);
+  tcp[12] = 5 << 4;
+  tcp[13] = flags;
+  // The window the peer advertised, in its units (it scales by our snd_wscale): a segment must not shrink it.
+  const wscale = Number(t.opt_mask ?? 0) & TCPI_OPT_WSCALE ? Number(t.snd_wscale ?? 0) : 0;
+  tcp.writeUInt16BE(Math.min(0xffff, Math.floor(Number(t.snd_wnd ?? 0xffff) / 2 ** wscale)), 14);
+  const v4 = ours.length === 4;
+  const pseudo = Buffer.alloc(v4 ? 12 : 40);
+  peer.copy(pseudo, 0);
+  ours.copy(pseudo, peer.length);
+  if (v4) {
+    pseudo[9] = IPPROTO_TCP;
+    pseudo.writeUInt16BE(tcp.length, 10);
+  } else {
+    pseudo.writeUInt32BE(tcp.length, 32);
+    pseudo[39] = IPPROTO_TCP;
+  }
+  tcp.writeUInt16BE(csum16([pseudo, tcp]), 16);
+  let ip: Buffer;
+  if (v4) {
+    ip = Buffer.alloc(20);
+    ip[0] = 0x45;
+    ip.writeUInt16BE(20 + tcp.length, 2);
+    ip.writeUInt16BE(0x4000, 6); // DF
+    ip[8] = 64;
+    ip[9] = IPPROTO_TCP;
+    peer.copy(ip, 12);
+    ours.copy(ip, 16);
+  } else {
+    ip = Buffer.alloc(40);
+    ip.writeUInt32BE(0x60000000, 0);
+    ip.writeUInt16BE(tcp.length, 4);
+    ip[6] = IPPROTO_TCP;
+    ip[7] = 64;
+    peer.copy(ip, 8);
+    ours.copy(ip, 24);
+  }
+  const family = v4 ? AF_INET : AF_INET6;
+  const to = v4 ? sockaddr(AF_INET, [ours.readUInt32LE(0)], 0) : sockaddr(AF_INET6, [0, 1, 2, 3].map((i) => ours.readUInt32LE(4 * i)), 0);
+  return { family, packet: Buffer.concat([ip, tcp]), to };
 }
 
 /** socket(), options that must precede bind, bind; for a connection the whole repair sequence. */
@@ -233,7 +333,7 @@ async function build(ctx: RestoreContext, s: InetSock): Promise<void> {
   // SO_REUSEADDR would replace the forced port sharing that repair mode gives.
   setInt(b, fd, SOL_SOCKET, SO_REUSEADDR, 1, `SO_REUSEADDR for ${name}`);
   if (s.stream) setInt(b, fd, IPPROTO_TCP, TCP_REPAIR, 1, `TCP_REPAIR on for ${name}`);
-  if (o.so_reuseport) setInt(b, fd, SOL_SOCKET, SO_REUSEPORT, 1, `SO_REUSEPORT for ${name}`);
+  if (o.so_reuseport || s.sharedPort) setInt(b, fd, SOL_SOCKET, SO_REUSEPORT, 1, `SO_REUSEPORT for ${name}`);
   if (s.family === AF_INET6) setInt(b, fd, IPPROTO_IPV6, IPV6_V6ONLY, e.v6only ? 1 : 0, `IPV6_V6ONLY for ${name}`);
   if ((e.ip_opts as Msg | undefined)?.freebind) setInt(b, fd, IPPROTO_IP, IP_FREEBIND, 1, `IP_FREEBIND for ${name}`);
   if (o.so_bound_dev) {
@@ -260,9 +360,11 @@ async function build(ctx: RestoreContext, s: InetSock): Promise<void> {
     const outq = s.stream.outq;
     const unsent = Math.min(Number(t.unsq_len ?? 0), outq.length);
     setInt(b, fd, IPPROTO_TCP, TCP_REPAIR_QUEUE, TCP_SEND_QUEUE, `select the send queue of ${name}`);
-    setInt(b, fd, IPPROTO_TCP, TCP_QUEUE_SEQ, (Number(t.outq_seq) - outq.length) | 0, `send sequence of ${name}`);
+    // The FINs come back later (putFinsBack, finish): the queues start before them.
+    const fin = finsOf(s.state);
+    setInt(b, fd, IPPROTO_TCP, TCP_QUEUE_SEQ, (Number(t.outq_seq) - fin.sent - outq.length) | 0, `send sequence of ${name}`);
     setInt(b, fd, IPPROTO_TCP, TCP_REPAIR_QUEUE, TCP_RECV_QUEUE, `select the receive queue of ${name}`);
-    setInt(b, fd, IPPROTO_TCP, TCP_QUEUE_SEQ, (Number(t.inq_seq) - inq.length) | 0, `receive sequence of ${name}`);
+    setInt(b, fd, IPPROTO_TCP, TCP_QUEUE_SEQ, (Number(t.inq_seq) - fin.received - inq.length) | 0, `receive sequence of ${name}`);
     b.call('connect', [fd, b.data(dst), dst.length], `connect ${name} in repair mode`);
     const mask = Number(t.opt_mask ?? 0);
     const opts: [number, number][] = [[TCPOPT_MAXSEG, Number(t.mss_clamp ?? 0)]];
@@ -291,7 +393,10 @@ async function build(ctx: RestoreContext, s: InetSock): Promise<void> {
     refill(TCP_SEND_QUEUE, outq.subarray(0, outq.length - unsent), 'send');
     if (t.rcv_wnd !== undefined) {
       const w = Buffer.alloc(20);
-      [t.snd_wl1, t.snd_wnd, t.max_window, t.rcv_wnd, t.rcv_wup].forEach((v, i) => w.writeUInt32LE(Number(v ?? 0) >>> 0, 4 * i));
+      // rcv_wup was taken past the peer's FIN, which is not back yet (the kernel refuses one beyond rcv_nxt).
+      const wup = Number(t.rcv_wup ?? 0) - fin.received;
+      const wnd = Number(t.rcv_wnd ?? 0) + fin.received;
+      [t.snd_wl1, t.snd_wnd, t.max_window, wnd, wup].forEach((v, i) => w.writeUInt32LE(Number(v ?? 0) >>> 0, 4 * i));
       b.call('setsockopt', [fd, IPPROTO_TCP, TCP_REPAIR_WINDOW, b.data(w), w.length], `window of ${name}`);
     }
     const res = await local(ctx, b, name);
@@ -303,6 +408,85 @@ async function build(ctx: RestoreContext, s: InetSock): Promise<void> {
   if (s.state === TCP_LISTEN && s.tcp) b.call('listen', [fd, Number(e.backlog ?? 0) || 128], `listen on ${name}`);
   else if (s.state === TCP_ESTABLISHED) b.call('connect', [fd, b.data(dst), dst.length], `connect ${name}`);
   await local(ctx, b, name);
+}
+
+/** TCP_INFO's state of a restorer fd. */
+async function tcpState(ctx: RestoreContext, fd: number, name: string): Promise<number> {
+  const b = new Batch();
+  const info = b.data(Buffer.alloc(8));
+  const len = Buffer.alloc(4);
+  len.writeUInt32LE(8);
+  b.call('getsockopt', [fd, IPPROTO_TCP, TCP_INFO, info, b.data(len)], `TCP_INFO of ${name}`);
+  return (await runLocal(ctx.restorer!, b, name)).scratch[info.scratch];
+}
+
+/** Sends the peer's segment (seq, ack, flags) to a rebuilt connection, then waits for it to reach state `want`. */
+async function fromPeer(ctx: RestoreContext, s: InetSock, b: Batch, seq: number, ack: number, flags: number, what: string, want: number): Promise<void> {
+  const name = describe(s);
+  const seg = peerSegment(s, seq, ack, flags);
+  const raw = b.call('socket', [seg.family, SOCK_RAW | SOCK_CLOEXEC, IPPROTO_RAW], `raw socket for ${what} of ${name}`);
+  b.call('sendto', [raw, b.data(seg.packet), seg.packet.length, 0, b.data(seg.to), seg.to.length], `send ${what} to ${name}`);
+  b.call('close', [raw], `close the raw socket`);
+  await local(ctx, b, name);
+  // Loopback delivers the segment in the sender's softirq, normally before sendto returns; wait a little if not.
+  let state = await tcpState(ctx, s.fd!, name);
+  for (let i = 0; state !== want && i < 50; i++) {
+    await new Promise((r) => setTimeout(r, 20));
+    state = await tcpState(ctx, s.fd!, name);
+  }
+  if (state !== want)
+    throw new GodwitError(`${name}: in state ${TCP_STATES[state] ?? state} after ${what}, not ${TCP_STATES[want]} (a firewall dropping forged loopback segments?)`);
+  // A FIN puts the receiver in delayed-ACK mode: its ACK now (TCP_QUICKACK sends a pending one), not once an
+  // in-image peer has closed (the ACK would then draw a reset from the closed port).
+  if (flags & TH_FIN) {
+    const q = new Batch();
+    setInt(q, s.fd!, IPPROTO_TCP, TCP_QUICKACK, 1, `ACK the FIN now on ${name}`);
+    await local(ctx, q, name);
+  }
+}
+
+/** Our FIN as sent (shutdown with the send queue selected), for a peer that acked it. */
+function ourFinSent(b: Batch, s: InetSock, name: string): void {
+  setInt(b, s.fd!, IPPROTO_TCP, TCP_REPAIR_QUEUE, TCP_SEND_QUEUE, `select the send queue of ${name}`);
+  b.call('shutdown', [s.fd!, SHUT_WR], `queue the FIN of ${name} as sent`);
+  setInt(b, s.fd!, IPPROTO_TCP, TCP_REPAIR_QUEUE, TCP_NO_QUEUE, `no queue selected on ${name}`);
+}
+
+/**
+ * A half-closed or closed connection's FINs, every socket being rebuilt (see the top), in the order they came:
+ * the peer's FIN, our FIN when the peer acked it. Our FIN not acked yet waits for finish(), behind the unsent
+ * bytes; the peer's ACK of ours for ackOurFin().
+ */
+async function putFinsBack(ctx: RestoreContext, s: InetSock): Promise<void> {
+  const fin = finsOf(s.state);
+  if (!s.stream || (!fin.acked && !fin.received)) return;
+  const t = s.stream.tse;
+  const name = describe(s);
+  const b = new Batch();
+  if (fin.acked && fin.oursFirst) ourFinSent(b, s, name);
+  if (fin.received) {
+    const sndUna = Number(t.outq_seq) - fin.sent - s.stream.outq.length;
+    await fromPeer(ctx, s, b, Number(t.inq_seq) - 1, sndUna, TH_FIN | TH_ACK, "the peer's FIN", TCP_CLOSE_WAIT);
+    if (fin.acked && !fin.oursFirst) {
+      const b2 = new Batch();
+      ourFinSent(b2, s, name);
+      await local(ctx, b2, name);
+    }
+  } else await local(ctx, b, name);
+}
+
+/**
+ * The peer's ACK of our FIN (FIN_WAIT2, CLOSE), once every connection has its FINs: a connection that closes
+ * leaves the port's table, and a peer's reply to the segments above would then draw a reset.
+ */
+async function ackOurFin(ctx: RestoreContext, s: InetSock): Promise<void> {
+  const fin = finsOf(s.state);
+  if (!s.stream || !fin.acked) return;
+  const t = s.stream.tse;
+  // A peer in the image acked it already, answering its own FIN coming back: ours on top would find the port
+  // closed and draw a reset.
+  if ((await tcpState(ctx, s.fd!, describe(s))) === s.state) return;
+  await fromPeer(ctx, s, new Batch(), Number(t.inq_seq), Number(t.outq_seq), TH_ACK, "the peer's ACK of our FIN", s.state);
 }
 
 /** Repair mode off, the unsent bytes sent, then the options that may change behaviour from now on. */
@@ -329,8 +513,14 @@ async function finish(ctx: RestoreContext, s: InetSock): Promise<void> {
       unsentAt = b.call('sendto', [fd, b.data(part), part.length, MSG_DONTWAIT, 0, 0], `send the unsent bytes of ${name}`).result;
       unsentLen = part.length;
     }
+    // Our FIN not acked yet: after the bytes it follows. (CLOSING comes back as LAST_ACK: the same to the
+    // application, and both end once the peer acks the FIN.)
+    const fin = finsOf(s.state);
+    if (fin.sent && !fin.acked) b.call('shutdown', [fd, SHUT_WR], `send the FIN of ${name} again`);
   }
   setInt(b, fd, SOL_SOCKET, SO_REUSEADDR, o.reuseaddr ? 1 : 0, `SO_REUSEADDR of ${name}`);
+  // A listener may drop SO_REUSEPORT once bound, and stays in the port's group (zdtm socket-tcp-reuseport).
+  if (s.sharedPort && !o.so_reuseport) setInt(b, fd, SOL_SOCKET, SO_REUSEPORT, 0, `SO_REUSEPORT of ${name}`);
   if (o.so_keepalive) setInt(b, fd, SOL_SOCKET, SO_KEEPALIVE, 1, `SO_KEEPALIVE on ${name}`);
   if (o.so_broadcast) setInt(b, fd, SOL_SOCKET, SO_BROADCAST, 1, `SO_BROADCAST on ${name}`);
   addCommonSockOpts(b, fd, o, name);
@@ -368,9 +558,25 @@ async function finish(ctx: RestoreContext, s: InetSock): Promise<void> {
 export async function createInetSockets(ctx: RestoreContext): Promise<void> {
   const socks = loadSockets(ctx);
   if (!socks.length) return;
+  // Listeners sharing a port were bound with SO_REUSEPORT (the application may have cleared it since): all of
+  // them get it for bind, else the second finds the port taken.
+  const listeners = new Map<number, InetSock[]>();
+  for (const s of socks)
+    if (s.tcp && s.state === TCP_LISTEN) {
+      const port = Number(s.e.src_port ?? 0);
+      listeners.set(port, [...(listeners.get(port) ?? []), s]);
+    }
+  for (const group of listeners.values())
+    if (group.length > 1 && group.some((s) => (s.e.opts as Msg | undefined)?.so_reuseport))
+      for (const s of group) s.sharedPort = true;
   // Listeners first: connections accepted from them bind to the same port (allowed in repair mode).
   const order = [...socks.filter((s) => s.state === TCP_LISTEN), ...socks.filter((s) => s.state !== TCP_LISTEN)];
   for (const s of order) await build(ctx, s);
+  for (const s of order) await putFinsBack(ctx, s);
+  // The ACKs those segments drew from peers in the image go through the loopback softirq, which may lag behind:
+  // let them land before ackOurFin looks at what is still unacked.
+  if (order.some((s) => s.stream && finsOf(s.state).acked)) await new Promise((r) => setTimeout(r, 50));
+  for (const s of order) await ackOurFin(ctx, s);
   for (const s of order) {
     await finish(ctx, s);
     ctx.objects.set(s.fileId, s.fd!);

@@ -16,7 +16,7 @@ export const NR = {
   close_range: 436, pidfd_getfd: 438, personality: 135, userfaultfd: 323, ioctl: 16, eventfd2: 290,
   signalfd4: 289, timerfd_create: 283, timerfd_settime: 286, inotify_init1: 294, inotify_add_watch: 254,
   inotify_rm_watch: 255, unlinkat: 263, socket: 41, connect: 42, accept4: 288, sendto: 44, bind: 49,
-  listen: 50, socketpair: 53, setsockopt: 54, shutdown: 48, epoll_create1: 291, epoll_ctl: 233, open_by_handle_at: 304, openat: 257,
+  listen: 50, socketpair: 53, setsockopt: 54, getsockopt: 55, shutdown: 48, epoll_create1: 291, epoll_ctl: 233, open_by_handle_at: 304, openat: 257,
   // coverage: shared memory, seccomp, ttys, locks
   memfd_create: 319, ftruncate: 77, pwrite64: 18, fchown: 93, seccomp: 317, flock: 73, mkdirat: 258,
   fchmod: 91, utimensat: 280, fchmodat: 268, fchownat: 260, sched_setscheduler: 144, sched_setaffinity: 203, setpriority: 141,

@@ -44,6 +44,7 @@ export const WORKLOAD_NAMES = [
   'fs-places',
   'unix-more',
   'aio',
+  'inet-halfclosed',
 ] as const;
 export type WorkloadName = (typeof WORKLOAD_NAMES)[number];
 

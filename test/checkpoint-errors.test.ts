@@ -11,10 +11,14 @@ import { readStatus } from '../checkpoint/proc/status';
 import { startWorkload } from '../scenarios/workload';
 import { describeError } from '../util/errors';
 
-/** A TCP connection half closed by its client (CLOSE_WAIT / FIN_WAIT2): an inet socket state godwit refuses. */
-const HALF_CLOSED_TCP =
-  'const net=require("net");const s=net.createServer({allowHalfOpen:true},(c)=>c.on("end",()=>console.log("ready")));' +
-  's.listen(0,"127.0.0.1",()=>{const c=net.connect(s.address().port,"127.0.0.1",()=>c.end())})';
+/**
+ * A TCP connection stuck in SYN_SENT, an inet socket state godwit refuses: the listener's accept queue (backlog 1)
+ * is full with the first two connections, never accepted (the event loop is blocked), so the kernel drops the next SYNs.
+ */
+const SYN_SENT_TCP =
+  'const net=require("net");const s=net.createServer();s.listen({port:0,host:"127.0.0.1",backlog:1},()=>{' +
+  'const p=s.address().port;for(let i=0;i<4;i++)net.connect(p,"127.0.0.1").on("error",()=>{});' +
+  'setTimeout(()=>{console.log("ready");Atomics.wait(new Int32Array(new SharedArrayBuffer(4)),0,0)},200)})';
 
 const cli = path.resolve(__dirname, '..', 'cli', 'main.js');
 const run = (...args: string[]) => spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8' });
@@ -70,7 +74,7 @@ test('a non-empty directory is refused and left as it was', async () => {
 });
 
 test('an inet socket in an unsupported state: the error names pid, fd and kind; the process runs on untraced; no directory left', async () => {
-  const server = spawn(process.execPath, ['-e', HALF_CLOSED_TCP], {
+  const server = spawn(process.execPath, ['-e', SYN_SENT_TCP], {
     stdio: ['ignore', 'pipe', 'ignore'],
   });
   children.push(server);

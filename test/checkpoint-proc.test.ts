@@ -19,10 +19,14 @@ import { NamespaceIds } from '../checkpoint/namespaces';
 import { readBuildId } from '../checkpoint/elf';
 import { UsageError } from '../util/errors';
 
-/** A TCP connection half closed by its client (CLOSE_WAIT / FIN_WAIT2): an inet socket state godwit refuses. */
-const HALF_CLOSED_TCP =
-  'const net=require("net");const s=net.createServer({allowHalfOpen:true},(c)=>c.on("end",()=>console.log("ready")));' +
-  's.listen(0,"127.0.0.1",()=>{const c=net.connect(s.address().port,"127.0.0.1",()=>c.end())})';
+/**
+ * A TCP connection stuck in SYN_SENT, an inet socket state godwit refuses: the listener's accept queue (backlog 1)
+ * is full with the first two connections, never accepted (the event loop is blocked), so the kernel drops the next SYNs.
+ */
+const SYN_SENT_TCP =
+  'const net=require("net");const s=net.createServer();s.listen({port:0,host:"127.0.0.1",backlog:1},()=>{' +
+  'const p=s.address().port;for(let i=0;i<4;i++)net.connect(p,"127.0.0.1").on("error",()=>{});' +
+  'setTimeout(()=>{console.log("ready");Atomics.wait(new Int32Array(new SharedArrayBuffer(4)),0,0)},200)})';
 
 const started: ChildProcess[] = [];
 let tmp: string;
@@ -198,8 +202,8 @@ describe('target validation happens before anything is touched', () => {
   });
 });
 
-test('scanTree finds threads; preflight names a half-closed inet socket and leaves the process alone', async () => {
-  const server = spawn(process.execPath, ['-e', HALF_CLOSED_TCP], {
+test('scanTree finds threads; preflight names an inet socket in SYN_SENT and leaves the process alone', async () => {
+  const server = spawn(process.execPath, ['-e', SYN_SENT_TCP], {
     stdio: ['ignore', 'pipe', 'ignore'],
   });
   started.push(server);

@@ -328,11 +328,18 @@ int op_sock_opts(struct helper *h, const uint8_t *req, size_t len, struct pb_buf
 		pb_int(out, F_SockOptsResp_linger, lg.l_linger);
 	}
 	struct sockaddr_storage a;
-	socklen_t al = sizeof(a);
-	if (getsockname(s, (struct sockaddr *)&a, &al) == 0 && al > sizeof(sa_family_t))
+	socklen_t al = sizeof(a), inet_len = 0;
+	if (getsockname(s, (struct sockaddr *)&a, &al) == 0 && al > sizeof(sa_family_t)) {
 		pb_bytes(out, F_SockOptsResp_bound_name, (uint8_t *)&a + sizeof(sa_family_t), al - sizeof(sa_family_t));
+		if (a.ss_family == AF_INET || a.ss_family == AF_INET6)
+			inet_len = al;
+	}
 	al = sizeof(a);
-	if (getpeername(s, (struct sockaddr *)&a, &al) == 0 && al > sizeof(sa_family_t))
+	/* SO_PEERNAME where getpeername refuses: a TCP connection that closed keeps its peer's address (the kernel
+	 * wants the exact address size). */
+	if ((getpeername(s, (struct sockaddr *)&a, &al) == 0 ||
+	     (errno == ENOTCONN && inet_len && (al = inet_len, getsockopt(s, SOL_SOCKET, SO_PEERNAME, &a, &al) == 0))) &&
+	    al > sizeof(sa_family_t))
 		pb_bytes(out, F_SockOptsResp_peer_name, (uint8_t *)&a + sizeof(sa_family_t), al - sizeof(sa_family_t));
 	/* sk_err shows as POLLERR without being consumed (getsockopt(SO_ERROR) would reset it). */
 	struct pollfd pfd = { s, 0, 0 };

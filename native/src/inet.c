@@ -206,6 +206,12 @@ int op_tcp_repair_dump(struct helper *h, const uint8_t *req, size_t len, struct 
 	uint32_t max = q.max_bytes ? q.max_bytes : TCP_QUEUE_DEFAULT_MAX;
 	int v;
 
+	struct tcp_info ti;
+	socklen_t tl = sizeof(ti);
+	memset(&ti, 0, sizeof(ti));
+	if (getsockopt(s, IPPROTO_TCP, TCP_INFO, &ti, &tl))
+		return gw_fail_errno(&h->err, "getsockopt(TCP_INFO)", q.pid, "fd %d", q.fd);
+
 	/* Send queue: nothing moves its end (write_seq) while the task is stopped. */
 	if (set_int(s, IPPROTO_TCP, TCP_REPAIR_QUEUE, TCP_SEND_QUEUE))
 		return gw_fail_errno(&h->err, "setsockopt(TCP_REPAIR_QUEUE)", q.pid, "send queue of fd %d", q.fd);
@@ -223,6 +229,10 @@ int op_tcp_repair_dump(struct helper *h, const uint8_t *req, size_t len, struct 
 		return -1;
 	/* An ACK that arrived between SIOCOUTQ and the peek shortened the queue from its head: the peek is what
 	 * is left, and it still ends at snd_seq. */
+	/* A FIN not acked yet is in the send queue: it holds a sequence number (counted by SIOCOUTQ and, until it
+	 * is sent, by SIOCOUTQNSD) but no byte. It is always last, so it is unsent whenever anything is. */
+	if ((ti.tcpi_state == TCP_FIN_WAIT1 || ti.tcpi_state == TCP_CLOSING || ti.tcpi_state == TCP_LAST_ACK) && unsent > 0)
+		unsent--;
 	if (unsent > (int)outn)
 		unsent = (int)outn;
 
@@ -256,11 +266,6 @@ int op_tcp_repair_dump(struct helper *h, const uint8_t *req, size_t len, struct 
 	if (set_int(s, IPPROTO_TCP, TCP_REPAIR_QUEUE, TCP_SEND_QUEUE))
 		return gw_fail_errno(&h->err, "setsockopt(TCP_REPAIR_QUEUE)", q.pid, "send queue of fd %d", q.fd);
 
-	struct tcp_info ti;
-	socklen_t tl = sizeof(ti);
-	memset(&ti, 0, sizeof(ti));
-	if (getsockopt(s, IPPROTO_TCP, TCP_INFO, &ti, &tl))
-		return gw_fail_errno(&h->err, "getsockopt(TCP_INFO)", q.pid, "fd %d", q.fd);
 	int mss;
 	if (get_int(s, IPPROTO_TCP, TCP_MAXSEG, &mss)) /* in repair mode: the mss clamp */
 		return gw_fail_errno(&h->err, "getsockopt(TCP_MAXSEG)", q.pid, "fd %d", q.fd);

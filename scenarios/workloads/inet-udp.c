@@ -4,7 +4,8 @@
  *   - for each, a UDP client bound to the same loopback address and connected to its server;
  *   - a TCP socket and a UDP socket that were created but never bound, the TCP one with TCP_NODELAY and
  *     SO_KEEPALIVE plus TCP_KEEPIDLE 77.
- * Verify: every socket has its port, peer and options as before; each client sends a numbered datagram its
+ * With --lite 1 the servers and clients are UDP-Lite sockets (IPPROTO_UDPLITE, zdtm socket_udplite).
+ * Verify: every socket has its port, peer, protocol and options as before; each client sends a numbered datagram its
  * server receives from the client's own address, and the server's reply reaches the client through its
  * connected socket; the never-bound sockets can still be bound and used (the TCP one listens and accepts).
  */
@@ -21,6 +22,14 @@
 #include <unistd.h>
 
 #define KEEPIDLE 77
+#ifndef IPPROTO_UDPLITE
+#define IPPROTO_UDPLITE 136
+#endif
+
+static struct zt_opt opts[] = {
+	{ "lite", 0, 0, 1, "1: the bound and connected pairs are UDP-Lite" },
+};
+static int proto;	/* of the pairs: 0 (UDP) or IPPROTO_UDPLITE */
 
 struct pair {
 	const char *what;
@@ -47,7 +56,7 @@ static socklen_t loopback(int family, struct sockaddr_storage *ss)
 
 static int udp_bound(struct zt *z, int family, struct sockaddr_storage *addr, const char *what)
 {
-	int s = socket(family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	int s = socket(family, SOCK_DGRAM | SOCK_CLOEXEC, proto);
 	if (s < 0)
 		zt_setup_failed(z, "socket", what);
 	int one = 1;
@@ -94,6 +103,10 @@ static void check_pair(struct zt *z, struct pair *p, uint64_t n)
 {
 	struct sockaddr_storage a;
 	socklen_t l = sizeof(a);
+	int pr = -1;
+	if (getsockopt(p->client, SOL_SOCKET, SO_PROTOCOL, &pr, &l) || pr != (proto ? proto : IPPROTO_UDP))
+		zt_fail(z, "%s: client is of protocol %d", p->what, pr);
+	l = sizeof(a);
 	memset(&a, 0, sizeof(a));
 	if (getsockname(p->server, (struct sockaddr *)&a, &l) || !same_addr(&a, &p->server_addr, p->len))
 		zt_fail(z, "%s: server is not bound where it was", p->what);
@@ -137,7 +150,8 @@ static void check_pair(struct zt *z, struct pair *p, uint64_t n)
 int main(int argc, char **argv)
 {
 	struct zt z;
-	zt_setup(&z, argc, argv, NULL, 0, SIGUSR2);
+	zt_setup(&z, argc, argv, opts, 1, SIGUSR2);
+	proto = opts[0].value ? IPPROTO_UDPLITE : 0;
 	struct pair v4, v6;
 	make_pair(&z, &v4, AF_INET, "udp 127.0.0.1");
 	make_pair(&z, &v6, AF_INET6, "udp [::1]");
