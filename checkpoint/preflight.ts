@@ -15,6 +15,7 @@ import type { Tree } from './tree';
 import { readFdInfo } from './proc/fdinfo';
 import { consoleOrVtPath, cttyIndex, devptsOf, isCtty, isHungUpSlave, ptyOf } from './tty';
 import { nsFileProblem } from './nsfiles';
+import { sessionProblems } from '../util/sessions';
 
 export interface Problem {
   pid: number;
@@ -35,6 +36,7 @@ export function findProblems(tree: Tree, ns: NamespaceIds): Problem[] {
 
 export function inspectTree(tree: Tree, ns: NamespaceIds): PreflightResult {
   const problems: Problem[] = [];
+  for (const kind of sessionProblems(tree.processes)) problems.push({ pid: tree.root, where: 'tree', kind });
   let estimatedPageBytes = 0;
   const sockets = new SocketTables();
   const masters = new Set<number>();
