@@ -123,16 +123,16 @@ int op_tty_queue(struct helper *h, const uint8_t *req, size_t len, struct pb_buf
 	int rc = drain(h, q.pid, slave, 0, &sin, "the slave's input queue");
 	if (!rc)
 		rc = drain(h, q.pid, master, packet, &min, "the master's input queue");
-	if (!rc && (sin.len || min.len)) {
+	/* Whatever was read goes back, after a failure too: the tree runs on and must not lose its bytes (the first
+	 * error is the one reported: gw_fail keeps it). */
+	if (sin.len || min.len) {
 		struct termios2 back = raw;
 		if (canonical_ok(&t, &sin))
 			back.c_lflag = ICANON;
 		if (ioctl(slave, TCSETS2, &back) < 0)
 			rc = gw_fail_errno(&h->err, "ioctl(TCSETS2)", q.pid, "slave of pty master fd %d", q.fd);
-		if (!rc)
-			rc = put_back(h, q.pid, master, slave, &sin, "the slave's input queue");
-		if (!rc)
-			rc = put_back(h, q.pid, slave, master, &min, "the master's input queue");
+		rc |= put_back(h, q.pid, master, slave, &sin, "the slave's input queue");
+		rc |= put_back(h, q.pid, slave, master, &min, "the master's input queue");
 	}
 	if (ioctl(slave, TCSETS2, &t) < 0 && !rc)
 		rc = gw_fail_errno(&h->err, "ioctl(TCSETS2)", q.pid, "slave of pty master fd %d (its termios back)", q.fd);
