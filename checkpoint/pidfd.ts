@@ -7,6 +7,7 @@
  * (PIDFD_GET_INFO with PIDFD_INFO_EXIT); restore makes a stand-in process end the same way (restore/pidfd.ts).
  */
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import { GodwitError } from '../util/errors';
 import type { CollectContext } from './context';
 import type { FdClass } from './fdkinds';
@@ -46,7 +47,8 @@ async function dumpDeadPidfd(ctx: CollectContext, pid: number, c: FdClass, info:
   } catch (err) {
     // Before Linux 6.13 (no PIDFD_GET_INFO: ENOTTY) or without exit information: the stand-in just exits 0.
     const errno = (err as { errno?: number }).errno;
-    if (errno !== 25 && errno !== 22 && errno !== 3) throw err;
+    const { ENOTTY, EINVAL, ESRCH } = os.constants.errno;
+    if (errno !== ENOTTY && errno !== EINVAL && errno !== ESRCH) throw err;
   }
   const flags = info.flags & ~O_CLOEXEC;
   const ino = fs.statSync(`/proc/${pid}/fd/${c.fd}`, { bigint: true }).ino;

@@ -54,6 +54,8 @@ function standIn(ctx: RestoreContext, id: number, p: Msg): StandIn {
     const status = p.exit_status === undefined ? undefined : Number(p.exit_status);
     const code = status === undefined || status & 0x7f ? 0 : (status >> 8) & 0xff;
     const child = spawn('/bin/sh', ['-c', `read _; exit ${code}`], { stdio: ['pipe', 'ignore', 'ignore'] });
+    // A failed spawn emits 'error' on the next tick: reported here by the missing pid, not as an uncaught event.
+    child.on('error', () => undefined);
     if (!child.pid) throw new GodwitError(`pidfd ${id} of a reaped process: could not start its stand-in (/bin/sh)`);
     m.set(ino, (s = { child, exitStatus: status }));
   }
