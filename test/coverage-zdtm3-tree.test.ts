@@ -3,6 +3,10 @@
  * reproduced by a workload of ours: dump + kill + restore (and a --leave-running snapshot), then the workload
  * checks itself.
  */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { dump } from '../checkpoint/dump';
+import { describeError } from '../util/errors';
 import { entries, WorkloadFixture } from './helpers/workload-fixture';
 
 const fx = new WorkloadFixture('godwit-covz3-tree-');
@@ -28,6 +32,16 @@ test('sessions --dead-group in the host PID namespace: the group is made again b
   const w = await fx.start('sessions', ['--dead-group', '1']);
   const { restored } = await fx.cycle(w, { newPidns: false });
   expect(restored.warnings ?? []).toEqual([]);
+  expect(await w.verify()).toEqual({ pass: true, detail: 'PASS' });
+});
+
+test('sessions --dead-session: a child in a session whose leader exited is refused at dump, before the freeze, the tree left running', async () => {
+  const w = await fx.start('sessions', ['--dead-session', '1']);
+  const dir = fx.imageDir();
+  const err = await dump({ pid: w.pid, dir }).catch((e: Error) => e);
+  expect(err).toBeInstanceOf(Error);
+  expect(describeError(err)).toMatch(/must start in session \d+, which its parent \d+ \(session \d+\) cannot hand down to it/);
+  expect(fs.existsSync(path.join(dir, 'inventory.img'))).toBe(false);
   expect(await w.verify()).toEqual({ pass: true, detail: 'PASS' });
 });
 

@@ -10,6 +10,9 @@
  * --dead-group 1: also D, which makes its own process group, forks Z and E into it with CLONE_PARENT (main is their
  * parent) and exits (main reaps it): Z exits at once and stays main's zombie (zdtm zombie01), E lives on; both in
  * a group whose leader is gone. Verify also checks their groups (Z's through getpgid on the zombie).
+ * --dead-session 1: also L, which calls setsid(), forks M with CLONE_PARENT (main is its parent) and exits: M is
+ * in a session whose leader is gone, which main cannot hand down to a child (zdtm session02). Restore would need
+ * a helper task for L, so dump refuses the tree before freezing it. Verify also checks M's session.
  */
 #include "zdtm.h"
 
@@ -45,8 +48,9 @@ int main(int argc, char **argv)
 {
 	struct zt z;
 	struct zt_opt opts[] = { { "orphan", 0, 0, 1, "leave an orphan in main's session, outside the tree" },
-				 { "dead-group", 0, 0, 1, "a zombie and a live child in a process group whose leader exited" } };
-	zt_setup(&z, argc, argv, opts, 2, SIGUSR2);
+				 { "dead-group", 0, 0, 1, "a zombie and a live child in a process group whose leader exited" },
+				 { "dead-session", 0, 0, 1, "a child in a session whose leader exited" } };
+	zt_setup(&z, argc, argv, opts, 3, SIGUSR2);
 	if (getsid(0) != getpid() && setsid() < 0)
 		zt_setup_failed(&z, "setsid", "main");
 	pid_t main_pid = getpid();
@@ -173,9 +177,37 @@ int main(int argc, char **argv)
 				zt_setup_failed(&z, "waitid", "Z");
 		zt_info(&z, "dead_group", "%d %d %d", dead_group, zombie, member);
 	}
+	pid_t dead_leader = 0, session_member = 0;
+	if (opts[2].value) {
+		int lp[2];
+		if (pipe(lp) < 0)
+			zt_setup_failed(&z, "pipe", "dead session pipe");
+		dead_leader = fork();
+		if (dead_leader < 0)
+			zt_setup_failed(&z, "fork", "L");
+		if (dead_leader == 0) {
+			if (setsid() < 0)
+				_exit(3);
+			pid_t m = (pid_t)syscall(SYS_clone, CLONE_PARENT | SIGCHLD, 0, 0, 0, 0);
+			if (m < 0)
+				_exit(3);
+			if (m == 0)
+				idle();
+			_exit(write(lp[1], &m, sizeof(m)) == sizeof(m) ? 0 : 3);
+		}
+		close(lp[1]);
+		int st;
+		if (read(lp[0], &session_member, sizeof(session_member)) != sizeof(session_member) ||
+		    waitpid(dead_leader, &st, 0) != dead_leader || !WIFEXITED(st) || WEXITSTATUS(st))
+			zt_setup_failed(&z, "read/waitpid", "L's child");
+		close(lp[0]);
+		if (getsid(session_member) != dead_leader)
+			zt_setup_failed(&z, "getsid", "M is not in L's session");
+		zt_info(&z, "dead_session", "%d %d", dead_leader, session_member);
+	}
 	close(p[1]);
 
-	pid_t pids[N + 2] = { main_pid };
+	pid_t pids[N + 3] = { main_pid };
 	for (int got = 0; got < N; got++) {
 		int rec[2];
 		if (read(p[0], rec, sizeof(rec)) != sizeof(rec) || rec[0] < 0 || rec[0] >= N)
@@ -195,8 +227,12 @@ int main(int argc, char **argv)
 		zt_setup_failed(&z, "getsid/getpgid", "sessions not as intended");
 	if (member && (getpgid(zombie) != dead_group || getpgid(member) != dead_group))
 		zt_setup_failed(&z, "getpgid", "D's group");
-	pids[N + 1] = member;
-	zt_ready(&z, pids, member ? N + 2 : N + 1);
+	int npids = N + 1;
+	if (member)
+		pids[npids++] = member;
+	if (session_member)
+		pids[npids++] = session_member;
+	zt_ready(&z, pids, npids);
 	zt_wait_sleeping(&z);
 
 	if (getsid(0) != main_pid)
@@ -216,6 +252,11 @@ int main(int argc, char **argv)
 		if (waitid(P_PID, zombie, &si, WEXITED | WNOWAIT) < 0 || si.si_code != CLD_EXITED || si.si_status != 7)
 			zt_fail(&z, "zombie %d: not exited with status 7", zombie);
 		kill(member, SIGKILL);
+	}
+	if (session_member) {
+		if (getsid(session_member) != dead_leader)
+			zt_fail(&z, "M (pid %d): session %d, expected %d (its leader gone)", session_member, getsid(session_member), dead_leader);
+		kill(session_member, SIGKILL);
 	}
 	for (int i = 0; i < N; i++)
 		kill(pids[1 + i], SIGKILL);
