@@ -7,6 +7,7 @@
  * controlling terminal again (TIOCSCTTY) and sets the foreground process group (TIOCSPGRP).
  */
 import * as fs from 'node:fs';
+import { kernelDev } from '../checkpoint/fdkinds';
 import { GodwitError } from '../util/errors';
 import { RestoreContext, treePath } from './context';
 import { Msg, readEntries } from './image-files';
@@ -97,10 +98,10 @@ export function ttyProblems(ctx: RestoreContext): string[] {
     const want = Number(info.rdev ?? 0);
     let rdev = -1;
     try {
-      const st = fs.statSync(treePath(ctx, path));
-      if (st.isCharacterDevice()) rdev = (((st.rdev >> 8) & 0xfff) << 20) | ((st.rdev & 0xff) | ((st.rdev >> 12) & 0xfff00));
+      const st = fs.statSync(treePath(ctx, path), { bigint: true });
+      if (st.isCharacterDevice()) rdev = kernelDev(st.rdev);
     } catch {
-      /* missing */
+      /* missing or unreachable: not that device */
     }
     if (rdev !== want)
       problems.push(`session ${info.sid}: its controlling terminal ${want >>> 20}:${want & 0xfffff} would be opened as ${path}, which is not that device here`);
