@@ -262,11 +262,11 @@ async function dumpExternalPeer(ctx: CollectContext, u: UnixFd): Promise<void> {
     throw new GodwitError(
       `${where} is a ${TYPE_NAMES[u.type] ?? `type ${u.type}`} connection to socket ${u.peer} outside the dumped tree, whose end of the connection cannot be carried: not supported (dump the peer's process too)`,
     );
+  // The socket diag lists the sockets of one network namespace: a peer bound by path may live in another, whose
+  // name getpeername gives all the same.
   const [peer] = await ctx.helper.unixDiag([BigInt(u.peer)], u.pid);
-  const peerName = peer ? unixName(peer.name) : Buffer.alloc(0);
+  const peerName = unixName(peer ? peer.name : (await ctx.helper.peerName(u.pid, u.fd)).subarray(2));
   const outside = `${where} is a datagram socket connected to socket ${u.peer} outside the dumped tree`;
-  if (!peer)
-    throw new GodwitError(`${outside}, which the kernel's socket diag does not list (closed, or in another network namespace): not supported (dump the peer's process too)`);
   if (!peerName.length)
     throw new GodwitError(`${outside}, which has no name (a socketpair half): restore could not connect to it again: not supported (dump the peer's process too)`);
   if (AUTOBIND_NAME.test(peerName.toString('latin1')))

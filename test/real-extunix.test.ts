@@ -4,10 +4,15 @@
  * (--receiver 1) started by the test is the receiver outside the tree. Dump records the receiver's name, restore
  * connects to it again; what a reconnection cannot carry is refused with a clear error.
  */
+import { ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { dump } from '../checkpoint/dump';
 import { restore } from '../restore';
-import { findWorkloadPids, Workload } from '../scenarios/workload';
+import { createHosts, TestBed } from '../scenarios/hosts';
+import { findWorkloadPids, startWorkload, Workload } from '../scenarios/workload';
+import { processesIn } from './helpers/host-procs';
+import { runInHost } from './helpers/run-in-host';
 import { entries, WorkloadFixture } from './helpers/workload-fixture';
 
 const fx = new WorkloadFixture('godwit-extunix-');
@@ -100,4 +105,52 @@ test('restore with no receiver at the name: refused before anything runs, naming
     new RegExp(`connected to /tmp/godwit-unix-ext-${key}\\.sock, a socket outside the dumped tree, and there is nothing there on this host`),
   );
   expect(findWorkloadPids(client.dir)).toEqual([]);
+});
+
+describe('migration between two test hosts', () => {
+  let bed: TestBed;
+  const children = new Set<ChildProcess>();
+  const started: Workload[] = [];
+  beforeAll(async () => {
+    bed = await createHosts();
+  }, 60_000);
+  afterEach(async () => {
+    for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+    children.clear();
+    for (const w of started.splice(0)) await w.cleanup().catch(() => undefined);
+  });
+  afterAll(async () => {
+    await bed?.destroy();
+  });
+
+  test("the client migrates and sends to the target's own receiver at that path; the source's receiver gets nothing more", async () => {
+    const key = newKey();
+    const sock = `/tmp/godwit-unix-ext-${key}.sock`;
+    const receiverA = await fx.start('unix-ext', ['--key', String(key), '--receiver', '1']);
+    const client = await startWorkload('unix-ext', { args: ['--key', String(key), '--same-name', '0'], prefix: ['nsenter', `--net=${bed.source.nsPath('net')}`] });
+    started.push(client);
+    // Host B's own receiver: bound at a path of its own, mounted over the name in B's mount namespace, as a
+    // second machine has its own syslog daemon at /dev/log (the bed's hosts share one filesystem).
+    const keyB = newKey();
+    const receiverB = await fx.start('unix-ext', ['--key', String(keyB), '--receiver', '1']);
+    await bed.target.execOk('mount', ['--bind', `/tmp/godwit-unix-ext-${keyB}.sock`, sock]);
+    try {
+      const targetDir = path.join(path.dirname(client.dir), `godwit-extunix-img-${key}`);
+      const NODE = process.execPath;
+      const CLI = path.resolve(__dirname, '..', 'cli', 'main.js');
+      const r = await runInHost(bed.source, [NODE, CLI, 'migrate', '--pid', String(client.pid), '--to', `root@${bed.target.address}`,
+        '--identity', bed.clientKeyPath, '--known-hosts', bed.knownHostsPath, '--godwit-path', `${NODE} ${CLI}`, '--json', '--target-dir', targetDir], children);
+      expect({ code: r.code, error: r.error }).toEqual({ code: 0, error: undefined });
+      const now = findWorkloadPids(client.dir);
+      expect(now).toHaveLength(1);
+      expect(now).not.toContain(client.pid);
+      client.setPids(now);
+      expect(await client.verify()).toEqual({ pass: true, detail: 'PASS' });
+      expect(await receiverB.verify()).toEqual({ pass: true, detail: 'PASS' });
+      expect((await receiverA.verify()).detail).toMatch(/no "verify" among them/);
+      expect(processesIn(bed.target)).toEqual([]);
+    } finally {
+      await bed.target.execOk('umount', [sock]).catch(() => undefined);
+    }
+  }, 90_000);
 });
