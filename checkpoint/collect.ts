@@ -58,7 +58,7 @@ export async function collectAll(
       throw new GodwitError(`collecting pid ${p.pid} (${p.comm}) failed`, { cause: err });
     }
   }
-  checkUnixPeers(unixFds);
+  await checkUnixPeers(ctx, unixFds);
   writePstree(ctx.images, ctx.tree);
   const runId = writeInventory(ctx.images, ns);
   writeTimens(ctx.images);

@@ -2,8 +2,8 @@
  * Unix sockets: socketpairs, listening and connected sockets whose peers are in the dumped tree, with the
  * data queued for reading (sk-queues.img, one packet entry per datagram, one for a stream's whole queue).
  * Connections not accepted yet are kept as their own entries (dumpEmbryo). What cannot be restored faithfully
- * is refused with the pid and fd: peers outside the tree, unaccepted connections with queued data, fds in flight
- * (SCM_RIGHTS).
+ * is refused with the pid and fd: connections to peers outside the tree (but for datagram sockets connected to a
+ * named one: dumpExternalPeer), unaccepted connections with queued data, fds in flight (SCM_RIGHTS).
  */
 import * as fs from 'node:fs';
 import { GodwitError } from '../util/errors';
@@ -26,6 +26,10 @@ export interface UnixFd {
   pending?: number;
   /** A client whose connection the listener at this address has not accepted yet. */
   unacceptedBy?: Buffer;
+  /** SOCK_STREAM, SOCK_DGRAM or SOCK_SEQPACKET; its own name; datagrams queued for it (checkUnixPeers). */
+  type: number;
+  name: Buffer;
+  queued: number;
 }
 
 const TCP_LISTEN = 10;
@@ -44,8 +48,9 @@ export async function dumpUnixFd(
   const inode = Number(c.proc.stat.ino);
   const have = ctx.unixSeen.get(inode);
   if (have !== undefined) {
-    const peer = seenFds.find((u) => u.inode === inode)?.peer ?? 0;
-    seenFds.push({ pid, fd: c.fd, inode, fileId: have, peer });
+    // Another fd of a socket seen already: the same peer; listener and unaccepted-connection counts stay the first's.
+    const first = seenFds.find((u) => u.inode === inode);
+    seenFds.push({ pid, fd: c.fd, inode, fileId: have, peer: first?.peer ?? 0, type: first?.type ?? 0, name: first?.name ?? Buffer.alloc(0), queued: 0 });
     return have;
   }
   const where = `unix socket fd ${c.fd} of pid ${pid} (inode ${inode})`;
@@ -119,7 +124,9 @@ export async function dumpUnixFd(
     if (diag.type === SOCK_DGRAM) pe.addr = unixName(p.addr);
     ctx.images.add('SK_QUEUES', undefined, pe, p.data);
   }
-  const self: UnixFd = { pid, fd: c.fd, inode, fileId: id, peer: Number(diag.peerInode) };
+  const self: UnixFd = {
+    pid, fd: c.fd, inode, fileId: id, peer: Number(diag.peerInode), type: diag.type, name: unixName(diag.name), queued: queue.packets.length,
+  };
   if (diag.state === TCP_LISTEN) Object.assign(self, { listenName: unixName(diag.name), pending: diag.pendingConnections.length });
   if (embryoOf?.length) {
     dumpEmbryo(ctx, diag, embryoOf);
@@ -181,11 +188,14 @@ function dumpEmbryo(ctx: CollectContext, client: UnixSock, name: Buffer): void {
       backlog: 0,
       peer: Number(client.inode),
       fown: fown(),
-      opts: { so_sndbuf: 0, so_rcvbuf: 0, so_snd_tmo_sec: 0n, so_snd_tmo_usec: 0n, so_rcv_tmo_sec: 0n, so_rcv_tmo_usec: 0n },
+      opts: NO_OPTS,
       name,
     },
   }));
 }
+
+/** The options of an entry that stands for a socket no fd of the tree holds (sk_opts_entry's required fields). */
+const NO_OPTS = { so_sndbuf: 0, so_rcvbuf: 0, so_snd_tmo_sec: 0n, so_snd_tmo_usec: 0n, so_rcv_tmo_sec: 0n, so_rcv_tmo_usec: 0n };
 
 const printable = (n: Buffer) => (n.length && n[0] === 0 ? `@${n.subarray(1).toString()}` : n.toString());
 
@@ -201,8 +211,11 @@ export function unixName(name: Buffer): Buffer {
   return name;
 }
 
-/** After all processes: every connected socket's peer must be a socket of the tree. */
-export function checkUnixPeers(fds: UnixFd[]): void {
+/**
+ * After all processes: every connected socket's peer must be a socket of the tree, or a named datagram socket
+ * outside it (dumpExternalPeer).
+ */
+export async function checkUnixPeers(ctx: CollectContext, fds: UnixFd[]): Promise<void> {
   const inodes = new Set(fds.map((u) => u.inode));
   // Unaccepted connections: every one a listener of the tree holds must come from a socket of the tree, and
   // every such socket must be waiting on a listener of the tree.
@@ -225,12 +238,53 @@ export function checkUnixPeers(fds: UnixFd[]): void {
       `unix socket fd ${u.fd} of pid ${u.pid} (inode ${u.inode}) waits to be accepted by ${printable(u.unacceptedBy!)}, a listener outside the dumped tree: not supported (dump its process too)`,
     );
   }
-  for (const u of fds) {
-    if (u.peer && !inodes.has(u.peer))
-      throw new GodwitError(
-        `unix socket fd ${u.fd} of pid ${u.pid} (inode ${u.inode}) is connected to socket ${u.peer} outside the dumped tree: not supported (dump the peer's process too)`,
-      );
-  }
+  for (const u of fds) if (u.peer && !inodes.has(u.peer)) await dumpExternalPeer(ctx, u);
 }
+
+const USK_EXTERN = 1;
+/** The names the kernel gives at autobind (bind() with no name, or sending unbound with SO_PASSCRED): "\0" and five hex digits. */
+const AUTOBIND_NAME = /^\0[0-9a-f]{5}$/;
+const TYPE_NAMES: Record<number, string> = { 1: 'stream', 2: 'datagram', 5: 'seqpacket' };
+
+/**
+ * A datagram socket connected to a socket outside the tree (a syslog client's /dev/log, whose receiver is
+ * journald or rsyslog): nothing of that connection is state but the peer's name, which restore connects to again
+ * (restore/sockets.ts connectExternal). The peer gets an entry of its own as CRIU writes it for --ext-unix-sk
+ * (uflags USK_EXTERN, the peer's inode and name, listening state, no fd), once however many sockets of the tree
+ * are connected to it. What a reconnection cannot give back is refused: a stream or seqpacket connection (its
+ * state lives in the peer too), a peer without a name to reach it by, or with one that does not stay its own
+ * (an autobind name) or whose place is unknown (relative), and datagrams from the peer queued for a socket with
+ * no name (only the peer could send them again). Datagrams the tree sent to the peer are the peer's.
+ */
+async function dumpExternalPeer(ctx: CollectContext, u: UnixFd): Promise<void> {
+  const where = `unix socket fd ${u.fd} of pid ${u.pid} (inode ${u.inode})`;
+  if (u.type !== SOCK_DGRAM)
+    throw new GodwitError(
+      `${where} is a ${TYPE_NAMES[u.type] ?? `type ${u.type}`} connection to socket ${u.peer} outside the dumped tree, whose end of the connection cannot be carried: not supported (dump the peer's process too)`,
+    );
+  // The socket diag lists the sockets of one network namespace: a peer bound by path may live in another, whose
+  // name getpeername gives all the same.
+  const [peer] = await ctx.helper.unixDiag([BigInt(u.peer)], u.pid);
+  const peerName = unixName(peer ? peer.name : (await ctx.helper.peerName(u.pid, u.fd)).subarray(2));
+  const outside = `${where} is a datagram socket connected to socket ${u.peer} outside the dumped tree`;
+  if (!peerName.length)
+    throw new GodwitError(`${outside}, which has no name (a socketpair half): restore could not connect to it again: not supported (dump the peer's process too)`);
+  if (AUTOBIND_NAME.test(peerName.toString('latin1')))
+    throw new GodwitError(
+      `${outside}, whose name ${printable(peerName)} is one the kernel gave it (autobind): after restore another socket may hold it: not supported (bind the peer to a name of its own, or dump its process too)`,
+    );
+  if (peerName[0] !== 0 && peerName[0] !== 0x2f)
+    throw new GodwitError(`${outside}, bound to the relative name ${printable(peerName)}, which directory it lives in is unknown: not supported (bind the peer to an absolute path)`);
+  if (u.queued && !u.name.length)
+    throw new GodwitError(
+      `${where}: ${u.queued} datagram(s) from its peer ${printable(peerName)} outside the dumped tree wait in its receive queue, and it has no name, so after restore nothing but that peer could queue them again: not supported yet (let the application read them first)`,
+    );
+  ctx.files.add(`unix-external:${u.peer}`, (id) => ({
+    type: FD_TYPES.UNIXSK,
+    id,
+    usk: { id, ino: u.peer, type: SOCK_DGRAM, state: TCP_LISTEN, flags: 0, uflags: USK_EXTERN, backlog: 0, peer: 0, fown: fown(), opts: NO_OPTS, name: peerName },
+  }));
+}
+
 
 export { SK_SHUTDOWN };

@@ -202,7 +202,7 @@ function describeFile(type: string, m: Msg): string {
       const shown = name.length === 0 ? '' : name[0] === 0 ? ` @${name.subarray(1).toString('latin1')}` : ` ${name.toString('latin1')}`;
       const st: Record<number, string> = { 1: 'established', 7: 'closed', 10: 'listen' };
       const ty: Record<number, string> = { 1: 'stream', 2: 'dgram', 5: 'seqpacket' };
-      return `unix ${ty[num(u.type)] ?? u.type} ${st[num(u.state)] ?? `state ${String(u.state)}`}${shown} ino ${String(u.ino)}${u.peer ? ` peer ${String(u.peer)}` : ''}`;
+      return `unix ${ty[num(u.type)] ?? u.type} ${st[num(u.state)] ?? `state ${String(u.state)}`}${shown} ino ${String(u.ino)}${u.peer ? ` peer ${String(u.peer)}` : ''}${num(u.uflags ?? 0) & 1 ? ' (outside the tree)' : ''}`;
     }
     case 'INETSK': {
       const s = sub('isk');

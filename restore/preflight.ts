@@ -11,6 +11,7 @@ import { FD_TYPE, neededFiles, statOrNull, SUPPORTED_FD_TYPES, treeProcProblems 
 import { Msg } from './image-files';
 import { unsupportedVma, vmasOf, VMA } from './memory';
 import { inetProblems } from './inet';
+import { unixProblems } from './sockets';
 import { restorerPath } from './restorer';
 import { TASK_ALIVE, TASK_STOPPED } from './load';
 import { HostXsave } from './threads';
@@ -178,6 +179,7 @@ export function preflight(ctx: RestoreContext): void {
         problems.push(`task ${t.pid}: fd ${fdi.fd} is a pidfd of a reaped process: restoring it into a new PID namespace is not supported yet (its stand-in lives in this one)`);
     }
   }
+  problems.push(...unixProblems(ctx));
   problems.push(...inetProblems(ctx));
   problems.push(...shmemProblems(ctx));
   problems.push(...ttyProblems(ctx));

@@ -1,8 +1,9 @@
 /**
  * Unix sockets, made in the restorer and pulled into tasks like any file: listeners bound and listening,
  * connected stream pairs re-made by connecting to their listener (so both sides keep their names) or as a
- * socketpair when nameless, datagram sockets bound and connected as they were, buffer sizes, then the queued
- * data sent again from each receiver's peer (datagram boundaries kept), then shutdowns.
+ * socketpair when nameless, datagram sockets bound and connected as they were (to a socket outside the tree by
+ * its name, after their queues are refilled: connectExternal), buffer sizes, then the queued data sent again from
+ * each receiver's peer (datagram boundaries kept), then shutdowns.
  */
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -209,12 +210,72 @@ async function requeueFrom(ctx: RestoreContext, rcv: Sock, data: Buffer, from: B
 
 const printable = (n: Buffer) => (n.length && n[0] === 0 ? `@${n.subarray(1).toString()}` : n.toString());
 
+/** USK_EXTERN: an entry that stands for a socket outside the dumped tree (checkpoint/sockets.ts dumpExternalPeer). */
+const USK_EXTERN = 1;
+const isExternal = (e: Msg) => (Number(e.uflags ?? 0) & USK_EXTERN) !== 0;
+
+/** The sockets outside the dumped tree that sockets of the image were connected to: their names by inode. */
+function externalPeers(ctx: RestoreContext): Map<number, Buffer> {
+  const out = new Map<number, Buffer>();
+  for (const f of ctx.set!.files.values()) {
+    const e = f.usk as Msg | undefined;
+    if (e && isExternal(e)) out.set(Number(e.ino), Buffer.from((e.name as Buffer | undefined) ?? Buffer.alloc(0)));
+  }
+  return out;
+}
+
+const externalHint = (name: Buffer) =>
+  `start the program that receives on ${printable(name)} (e.g. the syslog daemon for /dev/log) before restoring, or restore where it runs`;
+
+/**
+ * Preflight: the names of the sockets outside the tree that the image's datagram sockets were connected to must
+ * be there to connect to again. A path is looked at from here (as the tree will see it); an abstract name, or a
+ * socket file nobody is bound to, shows only when connecting (connectExternal).
+ */
+export function unixProblems(ctx: RestoreContext): string[] {
+  const problems: string[] = [];
+  for (const [ino, name] of externalPeers(ctx)) {
+    const users = [...ctx.set!.files.values()]
+      .map((f) => f.usk as Msg | undefined)
+      .filter((e) => e && !isExternal(e) && Number(e.peer ?? 0) === ino)
+      .map((e) => String(e!.ino));
+    if (!name.length || (name[0] !== 0 && name[0] !== 0x2f)) {
+      problems.push(`unix socket ${ino} (outside the dumped tree, which socket(s) ${users.join(', ')} were connected to) has ${name.length ? `the relative name ${printable(name)}` : 'no name'}: restore cannot connect to it again`);
+      continue;
+    }
+    if (name[0] === 0) continue;
+    let st: fs.Stats | undefined;
+    try {
+      st = fs.statSync(treePath(ctx, name.toString()));
+    } catch {
+      st = undefined;
+    }
+    if (!st?.isSocket())
+      problems.push(
+        `unix socket(s) ${users.join(', ')} of the image were connected to ${printable(name)}, a socket outside the dumped tree, and ${st ? 'that is no socket' : 'there is nothing there'} on this host: ${externalHint(name)}`,
+      );
+  }
+  return problems;
+}
+
+/** Connects S again to NAME, the socket outside the tree it was connected to; a clear error if nothing receives there. */
+async function connectExternal(ctx: RestoreContext, s: Sock, name: Buffer): Promise<void> {
+  const b = new Batch();
+  const c = b.call('connect', [s.fd!, b.data(sockaddr(name)), sockaddr(name).length], `connect socket ${s.ino} to ${printable(name)}`, { allowFail: true });
+  const r = Number((await local(ctx, b, 'unix socket'))[c.result]);
+  if (r < 0)
+    throw new GodwitError(`unix socket ${s.ino} was connected to ${printable(name)}, a socket outside the dumped tree, which cannot be connected to again here: ${externalHint(name)}`, {
+      cause: new SysError({ errno: -r, syscall: 'connect', what: `unix socket ${s.ino} to ${printable(name)}` }),
+    });
+}
+
 export async function createUnixSockets(ctx: RestoreContext): Promise<void> {
   const set = ctx.set!;
   const socks: Sock[] = [];
+  const external = externalPeers(ctx);
   for (const f of set.files.values()) {
     const e = f.usk as Msg | undefined;
-    if (!e) continue;
+    if (!e || isExternal(e)) continue;
     const name = Buffer.from((e.name as Buffer | undefined) ?? Buffer.alloc(0));
     const relative = name.length > 0 && name[0] !== 0 && name[0] !== 0x2f; // '/'
     socks.push({
@@ -295,7 +356,8 @@ export async function createUnixSockets(ctx: RestoreContext): Promise<void> {
   for (const s of rest) {
     if (s.fd === undefined) await newSocket(ctx, s);
     const p = byIno.get(s.peer);
-    if (s.peer && !p) throw new GodwitError(`unix socket ${s.ino} is connected to socket ${s.peer}, which is not in the image (outside the dumped tree)`);
+    if (s.peer && !p && !external.has(s.peer))
+      throw new GodwitError(`unix socket ${s.ino} is connected to socket ${s.peer}, which is not in the image (outside the dumped tree)`);
     if (p) {
       const b = new Batch();
       inDir(b, p.dir, () => {
@@ -325,6 +387,16 @@ export async function createUnixSockets(ctx: RestoreContext): Promise<void> {
     if (!rcv) throw new GodwitError(`sk-queues.img: data queued for file id ${q.id_for}, which is no unix socket of the image`);
     const data = (q.extra as Buffer | undefined) ?? Buffer.alloc(0);
     const stand = gonePeer.get(rcv);
+    if (external.has(rcv.peer)) {
+      // Not connected yet (connectExternal, below): the datagram comes from an unnamed socket, as the peer's name is
+      // still its own. Dump refuses this for a socket without a name to send to.
+      if (!rcv.name.length) throw new GodwitError(`unix socket ${rcv.ino} has queued data from a peer outside the image but no name to send it to: the image is inconsistent`);
+      ctx.warnings.push({ pid: 0, message: `unix socket ${rcv.ino}: a datagram from ${printable(external.get(rcv.peer)!)} (outside the dumped tree) comes back unnamed` });
+      const b = new Batch();
+      sendFromTemp(b, rcv, data);
+      await local(ctx, b, 'unix socket queue');
+      continue;
+    }
     if (rcv.type === SOCK_DGRAM && q.addr !== undefined && (await requeueFrom(ctx, rcv, data, Buffer.from(q.addr as Buffer), socks, stand))) continue;
     const sender = byIno.get(rcv.peer)?.peer === rcv.ino ? byIno.get(rcv.peer) : socks.find((x) => x.peer === rcv.ino);
     const b = new Batch();
@@ -336,6 +408,8 @@ export async function createUnixSockets(ctx: RestoreContext): Promise<void> {
     }
     await local(ctx, b, 'unix socket queue');
   }
+  // After the queues: a connected datagram socket takes datagrams from its peer alone.
+  for (const s of socks) if (external.has(s.peer)) await connectExternal(ctx, s, external.get(s.peer)!);
   for (const [s, stand] of gonePeer) {
     const b = new Batch();
     b.call('close', [stand], `close the stand-in peer of socket ${s.ino}`);
