@@ -5,10 +5,18 @@
  * file, shared by every task that maps it. Workload `ghostmap`: dump -> kill -> restore (and a --leave-running
  * snapshot), then the workload checks itself.
  */
+import { ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
 import { dump } from '../checkpoint/dump';
 import { describeError } from '../util/errors';
+import { createHosts, TestBed } from '../scenarios/hosts';
+import { findWorkloadPids, startWorkload, Workload } from '../scenarios/workload';
 import { entries, WorkloadFixture } from './helpers/workload-fixture';
+import { runInHost } from './helpers/run-in-host';
+
+const CLI = path.resolve(__dirname, '..', 'cli', 'main.js');
 
 const fx = new WorkloadFixture('godwit-ghostmap-');
 afterEach(() => fx.cleanup());
@@ -52,4 +60,45 @@ test('the ghost limit applies to mapped deleted files: a clear error naming the 
   expect(fs.existsSync(dir)).toBe(false);
   expect(w.alivePids()).toEqual(w.pids);
   expect(await w.verify()).toEqual({ pass: true, detail: 'PASS' });
+});
+
+/**
+ * A migration to the other host of a test bed (its own PID, mount and IPC namespaces): the ghosts' content travels
+ * in the image stream, the target makes each deleted inode once and every restored task maps it.
+ */
+describe('migrated to the other test host', () => {
+  let bed: TestBed;
+  let work: string;
+  const children = new Set<ChildProcess>();
+  const workloads: Workload[] = [];
+
+  beforeAll(async () => {
+    work = fs.mkdtempSync(path.join(os.tmpdir(), 'godwit-ghostmap-migrate-'));
+    bed = await createHosts();
+  }, 60_000);
+  afterEach(async () => {
+    for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+    children.clear();
+    for (const w of workloads.splice(0)) await w.cleanup().catch(() => undefined);
+  });
+  afterAll(async () => {
+    await bed?.destroy();
+    if (work) fs.rmSync(work, { recursive: true, force: true });
+  });
+
+  test.each([[['--sem', '1']], [['--exe', '2']]])('ghostmap %j migrates and verifies itself on the target', async (args) => {
+    const w = await startWorkload('ghostmap', { args, tmpRoot: work, prefix: ['nsenter', `--net=${bed.source.nsPath('net')}`] });
+    workloads.push(w);
+    const targetDir = path.join(work, `img-${args.join('')}`);
+    const r = await runInHost(bed.source, [process.execPath, CLI, 'migrate', '--pid', String(w.pid), '--to', `root@${bed.target.address}`,
+      '--identity', bed.clientKeyPath, '--known-hosts', bed.knownHostsPath, '--godwit-path', `${process.execPath} ${CLI}`,
+      '--json', '--target-dir', targetDir], children);
+    expect({ code: r.code, error: r.error }).toEqual({ code: 0, error: undefined });
+    // The restored tree lives in host B's PID namespace: the dumped pids there, other pids here.
+    const now = findWorkloadPids(w.dir);
+    expect(now.length).toBe(w.pids.length);
+    const byNsPid = new Map(now.map((p) => [Number(/^NSpid:.*\s(\d+)\s*$/m.exec(fs.readFileSync(`/proc/${p}/status`, 'utf8'))![1]), p]));
+    w.setPids(w.pids.map((p) => byNsPid.get(p) ?? now[0]!));
+    expect(await w.verify()).toEqual({ pass: true, detail: 'PASS' });
+  }, 90_000);
 });
