@@ -62,6 +62,17 @@ test('the ghost limit applies to mapped deleted files: a clear error naming the 
   expect(await w.verify()).toEqual({ pass: true, detail: 'PASS' });
 });
 
+test('a mapping of a removed name of a file that still has another name is refused by name before freezing', async () => {
+  const w = await fx.start('ghostmap', ['--linked', '1']);
+  const dir = fx.imageDir();
+  const err = await dump({ pid: w.pid, dir }).then(() => undefined, (e: unknown) => e);
+  expect(describeError(err)).toMatch(
+    new RegExp(`pid ${w.pid} mapping 0x[0-9a-f]+-0x[0-9a-f]+ .*/linked \\(deleted\\): mapping of the removed name .*/linked of a file that still has other links`),
+  );
+  expect(fs.existsSync(dir)).toBe(false);
+  expect(await w.verify()).toEqual({ pass: true, detail: 'PASS' });
+});
+
 /**
  * A migration to the other host of a test bed (its own PID, mount and IPC namespaces): the ghosts' content travels
  * in the image stream, the target makes each deleted inode once and every restored task maps it.
