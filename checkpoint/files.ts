@@ -10,7 +10,7 @@ import { classifyFd, FdClass } from './fdkinds';
 import { readFdInfo, ProcFdInfo } from './proc/fdinfo';
 import { listProcNumbers, procPath } from './proc/read';
 import { describe, FD_TYPES, O_CLOEXEC, REMAP_TYPE, setFown } from './filetable';
-import { addRemap, ghostFor, remapToGhost } from './ghosts';
+import { addRemap, ghostFor, readGhostContent, remapToGhost } from './ghosts';
 import { dumpFifoFd, dumpPipeFd } from './pipes';
 import { dumpUnixFd, UnixFd } from './sockets';
 import { dumpInetFd } from './inet';
@@ -199,34 +199,16 @@ function statOrNull(p: string): fs.BigIntStats | null {
   }
 }
 
-const GHOST_CHUNK = 1 << 20;
-
 /** CRIU's ghost file: the deleted file's attributes and whole content; remap-fpath.img points the file at it. */
 function dumpGhost(ctx: CollectContext, pid: number, c: FdClass, fileId: number, path: string): void {
   const st = c.proc.stat;
   const ghostId = ghostFor(ctx, st, () => {
     const type = st.mode & 0o170000n;
     // An open removed directory (zdtm rmdir_open) or device node (zdtm deleted_dev): made again, nothing in it.
-    const dir = type === 0o040000n || type === 0o020000n || type === 0o060000n;
-    if (type !== 0o100000n && !dir)
+    if (type === 0o040000n || type === 0o020000n || type === 0o060000n) return Buffer.alloc(0);
+    if (type !== 0o100000n)
       throw new GodwitError(`pid ${pid} fd ${c.fd}: deleted ${path} is neither a regular file, a directory nor a device node: cannot be checkpointed yet`);
-    if (st.size > BigInt(ctx.ghostLimit))
-      throw new GodwitError(
-        `pid ${pid} fd ${c.fd}: deleted file ${path} holds ${st.size} bytes, more than the ghost limit of ${ctx.ghostLimit}; raise --ghost-limit`,
-      );
-    const size = dir ? 0 : Number(st.size);
-    const content = Buffer.alloc(size);
-    const fd = dir ? -1 : fs.openSync(procPath(pid, `fd/${c.fd}`), 'r');
-    try {
-      for (let off = 0; off < size; ) {
-        const n = fs.readSync(fd, content, off, Math.min(GHOST_CHUNK, size - off), off);
-        if (n <= 0) break;
-        off += n;
-      }
-    } finally {
-      if (fd >= 0) fs.closeSync(fd);
-    }
-    return content;
+    return readGhostContent(ctx, st, procPath(pid, `fd/${c.fd}`), `pid ${pid} fd ${c.fd}`, path);
   });
   remapToGhost(ctx, fileId, ghostId);
 }

@@ -1,4 +1,6 @@
-/** Ghost files: deleted inodes still held open (or as a working directory), in CRIU's ghost-file image. */
+/** Ghost files: deleted inodes still held open, mapped or as a working directory, in CRIU's ghost-file image. */
+import * as fs from 'node:fs';
+import { GodwitError } from '../util/errors';
 import type { CollectContext } from './context';
 import { FdClass, kernelDev } from './fdkinds';
 import { REMAP_TYPE } from './filetable';
@@ -26,6 +28,38 @@ export function ghostFor(ctx: CollectContext, st: FdClass['proc']['stat'], conte
     ...(isDevice(st.mode) ? { rdev: Number(st.rdev & 0xffffffffn) } : {}),
   }, data);
   return ghostId;
+}
+
+const GHOST_CHUNK = 1 << 20;
+
+/**
+ * The whole content of a deleted regular file, read through `from` (a /proc fd or map_files link: the path is
+ * gone), refused above the ghost limit. `what` names the holder for errors ("pid 7 fd 3").
+ */
+export function readGhostContent(ctx: CollectContext, st: fs.BigIntStats, from: string, what: string, path: string): Buffer {
+  if (st.size > BigInt(ctx.ghostLimit))
+    throw new GodwitError(`${what}: deleted file ${path} holds ${st.size} bytes, more than the ghost limit of ${ctx.ghostLimit}; raise --ghost-limit`);
+  const size = Number(st.size);
+  const content = Buffer.alloc(size);
+  const fd = fs.openSync(from, 'r');
+  try {
+    for (let off = 0; off < size; ) {
+      const n = fs.readSync(fd, content, off, Math.min(GHOST_CHUNK, size - off), off);
+      if (n <= 0) break;
+      off += n;
+    }
+  } finally {
+    fs.closeSync(fd);
+  }
+  return content;
+}
+
+/**
+ * A deleted regular file that is mapped or is a task's executable (no fd holds it, or not only one): file
+ * entry `fileId` gets the inode's ghost (the same one its fds get), its content read through `from`.
+ */
+export function ghostMappedFile(ctx: CollectContext, fileId: number, st: fs.BigIntStats, from: string, what: string, path: string): void {
+  remapToGhost(ctx, fileId, ghostFor(ctx, st, () => readGhostContent(ctx, st, from, what, path)));
 }
 
 /** remap-fpath.img: file entry `fileId` is the ghost `ghostId` (once per file entry, however many fds share it). */

@@ -15,6 +15,7 @@ import { buildMappings, Mapping, VMA_AREA_GUARD, VMA_AREA_VSYSCALL, VmaEntry } f
 import { collectPageRanges, GuardRegion, PageRange, PageStats, scanPageRanges, withoutGuards } from './pageranges';
 import { setSharedPages } from './memreader';
 import { aioRings } from './aio';
+import { ghostMappedFile } from './ghosts';
 
 /**
  * Processes with at least this much private memory (smaps' anonymous + swapped) get their page ranges from
@@ -57,21 +58,36 @@ export function inspectMappings(pid: number): Mapping[] {
   return buildMappings(pid, readSmaps(pid));
 }
 
+/**
+ * The files.img id of a mapped file or executable; a deleted one gets its ghost (one per inode, shared with the
+ * fds that hold it). Its build-id is not read: the path may name another file now.
+ */
+function mappedFile(ctx: CollectContext, path: string, st: fs.BigIntStats, deleted: boolean, from: string, what: string): number {
+  const id = ctx.files.regular(path, st, 0, 0n, undefined, !deleted);
+  if (deleted) ghostMappedFile(ctx, id, st, from, what, path);
+  return id;
+}
+
 export async function collectMemory(ctx: CollectContext, pid: number, stat: ProcStat, dumpable: number): Promise<ProcessMemory> {
-  const mappings = buildMappings(pid, readSmaps(pid), (path, st) => ctx.files.regular(path, st, 0, 0n, undefined, true));
+  const mappings = buildMappings(pid, readSmaps(pid), (path, st, deleted, _flags, from) =>
+    mappedFile(ctx, path, st, deleted, from, `pid ${pid} mapping ${from.slice(from.lastIndexOf('/') + 1)}`));
   for (const m of mappings)
     if (m.unsupported)
       throw new GodwitError(
         `pid ${pid} mapping 0x${m.proc.start.toString(16)}-0x${m.proc.end.toString(16)} ${m.proc.path}: ${m.unsupported} cannot be checkpointed yet`,
       );
   ctx.shmem.addMappings(ctx, pid, mappings);
-  let exeId = 0;
+  let exeLink: string;
+  let exeStat: fs.BigIntStats;
   try {
-    const exe = fs.readlinkSync(procPath(pid, 'exe'), 'latin1').replace(/ \(deleted\)$/, '');
-    exeId = ctx.files.regular(exe, fs.statSync(procPath(pid, 'exe'), { bigint: true }), 0, 0n, undefined, true);
+    exeLink = fs.readlinkSync(procPath(pid, 'exe'), 'latin1');
+    exeStat = fs.statSync(procPath(pid, 'exe'), { bigint: true });
   } catch (err) {
     throw new GodwitError(`pid ${pid}: cannot read its executable (/proc/${pid}/exe)`, { cause: err });
   }
+  // Deleted (a package upgrade replaced it): the same ghost as its mappings, made again at restore.
+  const exeDeleted = exeLink.endsWith(' (deleted)') && exeStat.nlink === 0n;
+  const exeId = mappedFile(ctx, exeLink.replace(/ \(deleted\)$/, ''), exeStat, exeDeleted, procPath(pid, 'exe'), `pid ${pid} executable`);
   let ranges: PageRange[] | undefined;
   let stats: PageStats | undefined;
   let guards: GuardRegion[] = [];

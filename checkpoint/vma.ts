@@ -97,13 +97,14 @@ function madvBits(f: Set<string>): bigint {
 }
 
 /**
- * Classifies every mapping. `fileId` returns the files.img id of a mapped file (registering it); it is called
- * for regular file mappings only.
+ * Classifies every mapping. `fileId` returns the files.img id of a mapped file (registering it, a deleted one
+ * with its ghost, whose content it reads through `from`, the map_files link); it is called for regular file
+ * mappings only.
  */
 export function buildMappings(
   pid: number,
   vmas: ProcVma[],
-  fileId?: (path: string, stat: fs.BigIntStats, deleted: boolean, openFlags: number) => number,
+  fileId?: (path: string, stat: fs.BigIntStats, deleted: boolean, openFlags: number, from: string) => number,
 ): Mapping[] {
   const out: Mapping[] = [];
   let prevEnd = 0n;
@@ -197,8 +198,10 @@ export function buildMappings(
           m.unsupported = `mapping of a non-regular file ${path}`;
         } else {
           m.file = { path, stat, deleted };
-          if (deleted) m.unsupported = `mapping of the deleted file ${path}`;
-          else if (fileId) e.shmid = BigInt(fileId(path, stat, deleted, e.fdflags));
+          // A deleted file comes back from a ghost copy; a removed name of a file still linked elsewhere would
+          // need the same inode (a MAP_SHARED one is shared with those names), which a copy is not.
+          if (deleted && stat.nlink !== 0n) m.unsupported = `mapping of the removed name ${path} of a file that still has other links`;
+          else if (fileId) e.shmid = BigInt(fileId(path, stat, deleted, e.fdflags, link));
         }
       }
     }

@@ -152,8 +152,33 @@ export async function removeLinkRemaps(ctx: RestoreContext): Promise<void> {
   await runLocal(ctx.restorer!, u, 'link remaps');
   ctx.linkRemaps.clear();
 }
+/** Per restore: "file id:access mode" -> the restorer's fd of a deleted file that is mapped or an executable. */
+const mappedGhosts = new WeakMap<RestoreContext, Map<string, number>>();
+
+/**
+ * A deleted file that is mapped or is a task's executable (file entry `id`, remapped to its ghost): the
+ * restorer's fd of it opened at `mode` (O_RDONLY/O_RDWR), for tasks to fetch. The inode is made from the ghost
+ * once, the one its fds get too, so MAP_SHARED mappings in every task (a sem_open()ed semaphore) share it.
+ */
+export async function openMappedGhost(ctx: RestoreContext, id: number, mode: number, what: string): Promise<number> {
+  const cache = mappedGhosts.get(ctx) ?? new Map<string, number>();
+  mappedGhosts.set(ctx, cache);
+  const have = cache.get(`${id}:${mode}`);
+  if (have !== undefined) return have;
+  const reg = ctx.set!.files.get(id)?.reg as Msg | undefined;
+  const remap = ctx.set!.remaps.get(id);
+  if (!reg || !remap) throw new GodwitError(`${what}: file id ${id} is not a deleted file of files.img with a ghost (remap-fpath.img)`);
+  const fd = await openGhost(ctx, id, reg.name as string, mode, { ...reg, pos: 0n }, remap).catch((e) => {
+    throw new GodwitError(`${what}: cannot make the deleted file ${reg.name} again from its ghost image`, { cause: e });
+  });
+  ctx.restorerFds.push(fd);
+  cache.set(`${id}:${mode}`, fd);
+  return fd;
+}
+
 /** Per restore: ghost image id -> the restorer's fd of the file made from it. */
 const ghostKeepers = new WeakMap<RestoreContext, Map<number, number>>();
+const O_RDONLY = 0;
 const O_RDWR = 2;
 const AT_FDCWD = -100;
 
@@ -192,18 +217,19 @@ async function openGhost(ctx: RestoreContext, id: number, name: string, flags: n
     return dev;
   }
   const w = await openInRestorer(ctx, where, O_RDWR | O_CREAT | O_EXCL, undefined, Number(g.mode ?? 0o600) & 0o7777);
-  let keep = false;
   try {
     await writeSparse(ctx, w, content, `deleted file ${name}`);
     await setGhostAttrs(ctx, w, name, g);
     const fd = await openInRestorer(ctx, where, flags, pos);
     ctx.ghostFds.set(`${g.dev}:${g.ino}`, fd);
-    keep = true;
-    keepers.set(remapId, w);
-    ctx.restorerFds.push(w);
+    // The keeper is read-only: a file open for writing cannot become a task's executable (PR_SET_MM_MAP's
+    // deny_write_access: EACCES). Later opens go through /proc/self/fd, which takes any mode.
+    const keeper = await openInRestorer(ctx, where, O_RDONLY);
+    keepers.set(remapId, keeper);
+    ctx.restorerFds.push(keeper);
     return fd;
   } finally {
-    if (!keep) await closeInRestorer(ctx, [w]);
+    await closeInRestorer(ctx, [w]);
     const u = new Batch();
     u.call('unlinkat', [AT_FDCWD, u.str(where), 0], `delete ${where} again`);
     await runLocal(ctx.restorer!, u, 'ghost file');

@@ -13,7 +13,8 @@ import { RestoreContext } from './context';
 import { ImageSet, TaskImage } from './load';
 import { Msg } from './image-files';
 import { Op } from './restorer';
-import { Batch, hostPath, runBatch } from './syscalls';
+import { Batch, hostPath, restorerFetcher, ResultRef, runBatch } from './syscalls';
+import { openMappedGhost } from './files';
 import { isShmemVma, shmemMapper } from './shmem';
 import { ChainLevel, PageChain, pagemapOf } from '../images/pagechain';
 
@@ -43,6 +44,7 @@ const O_RDONLY = 0;
 const O_RDWR = 2;
 const O_ACCMODE = 3;
 const O_CLOEXEC = 0o2000000;
+const F_DUPFD_CLOEXEC = 1030;
 const AT_FDCWD = -100;
 const MAP_LOCKED = 0x2000;
 /**
@@ -194,7 +196,8 @@ export async function mapVmas(ctx: RestoreContext, t: TaskImage, vmas: Vma[]): P
   const vdso = vmas.find((v) => v.status & VMA.VDSO);
   if (vdso) b.call('arch_prctl', [ARCH_MAP_VDSO_64, (vvar ?? vdso).start], 'map [vvar]+[vdso] at the dumped address');
   const fds = new Map<string, ReturnType<Batch['call']>>();
-  const shared = shmemMapper(ctx, t, b);
+  const fetch = restorerFetcher(b, ctx.restorerPid, ctx.restorerPidfd);
+  const shared = shmemMapper(ctx, t, b, fetch);
   for (const v of vmas) {
     if (isSpecial(v)) continue;
     const why = unsupportedVma(v, !!ctx.container?.record.ns.includes('ipc'));
@@ -219,7 +222,10 @@ export async function mapVmas(ctx: RestoreContext, t: TaskImage, vmas: Vma[]): P
       const mode = !sharedFile ? O_RDONLY : v.fdflags !== undefined ? v.fdflags & O_ACCMODE : v.prot & PROT_WRITE ? O_RDWR : O_RDONLY;
       const key = `${v.shmid}:${mode}`;
       let fd = fds.get(key);
-      if (!fd) {
+      if (!fd && set.remaps.has(v.shmid)) {
+        // A deleted file: the one inode made from its ghost, fetched from the restorer (restore/files.ts).
+        fd = fetch.get(await openMappedGhost(ctx, v.shmid, mode, `task ${t.pid}: ${what}`), `the deleted file ${filePath(set, v.shmid, t, what)}`);
+      } else if (!fd) {
         const p = filePath(set, v.shmid, t, what);
         fd = b.call('openat', [AT_FDCWD, b.str(p), mode | O_CLOEXEC, 0], `open ${p} for its mappings`);
         fds.set(key, fd);
@@ -230,7 +236,7 @@ export async function mapVmas(ctx: RestoreContext, t: TaskImage, vmas: Vma[]): P
     }
   }
   for (const fd of fds.values()) b.call('close', [fd], 'close a mapped file');
-  shared.closeAll();
+  fetch.closeAll();
   const res = await runBatch(ctx.restorer!, t.pid, b);
   // mmap with MAP_FIXED_NOREPLACE never moves a mapping, but check: a kernel without it ignores the flag.
   b.calls.forEach((c, i) => {
@@ -455,7 +461,15 @@ export async function finishMemory(ctx: RestoreContext, t: TaskImage, vmas: Vma[
   }
   const exeId = Number(mm.exe_file_id ?? 0);
   const exe = exeId ? filePath(set, exeId, t, 'the executable (mm exe_file_id)') : null;
-  const exeFd = exe ? b.call('openat', [AT_FDCWD, b.str(exe), O_RDONLY | O_CLOEXEC, 0], `open the executable ${exe}`) : null;
+  let exeFd: ResultRef | null = null;
+  if (exe && set.remaps.has(exeId)) {
+    // Deleted: the inode made from its ghost (its mappings' one), fetched from the restorer and kept for the
+    // PR_SET_MM_MAP below, in a batch of its own.
+    const fetch = restorerFetcher(b, ctx.restorerPid, ctx.restorerPidfd);
+    const got = fetch.get(await openMappedGhost(ctx, exeId, O_RDONLY, `task ${t.pid}: executable`), `the deleted executable ${exe}`);
+    exeFd = b.call('fcntl', [got, F_DUPFD_CLOEXEC, 0], `keep the deleted executable ${exe}`);
+    fetch.closeAll();
+  } else if (exe) exeFd = b.call('openat', [AT_FDCWD, b.str(exe), O_RDONLY | O_CLOEXEC, 0], `open the executable ${exe}`);
   const res = await runBatch(ctx.restorer!, t.pid, b);
   const fd = exeFd ? Number(res[exeFd.result]) : -1;
 

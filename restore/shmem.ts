@@ -24,7 +24,7 @@ import type { RestoreContext } from './context';
 import { Msg, readEntries } from './image-files';
 import { liveTasks, TaskImage } from './load';
 import { openInRestorer, Vma } from './memory';
-import { Batch, ResultRef, runLocal } from './syscalls';
+import { Batch, RestorerFetcher, runLocal } from './syscalls';
 
 const VMA_ANON_SHARED = 256;
 const VMA_SYSVIPC = 1024;
@@ -253,14 +253,9 @@ async function fillObject(ctx: RestoreContext, shmid: bigint, fd: number, size: 
   }
 }
 
-/**
- * Adds to `b` what maps shared VMA `v` in task `t`: the object's fd is fetched from the restorer once per
- * object per batch (pidfd_getfd), then mmap; `closeAll()` adds the closes at the end of the batch.
- */
-export function shmemMapper(ctx: RestoreContext, t: TaskImage, b: Batch) {
+/** Adds to `b` what maps shared VMA `v` in task `t`: the object's fd is fetched from the restorer, then mmap. */
+export function shmemMapper(ctx: RestoreContext, t: TaskImage, b: Batch, fetch: RestorerFetcher) {
   const st = states.get(ctx);
-  let pidfd: ResultRef | number | undefined;
-  const fds = new Map<bigint, ResultRef>();
   return {
     map(v: Vma, prot: number, flags: number, what: string): void {
       if (!st) throw new GodwitError(`task ${t.pid}: shared memory objects were not created before the mappings`);
@@ -268,19 +263,8 @@ export function shmemMapper(ctx: RestoreContext, t: TaskImage, b: Batch) {
       if (v.status & VMA_MEMFD) shmid = BigInt(Number(memfdInodeOfFile(ctx, st.inodes, v.shmid, `task ${t.pid} ${what}`).shmid));
       const o = st.objects.get(shmid);
       if (!o) throw new GodwitError(`task ${t.pid}: ${what}: shared memory object ${shmid} was not created`);
-      let fd = fds.get(shmid);
-      if (!fd) {
-        // In a container's pid namespace the restorer is invisible (pid 1 there is the tree's root): its stubs
-        // kept a pidfd of it, which installFds closes later.
-        pidfd ??= ctx.restorerPidfd ?? b.call('pidfd_open', [ctx.restorerPid, 0], 'open a pidfd of the restorer');
-        fd = b.call('pidfd_getfd', [pidfd, o.fd, 0], `fetch shared object ${shmid}`);
-        fds.set(shmid, fd);
-      }
+      const fd = fetch.get(o.fd, `shared object ${shmid}`);
       b.call('mmap', [v.start, v.end - v.start, prot, flags & ~MAP_ANONYMOUS, fd, v.pgoff], what);
-    },
-    closeAll(): void {
-      for (const fd of fds.values()) b.call('close', [fd], 'close a shared object');
-      if (pidfd !== undefined && pidfd !== ctx.restorerPidfd) b.call('close', [pidfd], 'close the pidfd');
     },
   };
 }

@@ -122,6 +122,33 @@ export class Batch {
   }
 }
 
+/**
+ * Brings fds of the restorer into the task that runs batch `b` (pidfd_getfd), each once per batch; `closeAll()`
+ * adds the closes at the end of the batch. In a container's pid namespace the restorer is invisible (pid 1 there
+ * is the tree's root): `keptPidfd` is the pidfd of it that the stubs kept, which installFds closes later.
+ */
+export function restorerFetcher(b: Batch, restorerPid: number, keptPidfd: number | undefined) {
+  let pidfd: ResultRef | number | undefined;
+  const fds = new Map<number, ResultRef>();
+  return {
+    get(fd: number, what: string): ResultRef {
+      let got = fds.get(fd);
+      if (!got) {
+        pidfd ??= keptPidfd ?? b.call('pidfd_open', [restorerPid, 0], 'open a pidfd of the restorer');
+        got = b.call('pidfd_getfd', [pidfd, fd, 0], `fetch ${what}`);
+        fds.set(fd, got);
+      }
+      return got;
+    },
+    closeAll(): void {
+      for (const fd of fds.values()) b.call('close', [fd], 'close an fd fetched from the restorer');
+      if (pidfd !== undefined && pidfd !== keptPidfd) b.call('close', [pidfd], 'close the pidfd of the restorer');
+    },
+  };
+}
+
+export type RestorerFetcher = ReturnType<typeof restorerFetcher>;
+
 /** Runs a batch in thread `tid`; the results are the raw return values (negative errno where allowed). */
 export async function runBatch(r: Restorer, tid: number, b: Batch): Promise<bigint[]> {
   if (b.length === 0) return [];

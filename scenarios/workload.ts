@@ -46,6 +46,7 @@ export const WORKLOAD_NAMES = [
   'aio',
   'inet-halfclosed',
   'unix-ext',
+  'ghostmap',
 ] as const;
 export type WorkloadName = (typeof WORKLOAD_NAMES)[number];
 
