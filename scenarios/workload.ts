@@ -45,6 +45,7 @@ export const WORKLOAD_NAMES = [
   'unix-more',
   'aio',
   'inet-halfclosed',
+  'inotify-feed',
 ] as const;
 export type WorkloadName = (typeof WORKLOAD_NAMES)[number];
 
