@@ -5,10 +5,15 @@
  * Workload inotify-feed: a watcher that reads its events 150 ms late and a writer that waits for each record to be
  * read (a lost event stalls the pair), in kill mode, --leave-running, --pre-copy and a migration.
  */
+import type { ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
 import { dump, DumpSummary } from '../checkpoint/dump';
+import { createHosts } from '../scenarios/hosts';
+import { findWorkloadPids, startWorkload, Workload } from '../scenarios/workload';
 import { WorkloadFixture } from './helpers/workload-fixture';
-import type { Workload } from '../scenarios/workload';
+import { runInHost } from './helpers/run-in-host';
 
 const fx = new WorkloadFixture('godwit-inotify-');
 afterEach(() => fx.cleanup());
@@ -67,3 +72,33 @@ test('inotify-feed --never-read: events nobody reads are refused after the bound
   expect(fs.readFileSync(`/proc/${w.pid}/status`, 'utf8')).toMatch(/TracerPid:\s+0\n/);
   expect(await w.verify()).toEqual({ pass: true, detail: 'PASS' });
 });
+
+test('inotify-feed migrates between two test hosts with events in flight, and verifies itself on the target', async () => {
+  const work = fs.mkdtempSync(path.join(os.tmpdir(), 'godwit-inotify-migrate-'));
+  const bed = await createHosts();
+  const children = new Set<ChildProcess>();
+  let w: Workload | undefined;
+  try {
+    w = await startWorkload('inotify-feed', { tmpRoot: work, prefix: ['nsenter', `--net=${bed.source.nsPath('net')}`] });
+    const source = w.pids;
+    const cli = path.resolve(__dirname, '..', 'cli', 'main.js');
+    const r = await runInHost(bed.source, [process.execPath, cli, 'migrate', '--pid', String(w.pid), '--to', `root@${bed.target.address}`,
+      '--identity', bed.clientKeyPath, '--known-hosts', bed.knownHostsPath, '--godwit-path', `${process.execPath} ${cli}`,
+      '--target-dir', path.join(work, 'img'), '--json'], children);
+    expect({ code: r.code, error: r.error }).toEqual({ code: 0, error: undefined });
+    const done = r.events.find((e) => e.event === 'done') as { summary: { dump: DumpSummary } } | undefined;
+    if (done!.summary.dump.refreeze) expect(done!.summary.dump.refreeze.reason).toBe('inotify events in flight');
+    const now = findWorkloadPids(w.dir);
+    expect(now.length).toBe(2);
+    for (const p of source) expect(now).not.toContain(p);
+    // The watcher (the ready file's first pid) is the parent of the writer.
+    const watcher = now.find((p) => now.includes(Number(/^PPid:\s+(\d+)/m.exec(fs.readFileSync(`/proc/${p}/status`, 'utf8'))![1])) === false)!;
+    w.setPids([watcher, now.find((p) => p !== watcher)!]);
+    expect(await w.verify()).toEqual({ pass: true, detail: 'PASS' });
+  } finally {
+    for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+    await w?.cleanup().catch(() => undefined);
+    await bed.destroy();
+    fs.rmSync(work, { recursive: true, force: true });
+  }
+}, 90_000);
