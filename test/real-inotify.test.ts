@@ -50,6 +50,12 @@ test('inotify-feed: dump (killed) and restore with an event in flight; the resto
   expect(await w.verify()).toEqual({ pass: true, detail: 'PASS' });
 });
 
+test('inotify-feed --poll-forever: a watcher frozen in poll() with no timeout enters it again after restore (tail -F dies of EINTR)', async () => {
+  const w = await fx.start('inotify-feed', ['--poll-forever', '1', '--lag-ms', '0']);
+  await fx.cycle(w, { newPidns: false });
+  expect(await w.verify()).toEqual({ pass: true, detail: 'PASS' });
+});
+
 test('inotify-feed --pre-copy: the final freeze waits out events in flight too', async () => {
   const w = await fx.start('inotify-feed');
   const summaries = await snapshotsUntilRefrozen(w, { preCopy: true });

@@ -7,6 +7,8 @@
  * one in flight, and a moment of running (longer than the lag, shorter than lag + period) always drains it.
  * Verify: the records read so far were 0, 1, 2, ... with no gap or repeat, and more keep arriving, each through
  * an event, within 5 s (the watch works and no event was lost).
+ * --poll-forever 1: the watcher waits in poll() with no timeout until the verify request, and, as `tail -F` does,
+ *   takes an EINTR without a signal for an error (a restore must enter an interrupted poll() again).
  * --never-read 1: the writer appends 3 records and the watcher never reads its inotify (a dump must refuse the
  *   events). Verify: all 3 events are still queued, IN_MODIFY on the watch, and the records are in the file.
  */
@@ -105,8 +107,10 @@ int main(int argc, char **argv)
 		{ "lag-ms", 150, 0, 10000, "the watcher reads its events this long after poll() reports them" },
 		{ "period-ms", 100, 0, 10000, "the writer waits this long after each acknowledgement" },
 		{ "never-read", 0, 0, 1, "1: the watcher never reads its events (3 stay queued)" },
+		{ "poll-forever", 0, 0, 1, "1: poll() with no timeout; EINTR without a signal is a failure" },
 	};
-	zt_setup(&z, argc, argv, opts, 3, SIGUSR2);
+	zt_setup(&z, argc, argv, opts, 4, SIGUSR2);
+	bool forever = opts[3].value;
 	long long lag_ms = opts[0].value, period_ms = opts[1].value;
 	bool never = opts[2].value;
 	signal(SIGPIPE, SIG_IGN);
@@ -170,9 +174,9 @@ int main(int argc, char **argv)
 				break;
 			}
 			struct pollfd pf = { .fd = f.ify, .events = POLLIN };
-			int r = poll(&pf, 1, 200);
-			if (r < 0 && errno != EINTR) {
-				zt_fail_sys(&z, "poll", "inotify");
+			int r = poll(&pf, 1, forever && !deadline ? -1 : 200);
+			if (r < 0 && (errno != EINTR || (forever && !zt_signalled()))) {
+				zt_fail_sys(&z, "poll", "inotify (no timeout, no signal)");
 				break;
 			}
 			if (r <= 0)
