@@ -11,6 +11,9 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { dump, DumpSummary } from '../checkpoint/dump';
 import { createHosts } from '../scenarios/hosts';
+import { runUnshareContainer, UnshareContainer } from '../scenarios/container/unshare';
+import { restore, RestoreResult } from '../restore';
+import { endRestoredRoot } from './helpers/restored';
 import { findWorkloadPids, startWorkload, Workload } from '../scenarios/workload';
 import { WorkloadFixture } from './helpers/workload-fixture';
 import { runInHost } from './helpers/run-in-host';
@@ -108,3 +111,57 @@ test('inotify-feed migrates between two test hosts with events in flight, and ve
     fs.rmSync(work, { recursive: true, force: true });
   }
 }, 90_000);
+
+describe('a container (cgroup freezer around each freeze)', () => {
+  let uc: UnshareContainer | undefined;
+  let restored: RestoreResult | undefined;
+  const dirs: string[] = [];
+  afterEach(async () => {
+    await endRestoredRoot(restored);
+    restored = undefined;
+    await uc?.destroy();
+    uc = undefined;
+    for (const d of dirs.splice(0)) fs.rmSync(d, { recursive: true, force: true });
+  });
+  const imageDir = (): string => {
+    const d = fs.mkdtempSync(path.join(os.tmpdir(), 'godwit-inotify-ctr-'));
+    dirs.push(d);
+    return path.join(d, 'img');
+  };
+  const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+  /** The container's cgroup freezer is not left set, and it goes on counting. */
+  async function expectRunning(c: UnshareContainer, root = c.pid): Promise<void> {
+    for (const d of c.cgroupDirs) {
+      const events = path.join(d, 'cgroup.events');
+      if (fs.existsSync(events)) expect(fs.readFileSync(events, 'utf8')).toMatch(/^frozen 0$/m);
+    }
+    const count = () => Number(fs.readFileSync(`/proc/${root}/root/tmp/count`, 'utf8'));
+    const before = count();
+    await sleep(300);
+    expect(count()).toBeGreaterThan(before);
+    expect(fs.existsSync(`/proc/${root}/root/tmp/result`) ? fs.readFileSync(`/proc/${root}/root/tmp/result`, 'utf8') : undefined).toBeUndefined();
+  }
+
+  test('snapshots until one freezes again, then a dump (killed) and restore: every event read, the count goes on', async () => {
+    uc = await runUnshareContainer({ hostname: 'gw-ify', features: 'inotify' });
+    const summaries: DumpSummary[] = [];
+    for (let i = 0; i < 12 && !summaries.some((s) => s.refreeze); i++)
+      summaries.push(await dump({ pid: uc.pid, dir: imageDir(), compress: 'none', leaveRunning: true }));
+    expectRefrozen(summaries);
+    await expectRunning(uc);
+    const dir = imageDir();
+    await dump({ pid: uc.pid, dir });
+    restored = await restore({ dir, detach: true }, { silent: true });
+    await expectRunning(uc, restored.rootPid);
+  }, 60_000);
+
+  test('an event nobody reads: refused after 10 freezes, the freezer not left set, the container runs on', async () => {
+    uc = await runUnshareContainer({ hostname: 'gw-ify-u', features: 'inotify-unread' });
+    const dir = imageDir();
+    const err = (await dump({ pid: uc.pid, dir }).catch((e: Error) => e)) as Error;
+    expect(`${err.message} ${(err.cause as Error | undefined)?.message}`).toMatch(/inotify holds \d+ bytes of events not read yet, which cannot be queued again at restore \(still there after 10 freezes/);
+    expect(fs.existsSync(dir)).toBe(false);
+    expect(fs.readFileSync(`/proc/${uc.pid}/status`, 'utf8')).toMatch(/TracerPid:\s+0\n/);
+    await expectRunning(uc);
+  }, 60_000);
+});
