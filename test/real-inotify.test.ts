@@ -3,7 +3,9 @@
  * tree run a moment and freezes it again until no event is left unread (checkpoint/freeze.ts freezeSettled), so the
  * dump goes through without losing one; a watcher that never reads is still refused, its tree running on unharmed.
  * Workload inotify-feed: a watcher that reads its events 150 ms late and a writer that waits for each record to be
- * read (a lost event stalls the pair), in kill mode, --leave-running, --pre-copy and a migration.
+ * read (a lost event stalls the pair), in kill mode, --leave-running, --pre-copy and a migration; a container
+ * (ctr-workload --features inotify, inotify-unread) for the cgroup freezer around each freeze. Also: a watcher
+ * frozen in poll() with no timeout re-enters it after restore (native/src/regs.c; tail -F dies of EINTR).
  */
 import type { ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
