@@ -23,7 +23,7 @@ import { fileNameFor, kindByName } from '../images/registry';
 import { schema } from '../images/schema';
 import { newContext, CollectContext } from './context';
 import { collectAll, ProcessPlan } from './collect';
-import { freezeTree } from './freeze';
+import { freezeSettled, freezeTree } from './freeze';
 import { unlockConnections } from './inet';
 import { NamespaceIds, namespacePids, virtualizePids } from './namespaces';
 import {
@@ -124,7 +124,7 @@ export interface DumpSummary {
   pageBytes: number;
   /** Bytes of all image files written (compressed pages included). */
   imageBytes: number;
-  /** From the first seize to the resume (leave-running) or to the end of page reading (kill). */
+  /** From the first seize of the freeze that held (see refreeze) to the resume (leave-running) or to the end of page reading (kill). */
   frozenMs: number;
   totalMs: number;
   leftRunning: boolean;
@@ -134,6 +134,20 @@ export interface DumpSummary {
   preCopy?: PreCopySummary;
   /** A container dump: ms of its parts (freeze, namespaces, mounts, rootfs, cgroups). */
   container?: Record<string, number>;
+  /** The tree was frozen more than once (frozenMs is the last freeze): how often, why, and the time around it. */
+  refreeze?: Refreeze;
+}
+
+export interface Refreeze {
+  freezes: number;
+  reason: string;
+  /** Time frozen in the freezes that were let go, and time the tree ran between them (ms). */
+  earlierFrozenMs: number;
+  waitedMs: number;
+}
+
+export function refreezeText(r: Refreeze): string {
+  return `froze ${r.freezes} times: ${r.reason} (${r.earlierFrozenMs.toFixed(1)} ms frozen before, ${r.waitedMs.toFixed(0)} ms run between)`;
 }
 
 export interface PreCopySummary {
@@ -187,6 +201,7 @@ export interface DumpState {
   summary?: DumpSummary;
   /** A container dump: its namespaces, mounts, rootfs and cgroups go with the tree. */
   container?: ContainerDump;
+  refreeze?: Refreeze;
 }
 
 export interface DumpStep {
@@ -332,17 +347,28 @@ export const DUMP_STEPS: DumpStep[] = [
   },
   {
     title: 'freeze',
-    run: async (s) => {
-      s.frozenAt = process.hrtime.bigint();
-      if (s.container) await freezeContainerCgroup(s.container);
+    run: async (s, progress) => {
       s.holding = true;
-      try {
-        const f = await freezeTree(s.helper!, s.options.pid, s.options.freezeTimeoutMs);
-        s.tree = f.tree;
-        s.groupStopped = f.groupStopped;
-      } finally {
-        // Seized tasks stay in their ptrace stops: the cgroup freezer is never left set.
-        if (s.container) thawContainerCgroup(s.container);
+      const f = await freezeSettled(
+        s.helper!,
+        async () => {
+          if (s.container) await freezeContainerCgroup(s.container);
+          try {
+            return await freezeTree(s.helper!, s.options.pid, s.options.freezeTimeoutMs);
+          } finally {
+            // Seized tasks stay in their ptrace stops: the cgroup freezer is never left set.
+            if (s.container) thawContainerCgroup(s.container);
+          }
+        },
+        () => s.helper!.detach().then(() => undefined),
+      );
+      s.tree = f.tree;
+      s.groupStopped = f.groupStopped;
+      // The frozen time is the freeze that held; the earlier ones are reported beside it (summary.refreeze).
+      s.frozenAt = f.frozenAt;
+      if (f.freezes > 1) {
+        s.refreeze = { freezes: f.freezes, reason: f.reason!, earlierFrozenMs: f.earlierFrozenMs, waitedMs: f.waitedMs };
+        progress(refreezeText(s.refreeze));
       }
     },
   },
@@ -589,6 +615,7 @@ function summarize(s: DumpState): DumpSummary {
         }
       : {}),
     ...(s.container ? { container: s.container.timings } : {}),
+    ...(s.refreeze ? { refreeze: s.refreeze } : {}),
   };
 }
 

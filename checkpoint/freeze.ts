@@ -1,9 +1,11 @@
 /**
  * Freezing: seize every thread (the helper interrupts all, then waits for all), rescan the tree, seize what
- * appeared meanwhile (new threads, new children), until a scan finds nothing new.
+ * appeared meanwhile (new threads, new children), until a scan finds nothing new. freezeSettled: a freeze that
+ * found no inotify events in flight (thawed and made again while it finds some).
  */
 import { GodwitError } from '../util/errors';
 import type { Helper } from '../native/helper';
+import { queuedInotify, queuedInotifyError } from './inotify';
 import { allThreads, scanTree, Tree } from './tree';
 
 /** Rounds before giving up on a tree that keeps forking or spawning threads faster than it can be seized. */
@@ -50,4 +52,51 @@ export async function freezeTree(helper: Helper, root: number, timeoutMs?: numbe
   throw new GodwitError(
     `the tree of pid ${root} kept changing (new threads or children) for ${MAX_FREEZE_ROUNDS} rounds of seizing: giving up`,
   );
+}
+
+/**
+ * Waits between a freeze that found inotify events queued and the next one (ms; the tree runs meanwhile). A reader
+ * woken by its events needs one scheduling slice to drain them, a few ms on a loaded machine; the waits grow so that
+ * a busy one gets longer, and their sum (~0.5 s) bounds what a watcher that never reads costs before the refusal.
+ */
+const SETTLE_WAITS_MS = [2, 5, 10, 20, 40, 60, 80, 120, 160];
+
+export interface SettledFreeze extends FrozenTree {
+  /** When the freeze that held started (earlier ones were let go). */
+  frozenAt: bigint;
+  /** Freezes made in all (1: the first one held). */
+  freezes: number;
+  /** Why the earlier freezes were let go, when there were any. */
+  reason?: string;
+  /** Time frozen in the earlier freezes, and time the tree ran between them (ms). */
+  earlierFrozenMs: number;
+  waitedMs: number;
+}
+
+/**
+ * A freeze the dump can keep: the tree is frozen (`freeze`: the cgroup freezer around freezeTree for a container)
+ * and asked for inotify events not read yet, which no image can carry. Such events are nearly always just in
+ * flight (the reader was frozen a moment before it would have read them): the tree is let go (`thaw`: every task
+ * as it was), runs a short growing while, and is frozen again, up to SETTLE_WAITS_MS.length times; then the dump is
+ * refused, naming the fds and how long it waited. On a throw the tree may be held: the caller lets it go
+ * (abortDump), as after any failed freeze. An event read during a thaw is not lost: the tree has it.
+ */
+export async function freezeSettled(helper: Helper, freeze: () => Promise<FrozenTree>, thaw: () => Promise<void>): Promise<SettledFreeze> {
+  let earlierFrozenMs = 0;
+  let waitedMs = 0;
+  for (let attempt = 0; ; attempt++) {
+    const frozenAt = process.hrtime.bigint();
+    const f = await freeze();
+    const queued = await queuedInotify(helper, f.tree);
+    if (queued.length === 0) {
+      const freezes = attempt + 1;
+      return { ...f, frozenAt, freezes, earlierFrozenMs, waitedMs, ...(freezes > 1 ? { reason: 'inotify events in flight' } : {}) };
+    }
+    if (attempt === SETTLE_WAITS_MS.length) throw queuedInotifyError(queued, waitedMs, attempt + 1);
+    await thaw();
+    const thawedAt = process.hrtime.bigint();
+    earlierFrozenMs += Number(thawedAt - frozenAt) / 1e6;
+    await new Promise((r) => setTimeout(r, SETTLE_WAITS_MS[attempt]));
+    waitedMs += Number(process.hrtime.bigint() - thawedAt) / 1e6;
+  }
 }

@@ -1,7 +1,7 @@
 /** `godwit dump --pid PID --dir DIR`: checkpoint a process tree into a CRIU-layout image directory. */
 import type { Command } from 'commander';
 import { UsageError } from '../util/errors';
-import { dump, DumpOptions, DumpSummary } from '../checkpoint/dump';
+import { dump, DumpOptions, DumpSummary, refreezeText } from '../checkpoint/dump';
 import { catchInterrupt } from '../util/interrupt';
 import { printJson } from './output';
 import { TreeFlags, treeSelection } from './tree-flags';
@@ -24,6 +24,7 @@ function describe(s: DumpSummary): string {
     `dumped pid ${s.pid}: ${s.pids.length} process(es), ${s.threads} thread(s), ${s.pages} pages (${mib(s.pageBytes)} MiB) ` +
     `into ${s.dir} (${mib(s.imageBytes)} MiB, ${s.compress}); frozen ${s.frozenMs.toFixed(1)} ms, total ${s.totalMs.toFixed(1)} ms; ` +
     (s.leftRunning ? 'left running' : 'killed') +
+    (s.refreeze ? `\n${refreezeText(s.refreeze)}` : '') +
     (s.preCopy
       ? s.preCopy.fallback
         ? `\npre-copy not used: ${s.preCopy.fallback}`

@@ -13,7 +13,7 @@
  * hold cannot outlive this process), never resumed: the workload never runs twice and is never lost.
  */
 import { Listr, ListrTask } from 'listr2';
-import { abortDump, DumpOptions, DumpState, DumpSummary, dumpTasks, finishDump, killTree, newDumpState } from '../checkpoint/dump';
+import { abortDump, DumpOptions, DumpState, DumpSummary, dumpTasks, finishDump, killTree, newDumpState, refreezeText } from '../checkpoint/dump';
 import type { Endpoint } from '../transport/endpoint';
 import { InDoubtError, MigrateTimeouts, SourceState, SourceTransaction } from '../transport/migrate-channel';
 import type { SendProgress } from '../transport/send';
@@ -459,5 +459,6 @@ export function describeSummary(r: MigrateSummary): string {
     `total ${(r.totalMs / 1000).toFixed(2)} s; ${mb(r.pageBytes)} MB of memory, ${mb(r.wireBytes)} MB on the wire ` +
     `(${mb(r.wireBytesPerSecond)} MB/s once the pages were read); target restore ${r.restoreMs.toFixed(0)} ms` +
     (pc ? `; pre-copy: ${pc.rounds.length} round(s), ${mb(pc.streamedBytes)} MB sent while running, ` +
-      `${mb(pc.afterFreezeBytes)} MB after the freeze (${mb(pc.afterFreezePageBytes)} MB of changed pages)` : '');
+      `${mb(pc.afterFreezeBytes)} MB after the freeze (${mb(pc.afterFreezePageBytes)} MB of changed pages)` : '') +
+    (r.dump.refreeze ? `; ${refreezeText(r.dump.refreeze)}` : '');
 }

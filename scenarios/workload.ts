@@ -47,6 +47,7 @@ export const WORKLOAD_NAMES = [
   'inet-halfclosed',
   'unix-ext',
   'ghostmap',
+  'inotify-feed',
 ] as const;
 export type WorkloadName = (typeof WORKLOAD_NAMES)[number];
 

@@ -76,6 +76,14 @@ int regs_normalise_restart(struct user_regs_struct *r)
 		r->rip -= 2;
 		return E_RestartKind_RESTART_SYSCALL;
 	case -ERESTART_RESTARTBLOCK:
+		/* poll() always leaves a restart block, even with no timeout; with none, entering it again with its
+		 * arguments (still in rdi, rsi, rdx) is exactly what restart_syscall() would do. Programs such as
+		 * `tail -F` treat poll's EINTR as fatal. */
+		if (r->orig_rax == SYS_poll && (int)r->rdx < 0) {
+			r->rax = r->orig_rax;
+			r->rip -= 2;
+			return E_RestartKind_RESTART_SYSCALL;
+		}
 		/* restart_syscall() needs in-kernel restart data that cannot be carried over: report EINTR. */
 		r->rax = (unsigned long long)-EINTR;
 		return E_RestartKind_RESTART_EINTR;

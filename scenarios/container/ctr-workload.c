@@ -16,6 +16,10 @@
  *              "drained N" to /tmp/drained (a failure goes to /tmp/result as usual).
  *   mono=S     it runs in a time namespace: CLOCK_MONOTONIC must read at least S seconds and never go back;
  *   boot=S     CLOCK_BOOTTIME likewise. Every tick writes "MONO_NS BOOT_NS" to /tmp/clock.
+ *   inotify    an inotify watch on /root/feed (the rootfs: watches on a tmpfs are not carried): every 10th tick
+ *              appends to it, and 5 ticks later the event must be there to read (a lost one fails). An event
+ *              waits unread half the time, so a freeze often finds one in flight.
+ *   inotify-unread  the same watch with one event queued and never read (a dump must refuse it).
  */
 #define _GNU_SOURCE
 #include <stdio.h>
@@ -23,6 +27,7 @@
 #include <string.h>
 #include <errno.h>
 #include <sys/mman.h>
+#include <sys/inotify.h>
 #include <sys/msg.h>
 #include <sys/shm.h>
 #include <time.h>
@@ -106,12 +111,16 @@ int main(int argc, char **argv)
 	if (argc < 4 || argc > 6)
 		return 2;
 	size_t mem_bytes = argc >= 5 ? strtoul(argv[4], NULL, 0) << 20 : 0;
-	int use_msg = 0, mem_share = MAP_PRIVATE;
+	int use_msg = 0, mem_share = MAP_PRIVATE, use_inotify = 0;
 	long long mono_min = -1, boot_min = -1;
 	if (argc == 6)
 		for (char *f = strtok(argv[5], ","); f; f = strtok(NULL, ",")) {
 			if (!strcmp(f, "msg"))
 				use_msg = 1;
+			else if (!strcmp(f, "inotify"))
+				use_inotify = 1;
+			else if (!strcmp(f, "inotify-unread"))
+				use_inotify = 2;
 			else if (!strcmp(f, "shared"))
 				mem_share = MAP_SHARED;
 			else if (!strncmp(f, "mono=", 5))
@@ -193,6 +202,19 @@ int main(int argc, char **argv)
 			}
 		}
 	}
+	int ify = -1, feed = -1;
+	if (use_inotify) {
+		feed = open("/root/feed", O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+		ify = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+		if (feed < 0 || ify < 0 || inotify_add_watch(ify, "/root/feed", IN_MODIFY) < 0) {
+			put("/tmp/result", "FAIL: inotify on /root/feed\n");
+			return 3;
+		}
+		if (use_inotify == 2 && write(feed, "x\n", 2) != 2) {
+			put("/tmp/result", "FAIL: write /root/feed\n");
+			return 3;
+		}
+	}
 	long long last_mono = 0, last_boot = 0;
 	size_t cursor = 0;
 	char buf[160];
@@ -250,6 +272,19 @@ int main(int argc, char **argv)
 				drained = 1;
 				snprintf(buf, sizeof(buf), "drained %d\n", MSG_COUNT);
 				put("/tmp/drained", buf);
+			}
+		}
+		if (use_inotify == 1 && n % 10 == 0 && write(feed, "x\n", 2) != 2) {
+			put("/tmp/result", "FAIL: write /root/feed\n");
+			return 1;
+		}
+		if (use_inotify == 1 && n % 10 == 5 && n > 10) {
+			char ev[512];
+			ssize_t got = read(ify, ev, sizeof(ev));
+			if (got < (ssize_t)sizeof(struct inotify_event) || !(((struct inotify_event *)ev)->mask & IN_MODIFY)) {
+				snprintf(buf, sizeof(buf), "FAIL: no IN_MODIFY 5 ticks after a write to /root/feed (tick %lu, read %zd, errno %d)\n", n, got, got < 0 ? errno : 0);
+				put("/tmp/result", buf);
+				return 1;
 			}
 		}
 		for (size_t i = 0; i < bytes; i += 4096)
