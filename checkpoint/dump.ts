@@ -256,14 +256,14 @@ export const DUMP_STEPS: DumpStep[] = [
     title: 'scan tree',
     run: async (s) => {
       s.tree = scanTree(s.options.pid);
-      s.ns = new NamespaceIds(s.container ? s.options.pid : undefined);
+      s.ns = new NamespaceIds(s.container ? s.options.pid : undefined, { external: s.options.externalNs });
     },
   },
   {
     title: 'preflight',
     run: async (s) => {
       s.estimatedPageBytes = preflight(s.tree!, s.ns!).estimatedPageBytes;
-      if (s.container) await containerPreflight(s.container, s.ns!);
+      if (s.container) await containerPreflight(s.container, s.ns!, s.tree!);
     },
   },
   {
