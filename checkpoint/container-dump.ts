@@ -11,7 +11,7 @@ import { cgroupImage, cgroupMembership, CgroupMember, freezeCgroup, FrozenCgroup
 import { resolveCgroup, resolveContainer, Runtime } from './container';
 import { containerMounts, tarTmpfs } from './mounts';
 import { dumpIpc, dumpIpcVars, dumpTimens, dumpTimensClocks, dumpUserns, dumpUts, IdExtent, idInside, ipcImageEntries, ipcVarEntry, listPosixQueues, nsutilAvailable, timespecOf } from './ns-content';
-import { NamespaceIds, ownNamespaces } from './namespaces';
+import { EXTERNAL_NS, NamespaceIds, ownNamespaces } from './namespaces';
 import type { ImageSet } from './imageset';
 import type { NsKind } from './proc/misc';
 import { refuseSharedNamespaces } from './ns-shared';
@@ -49,6 +49,11 @@ export interface ContainerDump {
   frozen?: FrozenCgroup;
   /** Extra files for the image directory (tmpfs tars, rootfs diff, container.json). */
   files: { name: string; data: Buffer }[];
+  /**
+   * runc: namespaces the container's config names a path for (it joined them, they are not its own), kind -> path.
+   * runc checkpoints those as external (criu --external net[INO]:extRootNetNS) and joins the path again on restore.
+   */
+  configNsPaths?: Partial<Record<NsKind, string>>;
   /** ms per part (freeze, namespaces, mounts, rootfs, cgroups) for the benchmark. */
   timings: Record<string, number>;
 }
@@ -88,7 +93,8 @@ export function resolveContainerTarget(o: ContainerOptions & { pid?: number }): 
   if (o.container && o.cgroup) throw new UsageError('give one of --container and --cgroup, not both');
   if (o.container) {
     const t = resolveContainer(o.container, { runtime: o.runtime });
-    return { pid: t.pid, runtime: t.runtime, id: t.id, bundle: t.bundle, statePath: t.statePath, cgroups: t.cgroups, files: [], timings: {} };
+    return { pid: t.pid, runtime: t.runtime, id: t.id, bundle: t.bundle, statePath: t.statePath, cgroups: t.cgroups, files: [], timings: {},
+      ...(t.runtime === 'runc' ? { configNsPaths: runcNamespacePaths(JSON.parse(fs.readFileSync(t.statePath, 'utf8'))) } : {}) };
   }
   if (o.cgroup) {
     const t = resolveCgroup(o.cgroup);
@@ -103,6 +109,25 @@ export function resolveContainerTarget(o: ContainerOptions & { pid?: number }): 
   }
   if (!own.length) return undefined;
   return { pid: o.pid, cgroups: cgroupMembership(o.pid), files: [], timings: {} };
+}
+
+const RUNC_NS: Record<string, NsKind> = { NEWNET: 'net', NEWIPC: 'ipc', NEWUTS: 'uts', NEWPID: 'pid', NEWNS: 'mnt', NEWUSER: 'user', NEWCGROUP: 'cgroup', NEWTIME: 'time' };
+
+/** runc's state (state.json, parsed): the config.namespaces entries that give a path (joined at start), by kind. */
+export function runcNamespacePaths(state: unknown): Partial<Record<NsKind, string>> {
+  const out: Partial<Record<NsKind, string>> = {};
+  const cfg = (state as { config?: { namespaces?: { type?: string; path?: string }[] } } | undefined)?.config;
+  for (const n of cfg?.namespaces ?? []) if (n.path && n.type && RUNC_NS[n.type]) out[RUNC_NS[n.type]!] = n.path;
+  return out;
+}
+
+/**
+ * The kinds to treat as external: those asked for, and those of net/ipc/uts a runc config names a path for (as runc
+ * does; a joined pid or mnt namespace stays the container's, and the shared-namespace check refuses it).
+ */
+export function externalKinds(c: ContainerDump | undefined, asked: NsKind[] = []): NsKind[] {
+  const configured = (Object.keys(c?.configNsPaths ?? {}) as NsKind[]).filter((k) => EXTERNAL_NS.includes(k));
+  return [...new Set([...asked, ...configured])];
 }
 
 /**

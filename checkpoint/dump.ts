@@ -31,6 +31,7 @@ import {
   ContainerDump,
   ContainerOptions,
   dumpContainerState,
+  externalKinds,
   freezeContainerCgroup,
   resolveContainerTarget,
   thawContainerCgroup,
@@ -256,7 +257,7 @@ export const DUMP_STEPS: DumpStep[] = [
     title: 'scan tree',
     run: async (s) => {
       s.tree = scanTree(s.options.pid);
-      s.ns = new NamespaceIds(s.container ? s.options.pid : undefined, { external: s.options.externalNs });
+      s.ns = new NamespaceIds(s.container ? s.options.pid : undefined, { external: externalKinds(s.container, s.options.externalNs) });
     },
   },
   {

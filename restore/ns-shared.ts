@@ -4,7 +4,7 @@
  * KIND:PATH, a /proc/PID/ns/KIND file or a bind-mounted one), before anything of the container is made.
  */
 import * as fs from 'node:fs';
-import type { ContainerRecord } from '../checkpoint/container-dump';
+import { ContainerRecord, runcNamespacePaths } from '../checkpoint/container-dump';
 import type { NsKind } from '../checkpoint/proc/misc';
 import { GodwitError, UsageError } from '../util/errors';
 
@@ -36,9 +36,11 @@ export function externalJoinArgs(dir: string, rec: ContainerRecord | undefined, 
   for (const k of Object.keys(join) as NsKind[])
     if (external[k] === undefined)
       throw new UsageError(`--join-ns ${k}: the tree in ${dir} was not dumped with an external ${k} namespace (${rec ? 'it had one of its own or the host\'s' : 'not a container dump'}): leave --join-ns ${k} out`);
+  // A runc container joined the namespaces its config names a path for: the same path by default, as runc does.
+  const configured = runcNamespacePaths(rec?.runcState);
   const args: string[] = [];
   for (const [k, ino] of Object.entries(external) as [NsKind, number][]) {
-    const file = join[k];
+    const file = join[k] ?? configured[k];
     if (file === undefined)
       throw new GodwitError(
         `cannot restore ${dir}: the tree was in an external ${k} namespace (${k}:[${ino}] at dump, shared with processes outside it), which restore joins rather than makes: give --join-ns ${k}:PATH (e.g. /proc/PID/ns/${k} of a process in the namespace to join)`,
