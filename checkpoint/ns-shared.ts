@@ -54,11 +54,15 @@ export function outsideSharers(tree: Tree, ns: NamespaceIds, kinds: NsKind[]): M
   return out;
 }
 
-/** The nearest process that is an ancestor of all of `pids` (undefined if only pid 1 or none is). */
+/**
+ * The nearest process that is an ancestor of all of `pids`, one godwit could dump (undefined if only pid 1, godwit
+ * or one of its own ancestors is).
+ */
 function commonAncestor(pids: number[]): number | undefined {
   const chains = pids.map((p) => ancestry(p));
+  const mine = new Set(ancestry(process.pid));
   const first = chains[0] ?? [];
-  return first.find((a) => a !== 1 && chains.every((c) => c.includes(a)));
+  return first.find((a) => a !== 1 && !mine.has(a) && chains.every((c) => c.includes(a)));
 }
 
 /**
@@ -73,7 +77,7 @@ export function refuseSharedNamespaces(tree: Tree, ns: NamespaceIds): void {
     const named = list.slice(0, NAMED).map((s) => `${s.pid} (${s.comm})`).join(', ');
     const more = list.length > NAMED ? ` and ${list.length - NAMED} more` : '';
     const top = commonAncestor([tree.root, ...list.map((s) => s.pid)]);
-    const ancestor = top !== undefined ? `--pid ${top}, their common ancestor` : 'a common ancestor: they have none but pid 1';
+    const ancestor = top !== undefined ? `--pid ${top}, their common ancestor` : 'from a common ancestor: they have none godwit can dump';
     const how = EXTERNAL_NS.includes(k)
       ? `, or treat it as external: dump with --external-ns ${k} and restore with --join-ns ${k}:/proc/PID/ns/${k} (PID: one of those processes, or a bind-mounted ${k} namespace file)`
       : ` (a ${k} namespace cannot be external)`;

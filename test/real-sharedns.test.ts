@@ -6,15 +6,37 @@
  * Dump refuses by default, nothing frozen; with --external-ns net the images record the namespace by inode,
  * restore without --join-ns is refused before anything runs, and with it the client goes on talking to the server.
  */
+import { ChildProcess, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { dump } from '../checkpoint/dump';
-import { restore } from '../restore';
+import { restore, RestoreResult } from '../restore';
+import { RunningContainer, runContainer } from '../scenarios/container/bundle';
 import type { Workload } from '../scenarios/workload';
+import { endRestoredRoot } from './helpers/restored';
 import { entries, WorkloadFixture } from './helpers/workload-fixture';
 
 const fx = new WorkloadFixture('godwit-sharedns-');
-afterEach(() => fx.cleanup());
+let ctr: RunningContainer | undefined;
+let restored: RestoreResult | undefined;
+let holder: ChildProcess | undefined;
+let imgDir: string | undefined;
+afterEach(async () => {
+  await endRestoredRoot(restored);
+  restored = undefined;
+  await ctr?.destroy();
+  ctr = undefined;
+  if (holder?.exitCode === null && holder.signalCode === null) {
+    const gone = new Promise((r) => holder!.once('exit', r));
+    holder.kill('SIGKILL');
+    await gone;
+  }
+  holder = undefined;
+  if (imgDir) fs.rmSync(imgDir, { recursive: true, force: true });
+  imgDir = undefined;
+  await fx.cleanup();
+});
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const netns = (pid: number): string => fs.readlinkSync(`/proc/${pid}/ns/net`);
@@ -78,4 +100,27 @@ test('--external-ns net: restore needs --join-ns, then joins the namespace and t
   // The client checks every echo and makes more round trips after the verify request; the server checks its own.
   expect(await client.verify()).toEqual({ pass: true, detail: 'PASS' });
   expect(await server.verify()).toEqual({ pass: true, detail: 'PASS' });
+});
+
+test('runc: a container whose config.json joins a net namespace (a pod\'s, held by a pause process) has it external by itself, and restore joins that path again', async () => {
+  // The pod's pause process: a sleeping holder of a net namespace.
+  holder = spawn('unshare', ['--net', 'sleep', '120'], { stdio: 'ignore' });
+  const podNs = `/proc/${holder.pid}/ns/net`;
+  for (let i = 0; i < 250 && fs.readlinkSync(podNs) === netns(process.pid); i++) await sleep(10);
+  const ino = Number(/\[(\d+)\]/.exec(fs.readlinkSync(podNs))![1]);
+  ctr = await runContainer({ hostname: 'gw-pod', netnsPath: podNs });
+  expect(netns(ctr.pid)).toBe(`net:[${ino}]`);
+  imgDir = fs.mkdtempSync(path.join(os.tmpdir(), 'gw-sharedns-img-'));
+  const dir = path.join(imgDir, 'img');
+  await dump({ pid: 0, container: ctr.id, dir });
+  const rec = JSON.parse(fs.readFileSync(path.join(dir, 'container.json'), 'utf8')) as { ns: string[]; external?: Record<string, number> };
+  expect(rec.external).toEqual({ net: ino });
+  expect([...rec.ns].sort()).toEqual(['ipc', 'mnt', 'pid', 'uts']);
+  for (let i = 0; i < 250 && fs.existsSync(`/run/runc/${ctr.id}`); i++) await sleep(20); // runc reaps its killed init
+  restored = await restore({ dir, detach: true }, { silent: true });
+  expect(netns(restored.rootPid)).toBe(`net:[${ino}]`);
+  const before = ctr.count();
+  await sleep(300);
+  expect(Number(fs.readFileSync(`/proc/${restored.rootPid}/root/tmp/count`, 'utf8'))).toBeGreaterThan(before);
+  expect(restored.runc).toEqual({ listed: true });
 });
