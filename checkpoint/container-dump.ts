@@ -11,8 +11,11 @@ import { cgroupImage, cgroupMembership, CgroupMember, freezeCgroup, FrozenCgroup
 import { resolveCgroup, resolveContainer, Runtime } from './container';
 import { containerMounts, tarTmpfs } from './mounts';
 import { dumpIpc, dumpIpcVars, dumpTimens, dumpTimensClocks, dumpUserns, dumpUts, IdExtent, idInside, ipcImageEntries, ipcVarEntry, listPosixQueues, nsutilAvailable, timespecOf } from './ns-content';
-import { NamespaceIds, ownNamespaces } from './namespaces';
+import { EXTERNAL_NS, NamespaceIds, ownNamespaces } from './namespaces';
 import type { ImageSet } from './imageset';
+import type { NsKind } from './proc/misc';
+import { refuseSharedNamespaces } from './ns-shared';
+import type { Tree } from './tree';
 import { collectNetns, netnsImageFiles } from './net';
 import { diffRootfs, RootfsMode, RootfsRecord, ROOTFS_DIFF, sharedRootfs } from './rootfs';
 
@@ -28,6 +31,12 @@ export interface ContainerOptions {
   rootfsMode?: RootfsMode;
   /** diff mode: the pristine base to compare the rootfs with. */
   rootfsBase?: string;
+  /**
+   * Namespace kinds (net, ipc, uts) the tree is in but does not own: recorded by inode, not content; restore
+   * joins an existing namespace instead (--join-ns). runc containers whose config names a namespace path get
+   * that kind here by themselves.
+   */
+  externalNs?: NsKind[];
 }
 
 export interface ContainerDump {
@@ -40,6 +49,11 @@ export interface ContainerDump {
   frozen?: FrozenCgroup;
   /** Extra files for the image directory (tmpfs tars, rootfs diff, container.json). */
   files: { name: string; data: Buffer }[];
+  /**
+   * runc: namespaces the container's config names a path for (it joined them, they are not its own), kind -> path.
+   * runc checkpoints those as external (criu --external net[INO]:extRootNetNS) and joins the path again on restore.
+   */
+  configNsPaths?: Partial<Record<NsKind, string>>;
   /** ms per part (freeze, namespaces, mounts, rootfs, cgroups) for the benchmark. */
   timings: Record<string, number>;
 }
@@ -49,8 +63,10 @@ export interface ContainerRecord {
   runtime?: Runtime;
   id?: string;
   bundle?: string;
-  /** Namespace kinds the container owns (the rest were the host's). */
+  /** Namespace kinds the container owns (the rest were the host's, or external). */
   ns: string[];
+  /** Namespaces the tree was in without owning them (--external-ns): kind -> inode at dump. Restore joins one. */
+  external?: Partial<Record<NsKind, number>>;
   uts?: { nodename: string; domainname: string };
   timens?: { monotonic: [string, string]; boottime: [string, string] };
   /** A user namespace of its own: its id maps (also in userns-N.img). */
@@ -77,7 +93,8 @@ export function resolveContainerTarget(o: ContainerOptions & { pid?: number }): 
   if (o.container && o.cgroup) throw new UsageError('give one of --container and --cgroup, not both');
   if (o.container) {
     const t = resolveContainer(o.container, { runtime: o.runtime });
-    return { pid: t.pid, runtime: t.runtime, id: t.id, bundle: t.bundle, statePath: t.statePath, cgroups: t.cgroups, files: [], timings: {} };
+    return { pid: t.pid, runtime: t.runtime, id: t.id, bundle: t.bundle, statePath: t.statePath, cgroups: t.cgroups, files: [], timings: {},
+      ...(t.runtime === 'runc' ? { configNsPaths: runcNamespacePaths(JSON.parse(fs.readFileSync(t.statePath, 'utf8'))) } : {}) };
   }
   if (o.cgroup) {
     const t = resolveCgroup(o.cgroup);
@@ -94,11 +111,32 @@ export function resolveContainerTarget(o: ContainerOptions & { pid?: number }): 
   return { pid: o.pid, cgroups: cgroupMembership(o.pid), files: [], timings: {} };
 }
 
+const RUNC_NS: Record<string, NsKind> = { NEWNET: 'net', NEWIPC: 'ipc', NEWUTS: 'uts', NEWPID: 'pid', NEWNS: 'mnt', NEWUSER: 'user', NEWCGROUP: 'cgroup', NEWTIME: 'time' };
+
+/** runc's state (state.json, parsed): the config.namespaces entries that give a path (joined at start), by kind. */
+export function runcNamespacePaths(state: unknown): Partial<Record<NsKind, string>> {
+  const out: Partial<Record<NsKind, string>> = {};
+  const cfg = (state as { config?: { namespaces?: { type?: string; path?: string }[] } } | undefined)?.config;
+  for (const n of cfg?.namespaces ?? []) if (n.path && n.type && RUNC_NS[n.type]) out[RUNC_NS[n.type]!] = n.path;
+  return out;
+}
+
 /**
- * Before anything is frozen: what the container holds that godwit cannot carry. POSIX message queues (their
- * contents are not dumped: the mqueue filesystem would come back empty) are refused, named.
+ * The kinds to treat as external: those asked for, and those of net/ipc/uts a runc config names a path for (as runc
+ * does; a joined pid or mnt namespace stays the container's, and the shared-namespace check refuses it).
  */
-export async function containerPreflight(c: ContainerDump, ns: NamespaceIds): Promise<void> {
+export function externalKinds(c: ContainerDump | undefined, asked: NsKind[] = []): NsKind[] {
+  const configured = (Object.keys(c?.configNsPaths ?? {}) as NsKind[]).filter((k) => EXTERNAL_NS.includes(k));
+  return [...new Set([...asked, ...configured])];
+}
+
+/**
+ * Before anything is frozen: what the container holds that godwit cannot carry. A namespace of its own that
+ * processes outside the tree are in too (checkpoint/ns-shared.ts), and POSIX message queues (their contents are
+ * not dumped: the mqueue filesystem would come back empty) are refused, named.
+ */
+export async function containerPreflight(c: ContainerDump, ns: NamespaceIds, tree: Tree): Promise<void> {
+  refuseSharedNamespaces(tree, ns);
   if (!ns.own.includes('ipc')) return;
   if (!nsutilAvailable()) throw new GodwitError('godwit-nsutil is missing (make -C native builds it): it reads the container\'s ipc namespace');
   const mq = await listPosixQueues(c.pid);
@@ -132,6 +170,7 @@ export async function dumpContainerState(c: ContainerDump, images: ImageSet, ns:
   const pid = c.pid;
   if (!nsutilAvailable()) throw new GodwitError('godwit-nsutil is missing (make -C native builds it): it reads uts and ipc namespaces');
   const record: ContainerRecord = { godwit: 1, ns: [...ns.own], rootfs: { mode: 'shared', path: '', digest: '' }, mounts: 0, cgroup: false };
+  if (Object.keys(ns.external).length) record.external = { ...ns.external };
   if (c.runtime) record.runtime = c.runtime;
   if (c.id) record.id = c.id;
   if (c.bundle) record.bundle = c.bundle;
@@ -195,6 +234,8 @@ export async function dumpContainerState(c: ContainerDump, images: ImageSet, ns:
       } else record.rootfs = sharedRootfs(rootPath);
     }),
   ]);
+  // CRIU's mark of an external net namespace (criu dump --external net[INO]:KEY): the key, no content.
+  if (ns.external.net !== undefined) images.add('NETNS', ns.root.net, { ext_key: `net[${ns.external.net}]` });
   if (record.uts) images.add('UTSNS', ns.root.uts, { nodename: record.uts.nodename, domainname: record.uts.domainname });
   if (clocks) images.add('TIMENS', ns.root.time, { monotonic: timespecOf(clocks.monotonic), boottime: timespecOf(clocks.boottime) });
   if (ns.own.includes('ipc')) {

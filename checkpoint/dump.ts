@@ -31,6 +31,7 @@ import {
   ContainerDump,
   ContainerOptions,
   dumpContainerState,
+  externalKinds,
   freezeContainerCgroup,
   resolveContainerTarget,
   thawContainerCgroup,
@@ -271,14 +272,14 @@ export const DUMP_STEPS: DumpStep[] = [
     title: 'scan tree',
     run: async (s) => {
       s.tree = scanTree(s.options.pid);
-      s.ns = new NamespaceIds(s.container ? s.options.pid : undefined);
+      s.ns = new NamespaceIds(s.container ? s.options.pid : undefined, { external: externalKinds(s.container, s.options.externalNs) });
     },
   },
   {
     title: 'preflight',
     run: async (s) => {
       s.estimatedPageBytes = preflight(s.tree!, s.ns!).estimatedPageBytes;
-      if (s.container) await containerPreflight(s.container, s.ns!);
+      if (s.container) await containerPreflight(s.container, s.ns!, s.tree!);
     },
   },
   {

@@ -6,7 +6,7 @@
  * namespace (a nested one inside the container) is refused.
  */
 import * as fs from 'node:fs';
-import { GodwitError } from '../util/errors';
+import { GodwitError, UsageError } from '../util/errors';
 import { NsKind, readNamespaces } from './proc/misc';
 import type { ImageSet } from './imageset';
 
@@ -16,6 +16,13 @@ const ORDER: NsKind[] = ['pid', 'net', 'ipc', 'uts', 'time', 'mnt', 'user', 'cgr
 /** Namespace kinds a container may own (and godwit restores). */
 export const CONTAINER_NS: NsKind[] = ['pid', 'net', 'ipc', 'uts', 'time', 'mnt', 'user', 'cgroup'];
 
+/**
+ * Kinds a tree may have as external (recorded by inode, joined at restore with --join-ns): those a task can
+ * simply setns into. A pid namespace would need the tree's pids free in it, a mount namespace its root and
+ * mounts as the tree saw them, a user namespace the ownership of the others: not supported.
+ */
+export const EXTERNAL_NS: NsKind[] = ['net', 'ipc', 'uts'];
+
 export class NamespaceIds {
   private ids = new Map<string, number>();
   readonly root: Record<NsKind, number>;
@@ -24,15 +31,29 @@ export class NamespaceIds {
   readonly hostIno: Record<NsKind, number>;
   /** Kinds the container root owns (empty for a plain dump). */
   readonly own: NsKind[] = [];
+  /** Kinds the root is in but does not own (`external`): their inodes; restore joins an existing namespace. */
+  readonly external: Partial<Record<NsKind, number>> = {};
 
-  constructor(containerRoot?: number) {
+  constructor(containerRoot?: number, o: { external?: NsKind[] } = {}) {
     this.hostIno = readNamespaces(process.pid);
     for (const k of ORDER) this.id(k, this.hostIno[k]);
     this.rootIno = this.hostIno;
+    const external = o.external ?? [];
+    for (const k of external)
+      if (!EXTERNAL_NS.includes(k)) throw new UsageError(`--external-ns ${k}: only ${EXTERNAL_NS.join(', ')} namespaces can be external`);
+    if (containerRoot === undefined && external.length)
+      throw new UsageError(`--external-ns ${external.join(',')}: the tree shares all of godwit's namespaces, there is no namespace of its own to treat as external`);
     if (containerRoot !== undefined) {
       this.rootIno = readNamespaces(containerRoot);
+      for (const k of external)
+        if (this.rootIno[k] === this.hostIno[k])
+          throw new UsageError(`--external-ns ${k}: pid ${containerRoot} is in godwit's own ${k} namespace (${k}:[${this.hostIno[k]}]): nothing to treat as external (leave ${k} out)`);
       for (const k of ORDER) {
         if (this.rootIno[k] === this.hostIno[k]) continue;
+        if (external.includes(k)) {
+          this.external[k] = this.rootIno[k];
+          continue;
+        }
         if (!CONTAINER_NS.includes(k))
           throw new GodwitError(
             `pid ${containerRoot} has its own ${k} namespace: godwit cannot checkpoint containers with a ${k} namespace yet (run it without one)`,

@@ -3,6 +3,7 @@ import type { Command } from 'commander';
 import { UsageError } from '../util/errors';
 import { dump, DumpOptions, DumpSummary, refreezeText } from '../checkpoint/dump';
 import { catchInterrupt } from '../util/interrupt';
+import { NS_KINDS, NsKind } from '../checkpoint/proc/misc';
 import { printJson } from './output';
 import { TreeFlags, treeSelection } from './tree-flags';
 
@@ -16,6 +17,7 @@ interface DumpFlags extends TreeFlags {
   preCopy?: boolean;
   preCopyRounds?: string;
   preCopyConverge?: string;
+  externalNs?: string;
 }
 
 function describe(s: DumpSummary): string {
@@ -40,6 +42,14 @@ function positiveInt(s: string | undefined, flag: string): number | undefined {
   return Number(s);
 }
 
+/** --external-ns net,ipc: known kinds only, each once (which kinds may be external is the library's to say). */
+function externalKinds(s: string): NsKind[] {
+  const kinds = s.split(',').map((k) => k.trim());
+  for (const k of kinds)
+    if (!(NS_KINDS as readonly string[]).includes(k)) throw new UsageError(`--external-ns: '${k}' is not a namespace kind (net, ipc, uts)`);
+  return [...new Set(kinds)] as NsKind[];
+}
+
 export function register(program: Command): void {
   program
     .command('dump')
@@ -50,6 +60,7 @@ export function register(program: Command): void {
     .option('--cgroup <path>', 'the process tree in this cgroup (a directory under /sys/fs/cgroup or a path inside the hierarchies)')
     .option('--rootfs <mode>', 'container rootfs: shared (left in place, digest checked on restore; the default) or diff (changes against --rootfs-base travel)')
     .option('--rootfs-base <dir>', 'with --rootfs diff: the pristine rootfs the container was started from')
+    .option('--external-ns <kinds>', 'namespaces (net, ipc, uts; comma-separated) the tree shares with processes outside it: recorded by inode, not content; restore joins one with --join-ns')
     .requiredOption('--dir <dir>', 'image directory to create (must not exist or be empty)')
     .option('--leave-running', 'resume the tree after dumping (a snapshot); default: kill it once the images are safe')
     .option('--compress <kind>', 'page compression: zstd (godwit container) or none (plain CRIU pages-N.img)', 'zstd')
@@ -69,6 +80,7 @@ export function register(program: Command): void {
       const converge = positiveInt(f.preCopyConverge, '--pre-copy-converge');
       const opts: DumpOptions = {
         ...treeSelection(f),
+        ...(f.externalNs !== undefined ? { externalNs: externalKinds(f.externalNs) } : {}),
         dir: f.dir,
         leaveRunning: !!f.leaveRunning,
         compress: f.compress,

@@ -5,10 +5,29 @@
 import type { Command } from 'commander';
 import { restore, RestoreOptions, RestoreResult } from '../restore';
 import { catchInterrupt } from '../util/interrupt';
+import { UsageError } from '../util/errors';
+import { NS_KINDS, NsKind } from '../checkpoint/proc/misc';
 import { printJson } from './output';
 
-export interface RestoreCliOptions extends RestoreOptions {
+export interface RestoreCliOptions extends Omit<RestoreOptions, 'joinNs'> {
   json?: boolean;
+  /** --join-ns KIND:PATH, repeated. */
+  joinNs?: string[];
+}
+
+/** --join-ns KIND:PATH (repeatable) as kind -> path; each kind once. */
+function joinNsOf(list: string[] | undefined): Partial<Record<NsKind, string>> | undefined {
+  if (!list?.length) return undefined;
+  const out: Partial<Record<NsKind, string>> = {};
+  for (const item of list) {
+    const m = /^(\w+):(.+)$/.exec(item);
+    if (!m || !(NS_KINDS as readonly string[]).includes(m[1]!))
+      throw new UsageError(`--join-ns must be KIND:PATH with KIND one of ${NS_KINDS.join(', ')} (e.g. net:/proc/PID/ns/net), got '${item}'`);
+    const k = m[1] as NsKind;
+    if (out[k] !== undefined) throw new UsageError(`--join-ns ${k} given twice`);
+    out[k] = m[2]!;
+  }
+  return out;
 }
 
 export async function restoreCommand(opts: RestoreCliOptions): Promise<number> {
@@ -19,7 +38,7 @@ export async function restoreCommand(opts: RestoreCliOptions): Promise<number> {
   try {
     r = await restore(
       { dir: opts.dir, detach: opts.detach, pidfile: opts.pidfile, newPidns: opts.newPidns, rootfsBase: opts.rootfsBase,
-        rootfsPath: opts.rootfsPath, signal: interrupt.signal, onRunning: interrupt.release },
+        rootfsPath: opts.rootfsPath, joinNs: joinNsOf(opts.joinNs), signal: interrupt.signal, onRunning: interrupt.release },
       { silent: opts.json || !process.stderr.isTTY },
     );
   } finally {
@@ -54,6 +73,7 @@ export function register(program: Command): void {
     .option('--new-pidns', 'restore into a new PID namespace (when the dumped PIDs are taken on this host)')
     .option('--rootfs-base <dir>', 'container dumped with --rootfs diff: the base rootfs on this host (default: the path recorded at dump)')
     .option('--rootfs-path <dir>', 'container with a shared rootfs: where it is on this host (default: the path recorded at dump)')
+    .option('--join-ns <kind:path>', 'tree dumped with --external-ns KIND: join this existing namespace (/proc/PID/ns/KIND or a bind-mounted file) instead of making one; repeatable', (v: string, acc: string[] = []) => [...acc, v])
     .option('--json', 'print the result as JSON')
     .action(async (o: RestoreCliOptions) => {
       const code = await restoreCommand(o);

@@ -20,6 +20,8 @@ import { IdExtent, IpcDesc, idOutside } from '../checkpoint/ns-content';
 import { createFreshNamespaces, FreshNamespaces, FreshNsKind, IdMaps, ipcContentFromImages, restoreIpc, restoreIpcVars, restoreUts } from './ns-content';
 import { prepareRootfs, PreparedRootfs } from './rootfs';
 import { restoreNetns, RestoredNetns, VethHostConfig } from './net';
+import { externalJoinArgs } from './ns-shared';
+import type { NsKind } from '../checkpoint/proc/misc';
 
 const run = promisify(execFile);
 type Msg = Record<string, unknown>;
@@ -33,6 +35,8 @@ export interface ContainerRestoreOptions {
   veth?: VethHostConfig;
   /** Recreate the dumped cgroup path under this directory of each hierarchy (default: the path as dumped). */
   cgroupRoot?: string;
+  /** The namespace files to join for the record's external namespaces (kind -> /proc/PID/ns/KIND or a bind mount). */
+  joinNs?: Partial<Record<NsKind, string>>;
 }
 
 export interface RestoredContainer {
@@ -80,6 +84,8 @@ function descOutside(d: IpcDesc, m: IdMaps): IpcDesc {
 
 export async function prepareContainer(dir: string, rec: ContainerRecord, o: ContainerRestoreOptions = {}): Promise<RestoredContainer> {
   const c: RestoredContainer = { record: rec, restorerArgs: [], containerRequest: Buffer.alloc(8), timings: {} };
+  // External namespaces are joined, first (before a user namespace of its own takes the host's capabilities away).
+  const join = externalJoinArgs(dir, rec, o.joinNs);
   // A user namespace of its own: its id maps, read before anything is made (a missing image is refused here).
   let userns: IdMaps | undefined;
   if (rec.ns.includes('user')) {
@@ -168,6 +174,7 @@ export async function prepareContainer(dir: string, rec: ContainerRecord, o: Con
       c.fileRoot = `/proc/${c.holder!.pid}/root`;
     }
     c.timings.mounts = since(t0);
+    c.restorerArgs.unshift(...join);
     for (const k of kinds) c.restorerArgs.push('--setns', `/proc/${c.holder!.pid}/ns/${k}`);
     const head = Buffer.alloc(8);
     head.writeInt32LE(own.has('pid') ? 1 : 0, 0);

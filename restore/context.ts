@@ -6,6 +6,7 @@ import type { HostXsave } from './threads';
 import type { Warning } from './creds';
 import type { RestoredContainer } from './container';
 import type { VethHostConfig } from './net';
+import type { NsKind } from '../checkpoint/proc/misc';
 
 export interface RestoreOptions {
   dir: string;
@@ -40,6 +41,8 @@ export interface RestoreOptions {
   veth?: VethHostConfig;
   /** Container images: recreate the dumped cgroup path under this cgroup directory (e.g. one per tenant). */
   cgroupRoot?: string;
+  /** Container images dumped with external namespaces: the namespace to join per kind (--join-ns KIND:PATH). */
+  joinNs?: Partial<Record<NsKind, string>>;
 }
 
 export interface RestoreContext {

@@ -36,6 +36,7 @@ import { createPtyPairs, openCttys, restoreControllingTerminals } from './tty';
 import { restoreAioRings } from './aio';
 import { restoreFileLocks } from './filelocks';
 import { addPrctlCalls, checkPrctlResults } from './prctl';
+import { externalJoinArgs } from './ns-shared';
 import { containerHostPids, prepareContainer, readContainerRecord, releaseContainer, teardownContainer, writeRuncState } from './container';
 
 export type { RestoreOptions, RestoreContext } from './context';
@@ -92,11 +93,15 @@ export function restoreSteps(): ListrTask<StepState>[] {
     }),
     timed('container: cgroups, namespaces, rootfs, mounts', async (s) => {
       const rec = readContainerRecord(s.opts.dir);
-      if (!rec) return;
+      if (!rec) {
+        externalJoinArgs(s.opts.dir, undefined, s.opts.joinNs); // refuses a --join-ns with nothing to join
+        return;
+      }
       // The tree's own pid namespace nests in the restorer's: its root is pid 1 there, as it was.
       if (rec.ns.includes('pid')) s.opts = { ...s.opts, newPidns: true };
       s.container = await prepareContainer(s.opts.dir, rec, { rootfsBase: s.opts.rootfsBase, rootfsPath: s.opts.rootfsPath,
-        ...(s.opts.veth ? { veth: s.opts.veth } : {}), ...(s.opts.cgroupRoot ? { cgroupRoot: s.opts.cgroupRoot } : {}) });
+        ...(s.opts.veth ? { veth: s.opts.veth } : {}), ...(s.opts.cgroupRoot ? { cgroupRoot: s.opts.cgroupRoot } : {}),
+        ...(s.opts.joinNs ? { joinNs: s.opts.joinNs } : {}) });
       s.fileRoot = s.container.fileRoot;
       for (const [k, v] of Object.entries(s.container.timings)) s.timings[`container: ${k}`] = v;
     }),

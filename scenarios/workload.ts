@@ -48,8 +48,12 @@ export const WORKLOAD_NAMES = [
   'unix-ext',
   'ghostmap',
   'inotify-feed',
+  'inet-peer',
 ] as const;
 export type WorkloadName = (typeof WORKLOAD_NAMES)[number];
+
+/** Workloads that need a peer outside the tree (inet-peer: an echo server's --port), started only by their tests. */
+export const NEEDS_PEER: readonly WorkloadName[] = ['inet-peer'];
 
 export interface StartOptions {
   /** Extra workload options, e.g. ['--mib', '256']. */

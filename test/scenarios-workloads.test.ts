@@ -4,7 +4,9 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { findWorkloadPids, startWorkload, WORKLOAD_NAMES, type Workload } from '../scenarios/workload';
+import { findWorkloadPids, NEEDS_PEER, startWorkload, WORKLOAD_NAMES, type Workload } from '../scenarios/workload';
+
+const STANDALONE = WORKLOAD_NAMES.filter((n) => !NEEDS_PEER.includes(n));
 
 /** Fields of /proc/PID/stat after the command name: state, ppid, pgrp, session. */
 function procStat(pid: number): { ppid: number; pgid: number; sid: number } {
@@ -30,7 +32,7 @@ describe('scenario workloads, untouched', () => {
     w = undefined;
   });
 
-  test.each(WORKLOAD_NAMES)('%s becomes ready and verifies PASS', async (name) => {
+  test.each(STANDALONE)('%s becomes ready and verifies PASS', async (name) => {
     w = await startWorkload(name);
     expect(w.pids.length).toBeGreaterThan(0);
     expect(w.alivePids()).toEqual(w.pids);
@@ -49,7 +51,7 @@ describe('scenario workloads, untouched', () => {
   // A checkpoint stops the workload for a while: that alone must not upset any checker (timers keep counting,
   // sleeps are cut short, a busy loop misses its clock).
   // Not 'stopped': its child's job-control stop is the state it checks, and the SIGCONT here would end it.
-  test.each(WORKLOAD_NAMES.filter((n) => n !== 'stopped'))('%s verifies PASS after being stopped for 300 ms', async (name) => {
+  test.each(STANDALONE.filter((n) => n !== 'stopped'))('%s verifies PASS after being stopped for 300 ms', async (name) => {
     w = await startWorkload(name);
     signalAll(w.pids, 'SIGSTOP');
     await new Promise((r) => setTimeout(r, 300));

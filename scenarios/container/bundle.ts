@@ -39,6 +39,8 @@ export interface BundleOptions {
   args?: string[];
   /** Parent directory of the bundle directory. Default os.tmpdir(). */
   tmpRoot?: string;
+  /** Join this existing net namespace (config.json linux.namespaces "path", as a pod's containers do) instead of a new one. */
+  netnsPath?: string;
 }
 
 export interface Bundle {
@@ -49,7 +51,7 @@ export interface Bundle {
   config: OciConfig;
   /** cgroupsPath from config.json, absolute (/godwit-ctr/ID). */
   cgroupsPath: string;
-  opts: Required<Omit<BundleOptions, 'args' | 'tmpRoot'>>;
+  opts: Required<Omit<BundleOptions, 'args' | 'tmpRoot' | 'netnsPath'>>;
 }
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
@@ -96,7 +98,7 @@ export async function buildBundle(o: BundleOptions = {}): Promise<Bundle> {
     });
     await fs.promises.writeFile(path.join(rootfs, 'etc/passwd'), 'root:x:0:0:root:/root:/bin/sh\n');
     const cgroupsPath = `/${CGROUP_PARENT}/${id}`;
-    const config = ociConfig(opts, cgroupsPath, o.args);
+    const config = ociConfig(opts, cgroupsPath, o.args, o.netnsPath);
     const configPath = path.join(dir, 'config.json');
     await fs.promises.writeFile(configPath, JSON.stringify(config, null, 2));
     return { id, dir, rootfs, configPath, config, cgroupsPath, opts };
@@ -106,7 +108,7 @@ export async function buildBundle(o: BundleOptions = {}): Promise<Bundle> {
   }
 }
 
-function ociConfig(o: Bundle['opts'], cgroupsPath: string, args?: string[]): OciConfig {
+function ociConfig(o: Bundle['opts'], cgroupsPath: string, args?: string[], netnsPath?: string): OciConfig {
   return {
     ociVersion: '1.0.2',
     process: {
@@ -139,7 +141,7 @@ function ociConfig(o: Bundle['opts'], cgroupsPath: string, args?: string[]): Oci
         pids: { limit: o.pidsLimit },
         cpu: { quota: o.cpuQuota, period: o.cpuPeriod, shares: o.cpuShares, cpus: o.cpus },
       },
-      namespaces: [{ type: 'pid' }, { type: 'network' }, { type: 'ipc' }, { type: 'uts' }, { type: 'mount' }],
+      namespaces: [{ type: 'pid' }, netnsPath ? { type: 'network', path: netnsPath } : { type: 'network' }, { type: 'ipc' }, { type: 'uts' }, { type: 'mount' }],
       maskedPaths: ['/proc/kcore', '/proc/keys', '/proc/timer_list', '/sys/firmware'],
       readonlyPaths: ['/proc/sys', '/proc/sysrq-trigger'],
     },

@@ -9,7 +9,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { dump, DumpSummary } from '../../checkpoint/dump';
 import { decodeImage } from '../../images';
-import { restore, RestoreResult } from '../../restore';
+import { restore, RestoreOptions, RestoreResult } from '../../restore';
 import { startWorkload, Workload, WorkloadName } from '../../scenarios/workload';
 
 function killIfThere(pid: number): void {
@@ -28,8 +28,9 @@ export class WorkloadFixture {
   /** PREFIX names the temporary directories (e.g. 'godwit-inet-'), so that a leftover says which test left it. */
   constructor(private readonly prefix = 'godwit-test-') {}
 
-  async start(name: WorkloadName, args: string[] = []): Promise<Workload> {
-    const w = await startWorkload(name, { args });
+  /** prefix: a command that execs the workload in place (e.g. nsenter into a namespace), as startWorkload takes it. */
+  async start(name: WorkloadName, args: string[] = [], o: { prefix?: string[] } = {}): Promise<Workload> {
+    const w = await startWorkload(name, { args, ...(o.prefix ? { prefix: o.prefix } : {}) });
     this.live.push(w);
     return w;
   }
@@ -44,8 +45,8 @@ export class WorkloadFixture {
   /**
    * Restores DIR detached (into a new PID namespace unless newPidns is false) and points W at the restored pids.
    */
-  async restore(w: Workload, dir: string, o: { newPidns?: boolean } = {}): Promise<RestoreResult> {
-    const r = await restore({ dir, newPidns: o.newPidns ?? true, detach: true }, { silent: true });
+  async restore(w: Workload, dir: string, o: { newPidns?: boolean; joinNs?: RestoreOptions['joinNs'] } = {}): Promise<RestoreResult> {
+    const r = await restore({ dir, newPidns: o.newPidns ?? true, detach: true, ...(o.joinNs ? { joinNs: o.joinNs } : {}) }, { silent: true });
     this.restored.push(r);
     w.setPids(w.pids.map((p) => r.pids.get(p) ?? p));
     return r;
