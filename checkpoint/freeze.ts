@@ -1,15 +1,26 @@
 /**
  * Freezing: seize every thread (the helper interrupts all, then waits for all), rescan the tree, seize what
  * appeared meanwhile (new threads, new children), until a scan finds nothing new. freezeSettled: a freeze that
- * found no inotify events in flight (thawed and made again while it finds some).
+ * found no inotify events in flight and no vfork() in flight (thawed and made again while it finds some).
  */
 import { GodwitError } from '../util/errors';
 import type { Helper } from '../native/helper';
 import { queuedInotify, queuedInotifyError } from './inotify';
 import { allThreads, scanTree, Tree } from './tree';
+import { inVfork, VforkInFlightError, vforksInFlight } from './vfork';
 
 /** Rounds before giving up on a tree that keeps forking or spawning threads faster than it can be seized. */
 const MAX_FREEZE_ROUNDS = 16;
+/**
+ * How long a seize round waits for threads blocked in vfork() to see their child exec or exit (ms, polled every
+ * ms): such a wait lasts from the fork to the exec, microseconds to a few ms; longer ones are let go and retried.
+ */
+const VFORK_WAIT_MS = 100;
+
+async function waitOutVforks(tree: Tree): Promise<void> {
+  for (const end = Date.now() + VFORK_WAIT_MS; Date.now() < end && vforksInFlight(tree).length; )
+    await new Promise((r) => setTimeout(r, 1));
+}
 
 export interface FrozenTree {
   tree: Tree;
@@ -25,7 +36,11 @@ export async function freezeTree(helper: Helper, root: number, timeoutMs?: numbe
   for (let round = 1; round <= MAX_FREEZE_ROUNDS; round++) {
     const fresh = allThreads(tree).filter((t) => !seized.has(t));
     if (fresh.length === 0) return { tree, groupStopped, rounds: round };
+    // A vfork child seized before its exec would hold its parent out of every stop (checkpoint/vfork.ts).
+    await waitOutVforks(tree);
     const res = await helper.seize(fresh, { vanished: 'report', ...(timeoutMs ? { timeoutMs } : {}) });
+    const inVforkWait = res.filter((r) => r.status === 'timeout' && inVfork(r.tgid || r.tid, r.tid)).map((r) => r.tid);
+    if (inVforkWait.length) throw new VforkInFlightError(inVforkWait);
     for (const r of res) {
       switch (r.status) {
         case 'stopped':
@@ -84,19 +99,33 @@ export interface SettledFreeze extends FrozenTree {
 export async function freezeSettled(helper: Helper, freeze: () => Promise<FrozenTree>, thaw: () => Promise<void>): Promise<SettledFreeze> {
   let earlierFrozenMs = 0;
   let waitedMs = 0;
-  for (let attempt = 0; ; attempt++) {
-    const frozenAt = process.hrtime.bigint();
-    const f = await freeze();
-    const queued = await queuedInotify(helper, f.tree);
-    if (queued.length === 0) {
-      const freezes = attempt + 1;
-      return { ...f, frozenAt, freezes, earlierFrozenMs, waitedMs, ...(freezes > 1 ? { reason: 'inotify events in flight' } : {}) };
-    }
-    if (attempt === SETTLE_WAITS_MS.length) throw queuedInotifyError(queued, waitedMs, attempt + 1);
+  const reasons = new Set<string>();
+  /** Lets the tree run SETTLE_WAITS_MS[attempt] before the next freeze, counting the time frozen and let go. */
+  const letGo = async (reason: string, frozenAt: bigint, attempt: number): Promise<void> => {
+    reasons.add(reason);
     await thaw();
     const thawedAt = process.hrtime.bigint();
     earlierFrozenMs += Number(thawedAt - frozenAt) / 1e6;
     await new Promise((r) => setTimeout(r, SETTLE_WAITS_MS[attempt]));
     waitedMs += Number(process.hrtime.bigint() - thawedAt) / 1e6;
+  };
+  for (let attempt = 0; ; attempt++) {
+    const frozenAt = process.hrtime.bigint();
+    let f: FrozenTree;
+    try {
+      f = await freeze();
+    } catch (err) {
+      // A seize held up by a vfork() in flight: let go (the child first, so that its parent can stop) and again.
+      if (!(err instanceof VforkInFlightError) || attempt === SETTLE_WAITS_MS.length) throw err;
+      await letGo('a vfork() in flight', frozenAt, attempt);
+      continue;
+    }
+    const queued = await queuedInotify(helper, f.tree);
+    if (queued.length === 0) {
+      const freezes = attempt + 1;
+      return { ...f, frozenAt, freezes, earlierFrozenMs, waitedMs, ...(freezes > 1 ? { reason: [...reasons].join(', ') } : {}) };
+    }
+    if (attempt === SETTLE_WAITS_MS.length) throw queuedInotifyError(queued, waitedMs, attempt + 1);
+    await letGo('inotify events in flight', frozenAt, attempt);
   }
 }

@@ -7,6 +7,7 @@ import { GodwitError } from '../util/errors';
 import { classifyFd, isConsoleOrVt, kernelDev, SocketTables } from './fdkinds';
 import { unsupportedInetState } from './inet';
 import { estimatePageBytes, inspectMappings } from './memory';
+import type { Mapping } from './vma';
 import { NamespaceIds } from './namespaces';
 import { isNoEntry, listProcNumbers } from './proc/read';
 import { readStatus } from './proc/status';
@@ -44,13 +45,12 @@ export function inspectTree(tree: Tree, ns: NamespaceIds): PreflightResult {
   let rootDev: number | undefined;
   for (const p of tree.processes) {
     if (p.zombie) continue;
+    const before = problems.length;
     try {
       const st = readStatus(p.pid);
       if (st.tracerPid !== 0)
         problems.push({ pid: p.pid, where: 'process', kind: `already traced by pid ${st.tracerPid} (a debugger or strace?)` });
       for (const t of p.threads) {
-        const vfork = inVfork(p.pid, t);
-        if (vfork) problems.push({ pid: p.pid, where: t === p.pid ? 'process' : `thread ${t}`, kind: vfork });
         if (t === p.pid) continue;
         const ts = readStatus(p.pid, t);
         if (ts.tracerPid !== 0) problems.push({ pid: p.pid, where: `thread ${t}`, kind: `already traced by pid ${ts.tracerPid}` });
@@ -105,7 +105,7 @@ export function inspectTree(tree: Tree, ns: NamespaceIds): PreflightResult {
           if (!isNoEntry(err)) throw err; // closed meanwhile
         }
       }
-      const mappings = inspectMappings(p.pid);
+      const mappings = stableMappings(p.pid);
       estimatedPageBytes += estimatePageBytes(mappings);
       for (const m of mappings)
         if (m.unsupported)
@@ -115,9 +115,11 @@ export function inspectTree(tree: Tree, ns: NamespaceIds): PreflightResult {
             kind: m.unsupported,
           });
     } catch (err) {
-      if (isNoEntry(err)) continue; // exited meanwhile: the freeze step rescans
-      throw err;
+      if (!isNoEntry(err)) throw err;
     }
+    // A short-lived child (a shell's `sleep`) that exits while it is looked at leaves unreadable links behind
+    // (map_files, fds: ENOENT/ESRCH), which are no problem of the tree: the freeze step rescans it anyway.
+    if (problems.length > before && exitedMeanwhile(p.pid)) problems.length = before;
   }
   // The devpts the tree's root sees at /dev/pts: a container's own instance (restored as a fresh devpts with its
   // mounts) or the host's.
@@ -174,29 +176,36 @@ function readLinkOrEmpty(path: string): string {
   }
 }
 
-const SYS_CLONE = 56;
-const SYS_VFORK = 58;
-const SYS_CLONE3 = 435;
-const CLONE_VFORK = 0x4000n;
+/** Reads of a running process's mappings before its changing ones are left to the dump (ms apart, how many). */
+const MAPPING_RETRY_MS = 2;
+const MAPPING_READS = 5;
 
 /**
- * A thread waiting in vfork() (or clone with CLONE_VFORK, as posix_spawn does) shares its memory with the child
- * until that child execs or exits: restored as two separate copies, the parent would run its vfork again. Such
- * a wait lasts until the child's exec, so the answer is to try again. clone3's flags sit in memory, not in the
- * registers: a thread blocked inside clone3 is taken to be such a wait (a plain clone3 returns at once).
+ * The mappings of a running process, read again while some changed between smaps and map_files (a program
+ * starting up: the dynamic loader maps and mprotects). What still changes is left out: the dump classifies every
+ * mapping again with the tree frozen, where a mapping cannot change.
  */
-function inVfork(pid: number, tid: number): string | null {
-  let text: string;
-  try {
-    text = fs.readFileSync(`/proc/${pid}/task/${tid}/syscall`, 'latin1');
-  } catch {
-    return null;
+function stableMappings(pid: number): Mapping[] {
+  let mappings = inspectMappings(pid);
+  for (let i = 1; i < MAPPING_READS && mappings.some((m) => m.changed); i++) {
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, MAPPING_RETRY_MS);
+    mappings = inspectMappings(pid);
   }
-  const f = text.trim().split(' ');
-  const nr = Number(f[0]);
-  if (nr === SYS_VFORK || nr === SYS_CLONE3 || (nr === SYS_CLONE && (BigInt(f[1] ?? '0') & CLONE_VFORK) !== 0n))
-    return 'waiting in vfork() for a child that shares its memory until it execs or exits (not supported: retry once the child has exec()ed)';
-  return null;
+  return mappings.filter((m) => !m.changed);
+}
+
+/** PF_EXITING: set from the start of exit(), before its memory and files are let go (then it is a zombie). */
+const PF_EXITING = 0x4;
+
+/** The process is exiting, a zombie or gone now. */
+function exitedMeanwhile(pid: number): boolean {
+  try {
+    const st = readStat(pid);
+    return st.state === 'Z' || (st.flags & PF_EXITING) !== 0;
+  } catch (err) {
+    if (isNoEntry(err)) return true;
+    throw err;
+  }
 }
 
 export class UnsupportedError extends GodwitError {

@@ -76,6 +76,8 @@ export interface Mapping {
   file?: { path: string; stat: fs.BigIntStats; deleted: boolean };
   /** Why this mapping cannot be dumped, if it cannot. */
   unsupported?: string;
+  /** Its map_files link was gone: the mapping changed since smaps was read (a running process's mmap/mprotect). */
+  changed?: boolean;
 }
 
 export const PAGE = 4096n;
@@ -185,6 +187,7 @@ export function buildMappings(
         path = fs.readlinkSync(link, 'latin1');
       } catch (err) {
         const code = (err as NodeJS.ErrnoException).code;
+        if (code === 'ENOENT') m.changed = true;
         if (code === 'ENXIO') m.unsupported = `mapping of ${name || 'a special file'} (socket or aio ring)`;
         else m.unsupported = `mapping of ${name || 'an unknown object'} (${code ?? 'map_files unreadable'})`;
       }

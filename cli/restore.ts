@@ -8,6 +8,7 @@ import { catchInterrupt } from '../util/interrupt';
 import { UsageError } from '../util/errors';
 import { NS_KINDS, NsKind } from '../checkpoint/proc/misc';
 import { printJson } from './output';
+import { warningText } from '../restore/creds';
 
 export interface RestoreCliOptions extends Omit<RestoreOptions, 'joinNs'> {
   json?: boolean;
@@ -51,7 +52,7 @@ export async function restoreCommand(opts: RestoreCliOptions): Promise<number> {
     pageBytes: r.pageBytes,
     pagesReadDirect: r.pagesReadDirect,
     timingsMs: r.timings,
-    warnings: r.warnings.map((w) => `task ${w.pid}: ${w.message}`),
+    warnings: r.warnings.map(warningText),
     ...(r.runc ? { runc: r.runc } : {}),
   };
   if (opts.json) printJson(report);

@@ -21,6 +21,7 @@ import { vethConfigFromFlags } from '../restore/net';
 import { watchIdle } from './idle';
 import { linkPreDumpChain } from '../images/pagechain';
 import { MemoryReserve } from './reserve';
+import { warningText } from '../restore/creds';
 
 export interface ReceiveMigrationOptions {
   dir: string;
@@ -113,7 +114,7 @@ export async function restoreHeld(dir: string, opts: { newPidns?: boolean; conta
   const pids = Object.fromEntries([...s.hostPids].map(([img, host]) => [String(img), host]));
   return {
     info: { rootPid, pids, pageBytes: s.pageBytes, restoreMs, timingsMs: s.timings,
-      warnings: s.warnings.map((w) => `task ${w.pid}: ${w.message}`) },
+      warnings: s.warnings.map(warningText) },
     async resume() {
       const t0 = process.hrtime.bigint();
       // A task that died while held (killed from outside) would make the commit run half a workload.

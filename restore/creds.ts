@@ -7,9 +7,12 @@ import { Op, RestorerError } from './restorer';
 import { Batch, ResultRef } from './syscalls';
 
 export interface Warning {
-  pid: number;
+  /** The task it concerns, when it concerns one. */
+  pid?: number;
   message: string;
 }
+
+export const warningText = (w: Warning): string => (w.pid !== undefined ? `task ${w.pid}: ${w.message}` : w.message);
 
 const RLIMIT_NAMES = ['CPU', 'FSIZE', 'DATA', 'STACK', 'CORE', 'RSS', 'NPROC', 'NOFILE', 'MEMLOCK', 'AS', 'LOCKS',
   'SIGPENDING', 'MSGQUEUE', 'NICE', 'RTPRIO', 'RTTIME'];

@@ -1,0 +1,49 @@
+/**
+ * Threads waiting in vfork() (or clone with CLONE_VFORK, as posix_spawn, dash and Python's subprocess do) share
+ * their memory with the child until that child execs or exits. Such a tree cannot be dumped as it is: restored as
+ * two separate copies, the parent would run its vfork again. Worse, the wait is killable only: a parent in it does
+ * not stop for PTRACE_INTERRUPT until the child has exec'd, and a child seized before its exec never does, so the
+ * freeze would wait for its timeout. The wait lasts microseconds to a few ms, so the freeze waits it out before
+ * seizing (vforksInFlight), and a seize that still timed out on one is let go and made again (checkpoint/freeze.ts).
+ */
+import * as fs from 'node:fs';
+import { GodwitError } from '../util/errors';
+import type { Tree } from './tree';
+
+const SYS_CLONE = 56;
+const SYS_VFORK = 58;
+const SYS_CLONE3 = 435;
+const CLONE_VFORK = 0x4000n;
+
+/**
+ * Whether thread `tid` of `pid` is blocked in vfork() now. clone3's flags sit in memory, not in the registers: a
+ * thread blocked inside clone3 is taken to be such a wait (a plain clone3 returns at once). A running thread's
+ * syscall file says "running": not in a vfork wait at this instant.
+ */
+export function inVfork(pid: number, tid: number): boolean {
+  let text: string;
+  try {
+    text = fs.readFileSync(`/proc/${pid}/task/${tid}/syscall`, 'latin1');
+  } catch {
+    return false; // gone
+  }
+  const f = text.trim().split(' ');
+  const nr = Number(f[0]);
+  return nr === SYS_VFORK || nr === SYS_CLONE3 || (nr === SYS_CLONE && (BigInt(f[1] ?? '0') & CLONE_VFORK) !== 0n);
+}
+
+/** The threads of the tree blocked in vfork() now. */
+export function vforksInFlight(tree: Tree): number[] {
+  const out: number[] = [];
+  for (const p of tree.processes) if (!p.zombie) for (const t of p.threads) if (inVfork(p.pid, t)) out.push(t);
+  return out;
+}
+
+/** A seize that timed out on threads blocked in vfork(): freezeSettled lets the tree go and freezes it again. */
+export class VforkInFlightError extends GodwitError {
+  constructor(readonly tids: number[]) {
+    super(`thread(s) ${tids.join(', ')} waited in vfork() for a child that shares their memory until it execs or exits (not supported: retry once the child has exec()ed)`, {
+      code: 'EVFORK',
+    });
+  }
+}
