@@ -7,20 +7,10 @@ import { GodwitError } from '../util/errors';
 import type { Helper } from '../native/helper';
 import { queuedInotify, queuedInotifyError } from './inotify';
 import { allThreads, scanTree, Tree } from './tree';
-import { inVfork, VforkInFlightError, vforksInFlight } from './vfork';
+import { inVfork, lastingVforks, VforkInFlightError } from './vfork';
 
 /** Rounds before giving up on a tree that keeps forking or spawning threads faster than it can be seized. */
 const MAX_FREEZE_ROUNDS = 16;
-/**
- * How long a seize round waits for threads blocked in vfork() to see their child exec or exit (ms, polled every
- * ms): such a wait lasts from the fork to the exec, microseconds to a few ms; longer ones are let go and retried.
- */
-const VFORK_WAIT_MS = 100;
-
-async function waitOutVforks(tree: Tree): Promise<void> {
-  for (const end = Date.now() + VFORK_WAIT_MS; Date.now() < end && vforksInFlight(tree).length; )
-    await new Promise((r) => setTimeout(r, 1));
-}
 
 export interface FrozenTree {
   tree: Tree;
@@ -37,7 +27,8 @@ export async function freezeTree(helper: Helper, root: number, timeoutMs?: numbe
     const fresh = allThreads(tree).filter((t) => !seized.has(t));
     if (fresh.length === 0) return { tree, groupStopped, rounds: round };
     // A vfork child seized before its exec would hold its parent out of every stop (checkpoint/vfork.ts).
-    await waitOutVforks(tree);
+    const vforks = lastingVforks(tree);
+    if (vforks.length) throw new VforkInFlightError(vforks.map((t) => t.tid));
     const res = await helper.seize(fresh, { vanished: 'report', ...(timeoutMs ? { timeoutMs } : {}) });
     const inVforkWait = res.filter((r) => r.status === 'timeout' && inVfork(r.tgid || r.tid, r.tid)).map((r) => r.tid);
     if (inVforkWait.length) throw new VforkInFlightError(inVforkWait);

@@ -17,6 +17,8 @@ import { readFdInfo } from './proc/fdinfo';
 import { consoleOrVtPath, cttyIndex, devptsOf, isCtty, isHungUpSlave, ptyOf } from './tty';
 import { nsFileProblem } from './nsfiles';
 import { sessionProblems } from '../util/sessions';
+import { sleepSync } from '../util/sleep';
+import { lastingVforks, VFORK_REFUSAL } from './vfork';
 
 export interface Problem {
   pid: number;
@@ -38,6 +40,7 @@ export function findProblems(tree: Tree, ns: NamespaceIds): Problem[] {
 export function inspectTree(tree: Tree, ns: NamespaceIds): PreflightResult {
   const problems: Problem[] = [];
   for (const kind of sessionProblems(tree.processes)) problems.push({ pid: tree.root, where: 'tree', kind });
+  for (const v of lastingVforks(tree)) problems.push({ pid: v.pid, where: v.tid === v.pid ? 'process' : `thread ${v.tid}`, kind: VFORK_REFUSAL });
   let estimatedPageBytes = 0;
   const sockets = new SocketTables();
   const masters = new Set<number>();
@@ -188,7 +191,7 @@ const MAPPING_READS = 5;
 function stableMappings(pid: number): Mapping[] {
   let mappings = inspectMappings(pid);
   for (let i = 1; i < MAPPING_READS && mappings.some((m) => m.changed); i++) {
-    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, MAPPING_RETRY_MS);
+    sleepSync(MAPPING_RETRY_MS);
     mappings = inspectMappings(pid);
   }
   return mappings.filter((m) => !m.changed);

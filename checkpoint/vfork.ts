@@ -3,11 +3,13 @@
  * their memory with the child until that child execs or exits. Such a tree cannot be dumped as it is: restored as
  * two separate copies, the parent would run its vfork again. Worse, the wait is killable only: a parent in it does
  * not stop for PTRACE_INTERRUPT until the child has exec'd, and a child seized before its exec never does, so the
- * freeze would wait for its timeout. The wait lasts microseconds to a few ms, so the freeze waits it out before
- * seizing (vforksInFlight), and a seize that still timed out on one is let go and made again (checkpoint/freeze.ts).
+ * freeze would wait for its timeout. The wait lasts microseconds to a few ms, so preflight and every seize round
+ * wait it out first (lastingVforks); one that outlasts that is refused by preflight, and one the freeze meets
+ * (or a seize that timed out on one) has the tree let go and frozen again (checkpoint/freeze.ts).
  */
 import * as fs from 'node:fs';
 import { GodwitError } from '../util/errors';
+import { sleepSync } from '../util/sleep';
 import type { Tree } from './tree';
 
 const SYS_CLONE = 56;
@@ -32,18 +34,29 @@ export function inVfork(pid: number, tid: number): boolean {
   return nr === SYS_VFORK || nr === SYS_CLONE3 || (nr === SYS_CLONE && (BigInt(f[1] ?? '0') & CLONE_VFORK) !== 0n);
 }
 
-/** The threads of the tree blocked in vfork() now. */
-export function vforksInFlight(tree: Tree): number[] {
-  const out: number[] = [];
-  for (const p of tree.processes) if (!p.zombie) for (const t of p.threads) if (inVfork(p.pid, t)) out.push(t);
-  return out;
+/**
+ * How long a vfork wait is given to end before it counts (ms, polled every ms): it lasts from the fork to the
+ * child's exec, microseconds to a few ms; one that lasts longer is not about to end.
+ */
+const VFORK_WAIT_MS = 100;
+
+export const VFORK_REFUSAL =
+  'waiting in vfork() for a child that shares its memory until it execs or exits (not supported: retry once the child has exec()ed)';
+
+/** The threads of the tree (pid, tid) still blocked in vfork() once VFORK_WAIT_MS has passed (at once if none is). */
+export function lastingVforks(tree: Tree): { pid: number; tid: number }[] {
+  const threads = tree.processes.filter((p) => !p.zombie).flatMap((p) => p.threads.map((tid) => ({ pid: p.pid, tid })));
+  let waiting = threads.filter((t) => inVfork(t.pid, t.tid));
+  for (const end = Date.now() + VFORK_WAIT_MS; waiting.length && Date.now() < end; ) {
+    sleepSync(1);
+    waiting = waiting.filter((t) => inVfork(t.pid, t.tid));
+  }
+  return waiting;
 }
 
-/** A seize that timed out on threads blocked in vfork(): freezeSettled lets the tree go and freezes it again. */
+/** The freeze found threads blocked in vfork(): freezeSettled lets the tree go and freezes it again. */
 export class VforkInFlightError extends GodwitError {
   constructor(readonly tids: number[]) {
-    super(`thread(s) ${tids.join(', ')} waited in vfork() for a child that shares their memory until it execs or exits (not supported: retry once the child has exec()ed)`, {
-      code: 'EVFORK',
-    });
+    super(`thread(s) ${tids.join(', ')} ${VFORK_REFUSAL}`, { code: 'EVFORK' });
   }
 }

@@ -15,6 +15,7 @@ import { existsSync, lstatSync, mkdirSync, readFileSync, readdirSync, readlinkSy
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { GodwitError } from '../util/errors';
+import { sleepSync } from '../util/sleep';
 
 // Fixed, not os.tmpdir(): subnets and veth names are machine-wide, so two test runs with different TMPDIRs must
 // still see each other's slots.
@@ -85,10 +86,6 @@ function isStale(dir: string): boolean {
       return false;
     }
   }
-}
-
-function sleepSync(ms: number): void {
-  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
 }
 
 function withClaimLock<T>(fn: () => T): T {
