@@ -147,7 +147,8 @@ export async function dumpContainerState(c: ContainerDump, images: ImageSet, ns:
   const mounts = ns.own.includes('mnt') ? containerMounts(pid) : [];
   for (const m of mounts) images.add('MNTS', ns.root.mnt, m.entry);
   record.mounts = mounts.length;
-  const rootPath = mounts.find((m) => m.kind === 'root')?.hostPath;
+  const rootMount = mounts.find((m) => m.kind === 'root');
+  const rootPath = rootMount?.hostPath;
   const shm: ImageEntryLike[] = [];
   const sem: ImageEntryLike[] = [];
   const msgq: ImageEntryLike[] = [];
@@ -187,6 +188,9 @@ export async function dumpContainerState(c: ContainerDump, images: ImageSet, ns:
     timed('rootfs', async () => {
       if (!rootPath) {
         record.rootfs = { mode: 'shared', path: '/', digest: '' };
+      } else if (rootMount?.hostRoot) {
+        // The host's own root (unshare -m): nothing of its own to record or check; restore uses the host's root.
+        record.rootfs = { mode: 'host', path: '/', digest: '' };
       } else if ((o.rootfsMode ?? 'shared') === 'diff') {
         if (!o.rootfsBase) throw new UsageError('--rootfs diff needs --rootfs-base DIR: the pristine rootfs the container started from');
         const d = await diffRootfs(rootPath, o.rootfsBase);
