@@ -179,7 +179,12 @@ export async function prepareContainer(dir: string, rec: ContainerRecord, o: Con
       c.fileRoot = `/proc/${c.holder!.pid}/root`;
     }
     c.timings.mounts = since(t0);
-    for (const k of kinds) c.restorerArgs.push('--setns', `/proc/${c.holder!.pid}/ns/${k}`);
+    for (const k of kinds) {
+      // A user namespace without a pid namespace (unshare -Urn): the restorer must keep the host's capabilities
+      // to give the tasks their pids in the host's pid namespace (clone3 set_tid); each task joins it itself.
+      if (k === 'user' && !own.has('pid')) c.restorerArgs.push('--task-userns', `/proc/${c.holder!.pid}/ns/user`);
+      else c.restorerArgs.push('--setns', `/proc/${c.holder!.pid}/ns/${k}`);
+    }
     const head = Buffer.alloc(8);
     head.writeInt32LE(own.has('pid') ? 1 : 0, 0);
     head.writeUInt32LE(rootTask.length, 4);
