@@ -13,6 +13,7 @@ import { containerMounts, tarTmpfs } from './mounts';
 import { dumpIpc, dumpIpcVars, dumpTimens, dumpTimensClocks, dumpUserns, dumpUts, IdExtent, idInside, ipcImageEntries, ipcVarEntry, listPosixQueues, nsutilAvailable, timespecOf } from './ns-content';
 import { NamespaceIds, ownNamespaces } from './namespaces';
 import type { ImageSet } from './imageset';
+import type { Tree } from './tree';
 import { collectNetns, netnsImageFiles } from './net';
 import { diffRootfs, RootfsMode, RootfsRecord, ROOTFS_DIFF, sharedRootfs } from './rootfs';
 
@@ -98,13 +99,29 @@ export function resolveContainerTarget(o: ContainerOptions & { pid?: number }): 
  * Before anything is frozen: what the container holds that godwit cannot carry. POSIX message queues (their
  * contents are not dumped: the mqueue filesystem would come back empty) are refused, named.
  */
-export async function containerPreflight(c: ContainerDump, ns: NamespaceIds): Promise<void> {
+export async function containerPreflight(c: ContainerDump, ns: NamespaceIds, tree?: Tree): Promise<void> {
+  if (tree) userWithoutPidPreflight(c, ns, tree);
   if (!ns.own.includes('ipc')) return;
   if (!nsutilAvailable()) throw new GodwitError('godwit-nsutil is missing (make -C native builds it): it reads the container\'s ipc namespace');
   const mq = await listPosixQueues(c.pid);
   if (mq.length)
     throw new GodwitError(
       `cannot checkpoint container pid ${c.pid} (nothing was frozen): its ipc namespace holds POSIX message queue${mq.length > 1 ? 's' : ''} ${mq.map((q) => '/' + q).join(', ')}, whose contents godwit does not carry yet (SysV queues it does): remove them (mq_unlink) or use SysV message queues`,
+      { code: 'EUNSUPPORTED' },
+    );
+}
+
+/**
+ * A user namespace of the container's own in the host's pid namespace (unshare -Ur without -p): restore gives
+ * every task its pid in the host's pid namespace, then the task joins the user namespace itself, which the kernel
+ * allows a single-threaded task only (threads need their tids before, and set_tid is refused after).
+ */
+function userWithoutPidPreflight(c: ContainerDump, ns: NamespaceIds, tree: Tree): void {
+  if (!ns.own.includes('user') || ns.own.includes('pid')) return;
+  const threaded = tree.processes.filter((p) => !p.zombie && p.threads.length > 1);
+  if (threaded.length)
+    throw new GodwitError(
+      `cannot checkpoint container pid ${c.pid} (nothing was frozen): it has a user namespace of its own but shares the host's pid namespace, and ${threaded.map((p) => `pid ${p.pid} (${p.comm})`).join(', ')} ${threaded.length > 1 ? 'are' : 'is'} multi-threaded: restore can put only single-threaded tasks into the user namespace there. Start it with a pid namespace too (unshare -Urpf ...), which godwit restores with any threads`,
       { code: 'EUNSUPPORTED' },
     );
 }

@@ -263,7 +263,7 @@ export const DUMP_STEPS: DumpStep[] = [
     title: 'preflight',
     run: async (s) => {
       s.estimatedPageBytes = preflight(s.tree!, s.ns!).estimatedPageBytes;
-      if (s.container) await containerPreflight(s.container, s.ns!);
+      if (s.container) await containerPreflight(s.container, s.ns!, s.tree!);
     },
   },
   {
