@@ -132,7 +132,18 @@ export function inspectTree(tree: Tree, ns: NamespaceIds): PreflightResult {
     } else if (!masters.has(s.index))
       problems.push({ pid: s.pid, where: `fd ${s.fd}`, kind: `terminal ${s.link} whose master is outside the tree (a shell job: start it with its own pty or redirect its stdio; not supported yet)` });
   }
-  return { problems, estimatedPageBytes };
+  // A process that exited while it was looked at (a shell's short-lived child) reports what it no longer has
+  // (ESRCH on its mappings): its problems are not the tree's; the freeze rescans the tree.
+  return { problems: problems.filter((pr) => pr.pid === tree.root || alive(pr.pid)), estimatedPageBytes };
+}
+
+function alive(pid: number): boolean {
+  try {
+    return readStat(pid).state !== 'Z';
+  } catch (err) {
+    if (isNoEntry(err)) return false;
+    throw err;
+  }
 }
 
 /**

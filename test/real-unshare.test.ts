@@ -15,7 +15,10 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { dump } from '../checkpoint/dump';
+import { NamespaceIds } from '../checkpoint/namespaces';
+import { preflight } from '../checkpoint/preflight';
 import { walkTree } from '../checkpoint/rootfs';
+import { scanTree } from '../checkpoint/tree';
 import { restore, RestoreResult } from '../restore';
 import { startWorkload, Workload, WorkloadName } from '../scenarios/workload';
 
@@ -163,6 +166,46 @@ describe('trees in namespaces made by unshare(1), without a root filesystem of t
     await expect(dump({ pid: w.pid, dir, compress: 'none' })).rejects.toThrow(/nothing was frozen.*multi-threaded.*unshare -Urpf/s);
     expect(fs.existsSync(dir)).toBe(false);
     expect(await w.verify()).toEqual({ pass: true, detail: 'PASS' });
+  });
+
+  test('unshare -m --fork: the child of a session leader outside the tree stays in the restorer\'s group and session', async () => {
+    // setsid'ed unshare leads the session and the group its child is in; the child is what is dumped.
+    const w = await start('mem-counter', ['sh', '-c', 'exec 2>/dev/null; exec "$@"', 'sh', 'unshare', '-m', '--fork']);
+    const stat = fs.readFileSync(`/proc/${w.pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+    expect(Number(stat[2])).not.toBe(w.pid); // its group is led from outside the tree
+    const dir = imageDir();
+    await dump({ pid: w.pid, dir, compress: 'none' });
+    // Before: join process group N: setpgid failed: EPERM.
+    const r = await restoreHere(dir);
+    expect(r.pids.get(w.pid)).toBe(w.pid);
+    expect(await w.verify()).toEqual({ pass: true, detail: 'PASS' });
+  });
+
+  test('preflight: a task that exited after the scan (a shell\'s short-lived child) is not a problem of the tree', async () => {
+    // In a pid namespace as with unshare -pf; the child's exit leaves a zombie (its parent does not reap), whose
+    // namespaces and mappings are gone while its /proc entry is not.
+    const sh = spawn('unshare', ['-pf', 'sh', '-c', 'sleep 1000 & exec sleep 2000'], { stdio: 'ignore', detached: true });
+    try {
+      const kids = async (pid: number): Promise<number[]> => {
+        for (let i = 0; i < 200; i++) {
+          const k = fs.readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim();
+          if (k) return k.split(' ').map(Number);
+          await new Promise((r) => setTimeout(r, 10));
+        }
+        throw new Error(`pid ${pid} has no child`);
+      };
+      const init = (await kids(sh.pid!))[0]!;
+      const first = (await kids(init))[0]!;
+      const tree = scanTree(init);
+      expect(tree.processes.map((p) => p.pid)).toEqual([init, first]);
+      process.kill(first, 'SIGKILL');
+      while (!/^State:\s+Z/m.test(fs.readFileSync(`/proc/${first}/status`, 'utf8'))) await new Promise((r) => setTimeout(r, 10));
+      // Before: "pid N process: readlink /proc/N/ns/net: readlink failed: ENOENT" refused the dump.
+      expect(preflight(tree, new NamespaceIds(init)).problems).toEqual([]);
+    } finally {
+      process.kill(-sh.pid!, 'SIGKILL');
+      await new Promise((r) => (sh.exitCode !== null || sh.signalCode !== null ? r(undefined) : sh.once('exit', r)));
+    }
   });
 
   describe('rootfs walk', () => {
