@@ -137,12 +137,28 @@ export function externalKinds(c: ContainerDump | undefined, asked: NsKind[] = []
  */
 export async function containerPreflight(c: ContainerDump, ns: NamespaceIds, tree: Tree): Promise<void> {
   refuseSharedNamespaces(tree, ns);
+  userWithoutPidPreflight(c, ns, tree);
   if (!ns.own.includes('ipc')) return;
   if (!nsutilAvailable()) throw new GodwitError('godwit-nsutil is missing (make -C native builds it): it reads the container\'s ipc namespace');
   const mq = await listPosixQueues(c.pid);
   if (mq.length)
     throw new GodwitError(
       `cannot checkpoint container pid ${c.pid} (nothing was frozen): its ipc namespace holds POSIX message queue${mq.length > 1 ? 's' : ''} ${mq.map((q) => '/' + q).join(', ')}, whose contents godwit does not carry yet (SysV queues it does): remove them (mq_unlink) or use SysV message queues`,
+      { code: 'EUNSUPPORTED' },
+    );
+}
+
+/**
+ * A user namespace of the container's own in the host's pid namespace (unshare -Ur without -p): restore gives
+ * every task its pid in the host's pid namespace, then the task joins the user namespace itself, which the kernel
+ * allows a single-threaded task only (threads need their tids before, and set_tid is refused after).
+ */
+function userWithoutPidPreflight(c: ContainerDump, ns: NamespaceIds, tree: Tree): void {
+  if (!ns.own.includes('user') || ns.own.includes('pid')) return;
+  const threaded = tree.processes.filter((p) => !p.zombie && p.threads.length > 1);
+  if (threaded.length)
+    throw new GodwitError(
+      `cannot checkpoint container pid ${c.pid} (nothing was frozen): it has a user namespace of its own but shares the host's pid namespace, and ${threaded.map((p) => `pid ${p.pid} (${p.comm})`).join(', ')} ${threaded.length > 1 ? 'are' : 'is'} multi-threaded: restore can put only single-threaded tasks into the user namespace there. Start it with a pid namespace too (unshare -Urpf ...), which godwit restores with any threads`,
       { code: 'EUNSUPPORTED' },
     );
 }
@@ -186,7 +202,8 @@ export async function dumpContainerState(c: ContainerDump, images: ImageSet, ns:
   const mounts = ns.own.includes('mnt') ? containerMounts(pid) : [];
   for (const m of mounts) images.add('MNTS', ns.root.mnt, m.entry);
   record.mounts = mounts.length;
-  const rootPath = mounts.find((m) => m.kind === 'root')?.hostPath;
+  const rootMount = mounts.find((m) => m.kind === 'root');
+  const rootPath = rootMount?.hostPath;
   const shm: ImageEntryLike[] = [];
   const sem: ImageEntryLike[] = [];
   const msgq: ImageEntryLike[] = [];
@@ -226,6 +243,9 @@ export async function dumpContainerState(c: ContainerDump, images: ImageSet, ns:
     timed('rootfs', async () => {
       if (!rootPath) {
         record.rootfs = { mode: 'shared', path: '/', digest: '' };
+      } else if (rootMount?.hostRoot) {
+        // The host's own root (unshare -m): nothing of its own to record or check; restore uses the host's root.
+        record.rootfs = { mode: 'host', path: '/', digest: '' };
       } else if ((o.rootfsMode ?? 'shared') === 'diff') {
         if (!o.rootfsBase) throw new UsageError('--rootfs diff needs --rootfs-base DIR: the pristine rootfs the container started from');
         const d = await diffRootfs(rootPath, o.rootfsBase);

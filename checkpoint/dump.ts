@@ -174,6 +174,8 @@ export interface DumpState {
   writer?: ImageOutput;
   tree?: Tree;
   ns?: NamespaceIds;
+  /** A container with its own pid namespace: host pid -> pid inside, read while the tree is frozen. */
+  nsPids?: Map<number, number>;
   helper?: Helper;
   frozenAt?: bigint;
   thawedAt?: bigint;
@@ -388,6 +390,10 @@ export const DUMP_STEPS: DumpStep[] = [
     skip: (s) => !s.container && 'not a container',
     run: async (s) => {
       await dumpContainerState(s.container!, s.ctx!.images, s.ns!, s.options);
+      // Read now, while frozen: with --leave-running the images are written after the resume, when a
+      // short-lived task may be gone. Zombies too: their pstree entry and core image carry their pid.
+      if (s.ns!.own.includes('pid'))
+        s.nsPids = namespacePids([...allThreads(s.tree!), ...s.tree!.processes.filter((p) => p.zombie).map((p) => p.pid)]);
     },
   },
   {
@@ -443,9 +449,7 @@ export const DUMP_STEPS: DumpStep[] = [
       // JavaScript that would otherwise hold them back, and the stream with them).
       await new Promise<void>((resolve) => setImmediate(resolve));
       // A container's tasks are recorded with their pids inside its pid namespace (its root is 1 there).
-      // Zombies too: their pstree entry and core image carry their pid (they are not in allThreads).
-      if (s.container && s.ns!.own.includes('pid'))
-        virtualizePids(s.ctx!.images, namespacePids([...allThreads(s.tree!), ...s.tree!.processes.filter((p) => p.zombie).map((p) => p.pid)]));
+      if (s.container && s.nsPids) virtualizePids(s.ctx!.images, s.nsPids);
       const images = s.ctx!.images.images;
       for (const f of s.container?.files ?? []) await s.writer!.writeFile(f.name, f.data);
       await Promise.all(

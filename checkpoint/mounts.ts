@@ -3,7 +3,9 @@
  * mounts (tmpfs-dev-N.tar.gz, a gzip'd tar as CRIU writes them). Read from /proc/PID/mountinfo of the
  * container's root while it is frozen; tmpfs contents through /proc/PID/root (the container's view).
  *
- * Each mount is one of: the root (the container's rootfs: external, handled by checkpoint/rootfs.ts), a
+ * Each mount is one of: the root (the container's rootfs: external, handled by checkpoint/rootfs.ts), a mount of
+ * the host's own (only when the container's root is the host's root, as in a mount namespace made by `unshare -m`:
+ * the same mount at the same place in godwit's namespace; restore finds it there, nothing travels), a
  * filesystem made fresh on restore (proc, sysfs, tmpfs with its contents, devpts, mqueue, cgroup2), a bind of
  * part of an earlier mount of the same container (e.g. runc's masks: /dev/null over /proc/keys), or a bind of a
  * host directory (a volume: external, bound from the same host path on restore).
@@ -45,11 +47,37 @@ export const kdev = (maj: number, min: number): number => ((maj << 20) | min) >>
 export interface ContainerMount {
   info: MountInfo;
   entry: Record<string, unknown>;
-  kind: 'root' | 'fresh' | 'bind' | 'external';
+  kind: 'root' | 'fresh' | 'bind' | 'external' | 'host';
   /** tmpfs whose contents travel (tmpfs-dev-N.tar.gz). */
   tmpfsImage?: string;
-  /** external: the directory on this host that is bound there. */
+  /** external: the directory on this host that is bound there; host: its mount point. */
   hostPath?: string;
+  /** root: the container's root is the host's own (no rootfs of its own to record or check). */
+  hostRoot?: boolean;
+}
+
+/** ext_key of the root mount when the container's root is the host's root (restore: no rootfs, no pivot). */
+export const HOST_ROOT_KEY = 'host-root';
+
+/**
+ * Whether `pid`'s root is godwit's own: the same directory (dev and inode) reached without chroot or pivot_root
+ * (its root mount is godwit's root mount, same device and root). Such a tree has no rootfs of its own.
+ */
+export function isHostRoot(pid: number, rootMount: MountInfo, host: MountInfo[]): boolean {
+  const own = host.find((h) => h.mountPoint === '/' && !host.some((o) => o.mntId === h.parentId));
+  if (!own || own.devMajor !== rootMount.devMajor || own.devMinor !== rootMount.devMinor || own.root !== rootMount.root) return false;
+  try {
+    const a = fs.statSync(`/proc/${pid}/root`);
+    const b = fs.statSync('/');
+    return a.dev === b.dev && a.ino === b.ino && fs.readlinkSync(`/proc/${pid}/root`) === '/';
+  } catch {
+    return false;
+  }
+}
+
+/** godwit's mount at the same place as `m`, of the same filesystem and root: the host's mount `m` is a copy of. */
+function sameHostMount(m: MountInfo, host: MountInfo[]): MountInfo | undefined {
+  return host.find((h) => h.mountPoint === m.mountPoint && h.devMajor === m.devMajor && h.devMinor === m.devMinor && h.root === m.root && h.fsType === m.fsType);
 }
 
 /** Where a mount's root lies on this host: a mount of godwit's own with the same device and an enclosing root. */
@@ -70,6 +98,7 @@ export function containerMounts(pid: number): ContainerMount[] {
   const ids = new Set(infos.map((m) => m.mntId));
   const out: ContainerMount[] = [];
   const host = parseMountInfo(fs.readFileSync('/proc/self/mountinfo', 'utf8'));
+  let hostRoot = false;
   for (const m of infos) {
     const isRoot = m.mountPoint === '/' && !ids.has(m.parentId);
     const earlier = out.find(
@@ -92,12 +121,20 @@ export function containerMounts(pid: number): ContainerMount[] {
       sb_flags: m.superOptions.split(',').includes('ro') ? MS_RDONLY : 0,
     };
     let cm: ContainerMount;
+    const hostCopy = hostRoot && !isRoot ? sameHostMount(m, host) : undefined;
     if (isRoot) {
       const hp = hostPathOf(m, host);
       if (!hp) throw new GodwitError(`pid ${pid}: its root filesystem (${m.source} ${m.root}) is not reachable from this host's mounts: cannot locate the rootfs`);
+      hostRoot = isHostRoot(pid, m, host);
       entry.ext_mount = true;
-      entry.ext_key = 'rootfs';
-      cm = { info: m, entry, kind: 'root', hostPath: hp };
+      entry.ext_key = hostRoot ? HOST_ROOT_KEY : 'rootfs';
+      cm = { info: m, entry, kind: 'root', hostPath: hp, ...(hostRoot ? { hostRoot } : {}) };
+    } else if (hostCopy) {
+      // A copy of the host's mount (unshare -m copies them all): restore's mount namespace, itself a copy of the
+      // host's, holds it too; tmpfs contents stay on the host, where they are.
+      entry.ext_mount = true;
+      entry.ext_key = m.mountPoint;
+      cm = { info: m, entry, kind: 'host', hostPath: m.mountPoint };
     } else if (earlier) {
       cm = { info: m, entry, kind: 'bind' };
     } else if (FRESH.has(m.fsType) && m.root === '/') {

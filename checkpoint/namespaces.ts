@@ -102,11 +102,28 @@ export class NamespaceIds {
       } catch {
         continue; // gone, or a kernel without the link
       }
-      if (pending !== `${k}:[${ns[k]}]`)
-        throw new GodwitError(`pid ${pid} has unshared a new ${k} namespace its future children would enter (${k}_for_children ${pending}, its own ${k}:[${ns[k]}]): godwit cannot carry a pending namespace (let it fork into it first, or do not unshare)`);
+      if (pending !== `${k}:[${ns[k]}]`) {
+        const child = childIn(pid, k, pending);
+        const how = child
+          ? `its child pid ${child} is that namespace's first process (as with unshare --fork): dump --pid ${child} instead`
+          : 'let it fork into it first and dump that child, or do not unshare';
+        throw new GodwitError(`pid ${pid} has unshared a new ${k} namespace its future children would enter (${k}_for_children ${pending}, its own ${k}:[${ns[k]}]): godwit cannot carry a pending namespace; ${how}`);
+      }
     }
     return out;
   }
+}
+
+/** A child of `pid` living in namespace `link` (ns/KIND's text), for the pending-namespace refusal. */
+function childIn(pid: number, kind: string, link: string): number | undefined {
+  try {
+    for (const t of fs.readdirSync(`/proc/${pid}/task`))
+      for (const c of fs.readFileSync(`/proc/${pid}/task/${t}/children`, 'utf8').split(' ').filter(Boolean).map(Number))
+        if (fs.readlinkSync(`/proc/${c}/ns/${kind}`) === link) return c;
+  } catch {
+    /* gone meanwhile: the message goes without the pid */
+  }
+  return undefined;
 }
 
 /** task_kobj_ids_entry: per-process object ids (unique per process here) and its namespaces. */

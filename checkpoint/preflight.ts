@@ -61,6 +61,7 @@ export function inspectTree(tree: Tree, ns: NamespaceIds): PreflightResult {
       try {
         ns.forTask(p.pid);
       } catch (err) {
+        if (isNoEntry(err)) throw err; // exited meanwhile (a short-lived child): the catch below skips it
         problems.push({ pid: p.pid, where: 'process', kind: (err as Error).message.replace(/^pid \d+ /, '') });
       }
       for (const where of ['cwd', 'root']) {

@@ -40,6 +40,50 @@ function typeOf(st: fs.Stats): TreeEntry['type'] {
   return 's';
 }
 
+/** Files are hashed through one buffer of this size: a file of many GB never becomes one allocation. */
+const HASH_CHUNK = 1 << 20;
+
+/**
+ * What walkTree throws when an entry disappears or changes while it is read: the rootfs must hold still (the
+ * container is frozen meanwhile), so a change comes from a process outside the container.
+ */
+function movedError(root: string, rel: string, what: string, cause?: unknown): GodwitError {
+  return new GodwitError(
+    `rootfs ${root}: ${path.join(root, rel)} ${what} while godwit read it: a process outside the container (not frozen) is changing the container's rootfs; stop it (or keep it off that directory) and dump again`,
+    { code: 'EROOTFSCHANGED', ...(cause ? { cause } : {}) },
+  );
+}
+
+const gone = (e: unknown): boolean => ['ENOENT', 'ENOTDIR'].includes((e as NodeJS.ErrnoException).code ?? '');
+
+/** sha256 of a regular file, read in HASH_CHUNK pieces; a file whose size or times change meanwhile is refused. */
+function hashFile(root: string, rel: string, st: fs.Stats, buf: Buffer): string {
+  const p = path.join(root, rel);
+  let fd: number;
+  try {
+    fd = fs.openSync(p, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK);
+  } catch (e) {
+    if (gone(e) || (e as NodeJS.ErrnoException).code === 'ELOOP') throw movedError(root, rel, 'disappeared or was replaced', e);
+    throw new GodwitError(`rootfs ${root}: cannot read ${p}: ${(e as Error).message}`, { cause: e });
+  }
+  try {
+    const h = createHash('sha256');
+    let total = 0;
+    for (;;) {
+      const n = fs.readSync(fd, buf, 0, buf.length, null);
+      if (n === 0) break;
+      h.update(buf.subarray(0, n));
+      total += n;
+    }
+    const now = fs.fstatSync(fd);
+    if (now.ino !== st.ino || now.size !== st.size || total !== st.size || now.mtimeMs !== st.mtimeMs || now.ctimeMs !== st.ctimeMs)
+      throw movedError(root, rel, `changed (size ${st.size} -> ${now.size})`);
+    return h.digest('hex');
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
 /** Every entry of a directory tree (one filesystem only: mounts below it are other mounts), by relative path. */
 export function walkTree(root: string): Map<string, TreeEntry> {
   const out = new Map<string, TreeEntry>();
@@ -49,20 +93,39 @@ export function walkTree(root: string): Map<string, TreeEntry> {
   } catch (e) {
     throw new GodwitError(`rootfs ${root} cannot be read: ${(e as Error).message}`, { cause: e });
   }
+  const buf = Buffer.allocUnsafe(HASH_CHUNK);
   const stack = [''];
   while (stack.length) {
     const rel = stack.pop()!;
     const abs = path.join(root, rel);
-    for (const name of fs.readdirSync(abs)) {
+    let names: string[];
+    try {
+      names = fs.readdirSync(abs);
+    } catch (e) {
+      if (gone(e)) throw movedError(root, rel, 'disappeared', e);
+      throw new GodwitError(`rootfs ${root}: cannot list ${abs}: ${(e as Error).message}`, { cause: e });
+    }
+    for (const name of names) {
       const r = rel ? `${rel}/${name}` : name;
       const p = path.join(root, r);
-      const st = fs.lstatSync(p);
+      let st: fs.Stats;
+      try {
+        st = fs.lstatSync(p);
+      } catch (e) {
+        if (gone(e)) throw movedError(root, r, 'disappeared', e);
+        throw new GodwitError(`rootfs ${root}: cannot stat ${p}: ${(e as Error).message}`, { cause: e });
+      }
       if (st.dev !== rootDev) continue;
       const type = typeOf(st);
       let hash = '';
-      if (type === 'f') hash = createHash('sha256').update(fs.readFileSync(p)).digest('hex');
-      else if (type === 'l') hash = fs.readlinkSync(p);
-      else if (type === 'c' || type === 'b') hash = String(st.rdev);
+      if (type === 'f') hash = hashFile(root, r, st, buf);
+      else if (type === 'l') {
+        try {
+          hash = fs.readlinkSync(p);
+        } catch (e) {
+          throw movedError(root, r, 'disappeared or was replaced', e);
+        }
+      } else if (type === 'c' || type === 'b') hash = String(st.rdev);
       out.set(r, { type, mode: st.mode & 0o7777, uid: st.uid, gid: st.gid, size: type === 'f' ? st.size : 0, hash });
       if (out.size > MAX_ENTRIES) throw new GodwitError(`rootfs ${root} has more than ${MAX_ENTRIES} entries: use shared storage for it`);
       if (type === 'd') stack.push(r);
@@ -81,7 +144,8 @@ export function treeDigest(t: Map<string, TreeEntry>): string {
 }
 
 export interface RootfsRecord {
-  mode: RootfsMode;
+  /** host: the container's root is the host's own root (a mount namespace made by `unshare -m`): no digest. */
+  mode: RootfsMode | 'host';
   /** The rootfs directory at dump time (shared: where restore expects it). */
   path: string;
   /** shared: digest of the rootfs; diff: digest of the base. */

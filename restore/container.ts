@@ -15,7 +15,8 @@ import { GodwitError } from '../util/errors';
 import { settled } from '../util/settled';
 import { restoreCgroups, RestoredCgroups } from './cgroups';
 import { readEntries } from './image-files';
-import { buildMounts, planMounts, readonlyRecords, rootTaskRecords } from './mounts';
+import { buildMounts, hostRootOf, MountPlan, planMounts, readonlyRecords, rootTaskRecords } from './mounts';
+import { readMountInfo } from '../checkpoint/proc/misc';
 import { IdExtent, IpcDesc, idOutside } from '../checkpoint/ns-content';
 import { createFreshNamespaces, FreshNamespaces, FreshNsKind, IdMaps, ipcContentFromImages, restoreIpc, restoreIpcVars, restoreUts } from './ns-content';
 import { prepareRootfs, PreparedRootfs } from './rootfs';
@@ -158,7 +159,7 @@ export async function prepareContainer(dir: string, rec: ContainerRecord, o: Con
         else await run('nsenter', [`--net=/proc/${h}/ns/net`, 'ip', 'link', 'set', 'lo', 'up']);
       }),
       timed('rootfs', async () => {
-        if (own.has('mnt')) c.rootfs = await prepareRootfs(rec.rootfs, dir, { base: o.rootfsBase, path: o.rootfsPath });
+        if (own.has('mnt') && rec.rootfs.mode !== 'host') c.rootfs = await prepareRootfs(rec.rootfs, dir, { base: o.rootfsBase, path: o.rootfsPath });
       }),
     ]);
 
@@ -167,15 +168,30 @@ export async function prepareContainer(dir: string, rec: ContainerRecord, o: Con
     if (own.has('mnt')) {
       const entries = (readEntries(dir, `mountpoints-${rootNsId(dir, 'mnt')}.img`) ?? []) as Msg[];
       if (!entries.length) throw new GodwitError(`${dir}: the container had its own mount namespace but mountpoints-N.img is missing or empty`);
-      c.staging = fs.mkdtempSync(path.join(os.tmpdir(), 'godwit-root-'));
-      const plan = planMounts(entries, c.staging, c.rootfs!.mount, new Set(rec.fileMounts ?? []), { procPlaceholder: !!userns });
-      await buildMounts(c.holder!.pid, plan, dir, c.staging, readonlyRecords(entries, c.staging));
+      const hostRoot = rec.rootfs.mode === 'host';
+      if (hostRoot !== hostRootOf(entries)) throw new GodwitError(`${dir}: container.json's rootfs (${rec.rootfs.mode}) and the root entry of mountpoints-N.img disagree`);
+      let plan: MountPlan;
+      if (hostRoot) {
+        // The host's root: the holder's mount namespace is a copy of this host's; only the container's own
+        // mounts are made, in place (no staging, no pivot). A host proc is visible there: no placeholder.
+        plan = planMounts(entries, '/', { host: readMountInfo(process.pid) }, new Set(rec.fileMounts ?? []));
+        await buildMounts(c.holder!.pid, plan, dir, '/', readonlyRecords(entries, '/'), { pivot: false });
+      } else {
+        c.staging = fs.mkdtempSync(path.join(os.tmpdir(), 'godwit-root-'));
+        plan = planMounts(entries, c.staging, c.rootfs!.mount, new Set(rec.fileMounts ?? []), { procPlaceholder: !!userns });
+        await buildMounts(c.holder!.pid, plan, dir, c.staging, readonlyRecords(entries, c.staging));
+      }
       rootTask = rootTaskRecords(plan.rootTask);
       c.fileRoot = `/proc/${c.holder!.pid}/root`;
     }
     c.timings.mounts = since(t0);
     c.restorerArgs.unshift(...join);
-    for (const k of kinds) c.restorerArgs.push('--setns', `/proc/${c.holder!.pid}/ns/${k}`);
+    for (const k of kinds) {
+      // A user namespace without a pid namespace (unshare -Urn): the restorer must keep the host's capabilities
+      // to give the tasks their pids in the host's pid namespace (clone3 set_tid); each task joins it itself.
+      if (k === 'user' && !own.has('pid')) c.restorerArgs.push('--task-userns', `/proc/${c.holder!.pid}/ns/user`);
+      else c.restorerArgs.push('--setns', `/proc/${c.holder!.pid}/ns/${k}`);
+    }
     const head = Buffer.alloc(8);
     head.writeInt32LE(own.has('pid') ? 1 : 0, 0);
     head.writeUInt32LE(rootTask.length, 4);

@@ -5,10 +5,15 @@
  *   binds, host directories; then pivot_root into it;
  * - made by the container's root task itself, first thing in its new pid namespace (the restorer's root
  *   stub): proc, which must belong to that pid namespace, and everything mounted on top of it (runc's masks).
+ * A container whose root was the host's root (`unshare -m`: checkpoint/mounts.ts HOST_ROOT_KEY) gets no staging
+ * directory and no pivot: the holder's mount namespace is already a copy of the host's, so the host's mounts the
+ * container had are there; only the container's own mounts are made, at their places.
  */
 import { execFile } from 'node:child_process';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
+import { HOST_ROOT_KEY } from '../checkpoint/mounts';
+import { MountInfo } from '../checkpoint/proc/misc';
 import { runNsutil } from '../checkpoint/ns-content';
 import { GodwitError } from '../util/errors';
 
@@ -62,10 +67,25 @@ function bindSource(m: Msg, earlier: Msg[]): string | undefined {
   return undefined;
 }
 
+/** The root entry says the container's root was the host's own. */
+export const hostRootOf = (entries: Msg[]): boolean => entries.some((m) => m.ext_key === HOST_ROOT_KEY);
+
+/**
+ * Host root: a mount of the host's the container had (ext_key = its own mount point) that this host has at the
+ * same place with the same filesystem type is in the holder's copy already.
+ */
+function inHostCopy(m: Msg, host: MountInfo[]): boolean {
+  return !!m.ext_mount && m.ext_key === m.mountpoint && host.some((h) => h.mountPoint === m.mountpoint && h.fsType === m.fsname);
+}
+
+/**
+ * `root` is the rootfs to mount on the staging directory, or `{ host }` (godwit's mountinfo) when the container's
+ * root was the host's: then `staging` is '/' and the mounts go in place.
+ */
 export function planMounts(
   entries: Msg[],
   staging: string,
-  root: { source: string; fstype: string; flags: number; data: string },
+  root: { source: string; fstype: string; flags: number; data: string } | { host: MountInfo[] },
   fileTargets: Set<string>,
   o: { procPlaceholder?: boolean } = {},
 ): MountPlan {
@@ -79,7 +99,11 @@ export function planMounts(
     const mp = String(m.mountpoint);
     const flags = Number(m.flags ?? 0);
     const fs = String(m.fsname ?? '');
-    if (m.ext_key === 'rootfs') {
+    if ('host' in root && (m.ext_key === HOST_ROOT_KEY || inHostCopy(m, root.host))) {
+      done.push(m);
+      continue;
+    }
+    if (m.ext_key === 'rootfs' && !('host' in root)) {
       parts.push(rec(['mount', root.source, staging, root.fstype, String(root.flags), root.data]));
       if (flags & MS_RDONLY) parts.push(rec(['mount', '', staging, '', String(MS_BIND | MS_REMOUNT | (flags & PER_MOUNT)), '']));
       done.push(m);
@@ -126,15 +150,15 @@ export function planMounts(
 export function readonlyRecords(entries: Msg[], staging: string): Buffer {
   const parts: Buffer[] = [];
   for (const m of entries) {
-    if (m.ext_key === 'rootfs' || Number(m.fstype) === 1 || m.ext_mount) continue;
+    if (m.ext_key === 'rootfs' || m.ext_key === HOST_ROOT_KEY || Number(m.fstype) === 1 || m.ext_mount) continue;
     if (Number(m.flags ?? 0) & MS_RDONLY && !bindSource(m, []))
       parts.push(rec(['mount', '', path.join(staging, String(m.mountpoint)), '', String(MS_REMOUNT | (Number(m.flags) & PER_MOUNT)), String(m.options ?? '')]));
   }
   return Buffer.concat(parts);
 }
 
-/** Runs the plan in the holder's mount namespace: mounts, tmpfs contents, read-only remounts, pivot_root. */
-export async function buildMounts(holder: number, plan: MountPlan, imageDir: string, staging: string, ro: Buffer): Promise<void> {
+/** Runs the plan in the holder's mount namespace: mounts, tmpfs contents, read-only remounts, pivot_root (not for the host's root). */
+export async function buildMounts(holder: number, plan: MountPlan, imageDir: string, staging: string, ro: Buffer, o: { pivot: boolean } = { pivot: true }): Promise<void> {
   await runNsutil(['mnt-build', String(holder)], plan.build);
   for (const u of plan.unpack) {
     const into = path.join(`/proc/${holder}/root`, staging, u.dir);
@@ -142,7 +166,8 @@ export async function buildMounts(holder: number, plan: MountPlan, imageDir: str
       throw new GodwitError(`cannot unpack ${u.image} into the container's ${u.dir}: ${e.stderr?.trim() || e.message}`, { cause: e });
     });
   }
-  await runNsutil(['mnt-build', String(holder)], Buffer.concat([ro, rec(['pivot', staging])]));
+  const tail = Buffer.concat([ro, o.pivot ? rec(['pivot', staging]) : Buffer.alloc(0)]);
+  if (tail.length) await runNsutil(['mnt-build', String(holder)], tail);
 }
 
 /** The root task's mount records as godwit-restorer's OP_CONTAINER carries them. */

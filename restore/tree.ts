@@ -61,10 +61,14 @@ export async function createTree(ctx: RestoreContext, trailer?: Buffer): Promise
 
 /** Process groups led by another task: joined once every task exists. */
 export async function joinProcessGroups(ctx: RestoreContext): Promise<void> {
+  const pids = new Set(ctx.set!.tasks.map((t) => t.pid));
   for (const t of ctx.set!.tasks) {
     // pgid 0: a group led from outside the tree (a container's tree in its creator's group, which its pid
-    // namespace cannot name): the task stays in the group it was forked into, the restorer's.
-    if (t.pgid === t.pid || t.sid === t.pid || t.pgid === 0 || t.zombie !== undefined) continue;
+    // namespace cannot name): the task stays in the group it was forked into, the restorer's. The same for the
+    // group of a session led from outside the tree (the child of `setsid unshare --fork`): the restorer's session
+    // stands for that session (util/sessions.ts), and its group for that group.
+    const outsideSessionGroup = t.pgid === t.sid && !pids.has(t.pgid);
+    if (t.pgid === t.pid || t.sid === t.pid || t.pgid === 0 || outsideSessionGroup || t.zombie !== undefined) continue;
     const b = new Batch();
     b.call('setpgid', [0, t.pgid], `join process group ${t.pgid}`);
     await runBatch(ctx.restorer!, t.pid, b);

@@ -333,6 +333,8 @@ int main(int argc, char **argv) {
   ctx.ctl = CTL_FD;
   ctx.bulk = BULK_FD;
   ctx.keep_pidfd = -1;
+  ctx.task_userns = -1;
+  const char *task_userns = NULL;
   const char *join[8];
   int njoin = 0;
   const char *cgroups[16];
@@ -343,6 +345,11 @@ int main(int argc, char **argv) {
     /* Container restore: namespaces to join (files under /proc/HOLDER/ns) and cgroup.procs files for the root. */
     if (!strcmp(argv[i], "--setns") && i + 1 < argc && njoin < 8) {
       join[njoin++] = argv[++i];
+      continue;
+    }
+    /* A user namespace the tasks join themselves (rst.h task_userns): opened now, joined by each stub. */
+    if (!strcmp(argv[i], "--task-userns") && i + 1 < argc) {
+      task_userns = argv[++i];
       continue;
     }
     /* A time namespace of the container's own: the clocks (ns) it showed at dump time, to continue from. */
@@ -386,7 +393,7 @@ int main(int argc, char **argv) {
     if (!strcmp(argv[i], "--reserve") && i + 1 < argc) return rst_reserve(strtoul(argv[i + 1], NULL, 10));
     if (!strcmp(argv[i], "--new-pidns")) ctx.new_pidns = 1;
     else {
-      fprintf(stderr, "godwit-restorer: unknown argument %s (usage: godwit-restorer [--new-pidns] [--setns NSFILE]... [--timens MONO_NS BOOT_NS] [--cgroup PROCSFILE]..., fds 3+4)\n", argv[i]);
+      fprintf(stderr, "godwit-restorer: unknown argument %s (usage: godwit-restorer [--new-pidns] [--setns NSFILE]... [--timens MONO_NS BOOT_NS] [--task-userns NSFILE] [--cgroup PROCSFILE]..., fds 3+4)\n", argv[i]);
       return 2;
     }
   }
@@ -412,6 +419,14 @@ int main(int argc, char **argv) {
     return 1;
   }
   /* Open every namespace first: once in the container's mount namespace, /proc/HOLDER is out of reach. */
+  if (task_userns) {
+    /* Not O_CLOEXEC-sensitive: stubs are forks (no exec); each closes it with everything else when ready. */
+    ctx.task_userns = open(task_userns, O_RDONLY | O_CLOEXEC);
+    if (ctx.task_userns < 0) {
+      fprintf(stderr, "godwit-restorer: open %s: %s\n", task_userns, strerror(errno));
+      return 1;
+    }
+  }
   int nsfd[8];
   for (int i = 0; i < njoin; i++) {
     nsfd[i] = open(join[i], O_RDONLY | O_CLOEXEC);

@@ -109,6 +109,10 @@ struct rst_ctx {
   uint8_t *mounts; /* mount records the root stub runs once in its pid namespace (proc and what is on it) */
   size_t mounts_len;
   int host_root; /* O_PATH fd of the root we started in */
+  /* --task-userns: a user namespace each task joins itself, once its children exist (a container with a user
+   * namespace but the host's pid namespace: clone3 with set_tid there needs our capabilities in the host's user
+   * namespace, which joining first would lose). -1 when unused. */
+  int task_userns;
 };
 
 /* A task's pid as we see it (differs from the image's only for a nested root). */

@@ -297,6 +297,19 @@ static void stub_main(struct rst_ctx *ctx, uint32_t idx, int ready, pid_t creato
     _exit(1);
   }
   fork_children(ctx, idx, ready, 0);
+  /* --task-userns: our children are forked (set_tid needs the host's capabilities); now into the user namespace,
+   * before the credentials are taken. setns(CLONE_NEWUSER) needs a single thread: threads would have to be
+   * made before it with set_tid, which it forbids after (dump refuses such trees). */
+  if (ctx->task_userns >= 0 && t->zombie < 0) {
+    if (t->nthreads > 1) {
+      report(ready, t->pid, EINVAL, -2);
+      _exit(1);
+    }
+    if (syscall(SYS_setns, ctx->task_userns, CLONE_NEWUSER) < 0) {
+      report(ready, t->pid, errno, -2);
+      _exit(1);
+    }
+  }
   for (uint32_t k = 1; k < t->nthreads; k++) {
     pid_t want = ctx->threads[t->first_thread + k].tid;
     void *stack = mmap(NULL, STUB_THREAD_STACK, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -419,6 +432,7 @@ static int wait_ready(struct rst_ctx *ctx, int ready) {
       ssize_t k = read(ready, &rec, sizeof rec);
       if (k == (ssize_t)sizeof rec) {
         if (rec.err && rec.about == -1) return rst_fail(ctx, rec.err, "container-root-setup(cgroup/mount)", rec.pid);
+        if (rec.err && rec.about == -2) return rst_fail(ctx, rec.err, "setns(CLONE_NEWUSER: the container's user namespace)", rec.pid);
         if (rec.err) return rst_fail(ctx, rec.err, rec.about == rec.pid ? "setsid/setpgid" : "clone3", rec.about);
         got++;
         continue;
@@ -547,7 +561,15 @@ int rst_tree_create(struct rst_ctx *ctx, const uint8_t *p, size_t n) {
   rc = wait_ready(ctx, pfd[0]);
   close(pfd[0]);
   if (rc) return rc;
-  return seize_all(ctx);
+  rc = seize_all(ctx);
+  if (rc || ctx->task_userns < 0) return rc;
+  /* --task-userns: the pids are given, the tasks are in the user namespace; now we join it too (single-threaded
+   * still), as with a pid namespace of the container's own: the stubs pull their fds from us by pidfd_getfd,
+   * which a task of the user namespace may do only to a process in it. */
+  if (syscall(SYS_setns, ctx->task_userns, CLONE_NEWUSER) < 0) return rst_fail(ctx, errno, "setns(CLONE_NEWUSER: the container's user namespace)", 0);
+  close(ctx->task_userns);
+  ctx->task_userns = -1;
+  return 0;
 }
 
 /* Kills everything this restore created and reaps it: used on any failure before resume. */
