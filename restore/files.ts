@@ -483,28 +483,42 @@ export async function closeObjects(ctx: RestoreContext): Promise<void> {
 }
 
 /** Paths the restore needs, with what dump recorded about them (size, mode), for preflight. */
-export function neededFiles(ctx: RestoreContext): { path: string; size?: bigint; mode?: number; why: string }[] {
+/** A file restore takes from this host: where, as dumped (size, mode), who needs it, and whether it is mapped. */
+export interface NeededFile {
+  path: string;
+  size?: bigint;
+  mode?: number;
+  why: string;
+  /** Mapped or a task's executable (not only held by fds, cwd or root): its bytes are the tree's memory. */
+  mapped: boolean;
+}
+
+export function neededFiles(ctx: RestoreContext): NeededFile[] {
   const set = ctx.set!;
-  const out = new Map<string, { path: string; size?: bigint; mode?: number; why: string }>();
-  const add = (id: number, why: string) => {
+  const out = new Map<string, NeededFile>();
+  const add = (id: number, why: string, mapped = false) => {
     const reg = set.files.get(id)?.reg as Msg | undefined;
     if (!reg) return;
     const link = linkRemapName(ctx, id);
+    let entry: NeededFile;
     if (link !== undefined) {
       const lreg = set.files.get(Number(set.remaps.get(id)!.remap_id))!.reg as Msg;
-      if (!out.has(link)) out.set(link, { path: link, size: lreg.size as bigint | undefined, mode: lreg.mode as number | undefined, why: `${why}: the link remap of the removed ${reg.name}` });
-      return;
+      entry = { path: link, size: lreg.size as bigint | undefined, mode: lreg.mode as number | undefined, why: `${why}: the link remap of the removed ${reg.name}`, mapped };
+    } else {
+      if (set.remaps.has(id)) return; // a deleted file comes from its ghost image
+      const p = reg.name as string;
+      if (treeProcPath(ctx, p)) return; // made with the tree (openPlain)
+      entry = { path: p, size: reg.size as bigint | undefined, mode: reg.mode as number | undefined, why, mapped };
     }
-    if (set.remaps.has(id)) return; // a deleted file comes from its ghost image
-    const p = reg.name as string;
-    if (treeProcPath(ctx, p)) return; // made with the tree (openPlain)
-    if (!out.has(p)) out.set(p, { path: p, size: reg.size as bigint | undefined, mode: reg.mode as number | undefined, why });
+    const had = out.get(entry.path);
+    if (had) had.mapped ||= mapped;
+    else out.set(entry.path, entry);
   };
   for (const t of set.tasks) {
     if (t.zombie !== undefined) continue;
     for (const v of (t.mm.vmas as Msg[] | undefined) ?? [])
-      if (Number(v.status) & (64 | 128)) add(Number(v.shmid), `mapped by task ${t.pid}`);
-    if (t.mm.exe_file_id) add(Number(t.mm.exe_file_id), `executable of task ${t.pid}`);
+      if (Number(v.status) & (64 | 128)) add(Number(v.shmid), `mapped by task ${t.pid}`, true);
+    if (t.mm.exe_file_id) add(Number(t.mm.exe_file_id), `executable of task ${t.pid}`, true);
     for (const fdi of t.fds) add(Number(fdi.id), `fd ${fdi.fd} of task ${t.pid}`);
     add(Number(t.fs.cwd_id), `cwd of task ${t.pid}`);
     add(Number(t.fs.root_id), `root of task ${t.pid}`);

@@ -142,9 +142,10 @@ export function preflight(ctx: RestoreContext): void {
     }
     if (f.mode !== undefined && f.mode !== 0 && (st.mode & 0o170000) !== (f.mode & 0o170000))
       problems.push(`${f.path} (${f.why}) is a different kind of file than at dump time (mode 0${f.mode.toString(8)}, now 0${st.mode.toString(8)})`);
-    else if (f.size !== undefined && st.isFile() && BigInt(st.size) > BigInt(f.size))
+    else if (f.size !== undefined && st.isFile() && !f.mapped && BigInt(st.size) > BigInt(f.size))
       // Appended to since the dump (a log that a process outside the tree writes and the tree reads, `tail -F`):
-      // what the tree had read or mapped is still there. A file that shrank or was rewritten is refused.
+      // what the tree read is still there. A file that shrank, or one the tree maps (its bytes are the tree's
+      // memory: a binary that grew is another binary), is refused.
       ctx.warnings.push({ message: `${f.path} (${f.why}) grew since the dump (size ${f.size}, now ${st.size}): restored as it is now` });
     else if (f.size !== undefined && st.isFile() && BigInt(st.size) !== BigInt(f.size))
       problems.push(`${f.path} (${f.why}) changed since the dump (size ${f.size}, now ${st.size}): restore needs the file as it was`);

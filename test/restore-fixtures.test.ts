@@ -214,7 +214,7 @@ describe('restore refuses bad input before creating anything', () => {
     );
   });
 
-  test('a file that changed size since the dump is refused', async () => {
+  test('a mapped file whose size changed since the dump is refused (one that grew too: another binary)', async () => {
     const dir = copyFixture(sleepDir);
     rewrite(dir, 'files.img', 'FILES', (m) => {
       (m.find((f) => f.id === 1)!.reg as Record<string, unknown>).size = 12345n;
