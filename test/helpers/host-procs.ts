@@ -72,9 +72,10 @@ export function threadStates(pid: number): string[] {
  * Kills the first `godwit-restorer` that the process `receiver` starts, from a bash loop of its own at high priority
  * that polls without forking: the test's event loop, busy with the migration's events, can be late by more than a
  * whole restore on a loaded machine, and a restorer found only once it has resumed the tree tests nothing. `killed`
- * resolves with "PID argv..." of what it killed, or undefined if the receiver ended first (or stop() was called).
+ * resolves with "PID argv..." of what it killed, or undefined if the receiver ended first (or stop() was called);
+ * `killedAt` with when (ms since the epoch, the killer's own clock reading).
  */
-export function killFirstRestorer(receiver: number): { killed: Promise<string | undefined>; stop(): void } {
+export function killFirstRestorer(receiver: number): { killed: Promise<string | undefined>; killedAt: Promise<number | undefined>; stop(): void } {
   const script = `r=$1
 while [ -d /proc/$r ]; do
   kids=
@@ -82,15 +83,17 @@ while [ -d /proc/$r ]; do
   for c in $kids; do
     argv0=
     IFS= read -r -d '' argv0 < /proc/$c/cmdline
-    case $argv0 in *godwit-restorer) kill -9 $c && echo "$c $argv0"; exit 0;; esac
+    case $argv0 in *godwit-restorer) kill -9 $c && echo "$EPOCHREALTIME $c $argv0"; exit 0;; esac
   done
 done`;
   const child = spawn('nice', ['-n', '-15', 'bash', '-c', script, 'kill-restorer', String(receiver)], { stdio: ['ignore', 'pipe', 'ignore'] });
   let out = '';
   child.stdout!.on('data', (d: Buffer) => (out += d));
-  const killed = new Promise<string | undefined>((resolve) => child.on('close', () => resolve(out.trim() || undefined)));
+  const line = new Promise<string>((resolve) => child.on('close', () => resolve(out.trim())));
+  const killed = line.then((l) => l.slice(l.indexOf(' ') + 1) || undefined);
   return {
     killed,
+    killedAt: line.then((l) => (l ? Number(l.split(' ')[0]) * 1000 : undefined)),
     stop: () => {
       if (child.exitCode === null && child.pid) process.kill(child.pid, 'SIGKILL');
     },
@@ -101,23 +104,24 @@ done`;
  * killFirstRestorer for the `godwit receive` that host runs (found within 2 s): start it as the migration starts
  * streaming, so that it is already polling when a fast restore begins. `killed` is undefined if no receiver was found.
  */
-export function killFirstRestorerOn(host: Host): { killed: Promise<string | undefined>; stop(): void } {
+export function killFirstRestorerOn(host: Host): { killed: Promise<string | undefined>; killedAt: Promise<number | undefined>; stop(): void } {
   let watch: ReturnType<typeof killFirstRestorer> | undefined;
   let stopped = false;
-  const killed = (async () => {
+  const found = (async () => {
     for (let i = 0; i < 400 && !stopped; i++) {
       const receiver = Number(processesIn(host).find((p) => p.includes(' receive --dir '))?.split(' ')[0] ?? 0);
       if (receiver) {
         watch = killFirstRestorer(receiver);
         if (stopped) watch.stop();
-        return watch.killed;
+        return watch;
       }
       await new Promise((r) => setTimeout(r, 5));
     }
     return undefined;
   })();
   return {
-    killed,
+    killed: found.then((w) => w?.killed),
+    killedAt: found.then((w) => w?.killedAt),
     stop: () => {
       stopped = true;
       watch?.stop();
