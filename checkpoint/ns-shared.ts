@@ -7,7 +7,7 @@
  */
 import * as fs from 'node:fs';
 import { GodwitError } from '../util/errors';
-import type { NsKind } from './proc/misc';
+import { readComm, type NsKind } from './proc/misc';
 import { EXTERNAL_NS, type NamespaceIds } from './namespaces';
 import { ancestry, Tree } from './tree';
 
@@ -19,11 +19,12 @@ export interface NsSharer {
 /** How many outside processes an error names (the scan itself reads every process). */
 const NAMED = 5;
 
-const readOr = (p: string): string | undefined => {
+/** Its name, or '?' once it is gone. */
+const commOf = (pid: number): string => {
   try {
-    return fs.readFileSync(p, 'utf8').trim();
+    return readComm(pid);
   } catch {
-    return undefined;
+    return '?';
   }
 };
 
@@ -47,7 +48,7 @@ export function outsideSharers(tree: Tree, ns: NamespaceIds, kinds: NsKind[]): M
       }
       if (link !== `${k}:[${ns.rootIno[k]}]`) continue;
       const list = out.get(k) ?? [];
-      list.push({ pid: Number(name), comm: readOr(`/proc/${name}/comm`) ?? '?' });
+      list.push({ pid: Number(name), comm: commOf(Number(name)) });
       out.set(k, list);
     }
   }

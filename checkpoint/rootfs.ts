@@ -123,7 +123,9 @@ export function walkTree(root: string): Map<string, TreeEntry> {
         try {
           hash = fs.readlinkSync(p);
         } catch (e) {
-          throw movedError(root, r, 'disappeared or was replaced', e);
+          // EINVAL: no longer a symlink (replaced since the lstat).
+          if (gone(e) || (e as NodeJS.ErrnoException).code === 'EINVAL') throw movedError(root, r, 'disappeared or was replaced', e);
+          throw new GodwitError(`rootfs ${root}: cannot read the link ${p}: ${(e as Error).message}`, { cause: e });
         }
       } else if (type === 'c' || type === 'b') hash = String(st.rdev);
       out.set(r, { type, mode: st.mode & 0o7777, uid: st.uid, gid: st.gid, size: type === 'f' ? st.size : 0, hash });

@@ -482,7 +482,6 @@ export async function closeObjects(ctx: RestoreContext): Promise<void> {
   await closeInRestorer(ctx, fds);
 }
 
-/** Paths the restore needs, with what dump recorded about them (size, mode), for preflight. */
 /** A file restore takes from this host: where, as dumped (size, mode), who needs it, and whether it is mapped. */
 export interface NeededFile {
   path: string;
@@ -493,6 +492,7 @@ export interface NeededFile {
   mapped: boolean;
 }
 
+/** Paths the restore needs, with what dump recorded about them, for preflight. */
 export function neededFiles(ctx: RestoreContext): NeededFile[] {
   const set = ctx.set!;
   const out = new Map<string, NeededFile>();

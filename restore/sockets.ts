@@ -261,7 +261,8 @@ export function unixProblems(ctx: RestoreContext): string[] {
 /** Connects S again to NAME, the socket outside the tree it was connected to; a clear error if nothing receives there. */
 async function connectExternal(ctx: RestoreContext, s: Sock, name: Buffer): Promise<void> {
   const b = new Batch();
-  const c = b.call('connect', [s.fd!, b.data(sockaddr(name)), sockaddr(name).length], `connect socket ${s.ino} to ${printable(name)}`, { allowFail: true });
+  const addr = sockaddr(name);
+  const c = b.call('connect', [s.fd!, b.data(addr), addr.length], `connect socket ${s.ino} to ${printable(name)}`, { allowFail: true });
   const r = Number((await local(ctx, b, 'unix socket'))[c.result]);
   if (r < 0)
     throw new GodwitError(`unix socket ${s.ino} was connected to ${printable(name)}, a socket outside the dumped tree, which cannot be connected to again here: ${externalHint(name)}`, {
